@@ -1,0 +1,63 @@
+"""fishcount: interphase FISH scoring for bone-marrow clones.
+
+The public API is flat::
+
+    import fishcount as fc
+    field = fc.read_field("field01.ome.tif", panel="del5q")
+    result = fc.analyze_field(field)
+    result.nuclei.head()
+
+Data flow, one way: ``io -> segment -> spots -> calls -> scoring -> response -> cohort``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported lazily, so ``import fishcount`` stays fast)
+_API: dict[str, str] = {
+    # errors
+    "FishcountError": "errors", "InputError": "errors", "PanelError": "errors", "CriteriaError": "errors",
+    # panels
+    "load_panel": "panels", "list_panels": "panels", "Panel": "panels", "Signal": "panels",
+    "DEFAULT_PANEL": "panels",
+    # io
+    "read_field": "io", "Field": "io", "field_from_arrays": "io", "describe_field": "io",
+    "find_fields": "io", "stem_of": "io",
+    # simulate
+    "simulate_field": "simulate", "SimulatedField": "simulate", "write_simulated_field": "simulate",
+    # segment
+    "segment_nuclei": "segment", "Segmentation": "segment", "estimate_nucleus_diameter": "segment",
+    # spots / calls / pipeline
+    "detect_signals": "spots", "merge_split_signals": "spots", "pair_fusions": "spots",
+    "call_nuclei": "calls",
+    "analyze_field": "analyze", "FieldResult": "analyze", "write_field_result": "analyze",
+    "render_overlay": "overlay",
+    # scoring / cut-offs / response / cohort
+    "score_sample": "scoring", "score_samples": "scoring", "clopper_pearson": "scoring",
+    "iscn_string": "scoring", "SampleScore": "scoring",
+    "compute_cutoffs": "cutoffs", "cutoff_for_n": "cutoffs", "load_cutoffs": "cutoffs",
+    "classify_response": "response", "load_criteria": "response", "list_criteria": "response",
+    "classify_clinical_response": "clinical",
+    "cohort_summary": "cohort", "compare_groups": "cohort",
+    # batch / report
+    "run_batch": "batch", "read_manifest": "batch",
+    "write_report": "report",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _API.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'fishcount' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
