@@ -1,0 +1,1158 @@
+"""Read FISH fields: TIFF / OME-TIFF / ImageJ hyperstacks, z-stacks and per-channel file groups.
+
+A *field* is one microscope field of view: a DAPI (nuclear counterstain) image and one image per
+probe signal of a panel. :func:`read_field` reads one from disk, works out which axis holds the
+channels and which holds z-planes, matches channel names to the panel's signals and reads the
+pixel size, and returns a frozen :class:`Field`. Everything it decided (and where the decision
+came from) is reported by :func:`describe_field`, which is what ``fishcount info`` prints.
+
+Layouts, metadata and matching rules are documented in ``docs/reading.md``.
+
+Example
+-------
+>>> import fishcount as fc
+>>> field = fc.read_field("field01.ome.tif", panel="del5q")        # doctest: +SKIP
+>>> field.dapi.shape, sorted(field.probes)                          # doctest: +SKIP
+((512, 512), ['D5S23', 'EGR1'])
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import struct
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .panels import Panel, load_panel
+
+__all__ = [
+    "Field",
+    "read_field",
+    "field_from_arrays",
+    "describe_field",
+    "format_description",
+    "find_fields",
+    "stem_of",
+    "DAPI",
+    "DAPI_NAMES",
+]
+
+#: Key of the nuclear counterstain in :attr:`Field.channel_map`.
+DAPI = "DAPI"
+#: Channel names (case-insensitive) recognised as the nuclear counterstain.
+DAPI_NAMES: tuple[str, ...] = ("DAPI", "Hoechst", "nuclei", "nuclear", "nucleus", "DNA", "counterstain", "blue")
+
+_TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# names that carry no information about what a channel shows (Bio-Formats / vendor defaults)
+_GENERIC_NAME_RE = re.compile(r"^\s*(?:ch(?:annel)?|c|w|wavelength)?[\s:_#\-]*\d+(?:[\s:_\-]+\d+)*\s*$", re.I)
+# length units -> micrometres (OME UnitsLength symbols, ImageJ unit strings)
+_UNIT_TO_UM: dict[str, float] = {
+    "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3,
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "\\u00b5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "pm": 1e-6,
+    "å": 1e-4, "angstrom": 1e-4, "in": 25400.0, "inch": 25400.0,
+}
+# plausible pixel sizes of a microscope image, µm; an inch-based TIFF resolution outside this
+# range is a screen/print DPI (72, 96, 300 dpi), not a calibration
+_PLAUSIBLE_PIXEL_UM = (0.005, 20.0)
+_MAX_SMALL_CHANNEL_AXIS = 8  # a last axis this small (and much smaller than Y, X) is channels (YXC)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of view: DAPI + one image per panel signal, with what was read about them.
+
+    Attributes
+    ----------
+    path : str
+        Source file (first file of a per-channel group) or ``"<array>"``.
+    stem : str
+        File name without ``.ome.tif``/``.tif``/``.tiff`` (and without ``_<channel>`` for groups).
+    dapi : ndarray, float32
+        ``(Y, X)`` raw intensities (``(Z, Y, X)`` if read with ``z_mode="keep"``).
+    probes : dict of str to ndarray
+        Panel signal name -> float32 image of the same shape as ``dapi``, in panel order.
+    pixel_size_um : float or None
+        Pixel size in µm (square pixels assumed; the X size when X and Y differ).
+    pixel_size_source : str
+        ``"OME PhysicalSizeX"``, ``"ImageJ"``, ``"TIFF resolution"``, ``"user"`` or ``"none"``.
+    channel_names : tuple of str
+        Channel names as in the file (or given with ``channels=``); ``""`` for unnamed channels.
+    channel_map : dict of str to int
+        ``"DAPI"`` and each signal name -> channel index in the file (file index in a group).
+    axes : str
+        Axes as stored, e.g. ``"CYX"``, ``"ZCYX"``, ``"YXC"`` (``"C"`` + file axes for a group).
+    n_z : int
+        Number of z-planes stored (1 for 2-D images).
+    dtype : str
+        Stored dtype, e.g. ``"uint16"``.
+    shape : tuple of int
+        Stored shape.
+    saturation_value : float or None
+        Largest representable value for integer images (e.g. 65535), None for float images.
+    panel_id : str
+        Id of the panel the channels were matched to.
+    """
+
+    path: str
+    stem: str
+    dapi: np.ndarray
+    probes: dict[str, np.ndarray]
+    pixel_size_um: float | None
+    pixel_size_source: str
+    channel_names: tuple[str, ...]
+    channel_map: dict[str, int]
+    axes: str
+    n_z: int
+    dtype: str
+    shape: tuple[int, ...]
+    saturation_value: float | None
+    panel_id: str
+
+
+# -------------------------------------------------------------------------------------------
+# names
+# -------------------------------------------------------------------------------------------
+def stem_of(path: str | os.PathLike) -> str:
+    """File name without its directory and a ``.ome.tif``/``.ome.tiff``/``.tif``/``.tiff`` ending.
+
+    The ending is matched case-insensitively; other endings are kept.
+
+    Examples
+    --------
+    >>> stem_of("/data/field01.ome.tif")
+    'field01'
+    >>> stem_of("field02.TIFF")
+    'field02'
+    """
+    name = Path(path).name
+    low = name.lower()
+    for suf in _TIFF_SUFFIXES:
+        if low.endswith(suf) and len(name) > len(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def _norm(name: str) -> str:
+    """Case- and space-insensitive form of a channel name."""
+    return " ".join(str(name).replace("\u03bc", "\u00b5").split()).casefold()
+
+
+def _channel_terms(panel: Panel) -> dict[str, tuple[str, ...]]:
+    """Key (``"DAPI"`` and each signal name) -> the names a channel may carry for it."""
+    terms: dict[str, tuple[str, ...]] = {DAPI: DAPI_NAMES}
+    for s in panel.signals:
+        terms[s.name] = (s.name, *s.aliases, s.fluor)
+    return terms
+
+
+def _is_generic(name: str) -> bool:
+    return not name.strip() or bool(_GENERIC_NAME_RE.match(name))
+
+
+def _match_level(name: str, term: str) -> int:
+    """2 = the name is the term, 1 = the term is a whole word of the name, 0 = no match."""
+    n, t = _norm(name), _norm(term)
+    if not t:
+        return 0
+    if n == t:
+        return 2
+    if re.search(rf"(?<![a-z0-9]){re.escape(t)}(?![a-z0-9])", n):
+        return 1
+    return 0
+
+
+def _match_channels(names: Sequence[str], panel: Panel, source: str) -> dict[str, int]:
+    """Map ``"DAPI"`` and each panel signal to the index of the channel whose name fits it.
+
+    A channel matches a key if its name equals (level 2), or contains as a whole word (level 1),
+    one of the key's names (signal name, aliases, fluor; DAPI/Hoechst/nuclei... for DAPI), case-
+    insensitively. Each channel takes its best level; for each key the channels at the best level
+    win. Channels that match nothing are ignored.
+
+    Raises
+    ------
+    InputError
+        A channel name fits two keys, two channels fit one key, or a key has no channel.
+    """
+    terms = _channel_terms(panel)
+    best: dict[int, tuple[int, list[str]]] = {}
+    for i, name in enumerate(names):
+        levels = {k: max(_match_level(name, t) for t in ts) for k, ts in terms.items()}
+        top = max(levels.values())
+        if top == 0:
+            continue
+        keys = [k for k, lv in levels.items() if lv == top]
+        if len(keys) > 1:
+            raise InputError(
+                source,
+                f"channel {i} {name!r} matches more than one of {', '.join(keys)}; "
+                "name the channels with --channels (e.g. DAPI," + ",".join(panel.signal_names) + ")",
+            )
+        best[i] = (top, keys)
+    mapping: dict[str, int] = {}
+    for key in terms:
+        cands = [(lv, i) for i, (lv, ks) in best.items() if ks[0] == key]
+        if not cands:
+            continue
+        top = max(lv for lv, _ in cands)
+        idx = [i for lv, i in cands if lv == top]
+        if len(idx) > 1:
+            both = " and ".join(f"channel {i} {names[i]!r}" for i in idx)
+            raise InputError(source, f"ambiguous channels for {key}: {both} both match; name them with --channels")
+        mapping[key] = idx[0]
+    missing = [k for k in terms if k not in mapping]
+    if missing:
+        shown = ", ".join(repr(n) for n in names) or "none"
+        need = "; ".join(f"{k} = {'/'.join(terms[k][:4])}" for k in missing)
+        raise InputError(
+            source,
+            f"no channel for {', '.join(missing)} (panel {panel.id}) among channels {shown}; "
+            f"expected a name like {need}, or give --channels",
+        )
+    return {k: mapping[k] for k in terms}
+
+
+def _assign_channels(
+    names: Sequence[str] | None,
+    names_source: str,
+    n_channels: int,
+    panel: Panel,
+    channels: Sequence[str] | None,
+    source: str,
+) -> tuple[tuple[str, ...], str, dict[str, int]]:
+    """Decide channel names and the key -> channel index map; return (names, source, map)."""
+    n_needed = 1 + len(panel.signals)
+    if channels is not None:
+        channels = [str(c).strip() for c in channels]
+        if len(channels) != n_channels:
+            raise InputError(
+                source,
+                f"--channels gives {len(channels)} name(s) ({', '.join(channels)}) but the image has "
+                f"{n_channels} channel(s)",
+            )
+        return tuple(channels), "user (--channels)", _match_channels(channels, panel, source)
+    if n_channels < n_needed:
+        raise InputError(
+            source,
+            f"too few channels for panel {panel.id}: the image has {n_channels}, the panel needs "
+            f"{n_needed} (DAPI + {', '.join(panel.signal_names)})",
+        )
+    if names is not None and not all(_is_generic(n) for n in names):
+        return tuple(names), names_source, _match_channels(names, panel, source)
+    if n_channels == n_needed:
+        order = (DAPI, *panel.signal_names)
+        shown = tuple(names) if names is not None else tuple("" for _ in range(n_channels))
+        return shown, "assumed panel order", {k: i for i, k in enumerate(order)}
+    raise InputError(
+        source,
+        f"the image has {n_channels} channels but no channel names; give them in file order with "
+        f"--channels (e.g. DAPI,{','.join(panel.signal_names)},...)",
+    )
+
+
+# -------------------------------------------------------------------------------------------
+# low-level TIFF reading
+# -------------------------------------------------------------------------------------------
+class _TiffLog(logging.Handler):
+    """Collects tifffile's warnings: it logs (rather than raises) on truncated or corrupt files."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - trivial
+        self.messages.append(record.getMessage())
+
+
+_CORRUPT_WORDS = ("invalid", "offset", "failed to read", "truncat", "corrupt", "not enough", "unexpected end")
+
+
+def _available_memory_bytes() -> int | None:
+    """Memory available to a new allocation, bytes (``MemAvailable``, else free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(path: Path, needed_bytes: int, shape: tuple[int, ...], dtype: str) -> None:
+    avail = _available_memory_bytes()
+    if avail is not None and needed_bytes > avail:
+        raise InputError(
+            path,
+            f"image of shape {shape} {dtype} needs about {needed_bytes / 1e9:.1f} GB of memory to read, "
+            f"only {avail / 1e9:.1f} GB available; crop or split it into fields first",
+        )
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What one TIFF file says about itself (no pixel data)."""
+
+    path: Path
+    fmt: str                       # "OME-TIFF", "ImageJ hyperstack", "TIFF"
+    axes: str                      # inferred axes over ``shape``: letters from C, Z, Y, X (+ T, others)
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    names: tuple[str, ...] | None  # channel names from metadata, or None
+    names_source: str
+    pixel_size_um: float | None
+    pixel_size_y_um: float | None
+    pixel_size_source: str
+
+    @property
+    def n_c(self) -> int:
+        return self.shape[self.axes.index("C")] if "C" in self.axes else 1
+
+    @property
+    def n_z(self) -> int:
+        return self.shape[self.axes.index("Z")] if "Z" in self.axes else 1
+
+    @property
+    def yx(self) -> tuple[int, int]:
+        return self.shape[self.axes.index("Y")], self.shape[self.axes.index("X")]
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not an image file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if len(head) < 4:
+        raise InputError(path, f"not a TIFF file (only {len(head)} bytes)")
+    if head not in _TIFF_MAGIC:
+        raise InputError(path, f"not a TIFF file (starts with {head!r}; fishcount reads .tif/.ome.tif)")
+
+
+def _unit_factor(unit: str | None) -> float | None:
+    if unit is None:
+        return 1.0
+    u = str(unit).strip().replace("\u03bc", "\u00b5")
+    return _UNIT_TO_UM.get(u, _UNIT_TO_UM.get(u.lower()))
+
+
+def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, float | None, float | None, str | None]:
+    """(channel names, pixel size x µm, pixel size y µm, problem) from OME-XML of the first image."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        return None, None, None, f"unreadable OME-XML ({exc})"
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None, None, None, None
+    chans = [el for el in pixels if el.tag.rsplit("}", 1)[-1] == "Channel"]
+    names = tuple(str(c.get("Name", "") or "").strip() for c in chans) or None
+    if names is not None and all(not n for n in names):
+        names = None
+    sizes: list[float | None] = []
+    problem = None
+    for ax in ("X", "Y"):
+        val = pixels.get(f"PhysicalSize{ax}")
+        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
+        if val is None:
+            sizes.append(None)
+            continue
+        factor = _unit_factor(unit)
+        try:
+            v = float(val)
+        except ValueError:
+            v = float("nan")
+        if factor is None or not math.isfinite(v) or v <= 0:
+            problem = f"unusable OME PhysicalSize{ax}={val!r} {unit!r}"
+            sizes.append(None)
+        else:
+            sizes.append(v * factor)
+    return names, sizes[0], sizes[1], problem
+
+
+def _ij_unit_factor(unit) -> float | None:
+    if unit is None:
+        return None
+    u = str(unit).strip()
+    if u.lower() in ("", "pixel", "pixels", "px"):
+        return None
+    return _unit_factor(u)
+
+
+def _resolution_um(page, ij_unit=None) -> tuple[float | None, float | None]:
+    """Pixel size (x, y) in µm from XResolution/YResolution (pixels per unit)."""
+    out = []
+    for tag in ("XResolution", "YResolution"):
+        t = page.tags.get(tag)
+        if t is None:
+            out.append(None)
+            continue
+        num, den = t.value if isinstance(t.value, tuple) else (t.value, 1)
+        if not num or not den:
+            out.append(None)
+            continue
+        per_unit = num / den  # pixels per unit
+        if ij_unit is not None:
+            out.append(ij_unit / per_unit)
+            continue
+        runit = page.tags.get("ResolutionUnit")
+        runit = int(runit.value) if runit is not None else 2
+        if runit == 3:  # centimetre
+            out.append(1e4 / per_unit)
+        elif runit == 2:  # inch: only a calibration if it gives a microscope-scale pixel
+            um = 25400.0 / per_unit
+            out.append(um if _PLAUSIBLE_PIXEL_UM[0] <= um <= _PLAUSIBLE_PIXEL_UM[1] else None)
+        else:
+            out.append(None)
+    return out[0], out[1]
+
+
+def _infer_axes(shape: tuple[int, ...], tf_axes: str, trusted: bool, per_channel: bool,
+                n_expected: int | None, path: Path) -> str:
+    """Axes letters (C, Z, Y, X, or T/other singletons) for ``shape``.
+
+    OME and ImageJ axes are trusted (``S`` samples become ``C``; ``I``/``Q`` pages become ``C`` in
+    a multi-channel file, ``Z`` in a per-channel file). Plain TIFFs are read by shape: ``YX``;
+    3-D ``YXC`` when the last axis is small, else ``CYX`` (``ZYX`` for a per-channel file);
+    4-D: the leading axis whose length is the expected channel count is ``C``, the other ``Z``.
+    """
+    nd = len(shape)
+    if nd < 2:
+        raise InputError(path, f"not an image: shape {shape}")
+    if trusted and len(tf_axes) == nd:
+        axes = list(tf_axes.upper())
+        if "S" in axes:
+            axes[axes.index("S")] = "Z" if "C" in axes and "Z" not in axes else "C"
+        for gen in ("I", "Q"):
+            if gen in axes:
+                repl = "Z" if (per_channel or "C" in axes) and "Z" not in axes else "C"
+                if repl in axes:
+                    repl = "T"
+                axes[axes.index(gen)] = repl
+        return "".join(axes)
+    small_last = nd >= 3 and shape[-1] <= _MAX_SMALL_CHANNEL_AXIS and min(shape[-3], shape[-2]) > 4 * shape[-1]
+    if nd == 2:
+        return "YX"
+    if nd == 3:
+        if small_last:
+            return "YXC"
+        if per_channel:
+            return "ZYX"
+        return "CYX"
+    if nd == 4:
+        if small_last:
+            return "ZYXC"
+        if "S" in tf_axes and len(tf_axes) == 4:  # planar samples (e.g. ISYX): S is the channel axis
+            s = tf_axes.index("S")
+            if s in (0, 1):
+                return "CZYX" if s == 0 else "ZCYX"
+        a, b = shape[0], shape[1]
+        if n_expected is not None and (a == n_expected) != (b == n_expected):
+            return "CZYX" if a == n_expected else "ZCYX"
+        raise InputError(
+            path,
+            f"cannot tell which axis of shape {shape} holds channels and which z-planes (plain TIFF "
+            "without OME/ImageJ axes); save it as OME-TIFF or ImageJ hyperstack",
+        )
+    raise InputError(path, f"cannot interpret a plain TIFF of shape {shape}; save it as OME-TIFF or ImageJ hyperstack")
+
+
+def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _Meta:
+    series = tif.series[0]
+    shape = tuple(int(s) for s in series.shape)
+    dtype = np.dtype(series.dtype)
+    page = series.pages[0] if len(series.pages) else tif.pages[0]
+    names: tuple[str, ...] | None = None
+    names_source = "none"
+    px = py = None
+    px_source = "none"
+    if tif.is_ome and tif.ome_metadata:
+        fmt = "OME-TIFF"
+        names, px, py, _problem = _ome_info(tif.ome_metadata)
+        names_source = "OME Channel Name" if names else "none"
+        px_source = "OME PhysicalSizeX" if px else "none"
+        trusted = True
+    elif tif.is_imagej and tif.imagej_metadata is not None:
+        fmt = "ImageJ hyperstack" if tif.imagej_metadata.get("hyperstack") else "ImageJ TIFF"
+        ij = tif.imagej_metadata
+        trusted = True
+        labels = ij.get("Labels")
+        n_c = int(ij.get("channels", 1) or 1)
+        if isinstance(labels, (list, tuple)) and len(labels) >= n_c:
+            first = tuple(str(l or "").splitlines()[0].strip() if str(l or "").strip() else "" for l in labels[:n_c])
+            if any(first):
+                names, names_source = first, "ImageJ Labels"
+        factor = _ij_unit_factor(ij.get("unit"))
+        if factor is not None:
+            px, py = _resolution_um(page, ij_unit=factor)
+            px_source = "ImageJ" if px else "none"
+    else:
+        fmt = "TIFF"
+        trusted = False
+        px, py = _resolution_um(page)
+        px_source = "TIFF resolution" if px else "none"
+    axes = _infer_axes(shape, series.axes, trusted, per_channel, n_expected, path)
+    for ax in ("Y", "X"):
+        if ax not in axes:
+            raise InputError(path, f"no {ax} axis in image of shape {shape} (axes {series.axes})")
+    for ax, n in zip(axes, shape):
+        if ax not in "CZYX" and n > 1:
+            what = "time points" if ax == "T" else f"entries along axis {ax}"
+            raise InputError(path, f"image has {n} {what} (axes {axes}, shape {shape}); fishcount reads one field of C, Z, Y, X")
+    if len(set(a for a in axes if a in "CZYX")) != sum(1 for a in axes if a in "CZYX"):
+        raise InputError(path, f"cannot interpret axes {series.axes} of shape {shape}")
+    # plain multi-page files: page names (tag 285) as channel names
+    if names is None and not trusted and "C" in axes and axes.index("C") == 0 and len(tif.pages) == shape[0]:
+        pn = [p.tags.get("PageName") for p in tif.pages]
+        if all(t is not None for t in pn):
+            names, names_source = tuple(str(t.value).strip() for t in pn), "TIFF PageName"
+    if names is not None and "C" in axes and len(names) != shape[axes.index("C")]:
+        names, names_source = None, "none"
+    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source)
+
+
+def _open_tiff(path: Path, per_channel: bool, n_expected: int | None):
+    """Open ``path`` with tifffile; return (TiffFile, _Meta, log). Raises InputError on bad files."""
+    import tifffile
+
+    _check_exists(path)
+    log = _TiffLog()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(log)
+    try:
+        try:
+            tif = tifffile.TiffFile(path)
+        except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as exc:
+            raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
+        try:
+            if not tif.series:
+                raise InputError(path, "TIFF file has no images")
+            meta = _read_meta(path, tif, per_channel, n_expected)
+            _check_complete(path, tif, log)
+        except BaseException:
+            tif.close()
+            raise
+    finally:
+        logger.removeHandler(log)
+    return tif, meta
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _check_complete(path: Path, tif, log: _TiffLog) -> None:
+    """Raise InputError if tifffile complained about the file or image data lie beyond its end."""
+    bad = [m for m in log.messages if any(w in m.lower() for w in _CORRUPT_WORDS)]
+    if bad:
+        raise InputError(path, f"truncated or corrupt TIFF ({_short(Exception(bad[0]))})")
+    size = path.stat().st_size
+    for page in tif.series[0].pages:
+        if page is None:
+            raise InputError(path, "truncated or corrupt TIFF (a page of the image series is missing)")
+        offs = getattr(page, "dataoffsets", ()) or ()
+        counts = getattr(page, "databytecounts", ()) or ()
+        for o, c in zip(offs, counts):
+            if o + c > size:
+                raise InputError(
+                    path, f"truncated TIFF: image data end at byte {o + c} but the file has only {size} bytes"
+                )
+
+
+def _read_array(path: Path, tif) -> np.ndarray:
+    import tifffile
+
+    try:
+        return np.asarray(tif.series[0].asarray())
+    except MemoryError:
+        raise InputError(path, "out of memory while reading the image; crop or split it first") from None
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, RuntimeError) as exc:
+        raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
+
+
+def _to_czyx(data: np.ndarray, axes: str) -> np.ndarray:
+    """Reorder an array with inferred ``axes`` to (C, Z, Y, X) (singleton C/Z added)."""
+    keep = [i for i, a in enumerate(axes) if a in "CZYX"]
+    drop = tuple(i for i, a in enumerate(axes) if a not in "CZYX")
+    if drop:
+        data = data.reshape([n for i, n in enumerate(data.shape) if i not in drop])
+    ax = "".join(axes[i] for i in keep)
+    for a in "CZ":
+        if a not in ax:
+            data = data[np.newaxis]
+            ax = a + ax
+    return np.transpose(data, [ax.index(a) for a in "CZYX"])
+
+
+def _project(stack: np.ndarray, z_mode: str, z_plane: int | None, path: Path) -> np.ndarray:
+    """(Z, Y, X) -> (Y, X) by max projection or plane choice, or kept as (Z, Y, X)."""
+    if z_mode == "max":
+        return stack.max(axis=0)
+    if z_mode == "plane":
+        return stack[int(z_plane)]  # range checked in _check_z
+    return stack
+
+
+def _check_z(n_z: int, z_mode: str, z_plane: int | None, path: Path) -> None:
+    if z_mode not in ("max", "plane", "keep"):
+        raise InputError(path, f"z_mode must be 'max', 'plane' or 'keep', not {z_mode!r}")
+    if z_mode == "plane":
+        if z_plane is None or isinstance(z_plane, bool) or int(z_plane) != z_plane:
+            raise InputError(path, "z_mode='plane' needs z_plane (a whole number, 0 = first plane)")
+        if not 0 <= int(z_plane) < n_z:
+            raise InputError(path, f"z_plane {z_plane} is out of range: the image has {n_z} z-plane(s) (0..{n_z - 1})")
+    elif z_plane is not None:
+        raise InputError(path, f"z_plane={z_plane} is only used with z_mode='plane' (got z_mode={z_mode!r})")
+
+
+def _saturation(dtype: np.dtype) -> float | None:
+    if dtype == np.bool_:
+        return 1.0
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return None
+
+
+def _check_values(img: np.ndarray, what: str, source: str) -> None:
+    if img.size == 0:
+        raise InputError(source, f"{what} is empty (no pixels)")
+    if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
+        n_nan = int(np.isnan(img).sum())
+        n_inf = int(np.isinf(img).sum())
+        raise InputError(source, f"{what} contains {n_nan} NaN and {n_inf} infinite pixel(s); fishcount needs finite intensities")
+    if not np.any(img):
+        raise InputError(source, f"{what} is empty (all pixels are 0)")
+
+
+def _check_pixel_size(pixel_size_um, source) -> float | None:
+    if pixel_size_um is None:
+        return None
+    try:
+        v = float(pixel_size_um)
+    except (TypeError, ValueError):
+        raise InputError(source, f"pixel size must be a number of µm, got {pixel_size_um!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise InputError(source, f"pixel size must be a positive number of µm, got {pixel_size_um!r}")
+    return v
+
+
+# -------------------------------------------------------------------------------------------
+# reading fields
+# -------------------------------------------------------------------------------------------
+def _paths_of(source) -> list[Path]:
+    if isinstance(source, (str, os.PathLike)):
+        return [Path(source)]
+    if isinstance(source, Iterable):
+        paths = [Path(p) for p in source]
+        if not paths:
+            raise InputError("<no files>", "no image file given")
+        return paths
+    raise InputError(str(source), "expected a file path or a list of per-channel file paths")
+
+
+def _group_stem(paths: Sequence[Path], panel: Panel) -> str:
+    if len(paths) == 1:
+        return stem_of(paths[0])
+    prefixes = {_split_channel_suffix(stem_of(p), panel)[0] for p in paths}
+    if len(prefixes) == 1 and None not in prefixes:
+        return prefixes.pop()
+    common = os.path.commonprefix([stem_of(p) for p in paths]).rstrip("_-. ")
+    return common or stem_of(paths[0])
+
+
+def _read(
+    source,
+    panel: "str | Path | Panel | None",
+    channels: Sequence[str] | None,
+    pixel_size_um: float | None,
+    z_mode: str,
+    z_plane: int | None,
+    require_pixel_size: bool,
+) -> tuple[Field, dict]:
+    """Read a field and return it with extra facts for :func:`describe_field`."""
+    pan = load_panel(panel)
+    paths = _paths_of(source)
+    src = str(paths[0])
+    user_px = _check_pixel_size(pixel_size_um, src)
+    n_needed = 1 + len(pan.signals)
+    n_expected = len(channels) if channels is not None else n_needed
+    per_channel = len(paths) > 1
+
+    metas: list[_Meta] = []
+    planes: list[np.ndarray] = []  # per channel (Z, Y, X), stored dtype
+    if not per_channel:
+        path = paths[0]
+        tif, meta = _open_tiff(path, False, n_expected)
+        try:
+            _check_z(meta.n_z, z_mode, z_plane, path)
+            names, names_source, cmap = _assign_channels(meta.names, meta.names_source, meta.n_c, pan, channels, src)
+            ny, nx = meta.yx
+            n_out_planes = meta.n_z if z_mode == "keep" else 1
+            needed = int(np.prod(meta.shape)) * meta.dtype.itemsize + n_needed * n_out_planes * ny * nx * 4
+            _check_memory(path, needed, meta.shape, str(meta.dtype))
+            data = _to_czyx(_read_array(path, tif), meta.axes)
+        finally:
+            tif.close()
+        metas.append(meta)
+        stacks = {k: data[i] for k, i in cmap.items()}
+        axes, shape, dtype = meta.axes, meta.shape, meta.dtype
+    else:
+        file_names: list[str] = []
+        sources: set[str] = set()
+        arrays: list[np.ndarray] = []
+        for path in paths:
+            tif, meta = _open_tiff(path, True, None)
+            try:
+                if meta.n_c != 1:
+                    raise InputError(
+                        path, f"a per-channel file must hold one channel, this one has {meta.n_c} (axes {meta.axes})"
+                    )
+                if metas and meta.yx != metas[0].yx:
+                    raise InputError(path, f"image size {meta.yx} differs from {metas[0].yx} of {metas[0].path.name}")
+                if metas and meta.n_z != metas[0].n_z:
+                    raise InputError(path, f"{meta.n_z} z-plane(s), but {metas[0].path.name} has {metas[0].n_z}")
+                if metas and meta.dtype != metas[0].dtype:
+                    raise InputError(path, f"dtype {meta.dtype} differs from {metas[0].dtype} of {metas[0].path.name}")
+                _check_z(meta.n_z, z_mode, z_plane, path)
+                ny, nx = meta.yx
+                n_out = meta.n_z if z_mode == "keep" else 1
+                _check_memory(path, int(np.prod(meta.shape)) * meta.dtype.itemsize * len(paths) + n_needed * n_out * ny * nx * 4,
+                              (len(paths), *meta.shape), str(meta.dtype))
+                arrays.append(_to_czyx(_read_array(path, tif), meta.axes)[0])
+            finally:
+                tif.close()
+            metas.append(meta)
+            sfx = _split_channel_suffix(stem_of(path), pan)[1]
+            if sfx is not None:
+                file_names.append(sfx)
+                sources.add("file names")
+            elif meta.names:
+                file_names.append(meta.names[0])
+                sources.add(meta.names_source)
+            else:
+                file_names.append("")
+        names_source = " + ".join(sorted(sources)) if sources else "none"
+        names, names_source, cmap = _assign_channels(
+            file_names if any(file_names) else None, names_source, len(paths), pan, channels, src
+        )
+        if names_source == "assumed panel order":
+            names_source = "assumed panel order (file order)"
+        stacks = {k: arrays[i] for k, i in cmap.items()}
+        axes = "C" + metas[0].axes
+        shape = (len(paths), *metas[0].shape)
+        dtype = metas[0].dtype
+
+    # pixel size: the user's value wins, then the first file that has one
+    if user_px is not None:
+        px, px_source, py = user_px, "user", None
+    else:
+        with_px = [m for m in metas if m.pixel_size_um]
+        px = with_px[0].pixel_size_um if with_px else None
+        py = with_px[0].pixel_size_y_um if with_px else None
+        px_source = with_px[0].pixel_size_source if with_px else "none"
+        for m in with_px[1:]:
+            if abs(m.pixel_size_um - px) > 0.01 * px:
+                raise InputError(m.path, f"pixel size {m.pixel_size_um:.4g} µm differs from {px:.4g} µm of {with_px[0].path.name}")
+    if require_pixel_size and px is None:
+        raise InputError(src, "no pixel size in the file's metadata; give it with --pixel-size UM (pixel_size_um=)")
+
+    out: dict[str, np.ndarray] = {}
+    names_t = tuple(names)
+    for key, stack in stacks.items():
+        i = cmap[key]
+        label = f"channel {i}" + (f" {names_t[i]!r}" if names_t[i] else "") + f" ({key})"
+        # checks on the stored values (before projection, so a NaN in any plane is caught)
+        _check_values(stack, label, str(paths[i] if per_channel else src))
+        img = _project(stack, z_mode, z_plane, Path(src))
+        if img.dtype == np.bool_:
+            img = img.astype(np.uint8)
+        out[key] = np.ascontiguousarray(img, dtype=np.float32)
+    dapi = out.pop(DAPI)
+    field = Field(
+        path=src,
+        stem=_group_stem(paths, pan),
+        dapi=dapi,
+        probes={s: out[s] for s in pan.signal_names},
+        pixel_size_um=px,
+        pixel_size_source=px_source,
+        channel_names=names_t,
+        channel_map=dict(cmap),
+        axes=axes,
+        n_z=metas[0].n_z,
+        dtype=str(dtype),
+        shape=tuple(shape),
+        saturation_value=_saturation(dtype),
+        panel_id=pan.id,
+    )
+    extra = {
+        "files": [str(p) for p in paths],
+        "format": metas[0].fmt if not per_channel else f"{len(paths)} per-channel files ({metas[0].fmt})",
+        "channel_source": names_source,
+        "pixel_size_y_um": py if user_px is None else None,
+        "z_mode": z_mode,
+        "z_plane": z_plane,
+    }
+    return field, extra
+
+
+def read_field(
+    source: "str | os.PathLike | Sequence[str | os.PathLike]",
+    panel: "str | Path | Panel | None" = None,
+    *,
+    channels: Sequence[str] | None = None,
+    pixel_size_um: float | None = None,
+    z_mode: str = "max",
+    z_plane: int | None = None,
+    require_pixel_size: bool = False,
+) -> Field:
+    """Read one field of view from a TIFF / OME-TIFF / ImageJ file or a group of per-channel files.
+
+    #. The file is checked (exists, TIFF signature, complete) and its axes are worked out: OME and
+       ImageJ axes are used as stored; plain TIFFs are read by shape (``YX``, ``CYX``, ``YXC`` with a
+       small last axis, ``ZCYX``/``CZYX`` by the expected channel count).
+    #. Channel names come from ``channels`` if given, else from metadata (OME ``Channel@Name``,
+       ImageJ ``Labels``, TIFF ``PageName``; the file-name suffix for per-channel files). They are
+       matched case-insensitively to the panel's signal name, aliases and fluor, and to
+       DAPI/Hoechst/nuclei for the counterstain. Unnamed files with exactly 1 + n_signals channels
+       are read in panel order (DAPI first).
+    #. z-stacks are max-projected (``z_mode="max"``), or one plane is taken (``z_mode="plane"``,
+       ``z_plane``), or kept (``z_mode="keep"``).
+    #. The pixel size is ``pixel_size_um`` if given, else OME ``PhysicalSizeX`` (unit converted),
+       ImageJ calibration, or a centimetre/inch TIFF resolution.
+
+    Parameters
+    ----------
+    source : path or sequence of paths
+        One multi-channel file, or one file per channel (e.g. from :func:`find_fields`).
+    panel : str, path or Panel, optional
+        Probe panel (id, .toml file or Panel); default ``del5q``.
+    channels : sequence of str, optional
+        Channel names in file order (or per-file order for a group); overrides metadata.
+    pixel_size_um : float, optional
+        Pixel size in µm; overrides metadata.
+    z_mode : {"max", "plane", "keep"}
+        How to reduce z-stacks.
+    z_plane : int, optional
+        Plane index (0-based) for ``z_mode="plane"``.
+    require_pixel_size : bool
+        Raise if no pixel size is known.
+
+    Returns
+    -------
+    Field
+        ``dapi`` and ``probes`` are float32 ``(Y, X)`` images (``(Z, Y, X)`` with ``z_mode="keep"``)
+        in raw intensity units.
+
+    Raises
+    ------
+    InputError
+        One line naming the file: not found, not a TIFF, truncated or corrupt, too few channels,
+        a needed channel missing or ambiguous, NaN/inf values, an all-zero channel, too large for
+        memory, no pixel size when required, bad ``z_plane``.
+    PanelError
+        The panel cannot be loaded.
+    """
+    field, _ = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size)
+    return field
+
+
+def field_from_arrays(
+    dapi: np.ndarray,
+    probes: Mapping[str, np.ndarray],
+    pixel_size_um: float | None = None,
+    *,
+    name: str = "<array>",
+    panel: "str | Path | Panel | None" = None,
+) -> Field:
+    """Build a :class:`Field` from in-memory arrays (simulations, napari layers, notebooks).
+
+    Parameters
+    ----------
+    dapi : ndarray
+        ``(Y, X)`` (or ``(Z, Y, X)``) nuclear counterstain, any real dtype.
+    probes : mapping of str to ndarray
+        Panel signal name -> image of the same shape as ``dapi``; must name each signal of the
+        panel exactly once (case-sensitive, as in the panel).
+    pixel_size_um : float, optional
+        Pixel size in µm.
+    name : str
+        Name used as ``path`` and ``stem`` (and in error messages).
+    panel : str, path or Panel, optional
+        Panel the probes belong to; default ``del5q``.
+
+    Returns
+    -------
+    Field
+        With float32 copies of the arrays, ``channel_map`` DAPI=0 then signals in panel order and
+        ``pixel_size_source`` ``"user"`` (or ``"none"``).
+
+    Raises
+    ------
+    InputError
+        Shapes differ, a signal is missing or unknown, an array is not 2-D/3-D, NaN/inf, all zero.
+    """
+    pan = load_panel(panel)
+    px = _check_pixel_size(pixel_size_um, name)
+    d = np.asarray(dapi)
+    if d.ndim not in (2, 3):
+        raise InputError(name, f"DAPI image must be 2-D (Y, X) or 3-D (Z, Y, X), got shape {d.shape}")
+    if not (np.issubdtype(d.dtype, np.number) or d.dtype == np.bool_) or np.iscomplexobj(d):
+        raise InputError(name, f"DAPI image must be real numbers, got dtype {d.dtype}")
+    unknown = sorted(set(probes) - set(pan.signal_names))
+    missing = [s for s in pan.signal_names if s not in probes]
+    if unknown or missing:
+        raise InputError(
+            name,
+            f"probe images must be named {', '.join(pan.signal_names)} (panel {pan.id})"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(unknown)}" if unknown else ""),
+        )
+    arrays = {DAPI: d}
+    for s in pan.signal_names:
+        a = np.asarray(probes[s])
+        if a.shape != d.shape:
+            raise InputError(name, f"probe image {s} has shape {a.shape}, DAPI has {d.shape}")
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or np.iscomplexobj(a):
+            raise InputError(name, f"probe image {s} must be real numbers, got dtype {a.dtype}")
+        arrays[s] = a
+    out = {}
+    for k, a in arrays.items():
+        _check_values(a, f"{k} image", name)
+        out[k] = np.array(a, dtype=np.float32, copy=True)
+    order = (DAPI, *pan.signal_names)
+    return Field(
+        path=name,
+        stem=stem_of(name) if name != "<array>" else name,
+        dapi=out[DAPI],
+        probes={s: out[s] for s in pan.signal_names},
+        pixel_size_um=px,
+        pixel_size_source="user" if px is not None else "none",
+        channel_names=order,
+        channel_map={k: i for i, k in enumerate(order)},
+        axes="CZYX" if d.ndim == 3 else "CYX",
+        n_z=d.shape[0] if d.ndim == 3 else 1,
+        dtype=str(d.dtype),
+        shape=(len(order), *d.shape),
+        saturation_value=_saturation(d.dtype),
+        panel_id=pan.id,
+    )
+
+
+# -------------------------------------------------------------------------------------------
+# grouping per-channel files
+# -------------------------------------------------------------------------------------------
+def _split_channel_suffix(stem: str, panel: Panel) -> tuple[str | None, str | None]:
+    """``"field01_EGR1"`` -> ``("field01", "EGR1")`` if the part after the last ``_``/``-`` is a
+    channel name of the panel (or DAPI); the longest matching name wins. Else ``(None, None)``."""
+    low = _norm(stem)
+    best: tuple[int, str, str] | None = None
+    for terms in _channel_terms(panel).values():
+        for t in terms:
+            nt = _norm(t)
+            for sep in ("_", "-"):
+                if low.endswith(sep + nt) and len(low) > len(nt) + 1:
+                    n = len(t)
+                    cut = len(stem) - n
+                    prefix, suffix = stem[: cut - 1], stem[cut:]
+                    if _norm(suffix) != nt:  # whitespace normalisation changed lengths; skip
+                        continue
+                    if best is None or len(nt) > best[0]:
+                        best = (len(nt), prefix, suffix)
+    if best is None:
+        return None, None
+    return best[1], best[2]
+
+
+def _is_tiff_name(p: Path) -> bool:
+    return p.name.lower().endswith((".tif", ".tiff")) and not p.name.startswith(".")
+
+
+def find_fields(
+    paths_or_dirs: "str | os.PathLike | Sequence[str | os.PathLike]",
+    panel: "str | Path | Panel | None" = None,
+) -> list[list[Path]]:
+    """Group image files into fields: one multi-channel file, or the per-channel files of a field.
+
+    Files named ``<prefix>_<channel>.tif`` (or ``<prefix>-<channel>.tif``), where ``<channel>`` is
+    a signal name, alias or fluor of the panel or DAPI/Hoechst/nuclei, are grouped by folder and
+    prefix; a group's files are ordered DAPI first, then panel order. Every other file is its own
+    field. Folders are searched (not recursively) for ``*.tif``/``*.tiff``, hidden files skipped.
+
+    Parameters
+    ----------
+    paths_or_dirs : path or sequence of paths
+        Files and/or folders.
+    panel : str, path or Panel, optional
+        Panel whose channel names are recognised in file names; default ``del5q``.
+
+    Returns
+    -------
+    list of list of Path
+        One list per field, sorted by the field's first file; the stem of a group is its prefix
+        (see :func:`stem_of` and :attr:`Field.stem`).
+
+    Raises
+    ------
+    InputError
+        A path does not exist, or a folder holds no TIFF files.
+    """
+    pan = load_panel(panel)
+    if isinstance(paths_or_dirs, (str, os.PathLike)):
+        paths_or_dirs = [paths_or_dirs]
+    files: list[Path] = []
+    for p in map(Path, paths_or_dirs):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and _is_tiff_name(q))
+            if not found:
+                raise InputError(p, "folder holds no .tif/.tiff files")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputError(p, "file not found")
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(f)
+    order = {k: i for i, k in enumerate(_channel_terms(pan))}
+    groups: dict[tuple[str, str], list[tuple[int, Path]]] = {}
+    singles: list[list[Path]] = []
+    for f in unique:
+        prefix, suffix = _split_channel_suffix(stem_of(f), pan)
+        if prefix is None:
+            singles.append([f])
+            continue
+        key = next(k for k, ts in _channel_terms(pan).items() if any(_norm(t) == _norm(suffix) for t in ts))
+        groups.setdefault((str(f.parent), prefix.casefold()), []).append((order[key], f))
+    out = list(singles)
+    for members in groups.values():
+        if len(members) == 1:
+            out.append([members[0][1]])
+        else:
+            out.append([f for _, f in sorted(members, key=lambda m: (m[0], str(m[1])))])
+    return sorted(out, key=lambda g: (str(g[0].parent), stem_of(g[0]).casefold(), str(g[0])))
+
+
+# -------------------------------------------------------------------------------------------
+# describing
+# -------------------------------------------------------------------------------------------
+def describe_field(
+    source: "str | os.PathLike | Sequence[str | os.PathLike]",
+    panel: "str | Path | Panel | None" = None,
+    channels: Sequence[str] | None = None,
+    pixel_size_um: float | None = None,
+    *,
+    z_mode: str = "max",
+    z_plane: int | None = None,
+) -> dict:
+    """What fishcount reads from a field: layout, channels and their mapping, pixel size, intensities.
+
+    Parameters
+    ----------
+    source, panel, channels, pixel_size_um, z_mode, z_plane
+        As for :func:`read_field`.
+
+    Returns
+    -------
+    dict
+        ``path``, ``files``, ``stem``, ``format``, ``shape``, ``dtype``, ``axes``, ``n_z``, ``z_mode``,
+        ``channel_names``, ``channel_source`` (``"OME Channel Name"``, ``"ImageJ Labels"``,
+        ``"TIFF PageName"``, ``"file names"``, ``"user (--channels)"``, ``"assumed panel order"``),
+        ``channel_map`` (key -> {``index``, ``name``}), ``unused_channels``, ``pixel_size_um``,
+        ``pixel_size_y_um``, ``pixel_size_source``, ``saturation_value``, ``panel_id`` and
+        ``intensity`` (key -> {``min``, ``max``, ``mean``, ``saturated_fraction``}, after z handling).
+
+    Raises
+    ------
+    InputError
+        As :func:`read_field`.
+    """
+    field, extra = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, False)
+    intensity = {}
+    for key, img in ((DAPI, field.dapi), *field.probes.items()):
+        sat = field.saturation_value
+        intensity[key] = {
+            "min": float(img.min()),
+            "max": float(img.max()),
+            "mean": float(img.mean()),
+            "saturated_fraction": float(np.mean(img >= sat)) if sat is not None else None,
+        }
+    used = set(field.channel_map.values())
+    return {
+        "path": field.path,
+        "files": extra["files"],
+        "stem": field.stem,
+        "format": extra["format"],
+        "shape": field.shape,
+        "dtype": field.dtype,
+        "axes": field.axes,
+        "n_z": field.n_z,
+        "z_mode": extra["z_mode"],
+        "z_plane": extra["z_plane"],
+        "channel_names": field.channel_names,
+        "channel_source": extra["channel_source"],
+        "channel_map": {k: {"index": i, "name": field.channel_names[i]} for k, i in field.channel_map.items()},
+        "unused_channels": [i for i in range(len(field.channel_names)) if i not in used],
+        "pixel_size_um": field.pixel_size_um,
+        "pixel_size_y_um": extra["pixel_size_y_um"],
+        "pixel_size_source": field.pixel_size_source,
+        "saturation_value": field.saturation_value,
+        "panel_id": field.panel_id,
+        "intensity": intensity,
+    }
+
+
+def format_description(desc: Mapping) -> str:
+    """The readable block ``fishcount info`` prints for one :func:`describe_field` result."""
+    lines = [f"{desc['stem']}"]
+    files = desc["files"]
+    lines.append(f"  file{'s' if len(files) > 1 else ' '}:        {', '.join(files)}")
+    lines.append(f"  format:       {desc['format']}, axes {desc['axes']}, shape {tuple(desc['shape'])}, {desc['dtype']}")
+    if desc["n_z"] > 1:
+        how = {"max": "max projection", "keep": "kept as a stack"}.get(desc["z_mode"], f"plane {desc['z_plane']} used")
+        lines.append(f"  z-planes:     {desc['n_z']} ({how})")
+    else:
+        lines.append("  z-planes:     1")
+    names = ", ".join(n if n else "(unnamed)" for n in desc["channel_names"])
+    lines.append(f"  channels:     {names}  [names from: {desc['channel_source']}]")
+    for key, m in desc["channel_map"].items():
+        nm = f" {m['name']!r}" if m["name"] else ""
+        it = desc["intensity"][key]
+        sat = it["saturated_fraction"]
+        sat_txt = f", saturated {100 * sat:.2f}%" if sat else ""
+        lines.append(
+            f"    {key:10s} <- channel {m['index']}{nm:14s} intensity {it['min']:.6g}..{it['max']:.6g} "
+            f"(mean {it['mean']:.6g}{sat_txt})"
+        )
+    if desc["unused_channels"]:
+        lines.append(f"    unused:    channel(s) {', '.join(map(str, desc['unused_channels']))}")
+    if desc["pixel_size_um"] is None:
+        lines.append("  pixel size:   unknown (none in metadata; give --pixel-size UM)")
+    else:
+        extra = ""
+        py = desc.get("pixel_size_y_um")
+        if py and abs(py - desc["pixel_size_um"]) > 0.01 * desc["pixel_size_um"]:
+            extra = f"; Y is {py:.4g} µm (non-square pixels, X used)"
+        lines.append(f"  pixel size:   {desc['pixel_size_um']:.4g} µm [{desc['pixel_size_source']}]{extra}")
+    lines.append(f"  panel:        {desc['panel_id']}")
+    return "\n".join(lines)
