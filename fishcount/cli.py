@@ -93,3 +93,48 @@ def panels_cmd(panel: str | None) -> None:
 
 
 # --- commands are added below, one section each (keep each a thin shell over the library) ---
+
+
+# --- info: what fishcount reads from image files (fishcount.io) ---
+@main.command("info")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_panel_option
+@_channels_option
+@_pixel_size_option
+@click.option("--z-plane", "z_plane", type=int, default=None, metavar="N",
+              help="Use z-plane N (0-based) instead of the max projection of z-stacks.")
+def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_size_um: float | None,
+             z_plane: int | None) -> None:
+    """Show what fishcount reads from IMAGE files or folders: layout, channels and their mapping to
+    the panel's signals (and where the names came from), z-planes, pixel size, intensities.
+
+    Per-channel files (field01_DAPI.tif, field01_EGR1.tif, ...) are grouped into one field. Each
+    problem file is reported on one line; the exit code is 2 if any file failed.
+    """
+    from .io import describe_field, find_fields, format_description
+    from .panels import load_panel
+
+    pan = load_panel(panel)
+    names = _split_channels(channels)
+    failed = False
+    found: list[Path] = []
+    for image in images:
+        try:
+            find_fields([image], pan)
+            found.append(image)
+        except FishcountError as exc:
+            click.echo(f"fishcount: error: {exc}", err=True)
+            failed = True
+    groups = find_fields(found, pan) if found else []
+    for group in groups:
+        try:
+            desc = describe_field(group if len(group) > 1 else group[0], pan, channels=names,
+                                  pixel_size_um=pixel_size_um,
+                                  z_mode="max" if z_plane is None else "plane", z_plane=z_plane)
+        except FishcountError as exc:
+            click.echo(f"fishcount: error: {exc}", err=True)
+            failed = True
+            continue
+        click.echo(format_description(desc))
+    if failed:
+        sys.exit(EXIT_USER_ERROR)

@@ -522,6 +522,11 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
         pn = [p.tags.get("PageName") for p in tif.pages]
         if all(t is not None for t in pn):
             names, names_source = tuple(str(t.value).strip() for t in pn), "TIFF PageName"
+    # RGB(A) photographs (e.g. exported composites): the samples are red, green, blue (, alpha)
+    if names is None and "C" in axes and int(getattr(page, "photometric", 0)) == 2:
+        n_c = shape[axes.index("C")]
+        if n_c in (3, 4):
+            names, names_source = ("red", "green", "blue", "alpha")[:n_c], "RGB photometric"
     if names is not None and "C" in axes and len(names) != shape[axes.index("C")]:
         names, names_source = None, "none"
     return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source)
@@ -1126,7 +1131,7 @@ def format_description(desc: Mapping) -> str:
     """The readable block ``fishcount info`` prints for one :func:`describe_field` result."""
     lines = [f"{desc['stem']}"]
     files = desc["files"]
-    lines.append(f"  file{'s' if len(files) > 1 else ' '}:        {', '.join(files)}")
+    lines.append(f"  {'files:' if len(files) > 1 else 'file:':14s}{', '.join(files)}")
     lines.append(f"  format:       {desc['format']}, axes {desc['axes']}, shape {tuple(desc['shape'])}, {desc['dtype']}")
     if desc["n_z"] > 1:
         how = {"max": "max projection", "keep": "kept as a stack"}.get(desc["z_mode"], f"plane {desc['z_plane']} used")
