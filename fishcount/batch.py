@@ -1,0 +1,1087 @@
+"""Batch runs over a study folder: manifest, resumable crash-safe per-field work, Dask, pooled tables.
+
+A run turns a folder of FISH fields (many patients, several timepoints) into one output folder::
+
+    OUT/
+      fields/<field key>/        the per-field outputs of ``fishcount analyze`` + ``_done.json`` marker
+      nuclei.parquet, nuclei.csv every nucleus of every field, with patient/timepoint/week/sample columns
+      samples.csv                one row per sample (scoring.score_samples), the input of ``fishcount response``
+      response.csv               one row per patient (response.classify_response)
+      errors.csv                 file, stage, message: everything that failed (the run goes on)
+      run.json                   versions, parameters, panel and criteria hashes, thresholds used, timings
+      report.html                the clinician's report (fishcount.report)
+
+The runner contains no analysis code: every computation is a call into ``io``, ``analyze``,
+``scoring`` and ``response``. See ``docs/batch.md``.
+
+Crash safety
+------------
+Each field is analysed into a temporary folder beside its final place; the completion marker
+``_done.json`` (input size, mtime, SHA-256, parameter hash) is written into it last, and the folder
+is then renamed into place. A field folder therefore exists only complete. A rerun skips fields whose
+marker matches the input and parameters, redoes changed ones, and rebuilds the pooled tables from the
+field folders listed in the manifest, so no row is ever duplicated.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fnmatch
+import glob
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from ._atomic import atomic_open, atomic_path, write_csv_atomic, write_text_atomic
+from .errors import FishcountError, InputError
+from .panels import DEFAULT_PANEL, Panel, load_panel
+
+__all__ = [
+    "read_manifest",
+    "infer_layout",
+    "find_study_fields",
+    "week_from_timepoint",
+    "field_fingerprint",
+    "process_field",
+    "run_batch",
+    "BatchResult",
+    "FIELD_SUFFIXES",
+    "MANIFEST_REQUIRED",
+]
+
+log = logging.getLogger(__name__)
+
+#: File name endings read as fields (longest first so ``.ome.tif`` wins over ``.tif``).
+FIELD_SUFFIXES: tuple[str, ...] = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
+#: Manifest columns that must be present.
+MANIFEST_REQUIRED: tuple[str, ...] = ("path", "patient", "timepoint", "week")
+#: Optional manifest columns with a meaning (anything else is carried through as is).
+MANIFEST_OPTIONAL: tuple[str, ...] = ("panel", "sample", "slide")
+#: Columns the runner adds in front of every pooled nucleus row.
+POOLED_KEY_COLUMNS: tuple[str, ...] = ("sample", "patient", "timepoint", "week", "slide", "panel", "field", "source")
+
+MARKER = "_done.json"
+RUN_MARKER = ".fishcount-run"
+MARKER_VERSION = 1
+
+_MANIFEST_EXAMPLE = (
+    "example manifest.csv: 'path,patient,timepoint,week' then rows like 'P01/week00/*.tif,P01,week00,0'"
+)
+_LAYOUT_EXAMPLE = (
+    "expected FOLDER/<patient>/<timepoint>/<field>.tif, e.g. study/P01/week00/field01.ome.tif "
+    "and study/P01/week16/field01.ome.tif, or give --manifest manifest.csv"
+)
+
+
+# -------------------------------------------------------------------------------------------------
+# field discovery
+# -------------------------------------------------------------------------------------------------
+def _is_truth(name: str) -> bool:
+    """Simulator ground-truth files (``*_truth*``) sit beside fields and are never fields."""
+    return "_truth" in name.lower()
+
+
+def _is_field_file(path: Path) -> bool:
+    name = path.name
+    if name.startswith(".") or _is_truth(name):
+        return False
+    return name.lower().endswith(FIELD_SUFFIXES)
+
+
+def _in_run_folder(path: Path, folder: Path) -> bool:
+    """True if ``path`` lies in a fishcount output folder (holds the run marker) below ``folder``."""
+    for parent in path.parents:
+        if (parent / RUN_MARKER).exists():
+            return True
+        if parent == folder or parent == parent.parent:
+            return False
+    return False
+
+
+def _field_stem(name: str) -> str:
+    low = name.lower()
+    for suf in FIELD_SUFFIXES:
+        if low.endswith(suf):
+            return name[: -len(suf)]
+    return Path(name).stem
+
+
+def find_study_fields(folder: str | os.PathLike) -> list[Path]:
+    """All field image files under ``folder`` (recursively), sorted, truth files and hidden files excluded.
+
+    Parameters
+    ----------
+    folder : path
+        The study folder.
+
+    Returns
+    -------
+    list of Path
+        Image files ending in one of :data:`FIELD_SUFFIXES`.
+    """
+    folder = Path(folder)
+    out = []
+    for root, dirs, files in os.walk(folder):
+        if RUN_MARKER in files:  # a fishcount output folder inside the study: not input
+            dirs[:] = []
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in sorted(files):
+            p = Path(root) / f
+            if _is_field_file(p):
+                out.append(p)
+    return sorted(out)
+
+
+_WEEK_PATTERNS: tuple[tuple[re.Pattern, float], ...] = (
+    (re.compile(r"^(?:w|wk|week)[\s_\-]?(\d+(?:\.\d+)?)$", re.I), 1.0),
+    (re.compile(r"^(?:d|day)[\s_\-]?(\d+(?:\.\d+)?)$", re.I), 1.0 / 7.0),
+    (re.compile(r"^(?:m|mo|month)[\s_\-]?(\d+(?:\.\d+)?)$", re.I), 52.0 / 12.0),
+)
+_BASELINE_NAMES = {"baseline", "screening", "pre", "pretreatment", "diagnosis", "bl"}
+
+
+def week_from_timepoint(timepoint: str) -> float | None:
+    """The study week encoded in a timepoint folder name, or None if the name encodes none.
+
+    ``week16``, ``wk16``, ``w16``, ``week_16`` -> 16; ``day28`` / ``d28`` -> 4; ``month3`` / ``m3``
+    -> 13.0 (52/12 weeks per month); ``baseline``, ``screening``, ``pre``, ``diagnosis`` -> 0.
+
+    Parameters
+    ----------
+    timepoint : str
+        Folder name of one timepoint.
+
+    Returns
+    -------
+    float or None
+        Weeks since baseline.
+    """
+    name = timepoint.strip()
+    if name.lower() in _BASELINE_NAMES:
+        return 0.0
+    for pat, factor in _WEEK_PATTERNS:
+        m = pat.match(name)
+        if m:
+            return round(float(m.group(1)) * factor, 4)
+    return None
+
+
+def infer_layout(folder: str | os.PathLike, *, panel: str = DEFAULT_PANEL) -> pd.DataFrame:
+    """The field table of a study laid out as ``FOLDER/<patient>/<timepoint>/<field>.tif``.
+
+    The week of each timepoint comes from its folder name (:func:`week_from_timepoint`).
+
+    Parameters
+    ----------
+    folder : path
+        The study folder.
+    panel : str
+        Panel id (or .toml path) of every field.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The field table (see :func:`read_manifest`).
+
+    Raises
+    ------
+    InputError
+        If the folder is missing, holds no fields, holds fields at another depth, or a timepoint
+        folder name encodes no week; the message shows the expected layout.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "study folder not found")
+    files = find_study_fields(folder)
+    if not files:
+        raise InputError(folder, f"no field images (.tif/.tiff/.ome.tif) found; {_LAYOUT_EXAMPLE}")
+    rows = []
+    for f in files:
+        rel = f.relative_to(folder)
+        if len(rel.parts) != 3:
+            raise InputError(
+                folder,
+                f"unrecognised folder layout at '{rel.as_posix()}'; {_LAYOUT_EXAMPLE}",
+            )
+        patient, timepoint, _ = rel.parts
+        week = week_from_timepoint(timepoint)
+        if week is None:
+            raise InputError(
+                folder / patient / timepoint,
+                f"cannot tell the week from timepoint folder '{timepoint}'; name it like week00, week16, day28, "
+                "month3 or baseline, or give --manifest manifest.csv with a week column",
+            )
+        rows.append({"path": str(f), "patient": patient, "timepoint": timepoint, "week": week})
+    return _finish_table(pd.DataFrame(rows), folder, panel, source=str(folder))
+
+
+def _finish_table(df: pd.DataFrame, folder: Path, panel: str, source: str) -> pd.DataFrame:
+    """Fill defaults (panel, sample, slide), add ``field`` keys, check consistency."""
+    df = df.copy()
+    if "panel" not in df.columns:
+        df["panel"] = panel
+    df["panel"] = df["panel"].fillna("").astype(str).str.strip().replace("", panel)
+    if "slide" not in df.columns:
+        df["slide"] = ""
+    df["slide"] = df["slide"].fillna("").astype(str)
+    if "sample" not in df.columns:
+        df["sample"] = ""
+    df["sample"] = df["sample"].fillna("").astype(str).str.strip()
+    default_sample = df["patient"].astype(str) + "_" + df["timepoint"].astype(str)
+    df["sample"] = df["sample"].where(df["sample"] != "", default_sample)
+    df["week"] = df["week"].astype(float)
+    # one sample = one patient, one timepoint, one week, one panel
+    for col in ("patient", "timepoint", "week", "panel"):
+        n = df.groupby("sample")[col].nunique()
+        bad = n[n > 1]
+        if len(bad):
+            s = bad.index[0]
+            vals = sorted(map(str, df.loc[df["sample"] == s, col].unique()))
+            raise InputError(source, f"sample '{s}' has more than one {col}: {', '.join(vals)}")
+    n = df.groupby(["patient", "timepoint"])["week"].nunique()
+    bad = n[n > 1]
+    if len(bad):
+        p, t = bad.index[0]
+        raise InputError(source, f"patient '{p}' timepoint '{t}' is given more than one week")
+    df["field"] = [_field_key(Path(p), folder) for p in df["path"]]
+    dup = df["field"].duplicated(keep=False)
+    if dup.any():
+        raise InputError(source, f"two fields map to the same output key '{df.loc[dup, 'field'].iloc[0]}'")
+    front = ["path", "field", "sample", "patient", "timepoint", "week", "slide", "panel"]
+    return df[front + [c for c in df.columns if c not in front]].reset_index(drop=True)
+
+
+def _field_key(path: Path, folder: Path) -> str:
+    """Output sub-folder of one field: its path under the study folder without the image suffix."""
+    try:
+        rel = path.resolve().relative_to(folder.resolve())
+        parts = list(rel.parts)
+    except ValueError:  # outside the study folder: a stable, unique key from the absolute path
+        h = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+        parts = ["_external", f"{h}_{path.name}"]
+    parts[-1] = _field_stem(parts[-1])
+    safe = [re.sub(r"[^A-Za-z0-9._\-]+", "_", p) for p in parts]
+    return "/".join(safe)
+
+
+def read_manifest(
+    manifest: str | os.PathLike,
+    folder: str | os.PathLike | None = None,
+    *,
+    panel: str = DEFAULT_PANEL,
+) -> pd.DataFrame:
+    """Read a study manifest CSV into the field table (one row per field image).
+
+    The manifest has columns ``path`` (relative to ``folder``; a glob such as ``P01/week00/*.tif``
+    allowed; absolute paths allowed), ``patient``, ``timepoint``, ``week`` (weeks since baseline,
+    a number), and optionally ``panel`` (default: ``panel``), ``sample`` (default
+    ``<patient>_<timepoint>``) and ``slide``. Any other column is carried through to the pooled tables.
+    Globs never match simulator truth files (``*_truth*``) or hidden files.
+
+    Parameters
+    ----------
+    manifest : path
+        The CSV file.
+    folder : path, optional
+        Folder the paths are relative to (default: the manifest's folder).
+    panel : str
+        Panel of rows without a ``panel`` value.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``path`` (absolute, str), ``field`` (output key), ``sample``, ``patient``,
+        ``timepoint``, ``week`` (float64), ``slide``, ``panel``, then the extra columns.
+
+    Raises
+    ------
+    InputError
+        One line naming the manifest (and row) for: a missing or unreadable file, a missing
+        column, a duplicated column, no rows, an empty required value, a week that is not a
+        number, a path or glob matching no field, a truth file listed as a field, a file listed
+        twice, or a sample with conflicting patient/timepoint/week/panel.
+    """
+    manifest = Path(manifest)
+    folder = Path(folder) if folder is not None else manifest.parent
+    src = str(manifest)
+    if not manifest.is_file():
+        raise InputError(manifest, "manifest file not found")
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(manifest, "manifest is not UTF-8 text (save it as CSV UTF-8)") from None
+    except OSError as exc:
+        raise InputError(manifest, f"cannot read manifest ({exc.strerror or exc})") from None
+    rows = list(csv.reader(text.splitlines()))
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise InputError(manifest, f"manifest is empty; {_MANIFEST_EXAMPLE}")
+    header = [h.strip() for h in rows[0]]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise InputError(manifest, f"column(s) {', '.join(dupes)} appear more than once")
+    if "" in header:
+        raise InputError(manifest, f"column {header.index('') + 1} has no name")
+    missing = [c for c in MANIFEST_REQUIRED if c not in header]
+    if missing:
+        raise InputError(manifest, f"missing column(s) {', '.join(missing)}; {_MANIFEST_EXAMPLE}")
+    body = rows[1:]
+    if not body:
+        raise InputError(manifest, f"manifest has a header but no rows; {_MANIFEST_EXAMPLE}")
+    records = []
+    seen: dict[str, int] = {}
+    for i, r in enumerate(body, start=2):  # line numbers as a spreadsheet shows them
+        if len(r) != len(header):
+            raise InputError(manifest, f"line {i} has {len(r)} values, the header has {len(header)}")
+        rec = {h: v.strip() for h, v in zip(header, r)}
+        for c in MANIFEST_REQUIRED:
+            if rec[c] == "":
+                raise InputError(manifest, f"line {i}: empty '{c}'")
+        try:
+            week = float(rec["week"])
+        except ValueError:
+            raise InputError(manifest, f"line {i}: week {rec['week']!r} is not a number of weeks") from None
+        if not math.isfinite(week):
+            raise InputError(manifest, f"line {i}: week {rec['week']!r} is not a number of weeks")
+        rec["week"] = week
+        for f in _expand(rec["path"], folder, manifest, i):
+            key = str(f.resolve())
+            if key in seen:
+                raise InputError(manifest, f"line {i}: {f} is already listed on line {seen[key]}")
+            seen[key] = i
+            records.append({**rec, "path": str(f)})
+    df = pd.DataFrame(records, columns=header)
+    for pid in sorted(set(df["panel"]) - {""} if "panel" in df.columns else set()):
+        _load_panel_for(pid, folder)  # a bad panel fails here, before any work
+    if "panel" in df.columns:
+        df["panel"] = [
+            str((folder / p).resolve()) if p and p.lower().endswith(".toml") and not Path(p).is_absolute() else p
+            for p in df["panel"]
+        ]
+    return _finish_table(df, folder, panel, source=src)
+
+
+def _load_panel_for(panel: str, folder: Path) -> Panel:
+    if panel.lower().endswith(".toml") and not Path(panel).is_absolute():
+        return load_panel(folder / panel)
+    return load_panel(panel)
+
+
+def _expand(pattern: str, folder: Path, manifest: Path, line: int) -> list[Path]:
+    p = Path(pattern)
+    base = p if p.is_absolute() else folder / p
+    if glob.has_magic(pattern):
+        hits = sorted(Path(h) for h in glob.glob(str(base), recursive=True))
+        hits = [h for h in hits if h.is_file() and _is_field_file(h) and not _in_run_folder(h, folder)]
+        if not hits:
+            raise InputError(manifest, f"line {line}: '{pattern}' matches no field image under {folder}")
+        return hits
+    if _is_truth(p.name):
+        raise InputError(manifest, f"line {line}: '{pattern}' is a simulator truth file, not a field")
+    if not base.is_file():
+        raise InputError(manifest, f"line {line}: field '{pattern}' not found under {folder}")
+    return [base]
+
+
+def _field_table(
+    folder: Path, manifest: str | os.PathLike | None, panel: str
+) -> tuple[pd.DataFrame, str]:
+    """The field table and where it came from (a manifest path or 'folder layout')."""
+    if manifest is None and (folder / "manifest.csv").is_file():
+        manifest = folder / "manifest.csv"
+    if manifest is not None:
+        return read_manifest(manifest, folder, panel=panel), str(manifest)
+    return infer_layout(folder, panel=panel), "folder layout <patient>/<timepoint>/<field>"
+
+
+# -------------------------------------------------------------------------------------------------
+# per-field work (runs on a worker)
+# -------------------------------------------------------------------------------------------------
+class StageError(Exception):
+    """A field failed at a named stage (``read``, ``analyze``, ``write``)."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+def field_fingerprint(path: str | os.PathLike, *, with_hash: bool = True) -> dict:
+    """Size (bytes), mtime (ns) and SHA-256 of a file: what a completion marker records.
+
+    Parameters
+    ----------
+    path : path
+        The input file.
+    with_hash : bool
+        Compute the SHA-256 (reads the whole file).
+
+    Returns
+    -------
+    dict
+        ``{"size": int, "mtime_ns": int, "sha256": str | None}``.
+    """
+    st = os.stat(path)
+    digest = None
+    if with_hash:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "sha256": digest}
+
+
+def process_field(path: str, out_dir: Path, panel: Panel, params: Mapping[str, Any]) -> dict:
+    """Analyse one field with the real pipeline and write its outputs (the ``fishcount analyze`` contract).
+
+    ``io.read_field`` -> ``analyze.analyze_field`` -> ``analyze.write_field_result``. This is the
+    default ``analyze`` of :func:`run_batch`; a replacement takes the same arguments, writes at
+    least ``nuclei.csv`` into ``out_dir`` and returns a dict with ``n_nuclei`` and ``thresholds``.
+
+    Parameters
+    ----------
+    path : str
+        The field image.
+    out_dir : Path
+        Where to write (an empty temporary folder; the runner renames it into place).
+    panel : Panel
+        The field's probe panel.
+    params : mapping
+        ``read`` (keyword arguments of ``read_field``) and ``analyze`` (of ``analyze_field``).
+
+    Returns
+    -------
+    dict
+        ``n_nuclei``, ``n_scorable``, ``thresholds`` (signal -> threshold), ``pixel_size_um``.
+    """
+    from . import analyze as _analyze
+    from . import io as _io
+
+    try:
+        field = _io.read_field(path, panel=panel, **dict(params.get("read", {})))
+    except FishcountError as exc:
+        raise StageError("read", exc.reason) from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt file must not stop the run
+        raise StageError("read", f"{type(exc).__name__}: {exc}") from None
+    try:
+        result = _analyze.analyze_field(field, panel=panel, **dict(params.get("analyze", {})))
+    except FishcountError as exc:
+        raise StageError("analyze", exc.reason) from None
+    try:
+        _analyze.write_field_result(result, out_dir)
+    except FishcountError as exc:
+        raise StageError("write", exc.reason) from None
+    nuclei = result.nuclei
+    n_scorable = int(nuclei["scorable"].sum()) if "scorable" in nuclei.columns else None
+    return {
+        "n_nuclei": int(len(nuclei)),
+        "n_scorable": n_scorable,
+        "thresholds": {str(k): float(v) for k, v in dict(result.thresholds).items()},
+        "pixel_size_um": field.pixel_size_um,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    path: str
+    field: str
+    final_dir: str
+    panel: Panel
+    params: dict
+    params_hash: str
+    analyze: Callable
+
+
+def _run_task(task: _Task) -> dict:
+    """Analyse one field into a temporary folder, write its marker, rename it into place.
+
+    Never raises for a bad field: returns ``{"status": "error", "stage", "message"}``.
+    """
+    t0 = time.perf_counter()
+    final = Path(task.final_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    base = {"field": task.field, "path": task.path}
+    try:
+        try:
+            fp = field_fingerprint(task.path)
+        except OSError as exc:
+            raise StageError("read", f"cannot read file ({exc.strerror or exc})") from None
+        summary = task.analyze(task.path, tmp, task.panel, task.params)
+        summary = dict(summary or {})
+        if not (tmp / "nuclei.csv").is_file():
+            raise StageError("write", "the analysis wrote no nuclei.csv")
+        seconds = time.perf_counter() - t0
+        marker = {
+            "marker_version": MARKER_VERSION,
+            "input": {"path": task.path, **fp},
+            "params_hash": task.params_hash,
+            "panel_sha256": task.panel.sha256,
+            "fishcount_version": __version__,
+            "seconds": round(seconds, 4),
+            "summary": _jsonable(summary),
+        }
+        write_text_atomic(tmp / MARKER, json.dumps(marker, indent=1, sort_keys=True))
+        _swap_in(tmp, final)
+        return {**base, "status": "done", "seconds": seconds, "summary": marker["summary"]}
+    except StageError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {**base, "status": "error", "stage": exc.stage, "message": exc.message,
+                "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # noqa: BLE001 - failure isolation: record and go on
+        shutil.rmtree(tmp, ignore_errors=True)
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+        return {**base, "status": "error", "stage": "analyze",
+                "message": f"{type(exc).__name__}: {exc}{where}", "seconds": time.perf_counter() - t0}
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename a finished temporary field folder into place (replacing an outdated one)."""
+    if final.exists():
+        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return repr(obj)
+
+
+def _params_hash(panel: Panel, params: Mapping[str, Any]) -> str:
+    blob = json.dumps({"panel": panel.sha256 or panel.id, "params": _jsonable(params),
+                       "fishcount": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _is_done(final: Path, path: str, params_hash: str) -> bool:
+    """True if ``final`` holds a complete result for this input file and these parameters."""
+    marker = final / MARKER
+    try:
+        m = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if m.get("marker_version") != MARKER_VERSION or m.get("params_hash") != params_hash:
+        return False
+    rec = m.get("input", {})
+    try:
+        now = field_fingerprint(path, with_hash=False)
+    except OSError:
+        return False
+    if now["size"] == rec.get("size") and now["mtime_ns"] == rec.get("mtime_ns"):
+        return True
+    if now["size"] != rec.get("size"):
+        return False
+    # touched but maybe not changed: compare contents
+    return field_fingerprint(path)["sha256"] == rec.get("sha256")
+
+
+# -------------------------------------------------------------------------------------------------
+# execution: serial loop, local Dask cluster, or a remote scheduler
+# -------------------------------------------------------------------------------------------------
+def _estimate_field_bytes(paths: Iterable[str]) -> int:
+    """Uncompressed bytes of the largest of a few fields (from TIFF headers), as float32."""
+    import tifffile
+
+    best = 0
+    for p in list(paths)[:8]:
+        try:
+            with tifffile.TiffFile(p) as tf:
+                s = tf.series[0]
+                best = max(best, int(np.prod(s.shape)) * 4)
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the workers
+            best = max(best, os.path.getsize(p) * 2 if os.path.exists(p) else 0)
+    return best
+
+
+def default_workers(field_bytes: int = 0) -> int:
+    """Worker processes for this machine: one per core, fewer if memory is short.
+
+    Each worker is budgeted 10x one field's bytes plus 300 MB of interpreter and libraries.
+
+    Parameters
+    ----------
+    field_bytes : int
+        Uncompressed bytes of the largest field.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_worker = 10 * field_bytes + 300 * 2**20
+    by_memory = int(psutil.virtual_memory().available * 0.8 // per_worker)
+    return max(1, min(cores, by_memory))
+
+
+def _execute(
+    tasks: list[_Task],
+    *,
+    workers: int,
+    scheduler: str | None,
+    progress: Callable[[dict], None],
+) -> tuple[list[dict], dict]:
+    """Run the tasks; returns the results and a description of the engine used."""
+    if not tasks:
+        return [], {"engine": "none", "workers": 0}
+    if scheduler is None and workers == 1:
+        out = []
+        for t in tasks:
+            r = _run_task(t)
+            progress(r)
+            out.append(r)
+        return out, {"engine": "serial", "workers": 1}
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise InputError(scheduler, f"cannot connect to the Dask scheduler ({exc})") from None
+        engine = {"engine": "dask-distributed", "scheduler": scheduler,
+                  "workers": len(client.scheduler_info().get("workers", {}))}
+    else:
+        import psutil
+
+        mem = int(psutil.virtual_memory().available * 0.8 // workers)
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, memory_limit=mem,
+            dashboard_address=None, silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+        engine = {"engine": "dask-local", "workers": workers, "memory_limit_bytes": mem}
+    try:
+        futures = {}
+        for t in tasks:
+            f = client.submit(_run_task, t, pure=False, key=f"field-{uuid.uuid4().hex}")
+            futures[f] = t
+        out = []
+        for f in as_completed(list(futures)):
+            t = futures[f]
+            try:
+                r = f.result()
+            except Exception as exc:  # noqa: BLE001 - a killed worker is that field's error
+                r = {"field": t.field, "path": t.path, "status": "error", "stage": "worker",
+                     "message": f"{type(exc).__name__}: {exc}", "seconds": float("nan")}
+            progress(r)
+            out.append(r)
+            f.release()
+        return out, engine
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _cleanup_stale(fields_dir: Path) -> None:
+    """Remove temporary / trash folders a killed run left behind."""
+    if not fields_dir.is_dir():
+        return
+    for root, dirs, _ in os.walk(fields_dir):
+        for d in list(dirs):
+            if d.startswith((".tmp-", ".trash-")):
+                shutil.rmtree(Path(root) / d, ignore_errors=True)
+                dirs.remove(d)
+
+
+# -------------------------------------------------------------------------------------------------
+# pooling
+# -------------------------------------------------------------------------------------------------
+def _read_field_nuclei(path: Path):
+    import pyarrow.csv as pacsv
+
+    return pacsv.read_csv(path)
+
+
+def pool_nuclei(table: pd.DataFrame, out_dir: Path) -> int:
+    """Pool the nuclei tables of the finished fields into ``nuclei.parquet`` and ``nuclei.csv``.
+
+    Streams field by field (two passes over the small per-field CSVs: schema, then data), so the
+    pooled rows are never all in memory. Rows are prefixed with :data:`POOLED_KEY_COLUMNS` and the
+    manifest's extra columns.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Field table rows of the finished fields, in output order.
+    out_dir : Path
+        Run folder (holds ``fields/``).
+
+    Returns
+    -------
+    int
+        Number of nucleus rows written.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    extras = [c for c in table.columns if c not in POOLED_KEY_COLUMNS and c != "path"]
+    key_cols = list(POOLED_KEY_COLUMNS) + extras
+    schemas = []
+    for key in table["field"]:
+        schemas.append(_read_field_nuclei(out_dir / "fields" / key / "nuclei.csv").schema)
+    key_schema = pa.schema([(c, pa.float64() if c == "week" else pa.string()) for c in key_cols])
+    if schemas:
+        body = pa.unify_schemas(schemas, promote_options="permissive")
+        body = pa.schema([f for f in body if f.name not in key_cols])
+    else:
+        body = pa.schema([])
+    schema = pa.schema(list(key_schema) + list(body))
+    n = 0
+    with atomic_path(out_dir / "nuclei.parquet") as ptmp, atomic_open(out_dir / "nuclei.csv", "wb") as cfh:
+        pw = pq.ParquetWriter(str(ptmp), schema)
+        cw = pacsv.CSVWriter(cfh, schema)
+        try:
+            for _, row in table.iterrows():
+                t = _read_field_nuclei(out_dir / "fields" / row["field"] / "nuclei.csv")
+                cols = []
+                for f in schema:
+                    if f.name in key_cols:
+                        v = row["field"] if f.name == "field" else row["path"] if f.name == "source" else row[f.name]
+                        v = float(v) if f.name == "week" else ("" if pd.isna(v) else str(v))
+                        cols.append(pa.array([v] * t.num_rows, type=f.type))
+                    elif f.name in t.column_names:
+                        cols.append(t.column(f.name).cast(f.type))
+                    else:
+                        cols.append(pa.nulls(t.num_rows, type=f.type))
+                chunk = pa.Table.from_arrays(cols, schema=schema)
+                pw.write_table(chunk)
+                cw.write_table(chunk)
+                n += t.num_rows
+        finally:
+            pw.close()
+            cw.close()
+    return n
+
+
+# -------------------------------------------------------------------------------------------------
+# the run
+# -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """What :func:`run_batch` did.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The run folder.
+    n_fields : int
+        Fields in the manifest / layout.
+    n_done, n_skipped, n_failed : int
+        Fields analysed in this run, skipped as already done, failed.
+    errors : DataFrame
+        ``file, stage, message`` (also in ``errors.csv``).
+    samples : DataFrame or None
+        The per-sample table (``samples.csv``).
+    response : DataFrame or None
+        The per-patient table (``response.csv``).
+    report : Path or None
+        ``report.html`` if written.
+    """
+
+    out_dir: Path
+    n_fields: int
+    n_done: int
+    n_skipped: int
+    n_failed: int
+    errors: pd.DataFrame
+    samples: pd.DataFrame | None
+    response: pd.DataFrame | None
+    report: Path | None
+
+    @property
+    def n_errors(self) -> int:
+        return int(len(self.errors))
+
+
+def _check_out_dir(out: Path, folder: Path) -> None:
+    """Refuse to write into a folder that holds something other than a fishcount run."""
+    if out.resolve() == folder.resolve():
+        raise InputError(out, "the output folder must not be the study folder itself; use e.g. --out results")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output path exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / RUN_MARKER).exists():
+        raise InputError(
+            out, "output folder is not empty and holds no fishcount run; choose a new or empty --out folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / RUN_MARKER).exists():
+        write_text_atomic(out / RUN_MARKER, "fishcount run folder; safe to resume into\n")
+
+
+def run_batch(
+    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    manifest: str | os.PathLike | None = None,
+    panel: str = DEFAULT_PANEL,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    criteria: str | None = None,
+    analyze: Callable[[str, Path, Panel, Mapping[str, Any]], dict] | None = None,
+    score: Callable[[pd.DataFrame, Panel], pd.DataFrame] | None = None,
+    respond: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    report: bool = True,
+    quiet: bool = False,
+) -> BatchResult:
+    """Run fishcount over a study folder: every field, then pooled tables, response and report.
+
+    #. Build the field table from ``manifest`` (or ``FOLDER/manifest.csv``, or the folder layout
+       ``FOLDER/<patient>/<timepoint>/<field>.tif``).
+    #. Skip fields whose completion marker matches (input size/mtime/SHA-256 and parameters);
+       analyse the others, one field per task, serially (``workers=1``), on a local Dask cluster
+       (default) or on ``scheduler``. A failing field is recorded in ``errors.csv``.
+    #. Pool the finished fields' nuclei into ``nuclei.parquet`` / ``nuclei.csv``.
+    #. Score samples (``scoring.score_samples``) -> ``samples.csv``; classify each patient's
+       response (``response``) -> ``response.csv``.
+    #. Write ``run.json``, ``errors.csv`` and ``report.html``.
+
+    Parameters
+    ----------
+    folder : path
+        The study folder.
+    out_dir : path
+        The run folder (created; a rerun into it resumes).
+    manifest : path, optional
+        Manifest CSV (see :func:`read_manifest`).
+    panel : str
+        Default probe panel (id or .toml).
+    workers : int, optional
+        Worker processes; ``1`` = a plain serial loop without Dask; None = :func:`default_workers`.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``); overrides ``workers``.
+    params : mapping, optional
+        ``{"read": {...}, "analyze": {...}}`` keyword arguments for ``read_field`` / ``analyze_field``.
+    criteria : str, optional
+        Response criteria id or .toml file (default: the response module's default).
+    analyze : callable, optional
+        Per-field function (default :func:`process_field`); must be picklable for Dask.
+    score, respond : callable, optional
+        Replace ``scoring.score_samples(nuclei, panel)`` / the per-patient response step (tests).
+    report : bool
+        Write ``report.html``.
+    quiet : bool
+        No progress bar (there is none anyway when stderr is not a terminal).
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    InputError, PanelError
+        For a bad folder, manifest, panel or output folder (before any work starts).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    folder = Path(folder)
+    out = Path(out_dir)
+    if not folder.is_dir():
+        raise InputError(folder, "study folder not found")
+    params = dict(params or {})
+    analyze = analyze or process_field
+
+    table, table_source = _field_table(folder, manifest, panel)
+    panels = {pid: _load_panel_for(pid, folder) for pid in table["panel"].unique()}
+    _check_out_dir(out, folder)
+    fields_dir = out / "fields"
+    _cleanup_stale(fields_dir)
+    timings["setup_s"] = time.perf_counter() - t_start
+
+    # -- what needs doing
+    tasks: list[_Task] = []
+    skipped: list[str] = []
+    phashes = {pid: _params_hash(p, params) for pid, p in panels.items()}
+    for _, row in table.iterrows():
+        final = fields_dir / row["field"]
+        ph = phashes[row["panel"]]
+        if _is_done(final, row["path"], ph):
+            skipped.append(row["field"])
+        else:
+            tasks.append(_Task(row["path"], row["field"], str(final), panels[row["panel"]], params, ph, analyze))
+
+    if workers is None:
+        workers = default_workers(_estimate_field_bytes(t.path for t in tasks)) if tasks else 1
+    if workers < 1:
+        raise InputError("--workers", f"must be at least 1, got {workers}")
+
+    from tqdm import tqdm
+
+    show = not quiet and sys.stderr.isatty()
+    bar = tqdm(total=len(table), initial=len(skipped), unit="field", desc="fields", disable=not show,
+               dynamic_ncols=True)
+    n_err = 0
+
+    def _progress(r: dict) -> None:
+        nonlocal n_err
+        n_err += r["status"] == "error"
+        bar.set_postfix_str(f"{n_err} errors" if n_err else "", refresh=False)
+        bar.update(1)
+
+    t0 = time.perf_counter()
+    try:
+        results, engine = _execute(tasks, workers=workers, scheduler=scheduler, progress=_progress)
+    finally:
+        bar.close()
+    timings["fields_s"] = time.perf_counter() - t0
+
+    errors = [
+        {"file": r["path"], "stage": r["stage"], "message": r["message"]} for r in results if r["status"] == "error"
+    ]
+    failed = {r["field"] for r in results if r["status"] == "error"}
+    ok = table[~table["field"].isin(failed)]
+    # fields that failed leave their sample with fewer (or no) fields: say so
+    for s, grp in table.groupby("sample", sort=False):
+        if grp["field"].isin(failed).all():
+            errors.append({"file": s, "stage": "sample",
+                           "message": "no field of this sample could be analysed; sample not scored"})
+
+    # -- pool, score, respond
+    t0 = time.perf_counter()
+    n_nuclei = pool_nuclei(ok, out)
+    timings["pool_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    samples = response = None
+    criteria_info: dict[str, Any] = {}
+    if len(ok):
+        import pyarrow.parquet as pq
+
+        nuclei = pq.read_table(out / "nuclei.parquet").to_pandas()
+        samples = _score(nuclei, ok, panels, score)
+        del nuclei
+        write_csv_atomic(samples, out / "samples.csv")
+        response, criteria_info = _respond(samples, criteria, respond)
+        if response is not None:
+            write_csv_atomic(response, out / "response.csv")
+    timings["score_s"] = time.perf_counter() - t0
+
+    err_df = pd.DataFrame(errors, columns=["file", "stage", "message"])
+    write_csv_atomic(err_df, out / "errors.csv")
+
+    # -- run.json
+    markers = {}
+    for key in ok["field"]:
+        try:
+            markers[key] = json.loads((fields_dir / key / MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+    field_secs = [m.get("seconds") for m in markers.values() if m.get("seconds") is not None]
+    timings["total_s"] = time.perf_counter() - t_start
+    run = {
+        "fishcount_version": __version__,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(),
+        "study_folder": str(folder.resolve()),
+        "field_table_source": table_source,
+        "parameters": _jsonable({"panel": panel, "params": params, "workers": workers, "scheduler": scheduler,
+                                 "criteria": criteria}),
+        "engine": engine,
+        "panels": {pid: {"id": p.id, "name": p.name, "path": p.path, "sha256": p.sha256} for pid, p in panels.items()},
+        "panel": {"id": panels[next(iter(panels))].id, "sha256": panels[next(iter(panels))].sha256},
+        "criteria": criteria_info,
+        "counts": {"fields": int(len(table)), "analysed": int(len(results) - len(failed)), "skipped": len(skipped),
+                   "failed": len(failed), "nuclei": int(n_nuclei), "samples": 0 if samples is None else int(len(samples)),
+                   "patients": int(table["patient"].nunique()), "errors": int(len(err_df))},
+        "thresholds": {k: m.get("summary", {}).get("thresholds", {}) for k, m in markers.items()},
+        "timings": {**{k: round(v, 4) for k, v in timings.items()},
+                    "per_field_mean_s": round(float(np.mean(field_secs)), 4) if field_secs else None,
+                    "per_field_sum_s": round(float(np.sum(field_secs)), 4) if field_secs else None},
+    }
+    write_text_atomic(out / "run.json", json.dumps(run, indent=1, sort_keys=False))
+
+    report_path = None
+    if report and samples is not None:
+        from .report import write_report
+
+        report_path = write_report(out)
+    return BatchResult(out, len(table), len(results) - len(failed), len(skipped), len(failed), err_df,
+                       samples, response, report_path)
+
+
+def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
+           score: Callable | None) -> pd.DataFrame:
+    """Score each panel's samples; carry patient/timepoint/week/slide and extras onto each sample row."""
+    if score is None:
+        from .scoring import score_samples as score
+    parts = []
+    for pid, sub in nuclei.groupby("panel", sort=False):
+        s = score(sub, panels[pid])
+        s = s.copy()
+        if "panel" not in s.columns:
+            s.insert(0, "panel", panels[pid].id)
+        parts.append(s)
+    samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    meta_cols = [c for c in ok.columns if c not in ("path", "field", "panel", "slide", "source")]
+    meta = ok[meta_cols].drop_duplicates("sample")
+    missing = [c for c in meta_cols if c != "sample" and c not in samples.columns]
+    if "sample" in samples.columns and missing:
+        samples = samples.merge(meta[["sample"] + missing], on="sample", how="left")
+    nf = ok.groupby("sample").size().rename("n_fields")
+    if "sample" in samples.columns and "n_fields" not in samples.columns:
+        samples = samples.merge(nf, left_on="sample", right_index=True, how="left")
+    return samples
+
+
+def _respond(samples: pd.DataFrame, criteria: str | None, respond: Callable | None):
+    if respond is not None:
+        return respond(samples), {"id": "custom"}
+    from . import response as _response
+
+    return _response.response_table(samples, criteria=criteria)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("numpy", "scipy", "scikit-image", "tifffile", "pandas", "pyarrow", "dask", "distributed",
+                "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
