@@ -1,0 +1,505 @@
+"""Review model: corrections, recounts, the journal (append, read, replay), tally, blind order,
+two-reader concordance. Hand-made del(5q) tables with known answers."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.stats import beta
+
+import fishcount.review as rv
+from fishcount.errors import InputError
+
+T0 = "2026-11-25T12:00:00.000000+00:00"
+
+
+def _tables():
+    """Four nuclei: 1 normal (2O2G), 2 del5q (1O2G), 3 no-green (unscorable), 4 overlapping (QC)."""
+    nuclei = pd.DataFrame(
+        {
+            "label": [1, 2, 3, 4],
+            "centroid_y": [10.0, 40.0, 70.0, 100.0],
+            "centroid_x": [10.0, 40.0, 70.0, 100.0],
+            "area_um2": [50.0, 52.0, 48.0, 60.0],
+            "count_EGR1": [2, 1, 2, 2],
+            "count_D5S23": [2, 2, 0, 2],
+            "pattern": ["2O2G", "1O2G", "2O0G", "2O2G"],
+            "call": ["normal", "del5q", "atypical", "normal"],
+            "scorable": [True, True, False, False],
+            "exclusion_reason": ["", "", "no D5S23 signal", "overlapping nuclei"],
+        }
+    )
+    rows = [
+        # spot_id, label, signal, y, x, group_id, counts_as, fusion_partner
+        (0, 1, "EGR1", 8, 8, 0, "EGR1"),
+        (1, 1, "EGR1", 12, 12, 1, "EGR1"),
+        (2, 1, "D5S23", 9, 11, 2, "D5S23"),
+        (3, 1, "D5S23", 11, 9, 3, "D5S23"),
+        (4, 2, "EGR1", 40, 40, 4, "EGR1"),
+        (5, 2, "EGR1", 40.5, 40.5, 4, ""),  # split signal merged into 4
+        (6, 2, "D5S23", 38, 38, 6, "D5S23"),
+        (7, 2, "D5S23", 42, 42, 7, "D5S23"),
+        (8, 3, "EGR1", 68, 68, 8, "EGR1"),
+        (9, 3, "EGR1", 72, 72, 9, "EGR1"),
+        (10, 4, "EGR1", 98, 98, 10, "EGR1"),
+        (11, 4, "EGR1", 102, 102, 11, "EGR1"),
+        (12, 4, "D5S23", 99, 101, 12, "D5S23"),
+        (13, 4, "D5S23", 101, 99, 13, "D5S23"),
+    ]
+    spots = pd.DataFrame(rows, columns=["spot_id", "label", "signal", "y", "x", "group_id", "counts_as"])
+    spots["intensity"] = 100.0
+    spots["snr"] = 8.0
+    spots["fusion_partner"] = -1
+    return nuclei, spots
+
+
+def _state(**kw):
+    n, s = _tables()
+    return rv.start_review(n, s, "del5q", field="f01", **kw)
+
+
+def _row(state, label):
+    return state.nuclei.set_index("label").loc[label]
+
+
+# --- loading ------------------------------------------------------------------------------
+def test_start_review_adds_review_columns():
+    s = _state()
+    assert list(s.labels) == [1, 2, 3, 4]
+    assert not s.nuclei["reviewed"].any() and not s.nuclei["corrected"].any()
+    assert (s.nuclei["call_auto"] == s.nuclei["call"]).all()
+    assert s.spots["origin"].eq("auto").all()
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda n, s: (n.drop(columns="call"), s), r"lacks column\(s\) call"),
+        (lambda n, s: (n.drop(columns="count_D5S23"), s), "count_D5S23"),
+        (lambda n, s: (n.assign(label=[1, 1, 3, 4]), s), "more than once"),
+        (lambda n, s: (n.assign(label=[0, 2, 3, 4]), s), "must be > 0"),
+        (lambda n, s: (n.assign(call=["normal", "bogus", "atypical", "normal"]), s), "not calls of panel"),
+        (lambda n, s: (n.assign(scorable=["yes", "maybe", "no", "no"]), s), "true/false"),
+        (lambda n, s: (n.assign(count_EGR1=["2", "x", "2", "2"]), s), "whole numbers"),
+        (lambda n, s: (n, s.drop(columns="y")), "spots table lacks"),
+        (lambda n, s: (n, s.assign(signal="FITC")), "not signals of panel"),
+        (lambda n, s: (n, s.assign(spot_id=0)), "duplicate"),
+    ],
+)
+def test_start_review_rejects_bad_tables(mutate, message):
+    n, s = mutate(*_tables())
+    with pytest.raises(InputError, match=message) as exc:
+        rv.start_review(n, s, "del5q", source="run/f01")
+    assert str(exc.value).startswith("run/f01: ")
+
+
+def test_read_field_tables_errors(tmp_path):
+    with pytest.raises(InputError, match="not a folder"):
+        rv.read_field_tables(tmp_path / "nope")
+    with pytest.raises(InputError, match="nuclei.csv: missing"):
+        rv.read_field_tables(tmp_path)
+    (tmp_path / "nuclei.csv").write_text("")
+    (tmp_path / "spots.csv").write_text("label,signal,y,x\n")
+    with pytest.raises(InputError, match="cannot read table"):
+        rv.read_field_tables(tmp_path)
+
+
+# --- edits ----------------------------------------------------------------------------------
+def test_confirm_marks_reviewed_only():
+    s = rv.confirm(_state(), 1, "ann", time=T0)
+    r = _row(s, 1)
+    assert r["reviewed"] and r["reviewed_by"] == "ann" and r["call"] == "normal" and not r["corrected"]
+    e = s.edits[-1]
+    assert (e.action, e.label, e.seq, e.field, e.time) == ("confirm", 1, 1, "f01", T0)
+    assert e.before == e.after
+
+
+def test_delete_signal_recounts_and_recalls():
+    s = rv.delete_signal(_state(), spot_id=0, reviewer="ann")
+    r = _row(s, 1)
+    assert (r["count_EGR1"], r["count_D5S23"], r["pattern"], r["call"]) == (1, 2, "1O2G", "del5q")
+    assert r["corrected"] and r["reviewed"] and r["call_auto"] == "normal"
+    e = s.edits[-1]
+    assert e.before["call"] == "normal" and e.after["call"] == "del5q"
+    assert e.before["counts"] == {"EGR1": 2, "D5S23": 2} and e.after["counts"] == {"EGR1": 1, "D5S23": 2}
+    assert 0 not in set(s.spots["spot_id"])
+
+
+def test_delete_removes_the_whole_merge_group():
+    # nucleus 2's one EGR1 signal is a split pair (spots 4 + 5): deleting it leaves 0 EGR1 -> unscorable
+    s = rv.delete_signal(_state(), spot_id=4, reviewer="ann")
+    assert not {4, 5} & set(s.spots["spot_id"])
+    r = _row(s, 2)
+    assert (r["count_EGR1"], r["scorable"], r["exclusion_reason"]) == (0, False, "no EGR1 signal")
+
+
+def test_add_signal_makes_no_signal_nucleus_scorable():
+    s = rv.add_signal(_state(), 3, "D5S23", 70.0, 69.0, "ann")
+    r = _row(s, 3)
+    assert (r["count_D5S23"], r["pattern"], r["call"], r["scorable"], r["exclusion_reason"]) == (
+        1, "2O1G", "loss5p", True, "")
+    new = s.spots[s.spots["origin"] == "reviewer"]
+    assert len(new) == 1 and int(new["spot_id"].iloc[0]) == 14 and new["counts_as"].iloc[0] == "D5S23"
+
+
+def test_qc_and_reviewer_exclusions_survive_recount():
+    s = rv.add_signal(_state(), 4, "EGR1", 100.0, 100.0, "ann")  # overlapping nucleus, 3O2G
+    r = _row(s, 4)
+    assert (r["count_EGR1"], r["call"], r["scorable"], r["exclusion_reason"]) == (3, "gain5q", False, "overlapping nuclei")
+    s = rv.mark_unscorable(s, 1, "out of focus", "ann")
+    s = rv.delete_signal(s, 0, "ann")
+    r = _row(s, 1)
+    assert not r["scorable"] and r["exclusion_reason"] == "reviewer: out of focus" and r["call"] == "del5q"
+
+
+def test_move_signal_keeps_counts():
+    s = rv.move_signal(_state(), 2, 10.0, 10.0, "ann")
+    sp = s.spots.set_index("spot_id").loc[2]
+    assert (sp["y"], sp["x"]) == (10.0, 10.0)
+    assert _row(s, 1)["call"] == "normal" and _row(s, 1)["reviewed"]
+    assert (s.edits[-1].before["y"], s.edits[-1].after["y"]) == (9.0, 10.0)
+
+
+def test_set_call_unscorable_restore():
+    s = rv.set_call(_state(), 3, "normal", "bob")
+    r = _row(s, 3)
+    assert (r["call"], r["scorable"], r["exclusion_reason"], r["corrected"]) == ("normal", True, "", True)
+    s = rv.mark_unscorable(s, 2, "  debris \n near nucleus ", "bob")
+    assert _row(s, 2)["exclusion_reason"] == "reviewer: debris near nucleus"
+    s = rv.restore_scorable(s, 2, "bob")
+    assert (_row(s, 2)["scorable"], _row(s, 2)["call"]) == (True, "del5q")
+    assert [e.action for e in s.edits] == ["set_call", "unscorable", "restore"]
+    assert [e.seq for e in s.edits] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: rv.set_call(s, 1, "bogus", "ann"), "not a call of panel"),
+        (lambda s: rv.mark_unscorable(s, 1, "   ", "ann"), "give a reason"),
+        (lambda s: rv.confirm(s, 99, "ann"), "no nucleus with label 99"),
+        (lambda s: rv.add_signal(s, 1, "FITC", 1, 1, "ann"), "not a signal of panel"),
+        (lambda s: rv.add_signal(s, 1, "EGR1", 1, 1, "ann", spot_id=3), "already exists"),
+        (lambda s: rv.delete_signal(s, 999, "ann"), "no signal with spot_id 999"),
+        (lambda s: rv.move_signal(s, 999, 1, 1, "ann"), "no signal with spot_id 999"),
+        (lambda s: rv.confirm(s, 1, "ann smith"), "must be 1-64 letters"),
+        (lambda s: rv.confirm(s, 1, ""), "must be 1-64 letters"),
+    ],
+)
+def test_edit_errors(edit, message):
+    with pytest.raises(InputError, match=message):
+        edit(_state())
+
+
+def test_signal_outside_nuclei_cannot_be_edited():
+    n, s = _tables()
+    s.loc[len(s)] = [14, 0, "EGR1", 200.0, 200.0, 14, "", 100.0, 8.0, -1]
+    st_ = rv.start_review(n, s, "del5q")
+    with pytest.raises(InputError, match="outside every nucleus"):
+        rv.delete_signal(st_, 14, "ann")
+    with pytest.raises(InputError, match="outside every nucleus"):
+        rv.move_signal(st_, 14, 1, 1, "ann")
+
+
+def test_deleting_a_fused_signal_frees_its_partner():
+    n, s = _tables()
+    s.loc[s.spot_id == 0, ["counts_as", "fusion_partner"]] = ["fusion", 2]
+    s.loc[s.spot_id == 2, ["counts_as", "fusion_partner"]] = ["", 0]
+    st_ = rv.start_review(n, s, "del5q")
+    out = rv.delete_signal(st_, 0, "ann")
+    sp = out.spots.set_index("spot_id").loc[2]
+    assert (sp["counts_as"], sp["fusion_partner"]) == ("D5S23", -1)
+
+
+# --- journal --------------------------------------------------------------------------------
+def _edits_sequence(s):
+    s = rv.confirm(s, 1, "ann")
+    s = rv.delete_signal(s, 0, "ann")
+    s = rv.add_signal(s, 3, "D5S23", 70.0, 69.0, "ann")
+    s = rv.move_signal(s, 6, 39.0, 39.0, "ann")
+    s = rv.mark_unscorable(s, 2, "overlap", "ann")
+    s = rv.restore_scorable(s, 2, "ann")
+    s = rv.set_call(s, 4, "tetraploid", "ann")
+    return s
+
+
+def _same(a, b):
+    pd.testing.assert_frame_equal(a.nuclei, b.nuclei)
+    pd.testing.assert_frame_equal(a.spots, b.spots)
+    assert a.edits == b.edits
+
+
+def test_journal_roundtrip_and_reopen(tmp_path):
+    n, s = _tables()
+    n.to_csv(tmp_path / "nuclei.csv", index=False)
+    s.to_csv(tmp_path / "spots.csv", index=False)
+    live = rv.open_review(tmp_path, "ann")
+    path = rv.journal_path(tmp_path, "ann")
+    assert path.name == "review.ann.jsonl" and not path.exists()
+    for k in range(7):  # the plugin appends after every edit
+        live = _edits_sequence(live) if k == 0 else live
+    for e in live.edits:
+        rv.append_journal(path, e)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 7 and all(json.loads(x)["v"] == rv.JOURNAL_VERSION for x in lines)
+    first = json.loads(lines[1])
+    assert (first["action"], first["label"], first["reviewer"], first["before"]["call"], first["after"]["call"]) == (
+        "delete_signal", 1, "ann", "normal", "del5q")
+    reopened = rv.open_review(tmp_path, "ann")
+    _same(reopened, live)
+    assert rv.list_journals(tmp_path) == {"ann": path}
+    # another reader starts clean
+    assert not rv.open_review(tmp_path, "bob").nuclei["reviewed"].any()
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_append_is_append_only(tmp_path):
+    s = _edits_sequence(_state())
+    p = tmp_path / "review.ann.jsonl"
+    rv.append_journal(p, s.edits[0])
+    first = p.read_bytes()
+    rv.append_journal(p, s.edits[1])
+    assert p.read_bytes().startswith(first)
+
+
+def test_journal_refuses_truncated_file(tmp_path):
+    s = _edits_sequence(_state())
+    p = tmp_path / "review.ann.jsonl"
+    p.write_text(s.edits[0].to_json())  # no newline: a half-written line
+    with pytest.raises(InputError, match="complete line"):
+        rv.append_journal(p, s.edits[1])
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "line 2 is not valid JSON"),
+        ("[1, 2]", "line 2 is not a JSON object"),
+        ('{"v": 99}', "line 2: journal format version 99"),
+        ('{"v": 1, "action": "confirm"}', "line 2 lacks or has a bad field"),
+        ('{"v": 1, "action": "explode", "label": 1, "reviewer": "a", "time": "t", "before": {}, "after": {}}',
+         "line 2: unknown action 'explode'"),
+    ],
+)
+def test_read_journal_errors(tmp_path, line, message):
+    s = rv.confirm(_state(), 1, "ann")
+    p = tmp_path / "review.ann.jsonl"
+    p.write_text(s.edits[0].to_json() + "\n" + line + "\n")
+    with pytest.raises(InputError, match=message) as exc:
+        rv.read_journal(p)
+    assert str(p) in str(exc.value)
+
+
+def test_read_journal_missing(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        rv.read_journal(tmp_path / "review.x.jsonl")
+
+
+def test_replay_refuses_journal_of_other_tables():
+    s = rv.delete_signal(_state(), 0, "ann")
+    n, sp = _tables()
+    n.loc[0, "call"] = "del5q"  # re-analysed: nucleus 1 is now del5q
+    n.loc[0, "count_EGR1"] = 1
+    with pytest.raises(InputError, match="does not fit these results"):
+        rv.replay(rv.start_review(n, sp, "del5q"), s.edits, source="review.ann.jsonl")
+    bad = rv.ReviewEdit("confirm", 42, "ann", T0, {}, {}, seq=1)
+    with pytest.raises(InputError, match="nucleus 42 is not in the result tables"):
+        rv.replay(_state(), [bad])
+    bad = rv.ReviewEdit("set_call", 1, "ann", T0, {}, {}, seq=1)
+    with pytest.raises(InputError, match="missing field"):
+        rv.replay(_state(), [bad])
+    bad = rv.ReviewEdit("delete_signal", 1, "ann", T0, {"spot_id": 77}, {}, seq=3)
+    with pytest.raises(InputError, match="edit 3: no signal with spot_id 77"):
+        rv.replay(_state(), [bad], source="j")
+
+
+_ACTION = st.tuples(st.sampled_from(["confirm", "set_call", "unscorable", "restore", "add", "delete", "move"]),
+                    st.integers(1, 4), st.integers(0, 30), st.sampled_from(["normal", "del5q", "monosomy5"]),
+                    st.sampled_from(["EGR1", "D5S23"]), st.floats(0, 120), st.floats(0, 120))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_ACTION, max_size=12))
+def test_property_journal_replay_reproduces_live_state(actions):
+    s0 = _state()
+    s = s0
+    for act, label, k, call, sig, y, x in actions:
+        if act == "confirm":
+            s = rv.confirm(s, label, "ann")
+        elif act == "set_call":
+            s = rv.set_call(s, label, call, "ann")
+        elif act == "unscorable":
+            s = rv.mark_unscorable(s, label, "debris", "ann")
+        elif act == "restore":
+            s = rv.restore_scorable(s, label, "ann")
+        elif act == "add":
+            s = rv.add_signal(s, label, sig, y, x, "ann")
+        elif len(s.spots):
+            sid = int(s.spots["spot_id"].iloc[k % len(s.spots)])
+            s = rv.delete_signal(s, sid, "ann") if act == "delete" else rv.move_signal(s, sid, y, x, "ann")
+        # invariants: counts always follow the counted signals; calls of scorable nuclei follow counts
+        # unless set by hand
+    lines = [json.loads(e.to_json()) for e in s.edits]
+    edits = [rv.ReviewEdit(**{k: v for k, v in d.items() if k != "v"}) for d in lines]
+    _same(rv.replay(s0, edits), s)
+    for lab in s.labels:
+        sub = s.spots_of(lab)
+        r = _row(s, lab)
+        assert r["count_EGR1"] == (sub["counts_as"] == "EGR1").sum()
+        assert r["count_D5S23"] == (sub["counts_as"] == "D5S23").sum()
+    assert s.nuclei["reviewed"].sum() == len({e.label for e in s.edits})
+
+
+# --- tally ----------------------------------------------------------------------------------
+def _cp(x, n):  # Clopper–Pearson 95 %, clinical.md §6.1 R4
+    lo = 0.0 if x == 0 else beta.ppf(0.025, x, n - x + 1)
+    hi = 1.0 if x == n else beta.ppf(0.975, x + 1, n - x)
+    return 100 * lo, 100 * hi
+
+
+def test_tally_follows_review_actions():
+    s = _state()
+    t = rv.tally(s)
+    # scorable: 1 normal, 2 del5q -> clone 1/2
+    assert (t.n_nuclei, t.n_reviewed, t.n_scorable, t.n_unscorable, t.clone_count) == (4, 0, 2, 2, 1)
+    assert t.per_call["normal"] == 1 and t.per_call["del5q"] == 1
+    assert t.clone_pct == pytest.approx(50.0)
+    assert (t.ci_low_pct, t.ci_high_pct) == pytest.approx(_cp(1, 2))
+    s = rv.confirm(s, 1, "ann")
+    t = rv.tally(s)
+    assert (t.n_reviewed, t.n_scorable, t.clone_count) == (1, 2, 1)
+    s = rv.delete_signal(s, 0, "ann")  # nucleus 1 -> del5q
+    t = rv.tally(s)
+    assert (t.n_reviewed, t.n_corrected, t.n_scorable, t.clone_count, t.per_call["normal"]) == (1, 1, 2, 2, 0)
+    assert (t.ci_low_pct, t.ci_high_pct) == pytest.approx(_cp(2, 2))
+    s = rv.add_signal(s, 3, "D5S23", 70.0, 69.0, "ann")  # nucleus 3 -> loss5p, scorable
+    t = rv.tally(s)
+    assert (t.n_reviewed, t.n_scorable, t.clone_count, t.per_call["loss5p"]) == (2, 3, 2, 1)
+    s = rv.mark_unscorable(s, 2, "overlap", "ann")
+    t = rv.tally(s)
+    assert (t.n_reviewed, t.n_scorable, t.n_unscorable, t.clone_count) == (3, 2, 2, 1)
+    s = rv.set_call(s, 4, "monosomy5", "ann")  # hand call; nucleus 4 becomes scorable
+    t = rv.tally(s)
+    assert (t.n_reviewed, t.n_scorable, t.clone_count) == (4, 3, 2)
+    assert t.clone_pct == pytest.approx(200 / 3)
+    assert (t.ci_low_pct, t.ci_high_pct) == pytest.approx(_cp(2, 3))
+    assert "reviewed 4/4" in t.summary() and "N=3" in t.summary()
+
+
+# --- navigation and blind mode ----------------------------------------------------------------
+def test_review_order_is_reproducible_shuffle():
+    labels = [5, 3, 9, 1, 7, 2, 8]
+    assert list(rv.review_order(labels)) == sorted(labels)
+    a, b = rv.review_order(labels, seed=7), rv.review_order(labels, seed=7)
+    assert list(a) == list(b) and sorted(a) == sorted(labels)
+    orders = {tuple(rv.review_order(labels, seed=k)) for k in range(10)}
+    assert len(orders) > 5
+
+
+def test_next_unreviewed_wraps_and_ends():
+    s = _state()
+    order = [3, 1, 4, 2]
+    assert rv.next_unreviewed(s, order) == 3
+    s = rv.confirm(s, 4, "ann")
+    assert rv.next_unreviewed(s, order, current=1) == 2
+    for lab in (1, 2, 3):
+        s = rv.confirm(s, lab, "ann")
+    assert rv.next_unreviewed(s, order, current=1) is None
+    assert rv.next_unreviewed(s, []) is None
+
+
+def test_blind_view_hides_calls():
+    s = rv.delete_signal(_state(), 0, "ann")
+    b = rv.blind_view(s.nuclei)
+    assert not {"call", "pattern", "call_auto", "corrected", "reviewed_by"} & set(b.columns)
+    assert {"label", "count_EGR1", "reviewed"} <= set(b.columns)
+
+
+# --- two readers ----------------------------------------------------------------------------
+def _reader(calls, scorable=None, reviewed=None):
+    n = len(calls)
+    return pd.DataFrame({
+        "label": np.arange(1, n + 1), "call": calls,
+        "scorable": [True] * n if scorable is None else scorable,
+        "reviewed": [True] * n if reviewed is None else reviewed,
+    })
+
+
+def test_concordance_known_kappa():
+    # 2x2 textbook table: both normal 20, A normal/B del5q 5, A del5q/B normal 10, both del5q 15
+    a = ["normal"] * 25 + ["del5q"] * 25
+    b = ["normal"] * 20 + ["del5q"] * 5 + ["normal"] * 10 + ["del5q"] * 15
+    c = rv.concordance(_reader(a), _reader(b), "del5q", "ann", "bob")
+    po, pe = 35 / 50, (25 / 50) * (30 / 50) + (25 / 50) * (20 / 50)
+    assert (c.n_common, c.n_agree) == (50, 35)
+    assert c.agreement_pct == pytest.approx(70.0)
+    assert c.kappa == pytest.approx((po - pe) / (1 - pe))  # 0.4
+    assert c.kappa == pytest.approx(0.4)
+    assert c.confusion.loc["normal", "del5q"] == 5 and c.confusion.loc["del5q", "normal"] == 10
+    assert (c.clone_a, c.clone_b) == ((25, 50), (20, 50))
+    from scipy.stats import fisher_exact
+
+    assert c.fisher_p == pytest.approx(fisher_exact([[25, 25], [20, 30]])[1])
+    assert "35/50" in c.summary() and "0.400" in c.summary()
+
+
+def test_concordance_unscorable_is_a_category_and_reviewed_only():
+    a = _reader(["normal", "del5q", "normal", "normal"], scorable=[True, True, False, True], reviewed=[True, True, True, False])
+    b = _reader(["normal", "del5q", "normal", "del5q"])
+    c = rv.concordance(a, b, "del5q")
+    assert (c.n_common, c.n_agree) == (3, 2)  # label 3: unscorable vs normal; label 4 unreviewed by A
+    assert c.confusion.loc["unscorable", "normal"] == 1
+    c_all = rv.concordance(a, b, "del5q", reviewed_only=False)
+    assert c_all.n_common == 4
+
+
+def test_concordance_degenerate_cases():
+    same = _reader(["normal"] * 5)
+    c = rv.concordance(same, same, "del5q")
+    assert c.agreement_pct == 100.0 and math.isnan(c.kappa)  # p_e = 1: kappa undefined
+    assert "undefined" in c.summary()
+    none = rv.concordance(_reader(["normal"], reviewed=[False]), same, "del5q")
+    assert none.n_common == 0 and math.isnan(none.agreement_pct) and math.isnan(none.fisher_p)
+    perfect = rv.concordance(_reader(["normal", "del5q"] * 3), _reader(["normal", "del5q"] * 3), "del5q")
+    assert perfect.kappa == pytest.approx(1.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["normal", "del5q", "monosomy5"]),
+                          st.sampled_from(["normal", "del5q", "monosomy5"])), min_size=1, max_size=40))
+def test_property_kappa_bounds_and_symmetry(pairs):
+    a = _reader([p[0] for p in pairs])
+    b = _reader([p[1] for p in pairs])
+    ab, ba = rv.concordance(a, b, "del5q"), rv.concordance(b, a, "del5q")
+    assert ab.n_agree == sum(x == y for x, y in pairs)
+    assert int(ab.confusion.to_numpy().sum()) == len(pairs)
+    if not math.isnan(ab.kappa):
+        assert -1.0 - 1e-9 <= ab.kappa <= 1.0 + 1e-9
+        assert ab.kappa == pytest.approx(ba.kappa)
+        assert (ab.kappa == pytest.approx(1.0)) == (ab.n_agree == ab.n_common)
+
+
+def test_concordance_of_review_states():
+    s0 = _state()
+    a = rv.confirm(rv.confirm(s0, 1, "ann"), 2, "ann")
+    b = rv.confirm(rv.delete_signal(s0, 0, "bob"), 2, "bob")
+    c = rv.concordance(a, b, reader_a="ann", reader_b="bob")
+    assert (c.n_common, c.n_agree) == (2, 1)
+    assert c.confusion.index.name == "ann" and c.confusion.columns.name == "bob"
+
+
+# --- writing ----------------------------------------------------------------------------------
+def test_write_reviewed(tmp_path):
+    s = rv.delete_signal(_state(), 0, "ann")
+    pn, ps = rv.write_reviewed(s, tmp_path, "ann")
+    back = pd.read_csv(pn, keep_default_na=False)
+    assert back.loc[back.label == 1, "call"].item() == "del5q"
+    assert back.loc[back.label == 1, "call_auto"].item() == "normal"
+    assert len(pd.read_csv(ps)) == 13
+    with pytest.raises(InputError, match="exists; not overwritten"):
+        rv.write_reviewed(s, tmp_path, "ann", overwrite=False)
