@@ -228,7 +228,23 @@ def infer_layout(folder: str | os.PathLike, *, panel: str = DEFAULT_PANEL) -> pd
                 "month3 or baseline, or give --manifest manifest.csv with a week column",
             )
         rows.append({"path": str(f), "patient": patient, "timepoint": timepoint, "week": week})
-    return _finish_table(pd.DataFrame(rows), folder, panel, source=str(folder))
+    df = pd.DataFrame(rows)
+    grouped = []
+    for _, grp in df.groupby(["patient", "timepoint"], sort=False):
+        meta = grp.iloc[0].to_dict()
+        for files in _group_files([Path(p) for p in grp["path"]], panel):
+            grouped.append({**meta, "path": str(files[0]), "files": os.pathsep.join(map(str, files))})
+    return _finish_table(pd.DataFrame(grouped), folder, panel, source=str(folder))
+
+
+def _group_files(files: list[Path], panel: str) -> list[list[Path]]:
+    """Group per-channel files of one field (``field01_DAPI.tif``, ``field01_EGR1.tif``...) with
+    ``io.find_fields``; every other file is its own field."""
+    if len(files) < 2:
+        return [files]
+    from .io import find_fields
+
+    return find_fields(files, panel)
 
 
 def _finish_table(df: pd.DataFrame, folder: Path, panel: str, source: str) -> pd.DataFrame:
@@ -259,16 +275,23 @@ def _finish_table(df: pd.DataFrame, folder: Path, panel: str, source: str) -> pd
     if len(bad):
         p, t = bad.index[0]
         raise InputError(source, f"patient '{p}' timepoint '{t}' is given more than one week")
-    df["field"] = [_field_key(Path(p), folder) for p in df["path"]]
+    if "files" not in df.columns:
+        df["files"] = df["path"]
+    df["field"] = [_field_key([Path(f) for f in fs.split(os.pathsep)], folder) for fs in df["files"]]
     dup = df["field"].duplicated(keep=False)
     if dup.any():
         raise InputError(source, f"two fields map to the same output key '{df.loc[dup, 'field'].iloc[0]}'")
-    front = ["path", "field", "sample", "patient", "timepoint", "week", "slide", "panel"]
+    front = ["path", "field", "sample", "patient", "timepoint", "week", "slide", "panel", "files"]
     return df[front + [c for c in df.columns if c not in front]].reset_index(drop=True)
 
 
-def _field_key(path: Path, folder: Path) -> str:
-    """Output sub-folder of one field: its path under the study folder without the image suffix."""
+def _field_key(files: list[Path], folder: Path) -> str:
+    """Output sub-folder of one field: its path under the study folder without the image suffix
+    (for a per-channel group, the common prefix of its file names)."""
+    path = files[0]
+    if len(files) > 1:
+        stem = os.path.commonprefix([_field_stem(f.name) for f in files]).rstrip("_-. ") or _field_stem(path.name)
+        path = path.parent / stem
     try:
         rel = path.resolve().relative_to(folder.resolve())
         parts = list(rel.parts)
@@ -360,13 +383,15 @@ def read_manifest(
         if not math.isfinite(week):
             raise InputError(manifest, f"line {i}: week {rec['week']!r} is not a number of weeks")
         rec["week"] = week
-        for f in _expand(rec["path"], folder, manifest, i):
-            key = str(f.resolve())
-            if key in seen:
-                raise InputError(manifest, f"line {i}: {f} is already listed on line {seen[key]}")
-            seen[key] = i
-            records.append({**rec, "path": str(f)})
-    df = pd.DataFrame(records, columns=header)
+        row_panel = rec.get("panel") or panel
+        for files in _group_files(_expand(rec["path"], folder, manifest, i), _panel_ref(row_panel, folder)):
+            for f in files:
+                key = str(f.resolve())
+                if key in seen:
+                    raise InputError(manifest, f"line {i}: {f} is already listed on line {seen[key]}")
+                seen[key] = i
+            records.append({**rec, "path": str(files[0]), "files": os.pathsep.join(map(str, files))})
+    df = pd.DataFrame(records, columns=header + ["files"])
     for pid in sorted(set(df["panel"]) - {""} if "panel" in df.columns else set()):
         _load_panel_for(pid, folder)  # a bad panel fails here, before any work
     if "panel" in df.columns:
@@ -377,10 +402,14 @@ def read_manifest(
     return _finish_table(df, folder, panel, source=src)
 
 
-def _load_panel_for(panel: str, folder: Path) -> Panel:
+def _panel_ref(panel: str, folder: Path) -> str:
     if panel.lower().endswith(".toml") and not Path(panel).is_absolute():
-        return load_panel(folder / panel)
-    return load_panel(panel)
+        return str(folder / panel)
+    return panel
+
+
+def _load_panel_for(panel: str, folder: Path) -> Panel:
+    return load_panel(_panel_ref(panel, folder))
 
 
 def _expand(pattern: str, folder: Path, manifest: Path, line: int) -> list[Path]:
@@ -448,7 +477,17 @@ def field_fingerprint(path: str | os.PathLike, *, with_hash: bool = True) -> dic
     return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "sha256": digest}
 
 
-def process_field(path: str, out_dir: Path, panel: Panel, params: Mapping[str, Any]) -> dict:
+def _fingerprint_files(files: tuple[str, ...], *, with_hash: bool = True) -> dict:
+    """:func:`field_fingerprint` of a field made of one or several files."""
+    if len(files) == 1:
+        return field_fingerprint(files[0], with_hash=with_hash)
+    fps = [field_fingerprint(f, with_hash=with_hash) for f in files]
+    digest = hashlib.sha256("".join(fp["sha256"] for fp in fps).encode()).hexdigest() if with_hash else None
+    return {"size": sum(fp["size"] for fp in fps), "mtime_ns": max(fp["mtime_ns"] for fp in fps),
+            "sha256": digest, "files": list(files)}
+
+
+def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Mapping[str, Any]) -> dict:
     """Analyse one field with the real pipeline and write its outputs (the ``fishcount analyze`` contract).
 
     ``io.read_field`` -> ``analyze.analyze_field`` -> ``analyze.write_field_result``. This is the
@@ -457,8 +496,8 @@ def process_field(path: str, out_dir: Path, panel: Panel, params: Mapping[str, A
 
     Parameters
     ----------
-    path : str
-        The field image.
+    path : str or list of str
+        The field image, or the per-channel files of one field.
     out_dir : Path
         Where to write (an empty temporary folder; the runner renames it into place).
     panel : Panel
@@ -501,6 +540,7 @@ def process_field(path: str, out_dir: Path, panel: Panel, params: Mapping[str, A
 @dataclasses.dataclass(frozen=True)
 class _Task:
     path: str
+    files: tuple[str, ...]
     field: str
     final_dir: str
     panel: Panel
@@ -522,10 +562,11 @@ def _run_task(task: _Task) -> dict:
     base = {"field": task.field, "path": task.path}
     try:
         try:
-            fp = field_fingerprint(task.path)
+            fp = _fingerprint_files(task.files)
         except OSError as exc:
             raise StageError("read", f"cannot read file ({exc.strerror or exc})") from None
-        summary = task.analyze(task.path, tmp, task.panel, task.params)
+        source = task.path if len(task.files) == 1 else list(task.files)
+        summary = task.analyze(source, tmp, task.panel, task.params)
         summary = dict(summary or {})
         if not (tmp / "nuclei.csv").is_file():
             raise StageError("write", "the analysis wrote no nuclei.csv")
@@ -591,7 +632,7 @@ def _params_hash(panel: Panel, params: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _is_done(final: Path, path: str, params_hash: str) -> bool:
+def _is_done(final: Path, files: tuple[str, ...], params_hash: str) -> bool:
     """True if ``final`` holds a complete result for this input file and these parameters."""
     marker = final / MARKER
     try:
@@ -602,7 +643,7 @@ def _is_done(final: Path, path: str, params_hash: str) -> bool:
         return False
     rec = m.get("input", {})
     try:
-        now = field_fingerprint(path, with_hash=False)
+        now = _fingerprint_files(files, with_hash=False)
     except OSError:
         return False
     if now["size"] == rec.get("size") and now["mtime_ns"] == rec.get("mtime_ns"):
@@ -610,7 +651,7 @@ def _is_done(final: Path, path: str, params_hash: str) -> bool:
     if now["size"] != rec.get("size"):
         return False
     # touched but maybe not changed: compare contents
-    return field_fingerprint(path)["sha256"] == rec.get("sha256")
+    return _fingerprint_files(files)["sha256"] == rec.get("sha256")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -758,7 +799,7 @@ def pool_nuclei(table: pd.DataFrame, out_dir: Path) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    extras = [c for c in table.columns if c not in POOLED_KEY_COLUMNS and c != "path"]
+    extras = [c for c in table.columns if c not in POOLED_KEY_COLUMNS and c not in ("path", "files")]
     key_cols = list(POOLED_KEY_COLUMNS) + extras
     schemas = []
     for key in table["field"]:
@@ -939,10 +980,12 @@ def run_batch(
     for _, row in table.iterrows():
         final = fields_dir / row["field"]
         ph = phashes[row["panel"]]
-        if _is_done(final, row["path"], ph):
+        files = tuple(row["files"].split(os.pathsep))
+        if _is_done(final, files, ph):
             skipped.append(row["field"])
         else:
-            tasks.append(_Task(row["path"], row["field"], str(final), panels[row["panel"]], params, ph, analyze))
+            tasks.append(_Task(row["path"], files, row["field"], str(final), panels[row["panel"]], params, ph,
+                               analyze))
 
     if workers is None:
         workers = default_workers(_estimate_field_bytes(t.path for t in tasks)) if tasks else 1
@@ -1055,7 +1098,7 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
             s.insert(0, "panel", panels[pid].id)
         parts.append(s)
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    meta_cols = [c for c in ok.columns if c not in ("path", "field", "panel", "slide", "source")]
+    meta_cols = [c for c in ok.columns if c not in ("path", "files", "field", "panel", "slide", "source")]
     meta = ok[meta_cols].drop_duplicates("sample")
     missing = [c for c in meta_cols if c != "sample" and c not in samples.columns]
     if "sample" in samples.columns and missing:

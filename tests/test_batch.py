@@ -404,3 +404,13 @@ def test_kill_9_then_resume_gives_uninterrupted_tables(tmp_path):
     a, b = _tables(ref), _tables(out)
     for k in a:
         pd.testing.assert_frame_equal(a[k], b[k])
+
+
+def test_layout_groups_per_channel_files(tmp_path):
+    for ch in ("DAPI", "EGR1", "D5S23"):
+        _write_field(tmp_path / "P01" / "week00" / f"field01_{ch}.tif", 1)
+    _write_field(tmp_path / "P01" / "week00" / "field02.ome.tif", 2)
+    df = infer_layout(tmp_path)
+    assert df["field"].tolist() == ["P01/week00/field01", "P01/week00/field02"]
+    files = df["files"].iloc[0].split(os.pathsep)
+    assert [Path(f).name for f in files] == ["field01_DAPI.tif", "field01_EGR1.tif", "field01_D5S23.tif"]
