@@ -1,0 +1,528 @@
+"""One field end to end: read -> segment -> detect signals -> lab rules -> calls, and its outputs.
+
+This module only orchestrates :mod:`fishcount.io`, :mod:`fishcount.segment`, :mod:`fishcount.spots` and
+:mod:`fishcount.calls`; the output contract (``nuclei.csv``, ``spots.csv``, ``labels.tif``,
+``overlay.png``, ``field.json``) is documented and versioned in ``docs/outputs.md``.
+
+Example
+-------
+>>> import fishcount as fc                                    # doctest: +SKIP
+>>> result = fc.analyze_field("field01.ome.tif", panel="del5q")
+>>> result.nuclei[["label", "pattern", "call", "scorable"]].head()
+>>> fc.write_field_result(result, "results")                 # results/field01/...
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from ._atomic import atomic_path, write_csv_atomic, write_text_atomic
+from .calls import call_nuclei, nuclei_columns
+from .errors import FishcountError, InputError
+from .panels import Panel, load_panel
+from .spots import (
+    SPOT_COLUMNS,
+    auto_threshold,
+    find_candidates,
+    finish_signal_table,
+    merge_split_signals,
+    pair_fusions,
+    spot_sigma_px,
+)
+
+__all__ = [
+    "OUTPUT_VERSION",
+    "DETECTION_DEFAULTS",
+    "FieldResult",
+    "analyze_field",
+    "estimate_thresholds",
+    "write_field_result",
+]
+
+#: Version of the output contract written by :func:`write_field_result` (docs/outputs.md).
+OUTPUT_VERSION = 1
+
+#: Detection parameters accepted by :func:`analyze_field` (other keyword arguments go to
+#: :func:`fishcount.segment.segment_nuclei`). Values are fishcount design choices [I], relative to
+#: the noise and the threshold so that they hold across microscopes; see docs/detection.md.
+DETECTION_DEFAULTS: dict[str, float] = {
+    # ambiguity band: a signal whose SNR is within [t / dim_band, t * dim_band) of the threshold t
+    # makes its nucleus "dim_signals" (signals too dim to trust, clinical.md §3.2 [U])
+    "dim_band": 1.25,
+    # diffuse rule: maxima joined by a ridge >= this fraction of the dimmer peak are one signal
+    # (diffuse signals count as one, clinical.md §3.2)
+    "diffuse_ridge": 0.9,
+    # signals up to this many signal diameters outside a nucleus' mask belong to it (segmented outlines
+    # are uncertain by a pixel or two and signals sit at the nuclear periphery) [I]
+    "snap_diameters": 1.0,
+    # lowest automatic threshold, in noise units (see fishcount.spots.MIN_AUTO_SNR)
+    "min_auto_snr": 4.5,
+}
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    """Everything :func:`analyze_field` found in one field.
+
+    Attributes
+    ----------
+    field : Field
+        The field that was analysed (images and metadata).
+    labels : ndarray, shape (Y, X), int32
+        Nucleus labels (0 = background).
+    nuclei : DataFrame
+        The ``nuclei.csv`` contract: one row per nucleus (docs/outputs.md).
+    spots : DataFrame
+        The ``spots.csv`` contract: one row per detected signal (docs/outputs.md).
+    thresholds : dict of str to float
+        Signal name -> detection threshold used (SNR units, noise units of the enhanced image).
+    params : dict
+        Everything else worth recording: pixel size and its source, noise per channel, threshold
+        source per channel, detection and segmentation parameters, timings (s).
+    panel : Panel
+        The probe panel used.
+    """
+
+    field: Any
+    labels: np.ndarray
+    nuclei: pd.DataFrame
+    spots: pd.DataFrame
+    thresholds: dict[str, float]
+    params: dict
+    panel: Panel
+
+    @property
+    def stem(self) -> str:
+        return self.field.stem
+
+
+# -------------------------------------------------------------------------------------------
+# inputs
+# -------------------------------------------------------------------------------------------
+def _as_field(source, panel: Panel, channels, pixel_size_um):
+    from . import io as _io
+
+    if isinstance(source, _io.Field):
+        if pixel_size_um is not None and pixel_size_um != source.pixel_size_um:
+            from dataclasses import replace
+
+            source = replace(source, pixel_size_um=float(pixel_size_um), pixel_size_source="user")
+        return source
+    if isinstance(source, Mapping):
+        arrays = dict(source)
+        dapi = None
+        for key in list(arrays):
+            if key.upper() == "DAPI":
+                dapi = arrays.pop(key)
+        if dapi is None:
+            raise InputError("<arrays>", "a dict of arrays needs a 'DAPI' entry plus one entry per panel signal")
+        return _io.field_from_arrays(dapi, arrays, pixel_size_um, panel=panel)
+    if isinstance(source, np.ndarray):
+        arr = source
+        names = list(channels) if channels is not None else ["DAPI", *panel.signal_names]
+        if arr.ndim != 3 or arr.shape[0] != len(names):
+            raise InputError(
+                "<array>",
+                f"an array must be (C, Y, X) with C = {len(names)} channels ({', '.join(names)}), got shape {arr.shape}",
+            )
+        d = {n: arr[i] for i, n in enumerate(names)}
+        return _as_field(d, panel, None, pixel_size_um)
+    return _io.read_field(source, panel, channels=channels, pixel_size_um=pixel_size_um)
+
+
+def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
+    det = dict(DETECTION_DEFAULTS)
+    seg = {}
+    for k, v in params.items():
+        if k in DETECTION_DEFAULTS:
+            det[k] = float(v)
+        else:
+            seg[k] = v
+    if not det["dim_band"] >= 1:
+        raise InputError("dim_band", f"must be >= 1 (1 disables the dim_signals rule), got {det['dim_band']}")
+    return det, seg
+
+
+def _check_thresholds(thresholds: Mapping[str, float] | None, panel: Panel) -> dict[str, float]:
+    out = {}
+    for k, v in dict(thresholds or {}).items():
+        if k not in panel.signal_names:
+            raise InputError("thresholds", f"unknown signal {k!r}; panel {panel.id} has {', '.join(panel.signal_names)}")
+        try:
+            fv = float(v)
+        except (TypeError, ValueError):
+            raise InputError("thresholds", f"threshold for {k} must be a number, got {v!r}") from None
+        if not (np.isfinite(fv) and fv > 0):
+            raise InputError("thresholds", f"threshold for {k} must be a positive number (SNR units), got {v!r}")
+        out[k] = fv
+    return out
+
+
+def _segment(field, pixel_size_um, seg_params):
+    from .segment import segment_nuclei
+
+    dapi = field.dapi if field.dapi.ndim == 2 else field.dapi.max(axis=0)
+    return segment_nuclei(
+        dapi, pixel_size_um, saturation_value=field.saturation_value, source=field.path, **seg_params
+    )
+
+
+def _pixel_size(field, seg) -> tuple[float, str]:
+    """The field's pixel size, or one inferred from the typical nucleus size when the file has none."""
+    if field.pixel_size_um is not None:
+        return float(field.pixel_size_um), field.pixel_size_source
+    from .segment import DEFAULT_NUCLEUS_DIAMETER_UM
+
+    d = seg.diameter_px if seg is not None else float("nan")
+    if not (np.isfinite(d) and d > 1):
+        raise InputError(field.path, "no pixel size in the metadata and none can be inferred: give --pixel-size UM")
+    return DEFAULT_NUCLEUS_DIAMETER_UM / d, f"inferred from nucleus diameter ({DEFAULT_NUCLEUS_DIAMETER_UM} µm)"
+
+
+def _probe2d(img: np.ndarray) -> np.ndarray:
+    # z-stacks kept by read_field(z_mode="keep") are detected on their maximum projection
+    return img if img.ndim == 2 else img.max(axis=0)
+
+
+# -------------------------------------------------------------------------------------------
+# the pipeline
+# -------------------------------------------------------------------------------------------
+def _candidates(field, labels, panel: Panel, pixel_size_um: float, snap_diameters: float) -> dict[str, tuple]:
+    sigma = spot_sigma_px(panel.signal_diameter_um, pixel_size_um)
+    snap_px = snap_diameters * panel.signal_diameter_um / pixel_size_um
+    out = {}
+    for name in panel.signal_names:
+        if name not in field.probes:
+            raise InputError(field.path, f"no channel for signal {name} of panel {panel.id}")
+        out[name] = find_candidates(_probe2d(field.probes[name]), sigma, labels, snap_px=snap_px,
+                                    return_response=True)
+    return out
+
+
+def analyze_field(
+    source,
+    panel: "str | Path | Panel | None" = None,
+    *,
+    channels: "list[str] | None" = None,
+    pixel_size_um: float | None = None,
+    thresholds: dict[str, float] | None = None,
+    segmentation=None,
+    **params: Any,
+) -> FieldResult:
+    """Analyse one field: segment nuclei, detect and count probe signals, call every nucleus.
+
+    #. Read the field (:func:`fishcount.read_field`; or take a :class:`Field`, a dict of arrays
+       ``{"DAPI": ..., "<SIGNAL>": ...}`` or a ``(C, Y, X)`` array in ``channels`` order, default DAPI
+       then the panel signals).
+    #. Segment nuclei (:func:`fishcount.segment_nuclei`) unless ``segmentation`` is given.
+    #. Per probe channel: candidates (:func:`fishcount.spots.find_candidates`), threshold (manual from
+       ``thresholds`` or automatic from the candidates inside nuclei, :func:`fishcount.spots.auto_threshold`).
+    #. Lab rules from the panel: split and diffuse signals (:func:`fishcount.spots.merge_split_signals`),
+       fusions (:func:`fishcount.spots.pair_fusions`).
+    #. Per nucleus counts, pattern, call and scorable (:func:`fishcount.calls.call_nuclei`).
+
+    Parameters
+    ----------
+    source : path, Field, dict of arrays or ndarray (C, Y, X)
+        The field.
+    panel : str, path or Panel, optional
+        Probe panel; default ``del5q`` (or the panel of a given Field).
+    channels : list of str, optional
+        Channel names in file order (overrides metadata).
+    pixel_size_um : float, optional
+        Pixel size in µm (overrides metadata). Without any, it is inferred from the typical nucleus
+        diameter (recorded in ``params["pixel_size_source"]``).
+    thresholds : dict of str to float, optional
+        Manual detection threshold per signal, SNR units; missing signals use the automatic threshold.
+        Use :func:`estimate_thresholds` to pool one threshold over the fields of a sample.
+    segmentation : Segmentation, optional
+        A precomputed segmentation of this field (e.g. corrected in napari).
+    **params
+        Detection parameters (:data:`DETECTION_DEFAULTS`); all others go to
+        :func:`fishcount.segment_nuclei` (e.g. ``backend="cellpose"``, ``nucleus_diameter_um=8``).
+
+    Returns
+    -------
+    FieldResult
+
+    Raises
+    ------
+    InputError
+        Unreadable input, missing channel, bad threshold or parameter.
+    """
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if panel is None and hasattr(source, "panel_id"):
+        panel = source.panel_id
+    pan = load_panel(panel)
+    manual = _check_thresholds(thresholds, pan)
+    det, seg_params = _split_params(params)
+    fld = _as_field(source, pan, channels, pixel_size_um)
+    timings["read_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    if segmentation is None:
+        seg = _segment(fld, fld.pixel_size_um, seg_params)
+    else:
+        seg = segmentation
+        shape2d = fld.dapi.shape[-2:]
+        if tuple(seg.labels.shape) != tuple(shape2d):
+            raise InputError(fld.path, f"segmentation labels have shape {seg.labels.shape}, the field is {shape2d}")
+    labels = np.asarray(seg.labels)
+    timings["segment_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    px, px_source = _pixel_size(fld, seg)
+    cands = _candidates(fld, labels, pan, px, det["snap_diameters"])
+    qc = seg.qc
+    n_nuc = int(len(qc))
+    used: dict[str, float] = {}
+    th_source: dict[str, str] = {}
+    noise: dict[str, float] = {}
+    frames = []
+    responses = {}
+    band = det["dim_band"]
+    for name in pan.signal_names:
+        cand, nz, resp = cands[name]
+        noise[name] = float(nz)
+        responses[name] = resp
+        if name in manual:
+            th, th_source[name] = manual[name], "manual"
+        else:
+            inside = cand["snr"].to_numpy()[cand["label"].to_numpy() > 0]
+            th = auto_threshold(inside, n_nuc, min_snr=det["min_auto_snr"])
+            th_source[name] = "automatic (this field)"
+        used[name] = float(th)
+        # keep candidates down to the bottom of the ambiguity band: they take part in the merge rules
+        # (a sub-threshold shoulder of a bright signal is part of it) and flag dim nuclei
+        keep = cand[cand["snr"] >= th / band].copy()
+        keep.insert(1, "signal", name)
+        keep["detected"] = keep["snr"].to_numpy() >= th
+        frames.append(keep)
+    allc = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(allc):
+        allc.insert(0, "spot_id", np.arange(len(allc), dtype=np.int64))
+    else:
+        allc = pd.DataFrame({"spot_id": pd.Series(dtype="int64"), "label": pd.Series(dtype="int64"),
+                             "signal": pd.Series(dtype=object), "y": [], "x": [], "snr": [], "peak": [],
+                             "detected": pd.Series(dtype=bool)})
+    merged = merge_split_signals(
+        allc, split_distance_um=pan.split_distance_um, pixel_size_um=px, response=responses,
+        diffuse_ridge=det["diffuse_ridge"],
+    )
+    # a merge group counts when its brightest member is detected; the group is dim when that member is
+    # inside the ambiguity band around the threshold
+    th_of = merged["signal"].map(used).to_numpy(np.float64) if len(merged) else np.zeros(0)
+    is_rep = merged["spot_id"].to_numpy() == merged["group_id"].to_numpy()
+    snr = merged["snr"].to_numpy()
+    lab = merged["label"].to_numpy()
+    dim_rep = is_rep & (lab > 0) & (snr >= th_of / band) & (snr < th_of * band)
+    dim_labels = np.unique(lab[dim_rep])
+    rep_detected = merged.set_index("spot_id")["detected"] if len(merged) else pd.Series(dtype=bool)
+    group_ok = rep_detected.reindex(merged["group_id"]).to_numpy(bool) if len(merged) else np.zeros(0, bool)
+    sig = merged[merged["detected"].to_numpy(bool) & group_ok].copy()
+    # n_merged counts the detected members only
+    if len(sig):
+        sig["n_merged"] = sig.groupby("group_id")["spot_id"].transform("size").to_numpy()
+        sig.loc[sig["n_merged"] == 1, "merge"] = ""
+    if pan.fusion_pair:
+        sig = pair_fusions(sig, pan.fusion_pair, fusion_distance_um=pan.fusion_distance_um, pixel_size_um=px)
+    spots = finish_signal_table([sig])
+    timings["detect_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    nuclei = call_nuclei(qc, spots, pan, dim_labels=dim_labels)
+    timings["call_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    rec = {
+        "pixel_size_um": px,
+        "pixel_size_source": px_source,
+        "signal_sigma_px": spot_sigma_px(pan.signal_diameter_um, px),
+        "noise": noise,
+        "threshold_source": th_source,
+        "threshold_units": "SNR (noise units of the enhanced image)",
+        "detection": det,
+        "segmentation": {k: v for k, v in dict(getattr(seg, "params", {})).items() if _jsonable(v)},
+        "segmentation_diameter_px": float(getattr(seg, "diameter_px", float("nan"))),
+        "timings": timings,
+    }
+    return FieldResult(field=fld, labels=labels, nuclei=nuclei, spots=spots, thresholds=used, params=rec, panel=pan)
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def estimate_thresholds(
+    fields: Iterable,
+    panel: "str | Path | Panel | None" = None,
+    *,
+    segmentations: "Iterable | None" = None,
+    channels: "list[str] | None" = None,
+    pixel_size_um: float | None = None,
+    **params: Any,
+) -> dict[str, float]:
+    """One automatic threshold per signal pooled over the fields of one slide or sample.
+
+    The candidates inside nuclei of all fields are pooled (their SNRs are in noise units of each field,
+    so they are comparable across fields) and :func:`fishcount.spots.auto_threshold` runs once on the
+    pool. Pass the result as ``thresholds=`` to :func:`analyze_field` for every field of the sample:
+    sparse fields then borrow strength from the others (Big-FISH's one-threshold-per-list idea,
+    anchors.md b1).
+
+    Parameters
+    ----------
+    fields : iterable of path, Field, dict or ndarray
+        The fields of one sample (anything :func:`analyze_field` accepts).
+    panel : str, path or Panel, optional
+        Probe panel.
+    segmentations : iterable of Segmentation, optional
+        Precomputed segmentations, one per field, in the same order.
+    channels, pixel_size_um, **params
+        As for :func:`analyze_field`.
+
+    Returns
+    -------
+    dict of str to float
+        Signal name -> threshold (SNR units).
+    """
+    pan = load_panel(panel)
+    det, seg_params = _split_params(params)
+    fields = list(fields)
+    if not fields:
+        raise InputError("<fields>", "estimate_thresholds needs at least one field")
+    segs = list(segmentations) if segmentations is not None else [None] * len(fields)
+    if len(segs) != len(fields):
+        raise InputError("<segmentations>", f"{len(segs)} segmentations for {len(fields)} fields")
+    pool: dict[str, list[np.ndarray]] = {s: [] for s in pan.signal_names}
+    n_nuc = 0
+    for src, seg in zip(fields, segs):
+        fld = _as_field(src, pan, channels, pixel_size_um)
+        seg = seg if seg is not None else _segment(fld, fld.pixel_size_um, seg_params)
+        px, _ = _pixel_size(fld, seg)
+        n_nuc += int(len(seg.qc))
+        for name, (cand, _, _) in _candidates(fld, np.asarray(seg.labels), pan, px, det["snap_diameters"]).items():
+            pool[name].append(cand["snr"].to_numpy()[cand["label"].to_numpy() > 0])
+    return {
+        name: auto_threshold(np.concatenate(v) if v else np.zeros(0), n_nuc, min_snr=det["min_auto_snr"])
+        for name, v in pool.items()
+    }
+
+
+# -------------------------------------------------------------------------------------------
+# outputs
+# -------------------------------------------------------------------------------------------
+def _field_json(result: FieldResult) -> dict:
+    f = result.field
+    nuc = result.nuclei
+    reasons: dict[str, int] = {}
+    for r in nuc["exclusion_reason"] if len(nuc) else []:
+        for part in filter(None, str(r).split(";")):
+            reasons[part] = reasons.get(part, 0) + 1
+    scor = nuc[nuc["scorable"]] if len(nuc) else nuc
+    return {
+        "output_version": OUTPUT_VERSION,
+        "fishcount_version": __version__,
+        "source": str(f.path),
+        "stem": f.stem,
+        "shape_yx": [int(v) for v in result.labels.shape],
+        "channel_names": list(f.channel_names),
+        "channel_map": {k: int(v) for k, v in f.channel_map.items()},
+        "panel": {"id": result.panel.id, "path": result.panel.path, "sha256": result.panel.sha256},
+        "thresholds": {k: float(v) for k, v in result.thresholds.items()},
+        "n_nuclei": int(len(nuc)),
+        "n_scorable": int(nuc["scorable"].sum()) if len(nuc) else 0,
+        "n_signals": int(len(result.spots)),
+        "calls": {str(k): int(v) for k, v in scor["call"].value_counts().items()} if len(scor) else {},
+        "exclusion_reasons": reasons,
+        "params": result.params,
+    }
+
+
+def _write_labels(labels: np.ndarray, path: Path) -> None:
+    import tifffile
+
+    lab = np.asarray(labels)
+    dtype = np.uint16 if lab.max(initial=0) < 65536 else np.uint32
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, lab.astype(dtype), compression="zlib", metadata={"axes": "YX"})
+
+
+def write_field_result(
+    result: FieldResult, out_dir: "str | os.PathLike", *, overwrite: bool = False, overlay: bool = True
+) -> Path:
+    """Write one field's outputs to ``out_dir/<stem>/`` (output contract v1, docs/outputs.md).
+
+    Files: ``nuclei.csv``, ``spots.csv``, ``labels.tif``, ``overlay.png`` (unless ``overlay=False``)
+    and ``field.json``. They are written into a temporary folder beside the target which is then
+    renamed into place, so a reader sees either no folder or a complete one.
+
+    Parameters
+    ----------
+    result : FieldResult
+        Output of :func:`analyze_field`.
+    out_dir : path
+        Parent folder; created if missing.
+    overwrite : bool
+        Replace an existing ``out_dir/<stem>/``. Without it an existing folder is an error.
+    overlay : bool
+        Render ``overlay.png``.
+
+    Returns
+    -------
+    Path
+        The field's output folder.
+
+    Raises
+    ------
+    FishcountError
+        The target exists and ``overwrite`` is False, or it cannot be written.
+    """
+    out_dir = Path(out_dir)
+    target = out_dir / result.stem
+    if target.exists() and not overwrite:
+        raise FishcountError(target, "outputs already exist; choose another --out folder or pass --overwrite")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FishcountError(out_dir, "is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{result.stem}.", suffix=".tmp", dir=out_dir))
+    except OSError as exc:
+        raise FishcountError(out_dir, f"cannot create output folder ({exc.strerror or exc})") from None
+    try:
+        write_csv_atomic(result.nuclei, tmp / "nuclei.csv")
+        write_csv_atomic(result.spots, tmp / "spots.csv", float_format="%.4g")
+        _write_labels(result.labels, tmp / "labels.tif")
+        if overlay:
+            from .overlay import render_overlay, save_png
+
+            save_png(render_overlay(result), tmp / "overlay.png")
+        write_text_atomic(tmp / "field.json", json.dumps(_field_json(result), indent=2, default=str) + "\n")
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{result.stem}.", suffix=".old", dir=out_dir))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FishcountError(target, f"cannot write outputs ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

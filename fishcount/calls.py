@@ -1,0 +1,146 @@
+"""Per-nucleus calls: signals x nuclei -> counts, pattern, call, scorable.
+
+A nucleus' count per signal is the number of its counted signals (``counts_as`` in the signal table,
+after the split-signal, diffuse and fusion rules of :mod:`fishcount.spots`). Its pattern string and call
+come from the panel (``Panel.pattern_string`` and ``Panel.call_for``: the rules are data in the panel TOML,
+not code). A nucleus is scorable when segmentation QC passed and its signals pass the signal rules below;
+otherwise ``exclusion_reason`` lists every reason, ``;``-separated, segmentation reasons first.
+
+Signal exclusion reasons (clinical.md §3.2 and §6.1 R1):
+
+``no_signal_<SIGNAL>``
+    No signal of that colour ("Nuclei with no signals or with signals of only 1 color should not be
+    scored", Leica HER2 guide, clinical.md §3.2; "no signal in one colour: unscorable", §3.4). In fusion
+    panels a fused signal carries both colours.
+``too_many_signals``
+    More than ``panel.max_signals_per_channel`` signals of one colour: not a real copy number (debris,
+    non-specific hybridisation; ASC pitfalls, clinical.md §3.2).
+``dim_signals``
+    A signal near the detection threshold (within the ambiguity band): the count would change with a
+    slightly different threshold, so the nucleus is "poorly hybridised" (clinical.md §3.2, standard
+    practice [U]).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .panels import FUSION, Panel
+
+__all__ = ["call_nuclei", "nuclei_columns", "SIGNAL_REASONS"]
+
+#: Exclusion reasons added by the signal rules (besides the segmentation QC reasons).
+SIGNAL_REASONS = ("no_signal_<SIGNAL>", "too_many_signals", "dim_signals")
+
+
+def nuclei_columns(panel: Panel) -> list[str]:
+    """Leading columns of ``nuclei.csv`` for a panel (output contract v1, docs/outputs.md)."""
+    counts = [f"count_{s}" for s in panel.signal_names] + (["count_fusion"] if panel.fusion_pair else [])
+    return ["label", "centroid_y", "centroid_x", "area_um2", *counts, "pattern", "call", "scorable",
+            "exclusion_reason"]
+
+
+def call_nuclei(
+    qc: pd.DataFrame,
+    signals: pd.DataFrame,
+    panel: Panel,
+    *,
+    dim_labels: Iterable[int] = (),
+) -> pd.DataFrame:
+    """Count signals per nucleus and call each nucleus from the panel.
+
+    Parameters
+    ----------
+    qc : DataFrame
+        One row per nucleus with at least ``label``; ``centroid_y``, ``centroid_x``, ``area_um2``,
+        ``scorable`` and ``exclusion_reason`` are used when present (the segmentation QC table,
+        :class:`fishcount.segment.Segmentation`). Extra columns are kept after the contract columns.
+    signals : DataFrame
+        Signal table with ``label`` and ``counts_as`` (a signal name, ``"fusion"`` or ``""``), e.g. from
+        :func:`fishcount.spots.pair_fusions`. Signals with label 0 (outside nuclei) are never counted.
+    panel : Panel
+        The probe panel (counting rules and calls).
+    dim_labels : iterable of int
+        Labels of nuclei with a signal in the ambiguity band around the threshold (``dim_signals``).
+
+    Returns
+    -------
+    DataFrame
+        One row per nucleus, columns :func:`nuclei_columns` first (``count_<SIGNAL>`` int64, ``pattern``,
+        ``call``, ``scorable`` bool, ``exclusion_reason`` str, ``""`` when scorable), then the other QC
+        columns.
+
+    Examples
+    --------
+    >>> import pandas as pd, fishcount as fc
+    >>> qc = pd.DataFrame({"label": [1, 2]})
+    >>> sig = pd.DataFrame({"label": [1, 1, 1, 2, 2, 2], "counts_as": ["EGR1", "D5S23", "D5S23"] * 2})
+    >>> call_nuclei(qc, sig, fc.load_panel("del5q"))[["label", "pattern", "call"]].to_dict("list")
+    {'label': [1, 2], 'pattern': ['1O2G', '1O2G'], 'call': ['del5q', 'del5q']}
+    """
+    keys = panel.pattern_keys
+    labels = qc["label"].to_numpy(np.int64) if len(qc) else np.zeros(0, np.int64)
+    n = len(labels)
+    top = int(max(labels.max(initial=0), signals["label"].max() if len(signals) else 0)) + 1
+    lab = signals["label"].to_numpy(np.int64) if len(signals) else np.zeros(0, np.int64)
+    counts_as = signals["counts_as"].astype(str).to_numpy() if len(signals) else np.zeros(0, str)
+    counts: dict[str, np.ndarray] = {}
+    for key in keys:
+        sel = (counts_as == key) & (lab > 0)
+        counts[key] = np.bincount(lab[sel], minlength=top)[labels].astype(np.int64)
+
+    out = pd.DataFrame({"label": labels})
+    for col in ("centroid_y", "centroid_x", "area_um2"):
+        out[col] = qc[col].to_numpy(np.float64) if col in qc else np.full(n, np.nan)
+    for s in panel.signal_names:
+        out[f"count_{s}"] = counts[s]
+    if panel.fusion_pair:
+        out["count_fusion"] = counts[FUSION]
+
+    # pattern and call once per distinct count vector (a field has few distinct patterns)
+    if n:
+        mat = np.stack([counts[k] for k in keys], axis=1)
+        uniq, inv = np.unique(mat, axis=0, return_inverse=True)
+        inv = np.asarray(inv).reshape(-1)
+        pats, calls = [], []
+        for row in uniq:
+            d = dict(zip(keys, (int(v) for v in row)))
+            pats.append(panel.pattern_string(d))
+            calls.append(panel.call_for(d))
+        out["pattern"] = np.asarray(pats, dtype=object)[inv]
+        out["call"] = np.asarray(calls, dtype=object)[inv]
+    else:
+        out["pattern"] = pd.Series(dtype=object)
+        out["call"] = pd.Series(dtype=object)
+
+    # exclusion reasons: segmentation first, then signal rules (each listed once, ';'-separated)
+    seg_reason = (
+        qc["exclusion_reason"].fillna("").astype(str).to_numpy() if "exclusion_reason" in qc else np.full(n, "")
+    )
+    if "scorable" in qc:
+        seg_ok = qc["scorable"].fillna(False).astype(bool).to_numpy()
+        seg_reason = np.where(~seg_ok & (seg_reason == ""), "segmentation_qc", seg_reason)
+    reasons: list[list[str]] = [[r] if r else [] for r in seg_reason]
+    fused = counts[FUSION] if panel.fusion_pair else np.zeros(n, np.int64)
+    pair = set(panel.fusion_pair or ())
+    for s in panel.signal_names:
+        total = counts[s] + (fused if s in pair else 0)
+        for i in np.nonzero(total == 0)[0]:
+            reasons[i].append(f"no_signal_{s}")
+    too_many = np.zeros(n, bool)
+    for s in panel.signal_names:
+        total = counts[s] + (fused if s in pair else 0)
+        too_many |= total > panel.max_signals_per_channel
+    for i in np.nonzero(too_many)[0]:
+        reasons[i].append("too_many_signals")
+    dim = np.isin(labels, np.fromiter(dim_labels, np.int64))
+    for i in np.nonzero(dim)[0]:
+        reasons[i].append("dim_signals")
+    out["scorable"] = np.array([not r for r in reasons], dtype=bool)
+    out["exclusion_reason"] = np.array([";".join(r) for r in reasons], dtype=object)
+    extra = [c for c in qc.columns if c not in out.columns]
+    if extra:
+        out = pd.concat([out, qc[extra].reset_index(drop=True)], axis=1)
+    return out

@@ -1,0 +1,304 @@
+"""Pictures of a field: the overlay a person checks, and galleries of nucleus crops per call.
+
+Both return RGB ``uint8`` arrays built with numpy (fast on 2048² fields); text is drawn with Pillow
+(a matplotlib dependency). :func:`save_png` writes them atomically.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from skimage.segmentation import find_boundaries
+
+from ._atomic import atomic_path
+
+__all__ = ["render_overlay", "render_gallery", "save_png", "composite", "call_colors"]
+
+#: Outline colours of calls (cycled for panels with more calls); unscorable nuclei are grey.
+_CALL_PALETTE = ("#ff00ff", "#ff3030", "#ffff00", "#4da6ff", "#ff9ecf", "#b266ff", "#c8ff64", "#ffa64d")
+_NORMAL_COLOR = "#00ffff"
+_ATYPICAL_COLOR = "#ffffff"
+_UNSCORABLE_COLOR = "#7f7f7f"
+_FUSION_COLOR = "#ffff66"
+_DAPI_COLOR = "#3f5fff"
+
+
+def _rgb(color: str) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+
+    try:
+        return np.asarray(to_rgb(color), np.float32)
+    except ValueError:
+        return np.ones(3, np.float32)
+
+
+def call_colors(panel) -> dict[str, str]:
+    """Outline colour per call name of a panel (normal cyan, default call white, others a palette)."""
+    out, k = {}, 0
+    for name in panel.call_names:
+        if name == panel.normal_call:
+            out[name] = _NORMAL_COLOR
+        elif name == panel.default_call:
+            out[name] = _ATYPICAL_COLOR
+        else:
+            out[name] = _CALL_PALETTE[k % len(_CALL_PALETTE)]
+            k += 1
+    return out
+
+
+def _norm(img: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.8) -> np.ndarray:
+    step = max(1, int(np.sqrt(img.size / 250_000)))
+    sample = img[::step, ::step]
+    lo, hi = np.percentile(sample, [lo_pct, hi_pct])
+    if not hi > lo:
+        hi = lo + 1.0
+    return np.clip((img.astype(np.float32) - lo) / (hi - lo), 0, 1)
+
+
+def composite(dapi: np.ndarray, probes: Mapping[str, np.ndarray], colors: Mapping[str, str]) -> np.ndarray:
+    """Additive false-colour composite of DAPI (blue, dimmed) and the probe channels.
+
+    Parameters
+    ----------
+    dapi : ndarray, shape (Y, X)
+    probes : mapping of str to ndarray (Y, X)
+    colors : mapping of str to colour
+        Display colour per probe name.
+
+    Returns
+    -------
+    ndarray, shape (Y, X, 3), float32 in [0, 1]
+    """
+    rgb = _norm(dapi)[..., None] * (0.6 * _rgb(_DAPI_COLOR))
+    for name, img in probes.items():
+        rgb = rgb + _norm(img, 50.0, 99.95)[..., None] * _rgb(colors.get(name, "#ffffff"))
+    return np.clip(rgb, 0, 1)
+
+
+def _field_images(result):
+    f = result.field
+    dapi = f.dapi if f.dapi.ndim == 2 else f.dapi.max(axis=0)
+    probes = {k: (v if v.ndim == 2 else v.max(axis=0)) for k, v in f.probes.items()}
+    colors = {s.name: (s.color or "#ffffff") for s in result.panel.signals}
+    return dapi, probes, colors
+
+
+def _outline_colors(labels: np.ndarray, nuclei: pd.DataFrame, panel) -> np.ndarray:
+    """Per-label RGB (float32) lookup table: call colour, grey when unscorable."""
+    cc = call_colors(panel)
+    lut = np.zeros((int(labels.max(initial=0)) + 1, 3), np.float32)
+    if len(nuclei):
+        lab = nuclei["label"].to_numpy(np.int64)
+        ok = lab < len(lut)
+        cols = np.stack([_rgb(cc.get(c, _ATYPICAL_COLOR)) for c in nuclei["call"].astype(str)])
+        cols[~nuclei["scorable"].to_numpy(bool)] = _rgb(_UNSCORABLE_COLOR)
+        lut[lab[ok]] = cols[ok]
+    return lut
+
+
+def _draw_rings(rgb: np.ndarray, ys: np.ndarray, xs: np.ndarray, color: np.ndarray, radius: float) -> None:
+    """Draw 1-px rings (in place) around points, vectorised over points."""
+    if len(ys) == 0:
+        return
+    n = max(12, int(2 * np.pi * radius * 1.5))
+    ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ry = np.rint(ys[:, None] + radius * np.sin(ang)[None, :]).astype(np.int64).ravel()
+    rx = np.rint(xs[:, None] + radius * np.cos(ang)[None, :]).astype(np.int64).ravel()
+    ok = (ry >= 0) & (rx >= 0) & (ry < rgb.shape[0]) & (rx < rgb.shape[1])
+    rgb[ry[ok], rx[ok]] = color
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _legend(width: int, entries: Sequence[tuple[str, str]], title: str, scale: float) -> np.ndarray:
+    """A legend strip (H, width, 3) uint8: colour swatches with labels, wrapped over lines."""
+    from PIL import Image, ImageDraw
+
+    fs = max(10, int(round(14 * scale)))
+    pad = fs // 2
+    font = _font(fs)
+    # lay out entries left to right, wrapping
+    draw0 = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    x, y, lines = pad, pad + fs + pad, 1
+    pos = []
+    for text, color in entries:
+        w = int(draw0.textlength(text, font=font)) + fs + 3 * pad
+        if x + w > width and x > pad:
+            x, y, lines = pad, y + fs + pad, lines + 1
+        pos.append((x, y, text, color))
+        x += w
+    height = y + fs + pad
+    img = Image.new("RGB", (width, height), (0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    draw.text((pad, pad), title, fill=(255, 255, 255), font=font)
+    for x, y, text, color in pos:
+        c = tuple(int(v * 255) for v in _rgb(color))
+        draw.rectangle([x, y + 2, x + fs - 2, y + fs - 2], outline=c, width=max(2, fs // 6))
+        draw.text((x + fs + pad // 2, y), text, fill=(255, 255, 255), font=font)
+    return np.asarray(img, np.uint8)
+
+
+def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None = None) -> np.ndarray:
+    """The field overlay: composite image, nucleus outlines coloured by call, signals ringed per colour.
+
+    Unscorable nuclei are outlined grey and their interior is greyed out; signals outside nuclei are
+    drawn dimmer; fused signals get a yellow ring. A legend strip below the image lists calls (with
+    nucleus counts), signals and the threshold used per signal.
+
+    Parameters
+    ----------
+    result : FieldResult
+        Output of :func:`fishcount.analyze_field`.
+    legend : bool
+        Append the legend strip.
+    ring_radius_px : float, optional
+        Radius of the signal rings; default 1.5 x the signal sigma (at least 3 px).
+
+    Returns
+    -------
+    ndarray, shape (Y + legend height, X, 3), uint8
+    """
+    dapi, probes, colors = _field_images(result)
+    labels = np.asarray(result.labels)
+    rgb = composite(dapi, probes, colors)
+    nuc = result.nuclei
+    if len(nuc):
+        bad = nuc.loc[~nuc["scorable"].to_numpy(bool), "label"].to_numpy(np.int64)
+        if len(bad):
+            grey = np.isin(labels, bad)
+            rgb[grey] = rgb[grey].mean(axis=1, keepdims=True) * 0.6
+    lut = _outline_colors(labels, nuc, result.panel)
+    edge = find_boundaries(labels, mode="inner")
+    rgb[edge] = lut[labels[edge]]
+    sigma = float(result.params.get("signal_sigma_px", 1.5))
+    r = ring_radius_px if ring_radius_px is not None else max(3.0, 2.5 * sigma)
+    sp = result.spots
+    if len(sp):
+        counted = sp["counts_as"].astype(str).to_numpy()
+        for s in result.panel.signals:
+            m = (sp["signal"].to_numpy() == s.name) & (counted == s.name)
+            _draw_rings(rgb, sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"), r)
+            out = (sp["signal"].to_numpy() == s.name) & (sp["label"].to_numpy() == 0)
+            _draw_rings(rgb, sp["y"].to_numpy()[out], sp["x"].to_numpy()[out], 0.5 * _rgb(s.color or "#ffffff"), r)
+        fm = counted == "fusion"
+        _draw_rings(rgb, sp["y"].to_numpy()[fm], sp["x"].to_numpy()[fm], _rgb(_FUSION_COLOR), r + 1.5)
+    img = (rgb * 255 + 0.5).astype(np.uint8)
+    if not legend:
+        return img
+    cc = call_colors(result.panel)
+    scor = nuc[nuc["scorable"].to_numpy(bool)] if len(nuc) else nuc
+    vc = scor["call"].value_counts() if len(scor) else pd.Series(dtype=int)
+    entries = [(f"{c} ({int(vc.get(c, 0))})", cc[c]) for c in result.panel.call_names]
+    entries.append((f"unscorable ({len(nuc) - len(scor)})", _UNSCORABLE_COLOR))
+    for s in result.panel.signals:
+        t = result.thresholds.get(s.name)
+        entries.append((f"{s.name} signal (threshold {t:.1f})" if t is not None else s.name, s.color or "#ffffff"))
+    if result.panel.fusion_pair:
+        entries.append(("fusion", _FUSION_COLOR))
+    scale = max(1.0, img.shape[1] / 1024)
+    title = f"{result.field.stem} — panel {result.panel.id} — {len(nuc)} nuclei, {len(scor)} scorable"
+    strip = _legend(img.shape[1], entries, title, scale)
+    return np.concatenate([img, strip], axis=0)
+
+
+def render_gallery(
+    result,
+    *,
+    calls: Sequence[str] | None = None,
+    per_call: int = 8,
+    crop_px: int | None = None,
+    include_unscorable: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
+    """A grid of nucleus crops, one row per call (used by the HTML report and the napari gallery).
+
+    Parameters
+    ----------
+    result : FieldResult
+        Output of :func:`fishcount.analyze_field`.
+    calls : sequence of str, optional
+        Calls to show, in row order; default: every call of the panel with at least one scorable
+        nucleus, then ``unscorable`` if ``include_unscorable``.
+    per_call : int
+        Crops per row (a reproducible random choice when there are more nuclei).
+    crop_px : int, optional
+        Side of each crop in pixels; default 1.6 x the 95th percentile nucleus diameter.
+    include_unscorable : bool
+        Add a row of unscorable nuclei.
+    seed : int
+        Seed of the choice of nuclei.
+
+    Returns
+    -------
+    ndarray, shape (H, W, 3), uint8
+        Each row starts with a label tile naming the call and its count.
+    """
+    from PIL import Image, ImageDraw
+
+    dapi, probes, colors = _field_images(result)
+    labels = np.asarray(result.labels)
+    nuc = result.nuclei
+    if crop_px is None:
+        if len(nuc) and "area_px" in nuc:
+            d = 2 * np.sqrt(np.percentile(nuc["area_px"], 95) / np.pi)
+        else:
+            d = 40.0
+        crop_px = int(max(24, round(1.6 * d)))
+    half = crop_px // 2
+    rgb = composite(dapi, probes, colors)
+    lut = _outline_colors(labels, nuc, result.panel)
+    edge = find_boundaries(labels, mode="inner")
+    rgb[edge] = lut[labels[edge]]
+    sp = result.spots
+    if len(sp):
+        for s in result.panel.signals:
+            m = sp["counts_as"].astype(str).to_numpy() == s.name
+            _draw_rings(rgb, sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"),
+                        max(3.0, 2.5 * float(result.params.get("signal_sigma_px", 1.5))))
+    padded = np.pad(rgb, ((half, half), (half, half), (0, 0)))
+    scor = nuc["scorable"].to_numpy(bool) if len(nuc) else np.zeros(0, bool)
+    if calls is None:
+        present = set(nuc.loc[scor, "call"]) if len(nuc) else set()
+        calls = [c for c in result.panel.call_names if c in present]
+    rows = [(c, nuc[scor & (nuc["call"].to_numpy() == c)] if len(nuc) else nuc) for c in calls]
+    if include_unscorable and len(nuc) and (~scor).any():
+        rows.append(("unscorable", nuc[~scor]))
+    rng = np.random.default_rng(seed)
+    label_w = max(120, crop_px)
+    tiles = []
+    for name, sub in rows:
+        if len(sub) > per_call:
+            sub = sub.iloc[np.sort(rng.choice(len(sub), per_call, replace=False))]
+        row = np.zeros((crop_px, label_w + per_call * (crop_px + 2), 3), np.uint8)
+        tag = Image.new("RGB", (label_w, crop_px))
+        ImageDraw.Draw(tag).text((4, 4), f"{name}\n({len(sub)} shown)", fill=(255, 255, 255), font=_font(12))
+        row[:, :label_w] = np.asarray(tag)
+        for i, (cy, cx) in enumerate(zip(sub["centroid_y"].to_numpy(), sub["centroid_x"].to_numpy())):
+            y0, x0 = int(round(cy)), int(round(cx))
+            crop = padded[y0:y0 + crop_px, x0:x0 + crop_px]
+            c0 = label_w + i * (crop_px + 2)
+            row[: crop.shape[0], c0:c0 + crop.shape[1]] = (crop * 255 + 0.5).astype(np.uint8)
+        tiles.append(row)
+    if not tiles:
+        return np.zeros((crop_px, label_w, 3), np.uint8)
+    return np.concatenate([np.pad(t, ((0, 2), (0, 0), (0, 0))) for t in tiles], axis=0)
+
+
+def save_png(rgb: np.ndarray, path: "str | os.PathLike") -> Path:
+    """Write an RGB uint8 array as PNG, atomically. Returns the path."""
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(tmp, format="PNG", compress_level=3)
+    return path
