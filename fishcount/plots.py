@@ -1,0 +1,115 @@
+"""Plots of results (matplotlib, Agg backend; no display needed).
+
+:func:`plot_trajectory` draws one patient's clone % over weeks with Clopper–Pearson CI bars, the
+cut-off recomputed for each sample's N, 50 % of baseline, the endpoint window and the response
+label; the batch report reuses it.
+"""
+from __future__ import annotations
+
+import math
+from os import PathLike
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ._atomic import atomic_path  # noqa: E402
+from .scoring import FISH_CAVEAT  # noqa: E402
+
+__all__ = ["plot_trajectory", "save_trajectory", "CATEGORY_COLORS"]
+
+#: Marker colour per response category (other names are grey).
+CATEGORY_COLORS = {
+    "major": "#1a9850", "complete": "#1a9850",
+    "minor": "#91cf60", "partial": "#91cf60",
+    "none": "#d73027", "not_evaluable": "#999999", "": "#4575b4",
+}
+
+
+def plot_trajectory(timepoints: pd.DataFrame, patient: Mapping | None = None, criteria=None, ax=None):
+    """Draw one patient's cytogenetic trajectory.
+
+    Parameters
+    ----------
+    timepoints : DataFrame
+        That patient's rows of ``response_timepoints.csv``: ``week``, ``clone_pct``,
+        ``ci_low_pct``, ``ci_high_pct``, ``cutoff_pct`` (all %), ``category``, ``role``.
+    patient : mapping, optional
+        The patient's ``response.csv`` row (``patient``, ``best_response``, ``best_week``,
+        ``endpoint_response``, ``endpoint_week``, ``baseline_pct``, ``events``, ``cutoff_validated``).
+    criteria : Criteria, optional
+        For the endpoint window and the title.
+    ax : matplotlib Axes, optional
+        Draw into this axes; a new figure (7 × 4 in) otherwise.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    tp = timepoints.sort_values("week")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    else:
+        fig = ax.figure
+    wk = tp["week"].to_numpy(dtype=float)
+    pct = tp["clone_pct"].to_numpy(dtype=float)
+    lo = tp["ci_low_pct"].to_numpy(dtype=float)
+    hi = tp["ci_high_pct"].to_numpy(dtype=float)
+    ax.plot(wk, pct, "-", color="#4575b4", lw=1, zorder=1)
+    roles = tp["role"].fillna("").astype(str) if "role" in tp else pd.Series([""] * len(tp))
+    for w, p, l_, h, cat, role in zip(wk, pct, lo, hi, tp["category"].fillna("").astype(str), roles):
+        if math.isnan(p):
+            continue
+        col = CATEGORY_COLORS.get(cat, "#555555")
+        ax.errorbar([w], [p], yerr=[[p - l_], [h - p]], fmt="o", color=col, ecolor=col, capsize=4, ms=7, zorder=3)
+        label = cat or role
+        if label:
+            ax.annotate(label, (w, h), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8, color=col)
+    ax.step(wk, tp["cutoff_pct"].to_numpy(dtype=float), where="mid", ls="--", color="#7f7f7f", lw=1.2,
+            label="cut-off for N (positive = above)")
+    if patient is not None and not pd.isna(patient.get("baseline_pct", math.nan)):
+        ax.axhline(0.5 * float(patient["baseline_pct"]), ls=":", color="#fc8d59", lw=1.2, label="50 % of baseline")
+    if criteria is not None:
+        ax.axvspan(criteria.endpoint_week - criteria.endpoint_window_weeks,
+                   criteria.endpoint_week + criteria.endpoint_window_weeks, color="#dddddd", alpha=0.5,
+                   label=f"endpoint week {criteria.endpoint_week:g} ± {criteria.endpoint_window_weeks:g}")
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("weeks since treatment start")
+    ax.set_ylabel("clone % (95 % Clopper–Pearson CI)")
+    top = max([v for v in hi if not math.isnan(v)] + [5.0])
+    ax.set_ylim(0, min(100.0, top * 1.18 + 2))
+    title = ""
+    if patient is not None:
+        title = f"{patient.get('patient', '')}: best {patient.get('best_response', '')}"
+        bw = patient.get("best_week", math.nan)
+        if not pd.isna(bw):
+            title += f" (week {float(bw):g}{', ' + patient['best_confirmed'] if patient.get('best_confirmed') else ''})"
+        title += f"; endpoint {patient.get('endpoint_response', '')}"
+        if patient.get("events"):
+            title += f"\n{patient['events']}"
+    if criteria is not None:
+        title += f"  [{criteria.id}]"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    foot = FISH_CAVEAT
+    if patient is not None and not bool(patient.get("cutoff_validated", True)):
+        foot += " Cut-off not validated by this laboratory."
+    fig.text(0.01, 0.005, foot, fontsize=5.5, color="#555555", wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def save_trajectory(timepoints: pd.DataFrame, patient: Mapping | None, path: str | PathLike, criteria=None) -> Path:
+    """Draw :func:`plot_trajectory` and save it (PNG/SVG/PDF by suffix) atomically; return the path."""
+    path = Path(path)
+    fig = plot_trajectory(timepoints, patient, criteria=criteria)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return path
