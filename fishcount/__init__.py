@@ -40,8 +40,11 @@ _API: dict[str, str] = {
     "iscn_string": "scoring", "SampleScore": "scoring",
     "compute_cutoffs": "cutoffs", "cutoff_for_n": "cutoffs", "load_cutoffs": "cutoffs",
     "classify_response": "response", "load_criteria": "response", "list_criteria": "response",
-    "classify_clinical_response": "clinical",
-    "cohort_summary": "cohort", "compare_groups": "cohort",
+    "classify_clinical_response": "clinical", "summarize_clinical_response": "clinical",
+    "overall_trial_response": "clinical", "load_clinical_criteria": "clinical",
+    "list_clinical_criteria": "clinical", "read_clinical_csv": "clinical",
+    "cohort_summary": "cohort", "compare_groups": "cohort", "compare_counts": "cohort",
+    "read_response_table": "cohort",
     # batch / report
     "run_batch": "batch", "read_manifest": "batch",
     "write_report": "report",

@@ -138,3 +138,123 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_s
         click.echo(format_description(desc))
     if failed:
         sys.exit(EXIT_USER_ERROR)
+
+
+# --- cohort: response rates with exact CIs, group comparisons (fishcount.cohort) ------------------
+@main.command("cohort")
+@click.argument("response_csv", metavar="RESPONSE.csv", type=click.Path(dir_okay=False))
+@click.option("--covariates", "covariates_csv", type=click.Path(dir_okay=False), default=None, metavar="COV.csv",
+              help="Per-patient covariates (a 'patient' column + e.g. tp53, completed), joined on patient.")
+@click.option("--group-by", default=None, metavar="COLUMN", help="Compare response rates between the groups of COLUMN.")
+@click.option("--response-column", default="best_response", show_default=True,
+              type=click.Choice(["best_response", "endpoint_response"]), help="FISH response used for the rates.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write cohort_summary.csv (and cohort_groups.csv, cohort_tests.csv with --group-by) here.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def cohort_cmd(response_csv, covariates_csv, group_by, response_column, out_dir, overwrite) -> None:
+    """Response rates (major, minor, marrow-only, overall) with exact 95% CIs for ITT and completers,
+    and, with --group-by, Fisher's exact and uncorrected chi-squared tests side by side."""
+    import pandas as pd
+
+    from ._atomic import write_csv_atomic
+    from .cohort import (FISH_CAVEAT, MEASURES, cohort_summary, compare_groups, format_comparison, format_summary,
+                         read_covariates, read_response_table)
+    from .errors import InputError
+
+    resp = read_response_table(response_csv, response_column=response_column)
+    cov = read_covariates(covariates_csv) if covariates_csv else None
+    summary = cohort_summary(resp, covariates=cov, group_by=group_by, response_column=response_column,
+                             source=response_csv, covariates_source=str(covariates_csv))
+    comparisons = []
+    if group_by:
+        pops = summary["population"].unique().tolist()
+        for pop in pops:
+            for m in MEASURES:
+                comparisons.append(compare_groups(resp, group_by, covariates=cov, measure=m, population=pop,
+                                                  response_column=response_column, source=response_csv,
+                                                  covariates_source=str(covariates_csv)))
+    out = Path(out_dir) if out_dir else None
+    names = ["cohort_summary.csv"] + (["cohort_groups.csv", "cohort_tests.csv"] if comparisons else [])
+    existing = [str(out / n) for n in names if out is not None and (out / n).exists()]
+    if existing and not overwrite:
+        raise InputError(existing[0], "already exists; pass --overwrite to replace it")
+    click.echo(format_summary(summary))
+    for c in comparisons:
+        if c.measure == "overall" or c.population == "ITT":
+            click.echo("")
+            click.echo(format_comparison(c))
+    click.echo("")
+    click.echo(FISH_CAVEAT)
+    if out is not None:
+        targets = {"cohort_summary.csv": summary}
+        if comparisons:
+            targets["cohort_groups.csv"] = pd.concat(
+                [c.table.assign(group_by=c.group_by, population=c.population, measure=c.measure) for c in comparisons],
+                ignore_index=True)
+            targets["cohort_tests.csv"] = pd.concat([c.tests for c in comparisons], ignore_index=True)
+        for name, df in targets.items():
+            write_csv_atomic(df, out / name)
+        click.echo(f"wrote {', '.join(str(out / n) for n in targets)}")
+
+
+# --- cutoff: laboratory cut-offs from normal controls (fishcount.cutoffs) --------------------
+@main.command("cutoff")
+@click.argument("controls", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@_panel_option
+@click.option("--method", type=click.Choice(["betainv", "exact", "binomial", "mean3sd"]), default="betainv",
+              show_default=True, help="BETAINV(CL,kmax+1,N), exact Clopper-Pearson, CRITBINOM or mean + 3 SD.")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="One-sided confidence level CL.")
+@click.option("--kmax-at-n", type=click.Choice(["proportional", "fixed"]), default="proportional", show_default=True,
+              help="How kmax follows the sample's N (betainv/exact): scaled as a rate, or kept.")
+@click.option("--lab", "laboratory", default="", help="Laboratory name written into the file.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="cutoffs.toml to write.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+def cutoff_cmd(controls, panel, method, confidence, kmax_at_n, laboratory, out, force) -> None:
+    """Compute laboratory cut-offs from normal CONTROLS (nuclei.csv files or samples tables).
+
+    \b
+    A nuclei.csv (column 'call') is pooled per patient/timepoint/week (or sample), a samples
+    table (column 'nuclei_scored' + n_<call>) gives one control per row. See docs/scoring.md.
+    """
+    from .cutoffs import compute_cutoffs, controls_from_tables, cutoff_for_n, write_cutoffs
+    from .panels import load_panel
+
+    p = load_panel(panel)
+    table = controls_from_tables(controls, p)
+    src = ", ".join(str(c) for c in controls)
+    cs = compute_cutoffs(table, p, method=method, confidence=confidence, kmax_at_n=kmax_at_n, source=src,
+                         laboratory=laboratory)
+    write_cutoffs(cs, out, controls_files=[str(c) for c in controls], overwrite=force)
+    click.echo(f"{out}: {cs.clone.controls} controls, {cs.label}")
+    click.echo(f"  {'call':14s} {'N=100':>7s} {'N=200':>7s} {'N=500':>7s}")
+    for name, rule in [("clone", cs.clone)] + list(cs.calls.items()):
+        click.echo(f"  {name:14s} " + " ".join(f"{cutoff_for_n(rule, n):6.2f}%" for n in (100, 200, 500)))
+
+
+# --- response: cytogenetic response over time (fishcount.response) -----------------------------
+@main.command("response")
+@click.argument("samples", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--criteria", default="trial_fish", show_default=True,
+              help="Criteria set: a shipped id (trial_fish, iwg2006_cyto) or a criteria .toml file.")
+@click.option("--cutoffs", "cutoffs", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Laboratory cutoffs.toml (overrides the table's cutoff_pct; default: provisional, not validated).")
+@click.option("--endpoint-week", type=float, default=None, help="Primary endpoint week (default from the criteria, 16).")
+@click.option("--window", "window_weeks", type=float, default=None, help="Endpoint visit window ± weeks (default 2).")
+@click.option("--no-plots", is_flag=True, help="Do not draw the per-patient trajectory plots.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--force", is_flag=True, help="Overwrite existing response files in --out.")
+def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plots, out, force) -> None:
+    """Classify cytogenetic response per patient from SAMPLES.csv (one row per sample).
+
+    \b
+    Needs columns patient, week (weeks since treatment start; baseline <= 0), nuclei_scored,
+    nuclei_abnormal; optional timepoint, panel, cutoff_pct. Writes DIR/response.csv,
+    DIR/response_timepoints.csv, DIR/response.txt and DIR/plots/<patient>.png.
+    """
+    from .response import classify_response, read_samples, write_response
+
+    table = read_samples(samples)
+    res = classify_response(table, criteria, cutoffs, endpoint_week=endpoint_week,
+                            endpoint_window_weeks=window_weeks, source=str(samples))
+    write_response(res, out, source=str(samples), plots=not no_plots, overwrite=force)
+    click.echo((out / "response.txt").read_text(encoding="utf-8"), nl=False)
