@@ -140,6 +140,63 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_s
         sys.exit(EXIT_USER_ERROR)
 
 
+# --- cohort: response rates with exact CIs, group comparisons (fishcount.cohort) ------------------
+@main.command("cohort")
+@click.argument("response_csv", metavar="RESPONSE.csv", type=click.Path(dir_okay=False))
+@click.option("--covariates", "covariates_csv", type=click.Path(dir_okay=False), default=None, metavar="COV.csv",
+              help="Per-patient covariates (a 'patient' column + e.g. tp53, completed), joined on patient.")
+@click.option("--group-by", default=None, metavar="COLUMN", help="Compare response rates between the groups of COLUMN.")
+@click.option("--response-column", default="best_response", show_default=True,
+              type=click.Choice(["best_response", "endpoint_response"]), help="FISH response used for the rates.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write cohort_summary.csv (and cohort_groups.csv, cohort_tests.csv with --group-by) here.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def cohort_cmd(response_csv, covariates_csv, group_by, response_column, out_dir, overwrite) -> None:
+    """Response rates (major, minor, marrow-only, overall) with exact 95% CIs for ITT and completers,
+    and, with --group-by, Fisher's exact and uncorrected chi-squared tests side by side."""
+    import pandas as pd
+
+    from ._atomic import write_csv_atomic
+    from .cohort import (FISH_CAVEAT, MEASURES, cohort_summary, compare_groups, format_comparison, format_summary,
+                         read_covariates, read_response_table)
+    from .errors import InputError
+
+    resp = read_response_table(response_csv, response_column=response_column)
+    cov = read_covariates(covariates_csv) if covariates_csv else None
+    summary = cohort_summary(resp, covariates=cov, group_by=group_by, response_column=response_column,
+                             source=response_csv, covariates_source=str(covariates_csv))
+    comparisons = []
+    if group_by:
+        pops = summary["population"].unique().tolist()
+        for pop in pops:
+            for m in MEASURES:
+                comparisons.append(compare_groups(resp, group_by, covariates=cov, measure=m, population=pop,
+                                                  response_column=response_column, source=response_csv,
+                                                  covariates_source=str(covariates_csv)))
+    out = Path(out_dir) if out_dir else None
+    names = ["cohort_summary.csv"] + (["cohort_groups.csv", "cohort_tests.csv"] if comparisons else [])
+    existing = [str(out / n) for n in names if out is not None and (out / n).exists()]
+    if existing and not overwrite:
+        raise InputError(existing[0], "already exists; pass --overwrite to replace it")
+    click.echo(format_summary(summary))
+    for c in comparisons:
+        if c.measure == "overall" or c.population == "ITT":
+            click.echo("")
+            click.echo(format_comparison(c))
+    click.echo("")
+    click.echo(FISH_CAVEAT)
+    if out is not None:
+        targets = {"cohort_summary.csv": summary}
+        if comparisons:
+            targets["cohort_groups.csv"] = pd.concat(
+                [c.table.assign(group_by=c.group_by, population=c.population, measure=c.measure) for c in comparisons],
+                ignore_index=True)
+            targets["cohort_tests.csv"] = pd.concat([c.tests for c in comparisons], ignore_index=True)
+        for name, df in targets.items():
+            write_csv_atomic(df, out / name)
+        click.echo(f"wrote {', '.join(str(out / n) for n in targets)}")
+
+
 # --- cutoff: laboratory cut-offs from normal controls (fishcount.cutoffs) --------------------
 @main.command("cutoff")
 @click.argument("controls", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
