@@ -508,7 +508,8 @@ def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Ma
     Returns
     -------
     dict
-        ``n_nuclei``, ``n_scorable``, ``thresholds`` (signal -> threshold), ``pixel_size_um``.
+        ``n_nuclei``, ``n_scorable``, ``thresholds`` (signal -> threshold), ``pixel_size_um``,
+        ``gallery_error`` (None when ``gallery.png``, the nucleus crops per call, was written).
     """
     from . import analyze as _analyze
     from . import io as _io
@@ -520,13 +521,23 @@ def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Ma
     except Exception as exc:  # noqa: BLE001 - a corrupt file must not stop the run
         raise StageError("read", f"{type(exc).__name__}: {exc}") from None
     try:
-        result = _analyze.analyze_field(field, panel=panel, **dict(params.get("analyze", {})))
+        result = _analyze.analyze_field(field, panel, **dict(params.get("analyze", {})))
     except FishcountError as exc:
         raise StageError("analyze", exc.reason) from None
     try:
-        _analyze.write_field_result(result, out_dir)
+        written = Path(_analyze.write_field_result(result, Path(out_dir) / "_write"))
+        for item in written.iterdir():  # flatten: the runner names the field folder itself
+            os.replace(item, Path(out_dir) / item.name)
+        shutil.rmtree(Path(out_dir) / "_write", ignore_errors=True)
     except FishcountError as exc:
         raise StageError("write", exc.reason) from None
+    gallery_error = None
+    try:  # nucleus crops per call for the report; the field's tables stand without it
+        from .overlay import render_gallery, save_png
+
+        save_png(render_gallery(result, per_call=int(params.get("gallery_per_call", 8))), Path(out_dir) / "gallery.png")
+    except Exception as exc:  # noqa: BLE001
+        gallery_error = f"{type(exc).__name__}: {exc}"
     nuclei = result.nuclei
     n_scorable = int(nuclei["scorable"].sum()) if "scorable" in nuclei.columns else None
     return {
@@ -534,6 +545,7 @@ def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Ma
         "n_scorable": n_scorable,
         "thresholds": {str(k): float(v) for k, v in dict(result.thresholds).items()},
         "pixel_size_um": field.pixel_size_um,
+        "gallery_error": gallery_error,
     }
 
 
@@ -903,6 +915,7 @@ def run_batch(
     scheduler: str | None = None,
     params: Mapping[str, Any] | None = None,
     criteria: str | None = None,
+    cutoffs: str | None = None,
     analyze: Callable[[str, Path, Panel, Mapping[str, Any]], dict] | None = None,
     score: Callable[[pd.DataFrame, Panel], pd.DataFrame] | None = None,
     respond: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
@@ -918,7 +931,7 @@ def run_batch(
        (default) or on ``scheduler``. A failing field is recorded in ``errors.csv``.
     #. Pool the finished fields' nuclei into ``nuclei.parquet`` / ``nuclei.csv``.
     #. Score samples (``scoring.score_samples``) -> ``samples.csv``; classify each patient's
-       response (``response``) -> ``response.csv``.
+       response (``response.classify_response``) -> ``response.csv`` and ``response_timepoints.csv``.
     #. Write ``run.json``, ``errors.csv`` and ``report.html``.
 
     Parameters
@@ -938,7 +951,10 @@ def run_batch(
     params : mapping, optional
         ``{"read": {...}, "analyze": {...}}`` keyword arguments for ``read_field`` / ``analyze_field``.
     criteria : str, optional
-        Response criteria id or .toml file (default: the response module's default).
+        Response criteria id or .toml file (default: the response module's default, ``trial_fish``).
+    cutoffs : str, optional
+        Laboratory cut-offs file (``fishcount cutoff``); default the provisional cut-off, flagged
+        "not validated by this laboratory" in every table.
     analyze : callable, optional
         Per-field function (default :func:`process_field`); must be picklable for Dask.
     score, respond : callable, optional
@@ -968,6 +984,14 @@ def run_batch(
 
     table, table_source = _field_table(folder, manifest, panel)
     panels = {pid: _load_panel_for(pid, folder) for pid in table["panel"].unique()}
+    if respond is None:  # bad criteria / cut-off files fail now, not after hours of analysis
+        from .response import load_criteria
+
+        load_criteria(criteria)
+    if score is None or respond is None:
+        from .cutoffs import load_cutoffs
+
+        load_cutoffs(cutoffs)
     _check_out_dir(out, folder)
     fields_dir = out / "fields"
     _cleanup_stale(fields_dir)
@@ -1034,14 +1058,21 @@ def run_batch(
         import pyarrow.parquet as pq
 
         nuclei = pq.read_table(out / "nuclei.parquet").to_pandas()
-        samples = _score(nuclei, ok, panels, score)
+        samples = _score(nuclei, ok, panels, score, cutoffs)
         del nuclei
         write_csv_atomic(samples, out / "samples.csv")
-        response, criteria_info = _respond(samples, criteria, respond)
+        response, criteria_info = _respond(samples, criteria, cutoffs, respond, out)
         if response is not None:
             write_csv_atomic(response, out / "response.csv")
     timings["score_s"] = time.perf_counter() - t0
 
+    # tables this run did not produce must not survive from an earlier run
+    produced = {"samples.csv": samples is not None, "response.csv": response is not None,
+                "response_timepoints.csv": response is not None and respond is None,
+                "report.html": False}
+    for name, made in produced.items():
+        if not made and (out / name).exists():
+            (out / name).unlink()
     err_df = pd.DataFrame(errors, columns=["file", "stage", "message"])
     write_csv_atomic(err_df, out / "errors.csv")
 
@@ -1061,7 +1092,7 @@ def run_batch(
         "study_folder": str(folder.resolve()),
         "field_table_source": table_source,
         "parameters": _jsonable({"panel": panel, "params": params, "workers": workers, "scheduler": scheduler,
-                                 "criteria": criteria}),
+                                 "criteria": criteria, "cutoffs": cutoffs}),
         "engine": engine,
         "panels": {pid: {"id": p.id, "name": p.name, "path": p.path, "sha256": p.sha256} for pid, p in panels.items()},
         "panel": {"id": panels[next(iter(panels))].id, "sha256": panels[next(iter(panels))].sha256},
@@ -1086,10 +1117,14 @@ def run_batch(
 
 
 def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
-           score: Callable | None) -> pd.DataFrame:
+           score: Callable | None, cutoffs: str | None = None) -> pd.DataFrame:
     """Score each panel's samples; carry patient/timepoint/week/slide and extras onto each sample row."""
     if score is None:
-        from .scoring import score_samples as score
+        import functools
+
+        from .scoring import score_samples
+
+        score = functools.partial(score_samples, cutoffs=cutoffs)
     parts = []
     for pid, sub in nuclei.groupby("panel", sort=False):
         s = score(sub, panels[pid])
@@ -1109,12 +1144,18 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
     return samples
 
 
-def _respond(samples: pd.DataFrame, criteria: str | None, respond: Callable | None):
+def _respond(samples: pd.DataFrame, criteria: str | None, cutoffs: str | None, respond: Callable | None,
+             out: Path) -> tuple[pd.DataFrame | None, dict]:
+    """Classify each patient's response; write ``response.csv`` and ``response_timepoints.csv``."""
     if respond is not None:
         return respond(samples), {"id": "custom"}
-    from . import response as _response
+    from .response import classify_response
 
-    return _response.response_table(samples, criteria=criteria)
+    res = classify_response(samples, criteria, cutoffs, source=str(out / "samples.csv"))
+    write_csv_atomic(res.timepoints, out / "response_timepoints.csv")
+    c = res.criteria
+    return res.patients, {"id": c.id, "name": c.name, "path": c.path, "sha256": c.sha256,
+                          "endpoint_week": c.endpoint_week, "endpoint_window_weeks": c.endpoint_window_weeks}
 
 
 def _versions() -> dict[str, str]:
