@@ -126,6 +126,7 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_s
             click.echo(f"fishcount: error: {exc}", err=True)
             failed = True
     groups = find_fields(found, pan) if found else []
+    shown = 0
     for group in groups:
         try:
             desc = describe_field(group if len(group) > 1 else group[0], pan, channels=names,
@@ -135,9 +136,49 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_s
             click.echo(f"fishcount: error: {exc}", err=True)
             failed = True
             continue
-        click.echo(format_description(desc))
+        click.echo(("\n" if shown else "") + format_description(desc))
+        shown += 1
     if failed:
         sys.exit(EXIT_USER_ERROR)
+
+
+# --- simulate: ground-truth fields (fishcount.simulate) ---------------------------------------
+@main.command("simulate")
+@_panel_option
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--fields", "n_fields", type=click.IntRange(min=1), default=1, show_default=True, help="Number of fields.")
+@click.option("--abnormal-fraction", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
+              help="Fraction of nuclei with a tracked (clone) call.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of field 1; field k uses seed + k - 1.")
+@click.option("--shape", default="1024,1024", show_default=True, metavar="Y,X", help="Field size in pixels.")
+@click.option("--pixel-size", "pixel_size_um", type=float, default=None, metavar="UM",
+              help="Pixel size in µm (default 0.16).")
+@click.option("--z-planes", type=click.IntRange(min=1), default=1, show_default=True, help="Planes per z-stack.")
+@click.option("--n-nuclei", type=click.IntRange(min=0), default=None, help="Nuclei per field (default from density).")
+@click.option("--prefix", default="field", show_default=True, help="File names: <prefix>NN.ome.tif.")
+@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+def simulate_cmd(panel, out_dir, n_fields, abnormal_fraction, seed, shape, pixel_size_um, z_planes, n_nuclei,
+                 prefix, overwrite) -> None:
+    """Write simulated fields (OME-TIFF) with their truth files (<stem>_truth_*.csv/.tif)."""
+    from .errors import InputError
+    from .simulate import DEFAULT_PIXEL_SIZE_UM, simulate_field, write_simulated_field
+
+    try:
+        yx = tuple(int(v) for v in shape.split(","))
+        if len(yx) != 2:
+            raise ValueError
+    except ValueError:
+        raise InputError("--shape", f"expected Y,X in pixels, e.g. 1024,1024; got {shape!r}") from None
+    out = Path(out_dir)
+    width = max(2, len(str(n_fields)))
+    for k in range(n_fields):
+        sim = simulate_field(panel, shape=yx, pixel_size_um=pixel_size_um or DEFAULT_PIXEL_SIZE_UM,
+                             abnormal_fraction=abnormal_fraction, n_nuclei=n_nuclei, seed=seed + k,
+                             z_planes=z_planes)
+        written = write_simulated_field(sim, out / f"{prefix}{k + 1:0{width}d}.ome.tif", overwrite=overwrite)
+        t = sim.truth
+        click.echo(f"{written['image']}: {len(t)} nuclei, {int(t['tracked'].sum())} tracked "
+                   f"({', '.join(f'{c} {n}' for c, n in t['call'].value_counts().items())})")
 
 
 # --- cohort: response rates with exact CIs, group comparisons (fishcount.cohort) ------------------
@@ -258,3 +299,71 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
                             endpoint_window_weeks=window_weeks, source=str(samples))
     write_response(res, out, source=str(samples), plots=not no_plots, overwrite=force)
     click.echo((out / "response.txt").read_text(encoding="utf-8"), nl=False)
+
+
+# --- run: a whole study, resumable, on Dask (fishcount.batch) + report (fishcount.report) ---------
+@main.command("run")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Run folder (created; rerunning into it resumes and redoes only changed fields).")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV: path (glob ok, relative to FOLDER), patient, timepoint, week [, panel, sample, slide, ...]. "
+                   "Default FOLDER/manifest.csv, else the layout FOLDER/<patient>/<timepoint>/*.tif.")
+@_panel_option
+@_channels_option
+@_pixel_size_option
+@click.option("--criteria", default=None, help="Response criteria: a shipped id (trial_fish, iwg2006_cyto) or a .toml file.")
+@click.option("--cutoffs", default=None, type=click.Path(dir_okay=False),
+              help="Laboratory cutoffs.toml (default: provisional, flagged as not validated).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes (default: one per core, fewer if memory is short); 1 = a plain serial loop.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on a Dask distributed cluster, e.g. tcp://host:8786 (see docs/batch.md).")
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria, cutoffs, workers, scheduler,
+            no_report, quiet) -> None:
+    """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
+
+    \b
+    Writes DIR/nuclei.parquet (+ .csv), samples.csv, response.csv, response_timepoints.csv,
+    errors.csv, run.json, report.html and DIR/fields/<field>/ (the `analyze` outputs). A field
+    that cannot be read is recorded in errors.csv and the run goes on; the exit code is then 1
+    ("completed with N errors"). Bad arguments, manifest or panel: exit code 2 before any work.
+    """
+    from .batch import run_batch
+
+    params: dict = {}
+    read = {}
+    if channels:
+        read["channels"] = _split_channels(channels)
+    if pixel_size_um is not None:
+        read["pixel_size_um"] = pixel_size_um
+    if read:
+        params["read"] = read
+    res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
+                    params=params, criteria=criteria, cutoffs=cutoffs, report=not no_report, quiet=quiet)
+    if not quiet:
+        click.echo(f"{res.n_fields} fields: {res.n_done} analysed, {res.n_skipped} already done, "
+                   f"{res.n_failed} failed")
+        if res.response is not None and "best_response" in res.response.columns:
+            for r in res.response.to_dict("records"):
+                click.echo(f"  {r['patient']}: best {r.get('best_response', '')}, "
+                           f"endpoint {r.get('endpoint_response', '')}")
+        for name in ("samples.csv", "response.csv", "report.html"):
+            if (Path(out_dir) / name).exists():
+                click.echo(f"wrote {Path(out_dir) / name}")
+    if res.n_errors:
+        click.echo(f"fishcount: completed with {res.n_errors} error(s); see {Path(out_dir) / 'errors.csv'}", err=True)
+        sys.exit(1)
+
+
+@main.command("report")
+@click.argument("run_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file to write (default DIR/report.html).")
+def report_cmd(run_dir, out) -> None:
+    """(Re)write the HTML report of a `fishcount run` folder DIR."""
+    from .report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, out)}")

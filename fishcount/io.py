@@ -523,7 +523,9 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
         if all(t is not None for t in pn):
             names, names_source = tuple(str(t.value).strip() for t in pn), "TIFF PageName"
     # RGB(A) photographs (e.g. exported composites): the samples are red, green, blue (, alpha)
-    if names is None and "C" in axes and int(getattr(page, "photometric", 0)) == 2:
+    # (8-bit interleaved RGB only: tifffile also marks planar 3-channel uint16 stacks as RGB)
+    if (names is None and "C" in axes and int(getattr(page, "photometric", 0)) == 2
+            and dtype == np.uint8 and int(getattr(page, "planarconfig", 1)) == 1):
         n_c = shape[axes.index("C")]
         if n_c in (3, 4):
             names, names_source = ("red", "green", "blue", "alpha")[:n_c], "RGB photometric"
@@ -533,7 +535,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
 
 
 def _open_tiff(path: Path, per_channel: bool, n_expected: int | None):
-    """Open ``path`` with tifffile; return (TiffFile, _Meta, log). Raises InputError on bad files."""
+    """Open ``path`` with tifffile; return (TiffFile, _Meta). Raises InputError on bad files."""
     import tifffile
 
     _check_exists(path)
@@ -546,9 +548,13 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None):
         except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as exc:
             raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
         try:
-            if not tif.series:
-                raise InputError(path, "TIFF file has no images")
-            meta = _read_meta(path, tif, per_channel, n_expected)
+            try:
+                if not tif.series:
+                    raise InputError(path, "truncated or corrupt TIFF (no readable image in it)")
+                meta = _read_meta(path, tif, per_channel, n_expected)
+            except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as exc:
+                _check_complete(path, tif, log)  # a truncation explains the failure best
+                raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
             _check_complete(path, tif, log)
         except BaseException:
             tif.close()
@@ -560,6 +566,8 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None):
 
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if ">" in text and text.startswith("<"):  # tifffile: "<TiffPages @8> invalid page offset 262417"
+        text = text.rsplit(">", 1)[1].strip(" '\")") or text
     return text if len(text) <= 160 else text[:157] + "..."
 
 
@@ -569,7 +577,11 @@ def _check_complete(path: Path, tif, log: _TiffLog) -> None:
     if bad:
         raise InputError(path, f"truncated or corrupt TIFF ({_short(Exception(bad[0]))})")
     size = path.stat().st_size
-    for page in tif.series[0].pages:
+    try:
+        pages = list(tif.series[0].pages)
+    except Exception:  # noqa: BLE001 - the caller reports the original failure
+        return
+    for page in pages:
         if page is None:
             raise InputError(path, "truncated or corrupt TIFF (a page of the image series is missing)")
         offs = getattr(page, "dataoffsets", ()) or ()

@@ -1,0 +1,120 @@
+"""``fishcount info``: a readable block per field, one line per problem file, exit code 2 on any failure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from fishcount.cli import main
+
+from test_io import BAD_KINDS, NAMES, _ome, _stack, make_bad
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["info", *map(str, args)])
+
+
+def _no_traceback(result) -> None:
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_info_ome_block(tmp_path):
+    p = _ome(tmp_path / "field01.ome.tif", _stack(n_z=3), "ZCYX", NAMES, 110, "nm")
+    r = _run(p)
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert out.startswith("field01\n")
+    for piece in ("OME-TIFF, axes ZCYX, shape (3, 3, 24, 20), uint16", "z-planes:     3 (max projection)",
+                  "names from: OME Channel Name", "DAPI       <- channel 0 'DAPI'", "EGR1       <- channel 1 'EGR1'",
+                  "0.11 µm [OME PhysicalSizeX]", "panel:        del5q"):
+        assert piece in out, out
+    _no_traceback(r)
+
+
+def test_info_options_channels_pixel_size_z_plane_panel(tmp_path):
+    p = _ome(tmp_path / "f.ome.tif", _stack(n_z=2, n_c=2), "ZCYX", ["x", "y"])
+    r = _run(p, "--panel", "cep8", "--channels", "CEP8, DAPI", "--pixel-size", "0.2", "--z-plane", "1")
+    assert r.exit_code == 0, r.output
+    assert "names from: user (--channels)" in r.stdout and "DAPI       <- channel 1 'DAPI'" in r.stdout
+    assert "0.2 µm [user]" in r.stdout and "2 (plane 1 used)" in r.stdout and "panel:        cep8" in r.stdout
+
+
+def test_info_groups_per_channel_files_and_says_assumed_order(tmp_path):
+    data = _stack()
+    for name, c in (("DAPI", 0), ("EGR1", 1), ("D5S23", 2)):
+        tifffile.imwrite(tmp_path / f"field01_{name}.tif", data[0, c], metadata=None)
+    tifffile.imwrite(tmp_path / "plain.tif", data[0], metadata=None, photometric="minisblack")
+    r = _run(tmp_path)
+    assert r.exit_code == 0, r.output
+    blocks = r.stdout.strip().split("\n\n")
+    assert len(blocks) == 2
+    assert blocks[0].startswith("field01\n  files:") and "3 per-channel files" in blocks[0]
+    assert "names from: file names" in blocks[0]
+    assert blocks[1].startswith("plain\n") and "names from: assumed panel order" in blocks[1]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_info_bad_input_one_line_exit_2(tmp_path, kind):
+    source, kwargs, match = make_bad(kind, tmp_path)
+    args = list(source) if isinstance(source, list) else [source]
+    if "channels" in kwargs:
+        args += ["--channels", ",".join(kwargs["channels"])]
+    if "pixel_size_um" in kwargs:
+        args += ["--pixel-size", str(kwargs["pixel_size_um"])]
+    if kwargs.get("z_mode") == "plane":
+        args += ["--z-plane", str(kwargs["z_plane"])]
+    if kwargs.get("require_pixel_size"):  # info does not require one: it reports it as unknown
+        r = _run(*args)
+        assert r.exit_code == 0 and "pixel size:   unknown" in r.stdout
+        return
+    r = _run(*args)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("fishcount: error: ") and match in lines[0]
+    names = [Path(s).name for s in (source if isinstance(source, list) else [source])]
+    assert any(n in lines[0] for n in names)
+    _no_traceback(r)
+
+
+def test_info_reports_good_files_then_fails(tmp_path):
+    good = _ome(tmp_path / "good.ome.tif", _stack()[0], "CYX", NAMES)
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not an image")
+    r = _run(bad, tmp_path / "missing.tif", good)
+    assert r.exit_code == 2
+    assert r.stdout.startswith("good\n")
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("fishcount: error: ") and "missing.tif: file not found" in err[0]
+    assert "bad.tif: not a TIFF file" in err[1]
+    _no_traceback(r)
+
+
+def test_info_empty_folder_and_bad_panel(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = _run(tmp_path / "empty")
+    assert r.exit_code == 2 and "empty: folder holds no .tif/.tiff files" in r.stderr
+    good = _ome(tmp_path / "good.ome.tif", _stack()[0], "CYX", NAMES)
+    r = _run(good, "--panel", "nopanel")
+    assert r.exit_code == 2 and r.stderr.startswith("fishcount: error: nopanel: unknown panel")
+    _no_traceback(r)
+
+
+def test_info_needs_an_image():
+    r = CliRunner().invoke(main, ["info"])
+    assert r.exit_code == 2 and "Missing argument" in r.stderr
+
+
+def test_info_saturation_is_reported(tmp_path):
+    data = _stack()
+    data[0, 2, :2, :] = 65535
+    p = _ome(tmp_path / "sat.ome.tif", data[0], "CYX", NAMES)
+    r = _run(p)
+    frac = 100 * 2 * data.shape[-1] / data[0, 2].size
+    assert f"saturated {frac:.2f}%" in r.stdout
+    assert np.isclose(frac, 100 * 2 / 24)

@@ -1,0 +1,589 @@
+"""Reading fields: every layout made on the fly with tifffile, every bad input, matching properties."""
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fishcount as fc
+from fishcount import io as fio
+from fishcount.errors import InputError
+from fishcount.panels import load_panel
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEL5Q = load_panel("del5q")
+NAMES = ["DAPI", "EGR1", "D5S23"]
+NY, NX = 24, 20
+
+
+def _stack(n_c: int = 3, n_z: int = 1, seed: int = 0) -> np.ndarray:
+    """(Z, C, Y, X) uint16; channel c is c*1000 + noise, so a mix-up of channels is visible."""
+    rng = np.random.default_rng(seed)
+    base = np.arange(n_c, dtype=np.uint16)[None, :, None, None] * 1000 + 100
+    return (base + rng.integers(0, 500, size=(n_z, n_c, NY, NX))).astype(np.uint16)
+
+
+def _expect(field: fc.Field, zcyx: np.ndarray, order=(0, 1, 2), z: int | None = None) -> None:
+    """The field's DAPI/EGR1/D5S23 are channels ``order`` of ``zcyx`` (max over z unless z given)."""
+    proj = zcyx.max(axis=0) if z is None else zcyx[z]
+    np.testing.assert_array_equal(field.dapi, proj[order[0]].astype(np.float32))
+    np.testing.assert_array_equal(field.probes["EGR1"], proj[order[1]].astype(np.float32))
+    np.testing.assert_array_equal(field.probes["D5S23"], proj[order[2]].astype(np.float32))
+    assert field.dapi.dtype == np.float32 and list(field.probes) == ["EGR1", "D5S23"]
+
+
+def _ome(path: Path, data: np.ndarray, axes: str, names=None, size=None, unit=None) -> Path:
+    assert path.name.endswith(".ome.tif")  # tifffile writes OME-XML only to .ome.tif names
+    md: dict = {"axes": axes}
+    if names is not None:
+        md["Channel"] = {"Name": list(names)}
+    if size is not None:
+        md.update(PhysicalSizeX=size, PhysicalSizeY=size)
+        if unit is not None:
+            md.update(PhysicalSizeXUnit=unit, PhysicalSizeYUnit=unit)
+    tifffile.imwrite(path, data, metadata=md)
+    return path
+
+
+def _plain(path: Path, data: np.ndarray, **kw) -> Path:
+    """A TIFF without OME/ImageJ/shape metadata (one page per leading plane)."""
+    tifffile.imwrite(path, data, metadata=None, photometric="minisblack", **kw)
+    return path
+
+
+# -------------------------------------------------------------------------------------------
+# names
+# -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, stem",
+    [("a/field01.ome.tif", "field01"), ("field01.ome.tiff", "field01"), ("f.TIF", "f"), ("x.tiff", "x"),
+     ("/d/p_1.2.tif", "p_1.2"), ("notes.txt", "notes.txt"), (".tif", ".tif")],
+)
+def test_stem_of(name, stem):
+    assert fc.stem_of(name) == stem
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "_-. ", min_size=1, max_size=20).filter(lambda s: s.strip(". ") == s),
+       st.sampled_from([".tif", ".tiff", ".ome.tif", ".ome.tiff", ".TIF", ".OME.TIFF"]))
+def test_stem_of_strips_any_tiff_ending(name, ext):
+    assert fc.stem_of("some/dir/" + name + ext) == name
+
+
+# -------------------------------------------------------------------------------------------
+# layouts
+# -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size, unit, expected_um", [(0.11, None, 0.11), (0.11, "µm", 0.11), (110, "nm", 0.11), (0.00011, "mm", 0.11)])
+def test_ome_names_and_pixel_size_units(tmp_path, size, unit, expected_um):
+    data = _stack()
+    p = _ome(tmp_path / "f.ome.tif", data[0], "CYX", NAMES, size, unit)
+    f = fc.read_field(p)
+    _expect(f, data)
+    assert f.pixel_size_um == pytest.approx(expected_um)
+    assert f.pixel_size_source == "OME PhysicalSizeX"
+    assert f.channel_names == tuple(NAMES) and f.channel_map == {"DAPI": 0, "EGR1": 1, "D5S23": 2}
+    assert (f.axes, f.n_z, f.dtype, f.shape, f.stem, f.panel_id) == ("CYX", 1, "uint16", (3, NY, NX), "f", "del5q")
+    assert f.saturation_value == 65535.0
+    assert fio.describe_field(p)["channel_source"] == "OME Channel Name"
+
+
+def test_ome_names_in_any_order_and_by_alias_and_fluor(tmp_path):
+    data = _stack()
+    # file order: green (D5S23 by alias), Hoechst (DAPI), SpectrumOrange (EGR1 by fluor)
+    p = _ome(tmp_path / "f.ome.tif", data[0], "CYX", ["green", "hoechst 33342", "spectrumorange"])
+    f = fc.read_field(p)
+    _expect(f, data, order=(1, 2, 0))
+    assert f.channel_map == {"DAPI": 1, "EGR1": 2, "D5S23": 0}
+    assert f.pixel_size_um is None and f.pixel_size_source == "none"
+
+
+def test_extra_unnamed_or_unknown_channels_are_ignored(tmp_path):
+    data = _stack(n_c=4)
+    p = _ome(tmp_path / "f.ome.tif", data[0], "CYX", ["Brightfield", "D5S23", "EGR1", "DAPI"])
+    f = fc.read_field(p)
+    _expect(f, data, order=(3, 2, 1))
+    assert fio.describe_field(p)["unused_channels"] == [0]
+
+
+@pytest.mark.parametrize("unit, pixel_in_unit", [("um", 0.065), ("micron", 0.065), ("\\u00B5m", 0.065), ("nm", 65.0)])
+def test_imagej_hyperstack_labels_and_resolution(tmp_path, unit, pixel_in_unit):
+    data = _stack(n_z=3)
+    p = tmp_path / "ij.tif"
+    tifffile.imwrite(p, data, imagej=True, resolution=(1 / pixel_in_unit, 1 / pixel_in_unit),
+                     metadata={"axes": "ZCYX", "spacing": 0.3, "unit": unit, "Labels": ["D5S23", "DAPI", "EGR1"] * 3})
+    f = fc.read_field(p)
+    _expect(f, data, order=(1, 2, 0))
+    assert f.pixel_size_um == pytest.approx(0.065, rel=1e-4) and f.pixel_size_source == "ImageJ"
+    assert (f.axes, f.n_z) == ("ZCYX", 3)
+    d = fio.describe_field(p)
+    assert d["channel_source"] == "ImageJ Labels" and d["format"] == "ImageJ hyperstack"
+
+
+def test_imagej_uncalibrated_has_no_pixel_size(tmp_path):
+    data = _stack()
+    p = tmp_path / "ij.tif"
+    tifffile.imwrite(p, data[0], imagej=True, metadata={"axes": "CYX", "Labels": NAMES})
+    f = fc.read_field(p)
+    assert f.pixel_size_um is None and f.pixel_size_source == "none"
+
+
+def test_plain_multipage_without_names_assumes_panel_order(tmp_path):
+    data = _stack()
+    p = _plain(tmp_path / "plain.tif", data[0])
+    f = fc.read_field(p)
+    _expect(f, data)
+    assert f.axes == "CYX" and f.channel_names == ("", "", "")
+    d = fio.describe_field(p)
+    assert d["channel_source"] == "assumed panel order"
+    assert "assumed panel order" in fio.format_description(d)
+
+
+def test_plain_multipage_page_names(tmp_path):
+    data = _stack()
+    p = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(p) as w:
+        for name, plane in zip(["EGR1", "DAPI", "D5S23"], data[0]):
+            w.write(plane, metadata=None, photometric="minisblack", extratags=[(285, "s", 0, name, True)])
+    f = fc.read_field(p)
+    _expect(f, data, order=(1, 0, 2))
+    assert fio.describe_field(p)["channel_source"] == "TIFF PageName"
+
+
+def test_tiff_resolution_in_centimetres_and_ignored_screen_dpi(tmp_path):
+    data = _stack()
+    p = _plain(tmp_path / "cm.tif", data[0], resolution=(1e4 / 0.2, 1e4 / 0.2), resolutionunit="CENTIMETER")
+    f = fc.read_field(p)
+    assert f.pixel_size_um == pytest.approx(0.2) and f.pixel_size_source == "TIFF resolution"
+    q = _plain(tmp_path / "dpi.tif", data[0], resolution=(72, 72), resolutionunit="INCH")
+    assert fc.read_field(q).pixel_size_um is None
+
+
+def test_yxc_small_last_axis(tmp_path):
+    data = _stack()
+    p = _plain(tmp_path / "yxc.tif", np.moveaxis(data[0], 0, -1), planarconfig="contig")
+    f = fc.read_field(p)
+    _expect(f, data)
+    assert f.axes == "YXC" and f.shape == (NY, NX, 3)
+
+
+def test_rgb_photograph_channels_named_by_colour(tmp_path):
+    data = (_stack()[0] // 16).astype(np.uint8)  # channels 0,1,2 -> R,G,B
+    p = tmp_path / "rgb.tif"
+    tifffile.imwrite(p, np.moveaxis(data, 0, -1), photometric="rgb")
+    # blue is DAPI and green D5S23, but nothing says which channel is EGR1: an error, not a guess
+    with pytest.raises(InputError, match="no channel for EGR1"):
+        fc.read_field(p)
+    f = fc.read_field(p, channels=["EGR1", "D5S23", "DAPI"])
+    _expect(f, data[None], order=(2, 0, 1))
+    assert f.saturation_value == 255.0
+
+
+@pytest.mark.parametrize("axes", ["ZCYX", "CZYX"])
+def test_ome_z_stacks_max_plane_keep(tmp_path, axes):
+    zcyx = _stack(n_z=4)
+    stored = zcyx if axes == "ZCYX" else np.swapaxes(zcyx, 0, 1)
+    p = _ome(tmp_path / "z.ome.tif", stored, axes, NAMES)
+    f = fc.read_field(p)
+    _expect(f, zcyx)
+    assert (f.axes, f.n_z, f.shape) == (axes, 4, stored.shape)
+    _expect(fc.read_field(p, z_mode="plane", z_plane=2), zcyx, z=2)
+    k = fc.read_field(p, z_mode="keep")
+    assert k.dapi.shape == (4, NY, NX)
+    np.testing.assert_array_equal(k.probes["EGR1"], zcyx[:, 1].astype(np.float32))
+
+
+@pytest.mark.parametrize("axes", ["ZCYX", "CZYX"])
+def test_plain_4d_channel_axis_found_by_channel_count(tmp_path, axes):
+    zcyx = _stack(n_z=5)
+    stored = zcyx if axes == "ZCYX" else np.swapaxes(zcyx, 0, 1)
+    p = tmp_path / "z.tif"
+    tifffile.imwrite(p, stored, photometric="minisblack")  # tifffile "shaped" metadata: no axis names
+    f = fc.read_field(p)
+    assert f.axes == axes and f.n_z == 5
+    _expect(f, zcyx)
+
+
+def test_per_channel_files_grouped_and_read(tmp_path):
+    data = _stack(n_z=2)
+    for name, c in (("DAPI", 0), ("EGR1", 1), ("D5S23", 2)):
+        tifffile.imwrite(tmp_path / f"field01_{name}.tif", data[:, c], metadata=None, photometric="minisblack")
+    for name, c in (("hoechst", 0), ("orange", 1), ("green", 2)):
+        tifffile.imwrite(tmp_path / f"field02-{name}.TIF", data[0, c], metadata=None)
+    _ome(tmp_path / "field03.ome.tif", data[0], "CYX", NAMES)
+    groups = fc.find_fields(tmp_path)
+    assert [[p.name for p in g] for g in groups] == [
+        ["field01_DAPI.tif", "field01_EGR1.tif", "field01_D5S23.tif"],
+        ["field02-hoechst.TIF", "field02-orange.TIF", "field02-green.TIF"],
+        ["field03.ome.tif"],
+    ]
+    f1 = fc.read_field(groups[0])
+    _expect(f1, data)
+    assert f1.stem == "field01" and f1.path.endswith("field01_DAPI.tif") and f1.n_z == 2
+    assert f1.channel_names == ("DAPI", "EGR1", "D5S23") and f1.axes == "CZYX"
+    f2 = fc.read_field(list(reversed(groups[1])))  # any file order: matched by name
+    _expect(f2, data[:1])
+    assert f2.stem == "field02" and f2.channel_map == {"DAPI": 2, "EGR1": 1, "D5S23": 0}
+    assert fio.describe_field(groups[1])["channel_source"] == "file names"
+
+
+def test_find_fields_on_files_is_deterministic_and_dedups(tmp_path):
+    data = _stack()
+    for name, c in (("D5S23", 2), ("EGR1", 1), ("DAPI", 0)):
+        tifffile.imwrite(tmp_path / f"b_{name}.tif", data[0, c], metadata=None)
+    (tmp_path / "notes.txt").write_text("x")
+    tifffile.imwrite(tmp_path / ".hidden.tif", data[0, 0])
+    files = sorted(tmp_path.glob("b_*.tif"), reverse=True)
+    g1 = fc.find_fields(files + [tmp_path])
+    assert g1 == fc.find_fields([tmp_path]) and len(g1) == 1
+    assert [p.name for p in g1[0]] == ["b_DAPI.tif", "b_EGR1.tif", "b_D5S23.tif"]
+
+
+def test_lone_channel_suffix_file_is_its_own_field(tmp_path):
+    data = _stack()
+    _ome(tmp_path / "scan_DAPI.ome.tif", data[0], "CYX", NAMES)
+    assert fc.find_fields(tmp_path) == [[tmp_path / "scan_DAPI.ome.tif"]]
+    assert fc.read_field(tmp_path / "scan_DAPI.ome.tif").stem == "scan_DAPI"
+
+
+def test_per_channel_group_unnamed_files_use_given_channels(tmp_path):
+    data = _stack()
+    paths = []
+    for i, c in enumerate((2, 0, 1)):
+        paths.append(tmp_path / f"img{i}.tif")
+        tifffile.imwrite(paths[-1], data[0, c], metadata=None)
+    f = fc.read_field(paths, channels=["d5s23", "dapi", "egr1"])
+    _expect(f, data)
+    assert f.stem == "img"
+    g = fc.read_field(paths)  # no names at all: list order is taken as panel order
+    _expect(g, data, order=(2, 0, 1))
+    assert fio.describe_field(paths)["channel_source"].startswith("assumed panel order")
+
+
+def test_channels_override_wins_over_metadata(tmp_path):
+    data = _stack()
+    p = _ome(tmp_path / "wrong.ome.tif", data[0], "CYX", ["EGR1", "D5S23", "DAPI"], 0.1)
+    f = fc.read_field(p, channels=["DAPI", "EGR1", "D5S23"], pixel_size_um=0.25)
+    _expect(f, data)
+    assert f.pixel_size_um == 0.25 and f.pixel_size_source == "user"
+    assert fio.describe_field(p, channels=["DAPI", "EGR1", "D5S23"])["channel_source"] == "user (--channels)"
+
+
+def test_generic_channel_names_count_as_unnamed(tmp_path):
+    data = _stack()
+    p = _ome(tmp_path / "g.ome.tif", data[0], "CYX", ["Channel:0:0", "Channel:0:1", "Channel:0:2"])
+    _expect(fc.read_field(p), data)
+    assert fio.describe_field(p)["channel_source"] == "assumed panel order"
+
+
+def test_other_panel_single_signal(tmp_path):
+    data = _stack(n_c=2)
+    p = _ome(tmp_path / "c8.ome.tif", data[0], "CYX", ["DAPI", "CEP 8"])
+    f = fc.read_field(p, panel="cep8")
+    assert list(f.probes) == ["CEP8"] and f.panel_id == "cep8"
+    np.testing.assert_array_equal(f.probes["CEP8"], data[0, 1].astype(np.float32))
+
+
+def test_float_images_keep_values_and_have_no_saturation(tmp_path):
+    data = _stack()[0].astype(np.float32) / 7
+    p = _ome(tmp_path / "f.ome.tif", data, "CYX", NAMES)
+    f = fc.read_field(p)
+    np.testing.assert_array_equal(f.probes["D5S23"], data[2])
+    assert f.saturation_value is None and f.dtype == "float32"
+
+
+def test_describe_field_reports_everything(tmp_path):
+    data = _stack(n_z=3)
+    data[0, 1, 0, 0] = 65535
+    p = _ome(tmp_path / "d.ome.tif", data, "ZCYX", NAMES, 0.1)
+    d = fio.describe_field(p)
+    assert d["shape"] == (3, 3, NY, NX) and d["dtype"] == "uint16" and d["axes"] == "ZCYX" and d["n_z"] == 3
+    assert d["channel_map"]["EGR1"] == {"index": 1, "name": "EGR1"}
+    assert d["pixel_size_um"] == pytest.approx(0.1) and d["pixel_size_source"] == "OME PhysicalSizeX"
+    assert d["intensity"]["EGR1"]["max"] == 65535.0
+    assert d["intensity"]["EGR1"]["saturated_fraction"] == pytest.approx(1 / (NY * NX))
+    assert d["intensity"]["DAPI"]["min"] == float(data[:, 0].max(axis=0).min())
+    text = fio.format_description(d)
+    for piece in ("OME-TIFF", "ZCYX", "3 (max projection)", "OME Channel Name", "0.1 µm", "EGR1"):
+        assert piece in text
+
+
+def test_field_from_arrays():
+    rng = np.random.default_rng(1)
+    dapi = rng.random((NY, NX))
+    probes = {"D5S23": rng.random((NY, NX)), "EGR1": rng.random((NY, NX))}
+    f = fc.field_from_arrays(dapi, probes, 0.1, name="sim01.tif")
+    assert list(f.probes) == ["EGR1", "D5S23"] and f.dapi.dtype == np.float32
+    np.testing.assert_allclose(f.probes["EGR1"], probes["EGR1"].astype(np.float32))
+    assert (f.stem, f.pixel_size_source, f.panel_id, f.saturation_value) == ("sim01", "user", "del5q", None)
+    g = fc.field_from_arrays(dapi, {"CEP8": probes["EGR1"]}, panel="cep8")
+    assert g.pixel_size_um is None and g.channel_map == {"DAPI": 0, "CEP8": 1} and g.path == "<array>"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(probes={"EGR1": 1}), "missing D5S23"),
+        (dict(probes={"EGR1": 1, "D5S23": 1, "FOO": 1}), "unknown FOO"),
+        (dict(probes={"EGR1": 1, "D5S23": 2}), "shape"),
+        (dict(dapi=np.ones(5)), "2-D"),
+        (dict(nan=True), "NaN"),
+        (dict(zero=True), "all pixels are 0"),
+        (dict(pixel_size_um=-1), "positive"),
+    ],
+)
+def test_field_from_arrays_errors(kwargs, match):
+    ok = np.ones((8, 8))
+    dapi = kwargs.get("dapi", ok.copy())
+    shapes = {1: ok, 2: np.ones((8, 9))}
+    probes = {k: shapes[v] for k, v in kwargs.get("probes", {"EGR1": 1, "D5S23": 1}).items()}
+    if kwargs.get("nan"):
+        dapi[0, 0] = np.nan
+    if kwargs.get("zero"):
+        dapi = np.zeros((8, 8))
+    with pytest.raises(InputError, match=match) as ei:
+        fc.field_from_arrays(dapi, probes, kwargs.get("pixel_size_um"), name="arr01")
+    assert str(ei.value).startswith("arr01: ")
+
+
+@pytest.mark.slow
+def test_real_per_channel_files_with_channel_override():
+    """CellProfiler ExampleSpeckles: Hoechst nuclei + gamma-H2AX foci, one file each (real images)."""
+    d = DATA / "cellprofiler_speckles" / "images"
+    files = [d / "1-162hrhoe2.tif", d / "1-162hrh2ax2.tif"]
+    f = fc.read_field(files, panel="cep8", channels=["Hoechst", "CEP8"])
+    assert f.dapi.shape == (1000, 1200) and f.dtype == "uint16" and f.channel_map == {"DAPI": 0, "CEP8": 1}
+    raw = tifffile.imread(files[1])
+    np.testing.assert_array_equal(f.probes["CEP8"], raw.astype(np.float32))
+    assert f.stem == "1-162hrh"  # common prefix of the two stems
+
+
+# -------------------------------------------------------------------------------------------
+# bad input: one InputError naming the file
+# -------------------------------------------------------------------------------------------
+def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
+    """A bad input of ``kind`` in folder ``d``: (source, read_field kwargs, expected message part).
+
+    Shared with tests/test_cli_info.py, which checks the CLI one-liner for each.
+    """
+    data = _stack()
+    p = d / f"{kind}.tif"
+    o = d / f"{kind}.ome.tif"
+    if kind == "not_found":
+        return d / "missing.tif", {}, "file not found"
+    if kind == "not_tiff":
+        p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+        return p, {}, "not a TIFF"
+    if kind == "empty_file":
+        p.write_bytes(b"")
+        return p, {}, "not a TIFF"
+    if kind == "truncated":
+        _ome(d / "whole.ome.tif", _stack(n_z=4), "ZCYX", NAMES)
+        raw = (d / "whole.ome.tif").read_bytes()
+        p.write_bytes(raw[: len(raw) // 2])
+        return p, {}, "truncated"
+    if kind == "truncated_plain":
+        _plain(d / "whole.tif", data[0])
+        raw = (d / "whole.tif").read_bytes()
+        p.write_bytes(raw[: len(raw) - 100])
+        return p, {}, "truncated"
+    if kind == "corrupt":
+        p.write_bytes(b"II*\x00" + b"\xff\xff\xff\x7f" + b"\x13" * 40)
+        return p, {}, "corrupt"
+    if kind == "too_few_channels":
+        _plain(p, data[0, :2])
+        return p, {}, "too few channels"
+    if kind == "missing_channel":
+        _ome(o, data[0], "CYX", ["DAPI", "EGR1", "Cy5"])
+        return o, {}, "no channel for D5S23"
+    if kind == "ambiguous":
+        _ome(o, data[0], "CYX", ["DAPI", "EGR1", "orange"])
+        return o, {}, "'EGR1' and channel 2 'orange'"
+    if kind == "ambiguous_name":
+        _ome(o, data[0], "CYX", ["DAPI", "EGR1", "orange green"])
+        return o, {}, "matches more than one"
+    if kind == "unnamed_extra":
+        _plain(p, _stack(n_c=4)[0])
+        return p, {}, "no channel names"
+    if kind == "channels_count":
+        _ome(o, data[0], "CYX", NAMES)
+        return o, {"channels": ["DAPI", "EGR1"]}, "gives 2 name(s)"
+    if kind == "no_pixel_size":
+        _ome(o, data[0], "CYX", NAMES)
+        return o, {"require_pixel_size": True}, "no pixel size"
+    if kind == "bad_pixel_size":
+        _ome(o, data[0], "CYX", NAMES)
+        return o, {"pixel_size_um": 0.0}, "positive"
+    if kind in ("nan", "inf"):
+        f = data[0].astype(np.float32)
+        f[1, 3, 4] = np.nan if kind == "nan" else np.inf
+        _ome(o, f, "CYX", NAMES)
+        return o, {}, "NaN" if kind == "nan" else "1 infinite"
+    if kind == "all_zero":
+        _ome(o, np.zeros_like(data[0]), "CYX", NAMES)
+        return o, {}, "all pixels are 0"
+    if kind == "zero_channel":
+        z = data[0].copy()
+        z[2] = 0
+        _ome(o, z, "CYX", NAMES)
+        return o, {}, "channel 2 'D5S23' (D5S23) is empty"
+    if kind == "z_plane_range":
+        _ome(o, _stack(n_z=3), "ZCYX", NAMES)
+        return o, {"z_mode": "plane", "z_plane": 3}, "out of range"
+    if kind == "ambiguous_4d":
+        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
+        return p, {}, "cannot tell which axis"
+    if kind == "time_series":
+        tifffile.imwrite(p, np.stack([data, data]), imagej=True, metadata={"axes": "TZCYX"})
+        return p, {}, "2 time points"
+    if kind == "too_large":
+        import os
+
+        avail = fio._available_memory_bytes() or 2**34
+        side = int(np.sqrt(avail / 3)) + 1024  # 3 x side x side uint16: over 2x the available memory
+        tifffile.imwrite(p, shape=(3, side, side), dtype=np.uint16, bigtiff=True, metadata=None,
+                         photometric="minisblack")  # written sparse: nothing but headers on disk
+        assert os.stat(p).st_blocks * 512 < 10**7
+        return p, {}, "GB of memory"
+    if kind == "group_size_mismatch":
+        a, b, c = d / "g_DAPI.tif", d / "g_EGR1.tif", d / "g_D5S23.tif"
+        tifffile.imwrite(a, data[0, 0])
+        tifffile.imwrite(b, data[0, 1, :, :-2])
+        tifffile.imwrite(c, data[0, 2])
+        return [a, b, c], {}, "image size"
+    if kind == "group_multichannel_member":
+        a, b, c = d / "h_DAPI.tif", d / "h_EGR1.tif", d / "h_D5S23.tif"
+        tifffile.imwrite(a, data[0, 0])
+        tifffile.imwrite(b, data[0], metadata={"axes": "CYX"}, photometric="minisblack", imagej=True)
+        tifffile.imwrite(c, data[0, 2])
+        return [a, b, c], {}, "must hold one channel"
+    raise AssertionError(kind)
+
+
+BAD_KINDS = [
+    "not_found", "not_tiff", "empty_file", "truncated", "truncated_plain", "corrupt", "too_few_channels",
+    "missing_channel", "ambiguous", "ambiguous_name", "unnamed_extra", "channels_count", "no_pixel_size",
+    "bad_pixel_size", "nan", "inf", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", "time_series",
+    "too_large", "group_size_mismatch", "group_multichannel_member",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_input_raises_one_line_input_error_naming_the_file(tmp_path, kind):
+    source, kwargs, match = make_bad(kind, tmp_path)
+    with pytest.raises(InputError) as ei:
+        fc.read_field(source, **kwargs)
+    msg = str(ei.value)
+    assert match in ei.value.reason, msg
+    names = [Path(s).name for s in (source if isinstance(source, list) else [source])]
+    assert any(n in msg for n in names), msg
+    assert "\n" not in msg
+
+
+def test_too_large_is_refused_before_reading(tmp_path, monkeypatch):
+    data = _stack()
+    p = _ome(tmp_path / "f.ome.tif", data[0], "CYX", NAMES)
+    monkeypatch.setattr(fio, "_available_memory_bytes", lambda: 1000)
+    read = []
+    monkeypatch.setattr(fio, "_read_array", lambda *a: read.append(1))
+    with pytest.raises(InputError, match=r"needs about 0\.0 GB of memory to read, only 0\.0 GB"):
+        fc.read_field(p)
+    assert not read
+
+
+def test_available_memory_is_known_and_positive():
+    avail = fio._available_memory_bytes()
+    assert avail is not None and avail > 0
+
+
+def test_find_fields_errors(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        fc.find_fields([tmp_path / "nope.tif"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="empty: folder holds no .tif"):
+        fc.find_fields(tmp_path / "empty")
+    with pytest.raises(InputError, match="is a folder"):
+        fc.read_field(tmp_path / "empty")
+
+
+def test_z_plane_argument_errors(tmp_path):
+    p = _ome(tmp_path / "z.ome.tif", _stack(n_z=2), "ZCYX", NAMES)
+    with pytest.raises(InputError, match="needs z_plane"):
+        fc.read_field(p, z_mode="plane")
+    with pytest.raises(InputError, match="only used with z_mode='plane'"):
+        fc.read_field(p, z_plane=1)
+    with pytest.raises(InputError, match="z_mode must be"):
+        fc.read_field(p, z_mode="mean")
+
+
+# -------------------------------------------------------------------------------------------
+# channel-name matching: properties
+# -------------------------------------------------------------------------------------------
+TERMS = fio._channel_terms(DEL5Q)
+PANEL_TERMS = [(k, t) for k, ts in TERMS.items() for t in ts if k != "DAPI" or t in ("DAPI", "Hoechst", "nuclei")]
+
+
+def _recase(s: str, flips: list[bool]) -> str:
+    return "".join(c.swapcase() if f else c for c, f in zip(s, flips + [False] * len(s)))
+
+
+@given(
+    st.permutations(["DAPI", "EGR1", "D5S23"]),
+    st.lists(st.booleans(), min_size=8, max_size=8),
+    st.sampled_from(["", " ", "  "]),
+)
+def test_matching_ignores_case_and_outer_spaces(order, flips, pad):
+    names = [pad + _recase(n, flips) + pad for n in order]
+    cmap = fio._match_channels(names, DEL5Q, "f.tif")
+    assert cmap == {k: order.index(k) for k in ("DAPI", "EGR1", "D5S23")}
+
+
+@given(st.data())
+def test_any_panel_term_maps_to_its_key(data):
+    """Choosing for each key any of its names (any case, any order) maps channels to keys."""
+    chosen = {k: data.draw(st.sampled_from([t for kk, t in PANEL_TERMS if kk == k])) for k in TERMS}
+    keys = data.draw(st.permutations(list(TERMS)))
+    names = [data.draw(st.sampled_from([chosen[k], chosen[k].upper(), chosen[k].lower()])) for k in keys]
+    assert fio._match_channels(names, DEL5Q, "f.tif") == {k: keys.index(k) for k in TERMS}
+
+
+@given(
+    st.lists(st.text(max_size=12), min_size=3, max_size=3),
+    st.permutations(["DAPI", "EGR1", "D5S23"]),
+)
+def test_channels_override_always_wins(meta_names, order):
+    names, source, cmap = fio._assign_channels(meta_names, "OME Channel Name", 3, DEL5Q, order, "f.tif")
+    assert source == "user (--channels)" and names == tuple(order)
+    assert cmap == {k: order.index(k) for k in ("DAPI", "EGR1", "D5S23")}
+
+
+@given(st.permutations(["DAPI", "EGR1", "D5S23"]), st.integers(0, 2))
+def test_two_channels_for_one_signal_is_always_an_error_naming_both(order, dup):
+    names = list(order) + [order[dup].lower()]
+    with pytest.raises(InputError) as ei:
+        fio._match_channels(names, DEL5Q, "f.tif")
+    assert repr(order[dup]) in str(ei.value) and repr(order[dup].lower()) in str(ei.value)
+
+
+@given(
+    st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=10),
+    st.sampled_from(PANEL_TERMS),
+    st.sampled_from(["_", "-"]),
+)
+def test_channel_suffix_split(prefix, key_term, sep):
+    key, term = key_term
+    assert fio._split_channel_suffix(prefix + sep + term, DEL5Q) == (prefix, term)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.permutations(["DAPI", "EGR1", "D5S23"]), st.lists(st.booleans(), min_size=5, max_size=5))
+def test_read_field_override_beats_file_names_on_disk(tmp_path_factory, order, flips):
+    d = tmp_path_factory.mktemp("ovr")
+    data = _stack()
+    p = _ome(d / "f.ome.tif", data[0], "CYX", ["D5S23", "DAPI", "EGR1"])
+    names = [_recase(n, flips) for n in order]
+    f = fc.read_field(p, channels=names)
+    _expect(f, data, order=tuple(order.index(k) for k in ("DAPI", "EGR1", "D5S23")))
