@@ -519,6 +519,7 @@ def simulate_field(
     diam_lo, diam_hi = R.nucleus_diameter_um
     mean_area_um2 = math.pi / 4 * (diam_lo**2 + diam_lo * diam_hi + diam_hi**2) / 3
     frame_um2 = H * W * px * px
+    n_required = n_nuclei is not None  # the caller asked for this many: not fitting is an error
     if n_nuclei is None:
         n_nuclei = max(1, int(round(R.density * frame_um2 / mean_area_um2)))
     n_nuclei = int(n_nuclei)
@@ -567,7 +568,12 @@ def simulate_field(
     sig_fail = 0
     max_fail = 60 * max(n_nuclei, 1) + 500
 
+    cluster_tries = 0
     while i_call < n_nuclei:
+        if fail > max_fail:
+            break
+        if pending_cluster and cluster_tries > 24:  # no room to grow this cluster: move on
+            pending_cluster = []
         call = calls[i_call]
         counts = _draw_counts(rng, pnl, call) or dict(reach[call])
         # objects (countable signals) of this nucleus
@@ -592,8 +598,6 @@ def simulate_field(
         h, w = m.shape
         if h + 2 * gap_px + 2 >= CH or w + 2 * gap_px + 2 >= CW:
             fail += 1
-            if fail > max_fail:
-                break
             continue
         # where: a touching partner of the growing cluster, or anywhere in the frame
         member = None
@@ -610,10 +614,7 @@ def simulate_field(
         x0 = int(round(cx - w / 2))
         if y0 - gap_px < 1 or x0 - gap_px < 1 or y0 + h + gap_px >= CH - 1 or x0 + w + gap_px >= CW - 1:
             fail += 1
-            if fail > max_fail:
-                break
-            if member is not None and fail % 8 == 0:
-                pending_cluster = []  # give up growing this cluster
+            cluster_tries += 1
             continue
         region = canvas[y0 - gap_px: y0 + h + gap_px, x0 - gap_px: x0 + w + gap_px]
         mm = np.zeros(region.shape, bool)
@@ -625,26 +626,34 @@ def simulate_field(
             lab, nlab = ndi.label(mm_c)
             if nlab != 1 or mm_c.sum() < 0.75 * m.sum():
                 fail += 1
+                cluster_tries += 1
                 continue
             dil = ndi.binary_dilation(mm_c, iterations=gap_px)
             clash = region[dil & ~taken]
             if (clash > 0).any():
                 fail += 1
-                if fail % 8 == 0:
-                    pending_cluster = []
+                cluster_tries += 1
                 continue
             touching_ok = ndi.binary_dilation(mm_c) & taken
             if not touching_ok.any():
                 fail += 1
+                cluster_tries += 1
                 continue
             mm = mm_c
         else:
             dil = ndi.binary_dilation(mm, iterations=gap_px)
             if (region[dil] > 0).any():
                 fail += 1
-                if fail > max_fail:
-                    break
                 continue
+        # at least a fifth of the nucleus inside the frame (a nucleus is never wholly outside)
+        ys_, xs_ = np.nonzero(mm)
+        ys_ = ys_ + y0 - gap_px
+        xs_ = xs_ + x0 - gap_px
+        inside = ((ys_ >= pad) & (ys_ < pad + H) & (xs_ >= pad) & (xs_ < pad + W)).sum()
+        if inside < 0.2 * len(ys_):
+            fail += 1
+            cluster_tries += 1
+            continue
         # signals inside (eroded) mask
         edt = ndi.distance_transform_edt(mm)
         allowed = edt >= margin_px + 0.5
@@ -652,8 +661,7 @@ def simulate_field(
         if pos is None:
             fail += 1
             sig_fail += 1
-            if fail > max_fail:
-                break
+            cluster_tries += 1
             continue
         # accept
         label = len(nuclei) + 1
@@ -668,6 +676,7 @@ def simulate_field(
                 cluster_id += 1
                 clus = cluster_id
                 pending_cluster = [label]
+                cluster_tries = 0
                 cluster_target = 2 if rng.uniform() < 0.7 else 3
         ys, xs = np.nonzero(mm)
         oof = rng.uniform() < R.out_of_focus_fraction
@@ -708,7 +717,7 @@ def simulate_field(
         if pending_cluster and len(pending_cluster) >= cluster_target:
             pending_cluster = []
     n_placed = len(nuclei)
-    if n_placed < n_nuclei:
+    if n_placed < n_nuclei and n_required:
         raise InputError(
             src, f"only {n_placed} of {n_nuclei} nuclei fit a {H}x{W} px field at {px} µm/px; "
                  f"use a larger shape or fewer nuclei")
