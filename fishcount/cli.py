@@ -367,3 +367,71 @@ def report_cmd(run_dir, out) -> None:
     from .report import write_report
 
     click.echo(f"wrote {write_report(run_dir, out)}")
+
+
+# --- run: a whole study, resumable, on Dask (fishcount.batch) + report (fishcount.report) ---------
+@main.command("run")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Run folder (created; rerunning into it resumes and redoes only changed fields).")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV: path (glob ok, relative to FOLDER), patient, timepoint, week [, panel, sample, slide, ...]. "
+                   "Default FOLDER/manifest.csv, else the layout FOLDER/<patient>/<timepoint>/*.tif.")
+@_panel_option
+@_channels_option
+@_pixel_size_option
+@click.option("--criteria", default=None, help="Response criteria: a shipped id (trial_fish, iwg2006_cyto) or a .toml file.")
+@click.option("--cutoffs", default=None, type=click.Path(dir_okay=False),
+              help="Laboratory cutoffs.toml (default: provisional, flagged as not validated).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes (default: one per core, fewer if memory is short); 1 = a plain serial loop.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on a Dask distributed cluster, e.g. tcp://host:8786 (see docs/batch.md).")
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria, cutoffs, workers, scheduler,
+            no_report, quiet) -> None:
+    """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
+
+    \b
+    Writes DIR/nuclei.parquet (+ .csv), samples.csv, response.csv, response_timepoints.csv,
+    errors.csv, run.json, report.html and DIR/fields/<field>/ (the `analyze` outputs). A field
+    that cannot be read is recorded in errors.csv and the run goes on; the exit code is then 1
+    ("completed with N errors"). Bad arguments, manifest or panel: exit code 2 before any work.
+    """
+    from .batch import run_batch
+
+    params: dict = {}
+    read = {}
+    if channels:
+        read["channels"] = _split_channels(channels)
+    if pixel_size_um is not None:
+        read["pixel_size_um"] = pixel_size_um
+    if read:
+        params["read"] = read
+    res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
+                    params=params, criteria=criteria, cutoffs=cutoffs, report=not no_report, quiet=quiet)
+    if not quiet:
+        click.echo(f"{res.n_fields} fields: {res.n_done} analysed, {res.n_skipped} already done, "
+                   f"{res.n_failed} failed")
+        if res.response is not None and "best_response" in res.response.columns:
+            for r in res.response.to_dict("records"):
+                click.echo(f"  {r['patient']}: best {r.get('best_response', '')}, "
+                           f"endpoint {r.get('endpoint_response', '')}")
+        for name in ("samples.csv", "response.csv", "report.html"):
+            if (Path(out_dir) / name).exists():
+                click.echo(f"wrote {Path(out_dir) / name}")
+    if res.n_errors:
+        click.echo(f"fishcount: completed with {res.n_errors} error(s); see {Path(out_dir) / 'errors.csv'}", err=True)
+        sys.exit(1)
+
+
+@main.command("report")
+@click.argument("run_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file to write (default DIR/report.html).")
+def report_cmd(run_dir, out) -> None:
+    """(Re)write the HTML report of a `fishcount run` folder DIR."""
+    from .report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, out)}")
