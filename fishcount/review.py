@@ -89,6 +89,9 @@ __all__ = [
     "concordance",
     "reviewed_tables",
     "write_reviewed",
+    "study_fields",
+    "apply_reviews",
+    "write_reviewed_samples",
 ]
 
 #: Version of the journal line format (``"v"`` in every line).
@@ -501,69 +504,41 @@ def _snapshot(state: ReviewState, label: int) -> dict:
     }
 
 
-def _signal_exclusion(panel: Panel, counts: Mapping[str, int]) -> str:
-    """Exclusion reason that follows from signal counts alone ("" = scorable).
-
-    clinical.md §6.1 R1 / §3.2 (Leica: "Nuclei with no signals or with signals of only 1 color
-    should not be scored"): every colour needs >= 1 signal. More than the panel's
-    ``max_signals_per_channel`` signals in one colour makes the nucleus unscorable (panel rule).
-    In fusion panels a fused signal counts for both partners.
-    """
-    fused = int(counts.get(FUSION, 0)) if panel.fusion_pair else 0
-    for s in panel.signals:
-        n = int(counts.get(s.name, 0))
-        n_all = n + (fused if panel.fusion_pair and s.name in panel.fusion_pair else 0)
-        if n_all == 0:
-            return f"no {s.name} signal"
-        if n_all > panel.max_signals_per_channel:
-            return f"more than {panel.max_signals_per_channel} {s.name} signals"
-    return ""
+#: Exclusion reasons that :func:`fishcount.calls.call_nuclei` derives from the signals (recomputed
+#: after a signal edit). ``dim_signals`` is kept: a reviewer clears it explicitly with Restore.
+_SIGNAL_REASON_PREFIXES = ("no_signal_", "too_many_signals")
 
 
-def _counts_from_spots(panel: Panel, spots: pd.DataFrame) -> dict[str, int]:
-    """Counts per pattern key from the signals of one nucleus.
-
-    With the ``counts_as`` column of ``spots.csv`` (written by :func:`fishcount.spots.merge_split_signals`
-    and :func:`fishcount.spots.pair_fusions`), a merge group counts once, on its representative, and a
-    fused pair counts once as ``fusion``; signals with an empty ``counts_as`` are not counted.
-    Without it, every row counts as its own signal.
-    """
-    col = spots["counts_as"] if "counts_as" in spots.columns else spots["signal"]
-    vc = col.fillna("").astype(str).value_counts()
-    return {k: int(vc.get(k, 0)) for k in panel.pattern_keys}
+def _split_reasons(reason: str) -> list[str]:
+    return [r for r in str(reason).split(";") if r.strip()]
 
 
 def _recount(state: ReviewState, nuclei: pd.DataFrame, spots: pd.DataFrame, label: int) -> pd.DataFrame:
-    """Recount one nucleus from its signals; pattern/call from the panel; signal-based scorability."""
+    """Recount one nucleus with :func:`fishcount.calls.call_nuclei` (counts from ``counts_as``, pattern
+    and call from the panel, the signal exclusion rules of clinical.md §3.2 / §6.1 R1).
+
+    Segmentation QC reasons, ``dim_signals`` and a reviewer's own exclusion survive the recount;
+    ``no_signal_<SIGNAL>`` and ``too_many_signals`` follow the new counts.
+    """
+    from .calls import call_nuclei
+
     panel = state.panel
     i = int(nuclei.index[nuclei["label"] == int(label)][0])
-    counts = _counts_from_spots(panel, spots[spots["label"] == int(label)])
+    kept = [r for r in _split_reasons(nuclei.at[i, "exclusion_reason"]) if not r.startswith(_SIGNAL_REASON_PREFIXES)]
+    qc_reasons = [r for r in kept if r != "dim_signals"]
+    qc = pd.DataFrame({"label": [int(label)], "scorable": [not qc_reasons], "exclusion_reason": [";".join(qc_reasons)]})
+    sig = spots[spots["label"] == int(label)]
+    if "counts_as" not in sig.columns:
+        sig = sig.assign(counts_as=sig["signal"])
+    sig = sig.assign(counts_as=sig["counts_as"].fillna("").astype(str))
+    row = call_nuclei(qc, sig, panel, dim_labels=[int(label)] if "dim_signals" in kept else []).iloc[0]
     nuclei = nuclei.copy()
     for k in panel.pattern_keys:
-        nuclei.at[i, f"count_{k}"] = int(counts.get(k, 0))
-    nuclei.at[i, "pattern"] = panel.pattern_string(counts)
-    nuclei.at[i, "call"] = panel.call_for(counts)
-    reason = str(nuclei.at[i, "exclusion_reason"])
-    auto_reason = str(nuclei.at[i, "exclusion_reason_auto"])
-    # A reviewer's own exclusion, or an automated one that is not about signals (segmentation QC:
-    # overlapping, out of focus, border...), survives a recount; signal-based exclusions follow the counts.
-    keep = reason.startswith(REVIEWER_REASON_PREFIX) or (
-        reason != "" and reason == auto_reason and not _is_signal_reason(panel, reason)
-    )
-    if not keep:
-        new_reason = _signal_exclusion(panel, counts)
-        nuclei.at[i, "scorable"] = new_reason == ""
-        nuclei.at[i, "exclusion_reason"] = new_reason
+        nuclei.at[i, f"count_{k}"] = int(row[f"count_{k}"])
+    for c in ("pattern", "call", "exclusion_reason"):
+        nuclei.at[i, c] = str(row[c])
+    nuclei.at[i, "scorable"] = bool(row["scorable"])
     return nuclei
-
-
-def _is_signal_reason(panel: Panel, reason: str) -> bool:
-    r = reason.strip().lower()
-    if r.startswith("no ") and r.endswith(" signal"):
-        return True
-    if r.startswith("more than ") and "signal" in r:
-        return True
-    return "signal" in r and ("colour" in r or "color" in r)
 
 
 def _finish(state: ReviewState, nuclei: pd.DataFrame, spots: pd.DataFrame, edit: ReviewEdit) -> ReviewState:
@@ -615,7 +590,7 @@ def mark_unscorable(state: ReviewState, label: int, reason: str, reviewer: str, 
 
     The stored ``exclusion_reason`` is ``"reviewer: <reason>"`` so it survives later recounts.
     """
-    reason = " ".join(str(reason).split())
+    reason = " ".join(str(reason).replace(";", ",").split())  # ';' separates reasons in nuclei.csv
     if not reason:
         raise InputError(state.field or "review", "give a reason when marking a nucleus unscorable")
     before = _snapshot(state, label)
@@ -1066,3 +1041,118 @@ def write_reviewed(state: ReviewState, folder: str | os.PathLike, reviewer: str,
     write_csv_atomic(n, pn)
     write_csv_atomic(s, ps)
     return pn, ps
+
+
+# -------------------------------------------------------------------------------------------
+# a whole study (``fishcount run`` output folder)
+# -------------------------------------------------------------------------------------------
+#: Nucleus columns a review may change (copied from reviewed tables into pooled tables).
+_REVIEWED_COLUMNS = ("pattern", "call", "scorable", "exclusion_reason")
+
+
+def study_fields(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """Field key -> field result folder of a ``fishcount run`` output folder (``fields/<key>/``)."""
+    root = Path(run_dir) / "fields"
+    out = {}
+    if root.is_dir():
+        for p in sorted(root.rglob("nuclei.csv")):
+            if (p.parent / "spots.csv").is_file():
+                out[p.parent.relative_to(root).as_posix()] = p.parent
+    return out
+
+
+def apply_reviews(pooled: pd.DataFrame, run_dir: str | os.PathLike, reviewer: str,
+                  panel: "str | Path | Panel | None" = None) -> tuple[pd.DataFrame, list[str]]:
+    """Replace the rows of reviewed fields in a pooled ``nuclei.csv`` by the reviewer's corrections.
+
+    Parameters
+    ----------
+    pooled : pandas.DataFrame
+        The run's pooled nuclei table (``field`` and ``label`` columns; docs/batch.md).
+    run_dir : path
+        The ``fishcount run`` output folder.
+    reviewer : str
+        Whose journals to apply (``fields/<key>/review.<reviewer>.jsonl``).
+    panel : optional
+        Panel of the fields (default: the ``panel`` column of each field's rows, else del5q).
+
+    Returns
+    -------
+    pooled : pandas.DataFrame
+        Copy with ``pattern``, ``call``, ``scorable``, ``exclusion_reason`` and ``count_*`` of the
+        reviewed nuclei replaced and a ``reviewed`` column (bool) added.
+    fields : list of str
+        Keys of the fields whose journal was applied.
+    """
+    for col in ("field", "label"):
+        if col not in pooled.columns:
+            raise InputError(run_dir, f"pooled nuclei table lacks column '{col}'")
+    out = pooled.copy()
+    out["reviewed"] = False
+    done = []
+    for key, folder in study_fields(run_dir).items():
+        if not journal_path(folder, reviewer).exists():
+            continue
+        rows = out.index[out["field"].astype(str) == key]
+        if len(rows) == 0:
+            continue
+        pan = panel
+        if pan is None and "panel" in out.columns and str(out.at[rows[0], "panel"]) not in ("", "nan"):
+            pan = str(out.at[rows[0], "panel"])
+        state = open_review(folder, reviewer, pan, field=key)
+        rev = state.nuclei.set_index("label")
+        labels = out.loc[rows, "label"].astype(np.int64).to_numpy()
+        missing = sorted(set(labels.tolist()) - set(rev.index.tolist()))
+        if missing:
+            raise InputError(folder, f"pooled table has nuclei {missing[:5]} the field's tables do not have")
+        cols = list(_REVIEWED_COLUMNS) + [f"count_{k}" for k in state.panel.pattern_keys]
+        for c in cols:
+            if c in out.columns:
+                vals = rev.loc[labels, c].to_numpy()
+                if out[c].dtype != vals.dtype:
+                    out[c] = out[c].astype(object)
+                out.loc[rows, c] = vals
+        out.loc[rows, "reviewed"] = rev.loc[labels, "reviewed"].to_numpy(dtype=bool)
+        done.append(key)
+    return out, done
+
+
+def write_reviewed_samples(run_dir: str | os.PathLike, reviewer: str,
+                           panel: "str | Path | Panel | None" = None, cutoffs=None) -> tuple[Path, list[str]]:
+    """Rescore a run's samples with a reviewer's corrections: ``samples.reviewed.<reviewer>.csv``.
+
+    The run's ``nuclei.csv`` (pooled) gets the reviewed fields' corrections (:func:`apply_reviews`)
+    and is scored with :func:`fishcount.scoring.score_samples`, panel by panel, exactly as the run
+    scored it; the file is written atomically beside ``samples.csv``.
+
+    Returns
+    -------
+    path : Path
+    fields : list of str
+        Reviewed field keys that were applied.
+
+    Raises
+    ------
+    InputError
+        If the folder has no pooled ``nuclei.csv`` or no field reviewed by ``reviewer``.
+    """
+    from .scoring import score_samples
+
+    run_dir = Path(run_dir)
+    r = _check_reviewer(reviewer)
+    src = run_dir / "nuclei.csv"
+    if not src.is_file():
+        raise InputError(src, "missing; is this a fishcount run output folder?")
+    pooled = pd.read_csv(src, keep_default_na=False, na_values=[""], low_memory=False)
+    reviewed, done = apply_reviews(pooled, run_dir, r, panel)
+    if not done:
+        raise InputError(run_dir, f"no field has a review journal of reviewer '{r}'")
+    if panel is None and "panel" in reviewed.columns:
+        parts = [score_samples(g.drop(columns="panel"), pid, cutoffs, source=str(src))
+                 for pid, g in reviewed.groupby("panel", sort=True)]
+        samples = pd.concat(parts, ignore_index=True)
+    else:
+        samples = score_samples(reviewed, panel, cutoffs, source=str(src))
+    path = run_dir / f"samples.reviewed.{r}.csv"
+    write_csv_atomic(samples, path)
+    return path, done

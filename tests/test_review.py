@@ -31,7 +31,7 @@ def _tables():
             "pattern": ["2O2G", "1O2G", "2O0G", "2O2G"],
             "call": ["normal", "del5q", "atypical", "normal"],
             "scorable": [True, True, False, False],
-            "exclusion_reason": ["", "", "no D5S23 signal", "overlapping nuclei"],
+            "exclusion_reason": ["", "", "no_signal_D5S23", "overlapping_nuclei"],
         }
     )
     rows = [
@@ -135,7 +135,7 @@ def test_delete_removes_the_whole_merge_group():
     s = rv.delete_signal(_state(), spot_id=4, reviewer="ann")
     assert not {4, 5} & set(s.spots["spot_id"])
     r = _row(s, 2)
-    assert (r["count_EGR1"], r["scorable"], r["exclusion_reason"]) == (0, False, "no EGR1 signal")
+    assert (r["count_EGR1"], r["scorable"], r["exclusion_reason"]) == (0, False, "no_signal_EGR1")
 
 
 def test_add_signal_makes_no_signal_nucleus_scorable():
@@ -150,11 +150,24 @@ def test_add_signal_makes_no_signal_nucleus_scorable():
 def test_qc_and_reviewer_exclusions_survive_recount():
     s = rv.add_signal(_state(), 4, "EGR1", 100.0, 100.0, "ann")  # overlapping nucleus, 3O2G
     r = _row(s, 4)
-    assert (r["count_EGR1"], r["call"], r["scorable"], r["exclusion_reason"]) == (3, "gain5q", False, "overlapping nuclei")
+    assert (r["count_EGR1"], r["call"], r["scorable"], r["exclusion_reason"]) == (3, "gain5q", False, "overlapping_nuclei")
     s = rv.mark_unscorable(s, 1, "out of focus", "ann")
     s = rv.delete_signal(s, 0, "ann")
     r = _row(s, 1)
     assert not r["scorable"] and r["exclusion_reason"] == "reviewer: out of focus" and r["call"] == "del5q"
+
+
+def test_recount_keeps_dim_and_qc_reasons_and_follows_signal_rules():
+    n, sp = _tables()
+    n.loc[n.label == 3, "exclusion_reason"] = "touches_border;no_signal_D5S23;dim_signals"
+    s = rv.start_review(n, sp, "del5q")
+    s = rv.add_signal(s, 3, "D5S23", 70.0, 69.0, "ann")
+    assert _row(s, 3)["exclusion_reason"] == "touches_border;dim_signals" and not _row(s, 3)["scorable"]
+    for k in range(5):  # 7 EGR1 signals > max_signals_per_channel (6): too_many_signals
+        s = rv.add_signal(s, 1, "EGR1", 5.0 + k, 5.0, "ann")
+    assert (_row(s, 1)["count_EGR1"], _row(s, 1)["exclusion_reason"]) == (7, "too_many_signals")
+    s = rv.delete_signal(s, int(s.spots["spot_id"].max()), "ann")
+    assert (_row(s, 1)["count_EGR1"], _row(s, 1)["scorable"], _row(s, 1)["exclusion_reason"]) == (6, True, "")
 
 
 def test_move_signal_keeps_counts():
@@ -169,8 +182,8 @@ def test_set_call_unscorable_restore():
     s = rv.set_call(_state(), 3, "normal", "bob")
     r = _row(s, 3)
     assert (r["call"], r["scorable"], r["exclusion_reason"], r["corrected"]) == ("normal", True, "", True)
-    s = rv.mark_unscorable(s, 2, "  debris \n near nucleus ", "bob")
-    assert _row(s, 2)["exclusion_reason"] == "reviewer: debris near nucleus"
+    s = rv.mark_unscorable(s, 2, "  debris; \n near nucleus ", "bob")
+    assert _row(s, 2)["exclusion_reason"] == "reviewer: debris, near nucleus"
     s = rv.restore_scorable(s, 2, "bob")
     assert (_row(s, 2)["scorable"], _row(s, 2)["call"]) == (True, "del5q")
     assert [e.action for e in s.edits] == ["set_call", "unscorable", "restore"]
