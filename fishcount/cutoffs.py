@@ -360,6 +360,11 @@ def controls_from_tables(paths: Sequence[str | PathLike], panel) -> pd.DataFrame
             frames.append(scored)
         elif "nuclei_scored" in df.columns:
             df = df.copy()
+            for c in panel.call_names:  # a call column left out counts 0 nuclei
+                if f"n_{c}" not in df.columns:
+                    df[f"n_{c}"] = 0
+            if "nuclei_abnormal" not in df.columns:
+                df["nuclei_abnormal"] = sum((pd.to_numeric(df[f"n_{c}"], errors="coerce") for c in panel.tracked_calls), 0)
             df["control_file"] = str(p)
             frames.append(df)
         else:

@@ -1,0 +1,238 @@
+"""Laboratory cut-offs: clinical.md §3.3 tables, §6.3 vector 7, per-N recomputation, TOML files, CLI."""
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fishcount.cli import main
+from fishcount.cutoffs import (
+    CutoffRule,
+    compute_cutoffs,
+    controls_from_tables,
+    cutoff_for_n,
+    cutoffs_from_dict,
+    load_cutoffs,
+    provisional_cutoffs,
+    write_cutoffs,
+)
+from fishcount.errors import FishcountError, InputError
+
+
+def betainv(kmax, cl=0.95, kmax_at_n="fixed"):
+    return CutoffRule("betainv", cl, 200, kmax=kmax, kmax_at_n=kmax_at_n)
+
+
+# clinical.md §3.3, computed cut-offs for N = 200 [C]
+@pytest.mark.parametrize(
+    "k, bi95, cp95, bi99",
+    [(0, 1.49, 1.49, 2.28), (1, 2.34, 2.35, 3.26), (2, 3.08, 3.11, 4.10), (3, 3.78, 3.83, 4.86),
+     (4, 4.43, 4.52, 5.58), (5, 5.06, 5.18, 6.27), (6, 5.67, 5.83, 6.93), (8, 6.83, 7.10, 8.18),
+     (10, 7.94, 8.33, 9.36)],
+)
+def test_clinical_md_cutoff_table(k, bi95, cp95, bi99):
+    assert round(cutoff_for_n(betainv(k), 200), 2) == bi95
+    assert round(cutoff_for_n(CutoffRule("exact", 0.95, 200, kmax=k, kmax_at_n="fixed"), 200), 2) == cp95
+    assert round(cutoff_for_n(betainv(k, 0.99), 200), 2) == bi99
+
+
+@pytest.mark.parametrize("rate, pct", [(0.005, 1.5), (0.01, 2.5), (0.015, 3.0), (0.02, 3.5), (0.03, 5.0)])
+def test_critbinom_table(rate, pct):
+    assert cutoff_for_n(CutoffRule("binomial", 0.95, 200, mean_rate=rate), 200) == pytest.approx(pct)
+
+
+def test_provisional_default_vector7_and_not_validated():
+    cs = provisional_cutoffs()
+    assert cs.validated is False
+    assert round(cutoff_for_n(cs.clone, 200), 2) == 3.78
+    assert round(cutoff_for_n(cs.clone, 100), 2) == 7.36  # clinical.md §6.3 vector 7
+    assert cs.rule_for("del5q") == cs.default
+    assert "provisional" in cs.label
+    assert load_cutoffs(None) == cs
+
+
+def test_mean3sd_rescales_sd_with_n():
+    rule = CutoffRule("mean3sd", 0.95, 200, mean_rate=0.01, sd_rate=0.005)
+    assert cutoff_for_n(rule, 200) == pytest.approx(100 * (0.01 + 0.015))
+    assert cutoff_for_n(rule, 800) == pytest.approx(100 * (0.01 + 3 * 0.005 / 2))
+
+
+def test_zero_nuclei_gives_nan():
+    assert np.isnan(cutoff_for_n(betainv(3), 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(0, 30), n=st.integers(50, 1000), method=st.sampled_from(["betainv", "exact"]),
+       scaling=st.sampled_from(["fixed", "proportional"]))
+def test_cutoff_monotone_in_kmax(k, n, method, scaling):
+    lo = cutoff_for_n(CutoffRule(method, 0.95, 200, kmax=k, kmax_at_n=scaling), n)
+    hi = cutoff_for_n(CutoffRule(method, 0.95, 200, kmax=k + 1, kmax_at_n=scaling), n)
+    assert hi > lo
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(0, 20), n=st.integers(20, 2000), method=st.sampled_from(["betainv", "exact"]))
+def test_cutoff_recomputed_per_n(k, n, method):
+    fixed = CutoffRule(method, 0.95, 200, kmax=k, kmax_at_n="fixed")
+    prop = CutoffRule(method, 0.95, 200, kmax=k, kmax_at_n="proportional")
+    # with kmax fixed, more nuclei -> lower cut-off; the proportional rule equals it at the controls' N
+    assert cutoff_for_n(fixed, n + 50) < cutoff_for_n(fixed, n)
+    assert cutoff_for_n(prop, 200) == pytest.approx(cutoff_for_n(fixed, 200))
+    assert 0 < cutoff_for_n(prop, n) < 100
+
+
+def _controls():
+    del5q = [0, 1, 2, 3, 1, 0, 1, 1, 2, 0, 0, 1, 1, 0, 0, 2, 1, 1, 0, 1]
+    mono = [0] * 19 + [2]
+    return pd.DataFrame({"nuclei_scored": [200] * 20, "n_del5q": del5q, "n_monosomy5": mono})
+
+
+@pytest.mark.parametrize("method", ["betainv", "exact", "binomial", "mean3sd"])
+def test_compute_cutoffs_from_controls(method):
+    c = _controls()
+    cs = compute_cutoffs(c, "del5q", method=method)
+    assert cs.validated and cs.panel == "del5q"
+    assert cs.clone.controls == 20 and cs.clone.nuclei_per_control == 200
+    assert cs.calls["del5q"].kmax == 3
+    assert cs.clone.kmax == 3  # control 20: 1 del5q + 2 monosomy5
+    assert cs.calls["monosomy5"].kmax == 2
+    assert cs.calls["del5q"].mean_rate == pytest.approx(c["n_del5q"].sum() / 4000)
+    assert cs.calls["del5q"].sd_rate == pytest.approx(np.std(c["n_del5q"] / 200, ddof=1))
+    assert set(cs.calls) == {"del5q", "monosomy5", "gain5", "gain5q", "gain5p", "loss5p"}
+    if method == "betainv":
+        assert round(cutoff_for_n(cs.clone, 200), 2) == 3.78
+
+
+def test_compute_cutoffs_unequal_n_scales_kmax():
+    c = pd.DataFrame({"nuclei_scored": [100, 200, 200], "n_del5q": [3, 2, 1], "n_monosomy5": [0, 0, 0]})
+    cs = compute_cutoffs(c, "del5q")
+    assert cs.clone.nuclei_per_control == 200
+    assert cs.clone.kmax == pytest.approx(6.0)  # 3/100 at 200 nuclei
+
+
+def test_write_and_load_round_trip(tmp_path):
+    cs = compute_cutoffs(_controls(), "del5q", method="binomial", laboratory='Lab "A"')
+    p = write_cutoffs(cs, tmp_path / "cutoffs.toml", controls_files=["a.csv"])
+    back = load_cutoffs(p)
+    assert back.validated and back.panel == "del5q" and back.laboratory == 'Lab "A"'
+    assert back.clone == cs.clone and dict(back.calls) == dict(cs.calls)
+    with pytest.raises(InputError, match="exists already"):
+        write_cutoffs(cs, p)
+    assert tomllib.loads(p.read_text())["clone"]["cutoff_pct_at_reference"] == round(cutoff_for_n(cs.clone, 200), 4)
+
+
+BASE = {"type": "cutoffs", "validated": True, "clone": {"method": "betainv", "kmax": 3}}
+
+
+@pytest.mark.parametrize(
+    "patch, match",
+    [({"clone": {"method": "magic", "kmax": 3}}, "method must be one of"),
+     ({"clone": {"method": "betainv"}}, "needs kmax"),
+     ({"clone": {"method": "binomial"}}, "needs mean_rate"),
+     ({"clone": {"method": "mean3sd", "mean_rate": 0.01}}, "needs sd_rate"),
+     ({"clone": {"method": "betainv", "kmax": 3, "confidence": 1.5}}, "confidence"),
+     ({"clone": {"method": "betainv", "kmax": 3, "kmax_at_n": "sometimes"}}, "kmax_at_n"),
+     ({"clone": {"method": "betainv", "kmax": 3, "colour": 1}}, "unknown field"),
+     ({"validated": "yes"}, "validated must be true or false"),
+     ({"type": "response-criteria"}, "type is"),
+     ({"schema_version": 2}, "schema_version"),
+     ({"extra": 1}, "unknown field"),
+     ({"calls": {"del5q": 3}}, r"\[calls.del5q\] must be a table")],
+)
+def test_cutoffs_file_errors(patch, match):
+    data = {**BASE, **patch}
+    with pytest.raises(InputError, match=match):
+        cutoffs_from_dict(data, "lab.toml")
+
+
+def test_missing_clone_table():
+    with pytest.raises(InputError, match=r"\[clone\]"):
+        cutoffs_from_dict({"type": "cutoffs"}, "lab.toml")
+
+
+def test_load_cutoffs_file_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_cutoffs(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("clone = [")
+    with pytest.raises(InputError, match="not valid TOML") as ei:
+        load_cutoffs(bad)
+    assert str(bad) in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "table, match",
+    [(pd.DataFrame({"nuclei_scored": [200, 0], "n_del5q": [1, 0]}), "row 3, column 'nuclei_scored'"),
+     (pd.DataFrame({"nuclei_scored": [200, 200], "n_del5q": [1, -1]}), "row 3, column 'n_del5q': negative"),
+     (pd.DataFrame({"nuclei_scored": [200, 200], "n_del5q": [1, 201]}), "more nuclei than"),
+     (pd.DataFrame({"nuclei_scored": [200, "x"], "n_del5q": [1, 1]}), "row 3, column 'nuclei_scored'"),
+     (pd.DataFrame({"n_del5q": [1]}), "nuclei_scored' is missing"),
+     (pd.DataFrame({"nuclei_scored": []}), "no control samples")],
+)
+def test_compute_cutoffs_input_errors(table, match):
+    with pytest.raises(InputError, match=match):
+        compute_cutoffs(table, "del5q", source="controls.csv")
+
+
+def test_compute_cutoffs_bad_options():
+    with pytest.raises(InputError, match="unknown cut-off method"):
+        compute_cutoffs(_controls(), "del5q", method="x")
+    with pytest.raises(InputError, match="confidence"):
+        compute_cutoffs(_controls(), "del5q", confidence=95)
+    with pytest.raises(InputError, match="kmax_at_n"):
+        compute_cutoffs(_controls(), "del5q", kmax_at_n="x")
+
+
+def _nuclei(n_norm, n_del, patient="C1"):
+    rows = [{"label": i + 1, "count_EGR1": 2, "count_D5S23": 2, "pattern": "2O2G", "call": "normal",
+             "scorable": True, "exclusion_reason": ""} for i in range(n_norm)]
+    rows += [{"label": n_norm + i + 1, "count_EGR1": 1, "count_D5S23": 2, "pattern": "1O2G", "call": "del5q",
+              "scorable": True, "exclusion_reason": ""} for i in range(n_del)]
+    df = pd.DataFrame(rows)
+    df["patient"] = patient
+    return df
+
+
+def test_controls_from_nuclei_and_samples_tables(tmp_path):
+    a = tmp_path / "c1_nuclei.csv"
+    pd.concat([_nuclei(198, 2, "C1"), _nuclei(199, 1, "C2")]).to_csv(a, index=False)
+    b = tmp_path / "samples.csv"
+    pd.DataFrame({"nuclei_scored": [200], "n_del5q": [4]}).to_csv(b, index=False)
+    t = controls_from_tables([a, b], "del5q")
+    assert len(t) == 3 and sorted(t["n_del5q"].tolist()) == [1, 2, 4]
+    cs = compute_cutoffs(t, "del5q")
+    assert cs.calls["del5q"].kmax == 4
+    bad = tmp_path / "other.csv"
+    pd.DataFrame({"x": [1]}).to_csv(bad, index=False)
+    with pytest.raises(InputError, match="not a control table") as ei:
+        controls_from_tables([bad], "del5q")
+    assert str(bad) in str(ei.value)
+
+
+def test_cli_cutoff(tmp_path):
+    a = tmp_path / "ctrl_nuclei.csv"
+    pd.concat([_nuclei(197, 3, "C1"), _nuclei(200, 0, "C2")]).to_csv(a, index=False)
+    out = tmp_path / "cutoffs.toml"
+    r = CliRunner().invoke(main, ["cutoff", str(a), "--out", str(out), "--method", "exact"])
+    assert r.exit_code == 0, r.output
+    cs = load_cutoffs(out)
+    assert cs.validated and cs.clone.method == "exact" and cs.clone.kmax == 3 and cs.clone.controls == 2
+    assert "3.83%" in r.output  # exact CP, kmax 3, N = 200
+    r2 = CliRunner().invoke(main, ["cutoff", str(a), "--out", str(out)])
+    assert r2.exit_code == 2 and "exists already" in r2.output and "Traceback" not in r2.output
+    r3 = CliRunner().invoke(main, ["cutoff", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x.toml")])
+    assert r3.exit_code == 2 and "file not found" in r3.output
+    assert not (tmp_path / "x.toml").exists()
+
+
+def test_scoring_rejects_cutoffs_of_another_panel():
+    from fishcount.scoring import score_sample
+
+    cs = compute_cutoffs(pd.DataFrame({"nuclei_scored": [200], "n_trisomy8": [1]}), "cep8")
+    with pytest.raises(FishcountError, match="not 'del5q'"):
+        score_sample(_nuclei(10, 1), "del5q", cs)

@@ -1,0 +1,273 @@
+"""Sample scoring: Clopper–Pearson (clinical.md §6.1 R4), adequacy (R5), positivity (R6), ISCN (R7)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fishcount as fc
+from fishcount.cutoffs import CutoffSet, CutoffRule, NOT_VALIDATED
+from fishcount.errors import InputError
+from fishcount.scoring import (
+    ISCN_STYLES,
+    IscnTemplate,
+    adequacy_for_n,
+    clopper_pearson,
+    iscn_string,
+    parse_iscn,
+    read_table,
+    score_sample,
+    score_samples,
+)
+
+DEL5Q = fc.load_panel("del5q")
+
+
+# --- Clopper–Pearson -------------------------------------------------------------------------
+@pytest.mark.parametrize("x, n, lo, hi", [(120, 200, 52.9, 66.8), (50, 200, 19.2, 31.6), (6, 200, 1.1, 6.4),
+                                          (0, 200, 0.0, 1.8), (10, 100, 4.9, 17.6)])
+def test_clopper_pearson_vectors(x, n, lo, hi):
+    a, b = clopper_pearson(x, n)
+    assert (round(100 * a, 1), round(100 * b, 1)) == (lo, hi)
+
+
+def test_clopper_pearson_edges_and_arrays():
+    assert clopper_pearson(0, 10)[0] == 0.0
+    assert clopper_pearson(10, 10)[1] == 1.0
+    assert all(np.isnan(clopper_pearson(0, 0)))
+    lo, hi = clopper_pearson(np.array([0, 5, 10]), np.array([10, 10, 10]))
+    assert lo.shape == (3,) and lo[0] == 0 and hi[2] == 1
+    with pytest.raises(ValueError):
+        clopper_pearson(11, 10)
+    with pytest.raises(ValueError):
+        clopper_pearson(1, 10, confidence=95)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 2000), data=st.data())
+def test_ci_contains_estimate_and_narrows_with_n(n, data):
+    k = data.draw(st.integers(0, n))
+    lo, hi = clopper_pearson(k, n)
+    assert 0 <= lo <= k / n <= hi <= 1
+    lo2, hi2 = clopper_pearson(4 * k, 4 * n)  # same proportion, four times the nuclei
+    assert hi2 - lo2 < hi - lo
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 500), data=st.data())
+def test_ci_wider_at_higher_confidence(n, data):
+    k = data.draw(st.integers(0, n))
+    lo95, hi95 = clopper_pearson(k, n, 0.95)
+    lo99, hi99 = clopper_pearson(k, n, 0.99)
+    assert lo99 <= lo95 and hi99 >= hi95
+
+
+@pytest.mark.parametrize("n, level", [(500, "adequate"), (200, "adequate"), (199, "limited"), (100, "limited"),
+                                      (99, "not_evaluable"), (0, "not_evaluable")])
+def test_adequacy_defaults(n, level):
+    assert adequacy_for_n(n) == level
+
+
+def test_adequacy_configurable():
+    assert adequacy_for_n(150, adequate_nuclei=150, limited_nuclei=50) == "adequate"
+    assert adequacy_for_n(60, adequate_nuclei=150, limited_nuclei=50) == "limited"
+
+
+# --- ISCN --------------------------------------------------------------------------------------
+def test_iscn_clinical_md_examples():
+    # clinical.md §3.5 proposals, probes pter -> qter (5p15.2 before 5q31)
+    assert iscn_string(DEL5Q, 200) == "nuc ish(D5S23,D5S721,EGR1)x2[200]"
+    assert iscn_string(DEL5Q, 200, [({"EGR1": 1, "D5S23": 2}, 120)]) == "nuc ish(D5S23,D5S721x2,EGR1x1)[120/200]"
+    assert iscn_string(DEL5Q, 200, [({"EGR1": 1, "D5S23": 1}, 30)]) == "nuc ish(D5S23,D5S721,EGR1)x1[30/200]"
+    two = iscn_string(DEL5Q, 200, [({"EGR1": 1, "D5S23": 2}, 120), ({"EGR1": 1, "D5S23": 1}, 30)])
+    assert two == "nuc ish(D5S23,D5S721x2,EGR1x1)[120/200]/(D5S23,D5S721,EGR1)x1[30/200]"
+    assert (iscn_string(DEL5Q, 200, [({"EGR1": 1, "D5S23": 2}, 120)], template="explicit")
+            == "nuc ish(D5S23x2,D5S721x2,EGR1x1)[120/200]")
+    assert (iscn_string(DEL5Q, 200, [({"EGR1": 1, "D5S23": 2}, 120)], template="band")
+            == "nuc ish 5p15.2(D5S23,D5S721)x2,5q31(EGR1)x1[120/200]")
+
+
+def test_iscn_dual_fusion_matches_iscn_teaching_example():
+    p = fc.load_panel("bcr_abl1")
+    # nuc ish(ABL1,BCR)x3(ABL1 con BCRx2)[200]: 1 orange + 1 green + 2 fusions
+    s = iscn_string(p, 200, [({"ABL1": 1, "BCR": 1, "fusion": 2}, 150)])
+    assert s == "nuc ish(ABL1,BCR)x3(ABL1 con BCRx2)[150/200]"
+
+
+def test_iscn_custom_template():
+    t = IscnTemplate(population="{loci}[{n}/{total}] ({pct}%)")
+    assert iscn_string(DEL5Q, 200, [({"EGR1": 1, "D5S23": 2}, 120)], template=t).endswith("[120/200] (60.0%)")
+    with pytest.raises(InputError, match="unknown ISCN style"):
+        iscn_string(DEL5Q, 200, template="fancy")
+
+
+@pytest.mark.parametrize("bad", ["ish(EGR1x1)[200]", "nuc ish(EGR1x1)", "nuc ish(EGR1,D5S23)[200]", "nuc ish EGR1[200]"])
+def test_parse_iscn_rejects(bad):
+    with pytest.raises(ValueError):
+        parse_iscn(bad)
+
+
+def _expected_copies(panel, counts):
+    fus = counts.get("fusion", 0) if panel.fusion_pair else 0
+    out = {}
+    for s in panel.signals:
+        c = counts.get(s.name, 0) + (fus if panel.fusion_pair and s.name in panel.fusion_pair else 0)
+        for pr in s.probes:
+            out[pr] = c
+    return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(panel_id=st.sampled_from(fc.list_panels()), style=st.sampled_from(sorted(ISCN_STYLES)),
+       data=st.data())
+def test_iscn_round_trip(panel_id, style, data):
+    panel = fc.load_panel(panel_id)
+    total = data.draw(st.integers(1, 1000))
+    pops = []
+    for _ in range(data.draw(st.integers(0, 3))):
+        counts = {k: data.draw(st.integers(0, 6)) for k in panel.pattern_keys}
+        if not any(_expected_copies(panel, counts).values()):
+            counts[panel.signal_names[0]] = 1
+        pops.append((counts, data.draw(st.integers(0, total))))
+    s = iscn_string(panel, total, pops, template=style)
+    parsed = parse_iscn(s)
+    if not pops:
+        assert len(parsed) == 1 and parsed[0]["n"] is None and parsed[0]["total"] == total
+        return
+    assert len(parsed) == len(pops)
+    for (counts, n), got in zip(pops, parsed):
+        assert got["n"] == n and got["total"] == total
+        assert got["copies"] == _expected_copies(panel, counts)
+        if panel.fusion_pair and counts.get("fusion", 0):
+            assert any(f[1] == "con" and f[3] == counts["fusion"] for f in got["fusions"])
+
+
+# --- scoring ----------------------------------------------------------------------------------
+PATTERNS = {"normal": (2, 2), "del5q": (1, 2), "monosomy5": (1, 1), "gain5": (3, 3), "tetraploid": (4, 4)}
+
+
+def nuclei(counts: dict, excluded: int = 0, **keys) -> pd.DataFrame:
+    rows = []
+    for call, n in counts.items():
+        o, g = PATTERNS[call]
+        rows += [{"count_EGR1": o, "count_D5S23": g, "pattern": f"{o}O{g}G", "call": call, "scorable": True,
+                  "exclusion_reason": ""}] * n
+    rows += [{"count_EGR1": 0, "count_D5S23": 2, "pattern": "0O2G", "call": "atypical", "scorable": False,
+              "exclusion_reason": "missing colour"}] * excluded
+    df = pd.DataFrame(rows)
+    df.insert(0, "label", np.arange(1, len(df) + 1))
+    for k, v in keys.items():
+        df[k] = v
+    return df
+
+
+def test_score_sample_known_answer():
+    s = score_sample(nuclei({"normal": 70, "del5q": 110, "monosomy5": 10, "gain5": 10}, excluded=5), DEL5Q)
+    assert s.nuclei_total == 205 and s.nuclei_scored == 200 and s.nuclei_abnormal == 120
+    assert s.clone_pct == 60.0
+    assert (round(s.ci_low_pct, 1), round(s.ci_high_pct, 1)) == (52.9, 66.8)
+    assert s.call_counts["del5q"] == 110 and s.call_counts["gain5"] == 10 and s.call_counts["atypical"] == 0
+    assert s.tracked["del5q"]["pct"] == 55.0 and s.tracked["monosomy5"]["pct"] == 5.0
+    assert s.tracked["del5q"]["positive"] and s.tracked["monosomy5"]["positive"]
+    assert s.adequacy == "adequate" and s.positive and not s.cutoff_validated
+    assert round(s.cutoff_pct, 2) == 3.78
+    assert s.other_positive == ("gain5",)  # 5 % > 3.78 %
+    assert s.iscn == ("nuc ish(D5S23,D5S721x2,EGR1x1)[110/200]/(D5S23,D5S721,EGR1)x1[10/200]/"
+                      "(D5S23,D5S721,EGR1)x3[10/200]")
+    assert s.patterns == {"1O2G": 110, "2O2G": 70, "1O1G": 10, "3O3G": 10}
+    assert s.exclusions == {"missing colour": 5}
+    assert NOT_VALIDATED in s.caveat.lower() and "karyotyping" in s.caveat
+
+
+def test_positive_means_strictly_above_cutoff():
+    # binomial cut-off at 1 % FP rate, N = 200: 5 nuclei = 2.5 % (clinical.md §3.3); equal is not positive
+    rule = CutoffRule("binomial", 0.95, 200, mean_rate=0.01)
+    cs = CutoffSet(clone=rule, default=rule, validated=True, panel="del5q", label="binomial")
+    at = score_sample(nuclei({"normal": 195, "del5q": 5}), DEL5Q, cs)
+    above = score_sample(nuclei({"normal": 194, "del5q": 6}), DEL5Q, cs)
+    assert at.cutoff_pct == 2.5 and at.clone_pct == 2.5 and not at.positive
+    assert above.positive and above.cutoff_validated and NOT_VALIDATED not in above.caveat.lower()
+    assert at.iscn == "nuc ish(D5S23,D5S721,EGR1)x2[200]"
+
+
+def test_cutoff_recomputed_for_sample_n():
+    s100 = score_sample(nuclei({"normal": 90, "del5q": 10}), DEL5Q)
+    assert round(s100.cutoff_pct, 2) == 7.36 and s100.positive and s100.adequacy == "limited"
+    s50 = score_sample(nuclei({"normal": 48, "del5q": 2}), DEL5Q)
+    assert s50.adequacy == "not_evaluable"
+
+
+def test_score_samples_pools_fields_per_sample():
+    f1 = nuclei({"normal": 50, "del5q": 50}, patient="P1", week=0, timepoint="baseline", field="a")
+    f2 = nuclei({"normal": 30, "del5q": 70}, patient="P1", week=0, timepoint="baseline", field="b")
+    f3 = nuclei({"normal": 190, "del5q": 10}, patient="P1", week=16, timepoint="w16", field="c")
+    f4 = nuclei({"normal": 200}, patient="P2", week=0, timepoint="baseline", field="d")
+    df = pd.concat([f3, f1, f4, f2], ignore_index=True)
+    out = score_samples(df, DEL5Q)
+    assert len(out) == 3
+    r = out[(out.patient == "P1") & (out.week == 0)].iloc[0]
+    assert r.nuclei_scored == 200 and r.nuclei_abnormal == 120 and r.n_del5q == 120 and r.clone_pct == 60.0
+    assert r.panel == "del5q" and r.adequacy == "adequate" and bool(r.positive)
+    for col in ("ci_low_pct", "ci_high_pct", "pct_del5q", "ci_low_pct_monosomy5", "cutoff_pct_del5q",
+                "positive_monosomy5", "cutoff_method", "cutoff_validated", "iscn", "patterns", "caveat"):
+        assert col in out.columns
+    assert json.loads(r.patterns) == {"1O2G": 120, "2O2G": 80}
+    p2 = out[out.patient == "P2"].iloc[0]
+    assert p2.nuclei_abnormal == 0 and not p2.positive and p2.iscn == "nuc ish(D5S23,D5S721,EGR1)x2[200]"
+
+
+def test_score_samples_feeds_response():
+    base = nuclei({"normal": 80, "del5q": 120}, patient="P1", week=0)
+    w16 = nuclei({"normal": 194, "del5q": 6}, patient="P1", week=16)
+    samples = score_samples(pd.concat([base, w16], ignore_index=True), DEL5Q)
+    res = fc.classify_response(samples)
+    assert res.patients.loc[0, "best_response"] == "major"
+    assert res.patients.loc[0, "endpoint_response"] == "major"
+
+
+def test_score_samples_whole_table_is_one_sample_without_keys():
+    out = score_samples(nuclei({"normal": 10, "monosomy5": 2}), DEL5Q)
+    assert len(out) == 1 and out.loc[0, "nuclei_abnormal"] == 2
+
+
+def test_scorable_parsing_from_csv(tmp_path):
+    df = nuclei({"normal": 3, "del5q": 1}, excluded=2)
+    df["scorable"] = ["true", "1", "yes", "True", "false", "0"]
+    p = tmp_path / "nuclei.csv"
+    df.to_csv(p, index=False)
+    s = score_sample(read_table(p), DEL5Q)
+    assert s.nuclei_scored == 4 and s.nuclei_abnormal == 1
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [(lambda d: d.drop(columns=["call"]), "column 'call' is missing"),
+     (lambda d: d.drop(columns=["scorable"]), "column 'scorable' is missing"),
+     (lambda d: d.assign(call=["normal", "del5q", "nonsense"]), "row 4, column 'call': 'nonsense'"),
+     (lambda d: d.assign(scorable=[True, "maybe", True]), "row 3, column 'scorable'")],
+)
+def test_score_sample_errors(mutate, match):
+    d = mutate(nuclei({"normal": 2, "del5q": 1}))
+    with pytest.raises(InputError, match=match) as ei:
+        score_sample(d, DEL5Q, source="nuclei.csv")
+    assert str(ei.value).startswith("nuclei.csv: ")
+
+
+def test_score_samples_bad_week():
+    d = nuclei({"normal": 2}, patient="P1")
+    d["week"] = ["0", "four"]
+    with pytest.raises(InputError, match="row 3, column 'week'"):
+        score_samples(d, DEL5Q, source="nuclei.csv")
+
+
+def test_read_table_errors(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        read_table(tmp_path / "none.csv")
+    e = tmp_path / "empty.csv"
+    e.write_text("")
+    with pytest.raises(InputError, match="empty"):
+        read_table(e)
