@@ -191,8 +191,9 @@ def simulate_cmd(panel, out_dir, n_fields, abnormal_fraction, seed, shape, pixel
               type=click.Choice(["best_response", "endpoint_response"]), help="FISH response used for the rates.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write cohort_summary.csv (and cohort_groups.csv, cohort_tests.csv with --group-by) here.")
+@click.option("--panel", default=None, help="With several panels in RESPONSE.csv, the one to summarise.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-def cohort_cmd(response_csv, covariates_csv, group_by, response_column, out_dir, overwrite) -> None:
+def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, out_dir, overwrite) -> None:
     """Response rates (major, minor, marrow-only, overall) with exact 95% CIs for ITT and completers,
     and, with --group-by, Fisher's exact and uncorrected chi-squared tests side by side."""
     import pandas as pd
@@ -202,7 +203,7 @@ def cohort_cmd(response_csv, covariates_csv, group_by, response_column, out_dir,
                          read_covariates, read_response_table)
     from .errors import InputError
 
-    resp = read_response_table(response_csv, response_column=response_column)
+    resp = read_response_table(response_csv, response_column=response_column, panel=panel)
     cov = read_covariates(covariates_csv) if covariates_csv else None
     summary = cohort_summary(resp, covariates=cov, group_by=group_by, response_column=response_column,
                              source=response_csv, covariates_source=str(covariates_csv))
@@ -282,9 +283,15 @@ def cutoff_cmd(controls, panel, method, confidence, kmax_at_n, laboratory, out, 
 @click.option("--endpoint-week", type=float, default=None, help="Primary endpoint week (default from the criteria, 16).")
 @click.option("--window", "window_weeks", type=float, default=None, help="Endpoint visit window ± weeks (default 2).")
 @click.option("--no-plots", is_flag=True, help="Do not draw the per-patient trajectory plots.")
+@click.option("--clinical", "clinical_csv", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="CLINICAL.csv", help="Supplied clinical values (marrow blasts, counts) per patient and week: adds "
+              "the clinical response, marrow_response and overall_response (major ∪ minor ∪ marrow) to response.csv.")
+@click.option("--clinical-criteria", default="iwg2006_mds", show_default=True,
+              help="Clinical criteria set for --clinical: iwg2006_mds, iwg2023_hr_mds, eln2022_aml or a .toml file.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--force", is_flag=True, help="Overwrite existing response files in --out.")
-def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plots, out, force) -> None:
+def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plots, clinical_csv, clinical_criteria,
+                 out, force) -> None:
     """Classify cytogenetic response per patient from SAMPLES.csv (one row per sample).
 
     \b
@@ -297,8 +304,16 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
     table = read_samples(samples)
     res = classify_response(table, criteria, cutoffs, endpoint_week=endpoint_week,
                             endpoint_window_weeks=window_weeks, source=str(samples))
+    if clinical_csv is not None:  # clinical response from supplied values (fishcount.clinical)
+        from .clinical import attach_clinical, format_clinical, write_clinical
+
+        res, clin = attach_clinical(res, clinical_csv, clinical_criteria)
+        write_clinical(clin, out, overwrite=force, check_only=True)
     write_response(res, out, source=str(samples), plots=not no_plots, overwrite=force)
     click.echo((out / "response.txt").read_text(encoding="utf-8"), nl=False)
+    if clinical_csv is not None:
+        write_clinical(clin, out, overall=res.patients, overwrite=force)
+        click.echo("\n" + format_clinical(clin, res.patients), nl=False)
 
 
 # --- run: a whole study, resumable, on Dask (fishcount.batch) + report (fishcount.report) ---------

@@ -66,6 +66,10 @@ __all__ = [
     "classify_clinical_response",
     "summarize_clinical_response",
     "overall_trial_response",
+    "ClinicalResult",
+    "attach_clinical",
+    "write_clinical",
+    "format_clinical",
 ]
 
 #: Required clinical value columns (besides ``patient`` and ``week``); cells may be blank.
@@ -990,7 +994,8 @@ def overall_trial_response(
             raise InputError("<clinical summary>", f"missing column {col}")
     fish = fish_df.copy()
     fish["patient"] = fish["patient"].astype(str)
-    dups = fish["patient"][fish["patient"].duplicated()].tolist()
+    key = ["patient", "panel"] if "panel" in fish.columns else ["patient"]
+    dups = fish["patient"][fish.duplicated(key)].tolist()
     if dups:
         raise InputError(source, f"duplicate patient row(s): {', '.join(map(str, dups))}")
     clin = clinical_patients[["patient", "best_response", "marrow_response"]
@@ -1007,7 +1012,22 @@ def overall_trial_response(
 
     add_flag(merged["_merge"] == "left_only", "no clinical values (marrow response counted as no)")
     add_flag(merged["_merge"] == "right_only", "no FISH response row (FISH counted as not evaluable)")
-    merged[fish_column] = merged[fish_column].fillna(NOT_EVALUABLE)
+    for col in dict.fromkeys([fish_column, "best_response", "endpoint_response"]):
+        if col in merged.columns:
+            merged[col] = merged[col].fillna(NOT_EVALUABLE)
+    right = merged["_merge"] == "right_only"
+    for col in fish.columns:  # patients with clinical values only: empty text, False flags, NaN numbers
+        if col in ("patient", "flags", fish_column):
+            continue
+        if pd.api.types.is_bool_dtype(fish[col]):
+            merged[col] = merged[col].astype(object).where(~right, False).astype(bool)
+        elif pd.api.types.is_string_dtype(fish[col]) or fish[col].dtype == object:
+            merged[col] = merged[col].astype(object).where(~right | merged[col].notna(), "")
+    if "baseline_status" in merged.columns:
+        merged.loc[right, "baseline_status"] = "missing"
+    if "panel" in merged.columns:
+        panels = merged["panel"].dropna().unique()
+        merged["panel"] = merged["panel"].fillna(panels[0] if len(panels) == 1 else "")
     merged["marrow_response"] = merged["marrow_response"].fillna(False).astype(bool)
     merged["clinical_best_response"] = merged["clinical_best_response"].fillna(NOT_EVALUABLE)
     fishv = merged[fish_column].astype(str).str.strip().str.lower()
@@ -1016,3 +1036,117 @@ def overall_trial_response(
         fishv == "major", "major",
         np.where(fishv == "minor", "minor", np.where(merged["marrow_response"], "marrow-only", "none")))
     return merged.drop(columns="_merge").reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------------------
+# the --clinical hook of `fishcount response`
+# -------------------------------------------------------------------------------------------
+CLINICAL_OUTPUTS = ("clinical_response.csv", "clinical_timepoints.csv", "clinical_response.txt")
+
+
+@dataclass(frozen=True)
+class ClinicalResult:
+    """Clinical response of a cohort.
+
+    Attributes
+    ----------
+    timepoints : DataFrame
+        :func:`classify_clinical_response` output (``clinical_timepoints.csv``).
+    patients : DataFrame
+        :func:`summarize_clinical_response` output (``clinical_response.csv``).
+    criteria : ClinicalCriteria
+    source : str
+        The clinical values file.
+    """
+
+    timepoints: pd.DataFrame
+    patients: pd.DataFrame
+    criteria: ClinicalCriteria
+    source: str = ""
+
+
+def attach_clinical(res, clinical: str | PathLike | pd.DataFrame,
+                    criteria: str | PathLike | ClinicalCriteria = "iwg2006_mds"):
+    """Classify supplied clinical values and join them to a FISH :class:`fishcount.response.ResponseResult`.
+
+    Parameters
+    ----------
+    res : ResponseResult
+        From :func:`fishcount.response.classify_response`.
+    clinical : path or DataFrame
+        Clinical values (CSV path or table).
+    criteria : str, path or ClinicalCriteria
+        Clinical criteria set (default ``iwg2006_mds``).
+
+    Returns
+    -------
+    (ResponseResult, ClinicalResult)
+        ``res`` with ``patients`` extended by ``clinical_criteria, clinical_best_response, marrow_response,
+        overall_response, response_basis`` (:func:`overall_trial_response`), and the clinical result.
+    """
+    import dataclasses
+
+    crit = load_clinical_criteria(criteria)
+    if isinstance(clinical, pd.DataFrame):
+        src, table = "<clinical table>", validate_clinical_table(clinical, "<clinical table>")
+    else:
+        src, table = str(clinical), read_clinical_csv(clinical)
+    tp = classify_clinical_response(table, crit, source=src)
+    pts = summarize_clinical_response(tp, crit)
+    joined = overall_trial_response(res.patients, pts, source="response.csv")
+    return dataclasses.replace(res, patients=joined), ClinicalResult(tp, pts, crit, src)
+
+
+def format_clinical(clin: ClinicalResult, overall: pd.DataFrame | None = None) -> str:
+    """Readable summary: each patient's best clinical response, HI, events; overall trial response; sources."""
+    c = clin.criteria
+    lines = [f"fishcount clinical response ({c.name}; criteria {c.id}) from supplied values: {clin.source}",
+             "Clinical categories come from the supplied marrow and blood values, never from FISH.", ""]
+    his = [h.column for h in c.improvements]
+    for p in clin.patients.to_dict("records"):
+        hi = ", ".join(f"{h.name} {p[h.column]}" for h in c.improvements)
+        week = "" if pd.isna(p["best_week"]) else f" at week {p['best_week']:g}"
+        lines.append(f"{p['patient']}: best {p['best_response']}{week}"
+                     + (f" (unconfirmed best {p['best_response_unconfirmed']})"
+                        if p["best_response_unconfirmed"] != p["best_response"] else "")
+                     + f"; marrow response {'yes' if p['marrow_response'] else 'no'}" + (f"; {hi}" if his else ""))
+        if p["events"]:
+            lines.append(f"    events: {p['events']}")
+        if p["flags"]:
+            lines.append(f"    flags: {p['flags']}")
+    if overall is not None and "overall_response" in overall.columns:
+        n, k = len(overall), int(overall["overall_response"].sum())
+        basis = overall["response_basis"].value_counts()
+        lines += ["", f"Overall trial response (FISH major ∪ minor ∪ marrow response, clinical.md §6.2 R15): "
+                      f"{k}/{n} patients ("
+                      + ", ".join(f"{b} {int(basis.get(b, 0))}" for b in ("major", "minor", "marrow-only")) + ")"]
+    lines += ["", "Sources: " + "; ".join(c.sources)]
+    return "\n".join(lines) + "\n"
+
+
+def write_clinical(clin: ClinicalResult, out_dir: str | PathLike, *, overall: pd.DataFrame | None = None,
+                   overwrite: bool = False, check_only: bool = False) -> list[Path]:
+    """Write ``clinical_response.csv``, ``clinical_timepoints.csv`` and ``clinical_response.txt`` atomically.
+
+    With ``check_only`` nothing is written: only the check that no output exists (unless ``overwrite``) is done,
+    so a caller can check every output before writing any.
+
+    Raises
+    ------
+    InputError
+        An output exists and ``overwrite`` is False.
+    """
+    from ._atomic import write_csv_atomic, write_text_atomic
+
+    out = Path(out_dir)
+    targets = [out / n for n in CLINICAL_OUTPUTS]
+    if not overwrite:
+        for t in targets:
+            if t.exists():
+                raise InputError(t, "exists already; choose another --out or pass --force")
+    if check_only:
+        return []
+    write_csv_atomic(clin.timepoints, targets[1])
+    write_text_atomic(targets[2], format_clinical(clin, overall))
+    write_csv_atomic(clin.patients, targets[0])
+    return targets

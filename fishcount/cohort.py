@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import InputError
+from .scoring import FISH_CAVEAT as _SCORING_CAVEAT
 
 __all__ = [
     "MEASURES",
@@ -66,9 +67,11 @@ _BLANKS = {"", "na", "nan", "n/a", "none_given", "null"}
 _TRUE = {"true", "yes", "y", "1", "t", "1.0"}
 _FALSE = {"false", "no", "n", "0", "f", "0.0"}
 MISSING_GROUP = "(missing)"
+#: IWG 2006 cytogenetic "complete" / "partial" (criteria set iwg2006_cyto) count as major / minor (clinical.md
+#: §1.4: IWG 2000 major = disappearance, minor = >=50 % reduction; §2.1 IWG 2006 complete / partial).
+RESPONSE_ALIASES = {"complete": "major", "partial": "minor"}
 #: Caveat printed with every human-readable response output (clinical.md §6.2 R16; Göhring 2011, Mallo 2007 [V]).
-FISH_CAVEAT = ("Caveat: FISH response applies only to the probed locus; karyotyping is recommended to confirm "
-               "response and to detect clonal evolution (clinical.md §1.4, §6.2 R16).")
+FISH_CAVEAT = "Caveat: " + _SCORING_CAVEAT
 
 
 def exact_ci(k: int, n: int, confidence_level: float = 0.95) -> tuple[float, float]:
@@ -95,7 +98,7 @@ def _blank(v) -> bool:
 
 def _bool_column(df: pd.DataFrame, col: str, source: str, *, missing=False) -> pd.Series:
     out = []
-    for i, v in enumerate(df[col].tolist()):
+    for i, v in zip(df.index, df[col].tolist()):
         if isinstance(v, (bool, np.bool_)):
             out.append(bool(v))
         elif _blank(v):
@@ -127,7 +130,7 @@ def _check_patients(df: pd.DataFrame, source: str) -> pd.DataFrame:
         raise InputError(source, "no data rows")
     pats = []
     seen: dict[str, int] = {}
-    for i, v in enumerate(df["patient"].tolist()):
+    for i, v in zip(df.index, df["patient"].tolist()):
         if _blank(v):
             raise InputError(source, f"line {i + 2}, column patient: patient id is empty")
         p = str(v).strip()
@@ -136,19 +139,36 @@ def _check_patients(df: pd.DataFrame, source: str) -> pd.DataFrame:
         seen[p] = i
         pats.append(p)
     df["patient"] = pats
-    return df.reset_index(drop=True)
+    return df
 
 
 def validate_response_table(df: pd.DataFrame, source: str = "<table>", *,
-                            response_column: str = "best_response") -> pd.DataFrame:
+                            response_column: str = "best_response", panel: str | None = None) -> pd.DataFrame:
     """Check a per-patient response table; normalise the response and true/false columns.
+
+    ``response.csv`` has a ``panel`` column; a cohort is one panel: with several panels in the table, ``panel``
+    must say which (rows of other panels are dropped).
 
     Raises
     ------
     InputError
         Missing ``patient`` / response column, empty or duplicate patient ids, unknown response values,
-        non-boolean ``marrow_response`` / ``completed``; the message names the file, line and column.
+        non-boolean ``marrow_response`` / ``completed``, several panels without ``panel``; the message names the
+        file, line and column.
     """
+    df = df.copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    if "panel" in df.columns:
+        pvals = df["panel"].map(lambda v: "" if _blank(v) else str(v).strip())
+        present = sorted(set(pvals))
+        if panel is not None:
+            if panel not in present:
+                raise InputError(source, f"panel {panel!r} not in column panel ({', '.join(present)})")
+            df = df[pvals == panel]
+        elif len(present) > 1:
+            raise InputError(source, f"the table has several panels ({', '.join(present)}); choose one (--panel)")
+    elif panel is not None:
+        raise InputError(source, f"no column panel, cannot select panel {panel!r}")
     df = _check_patients(df, source)
     if response_column not in df.columns:
         raise InputError(source, f"missing column {response_column} (FISH response: {', '.join(FISH_VALUES)})")
@@ -156,11 +176,12 @@ def validate_response_table(df: pd.DataFrame, source: str = "<table>", *,
         if col not in df.columns:
             continue
         vals = []
-        for i, v in enumerate(df[col].tolist()):
+        for i, v in zip(df.index, df[col].tolist()):
             if _blank(v):
                 vals.append("not_evaluable")
                 continue
             s = str(v).strip().lower().replace(" ", "_").replace("-", "_")
+            s = RESPONSE_ALIASES.get(s, s)
             if s not in FISH_VALUES:
                 raise InputError(source, f"line {i + 2}, column {col}: {v!r} is not one of {', '.join(FISH_VALUES)}")
             vals.append(s)
@@ -168,29 +189,33 @@ def validate_response_table(df: pd.DataFrame, source: str = "<table>", *,
     for col in ("marrow_response", "completed", "overall_response"):
         if col in df.columns:
             df[col] = _bool_column(df, col, source)
-    return df
+    return df.reset_index(drop=True)
 
 
-def read_response_table(path: str | PathLike, *, response_column: str = "best_response") -> pd.DataFrame:
+def read_response_table(path: str | PathLike, *, response_column: str = "best_response",
+                        panel: str | None = None) -> pd.DataFrame:
     """Read and validate a per-patient response CSV (``response.csv``); see :func:`validate_response_table`."""
-    return validate_response_table(_read_csv(path), str(path), response_column=response_column)
+    return validate_response_table(_read_csv(path), str(path), response_column=response_column, panel=panel)
 
 
 def read_covariates(path: str | PathLike) -> pd.DataFrame:
     """Read a covariates CSV: a ``patient`` column (unique ids) plus any covariate columns, kept as text."""
-    return _check_patients(_read_csv(path), str(path))
+    return _check_patients(_read_csv(path), str(path)).reset_index(drop=True)
 
 
 def _merge_covariates(df: pd.DataFrame, covariates: pd.DataFrame | None, cov_source: str) -> pd.DataFrame:
     if covariates is None:
         return df
     cov = _check_patients(covariates, cov_source)
+    if "completed" in cov.columns:
+        cov["completed"] = _bool_column(cov, "completed", cov_source)
+    cov = cov.reset_index(drop=True)
     clash = sorted((set(cov.columns) & set(df.columns)) - {"patient"})
     if clash:
         raise InputError(cov_source, f"column(s) {', '.join(clash)} are also in the response table; rename them")
     out = df.merge(cov, on="patient", how="left", sort=False)
     if "completed" in cov.columns:
-        out["completed"] = _bool_column(out, "completed", cov_source)
+        out["completed"] = out["completed"].fillna(False).astype(bool)  # no covariate row: not known to complete
     return out
 
 
@@ -229,6 +254,7 @@ def cohort_summary(
     covariates: pd.DataFrame | None = None,
     group_by: str | None = None,
     response_column: str = "best_response",
+    panel: str | None = None,
     confidence_level: float = 0.95,
     source: str = "<response table>",
     covariates_source: str = "<covariates>",
@@ -246,6 +272,9 @@ def cohort_summary(
         ``(missing)``.
     response_column : str
         FISH response column: ``best_response`` (default, as the trial abstract counted) or ``endpoint_response``.
+        IWG 2006 cytogenetic ``complete`` / ``partial`` count as ``major`` / ``minor``.
+    panel : str, optional
+        With a ``panel`` column holding several panels, the one to summarise.
     confidence_level : float
         Of the exact CI (0.95).
 
@@ -256,7 +285,7 @@ def cohort_summary(
         rate_pct, ci_low_pct, ci_high_pct, ci_method, denominator``. ``group`` is ``all`` for the whole cohort.
         Completer rows are present only when completion is known (``completed`` or ``endpoint_response``).
     """
-    df = validate_response_table(response_df, source, response_column=response_column)
+    df = validate_response_table(response_df, source, response_column=response_column, panel=panel)
     df = _merge_covariates(df, covariates, covariates_source)
     ind = _indicators(df, response_column)
     comp, comp_how = _completers(df)
@@ -396,6 +425,7 @@ def compare_groups(
     measure: str = "overall",
     population: str = "ITT",
     response_column: str = "best_response",
+    panel: str | None = None,
     include_missing: bool = False,
     source: str = "<response table>",
     covariates_source: str = "<covariates>",
@@ -427,7 +457,7 @@ def compare_groups(
         raise InputError(source, f"unknown measure {measure!r}; one of {', '.join(MEASURES)}")
     if population not in POPULATIONS:
         raise InputError(source, f"unknown population {population!r}; one of {', '.join(POPULATIONS)}")
-    df = validate_response_table(response_df, source, response_column=response_column)
+    df = validate_response_table(response_df, source, response_column=response_column, panel=panel)
     df = _merge_covariates(df, covariates, covariates_source)
     ind = _indicators(df, response_column)
     mask = pd.Series(True, index=df.index)
