@@ -254,7 +254,8 @@ def _assign_channels(
         return shown, "assumed panel order", {k: i for i, k in enumerate(order)}
     raise InputError(
         source,
-        f"the image has {n_channels} channels but no channel names; give them in file order with "
+        f"the image has {n_channels} channels (or planes: a plain TIFF does not say which) but no channel "
+        f"names; give them in file order with "
         f"--channels (e.g. DAPI,{','.join(panel.signal_names)},...)",
     )
 
@@ -482,6 +483,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
     names_source = "none"
     px = py = None
     px_source = "none"
+    labels = None
     if tif.is_ome and tif.ome_metadata:
         fmt = "OME-TIFF"
         names, px, py, _problem = _ome_info(tif.ome_metadata)
@@ -492,12 +494,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
         fmt = "ImageJ hyperstack" if tif.imagej_metadata.get("hyperstack") else "ImageJ TIFF"
         ij = tif.imagej_metadata
         trusted = True
-        labels = ij.get("Labels")
-        n_c = int(ij.get("channels", 1) or 1)
-        if isinstance(labels, (list, tuple)) and len(labels) >= n_c:
-            first = tuple(str(l or "").splitlines()[0].strip() if str(l or "").strip() else "" for l in labels[:n_c])
-            if any(first):
-                names, names_source = first, "ImageJ Labels"
+        labels = ij.get("Labels")  # slice labels in stack order (channel fastest)
         factor = _ij_unit_factor(ij.get("unit"))
         if factor is not None:
             px, py = _resolution_um(page, ij_unit=factor)
@@ -517,6 +514,11 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
             raise InputError(path, f"image has {n} {what} (axes {axes}, shape {shape}); fishcount reads one field of C, Z, Y, X")
     if len(set(a for a in axes if a in "CZYX")) != sum(1 for a in axes if a in "CZYX"):
         raise InputError(path, f"cannot interpret axes {series.axes} of shape {shape}")
+    # ImageJ slice labels of the first z-plane / time point name the channels
+    if isinstance(labels, (list, tuple)) and "C" in axes and len(labels) >= shape[axes.index("C")]:
+        first = tuple((str(lb or "").strip().splitlines() or [""])[0].strip() for lb in labels[: shape[axes.index("C")]])
+        if any(first):
+            names, names_source = first, "ImageJ Labels"
     # plain multi-page files: page names (tag 285) as channel names
     if names is None and not trusted and "C" in axes and axes.index("C") == 0 and len(tif.pages) == shape[0]:
         pn = [p.tags.get("PageName") for p in tif.pages]
@@ -1038,7 +1040,7 @@ def find_fields(
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file() and _is_tiff_name(q))
             if not found:
-                raise InputError(p, "folder holds no .tif/.tiff files")
+                raise InputError(p, "folder holds no .tif/.tiff files (sub-folders are not searched)")
             files.extend(found)
         elif p.exists():
             files.append(p)

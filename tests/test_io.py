@@ -587,3 +587,39 @@ def test_read_field_override_beats_file_names_on_disk(tmp_path_factory, order, f
     names = [_recase(n, flips) for n in order]
     f = fc.read_field(p, channels=names)
     _expect(f, data, order=tuple(order.index(k) for k in ("DAPI", "EGR1", "D5S23")))
+
+
+@pytest.mark.parametrize("name", ["Channel:0:1", "C1", "ch 2", "0", "w1", "Ch-03", ""])
+def test_generic_names_are_recognised(name):
+    assert fio._is_generic(name)
+
+
+@pytest.mark.parametrize("name", ["DAPI", "EGR1", "C1-DAPI", "green", "5p15.2"])
+def test_informative_names_are_not_generic(name):
+    assert not fio._is_generic(name)
+
+
+@pytest.mark.parametrize(
+    "name, term, level",
+    [("EGR1", "egr1", 2), (" dapi ", "DAPI", 2), ("LSI EGR1 SpectrumOrange", "EGR1", 1),
+     ("Hoechst 33342", "Hoechst", 1), ("EGR1x", "EGR1", 0), ("xEGR1", "EGR1", 0), ("C1-DAPI", "DAPI", 1)],
+)
+def test_match_level_whole_words(name, term, level):
+    assert fio._match_level(name, term) == level
+
+
+def test_override_name_matching_nothing_ignores_that_channel(tmp_path):
+    data = _stack(n_c=4)
+    p = _ome(tmp_path / "bf.ome.tif", data[0], "CYX", ["a", "b", "c", "d"])
+    f = fc.read_field(p, channels=["DAPI", "BF", "EGR1", "D5S23"])
+    _expect(f, data, order=(0, 2, 3))
+    assert fio.describe_field(p, channels=["DAPI", "BF", "EGR1", "D5S23"])["unused_channels"] == [1]
+
+
+def test_imagej_plain_stack_labels_name_the_channels(tmp_path):
+    data = _stack()
+    p = tmp_path / "ijstack.tif"
+    tifffile.imwrite(p, data[0], imagej=True, metadata={"Labels": ["EGR1\nacquired 10:02", "DAPI", "D5S23"]})
+    f = fc.read_field(p)
+    _expect(f, data, order=(1, 0, 2))
+    assert f.channel_names == ("EGR1", "DAPI", "D5S23")
