@@ -438,8 +438,8 @@ def _infer_axes(shape: tuple[int, ...], tf_axes: str, trusted: bool, per_channel
         raise InputError(path, f"not an image: shape {shape}")
     if trusted and len(tf_axes) == nd:
         axes = list(tf_axes.upper())
-        if "S" in axes:
-            axes[axes.index("S")] = "Z" if "C" in axes and "Z" not in axes else "C"
+        if "S" in axes and "C" not in axes:  # RGB(A) samples are the channels; beside C they stay S
+            axes[axes.index("S")] = "C"
         for gen in ("I", "Q"):
             if gen in axes:
                 repl = "Z" if (per_channel or "C" in axes) and "Z" not in axes else "C"
@@ -459,13 +459,12 @@ def _infer_axes(shape: tuple[int, ...], tf_axes: str, trusted: bool, per_channel
     if nd == 4:
         if small_last:
             return "ZYXC"
-        if "S" in tf_axes and len(tf_axes) == 4:  # planar samples (e.g. ISYX): S is the channel axis
-            s = tf_axes.index("S")
-            if s in (0, 1):
-                return "CZYX" if s == 0 else "ZCYX"
         a, b = shape[0], shape[1]
         if n_expected is not None and (a == n_expected) != (b == n_expected):
             return "CZYX" if a == n_expected else "ZCYX"
+        if "S" in tf_axes and len(tf_axes) == 4 and tf_axes.index("S") in (0, 1):
+            # planar RGB samples (tifffile's old default for a 3- or 4-long axis) mark the channels
+            return "CZYX" if tf_axes.index("S") == 0 else "ZCYX"
         raise InputError(
             path,
             f"cannot tell which axis of shape {shape} holds channels and which z-planes (plain TIFF "
@@ -510,7 +509,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
             raise InputError(path, f"no {ax} axis in image of shape {shape} (axes {series.axes})")
     for ax, n in zip(axes, shape):
         if ax not in "CZYX" and n > 1:
-            what = "time points" if ax == "T" else f"entries along axis {ax}"
+            what = {"T": "time points", "S": "RGB samples per channel"}.get(ax, f"entries along axis {ax}")
             raise InputError(path, f"image has {n} {what} (axes {axes}, shape {shape}); fishcount reads one field of C, Z, Y, X")
     if len(set(a for a in axes if a in "CZYX")) != sum(1 for a in axes if a in "CZYX"):
         raise InputError(path, f"cannot interpret axes {series.axes} of shape {shape}")
@@ -596,13 +595,11 @@ def _check_complete(path: Path, tif, log: _TiffLog) -> None:
 
 
 def _read_array(path: Path, tif) -> np.ndarray:
-    import tifffile
-
     try:
         return np.asarray(tif.series[0].asarray())
     except MemoryError:
         raise InputError(path, "out of memory while reading the image; crop or split it first") from None
-    except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - tifffile / imagecodecs decoder errors have many types
         raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
 
 
@@ -620,7 +617,7 @@ def _to_czyx(data: np.ndarray, axes: str) -> np.ndarray:
     return np.transpose(data, [ax.index(a) for a in "CZYX"])
 
 
-def _project(stack: np.ndarray, z_mode: str, z_plane: int | None, path: Path) -> np.ndarray:
+def _project(stack: np.ndarray, z_mode: str, z_plane: int | None) -> np.ndarray:
     """(Z, Y, X) -> (Y, X) by max projection or plane choice, or kept as (Z, Y, X)."""
     if z_mode == "max":
         return stack.max(axis=0)
@@ -739,7 +736,8 @@ def _read(
         for path in paths:
             tif, meta = _open_tiff(path, True, None)
             try:
-                if meta.n_c != 1:
+                rgb = meta.n_c > 1 and meta.names_source == "RGB photometric"
+                if meta.n_c != 1 and not rgb:
                     raise InputError(
                         path, f"a per-channel file must hold one channel, this one has {meta.n_c} (axes {meta.axes})"
                     )
@@ -754,7 +752,10 @@ def _read(
                 n_out = meta.n_z if z_mode == "keep" else 1
                 _check_memory(path, int(np.prod(meta.shape)) * meta.dtype.itemsize * len(paths) + n_needed * n_out * ny * nx * 4,
                               (len(paths), *meta.shape), str(meta.dtype))
-                arrays.append(_to_czyx(_read_array(path, tif), meta.axes)[0])
+                czyx = _to_czyx(_read_array(path, tif), meta.axes)
+                # an RGB picture of one channel (grey, or the channel in its display colour): the
+                # brightest of red, green, blue at each pixel is that channel's intensity
+                arrays.append(czyx[:3].max(axis=0) if rgb else czyx[0])
             finally:
                 tif.close()
             metas.append(meta)
@@ -762,7 +763,7 @@ def _read(
             if sfx is not None:
                 file_names.append(sfx)
                 sources.add("file names")
-            elif meta.names:
+            elif meta.names and not rgb:
                 file_names.append(meta.names[0])
                 sources.add(meta.names_source)
             else:
@@ -799,7 +800,7 @@ def _read(
         label = f"channel {i}" + (f" {names_t[i]!r}" if names_t[i] else "") + f" ({key})"
         # checks on the stored values (before projection, so a NaN in any plane is caught)
         _check_values(stack, label, str(paths[i] if per_channel else src))
-        img = _project(stack, z_mode, z_plane, Path(src))
+        img = _project(stack, z_mode, z_plane)
         if img.dtype == np.bool_:
             img = img.astype(np.uint8)
         out[key] = np.ascontiguousarray(img, dtype=np.float32)

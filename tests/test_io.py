@@ -230,6 +230,17 @@ def test_per_channel_files_grouped_and_read(tmp_path):
     assert fio.describe_field(groups[1])["channel_source"] == "file names"
 
 
+def test_per_channel_rgb_pictures_use_their_brightest_component(tmp_path):
+    data = (_stack()[0] // 16).astype(np.uint8)
+    for name, c, colour in (("DAPI", 0, 2), ("EGR1", 1, 0), ("D5S23", 2, 1)):
+        rgb = np.zeros((NY, NX, 3), np.uint8)
+        rgb[..., colour] = data[c]  # the channel shown in its display colour
+        tifffile.imwrite(tmp_path / f"f_{name}.tif", rgb, photometric="rgb")
+    f = fc.read_field(fc.find_fields(tmp_path)[0])
+    _expect(f, data[None])
+    assert f.channel_names == ("DAPI", "EGR1", "D5S23")
+
+
 def test_find_fields_on_files_is_deterministic_and_dedups(tmp_path):
     data = _stack()
     for name, c in (("D5S23", 2), ("EGR1", 1), ("DAPI", 0)):
@@ -390,9 +401,22 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
         raw = (d / "whole.tif").read_bytes()
         p.write_bytes(raw[: len(raw) - 100])
         return p, {}, "truncated"
+    if kind == "truncated_data":
+        _plain(d / "whole.tif", np.moveaxis(data[0], 0, -1), planarconfig="contig")
+        raw = (d / "whole.tif").read_bytes()
+        p.write_bytes(raw[:-100])
+        return p, {}, "image data end at byte"
+    if kind == "corrupt_compressed":
+        _plain(d / "whole.tif", data[0], compression="zlib")
+        raw = bytearray((d / "whole.tif").read_bytes())
+        with tifffile.TiffFile(d / "whole.tif") as t:
+            off = t.pages[1].dataoffsets[0]
+        raw[off + 2: off + 60] = b"\x55" * 58
+        p.write_bytes(bytes(raw))
+        return p, {}, "truncated or corrupt"
     if kind == "corrupt":
         p.write_bytes(b"II*\x00" + b"\xff\xff\xff\x7f" + b"\x13" * 40)
-        return p, {}, "corrupt"
+        return p, {}, "truncated or corrupt TIFF (no readable image"
     if kind == "too_few_channels":
         _plain(p, data[0, :2])
         return p, {}, "too few channels"
@@ -464,7 +488,8 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
 
 
 BAD_KINDS = [
-    "not_found", "not_tiff", "empty_file", "truncated", "truncated_plain", "corrupt", "too_few_channels",
+    "not_found", "not_tiff", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
+    "corrupt", "too_few_channels",
     "missing_channel", "ambiguous", "ambiguous_name", "unnamed_extra", "channels_count", "no_pixel_size",
     "bad_pixel_size", "nan", "inf", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", "time_series",
     "too_large", "group_size_mismatch", "group_multichannel_member",
