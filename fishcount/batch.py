@@ -76,6 +76,8 @@ MANIFEST_OPTIONAL: tuple[str, ...] = ("panel", "sample", "slide")
 POOLED_KEY_COLUMNS: tuple[str, ...] = ("sample", "patient", "timepoint", "week", "slide", "panel", "field", "source")
 
 MARKER = "_done.json"
+#: How long to wait for a ``--scheduler`` to answer.
+SCHEDULER_TIMEOUT = "20s"
 RUN_MARKER = ".fishcount-run"
 MARKER_VERSION = 1
 
@@ -730,7 +732,7 @@ def _execute(
     cluster = None
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise InputError(scheduler, f"cannot connect to the Dask scheduler ({exc})") from None
         engine = {"engine": "dask-distributed", "scheduler": scheduler,

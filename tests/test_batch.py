@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -350,8 +351,8 @@ def test_stale_temporary_folders_are_cleaned(tmp_path):
     assert not any(p.name.startswith((".tmp-", ".trash-")) for p in (out / "fields").rglob("*"))
 
 
-def test_local_cluster_equals_serial(tmp_path):
-    """A real distributed.LocalCluster with 2 worker processes on loopback gives the serial tables."""
+def test_local_cluster_equals_serial_fake(tmp_path):
+    """The Dask path ships an injected per-field function to real worker processes."""
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -359,11 +360,64 @@ def test_local_cluster_equals_serial(tmp_path):
     run_batch(study, tmp_path / "serial", workers=1, **FAKES)
     r = run_batch(study, tmp_path / "dask", workers=2, **FAKES)
     assert r.n_done == 8
-    run = json.loads((tmp_path / "dask" / "run.json").read_text())
-    assert run["engine"]["engine"] == "dask-local" and run["engine"]["workers"] == 2
     a, b = _tables(tmp_path / "serial"), _tables(tmp_path / "dask")
     for k in a:
         pd.testing.assert_frame_equal(a[k], b[k])
+
+
+# ---------------------------------------------------------------------------------------------
+# the real pipeline on a small simulated study
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sim_study(tmp_path_factory):
+    """2 patients x 2 timepoints x 2 simulated 320^2 fields (real OME-TIFF + truth files)."""
+    from fishcount.simulate import simulate_field, write_simulated_field
+
+    root = tmp_path_factory.mktemp("sim") / "study"
+    seed = 100
+    for p, fracs in (("P01", (0.6, 0.05)), ("P02", (0.5, 0.5))):
+        for t, f in zip(("week00", "week16"), fracs):
+            for i in range(2):
+                seed += 1
+                sim = simulate_field("del5q", shape=(320, 320), abnormal_fraction=f, seed=seed)
+                write_simulated_field(sim, root / p / t / f"field{i + 1:02d}.ome.tif")
+    return root
+
+
+def _real_tables(out: Path) -> dict[str, pd.DataFrame]:
+    t = _tables(out)
+    t["timepoints"] = pd.read_csv(out / "response_timepoints.csv")
+    return t
+
+
+@pytest.mark.slow
+def test_local_cluster_equals_serial_real_pipeline(sim_study, tmp_path):
+    """A real distributed.LocalCluster with 2 worker processes on loopback gives the serial tables."""
+    serial = run_batch(sim_study, tmp_path / "serial", workers=1, quiet=True, report=False)
+    assert serial.n_done == 8 and serial.n_errors == 0
+    r = run_batch(sim_study, tmp_path / "dask", workers=2, quiet=True, report=False)
+    assert r.n_done == 8 and r.n_errors == 0
+    run = json.loads((tmp_path / "dask" / "run.json").read_text())
+    assert run["engine"]["engine"] == "dask-local" and run["engine"]["workers"] == 2
+    assert set(run["thresholds"]) == set(json.loads((tmp_path / "serial" / "run.json").read_text())["thresholds"])
+    a, b = _real_tables(tmp_path / "serial"), _real_tables(tmp_path / "dask")
+    for k in a:
+        pd.testing.assert_frame_equal(a[k], b[k])
+    for key in ("P01/week00/field01", "P02/week16/field02"):
+        d = tmp_path / "dask" / "fields" / key
+        assert {"nuclei.csv", "spots.csv", "labels.tif", "field.json", "gallery.png", batch.MARKER} <= \
+            {p.name for p in d.iterdir()}
+    # samples of the real scorer carry the manifest metadata and the number of fields pooled
+    s = a["samples"]
+    assert s["n_fields"].eq(2).all() and set(s["sample"]) == {"P01_week00", "P01_week16", "P02_week00", "P02_week16"}
+
+
+def test_scheduler_address_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT", "1s")
+    study = make_study(tmp_path / "study", patients=("P01",), timepoints=("week00",), fields=1)
+    with pytest.raises(InputError, match="cannot connect to the Dask scheduler"):
+        run_batch(study, tmp_path / "out", scheduler="tcp://127.0.0.1:9", analyze=fake_analyze, score=fake_score,
+                  respond=fake_respond, report=False, quiet=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,3 +468,64 @@ def test_layout_groups_per_channel_files(tmp_path):
     assert df["field"].tolist() == ["P01/week00/field01", "P01/week00/field02"]
     files = df["files"].iloc[0].split(os.pathsep)
     assert [Path(f).name for f in files] == ["field01_DAPI.tif", "field01_EGR1.tif", "field01_D5S23.tif"]
+
+
+@pytest.mark.slow
+def test_cli_kill_9_then_resume_real_pipeline(sim_study, tmp_path):
+    """`fishcount run` killed with SIGKILL mid-run, then rerun: same final tables as an uninterrupted run."""
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    ref = tmp_path / "ref"
+    res = CliRunner().invoke(main, ["run", str(sim_study), "--out", str(ref), "--workers", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from fishcount.cli import main; main()", "run", str(sim_study), "--out", str(out),
+           "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path)
+    fields = out / "fields"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if fields.exists() and len(list(fields.rglob(batch.MARKER))) >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    n_done = len(list(fields.rglob(batch.MARKER)))
+    assert 3 <= n_done < 8, n_done
+    assert not (out / "samples.csv").exists()
+    res = CliRunner().invoke(main, ["run", str(sim_study), "--out", str(out), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert f"{8 - n_done} analysed, {n_done} already done, 0 failed" in res.output
+    a, b = _real_tables(ref), _real_tables(out)
+    for k in a:
+        pd.testing.assert_frame_equal(a[k], b[k])
+    assert (out / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_cli_run_exit_codes(sim_study, tmp_path):
+    """Exit 1 'completed with N errors' for a corrupt field among good ones (real pipeline);
+    exit 2 and one line for a bad manifest."""
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    study = tmp_path / "study"
+    (study / "P01" / "week00").mkdir(parents=True)
+    shutil.copy(sim_study / "P01" / "week00" / "field01.ome.tif", study / "P01" / "week00")
+    (study / "P01" / "week00" / "field02.ome.tif").write_bytes(b"not a tiff at all")
+    res = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert res.exit_code == 1
+    assert "completed with 1 error(s)" in res.output
+    err = pd.read_csv(tmp_path / "out" / "errors.csv")
+    assert err["stage"].tolist() == ["read"] and "field02" in err["file"].iloc[0]
+    bad = tmp_path / "m.csv"
+    bad.write_text("path,patient\nx,P01\n")
+    res = CliRunner().invoke(main, ["run", str(study), "--manifest", str(bad), "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [f"fishcount: error: {bad}: missing column(s) timepoint, week; "
+                                               + batch._MANIFEST_EXAMPLE]
+    assert not (tmp_path / "o2").exists()
