@@ -1001,7 +1001,10 @@ def _split_channel_suffix(stem: str, panel: Panel) -> tuple[str | None, str | No
 
 
 def _is_tiff_name(p: Path) -> bool:
-    return p.name.lower().endswith((".tif", ".tiff")) and not p.name.startswith(".")
+    """A TIFF worth reading in a folder scan: not hidden, not a simulator truth file (``*_truth*``,
+    see ``fishcount.simulate.truth_paths``)."""
+    low = p.name.lower()
+    return low.endswith((".tif", ".tiff")) and not low.startswith(".") and "_truth" not in low
 
 
 def find_fields(
@@ -1013,7 +1016,8 @@ def find_fields(
     Files named ``<prefix>_<channel>.tif`` (or ``<prefix>-<channel>.tif``), where ``<channel>`` is
     a signal name, alias or fluor of the panel or DAPI/Hoechst/nuclei, are grouped by folder and
     prefix; a group's files are ordered DAPI first, then panel order. Every other file is its own
-    field. Folders are searched (not recursively) for ``*.tif``/``*.tiff``, hidden files skipped.
+    field. Folders are searched (not recursively) for ``*.tif``/``*.tiff``; hidden files and
+    simulator truth files (``*_truth*``) are skipped there (files named explicitly are kept).
 
     Parameters
     ----------

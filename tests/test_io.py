@@ -247,10 +247,12 @@ def test_find_fields_on_files_is_deterministic_and_dedups(tmp_path):
         tifffile.imwrite(tmp_path / f"b_{name}.tif", data[0, c], metadata=None)
     (tmp_path / "notes.txt").write_text("x")
     tifffile.imwrite(tmp_path / ".hidden.tif", data[0, 0])
-    files = sorted(tmp_path.glob("b_*.tif"), reverse=True)
+    tifffile.imwrite(tmp_path / "b_truth_labels.tif", data[0, 0])
+    files = sorted((q for q in tmp_path.glob("b_*.tif") if "truth" not in q.name), reverse=True)
     g1 = fc.find_fields(files + [tmp_path])
     assert g1 == fc.find_fields([tmp_path]) and len(g1) == 1
     assert [p.name for p in g1[0]] == ["b_DAPI.tif", "b_EGR1.tif", "b_D5S23.tif"]
+    assert fc.find_fields([tmp_path / "b_truth_labels.tif"]) == [[tmp_path / "b_truth_labels.tif"]]
 
 
 def test_lone_channel_suffix_file_is_its_own_field(tmp_path):
