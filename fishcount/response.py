@@ -390,7 +390,7 @@ def _normalise(samples: pd.DataFrame, cutoffs: CutoffSet | None, source: str) ->
     out["other_positive"] = (df["other_positive"].fillna("").astype(str) if "other_positive" in df else "")
     n = out["nuclei_scored"].to_numpy()
     if cutoffs is None and "cutoff_pct" in df.columns:
-        cut = pd.to_numeric(df["cutoff_pct"], errors="coerce").to_numpy(dtype=float)
+        cut = np.array(pd.to_numeric(df["cutoff_pct"], errors="coerce"), dtype=float)
         for i, (v, r) in enumerate(zip(cut, df["cutoff_pct"].tolist())):
             if not pd.isna(r) and (np.isnan(v) or not 0 <= v <= 100):
                 raise InputError(source, f"row {i + 2}, column 'cutoff_pct': expected a percentage 0-100, got {r!r}")
