@@ -419,6 +419,10 @@ def clinical_criteria_from_dict(data: Mapping, source: str = "<dict>", raw: byte
     """
     if not isinstance(data, Mapping):
         raise CriteriaError(source, "a criteria file must be a table of fields")
+    if data.get("kind") != "clinical":
+        raise CriteriaError(source, f"kind must be \"clinical\" for a clinical criteria set, got {data.get('kind')!r}"
+                                    + (" (this is a FISH response criteria set: use it with fishcount response --criteria)"
+                                       if data.get("type") == "response-criteria" else ""))
     known = {"schema_version", "kind", "id", "name", "disease", "sources", "assessment_requires",
              "marrow_response", "categories", "improvements", "events"}
     unknown = sorted(set(data) - known)
@@ -426,8 +430,6 @@ def clinical_criteria_from_dict(data: Mapping, source: str = "<dict>", raw: byte
         raise CriteriaError(source, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
     if data.get("schema_version", 1) != 1:
         raise CriteriaError(source, f"schema_version {data.get('schema_version')!r} is not supported (this fishcount reads 1)")
-    if data.get("kind") != "clinical":
-        raise CriteriaError(source, f"kind must be \"clinical\" for a clinical criteria set, got {data.get('kind')!r}")
     cid = _str(data, "id", source)
     sources = _str_tuple(data, "sources", source)
     if not sources:
