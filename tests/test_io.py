@@ -650,3 +650,30 @@ def test_imagej_plain_stack_labels_name_the_channels(tmp_path):
     f = fc.read_field(p)
     _expect(f, data, order=(1, 0, 2))
     assert f.channel_names == ("EGR1", "DAPI", "D5S23")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=6), min_size=1,
+             max_size=4, unique=True),
+    st.data(),
+)
+def test_find_fields_groups_exactly_by_prefix(tmp_path_factory, prefixes, data):
+    """Files <prefix>_<channel> of each prefix form one field (DAPI first, panel order), whatever the
+    case of the channel name; find_fields only looks at names, so empty files do."""
+    d = tmp_path_factory.mktemp("groups")
+    expected = []
+    for pre in prefixes:
+        keys = data.draw(st.lists(st.sampled_from(["DAPI", "EGR1", "D5S23"]), min_size=2, max_size=3, unique=True))
+        files = []
+        for k in ("DAPI", "EGR1", "D5S23"):
+            if k in keys:
+                term = data.draw(st.sampled_from([t for kk, t in PANEL_TERMS if kk == k and " " not in t]))
+                term = data.draw(st.sampled_from([term, term.upper(), term.lower()]))
+                sep = data.draw(st.sampled_from(["_", "-"]))
+                files.append(d / f"{pre}{sep}{term}.tif")
+                files[-1].write_bytes(b"")
+        expected.append(files)
+    got = fc.find_fields(d)
+    assert sorted(got) == sorted(expected)
+    assert all(fio._group_stem(g, DEL5Q) == g[0].name.split("_")[0].split("-")[0] for g in got)
