@@ -1,0 +1,170 @@
+"""Reader: FISH fields (through :func:`fishcount.read_field`) and fishcount result folders.
+
+* An image file (``.tif``, ``.tiff``, ``.ome.tif``) becomes one Image layer per channel, named
+  ``DAPI`` and by the panel's signal names, coloured by fluor, with the pixel size (µm) as scale.
+* A field result folder (``nuclei.csv`` + ``spots.csv``, the ``fishcount analyze`` output) becomes
+  the field's channels (when the source image is found), the ``nuclei`` Labels layer coloured by
+  call, and one Points layer per signal. The layers' ``metadata["fishcount"]["field_dir"]`` tells
+  the Review widget which folder to review.
+* A ``fishcount run`` output folder (``fields/<key>/nuclei.csv``...) opens its first field and
+  records the study folder, so the Review widget can step through all its fields.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fishcount.errors import FishcountError
+
+from ._layers import META, field_layers, labels_layer, points_layers
+
+_IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
+#: File names a field result folder may keep its label image under (first found wins).
+LABEL_FILES = ("labels.tif", "labels.tiff", "nuclei_labels.tif", "labels.ome.tif", "labels.npy")
+#: JSON files of a field result folder that may record the source image and panel.
+META_FILES = ("field.json", "result.json", "params.json", "metadata.json", "_done.json")
+
+
+def is_field_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "nuclei.csv").is_file() and (path / "spots.csv").is_file()
+
+
+def study_fields(path: Path) -> list[Path]:
+    """Field result folders of a ``fishcount run`` output folder, sorted."""
+    root = path / "fields"
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.rglob("nuclei.csv") if is_field_dir(p.parent))
+
+
+def napari_get_reader(path: "str | list[str]") -> Callable | None:
+    """npe2 reader contribution: a reader function for paths fishcount can open, else None."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if p.is_dir():
+        if is_field_dir(p) or study_fields(p):
+            return read_results
+        return None
+    if p.name.lower().endswith(_IMAGE_SUFFIXES):
+        return read_image
+    return None
+
+
+def read_image(path: "str | list[str]", panel: str | None = None) -> list[tuple[Any, dict, str]]:
+    """Layer data of one FISH field image, read with :func:`fishcount.read_field`."""
+    import fishcount as fc
+
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    field = fc.read_field(path, panel=panel)
+    p = fc.load_panel(field.panel_id or panel)
+    return field_layers(field, p, {"image": str(path)})
+
+
+def field_metadata(folder: Path) -> dict:
+    """Merged content of the JSON metadata files of a field result folder (empty if none)."""
+    meta: dict = {}
+    for name in META_FILES:
+        f = folder / name
+        if f.is_file():
+            try:
+                d = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(d, dict):
+                for k, v in d.items():
+                    meta.setdefault(k, v)
+    return meta
+
+
+def field_context(folder: Path) -> dict:
+    """Source image, panel id and pixel size of a field result folder, from its ``field.json``
+    (``source``, ``panel.id``, ``params.pixel_size_um``; docs/outputs.md)."""
+    meta = field_metadata(folder)
+    src = meta.get("source") or meta.get("path")
+    panel = meta.get("panel")
+    if isinstance(panel, dict):
+        panel = panel.get("id") or panel.get("path")
+    params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+    px = params.get("pixel_size_um", meta.get("pixel_size_um"))
+    if isinstance(src, str) and src and not src.startswith("<"):
+        sp = Path(src.split(os.pathsep)[0])
+        if not sp.is_absolute():
+            for base in (folder, folder.parent, Path.cwd()):
+                if (base / sp).exists():
+                    sp = base / sp
+                    break
+        src = str(sp)
+    else:
+        src = None
+    return {"source": src, "panel": str(panel) if panel else None,
+            "pixel_size_um": float(px) if isinstance(px, (int, float)) and px > 0 else None,
+            "thresholds": meta.get("thresholds") if isinstance(meta.get("thresholds"), dict) else {},
+            "params": params}
+
+
+def read_labels(folder: Path) -> np.ndarray | None:
+    """The field's nucleus label image, if the result folder holds one."""
+    for name in LABEL_FILES:
+        f = folder / name
+        if f.is_file():
+            if f.suffix == ".npy":
+                return np.load(f)
+            import tifffile
+
+            return np.asarray(tifffile.imread(f))
+    return None
+
+
+def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None, study: str | None = None,
+                        blind: bool = False) -> list[tuple[Any, dict, str]]:
+    """Layers of one field result folder (channels if found, nuclei labels, signals).
+
+    With ``reviewer``, the reviewer's journal is replayed first (:func:`fishcount.review.open_review`),
+    so the layers show the reviewed state.
+    """
+    import fishcount as fc
+    from fishcount import review as rv
+
+    folder = Path(folder)
+    ctx = field_context(folder)
+    panel = fc.load_panel(ctx["panel"]) if ctx["panel"] else fc.load_panel()
+    if reviewer:
+        state = rv.open_review(folder, reviewer, panel)
+    else:
+        n, s = rv.read_field_tables(folder)
+        state = rv.start_review(n, s, panel, field=folder.name, source=str(folder))
+    context = {"field_dir": str(folder), "panel": panel.id, "study_dir": study, "pixel_size_um": ctx["pixel_size_um"]}
+    layers: list = []
+    px = ctx["pixel_size_um"]
+    if ctx["source"] and Path(ctx["source"]).exists():
+        try:
+            field = fc.read_field(ctx["source"], panel=panel, pixel_size_um=px)
+            px = px or field.pixel_size_um
+            context["pixel_size_um"] = px
+            layers += field_layers(field, panel, context)
+        except FishcountError:
+            pass  # the tables are still reviewable without the image
+    labels = read_labels(folder)
+    if labels is not None:
+        layers.append(labels_layer(labels, panel, state.nuclei, px, context, blind=blind))
+    layers += points_layers(state.spots, panel, px, context)
+    return layers
+
+
+def read_results(path: "str | list[str]") -> list[tuple[Any, dict, str]]:
+    """Layers of a field result folder, or of the first field of a ``fishcount run`` folder."""
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    p = Path(path)
+    if is_field_dir(p):
+        return field_result_layers(p)
+    fields = study_fields(p)
+    return field_result_layers(fields[0], study=str(p))

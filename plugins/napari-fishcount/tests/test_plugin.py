@@ -1,0 +1,375 @@
+"""Headless napari tests of the fishcount plugin (Xvfb via pytest-xvfb; see docs/napari.md).
+
+A small simulated del(5q) field is written and analysed once per test module with the library;
+the tests drive the plugin's reader, sample data, Analyse and Review widgets and writer, and check
+every number against the library (``fishcount.review`` / ``fishcount.scoring``).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fishcount as fc
+from fishcount import review as rv
+from fishcount.errors import InputError
+from fishcount.scoring import score_sample
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-fishcount"
+REPO = Path(__file__).resolve().parents[3]
+DOC_IMG = REPO / "docs" / "img"
+SHAPE = (384, 384)
+
+
+@pytest.fixture(scope="module")
+def sim_field(tmp_path_factory):
+    """A simulated field on disk (OME-TIFF, 0.16 µm/px) and its analysed result folder."""
+    from fishcount.simulate import simulate_field, write_simulated_field
+
+    root = tmp_path_factory.mktemp("napari_fishcount")
+    sim = simulate_field("del5q", shape=SHAPE, seed=3, abnormal_fraction=0.4)
+    paths = write_simulated_field(sim, root / "field01.ome.tif")
+    result = fc.analyze_field(fc.read_field(paths["image"]))
+    folder = fc.write_field_result(result, root / "results")
+    return {"image": Path(paths["image"]), "folder": folder, "result": result, "root": root}
+
+
+@pytest.fixture
+def field_dir(sim_field, tmp_path):
+    """A fresh copy of the result folder (journals of one test never leak into another)."""
+    dst = tmp_path / "field01"
+    shutil.copytree(sim_field["folder"], dst)
+    return dst
+
+
+def _open_review(viewer, folder, reviewer="ann"):
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
+    w.reviewer.setText(reviewer)
+    w.open(folder)
+    return w
+
+
+def _label_with(state, cond):
+    n = state.nuclei
+    return int(n.loc[cond(n), "label"].iloc[0])
+
+
+# --- manifest, reader, sample ------------------------------------------------------------------
+def test_manifest_validates_with_imports():
+    npe2 = Path(sys.executable).with_name("npe2")
+    out = subprocess.run([str(npe2), "validate", "--imports", PLUGIN], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in out.stdout
+
+
+def test_reader_opens_field_with_names_colours_and_scale(make_napari_viewer, sim_field):
+    viewer = make_napari_viewer()
+    layers = viewer.open(sim_field["image"], plugin=PLUGIN)
+    assert [ly.name for ly in layers] == ["DAPI", "EGR1", "D5S23"]
+    for ly in layers:
+        assert tuple(ly.scale) == pytest.approx((0.16, 0.16))
+        assert ly.data.shape == SHAPE
+    panel = fc.load_panel("del5q")
+    # the probe colormaps end in the panel's fluor colour (EGR1 SpectrumOrange #ff8c00)
+    top = viewer.layers["EGR1"].colormap.colors[-1][:3]
+    assert top == pytest.approx(np.array([0xFF, 0x8C, 0x00]) / 255, abs=1e-3)
+    assert viewer.layers["D5S23"].metadata["fishcount"]["channel"] == "D5S23"
+    assert panel.signal("D5S23").color == "#00e000"
+
+
+def test_reader_claims_only_what_fishcount_reads(tmp_path, sim_field):
+    from napari_fishcount._reader import napari_get_reader
+
+    (tmp_path / "notes.txt").write_text("x")
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+    assert napari_get_reader(str(tmp_path)) is None  # a folder without results
+    assert napari_get_reader([str(sim_field["image"]), str(sim_field["image"])]) is None
+    assert napari_get_reader(str(sim_field["image"])) is not None
+    assert napari_get_reader(str(sim_field["folder"])) is not None
+
+
+def test_reader_opens_result_folder_and_study(make_napari_viewer, field_dir, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open(field_dir, plugin=PLUGIN)
+    names = [ly.name for ly in viewer.layers]
+    assert names[:3] == ["DAPI", "EGR1", "D5S23"]  # the source image recorded in field.json
+    assert {"nuclei", "EGR1 signals", "D5S23 signals"} <= set(names)
+    nuclei = pd.read_csv(field_dir / "nuclei.csv", keep_default_na=False)
+    assert set(np.unique(viewer.layers["nuclei"].data)) - {0} == set(nuclei["label"])
+    counted = pd.read_csv(field_dir / "spots.csv", keep_default_na=False)
+    assert len(viewer.layers["EGR1 signals"].data) == int((counted["counts_as"] == "EGR1").sum())
+    # a run folder: fields/<patient>/<timepoint>/<field>/
+    run = tmp_path / "run"
+    shutil.copytree(field_dir, run / "fields" / "P01" / "week00" / "field01")
+    viewer.layers.clear()
+    viewer.open(run, plugin=PLUGIN)
+    assert viewer.layers["nuclei"].metadata["fishcount"]["study_dir"] == str(run)
+
+
+def test_sample_data(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "del5q_field")
+    assert [ly.name for ly in viewer.layers] == ["DAPI", "EGR1", "D5S23"]
+    assert tuple(viewer.layers["DAPI"].scale) == pytest.approx((0.16, 0.16))
+
+
+# --- analyse ------------------------------------------------------------------------------------
+def _analyse_widget(viewer, sim_field, out=None):
+    viewer.open(sim_field["image"], plugin=PLUGIN)
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Analyse")
+    if out is not None:
+        w.out_dir.setText(str(out))
+    return w
+
+
+def test_analyse_widget_adds_layers_in_a_worker(make_napari_viewer, qtbot, sim_field, tmp_path):
+    viewer = make_napari_viewer()
+    w = _analyse_widget(viewer, sim_field, tmp_path / "out")
+    assert w.dapi_box.currentText() == "DAPI" and w.channel_boxes["EGR1"].currentText() == "EGR1"
+    assert w.pixel_size_um() == pytest.approx(0.16)
+    with qtbot.waitSignal(w.analysed, timeout=60000):
+        w.run()
+    res = w.result
+    expected = fc.analyze_field(fc.read_field(sim_field["image"]))
+    pd.testing.assert_frame_equal(res.nuclei, expected.nuclei)  # the widget only calls the library
+    assert {"nuclei", "EGR1 signals", "D5S23 signals"} <= {ly.name for ly in viewer.layers}
+    cmap = viewer.layers["nuclei"].colormap
+    bad = int(res.nuclei.loc[~res.nuclei["scorable"], "label"].iloc[0])
+    assert cmap.map(bad)[:3] == pytest.approx(np.array([0x7F, 0x7F, 0x7F]) / 255, abs=1e-2)  # greyed
+    assert (w.result_dir / "nuclei.csv").is_file()
+    assert "nuclei" in w.status.text() and "written to" in w.status.text()
+
+
+def test_analyse_threshold_override_and_preview(make_napari_viewer, qtbot, sim_field):
+    viewer = make_napari_viewer()
+    w = _analyse_widget(viewer, sim_field)
+    w.threshold_checks["EGR1"].setChecked(True)
+    w.threshold_spins["EGR1"].setValue(4.0)
+    low, t_low = w.detect_preview("EGR1")
+    w.threshold_spins["EGR1"].setValue(40.0)
+    high, t_high = w.detect_preview("EGR1")
+    assert (t_low, t_high) == (4.0, 40.0) and len(high) < len(low)
+    w.live_preview.setChecked(True)  # previews every channel in workers
+    qtbot.waitUntil(lambda: "EGR1 preview" in viewer.layers and "D5S23 preview" in viewer.layers, timeout=30000)
+    qtbot.waitUntil(lambda: len(viewer.layers["EGR1 preview"].data) == len(high), timeout=30000)
+    result, folder = w.analyse()
+    assert folder is None and result.thresholds["EGR1"] == 40.0 and result.params["threshold_source"]["EGR1"] == "manual"
+
+
+def test_analyse_error_is_shown(make_napari_viewer, qtbot, sim_field, tmp_path):
+    viewer = make_napari_viewer()
+    w = _analyse_widget(viewer, sim_field, tmp_path / "out")
+    (tmp_path / "out" / "field01").mkdir(parents=True)  # outputs exist and overwrite is off
+    w.out_dir.setText(str(tmp_path / "out"))
+    worker = w.run()
+    qtbot.waitUntil(lambda: w.error is not None, timeout=60000)
+    assert "already exist" in w.error and "error:" in w.status.text()
+    del worker
+
+
+# --- review ---------------------------------------------------------------------------------
+def test_review_actions_change_the_tally_exactly(make_napari_viewer, field_dir):
+    viewer = make_napari_viewer()
+    w = _open_review(viewer, field_dir)
+    s0 = w.state
+    t0 = rv.tally(s0)
+
+    def check(dn_rev, dn_scor, dclone):
+        t = rv.tally(w.state)
+        sc = score_sample(w.state.nuclei, w.state.panel)  # what samples.csv will say
+        assert (t.n_reviewed, t.n_scorable, t.clone_count) == (
+            t0.n_reviewed + dn_rev, t0.n_scorable + dn_scor, t0.clone_count + dclone)
+        assert (t.clone_pct, t.ci_low_pct, t.ci_high_pct) == pytest.approx((sc.clone_pct, sc.ci_low_pct, sc.ci_high_pct))
+        assert f"reviewed {t.n_reviewed}/{t.n_nuclei}" in w.tally_label.text()
+
+    normal = _label_with(s0, lambda n: n["scorable"] & (n["call"] == "normal"))
+    w.go_to(normal)
+    assert w.confirm()
+    check(1, 0, 0)
+    assert w.current != normal  # moved on to the next unreviewed nucleus
+    w.go_to(normal)
+    assert w.set_call("del5q")
+    check(1, 0, 1)
+    # delete one EGR1 signal of a scorable normal nucleus: 2O2G -> 1O2G (del5q)
+    other = _label_with(w.state, lambda n: n["scorable"] & (n["call"] == "normal") & ~n["reviewed"])
+    w.go_to(other)
+    egr1 = w.state.spots_of(other)
+    sid = int(egr1.loc[egr1["counts_as"] == "EGR1", "spot_id"].iloc[0])
+    layer = viewer.layers["EGR1 signals"]
+    layer.selected_data = {int(np.nonzero(layer.features["spot_id"].to_numpy() == sid)[0][0])}
+    assert w.selected_spot_ids() == [sid]
+    assert w.delete_selected()
+    assert w.state.nucleus(other)["call"] == "del5q"
+    check(2, 0, 2)
+    assert sid not in set(layer.features["spot_id"])  # the layer follows
+    # add it back at the cursor: del5q -> normal again
+    y, x = float(egr1.loc[egr1["spot_id"] == sid, "y"].iloc[0]), float(egr1.loc[egr1["spot_id"] == sid, "x"].iloc[0])
+    viewer.cursor.position = (y * 0.16, x * 0.16)
+    w.signal_box.setCurrentText("EGR1")
+    assert w.add_signal_at_cursor()
+    assert w.state.nucleus(other)["call"] == "normal"
+    check(2, 0, 1)
+    # unscorable with a reason: leaves the denominator
+    w.go_to(other)
+    assert w.mark_unscorable("out of focus")
+    check(2, -1, 1)
+    assert w.state.nucleus(other)["exclusion_reason"] == "reviewer: out of focus"
+    assert viewer.layers["nuclei"].colormap.map(other)[:3] == pytest.approx(np.array([0x7F] * 3) / 255, abs=1e-2)
+    assert w.restore()
+    check(2, 0, 1)
+    # every edit is already in the journal
+    assert len(rv.read_journal(rv.journal_path(field_dir, "ann"))) == len(w.state.edits) == 6
+    assert "saved ✓" in w.saved_label.text()
+
+
+def test_navigation_and_shortcuts(make_napari_viewer, field_dir):
+    viewer = make_napari_viewer()
+    w = _open_review(viewer, field_dir)
+    order = list(w.order)
+    assert order == sorted(order) and w.current == order[0]
+    w.go_next()
+    assert w.current == order[1]
+    w.go_previous()
+    w.go_previous()  # stays at the first
+    assert w.current == order[0]
+    from app_model.types import KeyBinding
+
+    viewer.keymap[KeyBinding.from_str("c")](viewer)  # the 'c' shortcut confirms
+    assert w.current == order[1] and w.state.nucleus(order[0])["reviewed"]
+    for lab in order[1:]:
+        w.go_to(lab)
+        w.confirm()
+    assert w.state.nuclei["reviewed"].all() and "every nucleus is reviewed" in w.info.text()
+
+
+def test_journal_survives_closing_and_reopening(make_napari_viewer, field_dir):
+    v1 = make_napari_viewer()
+    w = _open_review(v1, field_dir)
+    lab = int(w.order[0])
+    w.go_to(lab)
+    w.set_call("monosomy5")
+    w.mark_unscorable("overlapping nuclei")
+    w.go_to(int(w.order[2]))
+    w.confirm()
+    before = w.state
+    v1.window.remove_dock_widget("all")
+    v1.layers.clear()
+    v2 = make_napari_viewer()
+    w2 = _open_review(v2, field_dir)
+    pd.testing.assert_frame_equal(w2.state.nuclei, before.nuclei)
+    pd.testing.assert_frame_equal(w2.state.spots, before.spots)
+    assert w2.state.edits == before.edits
+    assert "3 edits restored" in w2.saved_label.text()
+    # the reviewed state is what the reader shows too
+    assert w2.state.nucleus(lab)["exclusion_reason"] == "reviewer: overlapping nuclei"
+
+
+def test_blind_mode_hides_calls_and_shuffles(make_napari_viewer, field_dir):
+    viewer = make_napari_viewer()
+    w = _open_review(viewer, field_dir, reviewer="bob")
+    w.seed.setValue(11)
+    w.blind.setChecked(True)
+    labels = w.state.labels
+    assert w.order == [int(v) for v in rv.review_order(labels, seed=11)] and w.order != sorted(w.order)
+    assert "call" not in w.info.text() and "pattern" not in w.info.text()
+    assert "calls hidden" in w.tally_label.text() and "clone" not in w.tally_label.text()
+    cmap = viewer.layers["nuclei"].colormap
+    colours = {tuple(np.round(cmap.map(int(lab))[:3], 3)) for lab in labels}
+    assert len(colours) == 1  # every nucleus the same colour
+    w.gallery_btn.click()
+    assert "blind mode hides" in (w.last_error or "")
+    w.blind.setChecked(False)
+    assert "call" in w.info.text()
+
+
+def test_two_readers_concordance_and_outputs(make_napari_viewer, field_dir):
+    viewer = make_napari_viewer()
+    a = _open_review(viewer, field_dir, "ann")
+    for lab in a.order[:6]:
+        a.go_to(lab)
+        a.confirm()
+    a.go_to(a.order[0])
+    a.set_call("del5q" if a.state.nucleus(a.order[0])["call"] != "del5q" else "normal")
+    viewer.window.remove_dock_widget("all")
+    b = _open_review(viewer, field_dir, "bob")
+    for lab in b.order[:6]:
+        b.go_to(lab)
+        b.confirm()
+    b.reviewer.setText("bob")
+    b._refresh_compare()
+    assert [b.compare_box.itemText(i) for i in range(b.compare_box.count())] == ["ann"]
+    c = b.compare("ann")
+    expect = rv.concordance(b.state, rv.open_review(field_dir, "ann"), reader_a="bob", reader_b="ann")
+    assert (c.n_common, c.n_agree) == (expect.n_common, expect.n_agree) == (6, 5)
+    assert "5/6 nuclei agree" in b.concordance_label.text()
+    pn, ps = b.save_tables()
+    assert pn.name == "nuclei.reviewed.bob.csv" and ps.is_file()
+    # writer contribution: the reviewed nuclei table of the labels layer
+    out = viewer.layers["nuclei"].save(str(field_dir / "export.csv"), plugin=PLUGIN)
+    assert out == [str(field_dir / "export.csv")]
+    exported = pd.read_csv(field_dir / "export.csv", keep_default_na=False)
+    assert int(exported["reviewed"].astype(str).eq("True").sum()) == 6
+
+
+def test_writer_refuses_layers_not_under_review(tmp_path):
+    from napari_fishcount._writer import write_reviewed_calls
+
+    with pytest.raises(InputError, match="not a fishcount field under review"):
+        write_reviewed_calls(str(tmp_path / "x.csv"), np.zeros((4, 4), int), {"metadata": {}})
+
+
+def test_review_errors_are_reported_not_raised(make_napari_viewer, field_dir, tmp_path):
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
+    w.reviewer.setText("no spaces allowed")
+    with pytest.raises(InputError, match="must be 1-64 letters"):
+        w.open(field_dir)
+    w.reviewer.setText("ann")
+    with pytest.raises(InputError, match="not a fishcount field result folder"):
+        w.open(tmp_path)
+    w.open(field_dir)
+    assert not w.set_call("bogus") and "not a call of panel" in w.last_error
+    assert not w.move_selected_to_cursor() and "exactly one signal" in w.last_error
+    # a journal that cannot be written: the edit is dropped, the reviewer is told
+    jp = rv.journal_path(field_dir, "ann")
+    jp.write_text('{"v": 1}')  # no final newline
+    n_before = len(w.state.edits)
+    assert not w.confirm()
+    assert len(w.state.edits) == n_before and "not saved" in w.saved_label.text()
+
+
+# --- screenshots ----------------------------------------------------------------------------
+def _save(viewer, qtbot, name):
+    qtbot.wait(300)
+    DOC_IMG.mkdir(parents=True, exist_ok=True)
+    img = viewer.screenshot(str(DOC_IMG / name), canvas_only=False)
+    assert img[..., :3].std() > 5, f"{name} is blank"
+    return img
+
+
+def test_screenshots(make_napari_viewer, qtbot, sim_field, field_dir):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    w = _analyse_widget(viewer, sim_field)
+    w.show_result(sim_field["result"], None)
+    viewer.layers["DAPI"].contrast_limits = viewer.layers["DAPI"].contrast_limits  # keep percentile limits
+    viewer.reset_view()
+    canvas = viewer.screenshot(canvas_only=True)
+    assert canvas[..., :3].std() > 5
+    _save(viewer, qtbot, "napari_analyse.png")
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    r = _open_review(viewer, field_dir)
+    for lab in r.order[:3]:
+        r.go_to(lab)
+        r.confirm()
+    r.show_gallery()
+    assert r.gallery_image is not None and r.gallery_image.shape[2] == 3
+    _save(viewer, qtbot, "napari_review.png")
