@@ -240,13 +240,19 @@ def _assign_channels(
                 f"{n_channels} channel(s)",
             )
         return tuple(channels), "user (--channels)", _match_channels(channels, panel, source)
+    named = names is not None and not all(_is_generic(n) for n in names)
     if n_channels < n_needed:
+        found = ""
+        if named:  # say which signal is missing, e.g. a per-channel group without its D5S23 file
+            terms = _channel_terms(panel)
+            have = [k for k in terms if any(_match_level(n, t) for n in names for t in terms[k])]
+            found = f"; found {', '.join(have) or 'none'} in {', '.join(repr(n) for n in names)}"
         raise InputError(
             source,
             f"too few channels for panel {panel.id}: the image has {n_channels}, the panel needs "
-            f"{n_needed} (DAPI + {', '.join(panel.signal_names)})",
+            f"{n_needed} (DAPI + {', '.join(panel.signal_names)}){found}",
         )
-    if names is not None and not all(_is_generic(n) for n in names):
+    if named:
         return tuple(names), names_source, _match_channels(names, panel, source)
     if n_channels == n_needed:
         order = (DAPI, *panel.signal_names)
@@ -712,7 +718,6 @@ def _read(
     per_channel = len(paths) > 1
 
     metas: list[_Meta] = []
-    planes: list[np.ndarray] = []  # per channel (Z, Y, X), stored dtype
     if not per_channel:
         path = paths[0]
         tif, meta = _open_tiff(path, False, n_expected)

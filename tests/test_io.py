@@ -255,6 +255,16 @@ def test_find_fields_on_files_is_deterministic_and_dedups(tmp_path):
     assert fc.find_fields([tmp_path / "b_truth_labels.tif"]) == [[tmp_path / "b_truth_labels.tif"]]
 
 
+def test_group_missing_a_channel_file_says_which(tmp_path):
+    data = _stack()
+    for name, c in (("DAPI", 0), ("EGR1", 1)):
+        tifffile.imwrite(tmp_path / f"f_{name}.tif", data[0, c], metadata=None)
+    groups = fc.find_fields(tmp_path)
+    assert len(groups) == 1
+    with pytest.raises(InputError, match=r"f_DAPI.tif: too few channels .* found DAPI, EGR1 in 'DAPI', 'EGR1'"):
+        fc.read_field(groups[0])
+
+
 def test_lone_channel_suffix_file_is_its_own_field(tmp_path):
     data = _stack()
     _ome(tmp_path / "scan_DAPI.ome.tif", data[0], "CYX", NAMES)
