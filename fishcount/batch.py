@@ -730,6 +730,7 @@ def _execute(
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
+    t_start = time.perf_counter()
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
@@ -748,6 +749,11 @@ def _execute(
         client = Client(cluster)
         engine = {"engine": "dask-local", "workers": workers, "memory_limit_bytes": mem}
     try:
+        try:  # import the pipeline on every worker now, in parallel, not inside the first task
+            client.run(_warm_worker)
+        except Exception:  # noqa: BLE001 - a worker that cannot import reports it per field
+            pass
+        engine["startup_s"] = round(time.perf_counter() - t_start, 4)
         futures = {}
         for t in tasks:
             f = client.submit(_run_task, t, pure=False, key=f"field-{uuid.uuid4().hex}")
@@ -768,6 +774,17 @@ def _execute(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _warm_worker() -> None:
+    """Import the analysis modules (numpy, scikit-image, scipy...) in a Dask worker."""
+    import importlib
+
+    for mod in ("io", "segment", "spots", "calls", "analyze", "overlay"):
+        try:
+            importlib.import_module(f"fishcount.{mod}")
+        except ImportError:
+            pass
 
 
 def _cleanup_stale(fields_dir: Path) -> None:

@@ -1,0 +1,219 @@
+"""Benchmark of the batch runner: worker scaling, Dask overhead, memory per worker, pooling memory.
+
+Usage::
+
+    python benchmarks/bench_batch.py [--fields 40] [--size 1024] [--work /tmp/fishcount-bench-batch]
+                                     [--pool-fields 500] [--json out.json]
+
+Measures, on simulated del(5q) fields (fishcount.simulate, default 40 fields of 1024 x 1024):
+
+1. fields/s with the plain serial loop (``workers=1``) and with a 2-worker local Dask cluster
+   (``workers=2``): the speed-up;
+2. per-field overhead of the Dask path: a 1-worker ``distributed.LocalCluster`` (via ``scheduler=``)
+   against the plain loop, same fields;
+3. memory: peak RSS increase of one worker process analysing one field, as a multiple of the
+   field's bytes (stored and as float32), and the peak RSS of each Dask worker;
+4. pooling: peak memory of ``pool_nuclei`` over ``--pool-fields`` per-field nuclei tables against
+   the size of the pooled table (it must not hold all nuclei twice).
+
+Results are printed as Markdown rows for docs/benchmarks.md (## Batch) and optionally saved as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def make_study(root: Path, n_fields: int, size: int) -> Path:
+    """n_fields simulated fields laid out as P<k>/week00|week16/fieldNN.ome.tif (cached)."""
+    from fishcount.simulate import simulate_field, write_simulated_field
+
+    done = root / f".complete-{n_fields}-{size}"
+    if done.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    per_sample = 5
+    k = 0
+    while k < n_fields:
+        s = k // per_sample
+        patient, tp = f"P{s // 2 + 1:02d}", ("week00", "week16")[s % 2]
+        frac = 0.5 if tp == "week00" else 0.1
+        sim = simulate_field("del5q", shape=(size, size), abnormal_fraction=frac, seed=1000 + k)
+        write_simulated_field(sim, root / patient / tp / f"field{k % per_sample + 1:02d}.ome.tif")
+        k += 1
+    done.write_text("ok\n")
+    return root
+
+
+def timed_run(study: Path, out: Path, **kw) -> dict:
+    from fishcount.batch import run_batch
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    r = run_batch(study, out, quiet=True, report=False, **kw)
+    wall = time.perf_counter() - t0
+    run = json.loads((out / "run.json").read_text())
+    assert r.n_errors == 0, r.errors
+    return {"wall_s": wall, "fields_s": run["timings"]["fields_s"], "n": r.n_done,
+            "per_field_mean_s": run["timings"]["per_field_mean_s"], "engine": run["engine"]}
+
+
+_MEM_CHILD = r"""
+import json, resource, sys, tempfile, os
+from pathlib import Path
+import fishcount.batch as b, fishcount.analyze, fishcount.io, fishcount.overlay, fishcount.segment, fishcount.spots
+from fishcount.panels import load_panel
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+path = sys.argv[1]
+panel = load_panel("del5q")
+with tempfile.TemporaryDirectory() as d:   # warm-up: first-call imports and caches
+    b.process_field(path, Path(d), panel, {})
+base = rss()
+peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with tempfile.TemporaryDirectory() as d:
+    b.process_field(path, Path(d), panel, {})
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"base_rss": base, "peak_before": peak0, "peak": peak}))
+"""
+
+_POOL_CHILD = r"""
+import json, sys, time, tracemalloc
+from pathlib import Path
+import pandas as pd, pyarrow as pa
+from fishcount.batch import pool_nuclei
+out = Path(sys.argv[1])
+table = pd.read_pickle(out / "table.pkl")
+pool = pa.default_memory_pool()
+tracemalloc.start()
+t0 = time.perf_counter()
+n = pool_nuclei(table, out)
+dt = time.perf_counter() - t0
+_, py_peak = tracemalloc.get_traced_memory()
+import pyarrow.parquet as pq
+t = pq.read_table(out / "nuclei.parquet")
+print(json.dumps({"rows": n, "seconds": dt, "arrow_peak": pool.max_memory(), "python_peak": py_peak,
+                  "pooled_arrow_bytes": t.nbytes, "pooled_pandas_bytes": int(t.to_pandas().memory_usage(deep=True).sum())}))
+"""
+
+
+def bench_memory(field: Path) -> dict:
+    import tifffile
+
+    r = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(field)], capture_output=True, text=True, check=True)
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    with tifffile.TiffFile(field) as tf:
+        s = tf.series[0]
+        stored = int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
+        f32 = int(np.prod(s.shape)) * 4
+    inc = max(m["peak"] - m["base_rss"], 0)
+    return {"field_stored_bytes": stored, "field_float32_bytes": f32, "worker_base_rss": m["base_rss"],
+            "worker_peak_rss": m["peak"], "peak_increase_bytes": inc,
+            "increase_x_stored": inc / stored, "increase_x_float32": inc / f32}
+
+
+def bench_pool(template_dir: Path, work: Path, n_fields: int) -> dict:
+    """pool_nuclei over n_fields copies of one real nuclei.csv."""
+    out = work / "pool"
+    shutil.rmtree(out, ignore_errors=True)
+    src = (template_dir / "nuclei.csv").read_text()
+    rows = []
+    for k in range(n_fields):
+        key = f"P{k // 50:02d}/week{(k // 10) % 5:02d}/field{k % 10:02d}"
+        d = out / "fields" / key
+        d.mkdir(parents=True)
+        (d / "nuclei.csv").write_text(src)
+        rows.append({"path": f"/study/{key}.ome.tif", "field": key, "sample": key.rsplit("/", 1)[0].replace("/", "_"),
+                     "patient": key.split("/")[0], "timepoint": key.split("/")[1], "week": float(key.split("/")[1][4:]),
+                     "slide": "", "panel": "del5q", "files": f"/study/{key}.ome.tif"})
+    pd.DataFrame(rows).to_pickle(out / "table.pkl")
+    r = subprocess.run([sys.executable, "-c", _POOL_CHILD, str(out)], capture_output=True, text=True, check=True)
+    return {"fields": n_fields, **json.loads(r.stdout.strip().splitlines()[-1])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fields", type=int, default=40)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--pool-fields", type=int, default=500)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/fishcount-bench-batch"))
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--skip", default="", help="comma list of: scaling,overhead,memory,pool")
+    a = ap.parse_args()
+    skip = set(filter(None, a.skip.split(",")))
+    a.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    study = make_study(a.work / f"study-{a.fields}-{a.size}", a.fields, a.size)
+    res: dict = {"fields": a.fields, "size": a.size, "cores": os.cpu_count(), "python": platform.python_version(),
+                 "simulate_s": time.perf_counter() - t0}
+    print(f"study ready: {a.fields} fields of {a.size}^2 ({res['simulate_s']:.0f} s)", flush=True)
+    if "scaling" not in skip:
+        res["serial"] = timed_run(study, a.work / "out-serial", workers=1)
+        print("serial", res["serial"], flush=True)
+        res["dask2"] = timed_run(study, a.work / "out-dask2", workers=2)
+        print("dask2", res["dask2"], flush=True)
+        res["speedup_fields"] = res["serial"]["fields_s"] / res["dask2"]["fields_s"]
+        res["speedup_wall"] = res["serial"]["wall_s"] / res["dask2"]["wall_s"]
+    if "overhead" not in skip:
+        import logging
+
+        from distributed import LocalCluster
+
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=logging.ERROR) as cluster:
+            res["dask1"] = timed_run(study, a.work / "out-dask1", scheduler=cluster.scheduler_address)
+        print("dask1", res["dask1"], flush=True)
+        if "serial" not in res:
+            res["serial"] = timed_run(study, a.work / "out-serial", workers=1)
+        s, d = res["serial"], res["dask1"]
+        res["dask_overhead_per_field_s"] = (d["fields_s"] - s["fields_s"]) / a.fields
+        res["dask_overhead_pct"] = 100 * (d["fields_s"] - s["fields_s"]) / s["fields_s"]
+    if "memory" not in skip:
+        first = sorted(study.rglob("field01.ome.tif"))[0]
+        res["memory"] = bench_memory(first)
+        print("memory", res["memory"], flush=True)
+    if "pool" not in skip:
+        tmpl = next((a.work / "out-serial" / "fields").rglob("nuclei.csv")).parent if (a.work / "out-serial").exists() \
+            else None
+        if tmpl is None:
+            timed_run(study, a.work / "out-serial", workers=1)
+            tmpl = next((a.work / "out-serial" / "fields").rglob("nuclei.csv")).parent
+        res["pool"] = bench_pool(tmpl, a.work, a.pool_fields)
+        print("pool", res["pool"], flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
+    print()
+    print("| measure | value |")
+    print("|---|---|")
+    if "serial" in res and "dask2" in res:
+        print(f"| serial loop, {a.fields} fields {a.size}² | {a.fields / res['serial']['fields_s']:.3f} fields/s "
+              f"({res['serial']['per_field_mean_s']:.2f} s/field) |")
+        print(f"| Dask local, 2 workers | {a.fields / res['dask2']['fields_s']:.3f} fields/s |")
+        print(f"| speed-up 2 workers / 1 | {res['speedup_fields']:.2f}× (field stage), {res['speedup_wall']:.2f}× (whole run) |")
+    if "dask_overhead_pct" in res:
+        print(f"| Dask path overhead, 1 worker vs plain loop | {res['dask_overhead_pct']:+.1f} % "
+              f"({res['dask_overhead_per_field_s'] * 1000:+.0f} ms/field) |")
+    if "memory" in res:
+        m = res["memory"]
+        print(f"| worker peak RSS increase, one field | {m['peak_increase_bytes'] / 2**20:.0f} MiB = "
+              f"{m['increase_x_stored']:.1f}× stored, {m['increase_x_float32']:.1f}× float32 field bytes |")
+    if "pool" in res:
+        p = res["pool"]
+        print(f"| pooling {p['fields']} fields ({p['rows']} nuclei) | {p['seconds']:.1f} s, arrow peak "
+              f"{p['arrow_peak'] / 2**20:.1f} MiB + python peak {p['python_peak'] / 2**20:.1f} MiB vs pooled table "
+              f"{p['pooled_arrow_bytes'] / 2**20:.1f} MiB (arrow) |")
+
+
+if __name__ == "__main__":
+    main()
