@@ -22,6 +22,7 @@ import math
 import os
 import re
 import struct
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,12 +276,15 @@ class _TiffLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
+        self._thread = threading.get_ident()  # fields may be read in parallel threads (Dask)
 
-    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - trivial
-        self.messages.append(record.getMessage())
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:
+            self.messages.append(record.getMessage())
 
 
-_CORRUPT_WORDS = ("invalid", "offset", "failed to read", "truncat", "corrupt", "not enough", "unexpected end")
+# words in tifffile's log messages that mean missing bytes (not merely odd metadata)
+_CORRUPT_WORDS = ("offset", "failed to read", "truncat", "corrupt", "not enough", "unexpected end")
 
 
 def _available_memory_bytes() -> int | None:

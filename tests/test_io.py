@@ -687,3 +687,22 @@ def test_find_fields_groups_exactly_by_prefix(tmp_path_factory, prefixes, data):
     got = fc.find_fields(d)
     assert sorted(got) == sorted(expected)
     assert all(fio._group_stem(g, DEL5Q) == g[0].name.split("_")[0].split("-")[0] for g in got)
+
+
+def test_parallel_reads_do_not_mix_up_corruption_reports(tmp_path):
+    """tifffile logs problems globally; a good file read while a bad one is read must stay good."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = _ome(tmp_path / "good.ome.tif", _stack(n_z=2), "ZCYX", NAMES)
+    bad, _, _ = make_bad("truncated", tmp_path)
+
+    def read(p):
+        try:
+            return fc.read_field(p).stem
+        except InputError as exc:
+            return "error: " + exc.reason
+
+    with ThreadPoolExecutor(4) as ex:
+        out = list(ex.map(read, [good, bad] * 10))
+    assert out[0::2] == ["good"] * 10
+    assert all(o.startswith("error: truncated") for o in out[1::2])
