@@ -512,6 +512,12 @@ def write_field_result(
 
             save_png(render_overlay(result), tmp / "overlay.png")
         write_text_atomic(tmp / "field.json", json.dumps(_field_json(result), indent=2, default=str) + "\n")
+        # temporary files are private (0600/0700); outputs get the usual permissions under the umask
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{result.stem}.", suffix=".old", dir=out_dir))
             os.replace(target, old / "x")

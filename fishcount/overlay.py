@@ -206,7 +206,7 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
     if result.panel.fusion_pair:
         entries.append(("fusion", _FUSION_COLOR))
     scale = max(1.0, img.shape[1] / 1024)
-    title = f"{result.field.stem} — panel {result.panel.id} — {len(nuc)} nuclei, {len(scor)} scorable"
+    title = f"{result.field.stem} - panel {result.panel.id} - {len(nuc)} nuclei, {len(scor)} scorable"
     strip = _legend(img.shape[1], entries, title, scale)
     return np.concatenate([img, strip], axis=0)
 

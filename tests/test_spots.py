@@ -1,0 +1,302 @@
+"""Signal detection: known answers on small synthetic images, lab rules, automatic threshold."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fishcount as fc
+from fishcount.spots import (
+    MIN_AUTO_SNR,
+    SPOT_COLUMNS,
+    auto_threshold,
+    detect_signals,
+    enhance_spots,
+    find_candidates,
+    finish_signal_table,
+    merge_split_signals,
+    noise_level,
+    pair_fusions,
+    snap_to_nuclei,
+    spot_sigma_px,
+)
+
+PX = 0.1          # µm per pixel
+DIAM = 0.4        # signal diameter (FWHM), µm -> 4 px, sigma 1.7 px
+SIG_PX = DIAM / PX / 2.3548
+
+
+def gauss(shape, centres, amp=400.0, sigma=SIG_PX):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.zeros(shape, np.float64)
+    for y, x in centres:
+        img += amp * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
+    return img
+
+
+def noisy(img, seed=0, offset=100.0, sd=4.0):
+    return img + offset + np.random.default_rng(seed).normal(0, sd, img.shape)
+
+
+def disk_labels(shape, centre, radius, label=1):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.where((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2, label, 0).astype(np.int32)
+
+
+# --- single spots -------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_single_gaussian_spot_one_signal_subpixel(seed):
+    rng = np.random.default_rng(seed)
+    y, x = rng.uniform(20, 44, 2)
+    img = noisy(gauss((64, 64), [(y, x)]), seed)
+    sig, t = detect_signals(img, pixel_size_um=PX, signal_diameter_um=DIAM, threshold=8)
+    assert len(sig) == 1
+    assert np.hypot(sig.y[0] - y, sig.x[0] - x) < 0.2
+    assert sig.snr[0] > 8 and sig.intensity[0] > 0
+    assert t == 8
+
+
+def test_integrated_intensity_scales_with_brightness():
+    a, _ = detect_signals(noisy(gauss((64, 64), [(32, 32)], amp=200)), pixel_size_um=PX, signal_diameter_um=DIAM, threshold=5)
+    b, _ = detect_signals(noisy(gauss((64, 64), [(32, 32)], amp=800)), pixel_size_um=PX, signal_diameter_um=DIAM, threshold=5)
+    assert 3.0 < b.intensity[0] / a.intensity[0] < 5.0
+    assert b.background[0] == pytest.approx(a.background[0], rel=0.2)
+
+
+@pytest.mark.parametrize("img", [np.zeros((64, 64)), np.full((64, 64), 123.0), noisy(np.zeros((64, 64)), 3)])
+def test_empty_channel_gives_no_signal_not_an_error(img):
+    labels = disk_labels(img.shape, (32, 32), 20)
+    sig, t = detect_signals(img, pixel_size_um=PX, signal_diameter_um=DIAM, labels=labels)
+    assert len(sig) == 0
+    assert t >= MIN_AUTO_SNR
+
+
+def test_saturated_plateau_gives_one_signal():
+    img = np.minimum(gauss((64, 64), [(32.0, 32.0)], amp=5000), 1000.0) + 100
+    sig, _ = detect_signals(img, pixel_size_um=PX, signal_diameter_um=DIAM, threshold=5)
+    assert len(sig) == 1
+    assert abs(sig.y[0] - 32) < 1 and abs(sig.x[0] - 32) < 1
+
+
+def test_spot_outside_nuclei_gets_label_zero_and_is_never_counted():
+    shape = (96, 96)
+    labels = disk_labels(shape, (30, 30), 15)
+    img = noisy(gauss(shape, [(30, 30), (75, 75)]))
+    sig, _ = detect_signals(img, pixel_size_um=PX, signal_diameter_um=DIAM, labels=labels, threshold=8, signal="EGR1")
+    assert sorted(sig.label.tolist()) == [0, 1]
+    merged = merge_split_signals(sig, split_distance_um=DIAM, pixel_size_um=PX)
+    outside = merged[merged.label == 0]
+    assert (outside.counts_as == "").all()
+    assert (merged[merged.label == 1].counts_as == "EGR1").all()
+
+
+# --- split-signal rule --------------------------------------------------------------------------
+def _two_spots(sep_diam, amp2=400.0):
+    sep = sep_diam * DIAM / PX
+    c = 48.0
+    img = noisy(gauss((96, 96), [(c, c - sep / 2)]) + gauss((96, 96), [(c, c + sep / 2)], amp=amp2))
+    labels = disk_labels((96, 96), (48, 48), 40)
+    sig, _ = detect_signals(img, pixel_size_um=PX, signal_diameter_um=DIAM, labels=labels, threshold=8, signal="EGR1")
+    return merge_split_signals(sig, split_distance_um=DIAM, pixel_size_um=PX)
+
+
+def test_doublet_closer_than_one_diameter_counts_as_one():
+    m = _two_spots(0.8)
+    assert (m.counts_as == "EGR1").sum() == 1
+
+
+def test_doublet_resolved_as_two_maxima_is_merged_and_recorded():
+    sep = 0.95 * DIAM / PX
+    df = pd.DataFrame({"label": [1, 1], "signal": ["EGR1", "EGR1"], "y": [20.0, 20.0], "x": [20.0, 20.0 + sep],
+                       "snr": [30.0, 40.0]})
+    m = merge_split_signals(df, split_distance_um=DIAM, pixel_size_um=PX)
+    assert len(m) == 2  # both maxima kept in the table ...
+    assert (m.counts_as == "EGR1").sum() == 1  # ... counted once
+    assert set(m["merge"]) == {"split"} and (m.n_merged == 2).all()
+    assert m.group_id.nunique() == 1
+    rep = m[m.counts_as == "EGR1"].iloc[0]
+    assert rep.snr == m.snr.max()
+
+
+def test_two_spots_three_diameters_apart_count_as_two():
+    m = _two_spots(3.0)
+    assert (m.counts_as == "EGR1").sum() == 2
+    assert (m["merge"] == "").all()
+
+
+def test_dim_neighbour_of_bright_signal_is_found():
+    # a dim signal 1.6 diameters from a signal 4x brighter is a separate maximum of the DoG response
+    m = _two_spots(1.6, amp2=100.0)
+    assert (m.counts_as == "EGR1").sum() == 2
+
+
+def test_diffuse_signal_counts_as_one():
+    # a long diffuse signal: maxima joined by a ridge without a dip
+    yy, xx = np.mgrid[:96, :96]
+    blob = 300 * np.exp(-((yy - 48) ** 2 / (2 * 2.0**2) + (xx - 48) ** 2 / (2 * 9.0**2)))
+    img = noisy(blob + gauss((96, 96), [(48, 40), (48, 56)], amp=60))
+    labels = disk_labels((96, 96), (48, 48), 40)
+    sigma = spot_sigma_px(DIAM, PX)
+    cand, _, resp = find_candidates(img, sigma, labels, return_response=True)
+    sig = cand[cand.snr >= 8].assign(signal="EGR1").reset_index(drop=True)
+    assert len(sig) >= 2
+    m = merge_split_signals(sig, split_distance_um=DIAM, pixel_size_um=PX, response={"EGR1": resp},
+                            diffuse_distance_um=2.5, diffuse_ridge=0.6)
+    assert (m.counts_as == "EGR1").sum() == 1
+    assert "diffuse" in set(m["merge"])
+
+
+def test_merge_needs_same_colour_and_same_nucleus():
+    df = pd.DataFrame({"label": [1, 1, 2], "signal": ["A", "B", "A"], "y": [10.0, 10.0, 10.0],
+                       "x": [10.0, 11.0, 12.0], "snr": [20.0, 20.0, 20.0]})
+    m = merge_split_signals(df, split_distance_um=0.4, pixel_size_um=0.1)
+    assert (m.counts_as != "").sum() == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 40), st.floats(0, 40), st.integers(0, 2), st.sampled_from("AB"),
+                          st.floats(5, 100)), min_size=0, max_size=30),
+       st.floats(0.1, 1.0))
+def test_merge_properties(rows, split_um):
+    df = pd.DataFrame(rows, columns=["y", "x", "label", "signal", "snr"])
+    m = merge_split_signals(df, split_distance_um=split_um, pixel_size_um=0.1)
+    assert len(m) == len(df)
+    counted = m[m.counts_as != ""]
+    # one counted representative per group inside nuclei, none outside
+    assert (counted.label > 0).all()
+    inside = m[m.label > 0]
+    assert counted.group_id.nunique() == inside.group_id.nunique() == len(counted)
+    # counted signals of one colour and nucleus are never within the split distance of each other
+    for (_, _), g in counted.groupby(["label", "signal"]):
+        p = g[["y", "x"]].to_numpy()
+        if len(p) > 1:
+            d = np.hypot(*(p[:, None, :] - p[None, :, :]).transpose(2, 0, 1))
+            assert d[np.triu_indices(len(p), 1)].min() > split_um / 0.1 - 1e-9
+    # merging is idempotent on the counted representatives
+    again = merge_split_signals(counted.drop(columns=["spot_id", "group_id", "n_merged", "merge", "counts_as"]),
+                                split_distance_um=split_um, pixel_size_um=0.1)
+    assert (again.counts_as != "").sum() == len(counted)
+
+
+# --- fusion -------------------------------------------------------------------------------------
+def _table(rows):
+    df = pd.DataFrame(rows, columns=["label", "signal", "y", "x", "snr"])
+    return merge_split_signals(df, split_distance_um=0.8, pixel_size_um=0.1)
+
+
+def test_fused_pair_counts_as_fusion():
+    panel = fc.load_panel("bcr_abl1")
+    t = _table([(1, "ABL1", 10, 10, 30), (1, "BCR", 10, 13, 30), (1, "ABL1", 40, 40, 30), (1, "BCR", 60, 60, 30)])
+    f = pair_fusions(t, panel.fusion_pair, fusion_distance_um=panel.fusion_distance_um, pixel_size_um=0.1)
+    assert (f.counts_as == "fusion").sum() == 1
+    assert (f.counts_as == "ABL1").sum() == 1 and (f.counts_as == "BCR").sum() == 1
+    fused = f[f["merge"].str.contains("fusion")]
+    assert len(fused) == 2
+    assert set(fused.fusion_partner) == set(fused.spot_id)
+
+
+def test_fusion_is_one_to_one_closest_first_and_within_nucleus():
+    t = _table([(1, "A", 10, 10, 30), (1, "B", 10, 12, 30), (1, "B", 10, 7, 30), (2, "A", 50, 50, 30),
+                (3, "B", 50, 52, 30)])
+    f = pair_fusions(t, ("A", "B"), fusion_distance_um=0.8, pixel_size_um=0.1)
+    assert (f.counts_as == "fusion").sum() == 1
+    a1 = f[(f.label == 1) & (f.signal == "A")].iloc[0]
+    partner = f[f.spot_id == a1.fusion_partner].iloc[0]
+    assert partner.x == 12  # the closer B
+    assert (f[f.label.isin([2, 3])].fusion_partner == -1).all()  # different nuclei never fuse
+
+
+def test_fusion_of_empty_and_one_colour_tables():
+    empty = _table([])
+    assert len(pair_fusions(empty, ("A", "B"), fusion_distance_um=0.8, pixel_size_um=0.1)) == 0
+    one = _table([(1, "A", 1, 1, 20)])
+    assert (pair_fusions(one, ("A", "B"), fusion_distance_um=0.8, pixel_size_um=0.1).counts_as == "A").all()
+
+
+# --- automatic threshold ------------------------------------------------------------------------
+def _mixture(rng, n_nuclei, noise_per_nucleus=30, per_nucleus=2, sig_snr=(15, 60)):
+    noise = np.abs(rng.normal(0, 1.3, n_nuclei * noise_per_nucleus)) + 2.5
+    sig = np.exp(rng.uniform(np.log(sig_snr[0]), np.log(sig_snr[1]), n_nuclei * per_nucleus))
+    return noise, sig
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(50, 400), st.floats(8, 30))
+def test_auto_threshold_separates_sparse_signals_from_noise(seed, n_nuclei, lo):
+    rng = np.random.default_rng(seed)
+    noise, sig = _mixture(rng, n_nuclei, sig_snr=(lo, 4 * lo))
+    t = auto_threshold(np.concatenate([noise, sig]), n_nuclei)
+    assert np.isfinite(t) and t >= MIN_AUTO_SNR
+    assert (sig >= t).mean() >= 0.97
+    assert (noise >= t).sum() <= max(2, 0.02 * n_nuclei)
+
+
+def test_auto_threshold_finds_valley_between_overlapping_populations():
+    rng = np.random.default_rng(1)
+    noise = np.exp(rng.normal(np.log(4), 0.35, 6000))     # heavy noise tail reaching SNR 10+
+    sig = np.exp(rng.normal(np.log(30), 0.3, 400))
+    t = auto_threshold(np.concatenate([noise, sig]), 200)
+    assert 8 < t < 20
+    assert (noise >= t).mean() < 0.01 and (sig >= t).mean() > 0.97
+
+
+def test_auto_threshold_sparse_and_degenerate_inputs():
+    assert auto_threshold(np.array([]), 10) == MIN_AUTO_SNR
+    assert auto_threshold(np.array([3.0, 4.0]), 0) == MIN_AUTO_SNR
+    assert auto_threshold(np.array([3.0, 3.5, 5.0]), 2) == MIN_AUTO_SNR  # nothing convincing
+    few = auto_threshold(np.array([40.0, 42.0, 50.0, 3.0]), 2)  # too few for a density: fraction of typical
+    assert few == pytest.approx(0.3 * 46.0)
+
+
+def test_auto_threshold_beats_field_of_few_nuclei_by_pooling():
+    # one field with 3 nuclei gives a fallback threshold; pooling 40 such fields finds the valley
+    rng = np.random.default_rng(5)
+    fields = [np.concatenate(_mixture(rng, 3)) for _ in range(40)]
+    pooled = auto_threshold(np.concatenate(fields), 120)
+    sig_all = np.concatenate([f[f > 14] for f in fields])
+    assert (sig_all >= pooled).mean() > 0.98
+
+
+# --- helpers and errors -------------------------------------------------------------------------
+def test_snap_to_nuclei():
+    labels = np.zeros((40, 40), np.int32)
+    labels[10:20, 10:20] = 3
+    y = np.array([15.0, 15.0, 15.0, 35.0])
+    x = np.array([15.0, 22.0, 26.0, 35.0])
+    assert snap_to_nuclei(y, x, labels, 4.0).tolist() == [3, 3, 0, 0]
+    assert snap_to_nuclei(y, x, labels, 0.0).tolist() == [3, 0, 0, 0]
+
+
+def test_noise_level_is_robust_to_sparse_signals():
+    rng = np.random.default_rng(0)
+    r = rng.normal(0, 2.0, (200, 200)).astype(np.float32)
+    r[::20, ::20] = 1000
+    assert noise_level(r) == pytest.approx(2.0, rel=0.05)
+    assert noise_level(np.zeros((10, 10))) > 0
+
+
+def test_enhance_removes_uneven_background():
+    yy, xx = np.mgrid[:128, :128]
+    ramp = 500 + 3.0 * xx + 2.0 * yy
+    resp = enhance_spots(ramp, SIG_PX)
+    assert np.abs(resp[10:-10, 10:-10]).max() < 1.0
+    assert resp.dtype == np.float32 and resp.shape == ramp.shape
+
+
+def test_bad_parameters_raise():
+    with pytest.raises(ValueError, match="must be > 0"):
+        spot_sigma_px(0, 0.1)
+    with pytest.raises(ValueError, match="must be > 0"):
+        spot_sigma_px(0.8, -1)
+    with pytest.raises(ValueError, match="2-D"):
+        enhance_spots(np.zeros((2, 8, 8)), 1.0)
+
+
+def test_signal_table_columns_and_empty_table():
+    empty = finish_signal_table([])
+    assert list(empty.columns) == list(SPOT_COLUMNS) and len(empty) == 0
+    t = finish_signal_table([_table([(1, "A", 1, 1, 20)])])
+    assert list(t.columns) == list(SPOT_COLUMNS)
+    assert t.fusion_partner.tolist() == [-1]
