@@ -382,3 +382,65 @@ def report_cmd(run_dir, out) -> None:
     from .report import write_report
 
     click.echo(f"wrote {write_report(run_dir, out)}")
+
+
+# --- analyze (issue 4): one output folder per field, the output contract of docs/outputs.md ---
+def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for v in values:
+        name, sep, num = v.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(num)
+        except ValueError:
+            raise FishcountError("--threshold", f"expected SIGNAL=VALUE (e.g. EGR1=6.5), got {v!r}") from None
+    return out
+
+
+@main.command("analyze")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@_panel_option
+@_channels_option
+@_pixel_size_option
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; each field is written to OUT/<stem>/.")
+@click.option("--threshold", "threshold", multiple=True, metavar="SIGNAL=SNR",
+              help="Manual detection threshold for one signal, in noise units (repeatable).")
+@click.option("--pool-thresholds", is_flag=True,
+              help="Estimate one automatic threshold per signal over all IMAGEs (one sample).")
+@click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ folders.")
+@click.option("--no-overlay", is_flag=True, help="Do not render overlay.png.")
+def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool_thresholds, overwrite,
+                no_overlay) -> None:
+    """Segment nuclei, count probe signals and call every nucleus in each IMAGE.
+
+    \b
+    Writes OUT/<stem>/: nuclei.csv, spots.csv, labels.tif, overlay.png, field.json
+    (the versioned output contract, docs/outputs.md).
+    """
+    from .analyze import analyze_field, estimate_thresholds, write_field_result
+    from .panels import load_panel
+
+    pan = load_panel(panel)
+    chans = _split_channels(channels)
+    manual = _parse_thresholds(threshold)
+    if pool_thresholds and len(images) > 1:
+        pooled = estimate_thresholds(list(images), pan, channels=chans, pixel_size_um=pixel_size_um)
+        manual = {**pooled, **manual}
+        click.echo("pooled thresholds: " + ", ".join(f"{k}={v:.2f}" for k, v in pooled.items()))
+    if not overwrite:  # refuse before any work is done
+        from .io import stem_of
+
+        for img in images:
+            target = out_dir / stem_of(img)
+            if target.exists():
+                raise FishcountError(target, "outputs already exist; choose another --out folder or pass --overwrite")
+    for img in images:
+        res = analyze_field(img, pan, channels=chans, pixel_size_um=pixel_size_um, thresholds=manual or None)
+        target = write_field_result(res, out_dir, overwrite=overwrite, overlay=not no_overlay)
+        nuc = res.nuclei
+        n_ok = int(nuc["scorable"].sum()) if len(nuc) else 0
+        calls = nuc.loc[nuc["scorable"], "call"].value_counts().to_dict() if len(nuc) else {}
+        summary = ", ".join(f"{k} {v}" for k, v in calls.items())
+        click.echo(f"{target}: {len(nuc)} nuclei, {n_ok} scorable ({summary})")
