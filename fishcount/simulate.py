@@ -101,6 +101,8 @@ class Realism:
         Relative spread of signal PSF width (sigma = diameter / 2.355 x U(1 - cv, 1 + 1.5 cv)).
     dim_fraction : float
         Fraction of signals rendered at 20-45 % of their brightness (weak hybridisation).
+    diffuse_fraction : float
+        Fraction of signals rendered 1.6-2.4x wider (diffuse signal; counts as one, clinical.md §3.2).
     split_fraction : float
         Fraction of signals rendered as a doublet closer than one signal diameter (counts as one).
     debris_per_1000um2 : float
@@ -118,7 +120,10 @@ class Realism:
     offset : float
         Camera offset added to every pixel.
     read_noise : float
-        Camera read noise SD; photon (Poisson) noise is added to the signal at 1 ADU per photon.
+        Camera read noise SD (ADU).
+    gain_adu_per_photon : float
+        Camera conversion gain: photon (Poisson) noise has variance ``gain x signal`` in ADU²
+        (0.25 ADU/e- is typical of the 12-bit CCDs of clinical FISH scanners; 1-2 of sCMOS).
     z_step_um : float
         Distance between z planes when ``z_planes > 1``.
     """
@@ -139,6 +144,7 @@ class Realism:
     signal_cv: float = 0.3
     signal_sigma_cv: float = 0.15
     dim_fraction: float = 0.06
+    diffuse_fraction: float = 0.04
     split_fraction: float = 0.05
     debris_per_1000um2: float = 0.8
     debris_all_channels_fraction: float = 0.3
@@ -147,7 +153,8 @@ class Realism:
     dapi_background: float = 40.0
     illumination_falloff: float = 0.25
     offset: float = 100.0
-    read_noise: float = 5.0
+    read_noise: float = 2.0
+    gain_adu_per_photon: float = 0.5
     z_step_um: float = 0.4
 
     def validate(self, source: str = "simulate_field") -> "Realism":
@@ -157,14 +164,14 @@ class Realism:
             raise InputError(source, f"nucleus_diameter_um must be (lo, hi) with 0 < lo <= hi µm, got {self.nucleus_diameter_um}")
         for name in (
             "touching_fraction", "lobulated_fraction", "other_fraction", "out_of_focus_fraction",
-            "dim_fraction", "split_fraction", "debris_all_channels_fraction", "illumination_falloff",
+            "dim_fraction", "diffuse_fraction", "split_fraction", "debris_all_channels_fraction", "illumination_falloff",
         ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise InputError(source, f"{name} must be in [0, 1], got {v}")
         if not 0.0 < self.density <= 0.7:
             raise InputError(source, f"density must be in (0, 0.7] (fraction of the field covered by nuclei), got {self.density}")
-        for name in ("depth_of_field_um", "z_step_um", "dapi_level", "signal_peak"):
+        for name in ("depth_of_field_um", "z_step_um", "dapi_level", "signal_peak", "gain_adu_per_photon"):
             v = getattr(self, name)
             if not v > 0:
                 raise InputError(source, f"{name} must be > 0, got {v}")
@@ -185,7 +192,7 @@ class Realism:
 #: split or debris signals, flat illumination, low noise): ``simulate_field(**CLEAN)``.
 CLEAN: dict[str, Any] = dict(
     touching_fraction=0.0, lobulated_fraction=0.0, other_fraction=0.0, out_of_focus_fraction=0.0,
-    signal_z_sd_um=0.0, dim_fraction=0.0, split_fraction=0.0, debris_per_1000um2=0.0,
+    signal_z_sd_um=0.0, dim_fraction=0.0, diffuse_fraction=0.0, split_fraction=0.0, debris_per_1000um2=0.0,
     illumination_falloff=0.0, signal_cv=0.1, signal_sigma_cv=0.0, chromatin_texture=0.1, read_noise=2.0,
 )
 
@@ -215,7 +222,7 @@ class SimulatedField:
         (channel name), ``y, x`` (px, sub-pixel, may lie outside the frame for border nuclei),
         ``z_um`` (depth relative to the focal plane), ``label`` (0 for debris), ``kind`` (one of
         ``signal, split_part, debris, fused_part``), ``brightness`` (in-focus peak amplitude, ADU),
-        ``sigma_um`` (in-focus PSF sigma), ``dim``, ``visible`` (inside the frame).
+        ``sigma_um`` (in-focus PSF sigma), ``dim``, ``diffuse``, ``visible`` (inside the frame).
     panel_id : str
     seed : int
     z_step_um : float or None
@@ -238,6 +245,18 @@ class SimulatedField:
     @property
     def signal_names(self) -> tuple[str, ...]:
         return self.channel_names[1:]
+
+    def to_field(self, name: str = "<simulated>"):
+        """This field as a :class:`fishcount.io.Field` (float32 copies, pixel size source "user")."""
+        from .io import field_from_arrays
+
+        if self.image.ndim == 4:
+            dapi = self.image[:, 0]
+            probes = {s: self.image[:, i + 1] for i, s in enumerate(self.signal_names)}
+        else:
+            dapi = self.image[0]
+            probes = {s: self.image[i + 1] for i, s in enumerate(self.signal_names)}
+        return field_from_arrays(dapi, probes, self.pixel_size_um, name=name, panel=self.params.get("panel_path") or self.panel_id)
 
     def channel(self, name: str, z: int | None = None) -> np.ndarray:
         """One channel as a ``(Y, X)`` array (plane ``z`` of a stack, default the middle plane)."""
@@ -569,8 +588,9 @@ def simulate_field(
     max_fail = 60 * max(n_nuclei, 1) + 500
 
     cluster_tries = 0
+    fail_at_last_success = 0
     while i_call < n_nuclei:
-        if fail > max_fail:
+        if fail > max_fail or fail - fail_at_last_success > 400:  # the field is full
             break
         if pending_cluster and cluster_tries > 24:  # no room to grow this cluster: move on
             pending_cluster = []
@@ -706,14 +726,19 @@ def simulate_field(
             if o.kind == "split_part":
                 nuc["n_split"] += 1
             sig_px = sigma0_px * rng.uniform(1 - R.signal_sigma_cv, 1 + 1.5 * R.signal_sigma_cv)
+            diffuse = o.kind == "signal" and rng.uniform() < R.diffuse_fraction
+            if diffuse:  # a wider, fainter-peaked signal
+                sig_px *= rng.uniform(1.6, 2.4)
+                amp *= 0.6
             for ch, (yy, xx) in zip(o.channels, parts):
                 a_part = amp * (rng.uniform(0.55, 0.75) if o.kind == "split_part" else rng.uniform(0.9, 1.1) if o.kind == "fused_part" else 1.0)
                 spot_rows.append(dict(
                     signal_id=sid, signal=pnl.signals[ch].name, y=oy + yy - pad, x=ox + xx - pad, z_um=z_sig,
-                    label=label, kind=o.kind, brightness=a_part, sigma_um=sig_px * px, dim=dim,
+                    label=label, kind=o.kind, brightness=a_part, sigma_um=sig_px * px, dim=dim, diffuse=diffuse,
                 ))
         i_call += 1
         sig_fail = 0
+        fail_at_last_success = fail
         if pending_cluster and len(pending_cluster) >= cluster_target:
             pending_cluster = []
     n_placed = len(nuclei)
@@ -738,10 +763,11 @@ def simulate_field(
                 for ch in chans:
                     spot_rows.append(dict(signal_id=sid, signal=pnl.signals[ch].name, y=yy, x=xx,
                                           z_um=float(rng.normal(0, R.signal_z_sd_um)) if R.signal_z_sd_um else 0.0,
-                                          label=0, kind="debris", brightness=amp, sigma_um=sg * px, dim=False))
+                                          label=0, kind="debris", brightness=amp, sigma_um=sg * px, dim=False,
+                                          diffuse=False))
 
     spots = pd.DataFrame(spot_rows, columns=["signal_id", "signal", "y", "x", "z_um", "label", "kind",
-                                             "brightness", "sigma_um", "dim"])
+                                             "brightness", "sigma_um", "dim", "diffuse"])
     spots["visible"] = (spots["y"] >= -0.5) & (spots["y"] < H - 0.5) & (spots["x"] >= -0.5) & (spots["x"] < W - 0.5)
 
     # ---- render ---------------------------------------------------------------------------
@@ -808,8 +834,9 @@ def simulate_field(
         for c in range(n_sig):
             content = probes[c] + af_level[c] * af + R.probe_background
             stack[k, c + 1] = content[crop] * illum[c + 1][crop]
-    # noise: Poisson photon noise (1 ADU / photon) + Gaussian read noise + offset
-    stack = rng.poisson(np.clip(stack, 0, None)).astype(np.float32)
+    # noise: Poisson photon noise (gain ADU / photon) + Gaussian read noise + offset
+    g = R.gain_adu_per_photon
+    stack = rng.poisson(np.clip(stack, 0, None) / g).astype(np.float32) * np.float32(g)
     if R.read_noise > 0:
         stack += rng.normal(0.0, R.read_noise, size=stack.shape).astype(np.float32)
     stack += R.offset
@@ -856,7 +883,7 @@ def simulate_field(
                "out_of_focus", "focus_um", "diameter_um", "n_split", "n_dim"])
     truth = pd.DataFrame(rows, columns=cols)
     params = dict(
-        panel=pnl.id, panel_sha256=pnl.sha256, shape=(H, W), pixel_size_um=px, abnormal_fraction=abnormal_fraction,
+        panel=pnl.id, panel_path=pnl.path, panel_sha256=pnl.sha256, shape=(H, W), pixel_size_um=px, abnormal_fraction=abnormal_fraction,
         pattern_mix=mix, n_nuclei=n_nuclei, seed=seed, z_planes=z_planes, **asdict(R),
     )
     return SimulatedField(
@@ -945,9 +972,9 @@ def write_simulated_field(sim: SimulatedField, path: "str | Path", *, overwrite:
     res = (1e4 / px, 1e4 / px)  # pixels per cm
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, sim.image, ome=True, photometric="minisblack", compression=compression,
-                         metadata=meta, resolution=res, resolutionunit="CENTIMETER")
-    write_csv_atomic(sim.truth, out["nuclei"])
-    write_csv_atomic(sim.spots, out["spots"])
+                         predictor=True, metadata=meta, resolution=res, resolutionunit="CENTIMETER")
+    write_csv_atomic(sim.truth, out["nuclei"], float_format="%.6g")
+    write_csv_atomic(sim.spots, out["spots"], float_format="%.6g")
     with atomic_path(out["labels"]) as tmp:
         tifffile.imwrite(tmp, sim.labels, compression=compression, resolution=res, resolutionunit="CENTIMETER",
                          photometric="minisblack")

@@ -340,3 +340,11 @@ def test_cli_simulate(tmp_path):
     assert r2.exit_code == 2 and "refusing to overwrite" in r2.output and "Traceback" not in r2.output
     r3 = CliRunner().invoke(main, ["simulate", "--out", str(tmp_path / "x"), "--shape", "12"])
     assert r3.exit_code == 2 and "--shape" in r3.output
+
+
+def test_to_field_matches_image():
+    sim = simulate_field("del5q", shape=(96, 128), seed=1, n_nuclei=2)
+    f = sim.to_field()
+    assert f.pixel_size_um == pytest.approx(sim.pixel_size_um)
+    assert np.array_equal(f.dapi, sim.image[0].astype(np.float32))
+    assert np.array_equal(f.probes["D5S23"], sim.image[2].astype(np.float32))
