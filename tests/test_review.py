@@ -516,3 +516,56 @@ def test_write_reviewed(tmp_path):
     assert len(pd.read_csv(ps)) == 13
     with pytest.raises(InputError, match="exists; not overwritten"):
         rv.write_reviewed(s, tmp_path, "ann", overwrite=False)
+
+
+# --- a whole run: reviewed fields feed back into samples.csv ------------------------------------
+def _run_folder(tmp_path):
+    run = tmp_path / "run"
+    n, s = _tables()
+    for key in ("P01/week00/f01", "P01/week16/f01"):
+        d = run / "fields" / key
+        d.mkdir(parents=True)
+        n.to_csv(d / "nuclei.csv", index=False)
+        s.to_csv(d / "spots.csv", index=False)
+    pooled = []
+    for key, tp, wk in (("P01/week00/f01", "week00", 0), ("P01/week16/f01", "week16", 16)):
+        p = n.copy()
+        p.insert(0, "field", key)
+        p.insert(0, "week", wk)
+        p.insert(0, "timepoint", tp)
+        p.insert(0, "patient", "P01")
+        p.insert(0, "panel", "del5q")
+        pooled.append(p)
+    pd.concat(pooled).to_csv(run / "nuclei.csv", index=False)
+    return run
+
+
+def test_write_reviewed_samples_rescores_with_corrections(tmp_path):
+    from fishcount.scoring import score_samples
+
+    run = _run_folder(tmp_path)
+    assert list(rv.study_fields(run)) == ["P01/week00/f01", "P01/week16/f01"]
+    folder = rv.study_fields(run)["P01/week16/f01"]
+    s = rv.open_review(folder, "ann")
+    s = rv.delete_signal(s, 0, "ann")  # nucleus 1: normal -> del5q
+    s = rv.set_call(s, 4, "del5q", "ann")  # nucleus 4 (QC-excluded) -> scorable del5q
+    for e in s.edits:
+        rv.append_journal(rv.journal_path(folder, "ann"), e)
+    path, done = rv.write_reviewed_samples(run, "ann")
+    assert path.name == "samples.reviewed.ann.csv" and done == ["P01/week16/f01"]
+    got = pd.read_csv(path).set_index("timepoint")
+    before = score_samples(pd.read_csv(run / "nuclei.csv", keep_default_na=False), "del5q").set_index("timepoint")
+    assert (got.loc["week00", "nuclei_abnormal"], got.loc["week00", "nuclei_scored"]) == (
+        before.loc["week00", "nuclei_abnormal"], before.loc["week00", "nuclei_scored"]) == (1, 2)
+    assert (got.loc["week16", "nuclei_abnormal"], got.loc["week16", "nuclei_scored"]) == (3, 3)
+    assert got.loc["week16", "clone_pct"] == pytest.approx(100.0)
+
+
+def test_write_reviewed_samples_errors(tmp_path):
+    with pytest.raises(InputError, match="nuclei.csv: missing"):
+        rv.write_reviewed_samples(tmp_path, "ann")
+    run = _run_folder(tmp_path)
+    with pytest.raises(InputError, match="no field has a review journal of reviewer 'ann'"):
+        rv.write_reviewed_samples(run, "ann")
+    with pytest.raises(InputError, match="lacks column 'field'"):
+        rv.apply_reviews(pd.DataFrame({"label": [1]}), run, "ann")

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import META, labels_layer, points_layers, scale_of
+from ._layers import META, labels_layer, points_layers, scale_of, show_outlines
 
 
 def _image_layers(viewer) -> list:
@@ -269,7 +269,9 @@ class AnalyseWidget(QWidget):
         ):
             if kw["name"] in self.viewer.layers:
                 self.viewer.layers.remove(kw["name"])
-            getattr(self.viewer, f"add_{kind}")(data, **kw)
+            layer = getattr(self.viewer, f"add_{kind}")(data, **kw)
+            if kind == "labels":
+                show_outlines(layer)
         for name in [f"{s} preview" for s in result.panel.signal_names]:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)

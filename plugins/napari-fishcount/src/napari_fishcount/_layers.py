@@ -114,10 +114,16 @@ def labels_layer(labels: np.ndarray, panel: Panel, nuclei: pd.DataFrame, pixel_s
     from napari.utils.colormaps import DirectLabelColormap
 
     return (np.asarray(labels), {
-        "name": "nuclei", "scale": scale_of(pixel_size_um), "opacity": 0.9,
+        "name": "nuclei", "scale": scale_of(pixel_size_um), "opacity": 0.5,
         "colormap": DirectLabelColormap(color_dict=label_colors(panel, nuclei, blind)),
         "metadata": {META: dict(context or {})},
     }, "labels")
+
+
+def show_outlines(layer, width_px: int = 2) -> None:
+    """Draw a nuclei Labels layer as outlines (so DAPI and signals stay visible inside)."""
+    layer.contour = int(width_px)
+    layer.opacity = 1.0
 
 
 def counted_spots(spots: pd.DataFrame) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import META, label_colors, points_layers, scale_of
+from ._layers import META, label_colors, points_layers, scale_of, show_outlines
 
 #: Reasons offered for marking a nucleus unscorable (clinical.md §3.2 / §6.1 R1: overlapping,
 #: damaged, out of focus, clumped nuclei are not scored); the box is editable.
@@ -93,7 +93,8 @@ class ReviewWidget(QWidget):
         self.signal_box = QComboBox()
         self.add_btn = QPushButton("Add at cursor")
         self.delete_btn = QPushButton("Delete selected")
-        self.move_btn = QPushButton("Move selected to cursor")
+        self.move_btn = QPushButton("Move to cursor")
+        self.move_btn.setToolTip("move the selected signal to the cursor")
 
         self.tally_label = QLabel("")
         self.tally_label.setWordWrap(True)
@@ -265,7 +266,9 @@ class ReviewWidget(QWidget):
         for data, kw, kind in field_result_layers(folder, reviewer, study=str(self.study) if self.study else None,
                                                   blind=self.blind.isChecked()):
             kw.setdefault("metadata", {}).setdefault(META, {})["reviewer"] = reviewer
-            getattr(self.viewer, f"add_{kind}")(data, **kw)
+            layer = getattr(self.viewer, f"add_{kind}")(data, **kw)
+            if kind == "labels":
+                show_outlines(layer)
         self.call_box.clear()
         self.call_box.addItems(list(state.panel.call_names))
         self.signal_box.clear()
