@@ -1,6 +1,7 @@
 """Tests of fishcount.batch: manifest, layout, resume, failure isolation, Dask equality, kill -9."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -420,46 +421,6 @@ def test_scheduler_address_errors(tmp_path, monkeypatch):
                   respond=fake_respond, report=False, quiet=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# kill -9 in the middle of a real CLI run, then resume
-# ---------------------------------------------------------------------------------------------
-_KILL_DRIVER = """
-import sys
-sys.path.insert(0, {tests!r})
-import test_batch as tb
-from fishcount.batch import run_batch
-run_batch({study!r}, {out!r}, workers=1, params={{"delay_s": {delay}}}, analyze=tb.fake_analyze,
-          score=tb.fake_score, respond=tb.fake_respond, report=False, quiet=True)
-"""
-
-
-def test_kill_9_then_resume_gives_uninterrupted_tables(tmp_path):
-    study = make_study(tmp_path / "study", fields=3)
-    ref = tmp_path / "ref"
-    run_batch(study, ref, workers=1, params={"delay_s": 0.15}, **FAKES)
-    out = tmp_path / "out"
-    code = _KILL_DRIVER.format(tests=str(Path(__file__).parent), study=str(study), out=str(out), delay=0.15)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    fields = out / "fields"
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until some, not all, fields are done
-        done = list(fields.rglob(batch.MARKER)) if fields.exists() else []
-        if len(done) >= 4:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    n_done = len(list(fields.rglob(batch.MARKER)))
-    assert 4 <= n_done < 12, n_done
-    assert not (out / "run.json").exists()
-    r = run_batch(study, out, workers=1, params={"delay_s": 0.15}, **FAKES)
-    assert r.n_skipped == n_done and r.n_done == 12 - n_done
-    a, b = _tables(ref), _tables(out)
-    for k in a:
-        pd.testing.assert_frame_equal(a[k], b[k])
-
-
 def test_layout_groups_per_channel_files(tmp_path):
     for ch in ("DAPI", "EGR1", "D5S23"):
         _write_field(tmp_path / "P01" / "week00" / f"field01_{ch}.tif", 1)
@@ -529,3 +490,22 @@ def test_cli_run_exit_codes(sim_study, tmp_path):
     assert res.output.strip().splitlines() == [f"fishcount: error: {bad}: missing column(s) timepoint, week; "
                                                + batch._MANIFEST_EXAMPLE]
     assert not (tmp_path / "o2").exists()
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
+    study = make_study(tmp_path / "study", patients=("P01",), fields=2)
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    run_batch(study, tmp_path / "a", workers=1, **{**FAKES, "quiet": False})
+    bar = tty.getvalue()
+    assert "fields" in bar and "4/4" in bar and "field/s" in bar
+    run_batch(study, tmp_path / "b", workers=1, **FAKES)  # quiet
+    pipe = io.StringIO()  # not a terminal: no bar
+    monkeypatch.setattr(sys, "stderr", pipe)
+    run_batch(study, tmp_path / "c", workers=1, **{**FAKES, "quiet": False})
+    assert tty.getvalue() == bar and pipe.getvalue() == ""
