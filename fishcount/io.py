@@ -326,6 +326,7 @@ class _Meta:
     pixel_size_um: float | None
     pixel_size_y_um: float | None
     pixel_size_source: str
+    notes: tuple[str, ...] = ()    # metadata that was present but unusable
 
     @property
     def n_c(self) -> int:
@@ -363,19 +364,28 @@ def _unit_factor(unit: str | None) -> float | None:
     return _UNIT_TO_UM.get(u, _UNIT_TO_UM.get(u.lower()))
 
 
-def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, float | None, float | None, str | None]:
-    """(channel names, pixel size x µm, pixel size y µm, problem) from OME-XML of the first image."""
+def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, str, float | None, float | None, str | None]:
+    """(channel names, their source, pixel size x µm, pixel size y µm, problem) from the OME-XML of
+    the first image. A channel whose ``Name`` is missing or generic (``Channel:0:1``) is named by
+    its ``Fluor`` attribute when there is one."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        return None, None, None, f"unreadable OME-XML ({exc})"
+        return None, "none", None, None, f"unreadable OME-XML ({_short(exc)})"
     pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
     if pixels is None:
-        return None, None, None, None
+        return None, "none", None, None, None
     chans = [el for el in pixels if el.tag.rsplit("}", 1)[-1] == "Channel"]
-    names = tuple(str(c.get("Name", "") or "").strip() for c in chans) or None
-    if names is not None and all(not n for n in names):
-        names = None
+    names_l: list[str] = []
+    used_fluor = False
+    for c in chans:
+        name = str(c.get("Name", "") or "").strip()
+        fluor = str(c.get("Fluor", "") or "").strip()
+        if _is_generic(name) and fluor and not _is_generic(fluor):
+            name, used_fluor = fluor, True
+        names_l.append(name)
+    names = tuple(names_l) if any(names_l) else None
+    source = "none" if names is None else ("OME Channel Name/Fluor" if used_fluor else "OME Channel Name")
     sizes: list[float | None] = []
     problem = None
     for ax in ("X", "Y"):
@@ -394,7 +404,7 @@ def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, float | None, float | N
             sizes.append(None)
         else:
             sizes.append(v * factor)
-    return names, sizes[0], sizes[1], problem
+    return names, source, sizes[0], sizes[1], problem
 
 
 def _ij_unit_factor(unit) -> float | None:
@@ -493,10 +503,12 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
     px = py = None
     px_source = "none"
     labels = None
+    notes: list[str] = []
     if tif.is_ome and tif.ome_metadata:
         fmt = "OME-TIFF"
-        names, px, py, _problem = _ome_info(tif.ome_metadata)
-        names_source = "OME Channel Name" if names else "none"
+        names, names_source, px, py, problem = _ome_info(tif.ome_metadata)
+        if problem:
+            notes.append(problem)
         px_source = "OME PhysicalSizeX" if px else "none"
         trusted = True
     elif tif.is_imagej and tif.imagej_metadata is not None:
@@ -542,7 +554,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
             names, names_source = ("red", "green", "blue", "alpha")[:n_c], "RGB photometric"
     if names is not None and "C" in axes and len(names) != shape[axes.index("C")]:
         names, names_source = None, "none"
-    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source)
+    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source, tuple(notes))
 
 
 def _open_tiff(path: Path, per_channel: bool, n_expected: int | None):
@@ -837,6 +849,7 @@ def _read(
         "pixel_size_y_um": py if user_px is None else None,
         "z_mode": z_mode,
         "z_plane": z_plane,
+        "notes": [f"{m.path.name}: {n}" if per_channel else n for m in metas for n in m.notes],
     }
     return field, extra
 
@@ -1109,11 +1122,12 @@ def describe_field(
     -------
     dict
         ``path``, ``files``, ``stem``, ``format``, ``shape``, ``dtype``, ``axes``, ``n_z``, ``z_mode``,
-        ``channel_names``, ``channel_source`` (``"OME Channel Name"``, ``"ImageJ Labels"``,
+        ``channel_names``, ``channel_source`` (``"OME Channel Name"``, ``"OME Channel Name/Fluor"``, ``"ImageJ Labels"``,
         ``"TIFF PageName"``, ``"file names"``, ``"user (--channels)"``, ``"assumed panel order"``),
         ``channel_map`` (key -> {``index``, ``name``}), ``unused_channels``, ``pixel_size_um``,
-        ``pixel_size_y_um``, ``pixel_size_source``, ``saturation_value``, ``panel_id`` and
-        ``intensity`` (key -> {``min``, ``max``, ``mean``, ``saturated_fraction``}, after z handling).
+        ``pixel_size_y_um``, ``pixel_size_source``, ``saturation_value``, ``panel_id``,
+        ``intensity`` (key -> {``min``, ``max``, ``mean``, ``saturated_fraction``}, after z handling)
+        and ``notes`` (metadata present but not usable, e.g. a pixel size in an unknown unit).
 
     Raises
     ------
@@ -1152,6 +1166,7 @@ def describe_field(
         "saturation_value": field.saturation_value,
         "panel_id": field.panel_id,
         "intensity": intensity,
+        "notes": extra["notes"],
     }
 
 
@@ -1188,4 +1203,6 @@ def format_description(desc: Mapping) -> str:
             extra = f"; Y is {py:.4g} µm (non-square pixels, X used)"
         lines.append(f"  pixel size:   {desc['pixel_size_um']:.4g} µm [{desc['pixel_size_source']}]{extra}")
     lines.append(f"  panel:        {desc['panel_id']}")
+    for note in desc.get("notes", ()):
+        lines.append(f"  note:         {note}")
     return "\n".join(lines)

@@ -706,3 +706,25 @@ def test_parallel_reads_do_not_mix_up_corruption_reports(tmp_path):
         out = list(ex.map(read, [good, bad] * 10))
     assert out[0::2] == ["good"] * 10
     assert all(o.startswith("error: truncated") for o in out[1::2])
+
+
+def test_ome_fluor_names_channels_with_generic_names(tmp_path):
+    data = _stack()
+    p = tmp_path / "fl.ome.tif"
+    tifffile.imwrite(p, data[0], metadata={"axes": "CYX", "Channel": {
+        "Name": ["Ch1", "Ch2", "Ch3"], "Fluor": ["FITC", "DAPI", "Cy3"]}})
+    f = fc.read_field(p)
+    _expect(f, data, order=(1, 2, 0))
+    assert f.channel_names == ("FITC", "DAPI", "Cy3")
+    assert fio.describe_field(p)["channel_source"] == "OME Channel Name/Fluor"
+
+
+def test_unusable_ome_pixel_size_is_a_note_not_a_guess(tmp_path):
+    data = _stack()
+    p = tmp_path / "u.ome.tif"
+    tifffile.imwrite(p, data[0], metadata={"axes": "CYX", "Channel": {"Name": NAMES},
+                                            "PhysicalSizeX": 1.0, "PhysicalSizeXUnit": "pixel"})
+    d = fio.describe_field(p)
+    assert d["pixel_size_um"] is None and d["pixel_size_source"] == "none"
+    assert d["notes"] == ["unusable OME PhysicalSizeX='1.0' 'pixel'"]
+    assert "note:         unusable OME PhysicalSizeX" in fio.format_description(d)
