@@ -333,6 +333,53 @@ class GroupComparison:
     notes: tuple[str, ...] = field(default=())
 
 
+#: Above this many 2 x k tables the Fisher-Freeman-Halton p-value is estimated by a seeded Monte Carlo.
+MAX_EXACT_TABLES = 5_000_000
+MONTE_CARLO_RESAMPLES = 100_000
+
+
+@dataclass(frozen=True)
+class _Result:
+    statistic: float
+    pvalue: float
+    method: str
+
+
+def _fisher_freeman_halton(table: np.ndarray) -> _Result:
+    """Exact two-sided Fisher–Freeman–Halton test of a 2 × k table by full enumeration.
+
+    p = sum of the (hypergeometric) probabilities of all tables with the observed margins that are no more probable
+    than the observed one (relative tolerance 1e-7, as scipy's 2 x 2 test). Deterministic. ``scipy.stats.fisher_exact``
+    on r x c tables is a Monte Carlo estimate, so it is only used (seeded, 100 000 resamples) beyond
+    :data:`MAX_EXACT_TABLES` tables.
+    """
+    from scipy.special import gammaln
+
+    r, tot = table[0].astype(int), table.sum(axis=0).astype(int)
+    R, N, k = int(r.sum()), int(tot.sum()), len(tot)
+    n_tables = float(np.prod(np.minimum(tot[:-1], R) + 1.0))
+    if n_tables > MAX_EXACT_TABLES:
+        mc = stats.fisher_exact(table, method=stats.MonteCarloMethod(
+            n_resamples=MONTE_CARLO_RESAMPLES, rng=np.random.default_rng(0)))
+        return _Result(float(mc.statistic), float(mc.pvalue), f"Monte Carlo, {MONTE_CARLO_RESAMPLES} resamples, seed 0")
+    lc = [gammaln(n + 1) - gammaln(np.arange(n + 1) + 1) - gammaln(n - np.arange(n + 1) + 1) for n in tot]
+    log_norm = gammaln(N + 1) - gammaln(R + 1) - gammaln(N - R + 1)
+    sums, lp = np.zeros(1, dtype=np.int64), np.zeros(1)
+    remaining = int(tot.sum())
+    for j in range(k - 1):
+        remaining -= int(tot[j])
+        a = np.arange(tot[j] + 1)
+        sums = (sums[:, None] + a[None, :]).ravel()
+        lp = (lp[:, None] + lc[j][None, :]).ravel()
+        keep = (sums <= R) & (sums >= R - remaining)  # the other columns can still complete the row total
+        sums, lp = sums[keep], lp[keep]
+    last = R - sums
+    lp = lp + lc[-1][last]
+    lp_obs = float(sum(lc[j][r[j]] for j in range(k)))
+    p = float(np.exp(lp[lp <= lp_obs + 1e-7] - log_norm).sum())
+    return _Result(float(np.exp(lp_obs - log_norm)), min(1.0, p), "exact enumeration")
+
+
 def compare_counts(
     responders: Sequence[int],
     totals: Sequence[int],
@@ -344,8 +391,8 @@ def compare_counts(
 ) -> GroupComparison:
     """Compare responder proportions between k >= 2 groups (a 2 × k table).
 
-    Fisher's exact test (two-sided; for k > 2 the Freeman–Halton extension, ``scipy.stats.fisher_exact`` on the
-    r × c table) and Pearson's χ² without continuity correction (``scipy.stats.chi2_contingency(...,
+    Fisher's exact test (two-sided; ``scipy.stats.fisher_exact`` for 2 × 2, the Freeman–Halton extension by exact
+    enumeration for k > 2) and Pearson's χ² without continuity correction (``scipy.stats.chi2_contingency(...,
     correction=False)``) are both reported, named. A warning is added when any expected count is below 5 (the χ²
     approximation is then unreliable, clinical.md §4).
 
@@ -397,7 +444,7 @@ def compare_counts(
             res = stats.fisher_exact(table.T)  # rows = groups: [[r1, nr1], [r2, nr2]]
             fstat, fname = float(res.statistic), "odds ratio"
         else:
-            res = stats.fisher_exact(table)
+            res = _fisher_freeman_halton(table)
             fstat, fname = float(res.statistic), "probability of the observed table"
         chi = stats.chi2_contingency(table, correction=False)
         expected = np.asarray(chi.expected_freq)
@@ -407,8 +454,12 @@ def compare_counts(
             warn = (f"{n_low} of {expected.size} expected counts < 5 (min {expected.min():.2f}): "
                     f"the chi-squared approximation is unreliable; prefer Fisher's exact test")
             warnings.append(warn)
+        fwarn = ""
+        if getattr(res, "method", "").startswith("Monte Carlo"):
+            fwarn = f"p-value estimated ({res.method}): too many tables for exact enumeration"
+            warnings.append(fwarn)
         tests.append(dict(test=FISHER, statistic=fstat, statistic_name=fname, dof=np.nan,
-                          p_value=float(res.pvalue), min_expected=float(expected.min()), warning=""))
+                          p_value=float(res.pvalue), min_expected=float(expected.min()), warning=fwarn))
         tests.append(dict(test=CHI2, statistic=float(chi.statistic), statistic_name="chi2", dof=int(chi.dof),
                           p_value=float(chi.pvalue), min_expected=float(expected.min()), warning=warn))
     tdf = pd.DataFrame(tests)
