@@ -807,6 +807,40 @@ def _read_field_nuclei(path: Path):
     return pacsv.read_csv(path)
 
 
+def _common_schema(schemas: list, exclude: set[str]):
+    """One schema for all per-field tables: columns in first-seen order; a column's type is the
+    common type of its fields (null-only fields ignored; ints + floats -> float64), string when they
+    disagree otherwise (e.g. text in one field, numbers in another)."""
+    import pyarrow as pa
+
+    order: list[str] = []
+    types: dict[str, set] = {}
+    for sch in schemas:
+        for f in sch:
+            if f.name in exclude:
+                continue
+            if f.name not in types:
+                order.append(f.name)
+                types[f.name] = set()
+            if not pa.types.is_null(f.type):
+                types[f.name].add(f.type)
+    fields = []
+    for name in order:
+        ts = types[name]
+        if not ts:
+            t = pa.string()
+        elif len(ts) == 1:
+            t = next(iter(ts))
+        elif all(pa.types.is_integer(x) for x in ts):
+            t = pa.int64()
+        elif all(pa.types.is_integer(x) or pa.types.is_floating(x) for x in ts):
+            t = pa.float64()
+        else:
+            t = pa.string()
+        fields.append(pa.field(name, t))
+    return pa.schema(fields)
+
+
 def pool_nuclei(table: pd.DataFrame, out_dir: Path) -> int:
     """Pool the nuclei tables of the finished fields into ``nuclei.parquet`` and ``nuclei.csv``.
 
@@ -836,11 +870,7 @@ def pool_nuclei(table: pd.DataFrame, out_dir: Path) -> int:
     for key in table["field"]:
         schemas.append(_read_field_nuclei(out_dir / "fields" / key / "nuclei.csv").schema)
     key_schema = pa.schema([(c, pa.float64() if c == "week" else pa.string()) for c in key_cols])
-    if schemas:
-        body = pa.unify_schemas(schemas, promote_options="permissive")
-        body = pa.schema([f for f in body if f.name not in key_cols])
-    else:
-        body = pa.schema([])
+    body = _common_schema(schemas, exclude=set(key_cols))
     schema = pa.schema(list(key_schema) + list(body))
     n = 0
     with atomic_path(out_dir / "nuclei.parquet") as ptmp, atomic_open(out_dir / "nuclei.csv", "wb") as cfh:

@@ -509,3 +509,28 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", pipe)
     run_batch(study, tmp_path / "c", workers=1, **{**FAKES, "quiet": False})
     assert tty.getvalue() == bar and pipe.getvalue() == ""
+
+
+def test_pool_nuclei_unifies_column_types(tmp_path):
+    """Fields whose tables disagree on a column's type (empty, int, float, text) pool into one schema."""
+    out = tmp_path / "out"
+    frames = {
+        "a": pd.DataFrame({"label": [1, 2], "x": [1, 2], "note": ["", ""], "flag": [True, False]}),
+        "b": pd.DataFrame({"label": [1], "x": [2.5], "note": ["dim"], "flag": [True], "extra": [7]}),
+        "c": pd.DataFrame({"label": [1], "x": [3], "note": [5], "flag": ["maybe"]}),
+    }
+    rows = []
+    for k, df in frames.items():
+        (out / "fields" / k).mkdir(parents=True)
+        df.to_csv(out / "fields" / k / "nuclei.csv", index=False)
+        rows.append({"path": f"/s/{k}.tif", "field": k, "sample": "S", "patient": "P", "timepoint": "t", "week": 0.0,
+                     "slide": "", "panel": "del5q", "files": f"/s/{k}.tif", "site": "Oslo"})
+    n = batch.pool_nuclei(pd.DataFrame(rows), out)
+    assert n == 4
+    got = pd.read_parquet(out / "nuclei.parquet")
+    assert list(got.columns) == list(batch.POOLED_KEY_COLUMNS) + ["site", "label", "x", "note", "flag", "extra"]
+    assert got["x"].tolist() == [1.0, 2.0, 2.5, 3.0]
+    assert got["note"].fillna("").tolist() == ["", "", "dim", "5"]
+    assert got["flag"].tolist() == ["true", "false", "true", "maybe"]
+    assert got["extra"].isna().tolist() == [True, True, False, True]
+    assert got["site"].eq("Oslo").all() and got["source"].tolist() == ["/s/a.tif"] * 2 + ["/s/b.tif", "/s/c.tif"]
