@@ -1,0 +1,231 @@
+"""analyze_field end to end on simulated fields, the output contract, pooled thresholds, the CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+import fishcount as fc
+from fishcount.analyze import OUTPUT_VERSION, analyze_field, estimate_thresholds, write_field_result
+from fishcount.calls import nuclei_columns
+from fishcount.cli import main
+from fishcount.errors import FishcountError, InputError
+from fishcount.io import field_from_arrays
+from fishcount.overlay import render_gallery, render_overlay
+from fishcount.segment import Segmentation
+from fishcount.spots import SPOT_COLUMNS
+
+
+def _field(panel="del5q", seed=1, shape=(512, 512), **kw):
+    sim = fc.simulate_field(panel, shape=shape, seed=seed, **kw)
+    d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
+    fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um, panel=panel, name=f"sim{seed}")
+    return sim, fld
+
+
+def _true_segmentation(sim) -> Segmentation:
+    from skimage.measure import regionprops_table
+
+    t = regionprops_table(sim.labels, properties=("label", "centroid", "area"))
+    tr = sim.truth.set_index("label")
+    ok = ~tr.loc[t["label"], "border"].to_numpy() & ~tr.loc[t["label"], "out_of_focus"].to_numpy()
+    qc = pd.DataFrame({"label": t["label"], "centroid_y": t["centroid-0"], "centroid_x": t["centroid-1"],
+                       "area_um2": t["area"] * sim.pixel_size_um**2, "scorable": ok,
+                       "exclusion_reason": np.where(ok, "", "border_or_focus")})
+    return Segmentation(labels=sim.labels, qc=qc, pixel_size_um=sim.pixel_size_um, diameter_px=50.0,
+                        diameter_source="truth")
+
+
+def _match(true: np.ndarray, pred: np.ndarray) -> dict[int, int]:
+    """Predicted label -> true label with IoU >= 0.5."""
+    m = (true > 0) & (pred > 0)
+    u, c = np.unique(np.stack([pred[m], true[m]], 1), axis=0, return_counts=True)
+    pa, ta = np.bincount(pred.ravel()), np.bincount(true.ravel())
+    iou = c / (pa[u[:, 0]] + ta[u[:, 1]] - c)
+    return {int(p): int(t) for (p, t), ok in zip(u, iou >= 0.5) if ok}
+
+
+def _accuracy(result, sim, mapping=None):
+    nuc = result.nuclei.copy()
+    nuc["true"] = nuc.label.map(mapping) if mapping is not None else nuc.label
+    sc = nuc[nuc.scorable & nuc.true.notna()]
+    keys = [c for c in nuc.columns if c.startswith("count_")]
+    truth = sim.truth.set_index("label").loc[sc.true.astype(int), keys].to_numpy()
+    return (sc[keys].to_numpy() == truth).all(axis=1), len(sc)
+
+
+# --- accuracy floors ----------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("panel", ["del5q", "bcr_abl1"])
+def test_detection_accuracy_with_true_nuclei(panel):
+    """Signal counting alone (true nucleus masks): exact count accuracy on scorable nuclei."""
+    oks = []
+    for seed in (1, 2):
+        sim, fld = _field(panel, seed)
+        res = analyze_field(fld, panel, segmentation=_true_segmentation(sim))
+        ok, n = _accuracy(res, sim)
+        assert n >= 0.85 * _true_segmentation(sim).qc.scorable.sum()
+        oks.append(ok)
+    assert np.concatenate(oks).mean() >= 0.95
+
+
+@pytest.mark.slow
+def test_end_to_end_accuracy_with_own_segmentation():
+    oks, n_true = [], 0
+    for seed in (3, 4):
+        sim, fld = _field("del5q", seed)
+        res = analyze_field(fld)
+        ok, n = _accuracy(res, sim, _match(sim.labels, res.labels))
+        oks.append(ok)
+        n_true += int((~sim.truth.border).sum())
+        assert set(res.thresholds) == {"EGR1", "D5S23"}
+    ok = np.concatenate(oks)
+    assert ok.mean() >= 0.9
+    assert len(ok) >= 0.6 * n_true
+
+
+# --- inputs -------------------------------------------------------------------------------------
+def test_array_and_dict_inputs_give_the_same_result():
+    sim, fld = _field(shape=(256, 256), seed=7)
+    a = analyze_field(fld)
+    b = analyze_field(sim.image, pixel_size_um=sim.pixel_size_um)
+    c = analyze_field({"DAPI": sim.image[0], "EGR1": sim.image[1], "D5S23": sim.image[2]},
+                      pixel_size_um=sim.pixel_size_um)
+    for r in (b, c):
+        pd.testing.assert_frame_equal(a.nuclei, r.nuclei)
+        pd.testing.assert_frame_equal(a.spots, r.spots)
+
+
+def test_manual_thresholds_are_used_and_recorded():
+    sim, fld = _field(shape=(256, 256), seed=7)
+    lo = analyze_field(fld, thresholds={"EGR1": 5.0})
+    hi = analyze_field(fld, thresholds={"EGR1": 500.0})
+    assert lo.thresholds["EGR1"] == 5.0 and lo.params["threshold_source"]["EGR1"] == "manual"
+    assert lo.params["threshold_source"]["D5S23"].startswith("automatic")
+    assert (hi.spots.signal == "EGR1").sum() == 0
+    assert (hi.nuclei.exclusion_reason.str.contains("no_signal_EGR1")).all()
+
+
+@pytest.mark.parametrize("bad,match", [({"XYZ": 5}, "unknown signal"), ({"EGR1": -1}, "positive"),
+                                       ({"EGR1": "a"}, "number")])
+def test_bad_thresholds_raise(bad, match):
+    _, fld = _field(shape=(128, 128), seed=7, n_nuclei=2)
+    with pytest.raises(InputError, match=match):
+        analyze_field(fld, thresholds=bad)
+
+
+def test_bad_inputs_raise_one_line_errors():
+    with pytest.raises(InputError, match="C, Y, X"):
+        analyze_field(np.zeros((2, 64, 64)), pixel_size_um=0.1)
+    with pytest.raises(InputError, match="DAPI"):
+        analyze_field({"EGR1": np.ones((64, 64)), "D5S23": np.ones((64, 64))})
+    with pytest.raises(InputError, match="dim_band"):
+        _, fld = _field(shape=(128, 128), seed=7, n_nuclei=2)
+        analyze_field(fld, dim_band=0.5)
+    with pytest.raises(FishcountError):
+        analyze_field("/nonexistent/field.tif")
+
+
+def test_segmentation_of_wrong_shape_raises():
+    sim, fld = _field(shape=(128, 128), seed=7, n_nuclei=2)
+    seg = Segmentation(labels=np.zeros((64, 64), np.int32), qc=pd.DataFrame({"label": []}), pixel_size_um=0.16,
+                       diameter_px=50.0, diameter_source="user")
+    with pytest.raises(InputError, match="shape"):
+        analyze_field(fld, segmentation=seg)
+
+
+def test_missing_pixel_size_is_inferred_from_nuclei_and_recorded():
+    sim, _ = _field(shape=(256, 256), seed=7)
+    res = analyze_field(sim.image)
+    assert "inferred" in res.params["pixel_size_source"]
+    assert 0.05 < res.params["pixel_size_um"] < 0.5
+
+
+def test_pooled_thresholds():
+    fields = [_field(shape=(256, 256), seed=s)[1] for s in (8, 9)]
+    th = estimate_thresholds(fields)
+    assert set(th) == {"EGR1", "D5S23"} and all(v >= 4.5 for v in th.values())
+    res = analyze_field(fields[0], thresholds=th)
+    assert res.thresholds == th
+    with pytest.raises(InputError, match="at least one"):
+        estimate_thresholds([])
+
+
+# --- outputs ------------------------------------------------------------------------------------
+def test_write_field_result_contract(tmp_path):
+    sim, fld = _field(shape=(256, 256), seed=7)
+    res = analyze_field(fld)
+    out = write_field_result(res, tmp_path)
+    assert out == tmp_path / "sim7"
+    assert sorted(p.name for p in out.iterdir()) == ["field.json", "labels.tif", "nuclei.csv", "overlay.png", "spots.csv"]
+    nuc = pd.read_csv(out / "nuclei.csv", keep_default_na=False)
+    assert list(nuc.columns[: len(nuclei_columns(res.panel))]) == nuclei_columns(res.panel)
+    assert len(nuc) == len(res.nuclei) and set(nuc.scorable.astype(str)) <= {"True", "False"}
+    sp = pd.read_csv(out / "spots.csv", keep_default_na=False)
+    assert list(sp.columns) == list(SPOT_COLUMNS) and len(sp) == len(res.spots)
+    lab = tifffile.imread(out / "labels.tif")
+    assert lab.shape == (256, 256) and lab.dtype == np.uint16
+    assert np.array_equal(lab, res.labels)
+    meta = json.loads((out / "field.json").read_text())
+    assert meta["output_version"] == OUTPUT_VERSION and meta["thresholds"] == res.thresholds
+    assert meta["n_nuclei"] == len(nuc) and meta["panel"]["id"] == "del5q"
+    # every counted signal is in a nucleus and counts match the nuclei table
+    counted = sp[sp.counts_as == "EGR1"].groupby("label").size()
+    got = nuc.set_index("label").count_EGR1
+    assert (got.reindex(counted.index) == counted).all()
+    assert not list(tmp_path.glob(".*"))  # no temporary leftovers
+
+
+def test_write_refuses_to_overwrite_and_can_replace(tmp_path):
+    sim, fld = _field(shape=(128, 128), seed=7, n_nuclei=3)
+    res = analyze_field(fld)
+    write_field_result(res, tmp_path, overlay=False)
+    with pytest.raises(FishcountError, match="already exist"):
+        write_field_result(res, tmp_path)
+    out = write_field_result(res, tmp_path, overwrite=True)
+    assert (out / "overlay.png").exists()
+    assert not list(tmp_path.glob(".*"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FishcountError, match="not a folder"):
+        write_field_result(res, tmp_path / "file")
+
+
+def test_overlay_and_gallery_images():
+    sim, fld = _field(shape=(256, 256), seed=7)
+    res = analyze_field(fld)
+    ov = render_overlay(res)
+    assert ov.dtype == np.uint8 and ov.shape[1] == 256 and ov.shape[0] > 256 and ov.shape[2] == 3
+    assert render_overlay(res, legend=False).shape == (256, 256, 3)
+    gal = render_gallery(res, per_call=4)
+    assert gal.dtype == np.uint8 and gal.ndim == 3 and gal.shape[0] >= 24
+
+
+def test_fusion_panel_end_to_end_has_fusion_column():
+    sim, fld = _field("bcr_abl1", seed=2, shape=(256, 256))
+    res = analyze_field(fld, "bcr_abl1")
+    assert "count_fusion" in res.nuclei.columns
+    assert (res.spots.counts_as == "fusion").sum() == res.nuclei.count_fusion.sum()
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+def test_cli_analyze(tmp_path):
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=7)
+    img = tmp_path / "in" / "f1.ome.tif"
+    fc.write_simulated_field(sim, img)
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "f1" / "nuclei.csv").exists()
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "already exist" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o2"), "--threshold", "EGR1:5"])
+    assert r.exit_code == 2 and "SIGNAL=VALUE" in r.output
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o3"), "--threshold", "EGR1=7",
+                                  "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o3" / "f1" / "field.json").read_text())["thresholds"]["EGR1"] == 7.0
+    assert not (tmp_path / "o3" / "f1" / "overlay.png").exists()
