@@ -1126,7 +1126,8 @@ def describe_field(
         ``"TIFF PageName"``, ``"file names"``, ``"user (--channels)"``, ``"assumed panel order"``),
         ``channel_map`` (key -> {``index``, ``name``}), ``unused_channels``, ``pixel_size_um``,
         ``pixel_size_y_um``, ``pixel_size_source``, ``saturation_value``, ``panel_id``,
-        ``intensity`` (key -> {``min``, ``max``, ``mean``, ``saturated_fraction``}, after z handling)
+        ``intensity`` (key -> {``min``, ``max``, ``mean``, ``saturated_fraction``, ``saturated_pixels``},
+        after z handling; saturated = at the dtype maximum)
         and ``notes`` (metadata present but not usable, e.g. a pixel size in an unknown unit).
 
     Raises
@@ -1143,6 +1144,7 @@ def describe_field(
             "max": float(img.max()),
             "mean": float(img.mean()),
             "saturated_fraction": float(np.mean(img >= sat)) if sat is not None else None,
+            "saturated_pixels": int(np.count_nonzero(img >= sat)) if sat is not None else None,
         }
     used = set(field.channel_map.values())
     return {
@@ -1187,7 +1189,7 @@ def format_description(desc: Mapping) -> str:
         nm = f" {m['name']!r}" if m["name"] else ""
         it = desc["intensity"][key]
         sat = it["saturated_fraction"]
-        sat_txt = f", saturated {100 * sat:.2f}%" if sat else ""
+        sat_txt = f", {it['saturated_pixels']} px saturated = {100 * sat:.3g}%" if sat else ""
         lines.append(
             f"    {key:10s} <- channel {m['index']}{nm:14s} intensity {it['min']:.6g}..{it['max']:.6g} "
             f"(mean {it['mean']:.6g}{sat_txt})"
