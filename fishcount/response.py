@@ -314,9 +314,9 @@ def load_criteria(criteria: "str | PathLike | Criteria | None" = None) -> Criter
             raise CriteriaError(p, "criteria file not found")
         path = p
     else:
-        if str(criteria) not in list_criteria():
-            raise CriteriaError(str(criteria), f"unknown criteria set; shipped: {', '.join(list_criteria())} (or give a .toml file)")
         path = _criteria_dir() / f"{criteria}.toml"
+        if not path.is_file():
+            raise CriteriaError(str(criteria), f"unknown criteria set; shipped: {', '.join(list_criteria())} (or give a .toml file)")
     try:
         raw = path.read_bytes()
         data = tomllib.loads(raw.decode("utf-8"))

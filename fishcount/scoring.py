@@ -408,6 +408,8 @@ _FALSE = {"false", "0", "no", "n", "f", ""}
 
 
 def _scorable(values: pd.Series, source: str, offset: np.ndarray) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(dtype=bool)
     out = np.zeros(len(values), dtype=bool)
     for i, v in enumerate(values.tolist()):
         if isinstance(v, (bool, np.bool_)):
@@ -424,15 +426,6 @@ def _scorable(values: pd.Series, source: str, offset: np.ndarray) -> np.ndarray:
         else:
             raise InputError(source, f"row {offset[i]}, column 'scorable': expected true/false, got {v!r}")
     return out
-
-
-def _modal_counts(df: pd.DataFrame, keys: Sequence[str], fallback: Mapping[str, int]) -> dict[str, int]:
-    cols = [f"count_{k}" for k in keys]
-    if len(df) == 0 or not all(c in df.columns for c in cols):
-        return dict(fallback)
-    tuples = Counter(tuple(int(v) for v in row) for row in df[cols].to_numpy())
-    best = sorted(tuples.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-    return dict(zip(keys, best))
 
 
 def _rule_counts(panel, call: str) -> dict[str, int]:
@@ -496,7 +489,8 @@ def score_sample(
     rows = (nuclei.index.to_numpy() + 2) if pd.api.types.is_integer_dtype(nuclei.index) else np.arange(len(nuclei)) + 2
     scorable = _scorable(nuclei["scorable"], source, rows)
     scored = nuclei.loc[scorable]
-    calls = scored["call"].astype(str).tolist()
+    call_str = scored["call"].astype(str)
+    calls = call_str.tolist()
     known = set(panel.call_names)
     for i, c in zip(rows[scorable], calls):
         if c not in known:
@@ -529,21 +523,33 @@ def score_sample(
             other.append(c)
     # ISCN: the abnormal populations when positive, else the normal result (clinical.md §3.5)
     keys_ = panel.pattern_keys
+    cols = [f"count_{k_}" for k_ in keys_]
+    cnt = scored[cols].to_numpy(dtype=np.int64) if all(c in scored.columns for c in cols) else None
+    call_arr = np.asarray(calls, dtype=object)
+
+    def modal(c: str) -> dict[str, int]:
+        """Most frequent count vector of call ``c`` (ties: smallest); the call's rule without counts."""
+        m = call_arr == c
+        if cnt is None or not m.any():
+            return _rule_counts(panel, c)
+        uniq, k_ = np.unique(cnt[m], axis=0, return_counts=True)
+        return {key: int(v) for key, v in zip(keys_, uniq[int(np.argmax(k_))])}
+
     pops = []
     if positive:
         for c in sorted(panel.tracked_calls, key=lambda c: (-call_counts[c], c)):
             if call_counts[c]:
-                pops.append((_modal_counts(scored[scored["call"].astype(str) == c], keys_, _rule_counts(panel, c)), call_counts[c]))
+                pops.append((modal(c), call_counts[c]))
     for c in other:
-        pops.append((_modal_counts(scored[scored["call"].astype(str) == c], keys_, _rule_counts(panel, c)), call_counts[c]))
-    normal = _modal_counts(scored[scored["call"].astype(str) == panel.normal_call], keys_, _rule_counts(panel, panel.normal_call))
+        pops.append((modal(c), call_counts[c]))
+    normal = modal(panel.normal_call)
     iscn = iscn_string(panel, n, pops, normal_counts=normal, template=iscn_template)
     if "pattern" in scored.columns:
         patt = Counter(scored["pattern"].astype(str).tolist())
+    elif cnt is not None:
+        patt = Counter(panel.pattern_string(dict(zip(keys_, map(int, r)))) for r in cnt)
     else:
-        cols = [f"count_{k_}" for k_ in keys_]
-        patt = Counter(panel.pattern_string(dict(zip(keys_, map(int, r)))) for r in scored[cols].to_numpy()) \
-            if all(c in scored.columns for c in cols) else Counter()
+        patt = Counter()
     patterns = dict(sorted(patt.items(), key=lambda kv: (-kv[1], kv[0])))
     excl = Counter()
     if "exclusion_reason" in nuclei.columns:
@@ -602,6 +608,10 @@ def score_samples(
 
     panel = load_panel(panel)
     cs = load_cutoffs(cutoffs)
+    if adequate_nuclei is None or limited_nuclei is None:
+        a, l_ = _default_adequacy()
+        adequate_nuclei = a if adequate_nuclei is None else adequate_nuclei
+        limited_nuclei = l_ if limited_nuclei is None else limited_nuclei
     df = nuclei.reset_index(drop=True)
     keys = [k for k in SAMPLE_KEYS if k in df.columns] or (["sample"] if "sample" in df.columns else [])
     if "week" in df.columns:
