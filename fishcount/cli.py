@@ -444,3 +444,39 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
         calls = nuc.loc[nuc["scorable"], "call"].value_counts().to_dict() if len(nuc) else {}
         summary = ", ".join(f"{k} {v}" for k, v in calls.items())
         click.echo(f"{target}: {len(nuc)} nuclei, {n_ok} scorable ({summary})")
+
+
+# --- review (issue 7): reviewer journals -> concordance, rescored samples (fishcount.review) ----------
+@main.command("concordance")
+@click.argument("field_dir", type=click.Path(path_type=Path))
+@click.argument("reader_a")
+@click.argument("reader_b")
+@_panel_option
+@click.option("--all-nuclei", is_flag=True, help="Compare every nucleus, not only those both readers reviewed.")
+def concordance_cmd(field_dir: Path, reader_a: str, reader_b: str, panel: str, all_nuclei: bool) -> None:
+    """Agreement of two readers' reviews of one field (agreement %, Cohen's kappa, Fisher p).
+
+    FIELD_DIR is a field result folder holding review.<READER>.jsonl journals (napari review widget).
+    """
+    from . import review as rv
+
+    for r in (reader_a, reader_b):
+        if not rv.journal_path(field_dir, r).exists():
+            raise FishcountError(rv.journal_path(field_dir, r), f"no review journal of reader '{r}'")
+    a = rv.open_review(field_dir, reader_a, panel)
+    b = rv.open_review(field_dir, reader_b, panel)
+    c = rv.concordance(a, b, reader_a=reader_a, reader_b=reader_b, reviewed_only=not all_nuclei)
+    click.echo(c.summary())
+    click.echo(c.confusion.to_string())
+
+
+@main.command("review-samples")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--reviewer", required=True, help="Whose review journals to apply.")
+@click.option("--cutoffs", default=None, help="Laboratory cut-offs file (default: the provisional ones).")
+def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: str | None) -> None:
+    """Rescore a `fishcount run` folder's samples with a reviewer's corrections -> samples.reviewed.<REVIEWER>.csv."""
+    from .review import write_reviewed_samples
+
+    path, fields = write_reviewed_samples(run_dir, reviewer, cutoffs=cutoffs)
+    click.echo(f"{path} ({len(fields)} reviewed field(s): {', '.join(fields)})")

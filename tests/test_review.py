@@ -569,3 +569,39 @@ def test_write_reviewed_samples_errors(tmp_path):
         rv.write_reviewed_samples(run, "ann")
     with pytest.raises(InputError, match="lacks column 'field'"):
         rv.apply_reviews(pd.DataFrame({"label": [1]}), run, "ann")
+
+
+# --- command line ---------------------------------------------------------------------------------
+def _field_folder(tmp_path):
+    n, s = _tables()
+    d = tmp_path / "f01"
+    d.mkdir()
+    n.to_csv(d / "nuclei.csv", index=False)
+    s.to_csv(d / "spots.csv", index=False)
+    return d
+
+
+def test_cli_concordance_and_review_samples(tmp_path):
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    d = _field_folder(tmp_path)
+    a = rv.confirm(rv.confirm(rv.open_review(d, "ann"), 1, "ann"), 2, "ann")
+    b = rv.confirm(rv.delete_signal(rv.open_review(d, "bob"), 0, "bob"), 2, "bob")
+    for who, s in (("ann", a), ("bob", b)):
+        for e in s.edits:
+            rv.append_journal(rv.journal_path(d, who), e)
+    res = CliRunner().invoke(main, ["concordance", str(d), "ann", "bob"])
+    assert res.exit_code == 0, res.output
+    assert "ann vs bob: 1/2 nuclei agree (50.0%)" in res.output
+    res = CliRunner().invoke(main, ["concordance", str(d), "ann", "carl"])
+    assert res.exit_code == 2 and "review.carl.jsonl: no review journal of reader 'carl'" in res.output
+    assert "Traceback" not in res.output
+    run = _run_folder(tmp_path)
+    res = CliRunner().invoke(main, ["review-samples", str(run), "--reviewer", "ann"])
+    assert res.exit_code == 2 and "no field has a review journal of reviewer 'ann'" in res.output
+    folder = rv.study_fields(run)["P01/week00/f01"]
+    rv.append_journal(rv.journal_path(folder, "ann"), rv.confirm(rv.open_review(folder, "ann"), 1, "ann").edits[-1])
+    res = CliRunner().invoke(main, ["review-samples", str(run), "--reviewer", "ann"])
+    assert res.exit_code == 0 and "samples.reviewed.ann.csv (1 reviewed field(s): P01/week00/f01)" in res.output
