@@ -103,8 +103,10 @@ def panels_cmd(panel: str | None) -> None:
 @_pixel_size_option
 @click.option("--z-plane", "z_plane", type=int, default=None, metavar="N",
               help="Use z-plane N (0-based) instead of the max projection of z-stacks.")
+@click.option("--require-pixel-size", is_flag=True,
+              help="Report files without a pixel size (in metadata or --pixel-size) as problems.")
 def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_size_um: float | None,
-             z_plane: int | None) -> None:
+             z_plane: int | None, require_pixel_size: bool) -> None:
     """Show what fishcount reads from IMAGE files or folders: layout, channels and their mapping to
     the panel's signals (and where the names came from), z-planes, pixel size, intensities.
 
@@ -131,7 +133,8 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_s
         try:
             desc = describe_field(group if len(group) > 1 else group[0], pan, channels=names,
                                   pixel_size_um=pixel_size_um,
-                                  z_mode="max" if z_plane is None else "plane", z_plane=z_plane)
+                                  z_mode="max" if z_plane is None else "plane", z_plane=z_plane,
+                                  require_pixel_size=require_pixel_size)
         except FishcountError as exc:
             click.echo(f"fishcount: error: {exc}", err=True)
             failed = True
@@ -475,8 +478,12 @@ def concordance_cmd(field_dir: Path, reader_a: str, reader_b: str, panel: str, a
 @click.option("--reviewer", required=True, help="Whose review journals to apply.")
 @click.option("--cutoffs", default=None, help="Laboratory cut-offs file (default: the provisional ones).")
 def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: str | None) -> None:
-    """Rescore a `fishcount run` folder's samples with a reviewer's corrections -> samples.reviewed.<REVIEWER>.csv."""
-    from .review import write_reviewed_samples
+    """Rescore a `fishcount run` folder with a reviewer's corrections.
+
+    Writes samples.reviewed.<REVIEWER>.csv and response.reviewed.<REVIEWER>.csv beside samples.csv.
+    """
+    from .review import write_reviewed_response, write_reviewed_samples
 
     path, fields = write_reviewed_samples(run_dir, reviewer, cutoffs=cutoffs)
     click.echo(f"{path} ({len(fields)} reviewed field(s): {', '.join(fields)})")
+    click.echo(write_reviewed_response(run_dir, reviewer, cutoffs=cutoffs))

@@ -1110,12 +1110,13 @@ def describe_field(
     *,
     z_mode: str = "max",
     z_plane: int | None = None,
+    require_pixel_size: bool = False,
 ) -> dict:
     """What fishcount reads from a field: layout, channels and their mapping, pixel size, intensities.
 
     Parameters
     ----------
-    source, panel, channels, pixel_size_um, z_mode, z_plane
+    source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size
         As for :func:`read_field`.
 
     Returns
@@ -1135,7 +1136,7 @@ def describe_field(
     InputError
         As :func:`read_field`.
     """
-    field, extra = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, False)
+    field, extra = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size)
     intensity = {}
     for key, img in ((DAPI, field.dapi), *field.probes.items()):
         sat = field.saturation_value

@@ -67,10 +67,10 @@ def test_info_bad_input_one_line_exit_2(tmp_path, kind):
         args += ["--pixel-size", str(kwargs["pixel_size_um"])]
     if kwargs.get("z_mode") == "plane":
         args += ["--z-plane", str(kwargs["z_plane"])]
-    if kwargs.get("require_pixel_size"):  # info does not require one: it reports it as unknown
-        r = _run(*args)
+    if kwargs.get("require_pixel_size"):
+        r = _run(*args)  # info reports a missing pixel size; only --require-pixel-size fails on it
         assert r.exit_code == 0 and "pixel size:   unknown" in r.stdout
-        return
+        args.append("--require-pixel-size")
     r = _run(*args)
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()

@@ -68,7 +68,8 @@ def test_stem_of(name, stem):
     assert fc.stem_of(name) == stem
 
 
-@given(st.text(alphabet=string.ascii_letters + string.digits + "_-. ", min_size=1, max_size=20).filter(lambda s: s.strip(". ") == s),
+@settings(deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "_-. ", min_size=1, max_size=20).filter(lambda s: s.strip(". ") == s and not s.lower().endswith(".ome")),
        st.sampled_from([".tif", ".tiff", ".ome.tif", ".ome.tiff", ".TIF", ".OME.TIFF"]))
 def test_stem_of_strips_any_tiff_ending(name, ext):
     assert fc.stem_of("some/dir/" + name + ext) == name
@@ -567,6 +568,7 @@ def _recase(s: str, flips: list[bool]) -> str:
     return "".join(c.swapcase() if f else c for c, f in zip(s, flips + [False] * len(s)))
 
 
+@settings(deadline=None)
 @given(
     st.permutations(["DAPI", "EGR1", "D5S23"]),
     st.lists(st.booleans(), min_size=8, max_size=8),
@@ -578,6 +580,7 @@ def test_matching_ignores_case_and_outer_spaces(order, flips, pad):
     assert cmap == {k: order.index(k) for k in ("DAPI", "EGR1", "D5S23")}
 
 
+@settings(deadline=None)
 @given(st.data())
 def test_any_panel_term_maps_to_its_key(data):
     """Choosing for each key any of its names (any case, any order) maps channels to keys."""
@@ -587,6 +590,7 @@ def test_any_panel_term_maps_to_its_key(data):
     assert fio._match_channels(names, DEL5Q, "f.tif") == {k: keys.index(k) for k in TERMS}
 
 
+@settings(deadline=None)
 @given(
     st.lists(st.text(max_size=12), min_size=3, max_size=3),
     st.permutations(["DAPI", "EGR1", "D5S23"]),
@@ -597,6 +601,7 @@ def test_channels_override_always_wins(meta_names, order):
     assert cmap == {k: order.index(k) for k in ("DAPI", "EGR1", "D5S23")}
 
 
+@settings(deadline=None)
 @given(st.permutations(["DAPI", "EGR1", "D5S23"]), st.integers(0, 2))
 def test_two_channels_for_one_signal_is_always_an_error_naming_both(order, dup):
     names = list(order) + [order[dup].lower()]
@@ -605,6 +610,7 @@ def test_two_channels_for_one_signal_is_always_an_error_naming_both(order, dup):
     assert repr(order[dup]) in str(ei.value) and repr(order[dup].lower()) in str(ei.value)
 
 
+@settings(deadline=None)
 @given(
     st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=10),
     st.sampled_from(PANEL_TERMS),
