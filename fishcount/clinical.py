@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from importlib import resources
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -925,6 +925,8 @@ def summarize_clinical_response(
             flags.append("no baseline row (week <= 0)")
         if (g["category"] == NOT_ASSESSED).any():
             flags.append(f"{int((g['category'] == NOT_ASSESSED).sum())} timepoint(s) not assessed")
+        if not base.empty and not (g["week"] > base["week"].iloc[0]).any():
+            flags.append("no on-treatment timepoint")
         if eff.empty:
             best, best_week = NOT_EVALUABLE, np.nan
             if not raw.empty:
@@ -1122,7 +1124,9 @@ def format_clinical(clin: ClinicalResult, overall: pd.DataFrame | None = None) -
         lines += ["", f"Overall trial response (FISH major ∪ minor ∪ marrow response, clinical.md §6.2 R15): "
                       f"{k}/{n} patients ("
                       + ", ".join(f"{b} {int(basis.get(b, 0))}" for b in ("major", "minor", "marrow-only")) + ")"]
-    lines += ["", "Sources: " + "; ".join(c.sources)]
+    from .scoring import FISH_CAVEAT
+
+    lines += ["", "Caveat: " + FISH_CAVEAT, "Sources: " + "; ".join(c.sources)]
     return "\n".join(lines) + "\n"
 
 

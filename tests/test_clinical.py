@@ -283,6 +283,8 @@ def test_no_baseline_and_pre_baseline_rows():
     assert set(tp["category"]) == {"not_evaluable"}
     s = summarize_clinical_response(tp)
     assert s.loc[0, "best_response"] == "not_evaluable" and "no baseline" in s.loc[0, "flags"]
+    s = summarize_clinical_response(classify_clinical_response(table()))
+    assert s.loc[0, "best_response"] == "not_evaluable" and s.loc[0, "flags"] == "no on-treatment timepoint"
     df = table((4, dict(GOOD, marrow_blasts_pct=2.0)), (8, dict(GOOD, marrow_blasts_pct=2.0)))
     early = df.iloc[[0]].assign(week=-4.0, marrow_blasts_pct=2.0)  # an older marrow: not the baseline
     tp = classify_clinical_response(pd.concat([early, df]))
@@ -589,6 +591,7 @@ def test_cli_response_with_clinical(tmp_path):
                                     "--out", str(out), "--no-plots"])
     assert res.exit_code == 0, res.output
     assert "Overall trial response" in res.output and "never from FISH" in res.output
+    assert "karyotyping is recommended" in (out / "clinical_response.txt").read_text()
     resp = pd.read_csv(out / "response.csv")
     got = dict(zip(resp["patient"], resp["response_basis"]))
     assert got == {"P1": "major", "P2": "marrow-only"}
