@@ -461,8 +461,14 @@ def detect_signals(
     sigma = spot_sigma_px(signal_diameter_um, pixel_size_um)
     cand, _ = find_candidates(image, sigma, labels)
     if threshold is None:
-        n_nuc = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0)) if labels is not None else 1
-        inside = cand["snr"].to_numpy()[cand["label"].to_numpy() > 0] if labels is not None else cand["snr"].to_numpy()
+        if labels is not None:
+            n_nuc = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))
+            inside = cand["snr"].to_numpy()[cand["label"].to_numpy() > 0]
+        else:
+            # no nuclei: the typical signal is the median of the brighter half of the candidates that
+            # stand clearly out of the noise (twice the lowest automatic threshold)
+            inside = cand["snr"].to_numpy()
+            n_nuc = max(1, int((inside >= 2 * MIN_AUTO_SNR).sum()) // 2)
         threshold = auto_threshold(inside, n_nuc)
     out = cand[cand["snr"] >= threshold].reset_index(drop=True)
     out.insert(1, "signal", signal)
