@@ -80,6 +80,9 @@ class Category:
         No non-tracked abnormal call above its cut-off that was not above it at baseline.
     limited_ci_must_clear : bool
         For a limited-N sample, the CI upper bound must also be ≤ max_fraction × baseline.
+    significant_decrease_p : float or None
+        ``strict_stats`` (clinical.md §6.2 R10 [I]): the decrease from baseline must also be
+        significant, one-sided Fisher exact p < this value on x_B/N_B vs x_F/N_F.
     source : str
     """
 
@@ -88,6 +91,7 @@ class Category:
     max_fraction_of_baseline: float | None = None
     require_no_new_abnormal: bool = False
     limited_ci_must_clear: bool = False
+    significant_decrease_p: float | None = None
     source: str = ""
 
 
@@ -223,7 +227,10 @@ def criteria_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None 
         if not isinstance(c, Mapping):
             raise CriteriaError(source, f"category[{i}] must be a table")
         _check_keys(c, {"name", "positive", "max_fraction_of_baseline", "require_no_new_abnormal",
-                        "limited_ci_must_clear", "source"}, source, w)
+                        "limited_ci_must_clear", "significant_decrease_p", "source"}, source, w)
+        sig = _get(c, "significant_decrease_p", float, source, w)
+        if sig is not None and not 0 < sig < 1:
+            raise CriteriaError(source, f"{w}significant_decrease_p must be in (0, 1), got {sig}")
         frac = _get(c, "max_fraction_of_baseline", float, source, w)
         if frac is not None and not 0 <= frac <= 1:
             raise CriteriaError(source, f"{w}max_fraction_of_baseline must be in [0, 1], got {frac}")
@@ -233,6 +240,7 @@ def criteria_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None 
             max_fraction_of_baseline=frac,
             require_no_new_abnormal=_get(c, "require_no_new_abnormal", bool, source, w, default=False),
             limited_ci_must_clear=_get(c, "limited_ci_must_clear", bool, source, w, default=False),
+            significant_decrease_p=sig,
             source=_get(c, "source", str, source, w, default=""),
         ))
     names = [c.name for c in cats]
@@ -240,7 +248,8 @@ def criteria_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None 
     if len(set(names)) != len(names) or ne in names:
         raise CriteriaError(source, f"category names must be unique and differ from not_evaluable: {names}")
     last = cats[-1]
-    if last.positive is not None or last.max_fraction_of_baseline is not None or last.require_no_new_abnormal:
+    if (last.positive is not None or last.max_fraction_of_baseline is not None or last.require_no_new_abnormal
+            or last.significant_decrease_p is not None):
         raise CriteriaError(source, f"the last category ({last.name!r}) is the default and must have no conditions")
     blocks = tuple(_get(bl, "low_baseline_blocks", list, source, "baseline.", default=[]))
     for b in blocks:
@@ -454,6 +463,15 @@ def _split(s: str) -> set[str]:
     return {x for x in str(s).split(";") if x}
 
 
+def _decrease_p(base: Mapping, r: Mapping) -> float:
+    """One-sided Fisher exact p that the follow-up proportion is lower than baseline (R10 strict_stats)."""
+    from scipy.stats import fisher_exact
+
+    kb, nb, kf, nf = (int(base["nuclei_abnormal"]), int(base["nuclei_scored"]),
+                      int(r["nuclei_abnormal"]), int(r["nuclei_scored"]))
+    return float(fisher_exact([[kb, nb - kb], [kf, nf - kf]], alternative="greater")[1])
+
+
 def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window: float):
     """Return (patient_row: dict, timepoint_rows: list[dict]) for one patient's sorted samples."""
     NE = c.not_evaluable
@@ -525,6 +543,8 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
             if cand.max_fraction_of_baseline is not None and not F <= cand.max_fraction_of_baseline * B + _EPS:
                 continue
             if cand.require_no_new_abnormal and new_abn:
+                continue
+            if cand.significant_decrease_p is not None and not _decrease_p(base, r) < cand.significant_decrease_p:
                 continue
             if (cand.limited_ci_must_clear and r["adequacy"] == "limited" and cand.max_fraction_of_baseline is not None
                     and not r["ci_high_pct"] <= cand.max_fraction_of_baseline * B + _EPS):

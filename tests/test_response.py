@@ -345,3 +345,39 @@ def test_cli_response_errors_write_nothing(tmp_path, args, match):
                   "nuclei_abnormal": [1, 2]}).to_csv(bad, index=False)
     r = CliRunner().invoke(main, ["response", str(bad), "--out", str(out)])
     assert r.exit_code == 2 and f"{bad}: rows 2, 3: duplicate" in r.output and not out.exists()
+
+
+def test_strict_stats_option(tmp_path):
+    from importlib import resources
+    raw = (resources.files("fishcount.criteria") / "trial_fish.toml").read_text()
+    f = tmp_path / "strict.toml"
+    f.write_text(raw.replace("# significant_decrease_p = 0.05", "significant_decrease_p = 0.05"))
+    from fishcount.response import _decrease_p
+    assert _decrease_p({"nuclei_abnormal": 120, "nuclei_scored": 200},
+                       {"nuclei_abnormal": 50, "nuclei_scored": 200}) < 1e-11  # clinical.md §6.2 R10: ≈ 8e-13
+    strict = classify_response(table({"P": [(0, 120, 200), (16, 50, 200)]}), criteria=f).patients.iloc[0]
+    assert strict.best_response == "minor"
+    # 16/200 -> 8/200: a 50 % fall above the cut-off, but not significant (one-sided p ≈ 0.07)
+    weak = table({"P": [(0, 16, 200), (16, 8, 200)]})
+    assert classify_response(weak).patients.iloc[0].best_response == "minor"
+    assert classify_response(weak, criteria=f).patients.iloc[0].best_response == "none"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(raw.replace("# significant_decrease_p = 0.05", "significant_decrease_p = 5"))
+    with pytest.raises(CriteriaError, match="significant_decrease_p"):
+        load_criteria(bad)
+
+
+def test_docs_worked_example():
+    """docs/response.md, worked example (P07), row by row."""
+    s = pd.DataFrame({"patient": "P07", "timepoint": ["screening", "w4", "w8", "w12", "w16", "w20"],
+                      "week": [-1, 4, 8, 12, 16, 20], "nuclei_scored": [200, 200, 150, 200, 200, 200],
+                      "nuclei_abnormal": [118, 84, 41, 22, 6, 19]})
+    res = classify_response(s)
+    t = res.timepoints.set_index("week")
+    assert list(t["category"]) == ["", "none", "not_evaluable", "minor", "major", "none"]
+    assert [round(v, 2) for v in t["cutoff_pct"]] == [3.78, 3.78, 4.99, 3.78, 3.78, 3.78]
+    assert (round(t.loc[8, "ci_low_pct"], 1), round(t.loc[8, "ci_high_pct"], 1)) == (20.4, 35.2)
+    p = res.patients.iloc[0]
+    assert (p.best_response, p.best_week, p.best_confirmed, p.endpoint_response) == ("major", 16, "unconfirmed", "major")
+    assert p.events == "cytogenetic relapse at week 20"
+    assert p["flags"] == "limited N at week 8; cut-off not validated by this laboratory"
