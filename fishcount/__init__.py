@@ -34,7 +34,8 @@ _API: dict[str, str] = {
     "detect_signals": "spots", "merge_split_signals": "spots", "pair_fusions": "spots",
     "call_nuclei": "calls",
     "analyze_field": "analyze", "FieldResult": "analyze", "write_field_result": "analyze",
-    "render_overlay": "overlay",
+    "estimate_thresholds": "analyze",
+    "render_overlay": "overlay", "render_gallery": "overlay",
     # scoring / cut-offs / response / cohort
     "score_sample": "scoring", "score_samples": "scoring", "clopper_pearson": "scoring",
     "iscn_string": "scoring", "SampleScore": "scoring",
