@@ -526,6 +526,8 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
         px, py = _resolution_um(page)
         px_source = "TIFF resolution" if px else "none"
     axes = _infer_axes(shape, series.axes, trusted, per_channel, n_expected, path)
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_):
+        raise InputError(path, f"pixel type {dtype} is not a real intensity (expected integer or float)")
     for ax in ("Y", "X"):
         if ax not in axes:
             raise InputError(path, f"no {ax} axis in image of shape {shape} (axes {series.axes})")

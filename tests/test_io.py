@@ -459,6 +459,9 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
         f[1, 3, 4] = np.nan if kind == "nan" else np.inf
         _ome(o, f, "CYX", NAMES)
         return o, {}, "NaN" if kind == "nan" else "1 infinite"
+    if kind == "complex":
+        _ome(o, (data[0] + 1j).astype(np.complex64), "CYX", NAMES)
+        return o, {}, "not a real intensity"
     if kind == "all_zero":
         _ome(o, np.zeros_like(data[0]), "CYX", NAMES)
         return o, {}, "all pixels are 0"
@@ -504,7 +507,7 @@ BAD_KINDS = [
     "not_found", "not_tiff", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
     "corrupt", "too_few_channels",
     "missing_channel", "ambiguous", "ambiguous_name", "unnamed_extra", "channels_count", "no_pixel_size",
-    "bad_pixel_size", "nan", "inf", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", "time_series",
+    "bad_pixel_size", "nan", "inf", "complex", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", "time_series",
     "too_large", "group_size_mismatch", "group_multichannel_member",
 ]
 
