@@ -29,7 +29,9 @@ Example
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -966,6 +968,9 @@ def write_simulated_field(sim: SimulatedField, path: "str | Path", *, overwrite:
         "PhysicalSizeX": px, "PhysicalSizeXUnit": "µm",
         "PhysicalSizeY": px, "PhysicalSizeYUnit": "µm",
         "Description": f"fishcount simulated field: panel={sim.panel_id} seed={sim.seed}",
+        # a UUID from the content, so that the same simulation gives byte-identical files
+        "UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, "fishcount-simulate:" + hashlib.sha1(
+            np.ascontiguousarray(sim.image).tobytes() + repr(sim.channel_names).encode()).hexdigest())),
     }
     if sim.image.ndim == 4 and sim.z_step_um:
         meta.update(PhysicalSizeZ=float(sim.z_step_um), PhysicalSizeZUnit="µm")

@@ -239,8 +239,10 @@ def test_write_and_read_back_ome(tmp_path):
     # nothing silently overwritten
     with pytest.raises(InputError, match="refusing to overwrite"):
         write_simulated_field(sim, tmp_path / "f01.ome.tif")
+    before = out["image"].read_bytes()
     write_simulated_field(sim, tmp_path / "f01.ome.tif", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in out.values())
+    assert out["image"].read_bytes() == before  # same simulation, byte-identical file (reproducible study)
 
 
 def test_write_z_stack_ome(tmp_path):
