@@ -553,8 +553,9 @@ def score_sample(
     patterns = dict(sorted(patt.items(), key=lambda kv: (-kv[1], kv[0])))
     excl = Counter()
     if "exclusion_reason" in nuclei.columns:
-        excl = Counter(str(r) if not pd.isna(r) and str(r) else "unspecified"
-                       for r in nuclei.loc[~scorable, "exclusion_reason"].tolist())
+        for r in nuclei.loc[~scorable, "exclusion_reason"].tolist():  # ";"-separated reasons, each counted
+            parts = [x.strip() for x in str(r).split(";") if x.strip()] if not pd.isna(r) else []
+            excl.update(parts or ["unspecified"])
     caveat = FISH_CAVEAT + ("" if cs.validated else f" {NOT_VALIDATED[0].upper()}{NOT_VALIDATED[1:]}.")
     return SampleScore(
         keys=dict(keys or {}), panel=panel.id, nuclei_total=int(len(nuclei)), nuclei_scored=n,

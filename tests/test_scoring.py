@@ -180,6 +180,10 @@ def test_score_sample_known_answer():
                       "(D5S23,D5S721,EGR1)x3[10/200]")
     assert s.patterns == {"1O2G": 110, "2O2G": 70, "1O1G": 10, "3O3G": 10}
     assert s.exclusions == {"missing colour": 5}
+    d = nuclei({"normal": 3}, excluded=2)
+    d.loc[3, "exclusion_reason"] = "touching border;missing colour"
+    d.loc[4, "exclusion_reason"] = None
+    assert score_sample(d, DEL5Q).exclusions == {"missing colour": 1, "touching border": 1, "unspecified": 1}
     assert NOT_VALIDATED in s.caveat.lower() and "karyotyping" in s.caveat
 
 
@@ -271,3 +275,18 @@ def test_read_table_errors(tmp_path):
     e.write_text("")
     with pytest.raises(InputError, match="empty"):
         read_table(e)
+
+
+@pytest.mark.slow
+def test_pipeline_nuclei_table_scores_consistently():
+    """A simulated field through analyze_field: the nuclei.csv contract feeds score_samples."""
+    sim = fc.simulate_field("del5q", shape=(512, 512), abnormal_fraction=0.4, seed=3)
+    nuc = fc.analyze_field(sim.to_field()).nuclei.assign(patient="S1", week=0)
+    row = score_samples(nuc, DEL5Q).iloc[0]
+    n_calls = sum(row[f"n_{c}"] for c in DEL5Q.call_names)
+    assert row.nuclei_total == len(nuc) and row.nuclei_scored == int(nuc["scorable"].sum()) == n_calls
+    assert row.nuclei_abnormal == row.n_del5q + row.n_monosomy5
+    assert row.ci_low_pct <= row.clone_pct <= row.ci_high_pct
+    assert sum(json.loads(row.patterns).values()) == row.nuclei_scored
+    parsed = parse_iscn(row.iscn)
+    assert all(p["total"] == row.nuclei_scored for p in parsed)
