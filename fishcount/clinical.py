@@ -572,11 +572,13 @@ def read_clinical_csv(path: str | PathLike) -> pd.DataFrame:
 
 
 def _blank(v) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    return isinstance(v, str) and v.strip().lower() in _BLANKS
+    """Missing cell: None, NaN, pd.NA, or a blank / NA-like string."""
+    if isinstance(v, str):
+        return v.strip().lower() in _BLANKS
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def validate_clinical_table(df: pd.DataFrame, source: str = "<table>") -> pd.DataFrame:

@@ -92,8 +92,13 @@ def exact_ci(k: int, n: int, confidence_level: float = 0.95) -> tuple[float, flo
 # input tables
 # -------------------------------------------------------------------------------------------
 def _blank(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (
-        isinstance(v, str) and v.strip().lower() in _BLANKS)
+    """Missing cell: None, NaN, pd.NA, or a blank / NA-like string."""
+    if isinstance(v, str):
+        return v.strip().lower() in _BLANKS
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def _bool_column(df: pd.DataFrame, col: str, source: str, *, missing=False) -> pd.Series:

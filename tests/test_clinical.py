@@ -516,6 +516,18 @@ def test_bad_clinical_csv(tmp_path, text, message):
     assert "\n" not in str(exc.value)
 
 
+def test_typed_dataframe_input_with_pandas_missing_values():
+    df = table((8, dict(GOOD, marrow_blasts_pct=2.0)), (12, dict(GOOD, marrow_blasts_pct=2.0)))
+    df = df.astype({"patient": "string", "marrow_blasts_pct": "Float64", "rbc_units_8wk": "Int64"})
+    df.loc[1, "rbc_units_8wk"] = pd.NA
+    df["auer_rods"] = pd.array([pd.NA, False, False], dtype="boolean")
+    v = validate_clinical_table(df)
+    assert np.isnan(v.loc[1, "rbc_units_8wk"]) and v["auer_rods"].tolist() == [None, False, False]
+    assert list(classify_clinical_response(df)["category"]) == ["baseline", "CR", "CR"]
+    with pytest.raises(InputError, match="<table>: line 3, column hb_g_dl: True is not a number"):
+        validate_clinical_table(df.astype({"hb_g_dl": object}).assign(hb_g_dl=[8.5, True, 11.0]))
+
+
 def test_bad_clinical_inputs_other():
     with pytest.raises(InputError, match="nowhere.csv: file not found"):
         read_clinical_csv("nowhere.csv")
