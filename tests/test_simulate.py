@@ -350,3 +350,56 @@ def test_to_field_matches_image():
     assert f.pixel_size_um == pytest.approx(sim.pixel_size_um)
     assert np.array_equal(f.dapi, sim.image[0].astype(np.float32))
     assert np.array_equal(f.probes["D5S23"], sim.image[2].astype(np.float32))
+
+
+# --- the bundled sample study --------------------------------------------------------------
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_images"
+
+
+def test_sample_study_manifest_truth_and_size():
+    man = pd.read_csv(SAMPLES / "manifest.csv")
+    assert list(man.columns) == ["path", "patient", "timepoint", "week", "panel"]
+    assert sorted(set(man["timepoint"])) == ["baseline", "week08", "week16"]
+    assert set(man["patient"]) == {"P01", "P02", "P03"}
+    for rel in man["path"]:
+        assert (SAMPLES / rel).is_file() and "_truth" not in rel
+        for p in truth_paths(SAMPLES / rel).values():
+            assert p.is_file()
+    # truth_samples.csv is what the per-field truth tables say
+    ts = pd.read_csv(SAMPLES / "truth_samples.csv")
+    for _, r in ts.iterrows():
+        rows = man[(man["patient"] == r["patient"]) & (man["timepoint"] == r["timepoint"])]
+        t = pd.concat([pd.read_csv(truth_paths(SAMPLES / p)["nuclei"]) for p in rows["path"]])
+        ok = ~t["border"] & ~t["touching"] & ~t["out_of_focus"]
+        assert r["true_nuclei"] == len(t) and r["true_scorable_nuclei"] == ok.sum() >= 200
+        assert r["true_abnormal_scorable"] == (t["tracked"] & ok).sum()
+    cat = ts.set_index(["patient", "timepoint"])["expected_response"]
+    assert cat["P01", "week16"] == "major" and cat["P02", "week16"] == "none" and cat["P03", "week16"] == "minor"
+    size = sum(p.stat().st_size for p in SAMPLES.rglob("*") if p.is_file())
+    assert size <= 25e6
+
+
+def test_sample_field_reads_back_like_its_truth():
+    man = pd.read_csv(SAMPLES / "manifest.csv")
+    path = SAMPLES / man["path"].iloc[0]
+    f = fc.read_field(path, panel="del5q")
+    assert f.channel_names == ("DAPI", "EGR1", "D5S23") and f.pixel_size_um == pytest.approx(0.2)
+    labels = tifffile.imread(truth_paths(path)["labels"])
+    t = pd.read_csv(truth_paths(path)["nuclei"])
+    assert labels.shape == f.dapi.shape and set(np.unique(labels)) - {0} == set(t["label"])
+    # nuclei are bright in DAPI where the truth mask says so
+    assert np.median(f.dapi[labels > 0]) > 4 * np.median(f.dapi[labels == 0])
+
+
+def test_sample_study_is_reproducible_by_make_samples():
+    """The shipped fields are what make_samples.py makes now (else: regenerate them, see README)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_samples", SAMPLES / "make_samples.py")
+    ms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ms)
+    # P02 week16 field02: patient 2, timepoint index 2, field 2
+    sim = simulate_field(ms.PANEL, abnormal_fraction=ms.STUDY["P02"][2], seed=2000 + 200 + 2, **ms.FIELD, **ms.EXPOSURE)
+    shipped = SAMPLES / "P02" / "week16" / "field02.ome.tif"
+    assert np.array_equal(tifffile.imread(shipped), sim.image)
+    assert np.array_equal(tifffile.imread(truth_paths(shipped)["labels"]), sim.labels)
