@@ -176,32 +176,26 @@ def _match_channels(names: Sequence[str], panel: Panel, source: str) -> dict[str
 
     A channel matches a key if its name equals (level 2), or contains as a whole word (level 1),
     one of the key's names (signal name, aliases, fluor; DAPI/Hoechst/nuclei... for DAPI), case-
-    insensitively. Each channel takes its best level; for each key the channels at the best level
-    win. Channels that match nothing are ignored.
+    insensitively. A channel competes only for the keys it matches at its own best level; for each
+    key the channels at the best level win. Channels that match nothing, or lose everywhere (e.g. a
+    ``"DAPI+EGR1 merge"`` beside exact ``DAPI`` and ``EGR1`` channels), are ignored.
 
     Raises
     ------
     InputError
-        A channel name fits two keys, two channels fit one key, or a key has no channel.
+        Two channels fit one key equally well, a channel that fits several keys equally is the one
+        a key would need, or a key has no channel.
     """
     terms = _channel_terms(panel)
     best: dict[int, tuple[int, list[str]]] = {}
     for i, name in enumerate(names):
         levels = {k: max(_match_level(name, t) for t in ts) for k, ts in terms.items()}
         top = max(levels.values())
-        if top == 0:
-            continue
-        keys = [k for k, lv in levels.items() if lv == top]
-        if len(keys) > 1:
-            raise InputError(
-                source,
-                f"channel {i} {name!r} matches more than one of {', '.join(keys)}; "
-                "name the channels with --channels (e.g. DAPI," + ",".join(panel.signal_names) + ")",
-            )
-        best[i] = (top, keys)
+        if top:
+            best[i] = (top, [k for k, lv in levels.items() if lv == top])
     mapping: dict[str, int] = {}
     for key in terms:
-        cands = [(lv, i) for i, (lv, ks) in best.items() if ks[0] == key]
+        cands = [(lv, i) for i, (lv, ks) in best.items() if key in ks]
         if not cands:
             continue
         top = max(lv for lv, _ in cands)
@@ -209,7 +203,14 @@ def _match_channels(names: Sequence[str], panel: Panel, source: str) -> dict[str
         if len(idx) > 1:
             both = " and ".join(f"channel {i} {names[i]!r}" for i in idx)
             raise InputError(source, f"ambiguous channels for {key}: {both} both match; name them with --channels")
-        mapping[key] = idx[0]
+        i = idx[0]
+        if len(best[i][1]) > 1:  # the winner fits several keys equally: never guess which one it is
+            raise InputError(
+                source,
+                f"channel {i} {names[i]!r} matches more than one of {', '.join(best[i][1])}; "
+                "name the channels with --channels (e.g. DAPI," + ",".join(panel.signal_names) + ")",
+            )
+        mapping[key] = i
     missing = [k for k in terms if k not in mapping]
     if missing:
         shown = ", ".join(repr(n) for n in names) or "none"

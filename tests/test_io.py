@@ -102,6 +102,14 @@ def test_ome_names_in_any_order_and_by_alias_and_fluor(tmp_path):
     assert f.pixel_size_um is None and f.pixel_size_source == "none"
 
 
+def test_merge_channel_loses_to_exact_names(tmp_path):
+    data = _stack(n_c=4)
+    p = _ome(tmp_path / "m.ome.tif", data[0], "CYX", ["DAPI+EGR1 merge", "DAPI", "EGR1", "D5S23"])
+    f = fc.read_field(p)
+    _expect(f, data, order=(1, 2, 3))
+    assert fio.describe_field(p)["unused_channels"] == [0]
+
+
 def test_extra_unnamed_or_unknown_channels_are_ignored(tmp_path):
     data = _stack(n_c=4)
     p = _ome(tmp_path / "f.ome.tif", data[0], "CYX", ["Brightfield", "D5S23", "EGR1", "DAPI"])
