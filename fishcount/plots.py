@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ._atomic import atomic_path  # noqa: E402
+from .cutoffs import NOT_VALIDATED  # noqa: E402
 from .scoring import FISH_CAVEAT  # noqa: E402
 
 __all__ = ["plot_trajectory", "save_trajectory", "CATEGORY_COLORS"]
@@ -97,7 +98,7 @@ def plot_trajectory(timepoints: pd.DataFrame, patient: Mapping | None = None, cr
     ax.legend(fontsize=7, loc="upper right")
     foot = FISH_CAVEAT
     if patient is not None and not bool(patient.get("cutoff_validated", True)):
-        foot += " Cut-off not validated by this laboratory."
+        foot += f" Note: {NOT_VALIDATED}."
     fig.text(0.01, 0.005, foot, fontsize=5.5, color="#555555", wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig

@@ -615,7 +615,7 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
     validated = bool(all(bool(r["cutoff_validated"]) for r in recs))
     if not validated:
         flags.append(NOT_VALIDATED)
-    caveat = FISH_CAVEAT + ("" if validated else f" {NOT_VALIDATED[0].upper()}{NOT_VALIDATED[1:]}.")
+    caveat = FISH_CAVEAT + ("" if validated else f" Note: {NOT_VALIDATED}.")
     first = recs[0]
     prow = {
         "patient": first["patient"], "panel": first["panel"], "criteria": c.id,

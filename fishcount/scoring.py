@@ -556,7 +556,7 @@ def score_sample(
         for r in nuclei.loc[~scorable, "exclusion_reason"].tolist():  # ";"-separated reasons, each counted
             parts = [x.strip() for x in str(r).split(";") if x.strip()] if not pd.isna(r) else []
             excl.update(parts or ["unspecified"])
-    caveat = FISH_CAVEAT + ("" if cs.validated else f" {NOT_VALIDATED[0].upper()}{NOT_VALIDATED[1:]}.")
+    caveat = FISH_CAVEAT + ("" if cs.validated else f" Note: {NOT_VALIDATED}.")
     return SampleScore(
         keys=dict(keys or {}), panel=panel.id, nuclei_total=int(len(nuclei)), nuclei_scored=n,
         call_counts=call_counts, nuclei_abnormal=int(k), clone_pct=pct, ci_low_pct=100 * lo, ci_high_pct=100 * hi,
