@@ -745,3 +745,18 @@ def test_unusable_ome_pixel_size_is_a_note_not_a_guess(tmp_path):
     assert d["pixel_size_um"] is None and d["pixel_size_source"] == "none"
     assert d["notes"] == ["unusable OME PhysicalSizeX='1.0' 'pixel'"]
     assert "note:         unusable OME PhysicalSizeX" in fio.format_description(d)
+
+
+@settings(deadline=None)
+@given(
+    st.permutations(["DAPI", "EGR1", "D5S23"]),
+    st.lists(st.text(max_size=10).filter(lambda n: all(fio._match_level(n, t) == 0 for _, t in PANEL_TERMS)
+                                          and all(fio._match_level(n, t) == 0 for t in fio.DAPI_NAMES)),
+             max_size=3),
+    st.randoms(use_true_random=False),
+)
+def test_extra_unmatched_channels_never_change_the_mapping(order, extra, rnd):
+    names = list(order) + extra
+    rnd.shuffle(names)
+    cmap = fio._match_channels(names, DEL5Q, "f.tif")
+    assert {k: names[i] for k, i in cmap.items()} == {"DAPI": "DAPI", "EGR1": "EGR1", "D5S23": "D5S23"}
