@@ -85,13 +85,17 @@ def plot_trajectory(timepoints: pd.DataFrame, patient: Mapping | None = None, cr
     ax.set_ylim(0, min(100.0, top * 1.18 + 2))
     title = ""
     if patient is not None:
-        title = f"{patient.get('patient', '')}: best {patient.get('best_response', '')}"
+        def txt(key: str) -> str:  # CSV round trips turn empty cells into NaN
+            v = patient.get(key, "")
+            return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+        title = f"{txt('patient')}: best {txt('best_response')}"
         bw = patient.get("best_week", math.nan)
         if not pd.isna(bw):
-            title += f" (week {float(bw):g}{', ' + patient['best_confirmed'] if patient.get('best_confirmed') else ''})"
-        title += f"; endpoint {patient.get('endpoint_response', '')}"
-        if patient.get("events"):
-            title += f"\n{patient['events']}"
+            title += f" (week {float(bw):g}{', ' + txt('best_confirmed') if txt('best_confirmed') else ''})"
+        title += f"; endpoint {txt('endpoint_response')}"
+        if txt("events"):
+            title += f"\n{txt('events')}"
     if criteria is not None:
         title += f"  [{criteria.id}]"
     ax.set_title(title, fontsize=9)

@@ -381,3 +381,19 @@ def test_docs_worked_example():
     assert (p.best_response, p.best_week, p.best_confirmed, p.endpoint_response) == ("major", 16, "unconfirmed", "major")
     assert p.events == "cytogenetic relapse at week 20"
     assert p["flags"] == "limited N at week 8; cut-off not validated by this laboratory"
+
+
+def test_plot_from_csv_round_trip(tmp_path):
+    """The report re-reads response.csv (empty cells become NaN) and draws the same plot."""
+    import matplotlib.pyplot as plt
+
+    from fishcount.plots import plot_trajectory
+
+    res = classify_response(table({"P": [(0, 5, 200), (16, 3, 200)]}))
+    res.patients.to_csv(tmp_path / "r.csv", index=False)
+    res.timepoints.to_csv(tmp_path / "t.csv", index=False)
+    prow = pd.read_csv(tmp_path / "r.csv").iloc[0]
+    fig = plot_trajectory(pd.read_csv(tmp_path / "t.csv"), prow, criteria=res.criteria)
+    title = fig.axes[0].get_title()
+    plt.close(fig)
+    assert title.startswith("P: best not_evaluable; endpoint not_evaluable") and "nan" not in title
