@@ -92,6 +92,7 @@ __all__ = [
     "study_fields",
     "apply_reviews",
     "write_reviewed_samples",
+    "write_reviewed_response",
 ]
 
 #: Version of the journal line format (``"v"`` in every line).
@@ -1156,3 +1157,42 @@ def write_reviewed_samples(run_dir: str | os.PathLike, reviewer: str,
     path = run_dir / f"samples.reviewed.{r}.csv"
     write_csv_atomic(samples, path)
     return path, done
+
+
+def _run_criteria(run_dir: Path) -> "str | None":
+    """The response criteria a run used (``run.json`` ``criteria.path`` or ``criteria.id``), if recorded."""
+    try:
+        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    c = run.get("criteria") if isinstance(run, dict) else None
+    if isinstance(c, dict):
+        if c.get("path") and Path(str(c["path"])).is_file():
+            return str(c["path"])
+        return c.get("id") or None
+    return c if isinstance(c, str) and c else None
+
+
+def write_reviewed_response(run_dir: str | os.PathLike, reviewer: str, criteria=None, cutoffs=None) -> Path:
+    """Classify each patient's response from ``samples.reviewed.<reviewer>.csv`` (see
+    :func:`write_reviewed_samples`) with :func:`fishcount.response.classify_response`, using the run's
+    criteria set (``run.json``) unless ``criteria`` is given: ``response.reviewed.<reviewer>.csv``.
+
+    Raises
+    ------
+    InputError
+        If the reviewed samples table does not exist yet.
+    """
+    from .response import classify_response
+
+    run_dir = Path(run_dir)
+    r = _check_reviewer(reviewer)
+    src = run_dir / f"samples.reviewed.{r}.csv"
+    if not src.is_file():
+        raise InputError(src, "missing; recompute the reviewed samples first (write_reviewed_samples)")
+    samples = pd.read_csv(src, keep_default_na=False, na_values=[""])
+    res = classify_response(samples, criteria if criteria is not None else _run_criteria(run_dir), cutoffs,
+                            source=str(src))
+    path = run_dir / f"response.reviewed.{r}.csv"
+    write_csv_atomic(res.patients, path)
+    return path

@@ -559,6 +559,10 @@ def test_write_reviewed_samples_rescores_with_corrections(tmp_path):
         before.loc["week00", "nuclei_abnormal"], before.loc["week00", "nuclei_scored"]) == (1, 2)
     assert (got.loc["week16", "nuclei_abnormal"], got.loc["week16", "nuclei_scored"]) == (3, 3)
     assert got.loc["week16", "clone_pct"] == pytest.approx(100.0)
+    resp = pd.read_csv(rv.write_reviewed_response(run, "ann"))
+    assert resp["patient"].tolist() == ["P01"]
+    with pytest.raises(InputError, match="samples.reviewed.bob.csv: missing"):
+        rv.write_reviewed_response(run, "bob")
 
 
 def test_write_reviewed_samples_errors(tmp_path):
@@ -605,3 +609,4 @@ def test_cli_concordance_and_review_samples(tmp_path):
     rv.append_journal(rv.journal_path(folder, "ann"), rv.confirm(rv.open_review(folder, "ann"), 1, "ann").edits[-1])
     res = CliRunner().invoke(main, ["review-samples", str(run), "--reviewer", "ann"])
     assert res.exit_code == 0 and "samples.reviewed.ann.csv (1 reviewed field(s): P01/week00/f01)" in res.output
+    assert "response.reviewed.ann.csv" in res.output and (run / "response.reviewed.ann.csv").is_file()

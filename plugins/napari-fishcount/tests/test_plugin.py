@@ -115,9 +115,14 @@ def test_reader_opens_result_folder_and_study(make_napari_viewer, field_dir, tmp
 
 def test_sample_data(make_napari_viewer):
     viewer = make_napari_viewer()
+    from napari_fishcount._sample import sample_image_path
+
     viewer.open_sample(PLUGIN, "del5q_field")
     assert [ly.name for ly in viewer.layers] == ["DAPI", "EGR1", "D5S23"]
-    assert tuple(viewer.layers["DAPI"].scale) == pytest.approx((0.16, 0.16))
+    path = sample_image_path()  # sample_images/ of the repository, else simulated at 0.16 µm/px
+    px = fc.read_field(path).pixel_size_um if path is not None else 0.16
+    assert tuple(viewer.layers["DAPI"].scale) == pytest.approx((px, px))
+    assert viewer.layers["DAPI"].metadata["fishcount"]["sample"] is True
 
 
 # --- analyse ------------------------------------------------------------------------------------
@@ -316,6 +321,28 @@ def test_two_readers_concordance_and_outputs(make_napari_viewer, field_dir):
     assert out == [str(field_dir / "export.csv")]
     exported = pd.read_csv(field_dir / "export.csv", keep_default_na=False)
     assert int(exported["reviewed"].astype(str).eq("True").sum()) == 6
+
+
+def test_review_a_run_folder_and_recompute_samples(make_napari_viewer, field_dir, tmp_path):
+    run = tmp_path / "run"
+    key = "P01/week16/field01"
+    shutil.copytree(field_dir, run / "fields" / key)
+    pooled = pd.read_csv(field_dir / "nuclei.csv", keep_default_na=False)
+    for col, val in (("field", key), ("week", 16), ("timepoint", "week16"), ("patient", "P01"), ("panel", "del5q")):
+        pooled.insert(0, col, val)
+    pooled.to_csv(run / "nuclei.csv", index=False)
+    viewer = make_napari_viewer()
+    w = _open_review(viewer, run)
+    assert w.study == run and not w.field_box.isHidden() and w.field_box.currentText() == key
+    assert w.folder == run / "fields" / key
+    normal = _label_with(w.state, lambda n: n["scorable"] & (n["call"] == "normal"))
+    w.go_to(normal)
+    w.set_call("del5q")
+    assert w.recompute_btn.isEnabled() and w.recompute_samples() == run / "samples.reviewed.ann.csv"
+    samples = pd.read_csv(run / "samples.reviewed.ann.csv")
+    t = rv.tally(w.state)
+    assert (samples["nuclei_abnormal"].item(), samples["nuclei_scored"].item()) == (t.clone_count, t.n_scorable)
+    assert (run / "response.reviewed.ann.csv").is_file() and "response.reviewed.ann.csv" in w.saved_label.text()
 
 
 def test_writer_refuses_layers_not_under_review(tmp_path):

@@ -548,7 +548,8 @@ class ReviewWidget(QWidget):
         return paths
 
     def recompute_samples(self):
-        """Rescore the run's samples with this reviewer's corrections (``samples.reviewed.<reviewer>.csv``)."""
+        """Rescore the run's samples and responses with this reviewer's corrections
+        (``samples.reviewed.<reviewer>.csv``, ``response.reviewed.<reviewer>.csv``)."""
         from fishcount import review as rv
 
         if self.study is None:
@@ -556,10 +557,11 @@ class ReviewWidget(QWidget):
             return None
         try:
             path, done = rv.write_reviewed_samples(self.study, self._reviewer())
+            resp = rv.write_reviewed_response(self.study, self._reviewer())
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
             return None
-        self.saved_label.setText(f"written {path.name} ({len(done)} reviewed field(s))")
+        self.saved_label.setText(f"written {path.name} and {resp.name} ({len(done)} reviewed field(s))")
         return path
 
     def _refresh_compare(self) -> None:
