@@ -535,10 +535,10 @@ def load_clinical_criteria(criteria: str | PathLike | ClinicalCriteria = "iwg200
     s = str(criteria)
     path = Path(s)
     if not (s.endswith(".toml") or path.exists()):
-        shipped = list_clinical_criteria()
-        if s not in shipped:
-            raise CriteriaError(s, f"unknown clinical criteria set; shipped: {', '.join(shipped)} (or give a .toml file)")
         path = _criteria_dir() / f"{s}.toml"
+        if not path.is_file():
+            raise CriteriaError(s, f"unknown clinical criteria set; shipped: {', '.join(list_clinical_criteria())} "
+                                   f"(or give a .toml file)")
     try:
         raw = path.read_bytes()
     except OSError as exc:

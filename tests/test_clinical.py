@@ -621,3 +621,32 @@ def test_cli_response_with_clinical(tmp_path):
                                     "--out", str(tmp_path / "r2"), "--no-plots"])
     assert res.exit_code == 2 and "line 2, column marrow_blasts_pct" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "r2").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(criteria=st.sampled_from(["iwg2006_mds", "iwg2023_hr_mds", "eln2022_aml"]),
+       base_blasts=st.floats(0, 60).map(lambda x: round(x, 1)),
+       b1=st.floats(0, 80).map(lambda x: round(x, 1)), b2=st.floats(0, 80).map(lambda x: round(x, 1)),
+       hb=st.sampled_from([8.0, 10.0, 11.0]), anc=st.sampled_from([0.3, 0.5, 1.0]),
+       plt=st.sampled_from([30.0, 50.0, 100.0]), pb=st.sampled_from([0.0, 1.0]))
+def test_fewer_marrow_blasts_never_give_a_worse_category(criteria, base_blasts, b1, b2, hb, anc, plt, pb):
+    """With the same blood values, a lower marrow blast % is never classified worse (rank) than a higher one."""
+    lo, hi = sorted((b1, b2))
+    vals = dict(hb_g_dl=hb, anc_10e9_l=anc, plt_10e9_l=plt, pb_blasts_pct=pb)
+    base = dict(BASE, marrow_blasts_pct=base_blasts)
+    rank = {c.name: c.rank for c in load_clinical_criteria(criteria).categories}
+    assert rank[one(criteria, base=base, marrow_blasts_pct=lo, **vals)] <= rank[one(criteria, base=base, marrow_blasts_pct=hi, **vals)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(cell=st.text(max_size=8))
+def test_csv_cells_parse_or_fail_naming_line_and_column(tmp_path_factory, cell):
+    cell = cell.replace(",", "").replace("\n", "").replace("\r", "").replace('"', "")
+    p = tmp_path_factory.mktemp("cells") / "clinical.csv"
+    p.write_text(HEADER + f"P1,0,12,{cell},0.8,40,4,1\n", encoding="utf-8")
+    try:
+        v = read_clinical_csv(p).loc[0, "hb_g_dl"]
+    except InputError as exc:
+        assert str(exc).startswith(f"{p}: line 2, column hb_g_dl: ")
+    else:
+        assert np.isnan(v) or (v >= 0 and float(cell) == v)

@@ -184,7 +184,7 @@ def test_ci_contains_point_estimate_and_narrows_with_n(n, data):
     assert hi4 - lo4 < hi - lo
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(values=st.lists(st.tuples(st.sampled_from(["major", "minor", "none", "not_evaluable", ""]), st.booleans(),
                                  st.booleans(), st.sampled_from(["a", "b", "c"])), min_size=2, max_size=30),
        seed=st.integers(0, 2**16))
