@@ -295,9 +295,9 @@ def _draw_counts(rng: np.random.Generator, panel: Panel, call: str, tries: int =
             hi = min(r.hi if r.hi is not None else r.lo + 2, max(cap, r.lo))
             if hi <= r.lo:
                 counts[key] = r.lo
-            else:  # prefer the low end of a range (3 more often than 5)
+            else:  # prefer values near the normal count: '>=3' gives 3 > 4 > 5, '<=2' gives 2 > 1 > 0
                 vals = np.arange(r.lo, hi + 1)
-                w = 0.45 ** np.arange(len(vals))
+                w = 0.45 ** np.abs(vals - _default_value(panel, key))
                 counts[key] = int(rng.choice(vals, p=w / w.sum()))
         if panel.call_for(counts) == call:
             return counts
