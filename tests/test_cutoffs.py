@@ -236,3 +236,13 @@ def test_scoring_rejects_cutoffs_of_another_panel():
     cs = compute_cutoffs(pd.DataFrame({"nuclei_scored": [200], "n_trisomy8": [1]}), "cep8")
     with pytest.raises(FishcountError, match="not 'del5q'"):
         score_sample(_nuclei(10, 1), "del5q", cs)
+
+
+def test_lab_cutoffs_file_flows_into_samples(tmp_path):
+    from fishcount.scoring import score_samples
+
+    p = write_cutoffs(compute_cutoffs(_controls(), "del5q"), tmp_path / "lab.toml")
+    s = score_samples(_nuclei(196, 4), "del5q", cutoffs=str(p)).iloc[0]
+    assert bool(s.cutoff_validated) and "provisional" not in s.cutoff_method and "not validated" not in s.caveat
+    assert round(s.cutoff_pct, 2) == 3.78 and round(s.cutoff_pct_monosomy5, 2) == 3.08
+    assert not bool(s.positive) and s.clone_pct == 2.0  # 4/200 = 2 % is below 3.78 %
