@@ -38,9 +38,12 @@ _API: dict[str, str] = {
     "render_overlay": "overlay", "render_gallery": "overlay",
     # scoring / cut-offs / response / cohort
     "score_sample": "scoring", "score_samples": "scoring", "clopper_pearson": "scoring",
-    "iscn_string": "scoring", "SampleScore": "scoring",
+    "iscn_string": "scoring", "SampleScore": "scoring", "parse_iscn": "scoring",
     "compute_cutoffs": "cutoffs", "cutoff_for_n": "cutoffs", "load_cutoffs": "cutoffs",
+    "write_cutoffs": "cutoffs",
     "classify_response": "response", "load_criteria": "response", "list_criteria": "response",
+    "response_table": "response", "ResponseResult": "response", "write_response": "response",
+    "plot_trajectory": "plots",
     "classify_clinical_response": "clinical", "summarize_clinical_response": "clinical",
     "overall_trial_response": "clinical", "load_clinical_criteria": "clinical",
     "list_clinical_criteria": "clinical", "read_clinical_csv": "clinical",
