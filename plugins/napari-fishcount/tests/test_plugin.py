@@ -234,6 +234,42 @@ def test_review_actions_change_the_tally_exactly(make_napari_viewer, field_dir):
     assert "saved ✓" in w.saved_label.text()
 
 
+def test_point_tools_on_the_canvas_are_journalled(make_napari_viewer, qtbot, field_dir):
+    viewer = make_napari_viewer()
+    w = _open_review(viewer, field_dir)
+    layer = viewer.layers["D5S23 signals"]
+    lab = _label_with(w.state, lambda n: n["scorable"] & (n["call"] == "normal"))
+    labels = viewer.layers["nuclei"].data
+    ys, xs = np.nonzero(labels == lab)
+    y, x = float(ys[len(ys) // 2]), float(xs[len(xs) // 2])
+    before = int(w.state.nucleus(lab)["count_D5S23"])
+    layer.add(np.array([[y, x]]))  # napari's add-point tool
+    assert int(w.state.nucleus(lab)["count_D5S23"]) == before + 1
+    assert w.state.edits[-1].action == "add_signal" and w.state.edits[-1].label == lab
+    assert w.state.nucleus(lab)["call"] == "gain5p"  # 2O3G
+    # outside every nucleus: refused, the point disappears again
+    by, bx = (int(v[0]) for v in np.nonzero(labels == 0))
+    n_pts = len(layer.data) + 1
+    layer.add(np.array([[float(by), float(bx)]]))
+    assert "inside a nucleus" in w.last_error
+    qtbot.waitUntil(lambda: len(layer.data) == n_pts - 1, timeout=5000)
+    # delete the point we added with napari's delete
+    new_id = int(w.state.edits[-1].after["spot_id"])
+    layer.selected_data = {int(np.nonzero(layer.features["spot_id"].to_numpy() == new_id)[0][0])}
+    layer.remove_selected()
+    assert w.state.edits[-1].action == "delete_signal" and int(w.state.nucleus(lab)["count_D5S23"]) == before
+    # drag (a data change of one point): journalled once the drag has stopped
+    i = int(np.nonzero(layer.features["label"].to_numpy() == lab)[0][0])
+    sid = int(layer.features["spot_id"].iloc[i])
+    data = layer.data.copy()
+    data[i] += 1.5
+    layer.data = data
+    qtbot.waitUntil(lambda: w.state.edits[-1].action == "move_signal", timeout=5000)
+    moved = w.state.spots.set_index("spot_id").loc[sid]
+    assert (moved["y"], moved["x"]) == pytest.approx(tuple(data[i]))
+    assert len(rv.read_journal(rv.journal_path(field_dir, "ann"))) == 3
+
+
 def test_navigation_and_shortcuts(make_napari_viewer, field_dir):
     viewer = make_napari_viewer()
     w = _open_review(viewer, field_dir)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -58,6 +58,13 @@ class ReviewWidget(QWidget):
         self.context: dict = {}
         self.last_error: str | None = None
         self.gallery_image: np.ndarray | None = None
+        self._syncing = False  # True while the widget itself rewrites layer data
+        self._pending_remove: list[int] = []
+        self._pending_moves: dict[int, tuple[float, float]] = {}
+        self._move_timer = QTimer(self)
+        self._move_timer.setSingleShot(True)
+        self._move_timer.setInterval(300)  # a drag ends 300 ms after the last move event
+        self._move_timer.timeout.connect(self.commit_pending_moves)
 
         self.reviewer = QLineEdit()
         self.reviewer.setPlaceholderText("your name (letters, digits, _.-)")
@@ -269,6 +276,10 @@ class ReviewWidget(QWidget):
             layer = getattr(self.viewer, f"add_{kind}")(data, **kw)
             if kind == "labels":
                 show_outlines(layer)
+        for sig in state.panel.signal_names:
+            if f"{sig} signals" in self.viewer.layers:
+                self.viewer.layers[f"{sig} signals"].events.data.connect(
+                    lambda event, sig=sig: self._on_points_edited(sig, event))
         self.call_box.clear()
         self.call_box.addItems(list(state.panel.call_names))
         self.signal_box.clear()
@@ -363,7 +374,7 @@ class ReviewWidget(QWidget):
         return True
 
     def _do(self, fn, *args) -> bool:
-        if self.state is None or self.current is None:
+        if self.state is None:
             return False
         try:
             new = fn(self.state, *args)
@@ -447,6 +458,68 @@ class ReviewWidget(QWidget):
         y, x = self._cursor_px()
         return self.move_signal(ids[0], y, x)
 
+    # -- edits made directly on the Points layers ----------------------------------------------
+    def label_at(self, y: float, x: float) -> int:
+        """Nucleus label under pixel ``(y, x)`` of the ``nuclei`` layer (0 = background)."""
+        if "nuclei" not in self.viewer.layers:
+            return 0
+        lab = self.viewer.layers["nuclei"].data
+        iy, ix = int(round(y)), int(round(x))
+        if 0 <= iy < lab.shape[0] and 0 <= ix < lab.shape[1]:
+            return int(lab[iy, ix])
+        return 0
+
+    def _on_points_edited(self, signal: str, event) -> None:
+        """Turn napari's own point tools (add, delete, drag) into journalled edits."""
+        from fishcount import review as rv
+
+        if self._syncing or self.state is None:
+            return
+        layer = self.viewer.layers[f"{signal} signals"]
+        action = str(getattr(event, "action", ""))  # napari's ActionType is a string enum
+        if action == "added":
+            ok = True
+            for i in event.data_indices:
+                y, x = (float(v) for v in layer.data[i][-2:])
+                label = self.label_at(y, x)
+                if label == 0:
+                    self._fail(ValueError("a signal must be placed inside a nucleus"))
+                    ok = False
+                    continue
+                ok = self._do(lambda s, lab=label, y=y, x=x: rv.add_signal(s, lab, signal, y, x, self._reviewer())) and ok
+            if not ok:  # drop the points that were not recorded, once napari has finished adding
+                QTimer.singleShot(0, self._refresh_layers)
+        elif action == "removing":
+            feats = layer.features
+            self._pending_remove = [int(feats["spot_id"].iloc[i]) for i in event.data_indices if i < len(feats)]
+        elif action == "removed":
+            ids, self._pending_remove = self._pending_remove, []
+            ok = all([self.delete_signal(sid) for sid in ids])
+            if not ok:
+                QTimer.singleShot(0, self._refresh_layers)
+        elif action == "changed":
+            spots = self.state.spots.set_index("spot_id")
+            feats = layer.features
+            for i in event.data_indices:
+                if i >= len(feats):
+                    continue
+                sid = int(feats["spot_id"].iloc[i])
+                y, x = (float(v) for v in layer.data[i][-2:])
+                if sid in spots.index and (abs(spots.at[sid, "y"] - y) > 1e-6 or abs(spots.at[sid, "x"] - x) > 1e-6):
+                    self._pending_moves[sid] = (y, x)
+            if self._pending_moves:
+                self._move_timer.start()
+
+    def commit_pending_moves(self) -> bool:
+        """Journal the signals dragged on the canvas (called 300 ms after the last move event)."""
+        moves, self._pending_moves = self._pending_moves, {}
+        ok = True
+        for sid, (y, x) in moves.items():
+            ok = self.move_signal(sid, y, x) and ok
+        if not ok:
+            self._refresh_layers()
+        return ok
+
     # -- display -------------------------------------------------------------------------------
     def _refresh_layers(self) -> None:
         from napari.utils.colormaps import DirectLabelColormap
@@ -457,12 +530,16 @@ class ReviewWidget(QWidget):
         if "nuclei" in self.viewer.layers:
             self.viewer.layers["nuclei"].colormap = DirectLabelColormap(
                 color_dict=label_colors(self.state.panel, self.state.nuclei, blind))
-        for data, kw, _ in points_layers(self.state.spots, self.state.panel, self.pixel_size_um):
-            if kw["name"] in self.viewer.layers:
-                ly = self.viewer.layers[kw["name"]]
-                ly.selected_data = set()
-                ly.data = data
-                ly.features = kw["features"]
+        self._syncing = True
+        try:
+            for data, kw, _ in points_layers(self.state.spots, self.state.panel, self.pixel_size_um):
+                if kw["name"] in self.viewer.layers:
+                    ly = self.viewer.layers[kw["name"]]
+                    ly.selected_data = set()
+                    ly.data = data
+                    ly.features = kw["features"]
+        finally:
+            self._syncing = False
         self._show_tally()
 
     def _show_current(self) -> None:
