@@ -410,8 +410,8 @@ def _normalise(samples: pd.DataFrame, cutoffs: CutoffSet | None, source: str) ->
             val = [True] * len(df)
         method = df["cutoff_method"].fillna("").astype(str).tolist() if "cutoff_method" in df else ["from samples table"] * len(df)
         fallback = load_cutoffs(None)
-        for i in np.flatnonzero(np.isnan(cut)):
-            cut[i] = cutoff_for_n(fallback.clone, int(n[i])) if n[i] else math.nan
+        for i in np.flatnonzero(np.isnan(cut) & (n > 0)):  # N = 0 needs no cut-off (not evaluable)
+            cut[i] = cutoff_for_n(fallback.clone, int(n[i]))
             val[i] = False
             method[i] = fallback.label
         out["cutoff_pct"], out["cutoff_validated"], out["cutoff_method"] = cut, val, method

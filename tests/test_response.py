@@ -397,3 +397,12 @@ def test_plot_from_csv_round_trip(tmp_path):
     title = fig.axes[0].get_title()
     plt.close(fig)
     assert title.startswith("P: best not_evaluable; endpoint not_evaluable") and "nan" not in title
+
+
+def test_empty_sample_does_not_void_lab_cutoff():
+    d = table({"P": [(0, 120, 200), (8, 0, 0), (16, 6, 200)]}, cutoff_validated=True)
+    d["cutoff_pct"] = [3.78, None, 3.78]
+    res = classify_response(d)
+    p = res.patients.iloc[0]
+    assert p.cutoff_validated and "not validated" not in p["flags"] and p.best_response == "major"
+    assert res.timepoints.set_index("week").loc[8, "category"] == "not_evaluable"
