@@ -91,11 +91,11 @@ class Realism:
         Defocus at which a signal's PSF width grows by sqrt(2) (Rayleigh-like range).
     chromatin_texture : float
         Relative amplitude (SD) of the DAPI chromatin texture.
-    dapi_level : float
+    dapi_level_adu : float
         Mean DAPI intensity inside nuclei.
     dapi_cv : float
         Nucleus-to-nucleus coefficient of variation of DAPI brightness.
-    signal_peak : float
+    signal_peak_adu : float
         Median in-focus peak amplitude of a probe signal.
     signal_cv : float
         Log-normal spread of signal brightness.
@@ -111,21 +111,22 @@ class Realism:
         Debris signals per 1000 µm² of field, outside nuclei.
     debris_all_channels_fraction : float
         Fraction of debris that lights up in every probe channel (non-specific fluorescence).
-    autofluorescence : float
+    autofluorescence_adu : float
         Mean nuclear autofluorescence in probe channels.
-    probe_background : float
+    probe_background_adu : float
         Diffuse background of the probe channels outside nuclei.
-    dapi_background : float
+    dapi_background_adu : float
         Diffuse background of the DAPI channel outside nuclei.
     illumination_falloff : float
         Relative intensity loss at the field corners (vignetting), per channel.
-    offset : float
+    offset_adu : float
         Camera offset added to every pixel.
-    read_noise : float
+    read_noise_adu : float
         Camera read noise SD (ADU).
     gain_adu_per_photon : float
         Camera conversion gain: photon (Poisson) noise has variance ``gain x signal`` in ADU²
-        (0.25 ADU/e- is typical of the 12-bit CCDs of clinical FISH scanners; 1-2 of sCMOS).
+        (lower gain = less noise for the same ADU level; a camera digitising 4 photo-electrons
+        per ADU has 0.25).
     z_step_um : float
         Distance between z planes when ``z_planes > 1``.
     """
@@ -140,9 +141,9 @@ class Realism:
     signal_z_sd_um: float = 0.3
     depth_of_field_um: float = 0.7
     chromatin_texture: float = 0.25
-    dapi_level: float = 1800.0
+    dapi_level_adu: float = 1800.0
     dapi_cv: float = 0.2
-    signal_peak: float = 700.0
+    signal_peak_adu: float = 700.0
     signal_cv: float = 0.3
     signal_sigma_cv: float = 0.15
     dim_fraction: float = 0.06
@@ -150,12 +151,12 @@ class Realism:
     split_fraction: float = 0.05
     debris_per_1000um2: float = 0.8
     debris_all_channels_fraction: float = 0.3
-    autofluorescence: float = 60.0
-    probe_background: float = 30.0
-    dapi_background: float = 40.0
+    autofluorescence_adu: float = 60.0
+    probe_background_adu: float = 30.0
+    dapi_background_adu: float = 40.0
     illumination_falloff: float = 0.25
-    offset: float = 100.0
-    read_noise: float = 2.0
+    offset_adu: float = 100.0
+    read_noise_adu: float = 2.0
     gain_adu_per_photon: float = 0.5
     z_step_um: float = 0.4
 
@@ -173,14 +174,14 @@ class Realism:
                 raise InputError(source, f"{name} must be in [0, 1], got {v}")
         if not 0.0 < self.density <= 0.7:
             raise InputError(source, f"density must be in (0, 0.7] (fraction of the field covered by nuclei), got {self.density}")
-        for name in ("depth_of_field_um", "z_step_um", "dapi_level", "signal_peak", "gain_adu_per_photon"):
+        for name in ("depth_of_field_um", "z_step_um", "dapi_level_adu", "signal_peak_adu", "gain_adu_per_photon"):
             v = getattr(self, name)
             if not v > 0:
                 raise InputError(source, f"{name} must be > 0, got {v}")
         for name in (
             "defocus_um", "signal_z_sd_um", "chromatin_texture", "dapi_cv", "signal_cv", "signal_sigma_cv",
-            "debris_per_1000um2", "autofluorescence", "probe_background", "dapi_background", "offset",
-            "read_noise",
+            "debris_per_1000um2", "autofluorescence_adu", "probe_background_adu", "dapi_background_adu", "offset_adu",
+            "read_noise_adu",
         ):
             v = getattr(self, name)
             if not v >= 0:
@@ -195,7 +196,7 @@ class Realism:
 CLEAN: dict[str, Any] = dict(
     touching_fraction=0.0, lobulated_fraction=0.0, other_fraction=0.0, out_of_focus_fraction=0.0,
     signal_z_sd_um=0.0, dim_fraction=0.0, diffuse_fraction=0.0, split_fraction=0.0, debris_per_1000um2=0.0,
-    illumination_falloff=0.0, signal_cv=0.1, signal_sigma_cv=0.0, chromatin_texture=0.1, read_noise=2.0,
+    illumination_falloff=0.0, signal_cv=0.1, signal_sigma_cv=0.0, chromatin_texture=0.1, read_noise_adu=2.0,
 )
 
 
@@ -707,7 +708,7 @@ def simulate_field(
             label=label, cy=oy + ys.mean(), cx=ox + xs.mean(), r_px=math.sqrt(mm.sum() / math.pi),
             box=(oy, ox, mm.shape[0], mm.shape[1]), call=call, counts=counts, lobes=lobes,
             cluster=clus, focus_um=focus, diameter_um=d_um, n_split=0, n_dim=0,
-            intensity=R.dapi_level * float(np.exp(rng.normal(0, R.dapi_cv))) * (1.15 if lobes > 1 else 1.0),
+            intensity=R.dapi_level_adu * float(np.exp(rng.normal(0, R.dapi_cv))) * (1.15 if lobes > 1 else 1.0),
         ))
         nuc = nuclei[-1]
         for o, (py, px_) in zip(objs, pos):
@@ -721,7 +722,7 @@ def simulate_field(
             z_sig = focus + (float(np.clip(rng.normal(0, R.signal_z_sd_um), -3 * R.signal_z_sd_um, 3 * R.signal_z_sd_um))
                              if R.signal_z_sd_um > 0 else 0.0)
             dim = rng.uniform() < R.dim_fraction
-            amp = R.signal_peak * float(np.exp(rng.normal(0, R.signal_cv)))
+            amp = R.signal_peak_adu * float(np.exp(rng.normal(0, R.signal_cv)))
             if dim:
                 amp *= rng.uniform(0.2, 0.45)
                 nuc["n_dim"] += 1
@@ -759,7 +760,7 @@ def simulate_field(
             for j in pick:
                 sid += 1
                 chans = range(n_sig) if rng.uniform() < R.debris_all_channels_fraction else [int(rng.integers(n_sig))]
-                amp = R.signal_peak * float(np.exp(rng.normal(0.2, 0.5)))
+                amp = R.signal_peak_adu * float(np.exp(rng.normal(0.2, 0.5)))
                 sg = sigma0_px * rng.uniform(0.8, 2.0)
                 yy, xx = fy[j] + rng.uniform(-0.5, 0.5), fx[j] + rng.uniform(-0.5, 0.5)
                 for ch in chans:
@@ -802,13 +803,13 @@ def simulate_field(
         dapi_content = base * np.clip(1.0 + tex, 0.1, None)
     else:
         dapi_content = base
-    af_content = base / max(R.dapi_level, 1e-9)  # ~1 inside nuclei, texture-free
+    af_content = base / max(R.dapi_level_adu, 1e-9)  # ~1 inside nuclei, texture-free
     groups = sorted(set(float(f) for f in focus_of[1:])) if n_placed else [0.0]
     group_masks = {g: (focus_of[canvas] == g) & fg for g in groups}
 
     optics_sigma_um = 0.12  # diffraction-limited smoothing of nuclear edges
     illum = [_illumination(rng, (CH, CW), pad, (H, W), R.illumination_falloff) for _ in range(n_sig + 1)]
-    af_level = [R.autofluorescence * rng.uniform(0.6, 1.4) for _ in range(n_sig)]
+    af_level = [R.autofluorescence_adu * rng.uniform(0.6, 1.4) for _ in range(n_sig)]
     ch_gain = [rng.uniform(0.8, 1.2) for _ in range(n_sig)]
     crop = (slice(pad, pad + H), slice(pad, pad + W))
     sp = spots.to_dict("records")
@@ -825,7 +826,7 @@ def simulate_field(
             dim_f = 1.0 / (1.0 + 0.15 * ((g - zk) / R.depth_of_field_um) ** 2)
             dapi += ndi.gaussian_filter(dapi_content * gm, s_um / px) * dim_f
             af += ndi.gaussian_filter(af_content * gm, max(s_um, 0.4) / px) * dim_f
-        stack[k, 0] = (dapi[crop] * illum[0][crop] + R.dapi_background * illum[0][crop])
+        stack[k, 0] = (dapi[crop] * illum[0][crop] + R.dapi_background_adu * illum[0][crop])
         probes = [np.zeros((CH, CW), np.float32) for _ in range(n_sig)]
         for s in sp:
             c = sig_ch[s["signal"]]
@@ -834,14 +835,14 @@ def simulate_field(
             sg = s0 * math.sqrt(1.0 + (dz / R.depth_of_field_um) ** 2)
             _add_gaussian(probes[c], s["y"] + pad, s["x"] + pad, s["brightness"] * ch_gain[c] * (s0 / sg) ** 2, sg)
         for c in range(n_sig):
-            content = probes[c] + af_level[c] * af + R.probe_background
+            content = probes[c] + af_level[c] * af + R.probe_background_adu
             stack[k, c + 1] = content[crop] * illum[c + 1][crop]
     # noise: Poisson photon noise (gain ADU / photon) + Gaussian read noise + offset
     g = R.gain_adu_per_photon
     stack = rng.poisson(np.clip(stack, 0, None) / g).astype(np.float32) * np.float32(g)
-    if R.read_noise > 0:
-        stack += rng.normal(0.0, R.read_noise, size=stack.shape).astype(np.float32)
-    stack += R.offset
+    if R.read_noise_adu > 0:
+        stack += rng.normal(0.0, R.read_noise_adu, size=stack.shape).astype(np.float32)
+    stack += R.offset_adu
     image = np.clip(np.rint(stack), 0, 65535).astype(np.uint16)
     if z_planes == 1:
         image = image[0]

@@ -37,8 +37,8 @@ FIELDS_PER_SAMPLE = 2
 FIELD = dict(shape=(704, 704), pixel_size_um=0.2, density=0.55)
 # a dim 12-bit-camera exposure (CCD at 0.25 ADU/e-, low offset), unlike the simulator's default
 # 16-bit-like levels, so that the pipeline meets two intensity regimes
-EXPOSURE = dict(gain_adu_per_photon=0.25, offset=10.0, read_noise=1.5, dapi_level=700.0, dapi_background=10.0,
-                probe_background=12.0, autofluorescence=25.0, signal_peak=300.0)
+EXPOSURE = dict(gain_adu_per_photon=0.25, offset_adu=10.0, read_noise_adu=1.5, dapi_level_adu=700.0, dapi_background_adu=10.0,
+                probe_background_adu=12.0, autofluorescence_adu=25.0, signal_peak_adu=300.0)
 # expected response with the default criteria (fishcount/criteria/trial_fish.toml, clinical.md §6.2 R10):
 # major if F <= cutoff(N), minor if F > cutoff and F <= 0.5 x B; cutoff(N) = BETAINV(0.95, kmax + 1, N)
 # with kmax = 3 (provisional cut-off, clinical.md §3.3 and §6.3).
