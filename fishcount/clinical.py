@@ -958,8 +958,9 @@ def summarize_clinical_response(
     return pd.DataFrame(out, columns=cols)
 
 
-#: FISH response values that count as cytogenetic responders (clinical.md §6.2 R10).
-FISH_RESPONDERS = ("major", "minor")
+#: FISH response values that count as cytogenetic responders: trial FISH major / minor (clinical.md §6.2 R10) and
+#: IWG 2006 cytogenetic complete / partial (criteria set iwg2006_cyto, clinical.md §2.1).
+FISH_RESPONDERS = ("major", "minor", "complete", "partial")
 
 
 def overall_trial_response(
@@ -989,7 +990,7 @@ def overall_trial_response(
     DataFrame
         ``fish_df`` rows (plus patients only in the clinical table) with added ``clinical_criteria,
         clinical_best_response, marrow_response, overall_response`` (bool) and ``response_basis``
-        (``major`` / ``minor`` / ``marrow-only`` / ``none``). A patient missing from one table counts as a
+        (``major`` / ``minor`` (or ``complete`` / ``partial``) / ``marrow-only`` / ``none``). A patient missing from one table counts as a
         non-responder on that side, and ``flags`` says so.
     """
     for col in ("patient", fish_column):
@@ -1039,8 +1040,7 @@ def overall_trial_response(
     fishv = merged[fish_column].astype(str).str.strip().str.lower()
     merged["overall_response"] = fishv.isin(FISH_RESPONDERS) | merged["marrow_response"]
     merged["response_basis"] = np.where(
-        fishv == "major", "major",
-        np.where(fishv == "minor", "minor", np.where(merged["marrow_response"], "marrow-only", "none")))
+        fishv.isin(FISH_RESPONDERS), fishv, np.where(merged["marrow_response"], "marrow-only", "none"))
     return merged.drop(columns="_merge").reset_index(drop=True)
 
 
@@ -1125,7 +1125,8 @@ def format_clinical(clin: ClinicalResult, overall: pd.DataFrame | None = None) -
         basis = overall["response_basis"].value_counts()
         lines += ["", f"Overall trial response (FISH major ∪ minor ∪ marrow response, clinical.md §6.2 R15): "
                       f"{k}/{n} patients ("
-                      + ", ".join(f"{b} {int(basis.get(b, 0))}" for b in ("major", "minor", "marrow-only")) + ")"]
+                      + ", ".join(f"{b} {int(basis.get(b, 0))}" for b in FISH_RESPONDERS + ("marrow-only",)
+                                  if b in basis.index or b in ("major", "minor", "marrow-only")) + ")"]
     from .scoring import FISH_CAVEAT
 
     lines += ["", "Caveat: " + FISH_CAVEAT, "Sources: " + "; ".join(c.sources)]

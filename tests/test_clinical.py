@@ -465,6 +465,13 @@ def test_overall_trial_response_reproduces_moellgard_counts():
     assert row["overall_response"] and row["response_basis"] == "marrow-only" and "no FISH response row" in row["flags"]
 
 
+def test_overall_trial_response_with_iwg2006_cytogenetic_labels():
+    fish = pd.DataFrame({"patient": ["A", "B", "C"], "best_response": ["complete", "partial", "none"]})
+    clin = pd.DataFrame({"patient": ["A", "B", "C"], "best_response": ["SD", "SD", "mCR"], "marrow_response": [False, False, True]})
+    out = overall_trial_response(fish, clin)
+    assert out["response_basis"].tolist() == ["complete", "partial", "marrow-only"] and out["overall_response"].all()
+
+
 def test_overall_trial_response_errors():
     clin = pd.DataFrame({"patient": ["P1"], "best_response": ["CR"], "marrow_response": [True]})
     with pytest.raises(InputError, match="response.csv: missing column best_response"):
