@@ -524,7 +524,15 @@ def score_sample(
     # ISCN: the abnormal populations when positive, else the normal result (clinical.md §3.5)
     keys_ = panel.pattern_keys
     cols = [f"count_{k_}" for k_ in keys_]
-    cnt = scored[cols].to_numpy(dtype=np.int64) if all(c in scored.columns for c in cols) else None
+    cnt = None
+    if all(c in scored.columns for c in cols):
+        vals = scored[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(vals) | (vals < 0) | (vals != np.round(vals))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise InputError(source, f"row {rows[scorable][i]}, column '{cols[j]}': expected a whole number >= 0 "
+                                     f"for a scorable nucleus, got {scored[cols[j]].iloc[i]!r}")
+        cnt = vals.astype(np.int64)
     call_arr = np.asarray(calls, dtype=object)
 
     def modal(c: str) -> dict[str, int]:

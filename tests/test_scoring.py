@@ -252,7 +252,9 @@ def test_scorable_parsing_from_csv(tmp_path):
     [(lambda d: d.drop(columns=["call"]), "column 'call' is missing"),
      (lambda d: d.drop(columns=["scorable"]), "column 'scorable' is missing"),
      (lambda d: d.assign(call=["normal", "del5q", "nonsense"]), "row 4, column 'call': 'nonsense'"),
-     (lambda d: d.assign(scorable=[True, "maybe", True]), "row 3, column 'scorable'")],
+     (lambda d: d.assign(scorable=[True, "maybe", True]), "row 3, column 'scorable'"),
+     (lambda d: d.assign(count_EGR1=[2, 2, "x"]), "row 4, column 'count_EGR1': expected a whole number"),
+     (lambda d: d.assign(count_D5S23=[2, -1, 2]), "row 3, column 'count_D5S23'")],
 )
 def test_score_sample_errors(mutate, match):
     d = mutate(nuclei({"normal": 2, "del5q": 1}))
