@@ -50,6 +50,7 @@ th{background:#f0f1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #ddd}nav a{margin-right:10px}
 details{margin:6px 0}summary{cursor:pointer;font-weight:600}code{font-size:.95em}
 .iscn{font-family:ui-monospace,Menlo,Consolas,monospace}
+td.iscn{word-break:break-all;min-width:16em;font-size:.95em}
 """
 
 
@@ -83,13 +84,15 @@ def _png_uri(data: bytes) -> str:
 def _table(df: pd.DataFrame, *, digits: int = 1, cls: str = "") -> str:
     if df is None or df.empty:
         return "<p class='muted'>none</p>"
-    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    head = "".join(f"<th>{_e(str(c).replace('_', ' '))}</th>" for c in df.columns)
+    is_iscn = [str(c).lower() == "iscn" for c in df.columns]
     rows = []
     for rec in df.itertuples(index=False):
         cells = []
-        for v in rec:
+        for v, iscn in zip(rec, is_iscn):
             num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            cells.append(f"<td{' class=num' if num else ''}>{_e(_fmt(v, digits))}</td>")
+            cls = " class=iscn" if iscn else " class=num" if num else ""
+            cells.append(f"<td{cls}>{_e(_fmt(v, digits))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -171,7 +174,7 @@ _SAMPLE_COLS = [
     ("adequacy", "adequacy"), ("iscn", "ISCN"),
 ]
 _TEXT_FIELDS = ("events", "flags", "best_confirmed", "best_response", "endpoint_response", "baseline_status")
-_RESPONSE_HIGHLIGHT = ("best_response", "response", "category", "primary_endpoint", "primary_response",
+_RESPONSE_HIGHLIGHT = ("best_response", "best_week", "endpoint_response", "response", "category",
                        "events", "flags", "status")
 
 

@@ -534,3 +534,35 @@ def test_pool_nuclei_unifies_column_types(tmp_path):
     assert got["flag"].tolist() == ["true", "false", "true", "maybe"]
     assert got["extra"].isna().tolist() == [True, True, False, True]
     assert got["site"].eq("Oslo").all() and got["source"].tolist() == ["/s/a.tif"] * 2 + ["/s/b.tif", "/s/c.tif"]
+
+
+@pytest.mark.slow
+def test_readme_command_on_sample_images(tmp_path):
+    """`fishcount run sample_images --out results` (the README's main command) ends with report.html and
+    response.csv giving the responses the simulator built into the sample patients."""
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    samples_dir = REPO / "sample_images"
+    out = tmp_path / "results"
+    res = CliRunner().invoke(main, ["run", str(samples_dir), "--out", str(out), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "report.html").is_file()
+    truth = pd.read_csv(samples_dir / "truth_samples.csv")
+    tps = pd.read_csv(out / "response_timepoints.csv")
+    got = tps.set_index(["patient", "week"])["category"]
+    follow = truth[truth["week"] > 0]
+    for r in follow.itertuples():
+        assert got[(r.patient, float(r.week))] == r.expected_response, (r.patient, r.week)
+    # patient level: best response over the follow-up samples, best first as the criteria order them
+    from fishcount.response import load_criteria
+
+    rank = {c: i for i, c in enumerate(load_criteria().category_names)}
+    resp = pd.read_csv(out / "response.csv").set_index("patient")
+    for patient, g in follow.groupby("patient"):
+        best = min(g["expected_response"], key=lambda c: rank[c])
+        assert resp.loc[patient, "best_response"] == best, patient
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for patient in truth["patient"].unique():
+        assert f"id='patient-{patient}'" in page
