@@ -508,7 +508,13 @@ def simulate_field(
         raise InputError(src, f"shape must be two integers (Y, X), got {shape!r}") from None
     if H < 32 or W < 32:
         raise InputError(src, f"shape must be at least 32 x 32 px, got {shape!r}")
-    if not (pixel_size_um and 0.01 <= pixel_size_um <= 2.0):
+    try:
+        px = float(pixel_size_um)
+        abnormal_fraction = float(abnormal_fraction)
+    except (TypeError, ValueError):
+        raise InputError(src, f"pixel_size_um and abnormal_fraction must be numbers, got {pixel_size_um!r}, "
+                              f"{abnormal_fraction!r}") from None
+    if not 0.01 <= px <= 2.0:
         raise InputError(src, f"pixel_size_um must be in [0.01, 2] µm/px, got {pixel_size_um!r}")
     if not 0.0 <= abnormal_fraction <= 1.0:
         raise InputError(src, f"abnormal_fraction must be in [0, 1], got {abnormal_fraction}")
@@ -517,7 +523,6 @@ def simulate_field(
     z_planes = int(z_planes)
     if n_nuclei is not None and (int(n_nuclei) != n_nuclei or n_nuclei < 0):
         raise InputError(src, f"n_nuclei must be a whole number >= 0, got {n_nuclei!r}")
-    px = float(pixel_size_um)
     rng = np.random.default_rng(seed)
 
     # ---- which calls ---------------------------------------------------------------------

@@ -271,6 +271,8 @@ def test_truth_paths():
         (dict(shape=(10, 10)), "at least 32"),
         (dict(shape="big"), "shape"),
         (dict(pixel_size_um=0.0), "pixel_size_um"),
+        (dict(pixel_size_um="fine"), "must be numbers"),
+        (dict(pixel_size_um=float("nan")), "pixel_size_um"),
         (dict(abnormal_fraction=1.2), "abnormal_fraction"),
         (dict(z_planes=0), "z_planes"),
         (dict(n_nuclei=-1), "n_nuclei"),
