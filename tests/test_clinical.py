@@ -353,6 +353,7 @@ CAML = dict(anc_10e9_l=1.0, plt_10e9_l=100.0, pb_blasts_pct=0.0)
         (dict(CAML, marrow_blasts_pct=20.0), "PR"),                                 # exactly 50 % of 40
         (dict(CAML, marrow_blasts_pct=20.1), "no_response"),
         (dict(CAML, marrow_blasts_pct=20.0, plt_10e9_l=99.0), "no_response"),      # PR needs CR counts
+        (dict(CAML, marrow_blasts_pct=20.0, pb_blasts_pct=1.0), "no_response"),    # ... and no circulating blasts
     ],
 )
 def test_eln2022_categories(vals, expected):
