@@ -319,9 +319,26 @@ def test_write_errors(tmp_path):
 def test_property_truth_consistent_any_panel(pid, seed, frac, split):
     panel = fc.load_panel(pid)
     sim = simulate_field(pid, shape=(160, 160), seed=seed, abnormal_fraction=frac, split_fraction=split,
-                         n_nuclei=4, touching_fraction=0.5)
+                         n_nuclei=4, touching_fraction=0.5, z_planes=1 + seed % 3, out_of_focus_fraction=0.3)
     assert sim.truth["tracked"].sum() == round(frac * 4)
+    assert sim.image.ndim == (3 if seed % 3 == 0 else 4)
     check_consistent(sim, panel)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pid=st.sampled_from(fc.list_panels()), seed=st.integers(0, 2**31 - 1), data=st.data())
+def test_property_drawn_counts_give_their_call(pid, seed, data):
+    from fishcount.simulate import _draw_counts
+
+    panel = fc.load_panel(pid)
+    call = data.draw(st.sampled_from(panel.call_names))
+    counts = _draw_counts(np.random.default_rng(seed), panel, call)
+    if counts is None:  # only a call that no count vector reaches (shadowed) may fail
+        assert all(_draw_counts(np.random.default_rng(s), panel, call) is None for s in range(3))
+        return
+    assert set(counts) == set(panel.pattern_keys)
+    assert panel.call_for(counts) == call
+    assert all(0 <= v <= max(panel.max_signals_per_channel, 4) for v in counts.values())
 
 
 def test_cli_simulate(tmp_path):
