@@ -249,8 +249,8 @@ def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, o
 @click.option("--method", type=click.Choice(["betainv", "exact", "binomial", "mean3sd"]), default="betainv",
               show_default=True, help="BETAINV(CL,kmax+1,N), exact Clopper-Pearson, CRITBINOM or mean + 3 SD.")
 @click.option("--confidence", type=float, default=0.95, show_default=True, help="One-sided confidence level CL.")
-@click.option("--kmax-at-n", type=click.Choice(["proportional", "fixed"]), default="proportional", show_default=True,
-              help="How kmax follows the sample's N (betainv/exact): scaled as a rate, or kept.")
+@click.option("--kmax-at-n", type=click.Choice(["conservative", "proportional", "fixed"]), default="conservative",
+              show_default=True, help="How kmax follows the sample's N (betainv/exact): docs/scoring.md.")
 @click.option("--lab", "laboratory", default="", help="Laboratory name written into the file.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="cutoffs.toml to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
@@ -487,3 +487,81 @@ def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: str | None) -> Non
     path, fields = write_reviewed_samples(run_dir, reviewer, cutoffs=cutoffs)
     click.echo(f"{path} ({len(fields)} reviewed field(s): {', '.join(fields)})")
     click.echo(write_reviewed_response(run_dir, reviewer, cutoffs=cutoffs))
+
+
+# --- segment (issue 3): DAPI -> nucleus labels + per-nucleus QC (fishcount.segment) -------------------
+def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_size_um: float | None):
+    """(dapi, pixel_size_um, saturation_value) of one image: a panel field, or a plain one-channel image."""
+    from .errors import InputError
+    from .io import read_field
+
+    try:
+        f = read_field(path, panel, channels=_split_channels(channels), pixel_size_um=pixel_size_um)
+        return f.dapi, f.pixel_size_um, f.saturation_value
+    except InputError as exc:
+        import numpy as np
+        import tifffile
+
+        try:  # a nuclear-stain-only image (one 2-D channel) is fine for segmentation
+            with tifffile.TiffFile(path) as tif:
+                arr = tif.series[0].asarray()
+        except Exception:
+            raise exc from None
+        arr = np.squeeze(arr)
+        if arr.ndim != 2:
+            raise exc from None
+        sat = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else None
+        return arr, pixel_size_um, sat
+
+
+@main.command("segment")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="IMAGE...")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; each image is written to OUT/<stem>/labels.tif and nuclei_qc.csv.")
+@_pixel_size_option
+@_panel_option
+@_channels_option
+@click.option("--backend", default="classical", show_default=True,
+              help="Segmentation backend: classical, cellpose, stardist or an installed plug-in.")
+@click.option("--nucleus-diameter", "nucleus_diameter_um", type=float, default=None, metavar="UM",
+              help="Typical nucleus diameter in µm (used with a pixel size; default 9).")
+@click.option("--diameter-px", "diameter_px", type=float, default=None, metavar="PX",
+              help="Typical nucleus diameter in pixels (overrides the pixel size and the estimate).")
+@click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ outputs.")
+def segment_cmd(images, out_dir, pixel_size_um, panel, channels, backend, nucleus_diameter_um, diameter_px,
+                overwrite) -> None:
+    """Segment nuclei in the DAPI channel of each IMAGE.
+
+    \b
+    Writes OUT/<stem>/labels.tif (uint16, or uint32 above 65535 nuclei; the field's Y,X shape)
+    and OUT/<stem>/nuclei_qc.csv (one row per nucleus: size, shape, DAPI, focus, border,
+    saturation, scorable, exclusion_reason). Without a pixel size (metadata or --pixel-size)
+    the nucleus size is estimated from the image; see docs/segmentation.md.
+    """
+    import numpy as np
+    import tifffile
+
+    from ._atomic import atomic_path, write_csv_atomic
+    from .io import stem_of
+    from .segment import segment_nuclei
+
+    targets = [out_dir / stem_of(img) for img in images]
+    if not overwrite:  # refuse before any work is done
+        for t in targets:
+            if (t / "labels.tif").exists() or (t / "nuclei_qc.csv").exists():
+                raise FishcountError(t, "outputs already exist; choose another --out folder or pass --overwrite")
+    for img, target in zip(images, targets):
+        dapi, pix, sat = _read_dapi_for_segment(img, panel, channels, pixel_size_um)
+        if dapi.ndim == 3:  # z-stack kept by the reader: segment the maximum projection
+            dapi = dapi.max(axis=0)
+        seg = segment_nuclei(dapi, pix, backend=backend, saturation_value=sat, source=str(img),
+                             nucleus_diameter_um=nucleus_diameter_um, diameter_px=diameter_px)
+        dtype = np.uint16 if seg.labels.max() <= np.iinfo(np.uint16).max else np.uint32
+        target.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target / "labels.tif") as tmp:
+            tifffile.imwrite(tmp, seg.labels.astype(dtype), compression="zlib")
+        write_csv_atomic(seg.qc, target / "nuclei_qc.csv")
+        scale = (f"{pix} µm/px" if pix else "no pixel size") + f", nucleus {seg.diameter_px:.1f} px " \
+            f"({seg.diameter_source})"
+        msg = f"; {seg.params['message']}" if seg.params.get("message") else ""
+        click.echo(f"{target}: {seg.n_nuclei} nuclei, {seg.n_scorable} scorable ({scale}){msg}")

@@ -20,13 +20,15 @@ Methods (clinical.md §3.3, §6.1 R6; all recomputed for N):
     mean + 3 SD of the control percentages (clinical.md §3.3 [U]); the SD is rescaled to N by the
     binomial law, ``sd_N = sd_ref * sqrt(n_ref / N)`` [I].
 
-How kmax follows N (``kmax_at_n``): ``"fixed"`` keeps the observed kmax at every N (the literal
-formula; clinical.md §6.3 vector 7 uses kmax = 3 at N = 100), ``"proportional"`` rescales it as a
-rate, ``kmax * N / n_ref`` [I], exact at the controls' own N.
+How kmax follows N (``kmax_at_n``) [I]: ``"fixed"`` keeps the observed kmax at every N (the
+literal formula; clinical.md §6.3 vector 7 uses kmax = 3 at N = 100), ``"proportional"`` rescales
+it as a rate, ``kmax * N / n_ref``; ``"conservative"`` (default) takes the larger of the two,
+``kmax * max(1, N / n_ref)``: never below the literal formula for small N (whose extremes are
+relatively larger) and growing with N beyond the controls' N. All three agree at N = n_ref.
 
 The cut-offs file format (TOML) is documented in ``docs/scoring.md``. Without a laboratory file
 the shipped provisional default (``fishcount/criteria/provisional_cutoffs.toml``: BETAINV(0.95,
-kmax+1, N) with kmax = 3 at any N) is used and every output says
+kmax+1, N) with kmax = 3 per 200 nuclei, never fewer than 3) is used and every output says
 ``"cut-off not validated by this laboratory"``.
 """
 from __future__ import annotations
@@ -67,7 +69,7 @@ METHODS = ("betainv", "exact", "binomial", "mean3sd")
 NOT_VALIDATED = "cut-off not validated by this laboratory"
 #: Key of the rule for the tracked clone (union of the panel's tracked calls).
 CLONE = "clone"
-_KMAX_AT_N = ("fixed", "proportional")
+_KMAX_AT_N = ("conservative", "fixed", "proportional")
 _PROVISIONAL_FILE = "provisional_cutoffs.toml"
 
 
@@ -92,7 +94,7 @@ class CutoffRule:
     sd_rate : float
         SD of the control fractions at n_ref nuclei, 0-1 (``mean3sd``).
     kmax_at_n : str
-        ``"fixed"`` or ``"proportional"`` (see module docstring).
+        ``"conservative"``, ``"fixed"`` or ``"proportional"`` (see module docstring).
     """
 
     method: str
@@ -102,7 +104,7 @@ class CutoffRule:
     kmax: float = 0.0
     mean_rate: float = 0.0
     sd_rate: float = 0.0
-    kmax_at_n: str = "proportional"
+    kmax_at_n: str = "conservative"
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,8 @@ class CutoffSet:
 def _kmax_for_n(rule: CutoffRule, n: int) -> float:
     if rule.kmax_at_n == "fixed":
         return float(rule.kmax)
-    return float(rule.kmax) * n / max(int(rule.nuclei_per_control), 1)
+    scaled = float(rule.kmax) * n / max(int(rule.nuclei_per_control), 1)
+    return scaled if rule.kmax_at_n == "proportional" else max(float(rule.kmax), scaled)
 
 
 def cutoff_for_n(rule: CutoffRule, n_nuclei: int) -> float:
@@ -238,7 +241,7 @@ def compute_cutoffs(
     panel,
     method: str = "betainv",
     confidence: float = 0.95,
-    kmax_at_n: str = "proportional",
+    kmax_at_n: str = "conservative",
     source: str = "<controls>",
     laboratory: str = "",
 ) -> CutoffSet:
@@ -257,7 +260,7 @@ def compute_cutoffs(
     method : {"betainv", "exact", "binomial", "mean3sd"}
     confidence : float
         One-sided confidence level, 0 < CL < 1.
-    kmax_at_n : {"proportional", "fixed"}
+    kmax_at_n : {"conservative", "fixed", "proportional"}
         How kmax follows N for ``betainv``/``exact`` (module docstring).
     source : str
         Name used in error messages.
@@ -400,7 +403,7 @@ def _rule_from_toml(d, where: str, source: str) -> CutoffRule:
 
     conf = num("confidence", 0.95, 1e-9, 1 - 1e-9)
     n_ref = int(num("nuclei_per_control", 200, 1, integer=True))
-    kmax_at_n = d.get("kmax_at_n", "proportional")
+    kmax_at_n = d.get("kmax_at_n", "conservative")
     if kmax_at_n not in _KMAX_AT_N:
         raise InputError(source, f"[{where}] kmax_at_n must be one of {', '.join(_KMAX_AT_N)}, got {kmax_at_n!r}")
     if method in ("betainv", "exact") and "kmax" not in d:
@@ -472,7 +475,8 @@ def load_cutoffs(path: str | PathLike | CutoffSet | None = None) -> CutoffSet:
 
 
 def provisional_cutoffs() -> CutoffSet:
-    """The shipped provisional cut-off (not validated): BETAINV(0.95, kmax+1, N), kmax = 3 at any N.
+    """The shipped provisional cut-off (not validated): BETAINV(0.95, kmax+1, N), kmax = 3 per 200
+    nuclei and never fewer than 3 (``kmax_at_n = "conservative"``).
 
     Source: clinical.md §6.3 (test vectors use kmax = 3: 3.78 % at N = 200, 7.36 % at N = 100)
     and §3.3 (formula). The kmax = 3 assumption is a design choice [I]; each laboratory must

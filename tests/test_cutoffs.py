@@ -51,6 +51,7 @@ def test_provisional_default_vector7_and_not_validated():
     assert cs.validated is False
     assert round(cutoff_for_n(cs.clone, 200), 2) == 3.78
     assert round(cutoff_for_n(cs.clone, 100), 2) == 7.36  # clinical.md §6.3 vector 7
+    assert round(cutoff_for_n(cs.clone, 500), 2) == 2.70  # kmax 7.5 per 500: never below the rate
     assert cs.rule_for("del5q") == cs.default
     assert "provisional" in cs.label
     assert load_cutoffs(None) == cs
@@ -82,8 +83,10 @@ def test_cutoff_recomputed_per_n(k, n, method):
     prop = CutoffRule(method, 0.95, 200, kmax=k, kmax_at_n="proportional")
     # with kmax fixed, more nuclei -> lower cut-off; the proportional rule equals it at the controls' N
     assert cutoff_for_n(fixed, n + 50) < cutoff_for_n(fixed, n)
-    assert cutoff_for_n(prop, 200) == pytest.approx(cutoff_for_n(fixed, 200))
+    cons = CutoffRule(method, 0.95, 200, kmax=k, kmax_at_n="conservative")
+    assert cutoff_for_n(prop, 200) == pytest.approx(cutoff_for_n(fixed, 200)) == pytest.approx(cutoff_for_n(cons, 200))
     assert 0 < cutoff_for_n(prop, n) < 100
+    assert cutoff_for_n(cons, n) >= max(cutoff_for_n(fixed, n), cutoff_for_n(prop, n)) - 1e-12
 
 
 def _controls():
