@@ -341,7 +341,9 @@ def auto_threshold(
     ``n_nuclei`` brightest candidates (every scorable nucleus carries at least one signal per colour,
     clinical.md §6.1 R1, so these are true signals). This needs only a few signals per nucleus, unlike
     Big-FISH's elbow on the whole-image spot-count curve (its issue #74, anchors.md b1). With too few
-    candidates for a density, the threshold is ``fallback_fraction`` x the typical brightness.
+    candidates for a density, or no valley, the threshold comes from the noise side: where an
+    exponential fit of the noise maxima's tail expects half a false signal (at most half the typical
+    signal SNR, ``fallback_fraction / 0.6``).
 
     Parameters
     ----------
@@ -352,7 +354,7 @@ def auto_threshold(
     min_snr : float
         Lowest threshold returned.
     fallback_fraction : float
-        Threshold as a fraction of the typical signal SNR when there are too few candidates.
+        The noise-side threshold is at most ``fallback_fraction / 0.6`` x the typical signal SNR.
 
     Returns
     -------
@@ -371,7 +373,7 @@ def auto_threshold(
     lo, hi = math.log(min_snr), math.log(typical)
     x = np.log(snr[(snr >= min_snr) & (snr <= typical)])
     if x.size < 20:
-        return float(max(min_snr, fallback_fraction * typical))
+        return _noise_tail_threshold(snr, min_snr, typical, fallback_fraction)
     bw = 0.04  # bin width in log units (4 %)
     nb = max(8, int(math.ceil((hi - lo) / bw)))
     hist, edges = np.histogram(x, bins=nb, range=(lo, hi))
@@ -397,7 +399,7 @@ def auto_threshold(
         else:
             i += 1
     if t_idx is None:
-        return float(max(min_snr, fallback_fraction * typical))
+        return _noise_tail_threshold(snr, min_snr, typical, fallback_fraction)
     t = math.exp(centres[t_idx])
     # sharpen: the smoothed density blurs the valley; put the threshold in the widest gap between
     # candidate values near it (where the last noise maxima end and the first signals begin)
@@ -406,7 +408,30 @@ def auto_threshold(
         gaps = np.diff(near)
         g = int(np.argmax(gaps))
         t = math.exp(0.5 * (near[g] + near[g + 1]))
+    # above the noise-side threshold no noise maximum is expected: a valley found higher (among sparse,
+    # unevenly bright signals) would only lose signals
+    t = min(t, _noise_tail_threshold(snr, min_snr, np.inf, fallback_fraction))
     return float(max(min_snr, t))
+
+
+def _noise_tail_threshold(snr: np.ndarray, min_snr: float, typical: float, fallback_fraction: float) -> float:
+    """Threshold from the noise side when the density has no usable valley (few candidates).
+
+    Candidates between :data:`CANDIDATE_SNR` and ``min_snr`` are noise maxima. Their excess over
+    ``CANDIDATE_SNR`` is modelled as exponential (maximum-likelihood rate, heavier than a Gaussian tail,
+    so conservative), and the threshold is where half a noise maximum is expected above it among all
+    candidates. With fewer than 10 noise maxima the field is clean and ``min_snr`` is kept. The
+    threshold never exceeds ``fallback_fraction`` x 1.67 (half) of the typical signal SNR.
+    """
+    low = snr[(snr >= CANDIDATE_SNR) & (snr < min_snr)] - CANDIDATE_SNR
+    if low.size < 10:
+        return float(min_snr) if np.isfinite(typical) else float("inf")
+    span = min_snr - CANDIDATE_SNR
+    rate = 1.0 / max(float(low.mean()), 1e-3)
+    # the observed maxima are truncated at min_snr: correct the total count of noise maxima
+    n_noise = low.size / max(1e-6, 1.0 - math.exp(-rate * span))
+    t = CANDIDATE_SNR + math.log(max(n_noise / 0.5, 1.0)) / rate
+    return float(max(min_snr, min(t, (fallback_fraction / 0.6) * typical)))
 
 
 def _kernel_peak(sigma_bins: float) -> float:
