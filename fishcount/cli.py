@@ -159,9 +159,12 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_s
 @click.option("--z-planes", type=click.IntRange(min=1), default=1, show_default=True, help="Planes per z-stack.")
 @click.option("--n-nuclei", type=click.IntRange(min=0), default=None, help="Nuclei per field (default from density).")
 @click.option("--prefix", default="field", show_default=True, help="File names: <prefix>NN.ome.tif.")
+@click.option("--set", "knobs", multiple=True, metavar="KNOB=VALUE",
+              help="A realism knob (docs/simulator.md), e.g. --set touching_fraction=0.3 "
+                   "--set nucleus_diameter_um=7,13; repeatable.")
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
 def simulate_cmd(panel, out_dir, n_fields, abnormal_fraction, seed, shape, pixel_size_um, z_planes, n_nuclei,
-                 prefix, overwrite) -> None:
+                 prefix, knobs, overwrite) -> None:
     """Write simulated fields (OME-TIFF) with their truth files (<stem>_truth_*.csv/.tif)."""
     from .errors import InputError
     from .simulate import DEFAULT_PIXEL_SIZE_UM, simulate_field, write_simulated_field
@@ -172,12 +175,22 @@ def simulate_cmd(panel, out_dir, n_fields, abnormal_fraction, seed, shape, pixel
             raise ValueError
     except ValueError:
         raise InputError("--shape", f"expected Y,X in pixels, e.g. 1024,1024; got {shape!r}") from None
+    realism = {}
+    for item in knobs:
+        key, eq, value = item.partition("=")
+        try:
+            if not eq or not key.strip():
+                raise ValueError
+            vals = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            raise InputError("--set", f"expected KNOB=NUMBER or KNOB=A,B, got {item!r}") from None
+        realism[key.strip()] = vals[0] if len(vals) == 1 else vals
     out = Path(out_dir)
     width = max(2, len(str(n_fields)))
     for k in range(n_fields):
         sim = simulate_field(panel, shape=yx, pixel_size_um=pixel_size_um or DEFAULT_PIXEL_SIZE_UM,
                              abnormal_fraction=abnormal_fraction, n_nuclei=n_nuclei, seed=seed + k,
-                             z_planes=z_planes)
+                             z_planes=z_planes, **realism)
         written = write_simulated_field(sim, out / f"{prefix}{k + 1:0{width}d}.ome.tif", overwrite=overwrite)
         t = sim.truth
         click.echo(f"{written['image']}: {len(t)} nuclei, {int(t['tracked'].sum())} tracked "

@@ -422,3 +422,15 @@ def test_sample_study_is_reproducible_by_make_samples():
     shipped = SAMPLES / "P02" / "week16" / "field02.ome.tif"
     assert np.array_equal(tifffile.imread(shipped), sim.image)
     assert np.array_equal(tifffile.imread(truth_paths(shipped)["labels"]), sim.labels)
+
+
+def test_cli_simulate_realism_knobs(tmp_path):
+    r = CliRunner().invoke(main, ["simulate", "--out", str(tmp_path), "--shape", "128,128", "--n-nuclei", "2",
+                                  "--set", "touching_fraction=0", "--set", "nucleus_diameter_um=7,9"])
+    assert r.exit_code == 0, r.output
+    t = pd.read_csv(tmp_path / "field01_truth_nuclei.csv")
+    assert not t["touching"].any() and t["diameter_um"].between(7, 9 * 1.6).all()
+    bad = CliRunner().invoke(main, ["simulate", "--out", str(tmp_path / "b"), "--set", "touching_fraction"])
+    assert bad.exit_code == 2 and "--set" in bad.output
+    unknown = CliRunner().invoke(main, ["simulate", "--out", str(tmp_path / "c"), "--set", "sparkle=1"])
+    assert unknown.exit_code == 2 and "unknown realism option" in unknown.output
