@@ -230,7 +230,7 @@ def test_auto_threshold_separates_sparse_signals_from_noise(seed, n_nuclei, lo):
     t = auto_threshold(np.concatenate([noise, sig]), n_nuclei)
     assert np.isfinite(t) and t >= MIN_AUTO_SNR
     assert (sig >= t).mean() >= 0.97
-    assert (noise >= t).sum() <= max(4, 0.05 * n_nuclei)  # < 0.1 false signals per nucleus
+    assert (noise >= t).sum() <= max(4, 0.1 * n_nuclei)  # at most 0.1 false signals per nucleus
 
 
 def test_auto_threshold_finds_valley_between_overlapping_populations():
