@@ -425,16 +425,22 @@ def _resolution_um(page, ij_unit=None) -> tuple[float | None, float | None]:
         if t is None:
             out.append(None)
             continue
-        num, den = t.value if isinstance(t.value, tuple) else (t.value, 1)
-        if not num or not den:
+        try:
+            num, den = t.value if isinstance(t.value, tuple) else (t.value, 1)
+            per_unit = float(num) / float(den)  # pixels per unit
+        except (TypeError, ValueError, ZeroDivisionError):
+            per_unit = float("nan")
+        if not math.isfinite(per_unit) or per_unit <= 0:
             out.append(None)
             continue
-        per_unit = num / den  # pixels per unit
         if ij_unit is not None:
             out.append(ij_unit / per_unit)
             continue
         runit = page.tags.get("ResolutionUnit")
-        runit = int(runit.value) if runit is not None else 2
+        try:
+            runit = int(runit.value) if runit is not None else 2
+        except (TypeError, ValueError):
+            runit = 1
         if runit == 3:  # centimetre
             out.append(1e4 / per_unit)
         elif runit == 2:  # inch: only a calibration if it gives a microscope-scale pixel
@@ -569,16 +575,24 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None):
     logger = logging.getLogger("tifffile")
     logger.addHandler(log)
     try:
+        # a damaged file can make tifffile fail in many ways (TiffFileError, but also TypeError,
+        # RuntimeError, ZeroDivisionError on nonsense tag values): all are "corrupt" to the user
         try:
             tif = tifffile.TiffFile(path)
-        except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as exc:
+        except (MemoryError, RecursionError):
+            raise InputError(path, "truncated or corrupt TIFF (its header asks for impossible sizes)") from None
+        except Exception as exc:  # noqa: BLE001
             raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
         try:
             try:
                 if not tif.series:
                     raise InputError(path, "truncated or corrupt TIFF (no readable image in it)")
                 meta = _read_meta(path, tif, per_channel, n_expected)
-            except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as exc:
+            except InputError:
+                raise
+            except (MemoryError, RecursionError):
+                raise InputError(path, "truncated or corrupt TIFF (its header asks for impossible sizes)") from None
+            except Exception as exc:  # noqa: BLE001
                 _check_complete(path, tif, log)  # a truncation explains the failure best
                 raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
             _check_complete(path, tif, log)

@@ -760,3 +760,36 @@ def test_extra_unmatched_channels_never_change_the_mapping(order, extra, rnd):
     rnd.shuffle(names)
     cmap = fio._match_channels(names, DEL5Q, "f.tif")
     assert {k: names[i] for k, i in cmap.items()} == {"DAPI": "DAPI", "EGR1": "EGR1", "D5S23": "D5S23"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_damaged_files_give_input_error_or_a_correct_field(tmp_path_factory, data):
+    """Truncating a file anywhere or overwriting a few bytes: read_field either raises InputError or
+    reads a field; it never fails with another exception."""
+    d = tmp_path_factory.mktemp("fuzz")
+    kind = data.draw(st.sampled_from(["ome", "plain", "imagej", "zlib"]))
+    arr = _stack(n_z=2)
+    src = d / "src.ome.tif"
+    if kind == "ome":
+        _ome(src, arr, "ZCYX", NAMES, 0.1)
+    elif kind == "plain":
+        tifffile.imwrite(src, arr[0], metadata=None, photometric="minisblack")
+    elif kind == "imagej":
+        tifffile.imwrite(src, arr, imagej=True, metadata={"axes": "ZCYX", "Labels": NAMES * 2})
+    else:
+        tifffile.imwrite(src, arr[0], metadata=None, photometric="minisblack", compression="zlib")
+    raw = bytearray(src.read_bytes())
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    else:
+        for _ in range(data.draw(st.integers(1, 8))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    bad = d / "damaged.tif"
+    bad.write_bytes(bytes(raw))
+    try:
+        f = fc.read_field(bad)
+    except InputError as exc:
+        assert "damaged.tif" in str(exc) and "\n" not in str(exc)
+    else:
+        assert f.dapi.shape == (NY, NX) and set(f.probes) == {"EGR1", "D5S23"}
