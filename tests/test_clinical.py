@@ -404,7 +404,7 @@ def cohorts(draw):
     return pd.DataFrame(rows)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(df=cohorts(), seed=st.integers(0, 2**16), criteria=st.sampled_from(["iwg2006_mds", "iwg2023_hr_mds", "eln2022_aml"]))
 def test_categories_invariant_to_row_order(df, seed, criteria):
     a = classify_clinical_response(df, criteria)
@@ -413,7 +413,7 @@ def test_categories_invariant_to_row_order(df, seed, criteria):
     pd.testing.assert_frame_equal(summarize_clinical_response(a, criteria), summarize_clinical_response(b, criteria))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(df=cohorts(), criteria=st.sampled_from(["iwg2006_mds", "iwg2023_hr_mds", "eln2022_aml"]))
 def test_never_inferred_from_fish_columns(df, criteria):
     """FISH columns in the table change nothing: clinical categories come from clinical values only."""
@@ -425,7 +425,7 @@ def test_never_inferred_from_fish_columns(df, criteria):
     assert (s["marrow_response"] == s["best_response"].isin(load_clinical_criteria(criteria).marrow_response)).all()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(blasts=st.floats(0, 100), base=st.floats(0, 100))
 def test_missing_value_is_unknown_not_false(blasts, base):
     from fishcount.clinical import Condition, Group
@@ -631,7 +631,7 @@ def test_cli_response_with_clinical(tmp_path):
     assert not (tmp_path / "r2").exists()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(criteria=st.sampled_from(["iwg2006_mds", "iwg2023_hr_mds", "eln2022_aml"]),
        base_blasts=st.floats(0, 60).map(lambda x: round(x, 1)),
        b1=st.floats(0, 80).map(lambda x: round(x, 1)), b2=st.floats(0, 80).map(lambda x: round(x, 1)),
@@ -646,7 +646,7 @@ def test_fewer_marrow_blasts_never_give_a_worse_category(criteria, base_blasts, 
     assert rank[one(criteria, base=base, marrow_blasts_pct=lo, **vals)] <= rank[one(criteria, base=base, marrow_blasts_pct=hi, **vals)]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(cell=st.text(max_size=8))
 def test_csv_cells_parse_or_fail_naming_line_and_column(tmp_path_factory, cell):
     cell = cell.replace(",", "").replace("\n", "").replace("\r", "").replace('"', "")

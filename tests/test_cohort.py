@@ -174,7 +174,7 @@ def test_panel_selection():
 # ------------------------------------------------------------------------------------------------
 # properties
 # ------------------------------------------------------------------------------------------------
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, derandomize=True)
 @given(n=st.integers(1, 400), data=st.data())
 def test_ci_contains_point_estimate_and_narrows_with_n(n, data):
     k = data.draw(st.integers(0, n))
@@ -184,7 +184,7 @@ def test_ci_contains_point_estimate_and_narrows_with_n(n, data):
     assert hi4 - lo4 < hi - lo
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(values=st.lists(st.tuples(st.sampled_from(["major", "minor", "none", "not_evaluable", ""]), st.booleans(),
                                  st.booleans(), st.sampled_from(["a", "b", "c"])), min_size=2, max_size=30),
        seed=st.integers(0, 2**16))
@@ -203,7 +203,7 @@ def test_summary_invariant_to_row_order_and_consistent(values, seed):
     assert ((a.loc[ok, "ci_low_pct"] <= a.loc[ok, "rate_pct"]) & (a.loc[ok, "rate_pct"] <= a.loc[ok, "ci_high_pct"])).all()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(r1=st.integers(0, 15), n1=st.integers(1, 15), r2=st.integers(0, 15), n2=st.integers(1, 15))
 def test_comparison_symmetric_in_group_order(r1, n1, r2, n2):
     r1, r2 = min(r1, n1), min(r2, n2)
