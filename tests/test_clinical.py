@@ -658,3 +658,12 @@ def test_csv_cells_parse_or_fail_naming_line_and_column(tmp_path_factory, cell):
         assert str(exc).startswith(f"{p}: line 2, column hb_g_dl: ")
     else:
         assert np.isnan(v) or (v >= 0 and float(cell) == v)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import fishcount.clinical
+
+    res = doctest.testmod(fishcount.clinical)
+    assert res.attempted >= 4 and res.failed == 0

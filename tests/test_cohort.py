@@ -319,3 +319,12 @@ def test_fisher_freeman_halton_is_deterministic_and_falls_back_to_seeded_monte_c
     cmp = compare_counts([3, 5, 8], [20, 30, 25])
     assert any("Monte Carlo, 100000 resamples, seed 0" in w for w in cmp.warnings)
     assert cmp.tests.set_index("test").loc[FISHER, "p_value"] == pytest.approx(0.292, abs=0.01)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import fishcount.cohort
+
+    res = doctest.testmod(fishcount.cohort)
+    assert res.attempted >= 3 and res.failed == 0
