@@ -48,7 +48,8 @@ __all__ = [
 #: Key of the nuclear counterstain in :attr:`Field.channel_map`.
 DAPI = "DAPI"
 #: Channel names (case-insensitive) recognised as the nuclear counterstain.
-DAPI_NAMES: tuple[str, ...] = ("DAPI", "Hoechst", "nuclei", "nuclear", "nucleus", "DNA", "counterstain", "blue")
+DAPI_NAMES: tuple[str, ...] = ("DAPI", "Hoechst", "nuclei", "nuclear", "nucleus", "counterstain", "blue")
+# ("DNA" is left out on purpose: probe channels are often described as "DNA probe ...")
 
 _TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
