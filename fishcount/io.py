@@ -811,8 +811,6 @@ def _read(
         names, names_source, cmap = _assign_channels(
             file_names if any(file_names) else None, names_source, len(paths), pan, channels, src
         )
-        if names_source == "assumed panel order":
-            names_source = "assumed panel order (file order)"
         stacks = {k: arrays[i] for k, i in cmap.items()}
         axes = "C" + metas[0].axes
         shape = (len(paths), *metas[0].shape)
