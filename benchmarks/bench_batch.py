@@ -59,13 +59,16 @@ def timed_run(study: Path, out: Path, **kw) -> dict:
     from fishcount.batch import run_batch
 
     shutil.rmtree(out, ignore_errors=True)
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     r = run_batch(study, out, quiet=True, report=False, **kw)
     wall = time.perf_counter() - t0
     run = json.loads((out / "run.json").read_text())
     assert r.n_errors == 0, r.errors
     return {"wall_s": wall, "fields_s": run["timings"]["fields_s"], "n": r.n_done,
-            "per_field_mean_s": run["timings"]["per_field_mean_s"], "engine": run["engine"]}
+            "per_field_mean_s": run["timings"]["per_field_mean_s"],
+            "per_field_cpu_mean_s": run["timings"]["per_field_cpu_mean_s"], "engine": run["engine"],
+            "load_avg_1min_start": load0, "load_avg_1min_end": os.getloadavg()[0]}
 
 
 _MEM_CHILD = r"""
@@ -179,6 +182,7 @@ def main() -> None:
         s, d = res["serial"], res["dask1"]
         res["dask_overhead_per_field_s"] = (d["fields_s"] - s["fields_s"]) / a.fields
         res["dask_overhead_pct"] = 100 * (d["fields_s"] - s["fields_s"]) / s["fields_s"]
+        res["dask_overhead_cpu_pct"] = 100 * (d["per_field_cpu_mean_s"] - s["per_field_cpu_mean_s"]) / s["per_field_cpu_mean_s"]
     if "memory" not in skip:
         first = sorted(study.rglob("field01.ome.tif"))[0]
         res["memory"] = bench_memory(first)
@@ -194,6 +198,10 @@ def main() -> None:
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
     print()
+    for k in ("serial", "dask2", "dask1"):
+        if k in res:
+            print(f"{k}: 1-min load average {res[k]['load_avg_1min_start']:.1f} -> {res[k]['load_avg_1min_end']:.1f}, "
+                  f"CPU/field {res[k]['per_field_cpu_mean_s']:.2f} s, wall/field {res[k]['per_field_mean_s']:.2f} s")
     print("| measure | value |")
     print("|---|---|")
     if "serial" in res and "dask2" in res:
@@ -202,8 +210,9 @@ def main() -> None:
         print(f"| Dask local, 2 workers | {a.fields / res['dask2']['fields_s']:.3f} fields/s |")
         print(f"| speed-up 2 workers / 1 | {res['speedup_fields']:.2f}× (field stage), {res['speedup_wall']:.2f}× (whole run) |")
     if "dask_overhead_pct" in res:
-        print(f"| Dask path overhead, 1 worker vs plain loop | {res['dask_overhead_pct']:+.1f} % "
-              f"({res['dask_overhead_per_field_s'] * 1000:+.0f} ms/field) |")
+        print(f"| Dask path overhead, 1 worker vs plain loop | {res['dask_overhead_pct']:+.1f} % wall "
+              f"({res['dask_overhead_per_field_s'] * 1000:+.0f} ms/field, incl. cluster start-up), "
+              f"{res['dask_overhead_cpu_pct']:+.1f} % CPU per field |")
     if "memory" in res:
         m = res["memory"]
         print(f"| worker peak RSS increase, one field | {m['peak_increase_bytes'] / 2**20:.0f} MiB = "

@@ -569,6 +569,7 @@ def _run_task(task: _Task) -> dict:
     Never raises for a bad field: returns ``{"status": "error", "stage", "message"}``.
     """
     t0 = time.perf_counter()
+    c0 = time.process_time()
     final = Path(task.final_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -592,6 +593,7 @@ def _run_task(task: _Task) -> dict:
             "panel_sha256": task.panel.sha256,
             "fishcount_version": __version__,
             "seconds": round(seconds, 4),
+            "cpu_seconds": round(time.process_time() - c0, 4),
             "summary": _jsonable(summary),
         }
         write_text_atomic(tmp / MARKER, json.dumps(marker, indent=1, sort_keys=True))
@@ -744,7 +746,7 @@ def _execute(
         mem = int(psutil.virtual_memory().available * 0.8 // workers)
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, memory_limit=mem,
-            dashboard_address=None, silence_logs=logging.ERROR,
+            dashboard_address=":0", silence_logs=logging.ERROR,
         )
         client = Client(cluster)
         engine = {"engine": "dask-local", "workers": workers, "memory_limit_bytes": mem}
@@ -1133,6 +1135,7 @@ def run_batch(
         except (OSError, ValueError):
             pass
     field_secs = [m.get("seconds") for m in markers.values() if m.get("seconds") is not None]
+    field_cpu = [m.get("cpu_seconds") for m in markers.values() if m.get("cpu_seconds") is not None]
     timings["total_s"] = time.perf_counter() - t_start
     run = {
         "fishcount_version": __version__,
@@ -1152,7 +1155,8 @@ def run_batch(
         "thresholds": {k: m.get("summary", {}).get("thresholds", {}) for k, m in markers.items()},
         "timings": {**{k: round(v, 4) for k, v in timings.items()},
                     "per_field_mean_s": round(float(np.mean(field_secs)), 4) if field_secs else None,
-                    "per_field_sum_s": round(float(np.sum(field_secs)), 4) if field_secs else None},
+                    "per_field_sum_s": round(float(np.sum(field_secs)), 4) if field_secs else None,
+                    "per_field_cpu_mean_s": round(float(np.mean(field_cpu)), 4) if field_cpu else None},
     }
     write_text_atomic(out / "run.json", json.dumps(run, indent=1, sort_keys=False))
 

@@ -352,20 +352,6 @@ def test_stale_temporary_folders_are_cleaned(tmp_path):
     assert not any(p.name.startswith((".tmp-", ".trash-")) for p in (out / "fields").rglob("*"))
 
 
-def test_local_cluster_equals_serial_fake(tmp_path):
-    """The Dask path ships an injected per-field function to real worker processes."""
-    import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    study = make_study(tmp_path / "study", fields=2)
-    run_batch(study, tmp_path / "serial", workers=1, **FAKES)
-    r = run_batch(study, tmp_path / "dask", workers=2, **FAKES)
-    assert r.n_done == 8
-    a, b = _tables(tmp_path / "serial"), _tables(tmp_path / "dask")
-    for k in a:
-        pd.testing.assert_frame_equal(a[k], b[k])
-
-
 # ---------------------------------------------------------------------------------------------
 # the real pipeline on a small simulated study
 # ---------------------------------------------------------------------------------------------
