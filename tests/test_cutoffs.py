@@ -249,3 +249,19 @@ def test_lab_cutoffs_file_flows_into_samples(tmp_path):
     assert bool(s.cutoff_validated) and "provisional" not in s.cutoff_method and "not validated" not in s.caveat
     assert round(s.cutoff_pct, 2) == 3.78 and round(s.cutoff_pct_monosomy5, 2) == 3.08
     assert not bool(s.positive) and s.clone_pct == 2.0  # 4/200 = 2 % is below 3.78 %
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(method=st.sampled_from(["betainv", "exact", "binomial", "mean3sd"]),
+       conf=st.floats(0.5, 0.999), n_ref=st.integers(20, 1000), controls=st.integers(0, 100),
+       kmax=st.integers(0, 20), rate=st.floats(0, 0.2), sd=st.floats(0, 0.1),
+       scaling=st.sampled_from(["conservative", "fixed", "proportional"]), validated=st.booleans())
+def test_cutoffs_toml_round_trip(method, conf, n_ref, controls, kmax, rate, sd, scaling, validated):
+    rule = CutoffRule(method, conf, n_ref, controls, float(min(kmax, n_ref)), rate, sd, scaling)
+    from fishcount.cutoffs import CutoffSet, cutoffs_to_toml
+    cs = CutoffSet(clone=rule, calls={"del5q": rule}, default=rule, validated=validated, panel="del5q")
+    back = cutoffs_from_dict(tomllib.loads(cutoffs_to_toml(cs)), "x.toml")
+    assert back.clone == rule and back.calls["del5q"] == rule and back.default == rule
+    assert back.validated == validated
+    for n in (50, 200, 500):
+        assert cutoff_for_n(back.clone, n) == pytest.approx(cutoff_for_n(rule, n))

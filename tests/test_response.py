@@ -406,3 +406,20 @@ def test_empty_sample_does_not_void_lab_cutoff():
     p = res.patients.iloc[0]
     assert p.cutoff_validated and "not validated" not in p["flags"] and p.best_response == "major"
     assert res.timepoints.set_index("week").loc[8, "category"] == "not_evaluable"
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(base=st.tuples(st.integers(0, 300), st.integers(0, 300)),
+       rows=st.lists(sample, max_size=6, unique_by=lambda s: s[0]),
+       crit=st.sampled_from(["trial_fish", "iwg2006_cyto"]))
+def test_best_response_dominates_timepoints(base, rows, crit):
+    res = classify_response(table({"P": [(0, min(base), base[1])] + rows}), criteria=crit)
+    c, p = res.criteria, res.patients.iloc[0]
+    cats = [x for x in res.timepoints["category"] if x not in ("", c.not_evaluable)]
+    if cats:
+        assert c.rank(p.best_response) == max(c.rank(x) for x in cats)
+    else:
+        assert p.best_response == c.not_evaluable
+    if p.responder_best:
+        assert p.baseline_status == "evaluable" and p.baseline_pct > p.baseline_cutoff_pct
+    assert p.endpoint_response in c.category_names + (c.not_evaluable,)

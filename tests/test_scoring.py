@@ -292,3 +292,15 @@ def test_pipeline_nuclei_table_scores_consistently():
     assert sum(json.loads(row.patterns).values()) == row.nuclei_scored
     parsed = parse_iscn(row.iscn)
     assert all(p["total"] == row.nuclei_scored for p in parsed)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(text=st.one_of(st.text(max_size=40),
+                      st.text(alphabet="nuc ish()[]/,x0123456789ABCDEGRS5pq.", max_size=40).map(lambda s: "nuc ish" + s)))
+def test_parse_iscn_fuzz_only_value_errors(text):
+    try:
+        pops = parse_iscn(text)
+    except ValueError:
+        return
+    for p in pops:
+        assert p["copies"] and p["total"] >= 0
