@@ -573,6 +573,32 @@ def _crit(**over) -> dict:
         (lambda d: d["categories"][0].update(duration_from="diagnosis"), "duration_from must be"),
         (lambda d: d["categories"][0].update(name="baseline"), "reserved"),
         (lambda d: d.update(events=[{"name": "x", "after": ["ZZ"], "when": {"var": "hb_g_dl", "op": "<", "value": 1}, "source": "s"}]), "after must name categories"),
+        (lambda d: d.update(events=[{"name": "x", "after": ["CR"], "source": "s"}]), r"events\[0\].: missing 'when'"),
+        (lambda d: d.update(events=[{"name": "x", "after": ["CR"], "when": {"var": "hb_g_dl", "op": "<", "value": 1}, "source": "s", "why": 1}]), r"events\[0\].: unknown key"),
+        (lambda d: d.update(events=["x"]), r"events\[0\] must be a table"),
+        (lambda d: d.update(improvements=[{"name": "HI", "source": "s"}]), r"improvements\[0\].: missing 'when'"),
+        (lambda d: d.update(improvements=[{"name": "HI", "source": "s", "when": {"var": "hb_g_dl", "op": "<", "value": 1}, "x": 1}]), r"improvements\[0\].: unknown key"),
+        (lambda d: d.update(improvements=["HI"]), r"improvements\[0\] must be a table"),
+        (lambda d: d.update(improvements=[{"name": "CR", "source": "s", "when": {"var": "hb_g_dl", "op": "<", "value": 1}}]), "improvement names must be unique and differ from categories"),
+        (lambda d: d.update(categories=[]), "needs a non-empty \\[\\[categories\\]\\] list"),
+        (lambda d: d["categories"].insert(0, "CR"), r"categories\[0\] must be a table"),
+        (lambda d: d["categories"][0].update(colour=1), r"categories\[0\].: unknown key"),
+        (lambda d: d["categories"][0].update(rank=0), "rank must be an integer >= 1"),
+        (lambda d: d["categories"][0].update(event=3), "event must be text"),
+        (lambda d: d["categories"][1].update(name="CR"), "duplicate category names"),
+        (lambda d: d["categories"][0].update(duration_inclusive="yes"), "duration_inclusive must be true or false"),
+        (lambda d: d.update(assessment_requires="marrow_blasts_pct"), "field 'assessment_requires' must be a list of strings"),
+        (lambda d: d["categories"][0].update(when=[1]), r"categories\[0\].when: a condition must be a table"),
+        (lambda d: d["categories"][0].update(when={"all": [], }), r"when.all must be a non-empty list"),
+        (lambda d: d["categories"][0].update(when={"all": [{"var": "hb_g_dl", "op": "<", "value": 1}], "any": []}), "cannot be combined"),
+        (lambda d: d["categories"][0].update(when={"count": [], "op": "==", "value": 0}), "count must be a non-empty list"),
+        (lambda d: d["categories"][0].update(when={"count": [{"var": "hb_g_dl", "op": "<", "value": 1}], "op": "~", "value": 0}), r"when.op must be one of"),
+        (lambda d: d["categories"][0].update(when={"count": [{"var": "hb_g_dl", "op": "<", "value": 1}], "op": "==", "value": 0, "x": 1}), "in a count condition"),
+        (lambda d: d["categories"][0].update(when={"var": "hb_g_dl", "op": "<", "value": 1, "unit": "g/dL"}), "unknown key"),
+        (lambda d: d["categories"][0].update(when={"op": "<", "value": 1}), "a condition needs 'var'"),
+        (lambda d: d["categories"][0].update(when={"var": "hb_g_dl", "op": "<", "value": 1, "if_missing": "guess"}), "if_missing must be"),
+        (lambda d: d["categories"][0].update(when={"var": "hb_g_dl", "op": "<", "value": 1, "factor": 2}), "only apply with 'ref'"),
+        (lambda d: d["categories"][0].update(when={"var": "max.auer_rods", "op": "==", "value": True}), "unknown variable 'max.auer_rods'"),
     ],
 )
 def test_bad_criteria(mutate, message):
@@ -580,6 +606,11 @@ def test_bad_criteria(mutate, message):
     mutate(d)
     with pytest.raises(CriteriaError, match=message):
         clinical_criteria_from_dict(d, "my.toml")
+
+
+def test_criteria_must_be_a_table():
+    with pytest.raises(CriteriaError, match="x.toml: a criteria file must be a table"):
+        clinical_criteria_from_dict([1], "x.toml")
 
 
 def test_bad_criteria_files(tmp_path):

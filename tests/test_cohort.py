@@ -161,6 +161,15 @@ def test_iwg2006_cytogenetic_labels_count_as_major_minor():
     assert rate(s, "major")[:2] == (1, 3) and rate(s, "minor")[:2] == (1, 3)
 
 
+def test_completed_from_covariates_and_missing_panel_column():
+    df = trial()
+    cov = df[["patient", "completed"]].iloc[:20].assign(completed=lambda d: d["completed"].map({True: "yes", False: "no"}))
+    s = cohort_summary(df.drop(columns="completed"), covariates=cov)
+    assert rate(s, "overall", "completers")[:2] == (9, 10)  # patients without a covariate row: not completers
+    with pytest.raises(InputError, match="no column panel, cannot select panel 'del5q'"):
+        cohort_summary(df, panel="del5q")
+
+
 def test_panel_selection():
     df = pd.DataFrame({"patient": ["A", "A", "B"], "panel": ["del5q", "del7q", "del5q"],
                        "best_response": ["major", "none", "none"]})
