@@ -1032,6 +1032,8 @@ def run_batch(
         raise InputError(folder, "study folder not found")
     params = dict(params or {})
     analyze = analyze or process_field
+    if workers is not None and workers < 1:
+        raise InputError("--workers", f"must be at least 1, got {workers}")
 
     table, table_source = _field_table(folder, manifest, panel)
     panels = {pid: _load_panel_for(pid, folder) for pid in table["panel"].unique()}
@@ -1063,9 +1065,7 @@ def run_batch(
                                analyze))
 
     if workers is None:
-        workers = default_workers(_estimate_field_bytes(t.path for t in tasks)) if tasks else 1
-    if workers < 1:
-        raise InputError("--workers", f"must be at least 1, got {workers}")
+        workers = min(default_workers(_estimate_field_bytes(t.path for t in tasks)), len(tasks)) if tasks else 1
 
     from tqdm import tqdm
 
