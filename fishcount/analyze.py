@@ -505,7 +505,7 @@ def write_field_result(
         raise FishcountError(out_dir, f"cannot create output folder ({exc.strerror or exc})") from None
     try:
         write_csv_atomic(result.nuclei, tmp / "nuclei.csv")
-        write_csv_atomic(result.spots, tmp / "spots.csv", float_format="%.4g")
+        write_csv_atomic(result.spots, tmp / "spots.csv", float_format="%.7g")
         _write_labels(result.labels, tmp / "labels.tif")
         if overlay:
             from .overlay import render_overlay, save_png

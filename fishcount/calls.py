@@ -29,10 +29,17 @@ import pandas as pd
 
 from .panels import FUSION, Panel
 
-__all__ = ["call_nuclei", "nuclei_columns", "SIGNAL_REASONS"]
+__all__ = ["call_nuclei", "nuclei_columns", "as_bool", "SIGNAL_REASONS"]
 
 #: Exclusion reasons added by the signal rules (besides the segmentation QC reasons).
 SIGNAL_REASONS = ("no_signal_<SIGNAL>", "too_many_signals", "dim_signals")
+
+
+def as_bool(col: pd.Series) -> np.ndarray:
+    """A boolean column as bool, also when read back from CSV as text (``"True"``/``"False"``)."""
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        return col.fillna(False).to_numpy(bool)
+    return col.astype(str).str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy()
 
 
 def nuclei_columns(panel: Panel) -> list[str]:
@@ -120,7 +127,7 @@ def call_nuclei(
         qc["exclusion_reason"].fillna("").astype(str).to_numpy() if "exclusion_reason" in qc else np.full(n, "")
     )
     if "scorable" in qc:
-        seg_ok = qc["scorable"].fillna(False).astype(bool).to_numpy()
+        seg_ok = as_bool(qc["scorable"])
         seg_reason = np.where(~seg_ok & (seg_reason == ""), "segmentation_qc", seg_reason)
     reasons: list[list[str]] = [[r] if r else [] for r in seg_reason]
     fused = counts[FUSION] if panel.fusion_pair else np.zeros(n, np.int64)

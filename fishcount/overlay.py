@@ -78,6 +78,13 @@ def composite(dapi: np.ndarray, probes: Mapping[str, np.ndarray], colors: Mappin
     return np.clip(rgb, 0, 1)
 
 
+def _scorable(nuclei: pd.DataFrame) -> np.ndarray:
+    """The ``scorable`` column as bool, also when read back from CSV as text."""
+    from .calls import as_bool
+
+    return as_bool(nuclei["scorable"])
+
+
 def _field_images(result):
     f = result.field
     dapi = f.dapi if f.dapi.ndim == 2 else f.dapi.max(axis=0)
@@ -94,7 +101,7 @@ def _outline_colors(labels: np.ndarray, nuclei: pd.DataFrame, panel) -> np.ndarr
         lab = nuclei["label"].to_numpy(np.int64)
         ok = lab < len(lut)
         cols = np.stack([_rgb(cc.get(c, _ATYPICAL_COLOR)) for c in nuclei["call"].astype(str)])
-        cols[~nuclei["scorable"].to_numpy(bool)] = _rgb(_UNSCORABLE_COLOR)
+        cols[~_scorable(nuclei)] = _rgb(_UNSCORABLE_COLOR)
         lut[lab[ok]] = cols[ok]
     return lut
 
@@ -173,7 +180,7 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
     rgb = composite(dapi, probes, colors)
     nuc = result.nuclei
     if len(nuc):
-        bad = nuc.loc[~nuc["scorable"].to_numpy(bool), "label"].to_numpy(np.int64)
+        bad = nuc.loc[~_scorable(nuc), "label"].to_numpy(np.int64)
         if len(bad):
             grey = np.isin(labels, bad)
             rgb[grey] = rgb[grey].mean(axis=1, keepdims=True) * 0.6
@@ -196,7 +203,7 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
     if not legend:
         return img
     cc = call_colors(result.panel)
-    scor = nuc[nuc["scorable"].to_numpy(bool)] if len(nuc) else nuc
+    scor = nuc[_scorable(nuc)] if len(nuc) else nuc
     vc = scor["call"].value_counts() if len(scor) else pd.Series(dtype=int)
     entries = [(f"{c} ({int(vc.get(c, 0))})", cc[c]) for c in result.panel.call_names]
     entries.append((f"unscorable ({len(nuc) - len(scor)})", _UNSCORABLE_COLOR))
@@ -249,8 +256,11 @@ def render_gallery(
     labels = np.asarray(result.labels)
     nuc = result.nuclei
     if crop_px is None:
+        px = result.params.get("pixel_size_um") if isinstance(result.params, dict) else None
         if len(nuc) and "area_px" in nuc:
             d = 2 * np.sqrt(np.percentile(nuc["area_px"], 95) / np.pi)
+        elif len(nuc) and "area_um2" in nuc and px:
+            d = 2 * np.sqrt(np.nanpercentile(nuc["area_um2"], 95) / np.pi) / float(px)
         else:
             d = 40.0
         crop_px = int(max(24, round(1.6 * d)))
@@ -266,7 +276,7 @@ def render_gallery(
             _draw_rings(rgb, sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"),
                         max(3.0, 2.5 * float(result.params.get("signal_sigma_px", 1.5))))
     padded = np.pad(rgb, ((half, half), (half, half), (0, 0)))
-    scor = nuc["scorable"].to_numpy(bool) if len(nuc) else np.zeros(0, bool)
+    scor = _scorable(nuc) if len(nuc) else np.zeros(0, bool)
     if calls is None:
         present = set(nuc.loc[scor, "call"]) if len(nuc) else set()
         calls = [c for c in result.panel.call_names if c in present]

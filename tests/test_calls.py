@@ -147,3 +147,11 @@ def test_counts_equal_counted_signals_per_nucleus(rows):
         d = {s: out.loc[lab, f"count_{s}"] for s in panel.signal_names}
         assert out.loc[lab, "call"] == panel.call_for(d)
         assert out.loc[lab, "scorable"] == (out.loc[lab, "exclusion_reason"] == "")
+
+
+def test_scorable_read_back_as_text():
+    panel = load_panel("del5q")
+    qc = qc_for([1, 2], scorable=["False", "True"], exclusion_reason=["", ""])
+    out = call_nuclei(qc, signals_for({1: {"EGR1": 2, "D5S23": 2}, 2: {"EGR1": 2, "D5S23": 2}}), panel)
+    assert out.scorable.tolist() == [False, True]
+    assert out.exclusion_reason.tolist() == ["segmentation_qc", ""]
