@@ -552,3 +552,26 @@ def test_readme_command_on_sample_images(tmp_path):
     page = (out / "report.html").read_text(encoding="utf-8")
     for patient in truth["patient"].unique():
         assert f"id='patient-{patient}'" in page
+
+
+def test_default_workers_is_memory_aware(monkeypatch):
+    import psutil
+
+    class Mem:
+        def __init__(self, available):
+            self.available = available
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(64 * 2**30))
+    assert batch.default_workers(12 * 2**20) == cores
+    # 1 GiB free, 100 MB fields: 10 x 100 MB + 300 MB per worker -> only 0.8 GiB usable -> 1 worker
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(2**30))
+    assert batch.default_workers(100 * 2**20) == 1
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(10))
+    assert batch.default_workers(0) == 1
+
+
+def test_estimate_field_bytes(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((3, 64, 32), np.uint16))
+    tifffile.imwrite(tmp_path / "b.tif", np.zeros((3, 128, 32), np.uint8))
+    assert batch._estimate_field_bytes([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) == 3 * 128 * 32 * 4
