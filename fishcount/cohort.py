@@ -10,6 +10,7 @@ Rates (clinical.md §1.2, §6.2 R13, R15):
 
 * ``major``, ``minor``: FISH cytogenetic response (``response_column``);
 * ``cytogenetic``: major ∪ minor;
+* ``marrow``: a bone-marrow response by the clinical criteria set (``marrow_response``), whatever the FISH response;
 * ``marrow_only``: a bone-marrow response without a FISH major/minor response;
 * ``overall``: major ∪ minor ∪ marrow response, as Möllgård 2011 counted it (9/26).
 
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 #: Rates reported by :func:`cohort_summary`, in order.
-MEASURES: tuple[str, ...] = ("major", "minor", "cytogenetic", "marrow_only", "overall")
+MEASURES: tuple[str, ...] = ("major", "minor", "cytogenetic", "marrow", "marrow_only", "overall")
 #: Denominators.
 POPULATIONS: tuple[str, ...] = ("ITT", "completers")
 FISH_VALUES = ("major", "minor", "none", "not_evaluable")
@@ -234,6 +235,7 @@ def _indicators(df: pd.DataFrame, response_column: str) -> pd.DataFrame:
     ind["major"] = fish == "major"
     ind["minor"] = fish == "minor"
     ind["cytogenetic"] = ind["major"] | ind["minor"]
+    ind["marrow"] = marrow.astype(bool)
     ind["marrow_only"] = marrow & ~ind["cytogenetic"]
     ind["overall"] = ind["cytogenetic"] | marrow
     return ind

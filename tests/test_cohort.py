@@ -91,6 +91,16 @@ def test_tp53_comparison_from_the_response_table():
     assert "(missing)" in cmp3.table["group"].tolist()
 
 
+def test_marrow_response_rate_by_disease():
+    """The abstract's IWG rates by disease (clinical.md §1.2): AML 3/15 (20 %), MDS 4/11 (36 %)."""
+    df = pd.DataFrame({"patient": [f"P{i}" for i in range(26)], "best_response": ["none"] * 26,
+                       "marrow_response": [True] * 3 + [False] * 12 + [True] * 4 + [False] * 7,
+                       "disease": ["AML"] * 15 + ["MDS"] * 11})
+    s = cohort_summary(df, group_by="disease")
+    assert rate(s, "marrow", group="AML")[:2] == (3, 15) and round(rate(s, "marrow", group="AML")[2]) == 20
+    assert rate(s, "marrow", group="MDS")[:2] == (4, 11) and round(rate(s, "marrow", group="MDS")[2]) == 36
+
+
 def test_group_summary():
     s = cohort_summary(trial(), group_by="tp53")
     assert rate(s, "cytogenetic", group="mut")[:2] == (2, 13)
