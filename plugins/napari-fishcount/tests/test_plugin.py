@@ -7,8 +7,6 @@ every number against the library (``fishcount.review`` / ``fishcount.scoring``).
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +61,15 @@ def _label_with(state, cond):
 
 # --- manifest, reader, sample ------------------------------------------------------------------
 def test_manifest_validates_with_imports():
-    npe2 = Path(sys.executable).with_name("npe2")
-    out = subprocess.run([str(npe2), "validate", "--imports", PLUGIN], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "valid" in out.stdout
+    """What ``npe2 validate --imports napari-fishcount`` does, in-process (no second interpreter)."""
+    from npe2 import PluginManifest
+
+    pm = PluginManifest.from_distribution(PLUGIN)  # schema validation happens on load
+    pm.validate_imports()  # every python_name imports and exists
+    assert pm.name == PLUGIN
+    assert {c.id.split(".")[1] for c in pm.contributions.commands} == {
+        "get_reader", "write_review", "make_analyse_widget", "make_review_widget", "make_sample"}
+    assert [w.display_name for w in pm.contributions.widgets] == ["Analyse", "Review"]
 
 
 def test_reader_opens_field_with_names_colours_and_scale(make_napari_viewer, sim_field):
@@ -333,14 +336,14 @@ def test_blind_mode_hides_calls_and_shuffles(make_napari_viewer, field_dir):
 def test_two_readers_concordance_and_outputs(make_napari_viewer, field_dir):
     viewer = make_napari_viewer()
     a = _open_review(viewer, field_dir, "ann")
-    for lab in a.order[:6]:
+    for lab in a.order[:4]:
         a.go_to(lab)
         a.confirm()
     a.go_to(a.order[0])
     a.set_call("del5q" if a.state.nucleus(a.order[0])["call"] != "del5q" else "normal")
     viewer.window.remove_dock_widget("all")
     b = _open_review(viewer, field_dir, "bob")
-    for lab in b.order[:6]:
+    for lab in b.order[:4]:
         b.go_to(lab)
         b.confirm()
     b.reviewer.setText("bob")
@@ -348,15 +351,15 @@ def test_two_readers_concordance_and_outputs(make_napari_viewer, field_dir):
     assert [b.compare_box.itemText(i) for i in range(b.compare_box.count())] == ["ann"]
     c = b.compare("ann")
     expect = rv.concordance(b.state, rv.open_review(field_dir, "ann"), reader_a="bob", reader_b="ann")
-    assert (c.n_common, c.n_agree) == (expect.n_common, expect.n_agree) == (6, 5)
-    assert "5/6 nuclei agree" in b.concordance_label.text()
+    assert (c.n_common, c.n_agree) == (expect.n_common, expect.n_agree) == (4, 3)
+    assert "3/4 nuclei agree" in b.concordance_label.text()
     pn, ps = b.save_tables()
     assert pn.name == "nuclei.reviewed.bob.csv" and ps.is_file()
     # writer contribution: the reviewed nuclei table of the labels layer
     out = viewer.layers["nuclei"].save(str(field_dir / "export.csv"), plugin=PLUGIN)
     assert out == [str(field_dir / "export.csv")]
     exported = pd.read_csv(field_dir / "export.csv", keep_default_na=False)
-    assert int(exported["reviewed"].astype(str).eq("True").sum()) == 6
+    assert int(exported["reviewed"].astype(str).eq("True").sum()) == 4
 
 
 def test_review_a_run_folder_and_recompute_samples(make_napari_viewer, field_dir, tmp_path):
@@ -374,7 +377,8 @@ def test_review_a_run_folder_and_recompute_samples(make_napari_viewer, field_dir
     normal = _label_with(w.state, lambda n: n["scorable"] & (n["call"] == "normal"))
     w.go_to(normal)
     w.set_call("del5q")
-    assert w.recompute_btn.isEnabled() and w.recompute_samples() == run / "samples.reviewed.ann.csv"
+    assert w.recompute_btn.isEnabled()
+    assert w.recompute_samples() == run / "samples.reviewed.ann.csv", w.last_error
     samples = pd.read_csv(run / "samples.reviewed.ann.csv")
     t = rv.tally(w.state)
     assert (samples["nuclei_abnormal"].item(), samples["nuclei_scored"].item()) == (t.clone_count, t.n_scorable)
