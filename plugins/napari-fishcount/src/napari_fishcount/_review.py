@@ -194,6 +194,8 @@ class ReviewWidget(QWidget):
             self.viewer.bind_key(key, lambda _v, f=fn: f(), overwrite=True)
         self._set_enabled(False)
         self._guess_folder()
+        # results opened or analysed later (reader, Analyse widget) fill in the folder to review
+        self.viewer.layers.events.inserted.connect(lambda _e: self.state is None and self._guess_folder())
 
     # -- opening -------------------------------------------------------------------------------
     def _guess_folder(self):
