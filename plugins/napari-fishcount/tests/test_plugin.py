@@ -142,8 +142,10 @@ def test_analyse_widget_adds_layers_in_a_worker(make_napari_viewer, qtbot, sim_f
     w = _analyse_widget(viewer, sim_field, tmp_path / "out")
     assert w.dapi_box.currentText() == "DAPI" and w.channel_boxes["EGR1"].currentText() == "EGR1"
     assert w.pixel_size_um() == pytest.approx(0.16)
+    _, review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
     with qtbot.waitSignal(w.analysed, timeout=60000):
         w.run()
+    assert review.folder_edit.text() == str(w.result_dir)  # ready to review what was just analysed
     res = w.result
     expected = fc.analyze_field(fc.read_field(sim_field["image"]))
     pd.testing.assert_frame_equal(res.nuclei, expected.nuclei)  # the widget only calls the library
