@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from importlib import resources
 from os import PathLike
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -254,6 +254,8 @@ class ClinicalCriteria:
     sources : tuple of str
     assessment_requires : tuple of str
         Columns a timepoint needs to be assessed for the categories (``marrow_blasts_pct``).
+    count_window_weeks : float
+        Blood values missing on a marrow row are taken from the nearest row within this many weeks (0 = off).
     marrow_response : tuple of str
         Categories that count as a bone-marrow response in the overall trial response.
     categories : tuple of Category
@@ -274,6 +276,7 @@ class ClinicalCriteria:
     events: tuple[Event, ...]
     path: str = ""
     sha256: str = ""
+    count_window_weeks: float = 0.0
 
     def category(self, name: str) -> Category:
         for c in self.categories:
@@ -424,7 +427,7 @@ def clinical_criteria_from_dict(data: Mapping, source: str = "<dict>", raw: byte
                                     + (" (this is a FISH response criteria set: use it with fishcount response --criteria)"
                                        if data.get("type") == "response-criteria" else ""))
     known = {"schema_version", "kind", "id", "name", "disease", "sources", "assessment_requires",
-             "marrow_response", "categories", "improvements", "events"}
+             "marrow_response", "categories", "improvements", "events", "count_window_weeks"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise CriteriaError(source, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
@@ -434,6 +437,9 @@ def clinical_criteria_from_dict(data: Mapping, source: str = "<dict>", raw: byte
     sources = _str_tuple(data, "sources", source)
     if not sources:
         raise CriteriaError(source, "field 'sources' must cite at least one source (clinical.md section)")
+    window = _num(data, "count_window_weeks", source, "count_window_weeks", 0.0) if "count_window_weeks" in data else 0.0
+    if window < 0:
+        raise CriteriaError(source, f"count_window_weeks must be >= 0, got {window:g}")
     requires = _str_tuple(data, "assessment_requires", source)
     for r in requires:
         _var_ok(r, source, "assessment_requires")
@@ -518,6 +524,7 @@ def clinical_criteria_from_dict(data: Mapping, source: str = "<dict>", raw: byte
         id=cid, name=_str(data, "name", source), disease=str(data.get("disease", "")), sources=sources,
         assessment_requires=requires, marrow_response=marrow, categories=tuple(cats), improvements=tuple(imps),
         events=tuple(events), path=str(source), sha256=hashlib.sha256(raw).hexdigest() if raw is not None else "",
+        count_window_weeks=window,
     )
 
 
@@ -733,6 +740,30 @@ def _confirm_improvement(i: int, weeks: Sequence[float], met: Sequence[bool | No
     return "unconfirmed"
 
 
+#: Blood values that may come from a nearby row when the criteria set has a count window.
+_WINDOW_COLUMNS = ("hb_g_dl", "anc_10e9_l", "plt_10e9_l", "pb_blasts_pct")
+
+
+def _fill_counts(ctx: dict, i: int, weeks: Sequence[float], vals: Sequence[Mapping], candidates: Iterable[int],
+                 crit: ClinicalCriteria) -> list[str]:
+    """Fill blood values missing on marrow row ``i`` (in place) from the nearest candidate row within the criteria
+    set's count window (IWG 2023: ±2 weeks around the marrow date); return one note per value taken."""
+    w = crit.count_window_weeks
+    if w <= 0 or any(_missing(ctx.get(c)) for c in crit.assessment_requires):
+        return []
+    notes = []
+    for col in _WINDOW_COLUMNS:
+        if not _missing(ctx.get(col)):
+            continue
+        near = [(abs(weeks[j] - weeks[i]), weeks[j], j) for j in candidates
+                if j != i and not _missing(vals[j].get(col)) and abs(weeks[j] - weeks[i]) <= w + 1e-9]
+        if near:
+            _, wk, j = min(near)
+            ctx[col] = vals[j][col]
+            notes.append(f"{col} from week {wk:g} (count window ±{w:g} weeks)")
+    return notes
+
+
 def classify_clinical_response(
     clinical_df: pd.DataFrame,
     criteria: str | PathLike | ClinicalCriteria = "iwg2006_mds",
@@ -788,6 +819,9 @@ def classify_clinical_response(
             continue
         b = base_idx[-1]
         base = _row_values(g.iloc[b])
+        all_weeks = [float(w) for w in g["week"]]
+        all_vals = [_row_values(g.iloc[k]) for k in range(len(g))]
+        base_notes = _fill_counts(base, b, all_weeks, all_vals, range(0, b), crit)
         for i in range(b):
             rows_out.append(dict(patient=patient, week=g.loc[i, "week"], criteria=crit.id, category=PRE_BASELINE,
                                  rank=None, duration_status="", effective_category=PRE_BASELINE,
@@ -795,7 +829,7 @@ def classify_clinical_response(
                                  notes=f"before the baseline (week {g.loc[b, 'week']:g}); ignored"))
         rows_out.append(dict(patient=patient, week=g.loc[b, "week"], criteria=crit.id, category=BASELINE, rank=None,
                              duration_status="", effective_category=BASELINE,
-                             **{h.column: "" for h in crit.improvements}, events="", notes=""))
+                             **{h.column: "" for h in crit.improvements}, events="", notes="; ".join(base_notes)))
         on = g.iloc[b + 1:].reset_index(drop=True)
         weeks = [float(w) for w in on["week"]]
         vals = [_row_values(on.iloc[k]) for k in range(len(on))]
@@ -807,8 +841,9 @@ def classify_clinical_response(
         cats: list[str] = []
         ranks: list[int | None] = []
         notes: list[list[str]] = []
-        for ctx in ctxs:
-            nt: list[str] = []
+        for k, ctx0 in enumerate(ctxs):
+            ctx = dict(ctx0)  # the categories may use blood values of a nearby row (count window); HI does not
+            nt = _fill_counts(ctx, b + 1 + k, all_weeks, all_vals, range(b + 1, len(g)), crit)
             need = [c for c in crit.assessment_requires if _missing(ctx.get(c))]
             cat = None
             if need:

@@ -326,6 +326,29 @@ def test_iwg2023_cr_equivalent_needs_supplied_cytogenetic_clearance():
     assert cat_at(df, "iwg2023_hr_mds") == "no_response"  # <5 % at baseline: CR counts alone are not CR
 
 
+def test_iwg2023_counts_within_two_weeks_of_the_marrow():
+    nan = np.nan
+    blank = dict(hb_g_dl=nan, anc_10e9_l=nan, plt_10e9_l=nan, pb_blasts_pct=nan)
+    counts_only = dict(C23, marrow_blasts_pct=nan)
+    df = table((6, counts_only), (8, dict(blank, marrow_blasts_pct=2.0)), base=HR)
+    tp = classify_clinical_response(df, "iwg2023_hr_mds")
+    row = tp[tp["week"] == 8].iloc[0]
+    assert row["category"] == "CR" and "hb_g_dl from week 6 (count window ±2 weeks)" in row["notes"]
+    df = table((5.9, counts_only), (8, dict(blank, marrow_blasts_pct=2.0)), base=HR)
+    assert cat_at(df, "iwg2023_hr_mds", week=8) == "not_assessed"  # 2.1 weeks away
+    # the nearest row wins (week 9 over week 6.5)
+    df = table((6.5, counts_only), (8, dict(blank, marrow_blasts_pct=2.0)), (9, dict(counts_only, hb_g_dl=9.0)), base=HR)
+    assert cat_at(df, "iwg2023_hr_mds", week=8) == "CRh"
+    # IWG 2006 has no such window: the marrow row is not assessed
+    df = table((7, dict(GOOD, marrow_blasts_pct=nan)), (8, dict(blank, marrow_blasts_pct=2.0)))
+    assert cat_at(df, "iwg2006_mds", week=8) == "not_assessed"
+    # baseline counts from a pretreatment row within the window
+    base_rows = table((8, dict(C23, marrow_blasts_pct=2.0)), base=dict(HR, hb_g_dl=nan))
+    pre = base_rows.iloc[[0]].assign(week=-1.0, marrow_blasts_pct=nan, hb_g_dl=8.0)
+    tp = classify_clinical_response(pd.concat([pre, base_rows]), "iwg2023_hr_mds")
+    assert "hb_g_dl from week -1" in tp[tp["category"] == "baseline"]["notes"].item()
+
+
 def test_iwg2023_has_no_duration_requirement():
     s = summarize_clinical_response(
         classify_clinical_response(table((4, dict(C23, marrow_blasts_pct=2.0)), base=HR), "iwg2023_hr_mds"),
@@ -599,6 +622,8 @@ def _crit(**over) -> dict:
         (lambda d: d["categories"][0].update(when={"var": "hb_g_dl", "op": "<", "value": 1, "if_missing": "guess"}), "if_missing must be"),
         (lambda d: d["categories"][0].update(when={"var": "hb_g_dl", "op": "<", "value": 1, "factor": 2}), "only apply with 'ref'"),
         (lambda d: d["categories"][0].update(when={"var": "max.auer_rods", "op": "==", "value": True}), "unknown variable 'max.auer_rods'"),
+        (lambda d: d.update(count_window_weeks=-2), "count_window_weeks must be >= 0"),
+        (lambda d: d.update(count_window_weeks="2"), "count_window_weeks must be a number"),
     ],
 )
 def test_bad_criteria(mutate, message):
