@@ -3,6 +3,7 @@
 Usage (from the repository root)::
 
     .venv/bin/python sample_images/make_samples.py --overwrite
+    .venv/bin/python sample_images/make_samples.py --controls 10 --out controls   # normal controls, not bundled
 
 Three del(5q) patients (EGR1 / D5S23,D5S721 panel) at baseline, week 8 and week 16, two simulated
 fields per sample. Writes ``<patient>/<timepoint>/fieldNN.ome.tif`` with the truth files beside each
@@ -58,12 +59,33 @@ def scorable(truth: pd.DataFrame) -> pd.Series:
     return ~truth["border"] & ~truth["touching"] & ~truth["out_of_focus"]
 
 
+def make_controls(out: Path, n_controls: int, overwrite: bool) -> None:
+    """Normal control samples (no clone) imaged like the study, for `fishcount cutoff`
+    (a laboratory cut-off from ~20 normal specimens, clinical.md §3.3). Not bundled (size)."""
+    manifest = []
+    for c in range(1, n_controls + 1):
+        for f in range(1, FIELDS_PER_SAMPLE + 1):
+            sim = simulate_field(PANEL, abnormal_fraction=0.0, seed=50_000 + 10 * c + f, **FIELD, **EXPOSURE)
+            rel = Path(f"C{c:02d}") / "control" / f"field{f:02d}.ome.tif"
+            write_simulated_field(sim, out / rel, overwrite=overwrite)
+            manifest.append(dict(path=rel.as_posix(), patient=f"C{c:02d}", timepoint="control", week=0, panel=PANEL))
+        print(f"C{c:02d}: normal control, {FIELDS_PER_SAMPLE} fields")
+    write_csv_atomic(pd.DataFrame(manifest), out / "manifest.csv")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent), help="output folder (default: this folder)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing fields")
+    ap.add_argument("--controls", type=int, default=0, metavar="N",
+                    help="instead of the study, write N normal control samples to --out (for `fishcount cutoff`)")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.controls:
+        if out.resolve() == Path(__file__).resolve().parent:
+            ap.error("--controls needs an --out folder other than sample_images/ (controls are not bundled)")
+        make_controls(out, args.controls, args.overwrite)
+        return 0
     manifest = []
     samples = []
     for p_i, (patient, fractions) in enumerate(STUDY.items(), start=1):

@@ -434,3 +434,14 @@ def test_cli_simulate_realism_knobs(tmp_path):
     assert bad.exit_code == 2 and "--set" in bad.output
     unknown = CliRunner().invoke(main, ["simulate", "--out", str(tmp_path / "c"), "--set", "sparkle=1"])
     assert unknown.exit_code == 2 and "unknown realism option" in unknown.output
+
+
+def test_make_samples_controls_refuse_the_bundled_folder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_samples", SAMPLES / "make_samples.py")
+    ms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ms)
+    with pytest.raises(SystemExit):
+        ms.main(["--controls", "1", "--out", str(SAMPLES)])
+    assert ms.cutoff(200) == pytest.approx(0.0378, abs=5e-4)  # BETAINV(0.95, 4, 200), clinical.md §3.3 table
