@@ -1,0 +1,231 @@
+"""Benchmark of fishcount nucleus segmentation (issue 3).
+
+Usage (single-threaded, as reported in docs/benchmarks.md)::
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_segment.py all
+    .venv/bin/python benchmarks/bench_segment.py dsb [--verbose]   # DSB2018 dev set, pooled F1 @ IoU 0.5
+    .venv/bin/python benchmarks/bench_segment.py stardist          # StarDist 2-D sample image
+    .venv/bin/python benchmarks/bench_segment.py sim               # simulated marrow fields (fishcount.simulate)
+    .venv/bin/python benchmarks/bench_segment.py speed             # s/MP on 1024^2 and 2048^2 fields
+
+All runs use the defaults of ``fishcount.segment_nuclei`` (the ones the CLI uses) and no pixel size for the
+real images (they have none).
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tifffile  # noqa: E402
+
+from fishcount.segment import match_labels, segment_nuclei  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _pooled(rows: list[dict]) -> dict:
+    tp = sum(r["tp"] for r in rows)
+    fp = sum(r["fp"] for r in rows)
+    fn = sum(r["fn"] for r in rows)
+    ious = [r["mean_iou"] * r["tp"] for r in rows if r["tp"]]
+    return {"tp": tp, "fp": fp, "fn": fn, "f1": 2 * tp / max(1, 2 * tp + fp + fn),
+            "mean_iou": sum(ious) / max(1, tp)}
+
+
+def bench_dsb(verbose: bool = False) -> dict:
+    root = DATA / "dsb2018_fluo_dev"
+    with open(root / "manifest.csv") as fh:
+        ids = [r["id"] for r in csv.DictReader(fh)]
+    rows = []
+    t_total = 0.0
+    for i in ids:
+        img = tifffile.imread(root / "images" / f"{i}.tif")
+        gt = tifffile.imread(root / "masks" / f"{i}.tif")
+        t0 = time.perf_counter()
+        seg = segment_nuclei(img)
+        t_total += time.perf_counter() - t0
+        m = match_labels(gt, seg.labels)
+        areas = np.bincount(gt.ravel())[1:]
+        d_true = float(np.median(2 * np.sqrt(areas[areas > 0] / np.pi)))
+        m.update(id=i[:8], n_true=int(gt.max()), n_pred=int(seg.labels.max()), d_est=seg.diameter_px,
+                 d_true=d_true)
+        rows.append(m)
+        if verbose:
+            print(f"{m['id']} {img.shape!s:12s} true={m['n_true']:4d} pred={m['n_pred']:4d} "
+                  f"F1={m['f1']:.3f} IoU={m['mean_iou']:.3f} d_est={m['d_est']:.1f} d_true={d_true:.1f}")
+    res = _pooled(rows)
+    res["per_image_f1_median"] = float(np.median([r["f1"] for r in rows]))
+    res["diameter_within_25pct"] = float(np.mean([abs(r["d_est"] / r["d_true"] - 1) <= 0.25 for r in rows]))
+    res["seconds"] = t_total
+    print(f"DSB2018 dev ({len(rows)} images): pooled F1@0.5 = {res['f1']:.3f} (TP {res['tp']}, FP {res['fp']}, "
+          f"FN {res['fn']}), mean IoU of matches = {res['mean_iou']:.3f}, median per-image F1 = "
+          f"{res['per_image_f1_median']:.3f}, diameter estimate within 25 %: {res['diameter_within_25pct']:.0%}, "
+          f"{t_total:.1f} s")
+    return res
+
+
+def bench_stardist() -> dict:
+    root = DATA / "stardist_nuclei_sample"
+    img = tifffile.imread(root / "img2d.tif")
+    gt = tifffile.imread(root / "mask2d.tif")
+    seg = segment_nuclei(img)
+    m = match_labels(gt, seg.labels)
+    print(f"StarDist img2d: F1@0.5 = {m['f1']:.3f} (TP {m['tp']}, FP {m['fp']}, FN {m['fn']}), "
+          f"mean IoU = {m['mean_iou']:.3f}, d_est = {seg.diameter_px:.1f} px")
+    return m
+
+
+def _synthetic_field(size: int, d_px: float, seed: int) -> np.ndarray:
+    """A dense field of blurred discs with noise, for timing only."""
+    rng = np.random.default_rng(seed)
+    from scipy import ndimage as ndi
+    img = np.zeros((size, size), np.float32)
+    n = int(0.35 * size * size / (np.pi * d_px * d_px / 4))
+    yy, xx = np.ogrid[:size, :size]
+    r = d_px / 2
+    for _ in range(n):
+        cy, cx = rng.uniform(0, size, 2)
+        rr = r * rng.uniform(0.8, 1.2)
+        y0, y1 = int(max(0, cy - rr - 1)), int(min(size, cy + rr + 2))
+        x0, x1 = int(max(0, cx - rr - 1)), int(min(size, cx + rr + 2))
+        sub = (yy[y0:y1] - cy) ** 2 + (xx[:, x0:x1] - cx) ** 2 <= rr * rr
+        img[y0:y1, x0:x1][sub] = rng.uniform(0.4, 1.0)
+    img = ndi.gaussian_filter(img, 1.5) * 3000 + 200
+    img += rng.normal(0, 30, img.shape).astype(np.float32)
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+def bench_speed() -> dict:
+    out = {}
+    for size, pix in ((1024, 0.1), (2048, 0.1), (2048, 0.2)):
+        d_px = 9.0 / pix
+        img = _synthetic_field(size, d_px, 0)
+        segment_nuclei(img[:256, :256], pixel_size_um=pix)  # warm-up (imports)
+        ts = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            seg = segment_nuclei(img, pixel_size_um=pix)
+            ts.append(time.perf_counter() - t0)
+        tracemalloc.start()
+        segment_nuclei(img, pixel_size_um=pix)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        mp = size * size / 1e6
+        t0 = time.perf_counter()
+        seg_nopix = segment_nuclei(img)
+        t_nopix = time.perf_counter() - t0
+        out[(size, pix)] = min(ts) / mp
+        print(f"{size}x{size} uint16, {pix} µm/px (nucleus {d_px:.0f} px), {seg.n_nuclei} nuclei: "
+              f"{min(ts):.3f} s = {min(ts) / mp:.3f} s/MP with pixel size; {t_nopix / mp:.3f} s/MP estimating "
+              f"the scale; peak traced memory {peak / img.nbytes:.1f}x the field's bytes")
+    return out
+
+
+def evaluate_sim(sim, seg) -> dict:
+    """Score a segmentation of a simulated field; border nuclei are excluded on both sides.
+
+    A true nucleus is found when a predicted non-border nucleus matches it at IoU >= 0.5; predicted
+    nuclei that touch the border, or whose best true partner touches the border, are ignored.
+    """
+    truth = sim.truth.set_index("label")
+    true = sim.labels.astype(np.int64)
+    pred = seg.labels.astype(np.int64)
+    border_t = set(truth.index[truth["border"].astype(bool)])
+    border_p = set(seg.qc.loc[seg.qc["touches_border"], "label"])
+    nt, npd = int(true.max()), int(pred.max())
+    sel = (true > 0) & (pred > 0)
+    k, inter = np.unique(true[sel] * (npd + 1) + pred[sel], return_counts=True)
+    ti, pi = k // (npd + 1), k % (npd + 1)
+    at = np.bincount(true.ravel(), minlength=nt + 1)
+    ap = np.bincount(pred.ravel(), minlength=npd + 1)
+    iou = inter / (at[ti] + ap[pi] - inter)
+    best_t = {}  # pred -> (iou, true) with the largest overlap
+    for t, p_, v, o in zip(ti, pi, iou, inter):
+        if p_ not in best_t or o > best_t[p_][1]:
+            best_t[p_] = (v, o, t)
+    matched_t = {}
+    for j in np.argsort(-iou):
+        if iou[j] < 0.5:
+            break
+        if ti[j] in matched_t or pi[j] in matched_t.values():
+            continue
+        matched_t[int(ti[j])] = int(pi[j])
+    true_ids = [t for t in truth.index if t not in border_t and at[t] > 0]
+    pred_ids = [p_ for p_ in range(1, npd + 1) if ap[p_] > 0 and p_ not in border_p
+                and not (p_ in best_t and best_t[p_][2] in border_t)]
+    tp = sum(1 for t in true_ids if t in matched_t and matched_t[t] not in border_p)
+    fn = len(true_ids) - tp
+    fp = sum(1 for p_ in pred_ids if p_ not in matched_t.values())
+    lob = [t for t in true_ids if bool(truth.loc[t, "lobulated"])]
+    tch = [t for t in true_ids if bool(truth.loc[t, "touching"])]
+    return {"tp": tp, "fp": fp, "fn": fn, "lob_total": len(lob),
+            "lob_whole": sum(1 for t in lob if t in matched_t),
+            "touch_total": len(tch), "touch_split": sum(1 for t in tch if t in matched_t),
+            "mean_iou": float(np.mean([iou[(ti == t) & (pi == matched_t[t])][0] for t in true_ids
+                                       if t in matched_t])) if tp else float("nan")}
+
+
+def bench_sim(n_fields: int = 6, verbose: bool = False) -> dict | None:
+    try:
+        from fishcount.simulate import simulate_field
+    except ImportError:
+        print("simulated fields: fishcount.simulate is not available")
+        return None
+    rows = []
+    for seed in range(n_fields):
+        pix = (0.16, 0.11, 0.22)[seed % 3]
+        sim = simulate_field("del5q", shape=(768, 768), pixel_size_um=pix, seed=seed)
+        dapi = sim.image[0]
+        for with_pix in (True, False):
+            seg = segment_nuclei(dapi, pixel_size_um=pix if with_pix else None)
+            m = evaluate_sim(sim, seg)
+            m.update(seed=seed, pix=pix, with_pix=with_pix, d=seg.diameter_px)
+            rows.append(m)
+            if verbose:
+                print(f"seed {seed} {pix} µm/px {'pixel size' if with_pix else 'estimated '} d={seg.diameter_px:.0f}px "
+                      f"TP {m['tp']} FP {m['fp']} FN {m['fn']} lobulated {m['lob_whole']}/{m['lob_total']} "
+                      f"touching {m['touch_split']}/{m['touch_total']}")
+    out = {}
+    for with_pix in (True, False):
+        rs = [r for r in rows if r["with_pix"] == with_pix]
+        res = _pooled(rs)
+        lw, lt = sum(r["lob_whole"] for r in rs), sum(r["lob_total"] for r in rs)
+        sw, st = sum(r["touch_split"] for r in rs), sum(r["touch_total"] for r in rs)
+        res.update(lobulated_whole=lw / max(1, lt), touching_split=sw / max(1, st))
+        out[with_pix] = res
+        print(f"simulated marrow ({len(rs)} fields 768², 0.11/0.16/0.22 µm/px, "
+              f"{'pixel size given' if with_pix else 'no pixel size'}): F1@0.5 = {res['f1']:.3f} "
+              f"(TP {res['tp']}, FP {res['fp']}, FN {res['fn']}), mean IoU {res['mean_iou']:.3f}, "
+              f"lobulated whole {lw}/{lt} = {res['lobulated_whole']:.1%}, touching split {sw}/{st} = "
+              f"{res['touching_split']:.1%}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["dsb", "stardist", "sim", "speed", "all"])
+    ap.add_argument("--verbose", "-v", action="store_true")
+    a = ap.parse_args(argv)
+    if a.what in ("dsb", "all"):
+        bench_dsb(a.verbose)
+    if a.what in ("stardist", "all"):
+        bench_stardist()
+    if a.what in ("sim", "all"):
+        bench_sim(verbose=a.verbose)
+    if a.what in ("speed", "all"):
+        bench_speed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

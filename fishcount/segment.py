@@ -1,0 +1,995 @@
+"""Nucleus segmentation: DAPI image -> nucleus labels + a per-nucleus QC table.
+
+The classical backend needs no model and no download. It works at a *working scale* where the typical
+nucleus is ``working_diameter_px`` pixels wide, so its speed and its parameters do not depend on the
+pixel size of the camera. Steps (see ``docs/segmentation.md``):
+
+#. Find the scale: nucleus diameter in pixels from ``nucleus_diameter_um / pixel_size_um``, or, without a
+   pixel size, estimated from the image (:func:`estimate_nucleus_diameter`).
+#. Resample the image so that a nucleus is ``working_diameter_px`` wide.
+#. Flatten illumination (subtract a morphological-opening background wider than a nucleus) and smooth at
+   the nucleus scale.
+#. Threshold: a global Otsu threshold on log intensity (dim nuclei next to bright ones survive), then each
+   object's own threshold refined locally (per-object Otsu), holes filled, specks removed.
+#. Split touching nuclei: marker-controlled watershed on the distance transform; markers are h-maxima whose
+   height ``h`` is a fraction of the nucleus diameter.
+#. Merge over-split fragments of one nucleus (lobulated nuclei): two neighbours are merged when the
+   neck between them is wide compared with their size, or when the two together are no bigger than one
+   typical nucleus and the boundary between them is not darker than the nuclei.
+#. Resample labels back to the field's shape, snap them to the full-resolution foreground.
+#. Measure each nucleus (area, shape, DAPI, focus, border, saturation) and decide ``scorable`` with
+   an ``exclusion_reason`` from the thresholds in :data:`QC_DEFAULTS`.
+
+Other backends (Cellpose, StarDist, or any function registered in the ``fishcount.segmenters`` entry
+point group) only replace steps 2-7; the scale and the QC are shared.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from .errors import FishcountError, InputError
+
+__all__ = [
+    "Segmentation",
+    "segment_nuclei",
+    "segment_classical",
+    "estimate_nucleus_diameter",
+    "available_backends",
+    "register_backend",
+    "match_labels",
+    "QC_DEFAULTS",
+    "CLASSICAL_DEFAULTS",
+    "QC_COLUMNS",
+]
+
+#: Typical bone-marrow nucleus diameter, µm, used to set the scale when the pixel size is known.
+#: Marrow nucleated cells are about 7-20 µm across (lymphocytes ~7 µm, myelocytes/blasts 10-15 µm);
+#: their nuclei are smaller, ~6-12 µm. Design choice [I]; override with ``nucleus_diameter_um``.
+DEFAULT_NUCLEUS_DIAMETER_UM = 9.0
+
+#: Parameters of the classical backend (all relative to the nucleus diameter, so scale-free).
+CLASSICAL_DEFAULTS: dict[str, Any] = {
+    # the nucleus is resampled to this width (pixels) before thresholding and watershed
+    "working_diameter_px": 20.0,
+    # background = grey opening with a square this many diameters wide
+    "background_width_diameters": 2.5,
+    # Gaussian smoothing sigma, in diameters
+    "smooth_sigma_diameters": 1.0 / 20.0,
+    # per-object Otsu refinement on/off
+    "local_refine": False,
+    # foreground needs this fraction of the local maximum (within one diameter) above background
+    "local_rel": 0.3,
+    # ... and this fraction of the global Otsu threshold above background
+    "low_frac": 0.1,
+    # ... and this many background noise sigmas above the background
+    "noise_sigmas": 2.0,
+    # h-maxima height of the distance transform that starts a new nucleus, in diameters
+    "h_diameters": 0.06,
+    # watershed markers: "dt" = h-maxima of the distance transform (+ intensity), "log" = LoG blob centres
+    "markers": "dt",
+    "log_sigma_diameters": 0.25,
+    "log_h": 0.05,
+    # weight of relative DAPI intensity in the watershed marker function (0 = distance transform only)
+    "intensity_weight": 0.0,
+    # smoothing of DAPI for the marker function, in diameters
+    "intensity_sigma_diameters": 0.15,
+    # Step 6 merges two touching fragments into one (lobulated) nucleus only when ALL hold:
+    # the neck between them (max distance-transform value on their shared boundary) is at least this
+    # fraction of the smaller fragment's inscribed radius (lobes of one nucleus overlap widely) ...
+    "merge_neck_ratio": 0.5,
+    # ... the boundary is not darker than this fraction of the dimmer fragment's mean (no gap) ...
+    "merge_boundary_intensity_ratio": 0.6,
+    # ... their mean DAPI differs by at most this fraction (one nucleus has one chromatin density) ...
+    "merge_max_intensity_difference": 0.15,
+    # ... the smaller fragment is at most this many typical nucleus areas (lobe-sized) ...
+    "merge_lobe_max_area": 0.6,
+    # ... and together they are at most this many typical nucleus areas.
+    "merge_max_total_area": 2.5,
+    # objects smaller than this fraction of the typical nucleus area are removed as specks
+    "min_area_fraction": 0.1,
+}
+
+#: QC thresholds deciding ``scorable`` / ``exclusion_reason``. Source for the reasons: clinical scoring
+#: rules in shared/reference/clinical.md §3.2 and R1 (§6.1): overlapping nuclei "Do not count" (Leica HER2
+#: guide [V]); exclude damaged, out-of-focus nuclei and clumps [U, standard practice]. The numeric values
+#: are fishcount design choices [I], expressed relative to the typical nucleus so they hold at any scale.
+QC_DEFAULTS: dict[str, float] = {
+    # too_small: area below this fraction of the typical nucleus area (debris, fragments, apoptotic bodies)
+    "min_area_fraction": 0.25,
+    # too_large: area above this multiple of the typical nucleus area
+    "max_area_fraction": 4.0,
+    # clump: solidity below this (deeply notched outline: several nuclei, or a damaged one; two touching
+    # equal discs have 0.88, a granulocyte's lobed nucleus ~0.8-0.9)
+    "min_solidity": 0.75,
+    # clump: area above this multiple of the field's median nucleus area (needs >= 5 nuclei in the field)
+    # together with solidity below ``clump_solidity`` (a pair of round nuclei: ~2x the area, ~0.92;
+    # one round nucleus: 0.95-0.97 once pixelated)
+    "clump_area_vs_median": 1.7,
+    "clump_solidity": 0.94,
+    # clump: area above this multiple of the median, whatever the shape (overlapping nuclei)
+    "max_area_vs_median": 2.5,
+    # out_of_focus: focus below this absolute value (edge sharpness, dimensionless, see _focus_measure)
+    "min_focus": 1.5,
+    # out_of_focus: focus below this fraction of the field's median focus (needs >= 5 nuclei)
+    "min_focus_vs_median": 0.45,
+    # saturated: fraction of the nucleus' pixels at the saturation value above this
+    "max_saturated_fraction": 0.05,
+}
+
+#: An image holds no nuclei when fewer than this fraction of its (flattened, smoothed) pixels are more
+#: than 8 noise sigmas above its median (pure Gaussian noise: ~1e-15).
+MIN_BRIGHT_FRACTION = 0.002
+
+QC_COLUMNS = [
+    "label", "centroid_y", "centroid_x", "area_px", "area_um2", "equivalent_diameter_um", "solidity",
+    "eccentricity", "mean_dapi", "integrated_dapi", "focus", "touches_border", "saturated_fraction",
+    "scorable", "exclusion_reason",
+]
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Nuclei found in one DAPI image.
+
+    Attributes
+    ----------
+    labels : np.ndarray
+        (Y, X) int32 label image, 0 = background, 1..N = nuclei (same shape as the input).
+    qc : pd.DataFrame
+        One row per label, columns :data:`QC_COLUMNS` (see ``docs/segmentation.md``).
+    pixel_size_um : float or None
+        Pixel size used for µm columns; None when unknown (µm columns are NaN).
+    diameter_px : float
+        Typical nucleus diameter used, in pixels of the input image.
+    diameter_source : str
+        ``"pixel size"`` (from ``nucleus_diameter_um / pixel_size_um``), ``"estimated from image"`` or
+        ``"user"`` (``diameter_px`` given).
+    params : dict
+        Every parameter used (backend, scale, thresholds), for provenance.
+    """
+
+    labels: np.ndarray
+    qc: pd.DataFrame
+    pixel_size_um: float | None
+    diameter_px: float
+    diameter_source: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def n_nuclei(self) -> int:
+        """Number of labelled nuclei (scorable or not)."""
+        return int(len(self.qc))
+
+    @property
+    def n_scorable(self) -> int:
+        """Number of nuclei with ``scorable == True``."""
+        return int(self.qc["scorable"].sum()) if len(self.qc) else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------------
+
+def _as_2d_float(dapi: Any, source: str) -> np.ndarray:
+    arr = np.asarray(dapi)
+    if arr.ndim == 3 and 1 in arr.shape:
+        arr = arr.reshape([s for s in arr.shape if s != 1])
+    if arr.ndim != 2:
+        raise InputError(source, f"DAPI image must be 2-D (Y, X), got shape {arr.shape}; project z-stacks first")
+    if arr.shape[0] < 8 or arr.shape[1] < 8:
+        raise InputError(source, f"DAPI image is too small to segment: shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+        raise InputError(source, f"DAPI image must be real numbers, got dtype {arr.dtype}")
+    out = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(out)):
+        raise InputError(source, "DAPI image contains NaN or infinite values")
+    return out
+
+
+def _normalize(img: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Scale to ~[0, 1] by robust percentiles; return (image, is_flat)."""
+    sample = img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)]
+    lo, hi = np.percentile(sample, [0.5, 99.8])
+    if hi <= lo:
+        hi = float(sample.max())
+        if hi <= lo:
+            return np.zeros_like(img), True
+    return (img - lo) / (hi - lo), False
+
+
+def _block_mean(img: np.ndarray, k: int) -> np.ndarray:
+    if k <= 1:
+        return img
+    h, w = (img.shape[0] // k) * k, (img.shape[1] // k) * k
+    return img[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float32)
+
+
+def _resample(img: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resample by ``factor`` (<1 shrinks). Block-mean for the integer part of a shrink, then linear zoom.
+
+    Returns the image and the exact (y, x) scale factors achieved.
+    """
+    if abs(factor - 1.0) < 0.05:
+        return img, (1.0, 1.0)
+    out = img
+    if factor < 1.0:
+        k = int(math.floor(1.0 / factor))
+        out = _block_mean(img, k)
+    target = (max(8, int(round(img.shape[0] * factor))), max(8, int(round(img.shape[1] * factor))))
+    if out.shape != target:
+        z = (target[0] / out.shape[0], target[1] / out.shape[1])
+        out = ndi.zoom(out, z, order=1, grid_mode=True, mode="nearest")
+    return out.astype(np.float32, copy=False), (target[0] / img.shape[0], target[1] / img.shape[1])
+
+
+def _otsu(values: np.ndarray, nbins: int = 256) -> float:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return lo
+    hist, edges = np.histogram(values, bins=nbins, range=(lo, hi))
+    centers = (edges[:-1] + edges[1:]) / 2
+    hist = hist.astype(np.float64)
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mu0 = m0 / np.maximum(w0, 1e-12)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1e-12)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centers[int(np.argmax(between[:-1]))])
+
+
+# --------------------------------------------------------------------------------------------------
+# scale
+# --------------------------------------------------------------------------------------------------
+
+def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
+    """Estimate the typical nucleus diameter of a DAPI image, in pixels, from the image alone.
+
+    #. Scale space: the scale-normalised Laplacian of Gaussian ``-s^2 LoG_s`` is computed for ``s`` from
+       1 px upwards (ratio 2^(1/4), on an image pyramid so large scales are cheap); its mean squared
+       positive response ``E(s)`` peaks where blobs of diameter ``2 sqrt(2) s`` fill the image.
+    #. Candidate scales are the interior local maxima of ``E``; a maximum at the largest scale (a glow or
+       a tissue outline, not nuclei) is ignored when interior maxima exist. The smallest candidate whose
+       energy is at least half of the strongest candidate's is taken (textured backgrounds and tissue
+       shapes are larger than nuclei; chromatin spots are weaker than nuclei).
+    #. Refinement: the image is segmented once at that scale (flattened, local-contrast threshold) and the
+       median inscribed/equivalent diameter of the objects is returned when it agrees within a factor 2.
+
+    Parameters
+    ----------
+    dapi : np.ndarray
+        (Y, X) DAPI image, any real dtype.
+
+    Returns
+    -------
+    float
+        Typical nucleus diameter in pixels of ``dapi``. ``nan`` when nothing stands out of the background.
+    """
+    img = _as_2d_float(dapi, "<array>")
+    img, flat = _normalize(img)
+    if flat:
+        return float("nan")
+    sigmas, energy = _log_energy(img)
+    if len(energy) < 3 or not np.any(np.asarray(energy) > 0):
+        return float("nan")
+    e = np.asarray(energy)
+    interior = [i for i in range(1, len(e) - 1) if e[i] >= e[i - 1] and e[i] > e[i + 1]]
+    if not interior:
+        interior = [int(np.argmax(e))]
+    best = max(e[i] for i in interior)
+    pick = min(i for i in interior if e[i] >= 0.5 * best)
+    # parabolic interpolation of the peak in log(scale)
+    ls = math.log(sigmas[pick])
+    if 0 < pick < len(e) - 1:
+        y0, y1, y2 = e[pick - 1], e[pick], e[pick + 1]
+        den = y0 - 2 * y1 + y2
+        if den < 0:
+            ls += 0.5 * (y0 - y2) / den * math.log(2 ** 0.25)
+    d0 = 2.0 * math.sqrt(2.0) * math.exp(ls)
+    d1 = _refine_diameter(img, d0)
+    if np.isfinite(d1) and 0.5 * d0 <= d1 <= 2.0 * d0:
+        return float(d1)
+    return float(d0)
+
+
+def _log_energy(img: np.ndarray) -> tuple[list[float], list[float]]:
+    """Mean squared positive response of the scale-normalised LoG, on a block-mean pyramid."""
+    pyr = {0: img}
+    # large images: start the pyramid shrunk, small scales of a big image are not needed at full size
+    sig, en = [], []
+    s = 1.0
+    while True:
+        lvl = max(0, int(math.floor(math.log2(s / 1.5))))
+        while lvl not in pyr:
+            prev = max(pyr)
+            pyr[prev + 1] = _block_mean(pyr[prev], 2)
+        im = pyr[lvl]
+        sl = s / 2 ** lvl
+        if min(im.shape) < 8 * sl or s > min(img.shape) / 4:
+            break
+        if im.size > 1.2e6:  # subsample big levels for speed (energy is a mean)
+            step = int(math.ceil(math.sqrt(im.size / 1.2e6)))
+            cy, cx = im.shape[0] // step * step, im.shape[1] // step * step
+            view = im[: cy, : cx]
+        else:
+            view = im
+        r = ndi.gaussian_laplace(view, sl)
+        r *= -sl * sl
+        np.maximum(r, 0, out=r)
+        sig.append(s)
+        en.append(float(np.mean(r * r)))
+        s *= 2 ** 0.25
+    return sig, en
+
+
+def _refine_diameter(img: np.ndarray, d0: float) -> float:
+    factor = float(np.clip(24.0 / d0, 1.0 / 16.0, 3.0))
+    work, _ = _resample(img, factor)
+    d = d0 * factor
+    flt = _flatten(work, d, CLASSICAL_DEFAULTS)
+    mask = _foreground(flt, d, CLASSICAL_DEFAULTS["local_rel"], CLASSICAL_DEFAULTS["low_frac"],
+                       CLASSICAL_DEFAULTS["noise_sigmas"])
+    if mask is None:
+        return float("nan")
+    mask = ndi.binary_fill_holes(mask)
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return float("nan")
+    areas = np.bincount(lab.ravel())[1:]
+    dt = ndi.distance_transform_edt(mask)
+    maxdt = _label_max(dt, lab, n)[1:]
+    keep = areas >= 0.05 * math.pi * d * d / 4
+    if not np.any(keep):
+        return float("nan")
+    areas, maxdt = areas[keep], maxdt[keep]
+    eqd = 2.0 * np.sqrt(areas / np.pi)
+    inscribed = 2.0 * maxdt
+    # compact objects (single nuclei): equivalent diameter; clumps: one nucleus' width ~ inscribed width
+    per_obj = np.where(eqd <= 1.35 * inscribed, eqd, 1.15 * inscribed)
+    return float(np.median(per_obj)) / factor
+
+
+def _flatten(work: np.ndarray, d: float, p: dict) -> np.ndarray:
+    """Smooth at the nucleus scale and subtract a grey-opening background wider than a nucleus."""
+    sm = ndi.gaussian_filter(work, max(0.5, p["smooth_sigma_diameters"] * d))
+    bw = int(max(5, round(p["background_width_diameters"] * d)))
+    bg = ndi.uniform_filter(ndi.grey_opening(sm, size=(bw, bw)), size=bw)
+    return sm - bg
+
+
+def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_frac: float = 0.1,
+                noise_sigmas: float = 4.0) -> np.ndarray | None:
+    """Foreground mask of a flattened, smoothed image.
+
+    Without a scale ``d``: plain Otsu. With it, a two-part rule that survives dim nuclei next to bright
+    ones: a pixel is foreground when it is above a low global level (``low_frac`` x Otsu, and 4 noise
+    sigmas) **and** above ``rel`` x the brightest value within half a nucleus diameter (local contrast).
+    """
+    sample = flat[:: max(1, flat.shape[0] // 700), :: max(1, flat.shape[1] // 700)].ravel()
+    t = _otsu(sample)
+    bgv = sample[sample <= t]
+    if bgv.size < 8 or t <= 0:
+        return None
+    med = float(np.median(bgv))
+    noise = float(np.median(np.abs(bgv - med))) * 1.4826
+    fgv = sample[sample > t]
+    # "anything there?": pixels far above the background's lower half-width (1 sigma for Gaussian noise)
+    p_lo, p10 = np.percentile(sample, [2.28, 10.0])
+    sigma_low = float(p10 - p_lo) / 0.718  # Gaussian: p10 - p2.28 = 0.718 sigma
+    bright = float(np.mean(sample > p10 + 10.0 * sigma_low))
+    if fgv.size == 0 or bright < MIN_BRIGHT_FRACTION:
+        return None  # nothing stands out of the noise
+    if d is None:
+        return flat > t
+    t_low = max(med + low_frac * (t - med), med + noise_sigmas * noise)
+    size = max(3, int(round(d)) | 1)
+    local_max = ndi.maximum_filter(flat, size=size)
+    return (flat > t_low) & (flat - med > rel * (local_max - med))
+
+
+# --------------------------------------------------------------------------------------------------
+# classical backend
+# --------------------------------------------------------------------------------------------------
+
+def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np.ndarray:
+    """Classical nucleus segmentation (no model): see the module docstring, steps 2-7.
+
+    Parameters
+    ----------
+    dapi : np.ndarray
+        (Y, X) float image (any intensity units).
+    diameter_px : float
+        Typical nucleus diameter in pixels of ``dapi``.
+    **params
+        Overrides of :data:`CLASSICAL_DEFAULTS`.
+
+    Returns
+    -------
+    np.ndarray
+        (Y, X) int32 labels, 0 = background.
+    """
+    p = {**CLASSICAL_DEFAULTS, **params}
+    unknown = set(params) - set(CLASSICAL_DEFAULTS)
+    if unknown:
+        raise FishcountError("segment", f"unknown classical segmentation parameter(s): {sorted(unknown)}")
+    img, flat = _normalize(np.asarray(dapi, dtype=np.float32))
+    if flat:
+        return np.zeros(img.shape, np.int32)
+    wd = float(p["working_diameter_px"])
+    factor = float(np.clip(wd / diameter_px, 1.0 / 16.0, 2.0))
+    work, (fy, fx) = _resample(img, factor)
+    d = diameter_px * factor  # nucleus diameter at the working scale
+    # 3. flatten + smooth
+    flt = _flatten(work, d, p)
+    # 4. threshold
+    mask = _foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"])
+    if mask is None:
+        return np.zeros(img.shape, np.int32)
+    typical_area = math.pi * d * d / 4.0
+    min_area = max(4, int(p["min_area_fraction"] * typical_area))
+    mask = ndi.binary_fill_holes(mask)
+    if p["local_refine"]:
+        mask = _refine_local(flt, mask, d, min_area)
+        mask = ndi.binary_fill_holes(mask)
+    mask = ndi.binary_opening(mask, structure=_disk(max(1, int(round(d / 12)))))
+    mask = _remove_small(mask, min_area)
+    if not mask.any():
+        return np.zeros(img.shape, np.int32)
+    # 5. split touching nuclei
+    labels = _split(mask, flt, d, p)
+    # 6. merge over-split fragments
+    labels = _merge_fragments(labels, flt, d, p)
+    # 7. back to the field's shape
+    return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
+
+
+def _label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Per-label maximum, (n + 1,) float64 with index = label (0 for absent labels)."""
+    out = np.zeros(n + 1, np.float64)
+    np.maximum.at(out, labels.ravel(), values.ravel().astype(np.float64))
+    return out
+
+
+def _label_mean(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Per-label mean, (n + 1,) float64 with index = label (NaN for absent labels)."""
+    lab = labels.ravel()
+    cnt = np.bincount(lab, minlength=n + 1).astype(np.float64)
+    tot = np.bincount(lab, weights=values.ravel().astype(np.float64), minlength=n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tot / cnt
+
+
+def _disk(r: int) -> np.ndarray:
+    y, x = np.ogrid[-r: r + 1, -r: r + 1]
+    return (x * x + y * y) <= r * r + 0.5
+
+
+def _remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    areas = np.bincount(lab.ravel())
+    keep = areas >= min_area
+    keep[0] = False
+    return keep[lab]
+
+
+def _refine_local(flt: np.ndarray, mask: np.ndarray, d: float, min_area: int) -> np.ndarray:
+    """Per-object threshold: inside each object's dilated box, Otsu between the object and its ring.
+
+    A dim nucleus' global threshold is close to its own peak, so it comes out too small; a bright nucleus'
+    halo comes out too big. Each object's own Otsu threshold (bounded to [0.3, 1] x its peak-to-global
+    range) fixes both.
+    """
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    out = mask.copy()
+    pad = int(round(0.3 * d)) + 2
+    slices = ndi.find_objects(lab)
+    for i, sl in enumerate(slices, start=1):
+        if sl is None:
+            continue
+        y0, y1 = max(0, sl[0].start - pad), min(flt.shape[0], sl[0].stop + pad)
+        x0, x1 = max(0, sl[1].start - pad), min(flt.shape[1], sl[1].stop + pad)
+        sub = flt[y0:y1, x0:x1]
+        own = lab[y0:y1, x0:x1] == i
+        others = (lab[y0:y1, x0:x1] > 0) & ~own
+        region = sub[~others]
+        if region.size < 16 or own.sum() < min_area:
+            continue
+        t = _otsu(region, nbins=64)
+        inside = sub[own]
+        peak = float(np.percentile(inside, 95))
+        t = float(np.clip(t, 0.25 * peak, 0.6 * peak))
+        new = (sub > t) & ~others
+        # keep only the part connected to the original object
+        nl, nn = ndi.label(new)
+        if nn == 0:
+            continue
+        ids = np.unique(nl[own & new])
+        ids = ids[ids > 0]
+        if ids.size == 0:
+            continue
+        keep = np.isin(nl, ids)
+        region_out = out[y0:y1, x0:x1]
+        region_out[own] = False
+        region_out[keep] = True
+    return out
+
+
+def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    dt = ndi.distance_transform_edt(mask).astype(np.float32)
+    dts = ndi.gaussian_filter(dt, max(0.7, d / 24.0))
+    # marker function: distance to the outline (shape) plus, with weight ``intensity_weight``, the
+    # smoothed DAPI relative to its local maximum (an intensity dip between touching nuclei)
+    w = float(p["intensity_weight"])
+    if w > 0:
+        smi = ndi.gaussian_filter(flt, max(0.7, p["intensity_sigma_diameters"] * d))
+        loc = ndi.maximum_filter(smi, size=max(3, int(round(1.5 * d)) | 1))
+        rel = np.clip(smi / np.maximum(loc, 1e-6), 0, 1)
+        dts = np.minimum(dts, 0.5 * d) + w * 0.5 * d * rel
+    h = max(0.5, p["h_diameters"] * d)
+    if p["markers"] == "log":
+        # blob centres: maxima of the scale-normalised LoG at the nucleus scale (sigma = d / (2 sqrt 2))
+        sig = p["log_sigma_diameters"] * d
+        blob = -ndi.gaussian_laplace(flt, sig) * sig * sig
+        blob = np.where(mask, blob, blob.min())
+        hb = p["log_h"] * float(np.percentile(blob[mask], 95)) if mask.any() else 0.0
+        peaks = h_maxima(blob.astype(np.float32), max(hb, 1e-6))
+        dts = blob
+    else:
+        peaks = h_maxima(dts.astype(np.float32), h)
+    markers, _ = ndi.label(peaks & mask)
+    # every component gets at least one marker
+    comp, nc = ndi.label(mask)
+    have = np.zeros(nc + 1, bool)
+    have[np.unique(comp[markers > 0])] = True
+    missing = ~have[comp] & mask
+    if missing.any():
+        extra, _ = ndi.label(missing)
+        extra[extra > 0] += markers.max()
+        markers = np.where(missing, extra, markers)
+    labels = watershed(-dts, markers, mask=mask)
+    return labels.astype(np.int32)
+
+
+def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
+    """Merge adjacent fragments that belong to one nucleus (see module docstring, step 6)."""
+    n = int(labels.max())
+    if n < 2:
+        return labels
+    # boundary pixels: 4-neighbour pairs with different non-zero labels
+    pairs = []
+    vals = []
+    for a, b in ((labels[:-1, :], labels[1:, :]), (labels[:, :-1], labels[:, 1:])):
+        sel = (a != b) & (a > 0) & (b > 0)
+        pairs.append(np.stack([np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])], 1))
+        vals.append(sel)
+    pr = np.concatenate(pairs)
+    if pr.size == 0:
+        return labels
+    dt = ndi.distance_transform_edt(labels > 0).astype(np.float32)
+    # neck width: DT on the boundary between a and b (computed on the union mask)
+    dt_v = np.concatenate([
+        np.maximum(dt[:-1, :], dt[1:, :])[vals[0]], np.maximum(dt[:, :-1], dt[:, 1:])[vals[1]]])
+    in_v = np.concatenate([
+        np.minimum(flt[:-1, :], flt[1:, :])[vals[0]], np.minimum(flt[:, :-1], flt[:, 1:])[vals[1]]])
+    key = pr[:, 0].astype(np.int64) * (n + 1) + pr[:, 1]
+    uniq, inv = np.unique(key, return_inverse=True)
+    neck = np.zeros(uniq.size, np.float32)
+    np.maximum.at(neck, inv, dt_v)
+    bnd_int = np.bincount(inv, weights=in_v) / np.bincount(inv)
+    idx = np.arange(1, n + 1)
+    maxdt = np.zeros(n + 1, np.float32)
+    maxdt[:] = _label_max(dt, labels, n)
+    area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    mean_int = np.zeros(n + 1)
+    mean_int[:] = _label_mean(flt, labels, n)
+    typical_area = math.pi * d * d / 4.0
+    la, lb = uniq // (n + 1), uniq % (n + 1)
+    # union-find
+    parent = np.arange(n + 1)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    merged_area = area.copy()
+    order = np.argsort(-neck / np.maximum(np.minimum(maxdt[la], maxdt[lb]), 1e-6))
+    for j in order:
+        a, b = int(la[j]), int(lb[j])
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        r_small = max(min(maxdt[a], maxdt[b]), 1e-6)
+        wide_neck = neck[j] / r_small >= p["merge_neck_ratio"]
+        tot = merged_area[ra] + merged_area[rb]
+        not_darker = bnd_int[j] >= p["merge_boundary_intensity_ratio"] * min(mean_int[a], mean_int[b])
+        hi = max(mean_int[a], mean_int[b], 1e-6)
+        same_dna = abs(mean_int[a] - mean_int[b]) / hi <= p["merge_max_intensity_difference"]
+        lobe_sized = min(area[a], area[b]) <= p["merge_lobe_max_area"] * typical_area
+        one_nucleus = tot <= p["merge_max_total_area"] * typical_area
+        merge = wide_neck and not_darker and same_dna and lobe_sized and one_nucleus
+        if merge:
+            parent[rb] = ra
+            merged_area[ra] = tot
+    roots = np.array([find(i) for i in range(n + 1)])
+    _, relabel = np.unique(roots, return_inverse=True)
+    return relabel[labels].astype(np.int32)
+
+
+def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[float, float],
+                     min_area_px: float) -> np.ndarray:
+    """Nearest-neighbour resample of labels to ``shape``; drop labels that vanish; renumber 1..N."""
+    if labels.shape != tuple(shape):
+        yy = np.minimum((np.arange(shape[0]) + 0.5) * scale[0], labels.shape[0] - 1).astype(np.intp)
+        xx = np.minimum((np.arange(shape[1]) + 0.5) * scale[1], labels.shape[1] - 1).astype(np.intp)
+        labels = labels[yy[:, None], xx[None, :]]
+    n = int(labels.max())
+    if n == 0:
+        return labels.astype(np.int32)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = areas >= max(1.0, min_area_px)
+    keep[0] = False
+    newid = np.zeros(n + 1, np.int32)
+    newid[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return newid[labels]
+
+
+# --------------------------------------------------------------------------------------------------
+# optional deep-learning backends (lazy imports; never needed by the tests)
+# --------------------------------------------------------------------------------------------------
+
+def segment_cellpose(dapi: np.ndarray, diameter_px: float, *, model_type: str = "nuclei",
+                     gpu: bool = False, **params: Any) -> np.ndarray:
+    """Cellpose backend (``pip install cellpose``; weights are fetched by Cellpose itself)."""
+    try:
+        from cellpose import models  # type: ignore
+    except ImportError as exc:
+        raise FishcountError("backend 'cellpose'",
+                             "Cellpose is not installed: pip install cellpose (or use backend='classical')") from exc
+    try:
+        model = models.Cellpose(gpu=gpu, model_type=model_type) if hasattr(models, "Cellpose") else \
+            models.CellposeModel(gpu=gpu)
+        out = model.eval(np.asarray(dapi, np.float32), diameter=float(diameter_px), channels=[0, 0], **params)
+    except Exception as exc:  # missing weights, no network, incompatible version
+        raise FishcountError("backend 'cellpose'", f"Cellpose failed ({type(exc).__name__}: {exc}); "
+                             "check that its model weights are available") from exc
+    return np.asarray(out[0], dtype=np.int32)
+
+
+def segment_stardist(dapi: np.ndarray, diameter_px: float, *, model_name: str = "2D_versatile_fluo",
+                     **params: Any) -> np.ndarray:
+    """StarDist backend (``pip install stardist tensorflow``). The image is rescaled so nuclei are
+    ~20 px wide, the scale StarDist's pretrained ``2D_versatile_fluo`` model was trained at."""
+    try:
+        from stardist.models import StarDist2D  # type: ignore
+        from csbdeep.utils import normalize  # type: ignore
+    except ImportError as exc:
+        raise FishcountError("backend 'stardist'",
+                             "StarDist is not installed: pip install stardist tensorflow "
+                             "(or use backend='classical')") from exc
+    img = np.asarray(dapi, np.float32)
+    factor = float(np.clip(20.0 / diameter_px, 1 / 16, 4))
+    work, scale = _resample(img, factor)
+    try:
+        model = StarDist2D.from_pretrained(model_name)
+        if model is None:
+            raise RuntimeError(f"no pretrained model named {model_name!r}")
+        lab, _ = model.predict_instances(normalize(work, 1, 99.8), **params)
+    except Exception as exc:
+        raise FishcountError("backend 'stardist'", f"StarDist failed ({type(exc).__name__}: {exc}); "
+                             "check that its model weights are available") from exc
+    return _upsample_labels(np.asarray(lab, np.int32), img.shape, scale, 1)
+
+
+_BACKENDS: dict[str, Callable[..., np.ndarray]] = {
+    "classical": segment_classical,
+    "cellpose": segment_cellpose,
+    "stardist": segment_stardist,
+}
+
+
+def register_backend(name: str, func: Callable[..., np.ndarray]) -> None:
+    """Register a segmentation backend ``func(dapi, diameter_px, **params) -> (Y, X) int labels``.
+
+    Packages can do the same without code, through the ``fishcount.segmenters`` entry point group.
+    """
+    if not callable(func):
+        raise FishcountError(f"backend {name!r}", "a segmentation backend must be callable")
+    _BACKENDS[str(name)] = func
+
+
+def _entry_point_backends() -> dict[str, Any]:
+    try:
+        return {ep.name: ep for ep in entry_points(group="fishcount.segmenters")}
+    except Exception:  # pragma: no cover - broken metadata of some other package
+        return {}
+
+
+def available_backends() -> list[str]:
+    """Names of the segmentation backends known (built in, registered, or from entry points)."""
+    return sorted(set(_BACKENDS) | set(_entry_point_backends()))
+
+
+def _get_backend(name: str) -> Callable[..., np.ndarray]:
+    if name in _BACKENDS:
+        return _BACKENDS[name]
+    eps = _entry_point_backends()
+    if name in eps:
+        try:
+            return eps[name].load()
+        except Exception as exc:
+            raise FishcountError(f"backend {name!r}", f"cannot load entry point {eps[name].value}: {exc}") from exc
+    raise FishcountError(f"backend {name!r}", f"unknown segmentation backend; available: {', '.join(available_backends())}")
+
+
+# --------------------------------------------------------------------------------------------------
+# QC
+# --------------------------------------------------------------------------------------------------
+
+def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: float) -> np.ndarray:
+    """Edge sharpness per nucleus, dimensionless.
+
+    ``focus = mean |grad I| on the nucleus outline / (mean I inside - local background) * diameter / 4``.
+    For a disc blurred by a Gaussian of sigma ``s`` pixels this is about ``diameter / (10 s)``: a sharp
+    nucleus scores several units, a nucleus blurred over a quarter of its width about 0.4.
+    Measured at a working scale where the nucleus is ~24 px wide, so it does not depend on pixel size.
+    """
+    if n == 0:
+        return np.zeros(0)
+    factor = float(np.clip(24.0 / diameter_px, 1 / 16, 3))
+    work, (fy, fx) = _resample(img, factor)
+    yy = np.minimum(((np.arange(work.shape[0]) + 0.5) / fy), labels.shape[0] - 1).astype(np.intp)
+    xx = np.minimum(((np.arange(work.shape[1]) + 0.5) / fx), labels.shape[1] - 1).astype(np.intp)
+    lab = labels[yy[:, None], xx[None, :]]
+    d = diameter_px * factor
+    g = ndi.gaussian_gradient_magnitude(work, 0.7)
+    fg = lab > 0
+    inner = fg & ~ndi.binary_erosion(fg)
+    ring_w = max(2, int(round(d / 6)))
+    near = ndi.binary_dilation(fg, iterations=ring_w) & ~fg
+    # outline band: 1 px either side of the boundary, owned by the nearest label
+    band = ndi.binary_dilation(inner, iterations=1)
+    _, (iy, ix) = ndi.distance_transform_edt(~fg, return_indices=True)
+    owner = lab[iy, ix]
+    idx = np.arange(1, n + 1)
+    grad = _label_mean(g, np.where(band, owner, 0), n)[1:]
+    inside = _label_mean(work, lab, n)[1:]
+    bg_lab = np.where(near, owner, 0)
+    counts = np.bincount(bg_lab.ravel(), minlength=n + 1)[1:]
+    bg = _label_mean(work, bg_lab, n)[1:]
+    glob_bg = float(np.median(work[~fg])) if (~fg).any() else 0.0
+    bg = np.where(counts > 0, bg, glob_bg)
+    contrast = np.maximum(inside - bg, 1e-6)
+    f = grad / contrast * d / 4.0
+    return np.nan_to_num(f, nan=0.0)
+
+
+def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None, diameter_px: float,
+              saturation_value: float | None, qc: dict[str, float]) -> pd.DataFrame:
+    from skimage.measure import regionprops_table
+
+    n = int(labels.max())
+    if n == 0:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(QC_COLUMNS, [
+            "int32", "float64", "float64", "int64", "float64", "float64", "float64", "float64", "float64",
+            "float64", "float64", "bool", "float64", "bool", "object"])})
+    props = regionprops_table(labels, properties=("label", "centroid", "area", "solidity", "eccentricity",
+                                                  "bbox"))
+    idx = props["label"]
+    area = props["area"].astype(np.int64)
+    mean_dapi = _label_mean(dapi, labels, n)[idx]
+    H, W = labels.shape
+    touches = (props["bbox-0"] == 0) | (props["bbox-1"] == 0) | (props["bbox-2"] == H) | (props["bbox-3"] == W)
+    if saturation_value is not None:
+        sat = np.bincount(labels.ravel(), weights=(dapi >= saturation_value).ravel(), minlength=n + 1)[idx] / area
+    else:
+        sat = np.zeros(len(idx))
+    focus = _focus_measure(dapi, labels, n, diameter_px)[idx - 1]
+    px_area = None if pixel_size_um is None else pixel_size_um ** 2
+    df = pd.DataFrame({
+        "label": idx.astype(np.int32),
+        "centroid_y": props["centroid-0"],
+        "centroid_x": props["centroid-1"],
+        "area_px": area,
+        "area_um2": area * px_area if px_area else np.full(len(idx), np.nan),
+        "equivalent_diameter_um": (2 * np.sqrt(area / np.pi) * pixel_size_um) if pixel_size_um
+        else np.full(len(idx), np.nan),
+        "solidity": props["solidity"],
+        "eccentricity": props["eccentricity"],
+        "mean_dapi": mean_dapi,
+        "integrated_dapi": mean_dapi * area,
+        "focus": focus,
+        "touches_border": touches.astype(bool),
+        "saturated_fraction": sat,
+    })
+    typical_area = math.pi * diameter_px ** 2 / 4.0
+    inner = df[~df["touches_border"]]
+    many = len(inner) >= 5
+    med_area = float(inner["area_px"].median()) if many else np.nan
+    med_focus = float(inner["focus"].median()) if many else np.nan
+    solidity = df["solidity"].to_numpy()
+    # each rule: (token, boolean column) -- data, evaluated in this order
+    rules = [
+        ("border", df["touches_border"].to_numpy()),
+        ("too_small", area < qc["min_area_fraction"] * typical_area),
+        ("too_large", area > qc["max_area_fraction"] * typical_area),
+        ("clump", (solidity < qc["min_solidity"])
+         | (many & (area > qc["clump_area_vs_median"] * med_area) & (solidity < qc["clump_solidity"]))
+         | (many & (area > qc["max_area_vs_median"] * med_area))),
+        ("out_of_focus", (focus < qc["min_focus"]) | (many & (focus < qc["min_focus_vs_median"] * med_focus))),
+        ("saturated", sat > qc["max_saturated_fraction"]),
+    ]
+    reasons = [[] for _ in range(len(df))]
+    for token, hit in rules:
+        for i in np.flatnonzero(hit):
+            reasons[i].append(token)
+    df["exclusion_reason"] = [";".join(r) for r in reasons]
+    df["scorable"] = df["exclusion_reason"] == ""
+    return df[QC_COLUMNS]
+
+
+# --------------------------------------------------------------------------------------------------
+# public entry point
+# --------------------------------------------------------------------------------------------------
+
+def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, backend: str = "classical",
+                   saturation_value: float | None = None, nucleus_diameter_um: float | None = None,
+                   diameter_px: float | None = None, qc: dict[str, float] | None = None,
+                   source: str = "<array>", **params: Any) -> Segmentation:
+    """Segment nuclei in a DAPI image and measure each one.
+
+    Parameters
+    ----------
+    dapi : np.ndarray
+        (Y, X) DAPI image, any real dtype, raw intensity units.
+    pixel_size_um : float, optional
+        Pixel size in µm. When given, the typical nucleus diameter is ``nucleus_diameter_um /
+        pixel_size_um`` pixels and µm columns are filled; otherwise the diameter is estimated from the image
+        (:func:`estimate_nucleus_diameter`) and µm columns are NaN.
+    backend : str
+        ``"classical"`` (default, no model), ``"cellpose"``, ``"stardist"`` or any registered/entry-point
+        backend.
+    saturation_value : float, optional
+        Intensity at which the camera saturates (e.g. 65535 for uint16). Default: the dtype maximum for
+        integer images, none for float images.
+    nucleus_diameter_um : float, optional
+        Typical nucleus diameter in µm (default :data:`DEFAULT_NUCLEUS_DIAMETER_UM`); only used with a
+        pixel size.
+    diameter_px : float, optional
+        Force the typical nucleus diameter in pixels (overrides both of the above).
+    qc : dict, optional
+        Overrides of :data:`QC_DEFAULTS`.
+    source : str
+        Name of the image for error messages.
+    **params
+        Backend parameters (classical: :data:`CLASSICAL_DEFAULTS`).
+
+    Returns
+    -------
+    Segmentation
+        Labels (Y, X) int32 and the QC table. An image without nuclei gives 0 labels and an empty table;
+        ``params["message"]`` then says why.
+
+    Raises
+    ------
+    InputError
+        The image is not 2-D, too small, not numeric, contains NaN, or a parameter is out of range.
+    FishcountError
+        Unknown backend, or an optional backend that is not installed.
+    """
+    raw = np.asarray(dapi)
+    img = _as_2d_float(raw, source)
+    if pixel_size_um is not None and not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
+        raise InputError(source, f"pixel size must be a positive number of µm, got {pixel_size_um}")
+    qc_p = dict(QC_DEFAULTS)
+    if qc:
+        bad = set(qc) - set(QC_DEFAULTS)
+        if bad:
+            raise InputError(source, f"unknown QC parameter(s) {sorted(bad)}; known: {sorted(QC_DEFAULTS)}")
+        qc_p.update({k: float(v) for k, v in qc.items()})
+    if saturation_value is None and np.issubdtype(raw.dtype, np.integer):
+        saturation_value = float(np.iinfo(raw.dtype).max)
+    nd_um = DEFAULT_NUCLEUS_DIAMETER_UM if nucleus_diameter_um is None else float(nucleus_diameter_um)
+    if diameter_px is not None:
+        if not (np.isfinite(diameter_px) and diameter_px > 1):
+            raise InputError(source, f"diameter_px must be > 1 pixel, got {diameter_px}")
+        d, d_src = float(diameter_px), "user"
+    elif pixel_size_um is not None:
+        if not (nd_um > 0):
+            raise InputError(source, f"nucleus_diameter_um must be > 0, got {nucleus_diameter_um}")
+        d, d_src = nd_um / float(pixel_size_um), "pixel size"
+        if d < 3:
+            raise InputError(source, f"nuclei would be {d:.1f} px wide at {pixel_size_um} µm/px: "
+                                     "check the pixel size (µm, not nm)")
+    else:
+        d, d_src = estimate_nucleus_diameter(img), "estimated from image"
+    used = {"backend": backend, "nucleus_diameter_um": nd_um if d_src == "pixel size" else None,
+            "diameter_px": d, "diameter_source": d_src, "saturation_value": saturation_value,
+            "qc": qc_p, "message": ""}
+    func = _get_backend(backend)
+    if not np.isfinite(d):
+        labels = np.zeros(img.shape, np.int32)
+        used["message"] = "no nuclei found: the image has no object brighter than its background"
+        d = float("nan")
+    else:
+        if backend == "classical":
+            used["classical"] = {**CLASSICAL_DEFAULTS, **params}
+        else:
+            used[backend] = dict(params)
+        labels = np.asarray(func(img, d, **params))
+        if labels.shape != img.shape:
+            raise FishcountError(f"backend {backend!r}", f"returned labels of shape {labels.shape}, "
+                                 f"expected {img.shape}")
+        labels = labels.astype(np.int32, copy=False)
+        if labels.max() == 0:
+            used["message"] = "no nuclei found"
+    table = _qc_table(img, labels, pixel_size_um, d if np.isfinite(d) else 1.0, saturation_value, qc_p)
+    return Segmentation(labels=labels, qc=table, pixel_size_um=pixel_size_um, diameter_px=float(d),
+                        diameter_source=d_src, params=used)
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation helper (benchmarks and tests)
+# --------------------------------------------------------------------------------------------------
+
+def match_labels(true: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> dict[str, float]:
+    """Match two label images one-to-one at IoU >= ``iou_threshold`` (greedy by IoU).
+
+    Returns
+    -------
+    dict
+        ``tp, fp, fn, f1, mean_iou`` (mean IoU of the matched pairs, NaN without matches).
+    """
+    true = np.asarray(true).astype(np.int64)
+    pred = np.asarray(pred).astype(np.int64)
+    nt, npd = int(true.max()), int(pred.max())
+    t_ids = np.unique(true)
+    t_ids = t_ids[t_ids > 0]
+    p_ids = np.unique(pred)
+    p_ids = p_ids[p_ids > 0]
+    if t_ids.size == 0 or p_ids.size == 0:
+        return {"tp": 0, "fp": int(p_ids.size), "fn": int(t_ids.size), "f1": 1.0 if t_ids.size == p_ids.size == 0
+                else 0.0, "mean_iou": float("nan")}
+    sel = (true > 0) & (pred > 0)
+    key = true[sel] * (npd + 1) + pred[sel]
+    k, inter = np.unique(key, return_counts=True)
+    ti, pi = k // (npd + 1), k % (npd + 1)
+    at = np.bincount(true.ravel(), minlength=nt + 1)
+    ap = np.bincount(pred.ravel(), minlength=npd + 1)
+    iou = inter / (at[ti] + ap[pi] - inter)
+    order = np.argsort(-iou)
+    used_t, used_p = set(), set()
+    ious = []
+    for j in order:
+        if iou[j] < iou_threshold:
+            break
+        if ti[j] in used_t or pi[j] in used_p:
+            continue
+        used_t.add(ti[j])
+        used_p.add(pi[j])
+        ious.append(iou[j])
+    tp = len(ious)
+    fp = int(p_ids.size) - tp
+    fn = int(t_ids.size) - tp
+    return {"tp": tp, "fp": fp, "fn": fn, "f1": 2 * tp / (2 * tp + fp + fn),
+            "mean_iou": float(np.mean(ious)) if ious else float("nan")}
