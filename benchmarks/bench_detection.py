@@ -148,9 +148,8 @@ def bench_simulated(n_fields: int, bigfish_python: str | None, shape=(1024, 1024
     keys = [f"count_{s}" for s in panel.signal_names]
     tracked = set(panel.tracked_calls)
     rows_pipe, rows_det, rows_bf, rows_bf_split = [], [], [], []
-    t_fc, t_bf = 0.0, 0.0
+    t_fc, t_bf, t_fc_detect, t_fc_segment = 0.0, 0.0, 0.0, 0.0
     n_interior = n_scorable_true = 0
-    clone_true = clone_pipe = [0, 0]
     clone_true, clone_pipe = [0, 0], [0, 0]
     bf_thresholds = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,6 +180,8 @@ def bench_simulated(n_fields: int, bigfish_python: str | None, shape=(1024, 1024
             t0 = time.perf_counter()
             res = fc.analyze_field(fld, panel)
             t_fc += time.perf_counter() - t0
+            t_fc_detect += res.params["timings"]["detect_s"] + res.params["timings"]["call_s"]
+            t_fc_segment += res.params["timings"]["segment_s"]
             nuc = res.nuclei.copy()
             nuc["true"] = nuc.label.map(match_labels(sim.labels, res.labels))
             sc = nuc[nuc.scorable & nuc.true.notna()]
@@ -231,12 +232,14 @@ def bench_simulated(n_fields: int, bigfish_python: str | None, shape=(1024, 1024
                                "fraction_true_interior_scorable": n_scorable_true / n_interior,
                                "clone_pct": 100 * clone_pipe[0] / max(1, clone_pipe[1]),
                                "true_clone_pct": 100 * clone_true[0] / clone_true[1],
-                               "seconds": t_fc},
+                               "seconds": t_fc, "seconds_segmentation": t_fc_segment,
+                               "seconds_detection_and_calls": t_fc_detect},
         "fishcount_detection_true_masks": {"accuracy": acc(rows_det), "n_scorable": n(rows_det)},
         "bigfish_true_masks": {"accuracy": acc(rows_bf), "accuracy_with_split_rule": acc(rows_bf_split),
                                "n_nuclei": n(rows_bf), "seconds": t_bf,
                                "thresholds": [round(v, 1) for v in bf_thresholds]},
         "time_ratio_fishcount_over_bigfish": t_fc / t_bf,
+        "time_ratio_fishcount_detection_over_bigfish": t_fc_detect / t_bf,
     }
 
 
