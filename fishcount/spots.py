@@ -480,7 +480,7 @@ def detect_signals(
     >>> yy, xx = np.mgrid[:64, :64]
     >>> img = 100 + 500 * np.exp(-((yy - 30.3) ** 2 + (xx - 20.6) ** 2) / (2 * 1.5 ** 2))
     >>> sig, t = detect_signals(img, pixel_size_um=0.1, signal_diameter_um=0.35, threshold=5)
-    >>> len(sig), round(sig.y[0], 1), round(sig.x[0], 1)
+    >>> len(sig), round(float(sig.y[0]), 1), round(float(sig.x[0]), 1)
     (1, 30.3, 20.6)
     """
     sigma = spot_sigma_px(signal_diameter_um, pixel_size_um)

@@ -243,3 +243,23 @@ def test_overlay_from_tables_read_back_from_csv(tmp_path):
     a, b = render_overlay(back), render_overlay(res)
     assert a.shape == b.shape and (a != b).any(axis=2).mean() < 0.001  # positions round-trip to 7 digits
     assert render_gallery(back).shape[1] > 0
+
+
+def test_field_without_nuclei_gives_empty_tables(tmp_path):
+    img = np.random.default_rng(0).normal(100, 5, (3, 128, 128)).astype(np.float32)
+    res = analyze_field(img, pixel_size_um=0.16)
+    assert len(res.nuclei) == 0 and list(res.nuclei.columns[:10]) == nuclei_columns(res.panel)
+    assert (res.spots.counts_as == "").all()
+    out = write_field_result(res, tmp_path)
+    assert len(pd.read_csv(out / "nuclei.csv")) == 0
+
+
+def test_docstring_examples():
+    import doctest
+
+    import fishcount.calls
+    import fishcount.spots
+
+    for mod in (fishcount.spots, fishcount.calls):
+        r = doctest.testmod(mod)
+        assert r.failed == 0 and r.attempted > 0
