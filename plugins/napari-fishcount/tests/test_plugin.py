@@ -146,6 +146,11 @@ def test_analyse_widget_adds_layers_in_a_worker(make_napari_viewer, qtbot, sim_f
     with qtbot.waitSignal(w.analysed, timeout=60000):
         w.run()
     assert review.folder_edit.text() == str(w.result_dir)  # ready to review what was just analysed
+    review.reviewer.setText("ann")
+    review.open()
+    # analysed from layers: field.json has no image file, so the opened channels stay under the results
+    assert [ly.name for ly in viewer.layers][:3] == ["DAPI", "EGR1", "D5S23"]
+    assert {"nuclei", "EGR1 signals", "current nucleus"} <= {ly.name for ly in viewer.layers}
     res = w.result
     expected = fc.analyze_field(fc.read_field(sim_field["image"]))
     pd.testing.assert_frame_equal(res.nuclei, expected.nuclei)  # the widget only calls the library

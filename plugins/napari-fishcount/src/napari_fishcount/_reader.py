@@ -98,7 +98,7 @@ def field_context(folder: Path) -> dict:
         sp = Path(src.split(os.pathsep)[0])
         if not sp.is_absolute():
             for base in (folder, folder.parent, Path.cwd()):
-                if (base / sp).exists():
+                if (base / sp).is_file():
                     sp = base / sp
                     break
         src = str(sp)

@@ -270,10 +270,15 @@ class ReviewWidget(QWidget):
         self.state, self.folder, self.context = state, folder, ctx
         self.folder_edit.setText(str(self.study or folder))
         # (re)build the layers of this field in the reviewed state
-        for ly in [ly for ly in self.viewer.layers if ly.metadata.get(META) is not None or ly.name == CURRENT_LAYER]:
+        # results layers of a previous field go; image layers the user opened stay (when the field's
+        # source image cannot be found, e.g. it was analysed from layers, they are the only picture)
+        for ly in [ly for ly in self.viewer.layers
+                   if ly.name == CURRENT_LAYER or (ly.metadata.get(META) or {}).get("field_dir")]:
             self.viewer.layers.remove(ly)
         for data, kw, kind in field_result_layers(folder, reviewer, study=str(self.study) if self.study else None,
                                                   blind=self.blind.isChecked()):
+            if kind == "image" and kw["name"] in self.viewer.layers:  # the field's own image replaces it
+                self.viewer.layers.remove(kw["name"])
             kw.setdefault("metadata", {}).setdefault(META, {})["reviewer"] = reviewer
             layer = getattr(self.viewer, f"add_{kind}")(data, **kw)
             if kind == "labels":
