@@ -105,6 +105,10 @@ class Realism:
         Fraction of signals rendered at 20-45 % of their brightness (weak hybridisation).
     diffuse_fraction : float
         Fraction of signals rendered 1.6-2.4x wider (diffuse signal; counts as one, clinical.md §3.2).
+    failed_hybridization_fraction : float
+        Fraction of nuclei in which one probe (a random channel) failed to hybridise: its signals
+        are rendered at 2-6 % brightness. Such nuclei are not scored (clinical.md §3.2: "Nuclei with
+        no signals or with signals of only 1 color should not be scored"); default 0.
     split_fraction : float
         Fraction of signals rendered as a doublet closer than one signal diameter (counts as one).
     debris_per_1000um2 : float
@@ -148,6 +152,7 @@ class Realism:
     signal_sigma_cv: float = 0.15
     dim_fraction: float = 0.06
     diffuse_fraction: float = 0.04
+    failed_hybridization_fraction: float = 0.0
     split_fraction: float = 0.05
     debris_per_1000um2: float = 0.8
     debris_all_channels_fraction: float = 0.3
@@ -167,7 +172,7 @@ class Realism:
             raise InputError(source, f"nucleus_diameter_um must be (lo, hi) with 0 < lo <= hi µm, got {self.nucleus_diameter_um}")
         for name in (
             "touching_fraction", "lobulated_fraction", "other_fraction", "out_of_focus_fraction",
-            "dim_fraction", "diffuse_fraction", "split_fraction", "debris_all_channels_fraction", "illumination_falloff",
+            "dim_fraction", "diffuse_fraction", "failed_hybridization_fraction", "split_fraction", "debris_all_channels_fraction", "illumination_falloff",
         ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -219,7 +224,8 @@ class SimulatedField:
         ``area_um2`` (visible), ``count_<SIGNAL>...`` [``count_fusion``] (true counts: a split
         doublet counts as one, a fused pair as one fusion and not as separate signals),
         ``pattern, call, abnormal, tracked, lobulated, n_lobes, touching, cluster, border,
-        out_of_focus, focus_um, diameter_um, n_split, n_dim``.
+        out_of_focus, focus_um, diameter_um, n_split, n_dim, failed_signal`` (the probe that
+        failed to hybridise in that nucleus, "" if none; its counts stay the biological ones).
     spots : DataFrame
         One row per rendered spot: ``signal_id`` (spots of one true signal share it), ``signal``
         (channel name), ``y, x`` (px, sub-pixel, may lie outside the frame for border nuclei),
@@ -716,6 +722,10 @@ def simulate_field(
             intensity=R.dapi_level_adu * float(np.exp(rng.normal(0, R.dapi_cv))) * (1.15 if lobes > 1 else 1.0),
         ))
         nuc = nuclei[-1]
+        failed = -1  # probe channel that failed to hybridise in this nucleus (-1: none)
+        if R.failed_hybridization_fraction > 0 and rng.uniform() < R.failed_hybridization_fraction:
+            failed = int(rng.integers(n_sig))
+        nuc["failed_signal"] = pnl.signals[failed].name if failed >= 0 else ""
         for o, (py, px_) in zip(objs, pos):
             sid += 1
             if o.part_sep_px > 0:
@@ -740,6 +750,8 @@ def simulate_field(
                 amp *= 0.6
             for ch, (yy, xx) in zip(o.channels, parts):
                 a_part = amp * (rng.uniform(0.55, 0.75) if o.kind == "split_part" else rng.uniform(0.9, 1.1) if o.kind == "fused_part" else 1.0)
+                if ch == failed:  # hybridisation failure: the signal is there but (almost) does not light up
+                    a_part *= rng.uniform(0.02, 0.06)
                 spot_rows.append(dict(
                     signal_id=sid, signal=pnl.signals[ch].name, y=oy + yy - pad, x=ox + xx - pad, z_um=z_sig,
                     label=label, kind=o.kind, brightness=a_part, sigma_um=sig_px * px, dim=dim, diffuse=diffuse,
@@ -884,11 +896,12 @@ def simulate_field(
             lobulated=nuc["lobes"] > 1, n_lobes=nuc["lobes"], touching=bool(touch[lab]), cluster=nuc["cluster"],
             border=bool(on_edge[lab] or area_px[j] < full_area[j]), out_of_focus=nuc["focus_um"] != 0.0,
             focus_um=nuc["focus_um"], diameter_um=nuc["diameter_um"], n_split=nuc["n_split"], n_dim=nuc["n_dim"],
+            failed_signal=nuc["failed_signal"],
         )
         rows.append(row)
     cols = (["label", "centroid_y", "centroid_x", "area_um2"] + [f"count_{k}" for k in pnl.pattern_keys]
             + ["pattern", "call", "abnormal", "tracked", "lobulated", "n_lobes", "touching", "cluster", "border",
-               "out_of_focus", "focus_um", "diameter_um", "n_split", "n_dim"])
+               "out_of_focus", "focus_um", "diameter_um", "n_split", "n_dim", "failed_signal"])
     truth = pd.DataFrame(rows, columns=cols)
     params = dict(
         panel=pnl.id, panel_path=pnl.path, panel_sha256=pnl.sha256, shape=(H, W), pixel_size_um=px, abnormal_fraction=abnormal_fraction,

@@ -445,3 +445,18 @@ def test_make_samples_controls_refuse_the_bundled_folder():
     with pytest.raises(SystemExit):
         ms.main(["--controls", "1", "--out", str(SAMPLES)])
     assert ms.cutoff(200) == pytest.approx(0.0378, abs=5e-4)  # BETAINV(0.95, 4, 200), clinical.md §3.3 table
+
+
+def test_failed_hybridization_nuclei():
+    panel = fc.load_panel("del5q")
+    sim = simulate_field("del5q", shape=(320, 320), seed=6, n_nuclei=10, failed_hybridization_fraction=1.0, **{
+        k: v for k, v in CLEAN.items() if k != "failed_hybridization_fraction"})
+    t = sim.truth.set_index("label")
+    assert set(t["failed_signal"]) <= set(panel.signal_names) and (t["failed_signal"] != "").all()
+    check_consistent(sim, panel)  # counts stay biological
+    sp = sim.spots[sim.spots["label"] > 0]
+    failed = sp["signal"].to_numpy() == t.loc[sp["label"], "failed_signal"].to_numpy()
+    ok_b, bad_b = sp.loc[~failed, "brightness"], sp.loc[failed, "brightness"]
+    assert len(bad_b) and bad_b.max() < 0.1 * ok_b.median()
+    # default: no failures, the column is empty
+    assert (simulate_field("del5q", shape=(128, 128), seed=6, n_nuclei=2).truth["failed_signal"] == "").all()
