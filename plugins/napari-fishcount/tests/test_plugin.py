@@ -278,6 +278,13 @@ def test_point_tools_on_the_canvas_are_journalled(make_napari_viewer, qtbot, fie
     moved = w.state.spots.set_index("spot_id").loc[sid]
     assert (moved["y"], moved["x"]) == pytest.approx(tuple(data[i]))
     assert len(rv.read_journal(rv.journal_path(field_dir, "ann"))) == 3
+    # dragging out of the nucleus is refused and undone
+    data = layer.data.copy()
+    data[i] = [float(by), float(bx)]
+    layer.data = data
+    qtbot.waitUntil(lambda: "only move within its nucleus" in (w.last_error or ""), timeout=5000)
+    qtbot.waitUntil(lambda: tuple(layer.data[i]) == pytest.approx(tuple(moved[["y", "x"]])), timeout=5000)
+    assert len(w.state.edits) == 3
 
 
 def test_navigation_and_shortcuts(make_napari_viewer, field_dir):

@@ -262,6 +262,8 @@ class AnalyseWidget(QWidget):
     def show_result(self, result, folder: Path | None = None) -> None:
         """Add the nuclei Labels layer (coloured by call, unscorable grey) and one Points layer per signal."""
         self.result, self.result_dir = result, (Path(folder) if folder else None)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
         px = result.params.get("pixel_size_um") or result.field.pixel_size_um
         ctx = {"field_dir": str(folder) if folder else None, "panel": result.panel.id, "pixel_size_um": px}
         for data, kw, kind in [labels_layer(result.labels, result.panel, result.nuclei, px, ctx)] + points_layers(

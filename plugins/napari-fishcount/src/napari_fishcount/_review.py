@@ -426,8 +426,14 @@ class ReviewWidget(QWidget):
         return self._do(lambda s: rv.delete_signal(s, int(spot_id), self._reviewer()))
 
     def move_signal(self, spot_id: int, y: float, x: float) -> bool:
+        """Move a signal within its nucleus (to another nucleus: delete it and add it there)."""
         from fishcount import review as rv
 
+        if self.state is not None and "nuclei" in self.viewer.layers:
+            row = self.state.spots[self.state.spots["spot_id"] == int(spot_id)]
+            if len(row) and self.label_at(y, x) != int(row["label"].iloc[0]):
+                self._fail(ValueError("a signal can only move within its nucleus (delete it and add it in the other)"))
+                return False
         return self._do(lambda s: rv.move_signal(s, int(spot_id), float(y), float(x), self._reviewer()))
 
     def _cursor_px(self) -> tuple[float, float]:
