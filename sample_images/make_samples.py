@@ -54,9 +54,9 @@ def cutoff(n: int) -> float:
 
 
 def scorable(truth: pd.DataFrame) -> pd.Series:
-    """Nuclei a careful scorer keeps: whole in the field, not touching another nucleus, in focus
-    (clinical.md §3.2, §6.1 R1). Lobulated nuclei are kept (one nucleus)."""
-    return ~truth["border"] & ~truth["touching"] & ~truth["out_of_focus"]
+    """Nuclei a careful scorer keeps: whole in the field, not touching another nucleus, in focus,
+    both probes hybridised (clinical.md §3.2, §6.1 R1). Lobulated nuclei are kept (one nucleus)."""
+    return ~truth["border"] & ~truth["touching"] & ~truth["out_of_focus"] & (truth["failed_signal"] == "")
 
 
 def make_controls(out: Path, n_controls: int, overwrite: bool) -> None:
