@@ -757,6 +757,8 @@ def apply_edit(state: ReviewState, edit: ReviewEdit, source: str = "journal") ->
             new = move_signal(state, b["spot_id"], a["y"], a["x"], edit.reviewer, edit.time)
     except KeyError as exc:
         raise InputError(source, f"edit {edit.seq}: missing field {exc} in '{edit.action}'") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(source, f"edit {edit.seq}: bad value in '{edit.action}' ({exc})") from None
     except InputError as exc:
         raise InputError(source, f"{where}: {exc.reason}") from None
     # keep the recorded identity of the edit (seq, field), not the replayed one
@@ -849,7 +851,7 @@ def read_journal(path: str | os.PathLike) -> list[ReviewEdit]:
                 action=str(d["action"]), label=int(d["label"]), reviewer=str(d["reviewer"]), time=str(d["time"]),
                 before=dict(d["before"]), after=dict(d["after"]), field=str(d.get("field", "")), seq=int(d.get("seq", i)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise InputError(path, f"line {i} lacks or has a bad field ({exc})") from None
         if e.action not in ACTIONS:
             raise InputError(path, f"line {i}: unknown action {e.action!r}")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.stats import beta
 
@@ -295,6 +295,10 @@ def test_journal_refuses_truncated_file(tmp_path):
         ("[1, 2]", "line 2 is not a JSON object"),
         ('{"v": 99}', "line 2: journal format version 99"),
         ('{"v": 1, "action": "confirm"}', "line 2 lacks or has a bad field"),
+        ('{"v": 1, "action": "confirm", "label": Infinity, "reviewer": "a", "time": "t", "before": {}, "after": {}}',
+         "line 2 lacks or has a bad field"),
+        ('{"v": 1, "action": "confirm", "label": 1, "reviewer": "a", "time": "t", "before": [1], "after": {}}',
+         "line 2 lacks or has a bad field"),
         ('{"v": 1, "action": "explode", "label": 1, "reviewer": "a", "time": "t", "before": {}, "after": {}}',
          "line 2: unknown action 'explode'"),
     ],
@@ -306,6 +310,29 @@ def test_read_journal_errors(tmp_path, line, message):
     with pytest.raises(InputError, match=message) as exc:
         rv.read_journal(p)
     assert str(p) in str(exc.value)
+
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["v", "action", "label", "reviewer", "time", "before", "after", "seq", "field", "x"]), inner, max_size=9),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(_JSONISH.map(json.dumps), st.text(max_size=30)), max_size=4))
+@example(['{"v": 1, "action": "set_call", "label": 1e400, "reviewer": "a", "time": "t", "before": {}, "after": {}}'])
+def test_property_read_journal_never_crashes(tmp_path, lines):
+    # any content either parses into edits or is refused with a one-line InputError naming the file
+    p = tmp_path / "review.x.jsonl"
+    p.write_text("\n".join(x.replace("\n", " ").replace("\r", " ") for x in lines) + "\n", encoding="utf-8")
+    try:
+        edits = rv.read_journal(p)
+    except InputError as exc:
+        assert str(exc).startswith(str(p)) and "\n" not in str(exc)
+    else:
+        assert all(e.action in rv.ACTIONS for e in edits)
 
 
 def test_read_journal_missing(tmp_path):
@@ -325,6 +352,9 @@ def test_replay_refuses_journal_of_other_tables():
         rv.replay(_state(), [bad])
     bad = rv.ReviewEdit("set_call", 1, "ann", T0, {}, {}, seq=1)
     with pytest.raises(InputError, match="missing field"):
+        rv.replay(_state(), [bad])
+    bad = rv.ReviewEdit("add_signal", 1, "ann", T0, {}, {"signal": "EGR1", "y": "up", "x": 1, "spot_id": 50}, seq=2)
+    with pytest.raises(InputError, match="edit 2: bad value in 'add_signal'"):
         rv.replay(_state(), [bad])
     bad = rv.ReviewEdit("delete_signal", 1, "ann", T0, {"spot_id": 77}, {}, seq=3)
     with pytest.raises(InputError, match="edit 3: no signal with spot_id 77"):
