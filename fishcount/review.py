@@ -799,12 +799,19 @@ def append_journal(path: str | os.PathLike, edit: ReviewEdit) -> None:
     Raises
     ------
     InputError
-        If the journal exists but does not end with a complete line (it was edited by hand).
+        If the journal exists but does not end with a complete line (it was edited by hand), or
+        holds another number of edits than ``edit.seq - 1`` (another session wrote to it).
     """
     path = Path(path)
     old = path.read_bytes() if path.exists() else b""
     if old and not old.endswith(b"\n"):
         raise InputError(path, "journal does not end with a complete line; refusing to append")
+    n_old = sum(1 for line in old.splitlines() if line.strip())
+    if edit.seq and n_old != edit.seq - 1:
+        raise InputError(
+            path, f"journal holds {n_old} edits but this is edit {edit.seq}: another session wrote to it; "
+                  "reopen the field to continue from the journal"
+        )
     with atomic_open(path, "wb") as fh:
         fh.write(old)
         fh.write(edit.to_json().encode("utf-8") + b"\n")

@@ -280,6 +280,16 @@ def test_append_is_append_only(tmp_path):
     assert p.read_bytes().startswith(first)
 
 
+def test_journal_refuses_edits_of_another_session(tmp_path):
+    p = tmp_path / "review.ann.jsonl"
+    one = rv.confirm(_state(), 1, "ann")  # session 1
+    two = rv.confirm(_state(), 2, "ann")  # session 2 started before session 1 wrote
+    rv.append_journal(p, one.edits[-1])
+    with pytest.raises(InputError, match="holds 1 edits but this is edit 1: another session"):
+        rv.append_journal(p, two.edits[-1])
+    assert len(rv.read_journal(p)) == 1
+
+
 def test_journal_refuses_truncated_file(tmp_path):
     s = _edits_sequence(_state())
     p = tmp_path / "review.ann.jsonl"
