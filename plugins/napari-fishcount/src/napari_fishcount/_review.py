@@ -99,7 +99,8 @@ class ReviewWidget(QWidget):
         self.restore_btn = QPushButton("Restore")
         self.signal_box = QComboBox()
         self.add_btn = QPushButton("Add at cursor")
-        self.delete_btn = QPushButton("Delete selected")
+        self.delete_btn = QPushButton("Delete")
+        self.delete_btn.setToolTip("delete the selected signal(s)")
         self.move_btn = QPushButton("Move to cursor")
         self.move_btn.setToolTip("move the selected signal to the cursor")
 
