@@ -470,12 +470,18 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
 @_panel_option
 @click.option("--all-nuclei", is_flag=True, help="Compare every nucleus, not only those both readers reviewed.")
 def concordance_cmd(field_dir: Path, reader_a: str, reader_b: str, panel: str, all_nuclei: bool) -> None:
-    """Agreement of two readers' reviews of one field (agreement %, Cohen's kappa, Fisher p).
+    """Agreement of two readers' reviews (agreement %, Cohen's kappa, Fisher p).
 
-    FIELD_DIR is a field result folder holding review.<READER>.jsonl journals (napari review widget).
+    FIELD_DIR is a field result folder holding review.<READER>.jsonl journals (napari review widget),
+    or a `fishcount run` folder: then one row per sample, its reviewed fields pooled.
     """
     from . import review as rv
 
+    if not (field_dir / "nuclei.csv").is_file() or not (field_dir / "spots.csv").is_file():
+        if (field_dir / "fields").is_dir():
+            table = rv.sample_concordance(field_dir, reader_a, reader_b, None if panel == "del5q" else panel)
+            click.echo(table.to_string(index=False))
+            return
     for r in (reader_a, reader_b):
         if not rv.journal_path(field_dir, r).exists():
             raise FishcountError(rv.journal_path(field_dir, r), f"no review journal of reader '{r}'")

@@ -93,6 +93,7 @@ __all__ = [
     "apply_reviews",
     "write_reviewed_samples",
     "write_reviewed_response",
+    "sample_concordance",
 ]
 
 #: Version of the journal line format (``"v"`` in every line).
@@ -1205,3 +1206,70 @@ def write_reviewed_response(run_dir: str | os.PathLike, reviewer: str, criteria=
     path = run_dir / f"response.reviewed.{r}.csv"
     write_csv_atomic(res.patients, path)
     return path
+
+
+def sample_concordance(run_dir: str | os.PathLike, reader_a: str, reader_b: str,
+                       panel: "str | Path | Panel | None" = None, alpha: float = 0.05) -> pd.DataFrame:
+    """Two readers' concordance per sample of a ``fishcount run`` folder (all its fields pooled).
+
+    For every field both readers reviewed, their reviewed nuclei are pooled by sample (the
+    ``patient``/``timepoint``/``week`` or ``sample`` columns of the run's ``nuclei.csv``) and compared
+    with :func:`concordance` (nuclei both reviewed).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per sample: the sample keys, ``fields``, ``n_common``, ``n_agree``,
+        ``agreement_pct``, ``kappa``, ``clone_a``, ``scored_a``, ``clone_b``, ``scored_b``,
+        ``fisher_p`` and ``third_read`` (``fisher_p < alpha``: flag for a third reader,
+        clinical.md §6.1 R5 [U/I]).
+
+    Raises
+    ------
+    InputError
+        If the run has no pooled ``nuclei.csv`` or no field reviewed by both readers.
+    """
+    from .scoring import SAMPLE_KEYS
+
+    run_dir = Path(run_dir)
+    ra, rb = _check_reviewer(reader_a), _check_reviewer(reader_b)
+    src = run_dir / "nuclei.csv"
+    if not src.is_file():
+        raise InputError(src, "missing; is this a fishcount run output folder?")
+    pooled = pd.read_csv(src, keep_default_na=False, na_values=[""], low_memory=False)
+    if "field" not in pooled.columns:
+        raise InputError(src, "pooled nuclei table lacks column 'field'")
+    keys = [k for k in SAMPLE_KEYS if k in pooled.columns] or (["sample"] if "sample" in pooled.columns else [])
+    field_keys = pooled.drop_duplicates("field").set_index("field")[keys] if keys else None
+    groups: dict[tuple, list] = {}
+    for key, folder in study_fields(run_dir).items():
+        if not (journal_path(folder, ra).exists() and journal_path(folder, rb).exists()):
+            continue
+        pan = panel
+        if pan is None and "panel" in pooled.columns:
+            rows = pooled.loc[pooled["field"].astype(str) == key, "panel"]
+            pan = str(rows.iloc[0]) if len(rows) and str(rows.iloc[0]) not in ("", "nan") else None
+        a = open_review(folder, ra, pan, field=key)
+        b = open_review(folder, rb, pan, field=key)
+        sk = tuple(field_keys.loc[key]) if field_keys is not None and key in field_keys.index else ()
+        groups.setdefault(sk, []).append((key, a, b))
+    if not groups:
+        raise InputError(run_dir, f"no field has review journals of both '{ra}' and '{rb}'")
+    out = []
+    for sk, items in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        frames_a, frames_b, offset = [], [], 0
+        for _key, a, b in items:  # pool fields: give every nucleus a sample-wide label
+            for st, frames in ((a, frames_a), (b, frames_b)):
+                f = st.nuclei[["label", "call", "scorable", "reviewed"]].copy()
+                f["label"] = f["label"] + offset
+                frames.append(f)
+            offset += int(max(a.nuclei["label"].max(), b.nuclei["label"].max())) + 1
+        c = concordance(pd.concat(frames_a, ignore_index=True), pd.concat(frames_b, ignore_index=True),
+                        items[0][1].panel, reader_a=ra, reader_b=rb)
+        row = dict(zip(keys, sk))
+        row.update(fields=";".join(k for k, _, _ in items), reader_a=ra, reader_b=rb, n_common=c.n_common,
+                   n_agree=c.n_agree, agreement_pct=c.agreement_pct, kappa=c.kappa, clone_a=c.clone_a[0],
+                   scored_a=c.clone_a[1], clone_b=c.clone_b[0], scored_b=c.clone_b[1], fisher_p=c.fisher_p,
+                   third_read=bool(c.fisher_p < alpha) if not math.isnan(c.fisher_p) else False)
+        out.append(row)
+    return pd.DataFrame(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -639,6 +640,14 @@ def test_cli_concordance_and_review_samples(tmp_path):
     res = CliRunner().invoke(main, ["concordance", str(d), "ann", "bob"])
     assert res.exit_code == 0, res.output
     assert "ann vs bob: 1/2 nuclei agree (50.0%)" in res.output
+    run2 = tmp_path / "run2"
+    (run2 / "fields").mkdir(parents=True)
+    shutil.copytree(d, run2 / "fields" / "P01" / "w0" / "f01")
+    pd.read_csv(d / "nuclei.csv").assign(field="P01/w0/f01", patient="P01", timepoint="w0", week=0).to_csv(
+        run2 / "nuclei.csv", index=False)
+    res = CliRunner().invoke(main, ["concordance", str(run2), "ann", "bob"])
+    assert res.exit_code == 0, res.output
+    assert "agreement_pct" in res.output and "50.0" in res.output
     res = CliRunner().invoke(main, ["concordance", str(d), "ann", "carl"])
     assert res.exit_code == 2 and "review.carl.jsonl: no review journal of reader 'carl'" in res.output
     assert "Traceback" not in res.output
@@ -650,3 +659,32 @@ def test_cli_concordance_and_review_samples(tmp_path):
     res = CliRunner().invoke(main, ["review-samples", str(run), "--reviewer", "ann"])
     assert res.exit_code == 0 and "samples.reviewed.ann.csv (1 reviewed field(s): P01/week00/f01)" in res.output
     assert "response.reviewed.ann.csv" in res.output and (run / "response.reviewed.ann.csv").is_file()
+
+
+def test_sample_concordance_pools_fields_of_a_sample(tmp_path):
+    run = _run_folder(tmp_path)
+    fields = rv.study_fields(run)
+    for key, folder in fields.items():
+        a = rv.confirm(rv.confirm(rv.open_review(folder, "ann"), 1, "ann"), 2, "ann")
+        b = rv.confirm(rv.confirm(rv.open_review(folder, "bob"), 1, "bob"), 2, "bob")
+        if key.endswith("week16/f01"):
+            b = rv.set_call(b, 1, "monosomy5", "bob")
+        for who, st_ in (("ann", a), ("bob", b)):
+            for e in st_.edits:
+                rv.append_journal(rv.journal_path(folder, who), e)
+    df = rv.sample_concordance(run, "ann", "bob").set_index("timepoint")
+    assert list(df.index) == ["week00", "week16"]
+    assert (df.loc["week00", "n_common"], df.loc["week00", "n_agree"], df.loc["week00", "kappa"]) == (2, 2, 1.0)
+    assert (df.loc["week16", "n_common"], df.loc["week16", "n_agree"]) == (2, 1)
+    assert (df.loc["week16", "clone_a"], df.loc["week16", "clone_b"]) == (1, 2)
+    assert not df["third_read"].any()  # 1/2 vs 2/2 is no evidence of disagreement
+    with pytest.raises(InputError, match="no field has review journals of both 'ann' and 'carl'"):
+        rv.sample_concordance(run, "ann", "carl")
+    pooled = pd.read_csv(run / "nuclei.csv", keep_default_na=False)
+    pooled["timepoint"], pooled["week"] = "week00", 0  # both fields of one sample: pooled
+    pooled.to_csv(run / "nuclei.csv", index=False)
+    one = rv.sample_concordance(run, "ann", "bob")
+    assert len(one) == 1 and one["fields"].item() == "P01/week00/f01;P01/week16/f01"
+    assert (one["n_common"].item(), one["n_agree"].item()) == (4, 3)
+    with pytest.raises(InputError, match="nuclei.csv: missing"):
+        rv.sample_concordance(tmp_path / "nowhere", "ann", "bob")
