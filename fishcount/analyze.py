@@ -36,6 +36,7 @@ from .spots import (
     find_candidates,
     finish_signal_table,
     merge_split_signals,
+    near_other_nucleus,
     pair_fusions,
     spot_sigma_px,
 )
@@ -65,6 +66,10 @@ DETECTION_DEFAULTS: dict[str, float] = {
     # signals up to this many signal diameters outside a nucleus' mask belong to it (segmented outlines
     # are uncertain by a pixel or two and signals sit at the nuclear periphery) [I]
     "snap_diameters": 1.0,
+    # a counted signal within this many signal diameters of ANOTHER nucleus' mask makes its nucleus
+    # "signal_at_boundary" (touching nuclei: the signal cannot be assigned with confidence; overlapping
+    # nuclei "Do not count", clinical.md §3.2) [I]; 0 disables
+    "boundary_diameters": 1.0,
     # lowest automatic threshold, in noise units (see fishcount.spots.MIN_AUTO_SNR)
     "min_auto_snr": 4.5,
 }
@@ -328,6 +333,13 @@ def analyze_field(
     lab = merged["label"].to_numpy()
     dim_rep = is_rep & (lab > 0) & (snr >= th_of / band) & (snr < th_of * band)
     dim_labels = np.unique(lab[dim_rep])
+    # a counted signal at the boundary with a touching nucleus cannot be assigned with confidence
+    boundary_labels = np.zeros(0, np.int64)
+    if det["boundary_diameters"] > 0 and len(merged):
+        cand_b = is_rep & (lab > 0) & (snr >= th_of)
+        near = near_other_nucleus(merged["y"].to_numpy()[cand_b], merged["x"].to_numpy()[cand_b], lab[cand_b],
+                                  labels, det["boundary_diameters"] * pan.signal_diameter_um / px)
+        boundary_labels = np.unique(lab[cand_b][near])
     rep_detected = merged.set_index("spot_id")["detected"] if len(merged) else pd.Series(dtype=bool)
     group_ok = rep_detected.reindex(merged["group_id"]).to_numpy(bool) if len(merged) else np.zeros(0, bool)
     sig = merged[merged["detected"].to_numpy(bool) & group_ok].copy()
@@ -341,7 +353,7 @@ def analyze_field(
     timings["detect_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    nuclei = call_nuclei(qc, spots, pan, dim_labels=dim_labels)
+    nuclei = call_nuclei(qc, spots, pan, dim_labels=dim_labels, boundary_labels=boundary_labels)
     timings["call_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     rec = {

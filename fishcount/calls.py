@@ -55,6 +55,7 @@ def call_nuclei(
     panel: Panel,
     *,
     dim_labels: Iterable[int] = (),
+    boundary_labels: Iterable[int] = (),
 ) -> pd.DataFrame:
     """Count signals per nucleus and call each nucleus from the panel.
 
@@ -71,6 +72,9 @@ def call_nuclei(
         The probe panel (counting rules and calls).
     dim_labels : iterable of int
         Labels of nuclei with a signal in the ambiguity band around the threshold (``dim_signals``).
+    boundary_labels : iterable of int
+        Labels of nuclei with a counted signal at the boundary of a touching nucleus
+        (``signal_at_boundary``).
 
     Returns
     -------
@@ -145,6 +149,9 @@ def call_nuclei(
     dim = np.isin(labels, np.fromiter(dim_labels, np.int64))
     for i in np.nonzero(dim)[0]:
         reasons[i].append("dim_signals")
+    at_boundary = np.isin(labels, np.fromiter(boundary_labels, np.int64))
+    for i in np.nonzero(at_boundary)[0]:
+        reasons[i].append("signal_at_boundary")
     out["scorable"] = np.array([not r for r in reasons], dtype=bool)
     out["exclusion_reason"] = np.array([";".join(r) for r in reasons], dtype=object)
     extra = [c for c in qc.columns if c not in out.columns]

@@ -41,6 +41,7 @@ __all__ = [
     "find_candidates",
     "auto_threshold",
     "snap_to_nuclei",
+    "near_other_nucleus",
     "detect_signals",
     "merge_split_signals",
     "pair_fusions",
@@ -326,6 +327,40 @@ def snap_to_nuclei(
     return out
 
 
+def near_other_nucleus(
+    y: np.ndarray, x: np.ndarray, own: np.ndarray, labels: np.ndarray, distance_px: float
+) -> np.ndarray:
+    """Whether another nucleus' mask lies within ``distance_px`` of each point.
+
+    A signal that close to a neighbouring nucleus (touching nuclei) cannot be assigned with confidence:
+    the boundary between the two is uncertain by about that much.
+
+    Parameters
+    ----------
+    y, x : ndarray, shape (N,), float
+        Positions in pixels.
+    own : ndarray, shape (N,), int
+        Label each point is assigned to (0 = none).
+    labels : ndarray of int, shape (Y, X)
+    distance_px : float
+
+    Returns
+    -------
+    ndarray of bool, shape (N,)
+    """
+    h, w = labels.shape
+    r = int(math.floor(distance_px))
+    if r < 1 or len(y) == 0:
+        return np.zeros(len(y), bool)
+    yi = np.clip(np.rint(y).astype(np.int64), 0, h - 1)
+    xi = np.clip(np.rint(x).astype(np.int64), 0, w - 1)
+    oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
+    inside = (oy**2 + ox**2) <= distance_px**2
+    oy, ox = oy[inside], ox[inside]
+    lab = labels[np.clip(yi[:, None] + oy, 0, h - 1), np.clip(xi[:, None] + ox, 0, w - 1)]
+    return ((lab > 0) & (lab != np.asarray(own)[:, None])).any(axis=1)
+
+
 def auto_threshold(
     snr: np.ndarray,
     n_nuclei: int,
@@ -380,8 +415,8 @@ def auto_threshold(
     dens = ndi.gaussian_filter1d(hist.astype(np.float64), sigma=max(1.0, 0.12 / bw), mode="nearest")
     centres = 0.5 * (edges[:-1] + edges[1:])
     # walk up from the floor through the falling noise tail to the first significant minimum: the
-    # density must rise again by a third of the minimum (and by more than a few candidates) before the
-    # signal mode
+    # density must rise again towards the signal mode by a third (and by more than a few candidates),
+    # and nothing on the way there may be lower
     tol = 1e-9
     n = len(dens)
     i = 0
@@ -391,8 +426,12 @@ def auto_threshold(
             j = i
             while j + 1 < n and abs(dens[j + 1] - dens[i]) <= tol:
                 j += 1  # a flat (e.g. empty) run: take its middle
-            rise = dens[j:].max(initial=0)
-            if dens[i] <= 0.75 * rise and rise - dens[i] >= 4 * _kernel_peak(0.12 / bw):
+            m = j + int(np.argmax(dens[j:]))
+            rise = dens[m]
+            # a significant rise towards the signal mode, and the lowest point on the way to it (a
+            # fluctuation of the noise tail is followed by lower density before the signals come)
+            if (dens[i] <= 0.75 * rise and rise - dens[i] >= 4 * _kernel_peak(0.12 / bw)
+                    and dens[i] <= dens[j : m + 1].min() + tol):
                 t_idx = (i + j) // 2
                 break
             i = j + 1
@@ -403,8 +442,9 @@ def auto_threshold(
     t = math.exp(centres[t_idx])
     # sharpen: the smoothed density blurs the valley; put the threshold in the widest gap between
     # candidate values near it (where the last noise maxima end and the first signals begin)
-    near = np.sort(x[(x >= math.log(t) - 0.3) & (x <= math.log(t) + 0.1)])
-    if near.size >= 2:
+    w_lo, w_hi = math.log(t) - 0.3, math.log(t) + 0.1
+    near = np.concatenate([[w_lo], np.sort(x[(x > w_lo) & (x < w_hi)]), [w_hi]])  # window edges count
+    if near.size >= 3:
         gaps = np.diff(near)
         g = int(np.argmax(gaps))
         t = math.exp(0.5 * (near[g] + near[g + 1]))

@@ -263,3 +263,13 @@ def test_docstring_examples():
     for mod in (fishcount.spots, fishcount.calls):
         r = doctest.testmod(mod)
         assert r.failed == 0 and r.attempted > 0
+
+
+def test_boundary_rule_can_be_switched_off():
+    sim, fld = _field(seed=3)
+    on = analyze_field(fld)
+    off = analyze_field(fld, boundary_diameters=0)
+    assert not off.nuclei.exclusion_reason.str.contains("signal_at_boundary").any()
+    flagged = on.nuclei.exclusion_reason.str.contains("signal_at_boundary")
+    assert flagged.any()  # touching nuclei with a signal at their shared boundary exist in this field
+    assert (on.nuclei.scorable.sum() + flagged.sum()) >= off.nuclei.scorable.sum()

@@ -155,3 +155,10 @@ def test_scorable_read_back_as_text():
     out = call_nuclei(qc, signals_for({1: {"EGR1": 2, "D5S23": 2}, 2: {"EGR1": 2, "D5S23": 2}}), panel)
     assert out.scorable.tolist() == [False, True]
     assert out.exclusion_reason.tolist() == ["segmentation_qc", ""]
+
+
+def test_signal_at_boundary_reason():
+    panel = load_panel("del5q")
+    out = call_nuclei(qc_for([1, 2]), signals_for({1: {"EGR1": 2, "D5S23": 2}, 2: {"EGR1": 2, "D5S23": 2}}), panel,
+                      boundary_labels=[2], dim_labels=[2])
+    assert out.exclusion_reason.tolist() == ["", "dim_signals;signal_at_boundary"]
