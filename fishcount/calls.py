@@ -19,6 +19,9 @@ Signal exclusion reasons (clinical.md §3.2 and §6.1 R1):
     A signal near the detection threshold (within the ambiguity band): the count would change with a
     slightly different threshold, so the nucleus is "poorly hybridised" (clinical.md §3.2, standard
     practice [U]).
+``signal_at_boundary``
+    A counted signal at the boundary with a touching nucleus cannot be assigned with confidence
+    (overlapping nuclei "Do not count", clinical.md §3.2; the distance is a design choice [I]).
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from .panels import FUSION, Panel
 __all__ = ["call_nuclei", "nuclei_columns", "as_bool", "SIGNAL_REASONS"]
 
 #: Exclusion reasons added by the signal rules (besides the segmentation QC reasons).
-SIGNAL_REASONS = ("no_signal_<SIGNAL>", "too_many_signals", "dim_signals")
+SIGNAL_REASONS = ("no_signal_<SIGNAL>", "too_many_signals", "dim_signals", "signal_at_boundary")
 
 
 def as_bool(col: pd.Series) -> np.ndarray:
