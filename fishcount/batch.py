@@ -729,7 +729,7 @@ def _execute(
             out.append(r)
         return out, {"engine": "serial", "workers": 1}
 
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     cluster = None
     t_start = time.perf_counter()
@@ -744,10 +744,7 @@ def _execute(
         import psutil
 
         mem = int(psutil.virtual_memory().available * 0.8 // workers)
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, memory_limit=mem,
-            dashboard_address=":0", silence_logs=logging.ERROR,
-        )
+        cluster = _local_cluster(workers, mem)
         client = Client(cluster)
         engine = {"engine": "dask-local", "workers": workers, "memory_limit_bytes": mem}
     try:
@@ -776,6 +773,32 @@ def _execute(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _local_cluster(workers: int, memory_limit_bytes: int):
+    """A LocalCluster of single-threaded worker processes tuned for image tasks.
+
+    Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` in its workers, which switches off glibc's
+    dynamic mmap threshold: every large numpy array is then a fresh ``mmap`` and its pages fault in
+    again, costing ~30 % more CPU per field here (measured, docs/benchmarks.md ## Batch). The
+    workers are started without it, and without the statistical profiler.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    saved = os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # distributed may have set it in this process
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env,
+                              "distributed.worker.profile.enabled": False}):
+            return LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit_bytes,
+                dashboard_address=":0", silence_logs=logging.ERROR,
+            )
+    finally:
+        if saved is not None:
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = saved
 
 
 def _warm_worker() -> None:
