@@ -76,6 +76,9 @@ CLASSICAL_DEFAULTS: dict[str, Any] = {
     "h_diameters": 0.06,
     # watershed markers: "dt" = h-maxima of the distance transform (+ intensity), "log" = LoG blob centres
     "markers": "dt",
+    # find the distance-transform markers at half resolution (4x faster, nearly the same markers) when
+    # the working image has more pixels than this
+    "markers_half_resolution_above_px": 2_000_000,
     "log_sigma_diameters": 0.25,
     "log_h": 0.05,
     # weight of relative DAPI intensity in the watershed marker function (0 = distance transform only)
@@ -195,15 +198,27 @@ def _as_2d_float(dapi: Any, source: str) -> np.ndarray:
     return out
 
 
-def _normalize(img: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Scale to ~[0, 1] by robust percentiles; return (image, is_flat)."""
+def _norm_range(img: np.ndarray) -> tuple[float, float] | None:
+    """Robust intensity range (0.5th, 99.8th percentile) of an image, None when it is flat."""
     sample = img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)]
     lo, hi = np.percentile(sample, [0.5, 99.8])
     if hi <= lo:
         hi = float(sample.max())
         if hi <= lo:
-            return np.zeros_like(img), True
-    return (img - lo) / (hi - lo), False
+            return None
+    return float(lo), float(hi)
+
+
+def _normalize(img: np.ndarray, rng: tuple[float, float] | None | bool = False) -> tuple[np.ndarray, bool]:
+    """Scale to ~[0, 1] by robust percentiles (of ``img``, or the given range); return (image, is_flat)."""
+    if rng is False:
+        rng = _norm_range(img)
+    if rng is None:
+        return np.zeros(img.shape, np.float32), True
+    lo, hi = rng
+    out = np.subtract(img, np.float32(lo), dtype=np.float32)
+    out *= np.float32(1.0 / (hi - lo))
+    return out, False
 
 
 def _block_mean(img: np.ndarray, k: int) -> np.ndarray:
@@ -424,12 +439,14 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     unknown = set(params) - set(CLASSICAL_DEFAULTS)
     if unknown:
         raise FishcountError("segment", f"unknown classical segmentation parameter(s): {sorted(unknown)}")
-    img, flat = _normalize(np.asarray(dapi, dtype=np.float32))
-    if flat:
-        return np.zeros(img.shape, np.int32)
+    img = np.asarray(dapi, dtype=np.float32)
     wd = float(p["working_diameter_px"])
     factor = float(np.clip(wd / diameter_px, 1.0 / 16.0, 2.0))
+    rng = _norm_range(img)
     work, (fy, fx) = _resample(img, factor)
+    work, flat = _normalize(work, rng)  # range of the field, applied after resampling (cheaper)
+    if flat:
+        return np.zeros(img.shape, np.int32)
     d = diameter_px * factor  # nucleus diameter at the working scale
     # 3. flatten + smooth
     flt = _flatten(work, d, p)
@@ -462,11 +479,19 @@ def _label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _label_sum(values: np.ndarray, labels: np.ndarray, n: int, rows: int = 256) -> np.ndarray:
+    """Per-label sum, (n + 1,) float64; in blocks of rows so no full-size float64 temporary is made."""
+    tot = np.zeros(n + 1)
+    for r0 in range(0, labels.shape[0], rows):
+        tot += np.bincount(labels[r0: r0 + rows].ravel(), weights=values[r0: r0 + rows].ravel(),
+                           minlength=n + 1)
+    return tot
+
+
 def _label_mean(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Per-label mean, (n + 1,) float64 with index = label (NaN for absent labels)."""
-    lab = labels.ravel()
-    cnt = np.bincount(lab, minlength=n + 1).astype(np.float64)
-    tot = np.bincount(lab, weights=values.ravel().astype(np.float64), minlength=n + 1)
+    cnt = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    tot = _label_sum(values, labels, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return tot / cnt
 
@@ -530,8 +555,27 @@ def _refine_local(flt: np.ndarray, mask: np.ndarray, d: float, min_area: int) ->
     return out
 
 
+def h_maxima(f: np.ndarray, h: float, max_iter: int = 2000) -> np.ndarray:
+    """h-maxima of ``f``: regional maxima that rise at least ``h`` above their surroundings.
+
+    Same result as :func:`skimage.morphology.h_maxima` (reconstruction by dilation of ``f - h`` under
+    ``f``), computed by iterated 3x3 geodesic dilation, which is 2-3x faster than the sort-based version
+    on smooth functions such as a distance transform (propagation stops after a few nucleus radii).
+    Returns a bool (Y, X) mask.
+    """
+    f = np.asarray(f, dtype=np.float32)
+    resolution = 2 * np.finfo(np.float32).resolution * np.abs(f)  # as skimage: float rounding margin
+    rec = f - np.float32(h) - resolution
+    for i in range(max_iter):
+        nxt = np.minimum(ndi.grey_dilation(rec, size=(3, 3)), f)
+        if i % 4 == 3 and np.array_equal(nxt, rec):
+            rec = nxt
+            break
+        rec = nxt
+    return (f - rec) >= np.float32(h)
+
+
 def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
-    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     dt = ndi.distance_transform_edt(mask).astype(np.float32)
@@ -553,6 +597,13 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
         hb = p["log_h"] * float(np.percentile(blob[mask], 95)) if mask.any() else 0.0
         peaks = h_maxima(blob.astype(np.float32), max(hb, 1e-6))
         dts = blob
+    elif dts.size > p["markers_half_resolution_above_px"]:
+        # the smoothed distance transform varies slowly: its h-maxima found at half resolution are the
+        # same markers at a quarter of the cost
+        half = h_maxima(dts[::2, ::2].astype(np.float32), h)
+        peaks = np.zeros(dts.shape, bool)
+        peaks[::2, ::2] = half
+        peaks = ndi.binary_dilation(peaks, structure=np.ones((3, 3), bool))
     else:
         peaks = h_maxima(dts.astype(np.float32), h)
     markers, _ = ndi.label(peaks & mask)
@@ -784,32 +835,66 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     return np.nan_to_num(f, nan=0.0)
 
 
-def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None, diameter_px: float,
-              saturation_value: float | None, qc: dict[str, float]) -> pd.DataFrame:
+def _shape_props(labels: np.ndarray, n: int, diameter_px: float) -> dict[str, np.ndarray]:
+    """Label, area, centroid, eccentricity (image moments, vectorised), border contact and solidity.
+
+    Solidity (area / convex-hull area) is measured on labels shrunk so a nucleus is ~24 px wide
+    (nearest neighbour), which keeps it fast and independent of the pixel size.
+    """
     from skimage.measure import regionprops_table
 
+    area_all = np.bincount(labels.ravel(), minlength=n + 1)
+    idx = np.flatnonzero(area_all[1:]) + 1
+    cy = np.zeros(n + 1)
+    cx = np.zeros(n + 1)
+    ecc = np.zeros(n + 1)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):  # per object: no full-size temporaries
+        if sl is None:
+            continue
+        ys, xs = np.nonzero(labels[sl] == i)
+        ys = ys + float(sl[0].start)
+        xs = xs + float(sl[1].start)
+        cy[i], cx[i] = ys.mean(), xs.mean()
+        dy, dx = ys - cy[i], xs - cx[i]
+        mu20, mu02, mu11 = (dy * dy).mean(), (dx * dx).mean(), (dy * dx).mean()
+        common = math.sqrt(((mu20 - mu02) / 2) ** 2 + mu11 ** 2)
+        l1, l2 = (mu20 + mu02) / 2 + common, (mu20 + mu02) / 2 - common
+        ecc[i] = math.sqrt(max(0.0, 1 - l2 / l1)) if l1 > 0 else 0.0
+    touches = np.zeros(n + 1, bool)
+    for edge in (labels[0, :], labels[-1, :], labels[:, 0], labels[:, -1]):
+        touches[edge] = True
+    k = max(1, int(round(diameter_px / 24.0)))
+    small = labels[k // 2:: k, k // 2:: k] if k > 1 else labels
+    sol = np.ones(n + 1)
+    if small.max() > 0:
+        pr = regionprops_table(small, properties=("label", "solidity"))
+        sol[pr["label"]] = pr["solidity"]
+    return {"label": idx.astype(np.int32), "area": area_all[idx].astype(np.int64), "centroid_y": cy[idx],
+            "centroid_x": cx[idx], "eccentricity": ecc[idx], "solidity": sol[idx], "touches": touches[idx]}
+
+
+def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None, diameter_px: float,
+              saturation_value: float | None, qc: dict[str, float]) -> pd.DataFrame:
     n = int(labels.max())
     if n == 0:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(QC_COLUMNS, [
             "int32", "float64", "float64", "int64", "float64", "float64", "float64", "float64", "float64",
             "float64", "float64", "bool", "float64", "bool", "object"])})
-    props = regionprops_table(labels, properties=("label", "centroid", "area", "solidity", "eccentricity",
-                                                  "bbox"))
+    props = _shape_props(labels, n, diameter_px)
     idx = props["label"]
-    area = props["area"].astype(np.int64)
+    area = props["area"]
+    touches = props["touches"]
     mean_dapi = _label_mean(dapi, labels, n)[idx]
-    H, W = labels.shape
-    touches = (props["bbox-0"] == 0) | (props["bbox-1"] == 0) | (props["bbox-2"] == H) | (props["bbox-3"] == W)
     if saturation_value is not None:
-        sat = np.bincount(labels.ravel(), weights=(dapi >= saturation_value).ravel(), minlength=n + 1)[idx] / area
+        sat = _label_sum(dapi >= saturation_value, labels, n)[idx] / area
     else:
         sat = np.zeros(len(idx))
     focus = _focus_measure(dapi, labels, n, diameter_px)[idx - 1]
     px_area = None if pixel_size_um is None else pixel_size_um ** 2
     df = pd.DataFrame({
         "label": idx.astype(np.int32),
-        "centroid_y": props["centroid-0"],
-        "centroid_x": props["centroid-1"],
+        "centroid_y": props["centroid_y"],
+        "centroid_x": props["centroid_x"],
         "area_px": area,
         "area_um2": area * px_area if px_area else np.full(len(idx), np.nan),
         "equivalent_diameter_um": (2 * np.sqrt(area / np.pi) * pixel_size_um) if pixel_size_um
