@@ -7,6 +7,7 @@ Usage (single-threaded, as reported in docs/benchmarks.md)::
     .venv/bin/python benchmarks/bench_segment.py stardist          # StarDist 2-D sample image
     .venv/bin/python benchmarks/bench_segment.py sim               # simulated marrow fields (fishcount.simulate)
     .venv/bin/python benchmarks/bench_segment.py speed             # s/MP on 1024^2 and 2048^2 fields
+    .venv/bin/python benchmarks/bench_segment.py figures           # docs/img/segmentation_*.png
 
 All runs use the defaults of ``fishcount.segment_nuclei`` (the ones the CLI uses) and no pixel size for the
 real images (they have none).
@@ -211,9 +212,67 @@ def bench_sim(n_fields: int = 6, verbose: bool = False) -> dict | None:
     return out
 
 
+def _outline_rgb(img: np.ndarray, labels: np.ndarray, qc=None, truth: np.ndarray | None = None) -> np.ndarray:
+    from skimage.segmentation import find_boundaries
+    a = img.astype(np.float32)
+    lo, hi = np.percentile(a, [0.5, 99.7])
+    a = np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = np.stack([a, a, a], -1)
+    if truth is not None:
+        rgb[find_boundaries(truth, mode="inner")] = (0.2, 0.8, 1.0)
+        return rgb
+    ok = set(qc.loc[qc["scorable"], "label"]) if qc is not None else set(np.unique(labels))
+    b = find_boundaries(labels, mode="inner")
+    good = np.isin(labels, list(ok))
+    rgb[b & good] = (0.1, 1.0, 0.1)
+    rgb[b & ~good] = (1.0, 0.25, 0.1)
+    return rgb
+
+
+def figures(out_dir: Path) -> None:
+    """Overlay pictures for docs/segmentation.md: a real DSB2018 image and a simulated marrow field."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fishcount._atomic import atomic_path
+    from fishcount.simulate import simulate_field
+
+    root = DATA / "dsb2018_fluo_dev"
+    rid = "150b0ffa"
+    full = next(p for p in (root / "images").glob(f"{rid}*.tif"))
+    img = tifffile.imread(full)
+    gt = tifffile.imread(root / "masks" / full.name)
+    seg = segment_nuclei(img)
+    m = match_labels(gt, seg.labels)
+    sim = simulate_field("del5q", shape=(640, 640), pixel_size_um=0.16, seed=7)
+    sseg = segment_nuclei(sim.image[0], pixel_size_um=0.16)
+    cases = [
+        ("real", img, gt, seg, f"DSB2018 {rid} (no pixel size; nucleus {seg.diameter_px:.0f} px estimated): "
+                               f"F1@0.5 = {m['f1']:.2f}"),
+        ("simulated", sim.image[0], sim.labels, sseg, "simulated marrow field, 0.16 µm/px (fishcount.simulate, "
+                                                     "seed 7)"),
+    ]
+    for name, im, truth, sg, title in cases:
+        fig, ax = plt.subplots(1, 2, figsize=(12, 6.2), dpi=90)
+        ax[0].imshow(_outline_rgb(im, truth, truth=truth))
+        ax[0].set_title("ground truth", fontsize=10)
+        ax[1].imshow(_outline_rgb(im, sg.labels, sg.qc))
+        ax[1].set_title(f"fishcount: {sg.n_nuclei} nuclei, {sg.n_scorable} scorable (green), "
+                        f"{sg.n_nuclei - sg.n_scorable} excluded (red)", fontsize=10)
+        for a in ax:
+            a.set_axis_off()
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout()
+        target = out_dir / f"segmentation_{name}.png"
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        print(f"wrote {target}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["dsb", "stardist", "sim", "speed", "all"])
+    ap.add_argument("what", choices=["dsb", "stardist", "sim", "speed", "all", "figures"])
     ap.add_argument("--verbose", "-v", action="store_true")
     a = ap.parse_args(argv)
     if a.what in ("dsb", "all"):
@@ -224,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_sim(verbose=a.verbose)
     if a.what in ("speed", "all"):
         bench_speed()
+    if a.what == "figures":
+        figures(Path(__file__).resolve().parents[1] / "docs" / "img")
     return 0
 
 

@@ -25,11 +25,12 @@ point group) only replace steps 2-7; the scale and the QC are shared.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import math
+import os
+import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -46,91 +47,110 @@ __all__ = [
     "available_backends",
     "register_backend",
     "match_labels",
+    "load_segment_defaults",
     "QC_DEFAULTS",
     "CLASSICAL_DEFAULTS",
     "QC_COLUMNS",
 ]
 
-#: Typical bone-marrow nucleus diameter, µm, used to set the scale when the pixel size is known.
-#: Marrow nucleated cells are about 7-20 µm across (lymphocytes ~7 µm, myelocytes/blasts 10-15 µm);
-#: their nuclei are smaller, ~6-12 µm. Design choice [I]; override with ``nucleus_diameter_um``.
-DEFAULT_NUCLEUS_DIAMETER_UM = 9.0
+_DEFAULTS_FILE = Path(__file__).with_name("segment_defaults.toml")
 
-#: Parameters of the classical backend (all relative to the nucleus diameter, so scale-free).
-CLASSICAL_DEFAULTS: dict[str, Any] = {
-    # the nucleus is resampled to this width (pixels) before thresholding and watershed
-    "working_diameter_px": 20.0,
-    # background = grey opening with a square this many diameters wide
-    "background_width_diameters": 2.5,
-    # Gaussian smoothing sigma, in diameters
-    "smooth_sigma_diameters": 1.0 / 20.0,
-    # per-object Otsu refinement on/off
-    "local_refine": False,
-    # foreground needs this fraction of the local maximum (within one diameter) above background
-    "local_rel": 0.3,
-    # ... and this fraction of the global Otsu threshold above background
-    "low_frac": 0.1,
-    # ... and this many background noise sigmas above the background
-    "noise_sigmas": 2.0,
-    # h-maxima height of the distance transform that starts a new nucleus, in diameters
-    "h_diameters": 0.06,
-    # watershed markers: "dt" = h-maxima of the distance transform (+ intensity), "log" = LoG blob centres
-    "markers": "dt",
-    # find the distance-transform markers at half resolution (4x faster, nearly the same markers) when
-    # the working image has more pixels than this
-    "markers_half_resolution_above_px": 2_000_000,
-    "log_sigma_diameters": 0.25,
-    "log_h": 0.05,
-    # weight of relative DAPI intensity in the watershed marker function (0 = distance transform only)
-    "intensity_weight": 0.0,
-    # smoothing of DAPI for the marker function, in diameters
-    "intensity_sigma_diameters": 0.15,
-    # Step 6 merges two touching fragments into one (lobulated) nucleus only when ALL hold:
-    # the neck between them (max distance-transform value on their shared boundary) is at least this
-    # fraction of the smaller fragment's inscribed radius (lobes of one nucleus overlap widely) ...
-    "merge_neck_ratio": 0.5,
-    # ... the boundary is not darker than this fraction of the dimmer fragment's mean (no gap) ...
-    "merge_boundary_intensity_ratio": 0.6,
-    # ... their mean DAPI differs by at most this fraction (one nucleus has one chromatin density) ...
-    "merge_max_intensity_difference": 0.15,
-    # ... the smaller fragment is at most this many typical nucleus areas (lobe-sized) ...
-    "merge_lobe_max_area": 0.6,
-    # ... and together they are at most this many typical nucleus areas.
-    "merge_max_total_area": 2.5,
-    # objects smaller than this fraction of the typical nucleus area are removed as specks
-    "min_area_fraction": 0.1,
+#: Expected keys of ``segment_defaults.toml``: section -> key -> (type, lower bound, upper bound or None).
+_SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
+    "scale": {"nucleus_diameter_um": (float, 0.5, 100.0), "scale_peak_min_fraction": (float, 0.0, 1.0),
+              "min_bright_fraction": (float, 0.0, 1.0)},
+    "classical": {
+        "working_diameter_px": (float, 6.0, 200.0), "background_width_diameters": (float, 1.0, None),
+        "smooth_sigma_diameters": (float, 0.0, 1.0), "local_rel": (float, 0.0, 1.0),
+        "low_frac": (float, 0.0, 1.0), "noise_sigmas": (float, 0.0, None), "h_diameters": (float, 0.0, None),
+        "markers": (str, 0, None), "markers_half_resolution_above_px": (float, 0.0, None),
+        "log_sigma_diameters": (float, 0.01, 2.0), "log_h": (float, 0.0, None),
+        "intensity_weight": (float, 0.0, None), "intensity_sigma_diameters": (float, 0.0, 2.0),
+        "merge_neck_ratio": (float, 0.0, None), "merge_boundary_intensity_ratio": (float, 0.0, None),
+        "merge_max_intensity_difference": (float, 0.0, None), "merge_lobe_max_area": (float, 0.0, None),
+        "merge_max_total_area": (float, 0.0, None), "min_area_fraction": (float, 0.0, 1.0)},
+    "qc": {
+        "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
+        "min_solidity": (float, 0.0, 1.0), "clump_area_vs_median": (float, 0.0, None),
+        "clump_solidity": (float, 0.0, 1.0), "max_area_vs_median": (float, 0.0, None),
+        "min_focus": (float, 0.0, None), "min_focus_vs_median": (float, 0.0, None),
+        "max_saturated_fraction": (float, 0.0, 1.0)},
 }
+_MARKERS = ("dt", "log")
 
-#: QC thresholds deciding ``scorable`` / ``exclusion_reason``. Source for the reasons: clinical scoring
-#: rules in shared/reference/clinical.md §3.2 and R1 (§6.1): overlapping nuclei "Do not count" (Leica HER2
-#: guide [V]); exclude damaged, out-of-focus nuclei and clumps [U, standard practice]. The numeric values
-#: are fishcount design choices [I], expressed relative to the typical nucleus so they hold at any scale.
-QC_DEFAULTS: dict[str, float] = {
-    # too_small: area below this fraction of the typical nucleus area (debris, fragments, apoptotic bodies)
-    "min_area_fraction": 0.25,
-    # too_large: area above this multiple of the typical nucleus area
-    "max_area_fraction": 4.0,
-    # clump: solidity below this (deeply notched outline: several nuclei, or a damaged one; two touching
-    # equal discs have 0.88, a granulocyte's lobed nucleus ~0.8-0.9)
-    "min_solidity": 0.75,
-    # clump: area above this multiple of the field's median nucleus area (needs >= 5 nuclei in the field)
-    # together with solidity below ``clump_solidity`` (a pair of round nuclei: ~2x the area, ~0.92;
-    # one round nucleus: 0.95-0.97 once pixelated)
-    "clump_area_vs_median": 1.7,
-    "clump_solidity": 0.94,
-    # clump: area above this multiple of the median, whatever the shape (overlapping nuclei)
-    "max_area_vs_median": 2.5,
-    # out_of_focus: focus below this absolute value (edge sharpness, dimensionless, see _focus_measure)
-    "min_focus": 1.5,
-    # out_of_focus: focus below this fraction of the field's median focus (needs >= 5 nuclei)
-    "min_focus_vs_median": 0.45,
-    # saturated: fraction of the nucleus' pixels at the saturation value above this
-    "max_saturated_fraction": 0.05,
-}
 
+def load_segment_defaults(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """Read and validate segmentation defaults (``[scale]``, ``[classical]``, ``[qc]`` tables).
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        A TOML file with the same tables and keys as the shipped ``fishcount/segment_defaults.toml``
+        (the default).
+
+    Returns
+    -------
+    dict
+        ``{"scale": {...}, "classical": {...}, "qc": {...}}`` with float values (``markers`` a str).
+
+    Raises
+    ------
+    FishcountError
+        The file is missing, not TOML, lacks a table or key, has an unknown key, a value of the wrong type
+        or out of range. The message names the file and the key.
+    """
+    src = Path(path) if path is not None else _DEFAULTS_FILE
+    try:
+        data = tomllib.loads(src.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FishcountError(src, "segmentation defaults file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise FishcountError(src, f"cannot read segmentation defaults: {exc}") from None
+    out: dict[str, dict[str, Any]] = {}
+    extra = set(data) - set(_SCHEMA)
+    if extra:
+        raise FishcountError(src, f"unknown table(s) {sorted(extra)}; expected {sorted(_SCHEMA)}")
+    for section, keys in _SCHEMA.items():
+        table = data.get(section)
+        if not isinstance(table, dict):
+            raise FishcountError(src, f"missing table [{section}]")
+        unknown = set(table) - set(keys)
+        if unknown:
+            raise FishcountError(src, f"[{section}] unknown key(s) {sorted(unknown)}")
+        out[section] = {}
+        for key, (typ, lo, hi) in keys.items():
+            if key not in table:
+                raise FishcountError(src, f"[{section}] missing key {key!r}")
+            v = table[key]
+            if typ is str:
+                if key == "markers" and v not in _MARKERS:
+                    raise FishcountError(src, f"[{section}] {key} must be one of {_MARKERS}, got {v!r}")
+                out[section][key] = v
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise FishcountError(src, f"[{section}] {key} must be a number, got {v!r}")
+            if v < lo or (hi is not None and v > hi):
+                rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise FishcountError(src, f"[{section}] {key} must be {rng}, got {v!r}")
+            out[section][key] = float(v)
+    return out
+
+
+_D = load_segment_defaults()
+
+#: Typical bone-marrow nucleus diameter, µm, used to set the scale when the pixel size is known
+#: (``segment_defaults.toml`` [scale]).
+DEFAULT_NUCLEUS_DIAMETER_UM: float = _D["scale"]["nucleus_diameter_um"]
+#: Scale estimate: the smallest scale-space peak with at least this fraction of the strongest one's energy.
+SCALE_PEAK_MIN_FRACTION: float = _D["scale"]["scale_peak_min_fraction"]
 #: An image holds no nuclei when fewer than this fraction of its (flattened, smoothed) pixels are more
-#: than 8 noise sigmas above its median (pure Gaussian noise: ~1e-15).
-MIN_BRIGHT_FRACTION = 0.002
+#: than 10 noise sigmas above its 10th percentile (pure Gaussian noise: ~1e-15). Sigma comes from the
+#: darkest pixels (10th - 2.28th percentile), so it holds however much of the field nuclei cover.
+MIN_BRIGHT_FRACTION: float = _D["scale"]["min_bright_fraction"]
+#: Parameters of the classical backend (``segment_defaults.toml`` [classical]; relative to the nucleus).
+CLASSICAL_DEFAULTS: dict[str, Any] = dict(_D["classical"])
+#: QC thresholds deciding ``scorable`` / ``exclusion_reason`` (``segment_defaults.toml`` [qc], with sources).
+QC_DEFAULTS: dict[str, float] = dict(_D["qc"])
 
 QC_COLUMNS = [
     "label", "centroid_y", "centroid_x", "area_px", "area_um2", "equivalent_diameter_um", "solidity",
@@ -304,7 +324,7 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
     if not interior:
         interior = [int(np.argmax(e))]
     best = max(e[i] for i in interior)
-    pick = min(i for i in interior if e[i] >= 0.5 * best)
+    pick = min(i for i in interior if e[i] >= SCALE_PEAK_MIN_FRACTION * best)
     # parabolic interpolation of the peak in log(scale)
     ls = math.log(sigmas[pick])
     if 0 < pick < len(e) - 1:
@@ -457,9 +477,6 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     typical_area = math.pi * d * d / 4.0
     min_area = max(4, int(p["min_area_fraction"] * typical_area))
     mask = ndi.binary_fill_holes(mask)
-    if p["local_refine"]:
-        mask = _refine_local(flt, mask, d, min_area)
-        mask = ndi.binary_fill_holes(mask)
     mask = ndi.binary_opening(mask, structure=_disk(max(1, int(round(d / 12)))))
     mask = _remove_small(mask, min_area)
     if not mask.any():
@@ -509,50 +526,6 @@ def _remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     keep = areas >= min_area
     keep[0] = False
     return keep[lab]
-
-
-def _refine_local(flt: np.ndarray, mask: np.ndarray, d: float, min_area: int) -> np.ndarray:
-    """Per-object threshold: inside each object's dilated box, Otsu between the object and its ring.
-
-    A dim nucleus' global threshold is close to its own peak, so it comes out too small; a bright nucleus'
-    halo comes out too big. Each object's own Otsu threshold (bounded to [0.3, 1] x its peak-to-global
-    range) fixes both.
-    """
-    lab, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    out = mask.copy()
-    pad = int(round(0.3 * d)) + 2
-    slices = ndi.find_objects(lab)
-    for i, sl in enumerate(slices, start=1):
-        if sl is None:
-            continue
-        y0, y1 = max(0, sl[0].start - pad), min(flt.shape[0], sl[0].stop + pad)
-        x0, x1 = max(0, sl[1].start - pad), min(flt.shape[1], sl[1].stop + pad)
-        sub = flt[y0:y1, x0:x1]
-        own = lab[y0:y1, x0:x1] == i
-        others = (lab[y0:y1, x0:x1] > 0) & ~own
-        region = sub[~others]
-        if region.size < 16 or own.sum() < min_area:
-            continue
-        t = _otsu(region, nbins=64)
-        inside = sub[own]
-        peak = float(np.percentile(inside, 95))
-        t = float(np.clip(t, 0.25 * peak, 0.6 * peak))
-        new = (sub > t) & ~others
-        # keep only the part connected to the original object
-        nl, nn = ndi.label(new)
-        if nn == 0:
-            continue
-        ids = np.unique(nl[own & new])
-        ids = ids[ids > 0]
-        if ids.size == 0:
-            continue
-        keep = np.isin(nl, ids)
-        region_out = out[y0:y1, x0:x1]
-        region_out[own] = False
-        region_out[keep] = True
-    return out
 
 
 def h_maxima(f: np.ndarray, h: float, max_iter: int = 2000) -> np.ndarray:

@@ -424,3 +424,68 @@ def test_cli_segment_errors_are_one_line(tmp_path):
     tifffile.imwrite(f, np.zeros((64, 64), np.uint16))
     r = CliRunner().invoke(main, ["segment", str(f), "--out", str(tmp_path / "o"), "--backend", "nope"])
     assert r.exit_code == 2 and "unknown segmentation backend" in r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# defaults as data (fishcount/segment_defaults.toml)
+# ---------------------------------------------------------------------------------------------
+
+def test_shipped_defaults_load_and_are_used():
+    d = S.load_segment_defaults()
+    assert d["classical"] == S.CLASSICAL_DEFAULTS and d["qc"] == S.QC_DEFAULTS
+    assert d["scale"]["nucleus_diameter_um"] == S.DEFAULT_NUCLEUS_DIAMETER_UM
+    img, _ = _disc_field(n=4)
+    seg = segment_nuclei(img, pixel_size_um=0.5)
+    assert seg.params["classical"] == S.CLASSICAL_DEFAULTS and seg.params["qc"] == S.QC_DEFAULTS
+    assert seg.diameter_px == pytest.approx(S.DEFAULT_NUCLEUS_DIAMETER_UM / 0.5)
+
+
+def _write_defaults(tmp_path, edit):
+    text = S._DEFAULTS_FILE.read_text(encoding="utf-8")
+    old, new = edit
+    assert old in text
+    p = tmp_path / "seg.toml"
+    p.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("edit, msg", [
+    (("min_solidity = 0.75", "min_solidity = 1.5"), r"\[qc\] min_solidity must be in \[0.0, 1.0\]"),
+    (("min_solidity = 0.75", "min_solidity = \"high\""), "must be a number"),
+    (("min_solidity = 0.75", "min_solidty = 0.75"), "unknown key"),
+    (("markers = \"dt\"", "markers = \"cnn\""), "markers must be one of"),
+    (("[qc]", "[qcc]"), "unknown table"),
+    (("working_diameter_px = 20.0", ""), "missing key 'working_diameter_px'"),
+    (("[scale]", "[scale"), "cannot read"),
+])
+def test_bad_defaults_file_raises_naming_file_and_key(tmp_path, edit, msg):
+    p = _write_defaults(tmp_path, edit)
+    with pytest.raises(FishcountError, match=msg) as ei:
+        S.load_segment_defaults(p)
+    assert str(p) in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_missing_defaults_file(tmp_path):
+    with pytest.raises(FishcountError, match="not found"):
+        S.load_segment_defaults(tmp_path / "none.toml")
+
+
+def test_log_markers_also_split_touching_discs():
+    shape = (160, 200)
+    a = _disc(shape, 80, 78, 20)
+    b = _disc(shape, 80, 116, 20)
+    img = _render([(a, 0.8), (b, 0.7)], shape)
+    seg = segment_nuclei(img, diameter_px=40, markers="log")
+    assert seg.labels.max() == 2
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.floats(4.0, 30.0), st.integers(0, 10_000))
+def test_scale_estimate_property(radius, seed):
+    """Any disc size in the supported range is estimated within 25 % (fields of 8-10 discs)."""
+    size = int(max(160, radius * 14))
+    img, truth = _disc_field(shape=(size, size), r=radius, n=9, seed=seed)
+    if truth.max() < 4:
+        return
+    d = estimate_nucleus_diameter(img)
+    assert abs(d / (2 * radius) - 1) <= 0.25, (d, 2 * radius)
