@@ -88,7 +88,13 @@ peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 with tempfile.TemporaryDirectory() as d:
     b.process_field(path, Path(d), panel, {})
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"base_rss": base, "peak_before": peak0, "peak": peak}))
+import tracemalloc
+tracemalloc.start()
+with tempfile.TemporaryDirectory() as d:
+    b.process_field(path, Path(d), panel, {})
+traced = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print(json.dumps({"base_rss": base, "peak_before": peak0, "peak": peak, "traced_peak": traced}))
 """
 
 _POOL_CHILD = r"""
@@ -122,7 +128,9 @@ def bench_memory(field: Path) -> dict:
         stored = int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
         f32 = int(np.prod(s.shape)) * 4
     inc = max(m["peak"] - m["base_rss"], 0)
-    return {"field_stored_bytes": stored, "field_float32_bytes": f32, "worker_base_rss": m["base_rss"],
+    return {"traced_peak_bytes": m["traced_peak"], "traced_x_stored": m["traced_peak"] / stored,
+            "traced_x_float32": m["traced_peak"] / f32,
+            "field_stored_bytes": stored, "field_float32_bytes": f32, "worker_base_rss": m["base_rss"],
             "worker_peak_rss": m["peak"], "peak_increase_bytes": inc,
             "increase_x_stored": inc / stored, "increase_x_float32": inc / f32}
 
@@ -169,10 +177,10 @@ def main() -> None:
         print("dask2", res["dask2"], flush=True)
         import logging
 
-        from distributed import LocalCluster
+        from fishcount.batch import _local_cluster
 
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          silence_logs=logging.ERROR) as cluster:
+        # the same worker set-up as the runner's local engine, reached through scheduler=
+        with _local_cluster(1, 4 * 2**30) as cluster:
             res["dask1"] = timed_run(study, a.work / "out-dask1", scheduler=cluster.scheduler_address)
         print("dask1", res["dask1"], flush=True)
         # the plain loop again, after the Dask runs: load on a shared machine drifts
@@ -199,13 +207,14 @@ def main() -> None:
             tmpl = next((a.work / "out-serial" / "fields").rglob("nuclei.csv")).parent
         res["pool"] = bench_pool(tmpl, a.work, a.pool_fields)
         print("pool", res["pool"], flush=True)
-    if a.json:
-        a.json.write_text(json.dumps(res, indent=1))
     print()
     for k in ("serial", "dask2", "dask1", "serial_after"):
         if k in res:
+            used = res[k]["n"] * res[k]["per_field_cpu_mean_s"] / res[k]["fields_s"]
+            res[k]["cores_used"] = used
             print(f"{k}: 1-min load average {res[k]['load_avg_1min_start']:.1f} -> {res[k]['load_avg_1min_end']:.1f}, "
-                  f"CPU/field {res[k]['per_field_cpu_mean_s']:.2f} s, wall/field {res[k]['per_field_mean_s']:.2f} s")
+                  f"CPU/field {res[k]['per_field_cpu_mean_s']:.2f} s, wall/field {res[k]['per_field_mean_s']:.2f} s, "
+                  f"cores used by the field tasks {used:.2f}")
     print("| measure | value |")
     print("|---|---|")
     if "speedup_fields" in res:
@@ -222,11 +231,16 @@ def main() -> None:
         m = res["memory"]
         print(f"| worker peak RSS increase, one field | {m['peak_increase_bytes'] / 2**20:.0f} MiB = "
               f"{m['increase_x_stored']:.1f}× stored, {m['increase_x_float32']:.1f}× float32 field bytes |")
+        print(f"| peak traced allocations (tracemalloc), one field read+analyse+write | "
+              f"{m['traced_peak_bytes'] / 2**20:.0f} MiB = {m['traced_x_stored']:.1f}× stored, "
+              f"{m['traced_x_float32']:.1f}× float32 field bytes |")
     if "pool" in res:
         p = res["pool"]
         print(f"| pooling {p['fields']} fields ({p['rows']} nuclei) | {p['seconds']:.1f} s, arrow peak "
               f"{p['arrow_peak'] / 2**20:.1f} MiB + python peak {p['python_peak'] / 2**20:.1f} MiB vs pooled table "
               f"{p['pooled_arrow_bytes'] / 2**20:.1f} MiB (arrow) |")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
