@@ -273,3 +273,23 @@ def test_boundary_rule_can_be_switched_off():
     flagged = on.nuclei.exclusion_reason.str.contains("signal_at_boundary")
     assert flagged.any()  # touching nuclei with a signal at their shared boundary exist in this field
     assert (on.nuclei.scorable.sum() + flagged.sum()) >= off.nuclei.scorable.sum()
+
+
+def test_field_of_another_panel_raises():
+    _, fld = _field(shape=(128, 128), seed=7, n_nuclei=2)  # a del5q field
+    with pytest.raises(InputError, match="no channel for signal ABL1"):
+        analyze_field(fld, "bcr_abl1")
+
+
+def test_cli_channels_and_pixel_size(tmp_path):
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=7)
+    img = tmp_path / "f2.tif"
+    tifffile.imwrite(img, sim.image[[0, 2, 1]])  # plain TIFF, no metadata, channels DAPI, D5S23, EGR1
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "out"), "--channels",
+                                  "DAPI,D5S23,EGR1", "--pixel-size", str(sim.pixel_size_um)])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "out" / "f2" / "field.json").read_text())
+    assert meta["params"]["pixel_size_um"] == pytest.approx(sim.pixel_size_um)
+    ref = analyze_field(sim.image, pixel_size_um=sim.pixel_size_um)
+    nuc = pd.read_csv(tmp_path / "out" / "f2" / "nuclei.csv")
+    assert nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist()
