@@ -266,13 +266,32 @@ def test_docstring_examples():
 
 
 def test_boundary_rule_can_be_switched_off():
-    sim, fld = _field(seed=3)
-    on = analyze_field(fld)
-    off = analyze_field(fld, boundary_diameters=0)
-    assert not off.nuclei.exclusion_reason.str.contains("signal_at_boundary").any()
-    flagged = on.nuclei.exclusion_reason.str.contains("signal_at_boundary")
-    assert flagged.any()  # touching nuclei with a signal at their shared boundary exist in this field
-    assert (on.nuclei.scorable.sum() + flagged.sum()) >= off.nuclei.scorable.sum()
+    """Two touching nuclei, one EGR1 signal right at their shared boundary."""
+    shape = (64, 96)
+    labels = np.zeros(shape, np.int32)
+    labels[12:52, 8:48] = 1
+    labels[12:52, 48:88] = 2
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    px = 0.1
+    sigma = 0.8 / px / 2.3548
+
+    def spots(points):
+        return sum(600 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2)) for y, x in points)
+
+    rng = np.random.default_rng(0)
+    egr1 = 100 + spots([(20, 20), (40, 47)] + [(25, 70), (42, 78)]) + rng.normal(0, 3, shape)
+    d5 = 100 + spots([(20, 35), (40, 25), (20, 60), (35, 62)]) + rng.normal(0, 3, shape)
+    dapi = np.where(labels > 0, 1000.0, 100.0)
+    qc = pd.DataFrame({"label": [1, 2], "centroid_y": [31.5, 31.5], "centroid_x": [27.5, 67.5],
+                       "area_um2": [16.0, 16.0], "scorable": [True, True], "exclusion_reason": ["", ""]})
+    seg = Segmentation(labels=labels, qc=qc, pixel_size_um=px, diameter_px=40.0, diameter_source="user")
+    arrays = {"DAPI": dapi, "EGR1": egr1, "D5S23": d5}
+    on = analyze_field(arrays, pixel_size_um=px, segmentation=seg)
+    off = analyze_field(arrays, pixel_size_um=px, segmentation=seg,
+                        boundary_diameters=0)
+    assert on.nuclei.exclusion_reason.tolist() == ["signal_at_boundary", ""]
+    assert off.nuclei.exclusion_reason.tolist() == ["", ""]
+    assert off.nuclei.pattern.tolist() == ["2O2G", "2O2G"]
 
 
 def test_field_of_another_panel_raises():
