@@ -108,7 +108,7 @@ def _synthetic_field(size: int, d_px: float, seed: int) -> np.ndarray:
 
 def bench_speed() -> dict:
     out = {}
-    for size, pix in ((1024, 0.1), (2048, 0.1), (2048, 0.2)):
+    for size, pix in ((1024, 0.1), (2048, 0.1), (1024, 0.16), (2048, 0.16), (2048, 0.2)):
         d_px = 9.0 / pix
         img = _synthetic_field(size, d_px, 0)
         segment_nuclei(img[:256, :256], pixel_size_um=pix)  # warm-up (imports)

@@ -212,6 +212,10 @@ def _as_2d_float(dapi: Any, source: str) -> np.ndarray:
         raise InputError(source, f"DAPI image is too small to segment: shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise InputError(source, f"DAPI image must be real numbers, got dtype {arr.dtype}")
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize <= 2:
+        return arr  # 8/16-bit integers are used as they are (no full-size float copy); exact in float32
     out = arr.astype(np.float32, copy=False)
     if not np.all(np.isfinite(out)):
         raise InputError(source, "DAPI image contains NaN or infinite values")
@@ -254,8 +258,8 @@ def _resample(img: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[float, 
     Returns the image and the exact (y, x) scale factors achieved.
     """
     if abs(factor - 1.0) < 0.05:
-        return img, (1.0, 1.0)
-    out = img
+        return img.astype(np.float32, copy=False), (1.0, 1.0)
+    out = img if img.dtype == np.float32 else img.astype(np.float32)
     if factor < 1.0:
         k = int(math.floor(1.0 / factor))
         out = _block_mean(img, k)
@@ -444,7 +448,7 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     Parameters
     ----------
     dapi : np.ndarray
-        (Y, X) float image (any intensity units).
+        (Y, X) image, float32 or 8/16-bit integers (any intensity units).
     diameter_px : float
         Typical nucleus diameter in pixels of ``dapi``.
     **params
@@ -459,7 +463,7 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     unknown = set(params) - set(CLASSICAL_DEFAULTS)
     if unknown:
         raise FishcountError("segment", f"unknown classical segmentation parameter(s): {sorted(unknown)}")
-    img = np.asarray(dapi, dtype=np.float32)
+    img = np.asarray(dapi)
     wd = float(p["working_diameter_px"])
     factor = float(np.clip(wd / diameter_px, 1.0 / 16.0, 2.0))
     rng = _norm_range(img)
@@ -675,7 +679,7 @@ def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[fl
     keep[0] = False
     newid = np.zeros(n + 1, np.int32)
     newid[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return newid[labels]
+    return np.take(newid, labels, out=labels if labels.dtype == np.int32 else None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -735,6 +739,8 @@ _BACKENDS: dict[str, Callable[..., np.ndarray]] = {
 def register_backend(name: str, func: Callable[..., np.ndarray]) -> None:
     """Register a segmentation backend ``func(dapi, diameter_px, **params) -> (Y, X) int labels``.
 
+    ``dapi`` is the (Y, X) image as float32, or as 8/16-bit integers when the input was such (no copy).
+
     Packages can do the same without code, through the ``fishcount.segmenters`` entry point group.
     """
     if not callable(func):
@@ -770,38 +776,44 @@ def _get_backend(name: str) -> Callable[..., np.ndarray]:
 # QC
 # --------------------------------------------------------------------------------------------------
 
+#: Nucleus width (px) at which sharpness is measured; see :func:`_focus_measure`.
+FOCUS_WORKING_DIAMETER_PX = 32.0
+
+
 def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: float) -> np.ndarray:
     """Sharpness per nucleus (chromatin texture and outline), dimensionless.
 
     ``focus = mean |DoG| over the nucleus and a thin rim / (mean DAPI inside - local background)``, with
-    a difference of Gaussians of sigmas ``d/48`` and ``d/16`` (``d`` = typical nucleus diameter): the
-    band-pass energy of chromatin texture and of the outline, relative to the nucleus' own contrast.
-    Defocus blurs both, so an out-of-focus nucleus scores well below its in-focus neighbours (the QC
-    compares each nucleus with the field's median). Measured at a working scale where the nucleus is
-    ~48 px wide, so it does not depend on the pixel size.
+    a difference of Gaussians of sigmas ``d/48`` (at least 0.5 px) and ``d/16`` (``d`` = typical nucleus
+    diameter): the band-pass energy of chromatin texture and of the outline, relative to the nucleus' own
+    contrast. Defocus blurs both, so an out-of-focus nucleus scores well below its in-focus neighbours
+    (the QC compares each nucleus with the field's median). Measured where the nucleus is
+    :data:`FOCUS_WORKING_DIAMETER_PX` wide (never above the input's resolution), so it hardly depends on the
+    pixel size.
     """
     if n == 0:
         return np.zeros(0)
-    factor = float(np.clip(48.0 / diameter_px, 1 / 16, 3))
+    factor = float(np.clip(FOCUS_WORKING_DIAMETER_PX / diameter_px, 1 / 16, 1.0))
     work, (fy, fx) = _resample(img, factor)
     yy = np.minimum(((np.arange(work.shape[0]) + 0.5) / fy), labels.shape[0] - 1).astype(np.intp)
     xx = np.minimum(((np.arange(work.shape[1]) + 0.5) / fx), labels.shape[1] - 1).astype(np.intp)
     lab = labels[yy[:, None], xx[None, :]]
     d = diameter_px * factor
-    dog = ndi.gaussian_filter(work, d / 48.0)
-    dog -= ndi.gaussian_filter(work, d / 16.0)
+    dog = ndi.gaussian_filter(work, max(0.5, d / 48.0))
+    dog -= ndi.gaussian_filter(work, max(1.0, d / 16.0))
     np.abs(dog, out=dog)
     fg = lab > 0
-    dist, (iy, ix) = ndi.distance_transform_edt(~fg, return_indices=True)
-    owner = lab[iy, ix]  # nearest nucleus of every pixel
-    rim = max(1.0, 0.08 * d)
-    region = np.where(dist <= rim, owner, 0)
-    energy = _label_mean(dog, region, n)[1:]
+    rim = max(1, int(round(0.08 * d)))
+    ring = max(rim + 1, int(round(d / 6.0)))
+    # grey dilation of the labels: each pixel near nuclei takes a neighbouring nucleus' label
+    lab_rim = np.where(fg, lab, ndi.grey_dilation(lab, size=(2 * rim + 1, 2 * rim + 1)))
+    energy = _label_mean(dog, lab_rim, n)[1:]
+    del dog
     inside = _label_mean(work, lab, n)[1:]
-    near = (dist > rim) & (dist <= max(2.0, d / 6.0))
-    bg_lab = np.where(near, owner, 0)
-    counts = np.bincount(bg_lab.ravel(), minlength=n + 1)[1:]
-    bg = _label_mean(work, bg_lab, n)[1:]
+    lab_ring = ndi.grey_dilation(lab, size=(2 * ring + 1, 2 * ring + 1))
+    lab_ring[lab_rim > 0] = 0
+    counts = np.bincount(lab_ring.ravel(), minlength=n + 1)[1:]
+    bg = _label_mean(work, lab_ring, n)[1:]
     glob_bg = float(np.median(work[~fg])) if (~fg).any() else 0.0
     bg = np.where(counts > 0, bg, glob_bg)
     contrast = np.maximum(inside - bg, 1e-6)
