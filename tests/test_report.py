@@ -178,3 +178,17 @@ def test_chromium_check_catches_a_broken_page(tmp_path):
     page.write_text("<!DOCTYPE html><html><body><p>x</p><script>undefinedFunction()</script></body></html>")
     _, log, _ = render_in_chromium(page, tmp_path)
     assert any("CONSOLE" in ln and "undefinedFunction" in ln for ln in log.splitlines())
+
+
+def test_report_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    run = make_run(tmp_path)
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0 and res.output.strip() == f"wrote {tmp_path / 'r.html'}"
+    assert (tmp_path / "r.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "missing")])
+    assert res.exit_code == 2
+    assert res.output.strip() == f"fishcount: error: {tmp_path / 'missing'}: run folder not found"
