@@ -611,6 +611,89 @@ def _run_task(task: _Task) -> dict:
                 "message": f"{type(exc).__name__}: {exc}{where}", "seconds": time.perf_counter() - t0}
 
 
+@dataclasses.dataclass(frozen=True)
+class _SampleTask:
+    path: str            # the sample id (reported as the "file" of an error)
+    sample: str
+    fields: tuple[tuple[str, ...], ...]
+    panel: Panel
+    params: dict
+
+
+def _run_sample_thresholds(task: _SampleTask) -> dict:
+    """One automatic threshold per signal pooled over the readable fields of a sample
+    (``analyze.estimate_thresholds``). Unreadable fields are left to the field stage to report."""
+    from . import analyze as _analyze
+    from . import io as _io
+
+    base = {"sample": task.sample, "path": task.path, "field": ""}
+    fields = []
+    for files in task.fields:
+        try:
+            fields.append(_io.read_field(files[0] if len(files) == 1 else list(files), task.panel,
+                                         **dict(task.params.get("read", {}))))
+        except Exception:  # noqa: BLE001 - reported per field later
+            continue
+    if not fields:
+        return {**base, "status": "error", "stage": "thresholds", "message": "no readable field in this sample"}
+    try:
+        th = _analyze.estimate_thresholds(fields, task.panel, **dict(task.params.get("analyze", {})))
+    except Exception as exc:  # noqa: BLE001 - the fields then fall back to their own thresholds
+        return {**base, "status": "error", "stage": "thresholds", "message": f"{type(exc).__name__}: {exc}"}
+    return {**base, "status": "done", "thresholds": {str(k): float(v) for k, v in th.items()}}
+
+
+def _sample_key(files: list[tuple[str, ...]], params_hash: str) -> str:
+    """Cache key of a sample's pooled thresholds: parameters + every file's size and mtime."""
+    fps = []
+    for fs in files:
+        for f in fs:
+            try:
+                st = os.stat(f)
+                fps.append((f, st.st_size, st.st_mtime_ns))
+            except OSError:
+                fps.append((f, None, None))
+    return hashlib.sha256(json.dumps([params_hash, sorted(fps)]).encode()).hexdigest()
+
+
+def _pooled_thresholds(table: pd.DataFrame, panels: Mapping[str, Panel], params: dict, out: Path, *,
+                       workers: int, scheduler: str | None) -> tuple[dict[str, dict], list[dict]]:
+    """Pooled thresholds per sample, from ``OUT/thresholds/<sample>.json`` when still valid, else computed
+    (one task per sample). Returns ``{sample: thresholds}`` and the error records."""
+    cache_dir = out / "thresholds"
+    result: dict[str, dict] = {}
+    todo: list[tuple[_SampleTask, Path, str]] = []
+    for sample, grp in table.groupby("sample", sort=True):
+        pid = grp["panel"].iloc[0]
+        files = [tuple(fs.split(os.pathsep)) for fs in grp["files"]]
+        key = _sample_key(files, _params_hash(panels[pid], params))
+        cache = cache_dir / (re.sub(r"[^A-Za-z0-9._\-]+", "_", str(sample)) + ".json")
+        try:
+            c = json.loads(cache.read_text(encoding="utf-8"))
+            if c.get("key") == key:
+                result[sample] = c["thresholds"]
+                continue
+        except (OSError, ValueError, KeyError):
+            pass
+        todo.append((_SampleTask(str(sample), str(sample), tuple(files), panels[pid], params), cache, key))
+    errors = []
+    if todo:
+        res, _ = _execute([t for t, _, _ in todo], workers=min(workers, len(todo)), scheduler=scheduler,
+                          progress=lambda r: None, fn=_run_sample_thresholds)
+        by_sample = {r["sample"]: r for r in res if "sample" in r}
+        for t, cache, key in todo:
+            r = by_sample.get(t.sample)
+            if r is None or r["status"] != "done":
+                msg = "worker lost" if r is None else r["message"]
+                errors.append({"file": t.sample, "stage": "thresholds",
+                               "message": f"pooled thresholds not computed ({msg}); fields use their own"})
+                continue
+            result[t.sample] = r["thresholds"]
+            write_text_atomic(cache, json.dumps({"key": key, "sample": t.sample, "thresholds": r["thresholds"]},
+                                                indent=1))
+    return result, errors
+
+
 def _swap_in(tmp: Path, final: Path) -> None:
     """Rename a finished temporary field folder into place (replacing an outdated one)."""
     if final.exists():
@@ -712,19 +795,21 @@ def default_workers(field_bytes: int = 0) -> int:
 
 
 def _execute(
-    tasks: list[_Task],
+    tasks: list,
     *,
     workers: int,
     scheduler: str | None,
     progress: Callable[[dict], None],
+    fn: Callable[[Any], dict] | None = None,
 ) -> tuple[list[dict], dict]:
-    """Run the tasks; returns the results and a description of the engine used."""
+    """Run ``fn`` (default :func:`_run_task`) on every task; returns the results and the engine used."""
+    fn = fn or _run_task
     if not tasks:
         return [], {"engine": "none", "workers": 0}
     if scheduler is None and workers == 1:
         out = []
         for t in tasks:
-            r = _run_task(t)
+            r = fn(t)
             progress(r)
             out.append(r)
         return out, {"engine": "serial", "workers": 1}
@@ -755,7 +840,7 @@ def _execute(
         engine["startup_s"] = round(time.perf_counter() - t_start, 4)
         futures = {}
         for t in tasks:
-            f = client.submit(_run_task, t, pure=False, key=f"field-{uuid.uuid4().hex}")
+            f = client.submit(fn, t, pure=False, key=f"task-{uuid.uuid4().hex}")
             futures[f] = t
         out = []
         for f in as_completed(list(futures)):
@@ -763,7 +848,7 @@ def _execute(
             try:
                 r = f.result()
             except Exception as exc:  # noqa: BLE001 - a killed worker is that field's error
-                r = {"field": t.field, "path": t.path, "status": "error", "stage": "worker",
+                r = {"field": getattr(t, "field", ""), "path": getattr(t, "path", ""), "status": "error", "stage": "worker",
                      "message": f"{type(exc).__name__}: {exc}", "seconds": float("nan")}
             progress(r)
             out.append(r)
@@ -990,6 +1075,7 @@ def run_batch(
     params: Mapping[str, Any] | None = None,
     criteria: str | None = None,
     cutoffs: str | None = None,
+    pool_thresholds: bool = False,
     analyze: Callable[[str, Path, Panel, Mapping[str, Any]], dict] | None = None,
     score: Callable[[pd.DataFrame, Panel], pd.DataFrame] | None = None,
     respond: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
@@ -1029,6 +1115,11 @@ def run_batch(
     cutoffs : str, optional
         Laboratory cut-offs file (``fishcount cutoff``); default the provisional cut-off, flagged
         "not validated by this laboratory" in every table.
+    pool_thresholds : bool
+        One automatic detection threshold per signal pooled over the fields of each sample
+        (``analyze.estimate_thresholds``, cached in ``OUT/thresholds/``) instead of one per field;
+        sparse fields then borrow strength from the others. Costs one more segmentation pass per field
+        when a sample's thresholds are (re)computed.
     analyze : callable, optional
         Per-field function (default :func:`process_field`); must be picklable for Dask.
     score, respond : callable, optional
@@ -1073,18 +1164,28 @@ def run_batch(
     _cleanup_stale(fields_dir)
     timings["setup_s"] = time.perf_counter() - t_start
 
+    pre_errors: list[dict] = []
+    pooled: dict[str, dict] = {}
+    if pool_thresholds:
+        t0 = time.perf_counter()
+        n_w = workers or default_workers(_estimate_field_bytes(table["path"]))
+        pooled, pre_errors = _pooled_thresholds(table, panels, params, out, workers=n_w, scheduler=scheduler)
+        timings["thresholds_s"] = time.perf_counter() - t0
+
     # -- what needs doing
     tasks: list[_Task] = []
     skipped: list[str] = []
-    phashes = {pid: _params_hash(p, params) for pid, p in panels.items()}
     for _, row in table.iterrows():
         final = fields_dir / row["field"]
-        ph = phashes[row["panel"]]
+        p_field = params
+        if row["sample"] in pooled:
+            p_field = {**params, "analyze": {**dict(params.get("analyze", {})), "thresholds": pooled[row["sample"]]}}
+        ph = _params_hash(panels[row["panel"]], p_field)
         files = tuple(row["files"].split(os.pathsep))
         if _is_done(final, files, ph):
             skipped.append(row["field"])
         else:
-            tasks.append(_Task(row["path"], files, row["field"], str(final), panels[row["panel"]], params, ph,
+            tasks.append(_Task(row["path"], files, row["field"], str(final), panels[row["panel"]], p_field, ph,
                                analyze))
 
     if workers is None:
@@ -1110,7 +1211,7 @@ def run_batch(
         bar.close()
     timings["fields_s"] = time.perf_counter() - t0
 
-    errors = [
+    errors = pre_errors + [
         {"file": r["path"], "stage": r["stage"], "message": r["message"]} for r in results if r["status"] == "error"
     ]
     failed = {r["field"] for r in results if r["status"] == "error"}
@@ -1167,7 +1268,8 @@ def run_batch(
         "study_folder": str(folder.resolve()),
         "field_table_source": table_source,
         "parameters": _jsonable({"panel": panel, "params": params, "workers": workers, "scheduler": scheduler,
-                                 "criteria": criteria, "cutoffs": cutoffs}),
+                                 "criteria": criteria, "cutoffs": cutoffs,
+                                 "pool_thresholds": pool_thresholds}),
         "engine": engine,
         "panels": {pid: {"id": p.id, "name": p.name, "path": p.path, "sha256": p.sha256} for pid, p in panels.items()},
         "panel": {"id": panels[next(iter(panels))].id, "sha256": panels[next(iter(panels))].sha256},

@@ -350,10 +350,12 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
               help="Worker processes (default: one per core, fewer if memory is short); 1 = a plain serial loop.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on a Dask distributed cluster, e.g. tcp://host:8786 (see docs/batch.md).")
+@click.option("--pool-thresholds", is_flag=True,
+              help="One detection threshold per signal pooled over the fields of each sample (default: per field).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria, cutoffs, workers, scheduler,
-            no_report, quiet) -> None:
+            pool_thresholds, no_report, quiet) -> None:
     """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
 
     \b
@@ -373,7 +375,8 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
     if read:
         params["read"] = read
     res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
-                    params=params, criteria=criteria, cutoffs=cutoffs, report=not no_report, quiet=quiet)
+                    params=params, criteria=criteria, cutoffs=cutoffs, pool_thresholds=pool_thresholds,
+                    report=not no_report, quiet=quiet)
     if not quiet:
         click.echo(f"{res.n_fields} fields: {res.n_done} analysed, {res.n_skipped} already done, "
                    f"{res.n_failed} failed")

@@ -575,3 +575,22 @@ def test_estimate_field_bytes(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((3, 64, 32), np.uint16))
     tifffile.imwrite(tmp_path / "b.tif", np.zeros((3, 128, 32), np.uint8))
     assert batch._estimate_field_bytes([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) == 3 * 128 * 32 * 4
+
+
+@pytest.mark.slow
+def test_pooled_thresholds_per_sample(sim_study, tmp_path):
+    """--pool-thresholds: one threshold per signal shared by the fields of a sample, cached; a rerun does nothing."""
+    out = tmp_path / "out"
+    r = run_batch(sim_study, out, workers=1, pool_thresholds=True, quiet=True, report=False)
+    assert r.n_done == 8 and r.n_errors == 0
+    th = json.loads((out / "run.json").read_text())["thresholds"]
+    for sample in ("P01/week00", "P02/week16"):
+        a, b = th[f"{sample}/field01"], th[f"{sample}/field02"]
+        assert a == b and set(a) == {"EGR1", "D5S23"}
+    cached = json.loads((out / "thresholds" / "P01_week00.json").read_text())
+    assert cached["thresholds"] == th["P01/week00/field01"]
+    r2 = run_batch(sim_study, out, workers=1, pool_thresholds=True, quiet=True, report=False)
+    assert (r2.n_done, r2.n_skipped) == (0, 8)
+    # switching back to per-field thresholds redoes the fields
+    r3 = run_batch(sim_study, out, workers=1, quiet=True, report=False)
+    assert r3.n_done == 8
