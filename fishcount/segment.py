@@ -344,13 +344,22 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
 
 
 def _log_energy(img: np.ndarray) -> tuple[list[float], list[float]]:
-    """Mean squared positive response of the scale-normalised LoG, on a block-mean pyramid."""
+    """Mean squared positive response of the scale-normalised LoG, on a block-mean pyramid.
+
+    Images above 1.5 MP start the pyramid shrunk (by 2 per level until <= 1.5 MP): their smallest scale
+    is then ``2**level`` px (a 2048² field starts at 2 px, i.e. nuclei of ~6 px and up).
+    """
+    lvl0 = 0
+    while img.size / 4 ** lvl0 > 1.5e6:
+        lvl0 += 1
     pyr = {0: img}
-    # large images: start the pyramid shrunk, small scales of a big image are not needed at full size
+    for k in range(1, lvl0 + 1):
+        pyr[k] = _block_mean(pyr[k - 1], 2)
+        del pyr[k - 1]
     sig, en = [], []
-    s = 1.0
+    s = float(2 ** lvl0)
     while True:
-        lvl = max(0, int(math.floor(math.log2(s / 1.5))))
+        lvl = max(lvl0, int(math.floor(math.log2(s / 1.5))))
         while lvl not in pyr:
             prev = max(pyr)
             pyr[prev + 1] = _block_mean(pyr[prev], 2)
@@ -358,13 +367,7 @@ def _log_energy(img: np.ndarray) -> tuple[list[float], list[float]]:
         sl = s / 2 ** lvl
         if min(im.shape) < 8 * sl or s > min(img.shape) / 4:
             break
-        if im.size > 1.2e6:  # subsample big levels for speed (energy is a mean)
-            step = int(math.ceil(math.sqrt(im.size / 1.2e6)))
-            cy, cx = im.shape[0] // step * step, im.shape[1] // step * step
-            view = im[: cy, : cx]
-        else:
-            view = im
-        r = ndi.gaussian_laplace(view, sl)
+        r = ndi.gaussian_laplace(im, sl)
         r *= -sl * sl
         np.maximum(r, 0, out=r)
         sig.append(s)
