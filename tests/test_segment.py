@@ -489,3 +489,29 @@ def test_scale_estimate_property(radius, seed):
         return
     d = estimate_nucleus_diameter(img)
     assert abs(d / (2 * radius) - 1) <= 0.25, (d, 2 * radius)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.floats(0.01, 100.0), st.floats(0.0, 5000.0))
+def test_segmentation_invariant_to_gain_and_offset(gain, offset):
+    """Intensity units do not matter: a*img + b gives the same nuclei (thresholds are relative)."""
+    img, truth = _disc_field(shape=(160, 160), r=9, n=6, seed=11)
+    ref = segment_nuclei(img.astype(np.float32), diameter_px=18)
+    seg = segment_nuclei(img.astype(np.float32) * np.float32(gain) + np.float32(offset), diameter_px=18)
+    assert match_labels(ref.labels, seg.labels)["f1"] == 1.0
+    assert seg.qc["scorable"].tolist() == ref.qc["scorable"].tolist()
+
+
+def test_cli_segment_reads_the_dapi_channel_of_a_panel_field(tmp_path):
+    from fishcount.simulate import simulate_field, write_simulated_field
+
+    sim = simulate_field("del5q", shape=(256, 256), pixel_size_um=0.3, seed=3, n_nuclei=6)
+    paths = write_simulated_field(sim, tmp_path / "sim01.ome.tif")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["segment", str(paths["image"]), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "0.3 µm/px" in r.output  # pixel size read from the OME metadata
+    labels = tifffile.imread(out / "sim01" / "labels.tif")
+    assert labels.shape == sim.labels.shape
+    # the DAPI channel was segmented: most true nuclei are found
+    assert match_labels(sim.labels, labels)["tp"] >= 0.8 * sim.labels.max()
