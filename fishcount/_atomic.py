@@ -13,6 +13,20 @@ from typing import IO, Iterator
 __all__ = ["atomic_open", "atomic_path", "write_text_atomic", "write_bytes_atomic", "write_csv_atomic"]
 
 
+def _umask_mode() -> int:
+    """File mode an ordinary ``open()`` would create (0666 minus the umask); mkstemp uses 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _mkstemp_beside(path: Path, prefix: str, suffix: str) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, _umask_mode())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it over ``path``.
@@ -21,8 +35,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _mkstemp_beside(path, f".{path.name}.", ".tmp")
     try:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
@@ -41,8 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     (tifffile, matplotlib, pyarrow); rename it over ``path`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _mkstemp_beside(path, f".{path.stem}.", path.suffix or ".tmp")
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -45,3 +45,13 @@ def test_errors_are_one_line_and_name_the_source():
     assert str(e) == "/data/x.tif: not a TIFF file (second line)"
     assert isinstance(e, FishcountError) and e.source == "/data/x.tif"
     assert str(FishcountError(None, "bad")) == "bad"
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    f = tmp_path / "report.html"
+    write_text_atomic(f, "<html></html>")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (f.stat().st_mode & 0o777) == (0o666 & ~mask)
