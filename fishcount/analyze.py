@@ -34,6 +34,7 @@ from .spots import (
     SPOT_COLUMNS,
     auto_threshold,
     find_candidates,
+    find_candidates_3d,
     finish_signal_table,
     merge_split_signals,
     near_other_nucleus,
@@ -72,6 +73,11 @@ DETECTION_DEFAULTS: dict[str, float] = {
     "boundary_diameters": 1.0,
     # lowest automatic threshold, in noise units (see fishcount.spots.MIN_AUTO_SNR)
     "min_auto_snr": 4.5,
+    # z-stacks kept by read_field(z_mode="keep"): 0 = detect on the maximum projection (default);
+    # > 0 = the z step in µm, and detection runs in 3-D (signals overlapping in projection stay apart)
+    "z_step_um": 0.0,
+    # axial spot sigma as a multiple of the lateral one (the axial PSF is 2-3x longer) [I]
+    "z_sigma_ratio": 2.0,
 }
 
 
@@ -153,6 +159,8 @@ def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
             det[k] = float(v)
         else:
             seg[k] = v
+    if not det["z_step_um"] >= 0:
+        raise InputError("z_step_um", f"must be >= 0 µm (0 = detect on the projection), got {det['z_step_um']}")
     if not det["dim_band"] >= 1:
         raise InputError("dim_band", f"must be >= 1 (1 disables the dim_signals rule), got {det['dim_band']}")
     return det, seg
@@ -202,16 +210,26 @@ def _probe2d(img: np.ndarray) -> np.ndarray:
 # -------------------------------------------------------------------------------------------
 # the pipeline
 # -------------------------------------------------------------------------------------------
-def _candidates(field, labels, panel: Panel, pixel_size_um: float, snap_diameters: float) -> dict[str, tuple]:
+def _candidates(field, labels, panel: Panel, pixel_size_um: float, det: Mapping[str, float]) -> dict[str, tuple]:
     sigma = spot_sigma_px(panel.signal_diameter_um, pixel_size_um)
-    snap_px = snap_diameters * panel.signal_diameter_um / pixel_size_um
+    snap_px = det["snap_diameters"] * panel.signal_diameter_um / pixel_size_um
     out = {}
     for name in panel.signal_names:
         if name not in field.probes:
             raise InputError(field.path, f"no channel for signal {name} of panel {panel.id}")
-        out[name] = find_candidates(_probe2d(field.probes[name]), sigma, labels, snap_px=snap_px,
-                                    return_response=True)
+        img = field.probes[name]
+        if img.ndim == 3 and det["z_step_um"] > 0 and img.shape[0] > 1:
+            sigma_z = det["z_sigma_ratio"] * sigma * pixel_size_um / det["z_step_um"]
+            out[name] = find_candidates_3d(img, sigma, sigma_z, labels, snap_px=snap_px, return_response=True)
+        else:
+            out[name] = find_candidates(_probe2d(img), sigma, labels, snap_px=snap_px, return_response=True)
     return out
+
+
+def _z_scale(field, det: Mapping[str, float], pixel_size_um: float) -> float | None:
+    """z step in pixel units when the field is detected in 3-D, else None."""
+    three_d = det["z_step_um"] > 0 and any(v.ndim == 3 and v.shape[0] > 1 for v in field.probes.values())
+    return det["z_step_um"] / pixel_size_um if three_d else None
 
 
 def analyze_field(
@@ -288,7 +306,8 @@ def analyze_field(
 
     t = time.perf_counter()
     px, px_source = _pixel_size(fld, seg)
-    cands = _candidates(fld, labels, pan, px, det["snap_diameters"])
+    cands = _candidates(fld, labels, pan, px, det)
+    zs = _z_scale(fld, det, px)
     qc = seg.qc
     n_nuc = int(len(qc))
     used: dict[str, float] = {}
@@ -323,7 +342,7 @@ def analyze_field(
                              "detected": pd.Series(dtype=bool)})
     merged = merge_split_signals(
         allc, split_distance_um=pan.split_distance_um, pixel_size_um=px, response=responses,
-        diffuse_ridge=det["diffuse_ridge"],
+        diffuse_ridge=det["diffuse_ridge"], z_scale_px=zs,
     )
     # a merge group counts when its brightest member is detected; the group is dim when that member is
     # inside the ambiguity band around the threshold
@@ -348,7 +367,8 @@ def analyze_field(
         sig["n_merged"] = sig.groupby("group_id")["spot_id"].transform("size").to_numpy()
         sig.loc[sig["n_merged"] == 1, "merge"] = ""
     if pan.fusion_pair:
-        sig = pair_fusions(sig, pan.fusion_pair, fusion_distance_um=pan.fusion_distance_um, pixel_size_um=px)
+        sig = pair_fusions(sig, pan.fusion_pair, fusion_distance_um=pan.fusion_distance_um, pixel_size_um=px,
+                           z_scale_px=zs)
     spots = finish_signal_table([sig])
     timings["detect_s"] = time.perf_counter() - t
 
@@ -427,7 +447,7 @@ def estimate_thresholds(
         seg = seg if seg is not None else _segment(fld, fld.pixel_size_um, seg_params)
         px, _ = _pixel_size(fld, seg)
         n_nuc += int(len(seg.qc))
-        for name, (cand, _, _) in _candidates(fld, np.asarray(seg.labels), pan, px, det["snap_diameters"]).items():
+        for name, (cand, _, _) in _candidates(fld, np.asarray(seg.labels), pan, px, det).items():
             pool[name].append(cand["snr"].to_numpy()[cand["label"].to_numpy() > 0])
     return {
         name: auto_threshold(np.concatenate(v) if v else np.zeros(0), n_nuc, min_snr=det["min_auto_snr"])

@@ -39,6 +39,7 @@ __all__ = [
     "local_background",
     "noise_level",
     "find_candidates",
+    "find_candidates_3d",
     "auto_threshold",
     "snap_to_nuclei",
     "near_other_nucleus",
@@ -281,6 +282,106 @@ def find_candidates(
     return (df, noise, response) if return_response else (df, noise)
 
 
+def find_candidates_3d(
+    stack: np.ndarray,
+    sigma_px: float,
+    sigma_z_planes: float,
+    labels: np.ndarray | None = None,
+    *,
+    min_snr: float = CANDIDATE_SNR,
+    snap_px: float = 0.0,
+    return_response: bool = False,
+):
+    """3-D version of :func:`find_candidates` for a z-stack: maxima of a 3-D difference of Gaussians.
+
+    Signals at different depths that overlap in a projection stay apart. Positions are sub-pixel in
+    ``y``, ``x`` and sub-plane in ``z`` (log-parabola per axis); intensity and background are measured
+    on the signal's plane; labels come from the 2-D nucleus labels.
+
+    Parameters
+    ----------
+    stack : ndarray, shape (Z, Y, X)
+        Probe channel z-stack, raw intensity units.
+    sigma_px : float
+        Spot sigma in pixels (y, x).
+    sigma_z_planes : float
+        Spot sigma along z, in planes (e.g. 0.3 µm axial sigma / 0.4 µm step = 0.75).
+    labels, min_snr, snap_px, return_response
+        As for :func:`find_candidates`.
+
+    Returns
+    -------
+    candidates : DataFrame
+        The columns of :func:`find_candidates` plus ``z`` (planes, float).
+    noise : float
+    response : ndarray, shape (Y, X), float32
+        Only with ``return_response=True``: maximum projection of the 3-D enhanced image.
+    """
+    img = np.asarray(stack, dtype=np.float32)
+    if img.ndim != 3:
+        raise ValueError(f"find_candidates_3d needs a (Z, Y, X) stack, got shape {img.shape}")
+    sz = max(float(sigma_z_planes), 0.3)
+    k = math.sqrt(DOG_RATIO**2 - 1)
+    smooth = ndi.gaussian_filter(img, (sz, sigma_px, sigma_px), truncate=3.0, mode="nearest")
+    resp3 = smooth - ndi.gaussian_filter(smooth, (sz * k, sigma_px * k, sigma_px * k), truncate=3.0, mode="nearest")
+    nz, h, w = resp3.shape
+    mask = labels > 0 if labels is not None else None
+    sample = resp3[:, mask] if mask is not None and mask.sum() >= 100 else resp3.reshape(nz, -1)
+    noise = noise_level(sample.reshape(1, -1))
+    rad, radz = max(1, int(round(sigma_px))), max(1, int(round(sz)))
+    zz, yy, xx = np.nonzero(resp3 > min_snr * noise)
+    if zz.size:
+        padded = np.pad(resp3, ((radz, radz), (rad, rad), (rad, rad)), mode="constant", constant_values=-np.inf)
+        val = resp3[zz, yy, xx]
+        keep = np.ones(zz.size, bool)
+        for dz in range(-radz, radz + 1):
+            for dy in range(-rad, rad + 1):
+                for dx in range(-rad, rad + 1):
+                    if dz == dy == dx == 0:
+                        continue
+                    nb = padded[zz + radz + dz, yy + rad + dy, xx + rad + dx]
+                    keep &= (nb < val) if (dz, dy, dx) < (0, 0, 0) else (nb <= val)
+        zz, yy, xx = zz[keep], yy[keep], xx[keep]
+    z0, y0, x0 = np.clip(zz, 1, max(1, nz - 2)), np.clip(yy, 1, h - 2), np.clip(xx, 1, w - 2)
+
+    def _off(a, b, c):
+        eps = np.maximum(np.abs(c) * 1e-3, 1e-12)
+        la, lb, lc = (np.log(np.maximum(v, eps)) for v in (a, b, c))
+        den = la - 2 * lc + lb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.where(den < 0, 0.5 * (la - lb) / den, 0.0)
+        return np.clip(np.nan_to_num(d), -0.5, 0.5)
+
+    if zz.size:
+        c = resp3[zz, y0, x0]
+        ys = y0 + _off(resp3[zz, y0 - 1, x0], resp3[zz, y0 + 1, x0], c)
+        xs = x0 + _off(resp3[zz, y0, x0 - 1], resp3[zz, y0, x0 + 1], c)
+        zs = (z0 + _off(resp3[z0 - 1, yy, xx], resp3[z0 + 1, yy, xx], resp3[z0, yy, xx])) if nz >= 3 else zz.astype(float)
+        ys, xs = np.where(yy == y0, ys, yy), np.where(xx == x0, xs, xx)
+        zs = np.where(zz == z0, zs, zz)
+    else:
+        ys = xs = zs = np.zeros(0)
+    bg = np.zeros(zz.size)
+    intensity = np.zeros(zz.size)
+    for z in np.unique(zz):  # per plane (a handful), vectorised over the plane's candidates
+        sel = zz == z
+        bg[sel] = local_background(img[z], yy[sel], xx[sel], sigma_px)
+        half = int(math.ceil(2 * sigma_px))
+        oy, ox = np.mgrid[-half : half + 1, -half : half + 1]
+        disk = np.hypot(oy, ox) <= 2 * sigma_px
+        win = img[z][np.clip(yy[sel][:, None] + oy[disk], 0, h - 1), np.clip(xx[sel][:, None] + ox[disk], 0, w - 1)]
+        intensity[sel] = win.sum(axis=1, dtype=np.float64) - bg[sel] * disk.sum()
+    peak = resp3[zz, yy, xx].astype(np.float64)
+    if labels is not None:
+        lab = snap_to_nuclei(ys, xs, labels, snap_px) if snap_px > 0 else labels[yy, xx].astype(np.int64)
+    else:
+        lab = np.zeros(zz.size, np.int64)
+    df = pd.DataFrame({"label": lab, "y": np.asarray(ys, np.float64), "x": np.asarray(xs, np.float64),
+                       "intensity": intensity, "background": bg, "peak": peak, "snr": peak / noise,
+                       "z": np.asarray(zs, np.float64)})
+    return (df, noise, resp3.max(axis=0)) if return_response else (df, noise)
+
+
 def snap_to_nuclei(
     y: np.ndarray, x: np.ndarray, labels: np.ndarray, max_distance_px: float
 ) -> np.ndarray:
@@ -416,7 +517,7 @@ def auto_threshold(
     centres = 0.5 * (edges[:-1] + edges[1:])
     # walk up from the floor through the falling noise tail to the first significant minimum: the
     # density must rise again towards the signal mode by a third (and by more than a few candidates),
-    # and nothing on the way there may be lower
+    # and nothing on the way there may be much lower (then this was a bump of the noise tail)
     tol = 1e-9
     n = len(dens)
     i = 0
@@ -431,7 +532,7 @@ def auto_threshold(
             # a significant rise towards the signal mode, and the lowest point on the way to it (a
             # fluctuation of the noise tail is followed by lower density before the signals come)
             if (dens[i] <= 0.75 * rise and rise - dens[i] >= 4 * _kernel_peak(0.12 / bw)
-                    and dens[i] <= dens[j : m + 1].min() + tol):
+                    and dens[j : m + 1].min() >= 0.7 * dens[i] - tol):
                 t_idx = (i + j) // 2
                 break
             i = j + 1
@@ -440,14 +541,15 @@ def auto_threshold(
     if t_idx is None:
         return _noise_tail_threshold(snr, min_snr, typical, fallback_fraction)
     t = math.exp(centres[t_idx])
-    # sharpen: the smoothed density blurs the valley; put the threshold in the widest gap between
-    # candidate values near it (where the last noise maxima end and the first signals begin)
-    w_lo, w_hi = math.log(t) - 0.3, math.log(t) + 0.1
-    near = np.concatenate([[w_lo], np.sort(x[(x > w_lo) & (x < w_hi)]), [w_hi]])  # window edges count
-    if near.size >= 3:
-        gaps = np.diff(near)
-        g = int(np.argmax(gaps))
-        t = math.exp(0.5 * (near[g] + near[g + 1]))
+    # sharpen: the smoothing blurs the valley; put the threshold in the middle of the gap between the
+    # candidate values on either side of it (where the last noise maxima end and the first signals
+    # begin), moving it by at most 0.3 log units
+    lt = math.log(t)
+    xs_sorted = np.sort(x)
+    i = int(np.searchsorted(xs_sorted, lt))
+    below = xs_sorted[i - 1] if i > 0 else lt - 0.3
+    above = xs_sorted[i] if i < xs_sorted.size else lt + 0.3
+    t = math.exp(0.5 * (max(below, lt - 0.3) + min(above, lt + 0.3)))
     # above the noise-side threshold no noise maximum is expected: a valley found higher (among sparse,
     # unevenly bright signals) would only lose signals
     t = min(t, _noise_tail_threshold(snr, min_snr, np.inf, fallback_fraction))
@@ -565,6 +667,7 @@ def merge_split_signals(
     response: Mapping[str, np.ndarray] | None = None,
     diffuse_distance_um: float | None = None,
     diffuse_ridge: float = 0.75,
+    z_scale_px: float | None = None,
 ) -> pd.DataFrame:
     """Apply the split-signal and diffuse-signal rules: same-colour signals that are one signal count as one.
 
@@ -588,6 +691,8 @@ def merge_split_signals(
         Largest distance for the diffuse rule (default ``2 * split_distance_um``).
     diffuse_ridge : float
         Ridge height, as a fraction of the dimmer peak, that makes two maxima one diffuse signal.
+    z_scale_px : float, optional
+        With a ``z`` column (3-D detection): the z-step in pixel units; distances are then 3-D.
 
     Returns
     -------
@@ -611,14 +716,18 @@ def merge_split_signals(
     diffuse_px = (diffuse_distance_um if diffuse_distance_um is not None else 2 * split_distance_um) / pixel_size_um
     reach = diffuse_px if response is not None else split_px
     pts = df[["y", "x"]].to_numpy(np.float64)
-    pairs = cKDTree(pts).query_pairs(reach, output_type="ndarray")
+    if z_scale_px is not None and "z" in df:
+        pts3 = np.column_stack([pts, df["z"].to_numpy(np.float64) * z_scale_px])  # z in pixel units
+    else:
+        pts3 = pts
+    pairs = cKDTree(pts3).query_pairs(reach, output_type="ndarray")
     kind = np.empty(0, dtype=object)
     if len(pairs):
         sig = df["signal"].to_numpy()
         lab = df["label"].to_numpy()
         same = (sig[pairs[:, 0]] == sig[pairs[:, 1]]) & (lab[pairs[:, 0]] == lab[pairs[:, 1]])
         pairs = pairs[same]
-        d = np.hypot(*(pts[pairs[:, 0]] - pts[pairs[:, 1]]).T)
+        d = np.linalg.norm(pts3[pairs[:, 0]] - pts3[pairs[:, 1]], axis=1)
         is_split = d <= split_px + 1e-9
         is_diffuse = np.zeros(len(pairs), bool)
         if response is not None and (~is_split).any():
@@ -674,6 +783,7 @@ def pair_fusions(
     *,
     fusion_distance_um: float,
     pixel_size_um: float,
+    z_scale_px: float | None = None,
 ) -> pd.DataFrame:
     """Pair target and partner signals into fused signals (dual-fusion and break-apart panels).
 
@@ -692,6 +802,8 @@ def pair_fusions(
         The two signal names that fuse (``panel.fusion_pair``).
     fusion_distance_um, pixel_size_um : float
         Fusion distance and pixel size in µm.
+    z_scale_px : float, optional
+        With a ``z`` column (3-D detection): the z-step in pixel units; distances are then 3-D.
 
     Returns
     -------
@@ -709,6 +821,8 @@ def pair_fusions(
     if not len(ia) or not len(ib):
         return df
     pts = df[["y", "x"]].to_numpy(np.float64)
+    if z_scale_px is not None and "z" in df:
+        pts = np.column_stack([pts, df["z"].to_numpy(np.float64) * z_scale_px])
     lab = df["label"].to_numpy()
     r = fusion_distance_um / pixel_size_um
     near = cKDTree(pts[ia]).query_ball_tree(cKDTree(pts[ib]), r)
@@ -719,7 +833,7 @@ def pair_fusions(
     ga, gb = ia[pa], ib[pb]
     ok = lab[ga] == lab[gb]
     ga, gb = ga[ok], gb[ok]
-    d = np.hypot(*(pts[ga] - pts[gb]).T)
+    d = np.linalg.norm(pts[ga] - pts[gb], axis=1)
     order = np.argsort(d, kind="stable")
     used = np.zeros(len(df), bool)
     partner = df["fusion_partner"].to_numpy().copy()
@@ -749,7 +863,8 @@ def finish_signal_table(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     for c, t in _SPOT_DTYPES.items():
         if c not in df:
             df[c] = -1 if t == "int64" else ("" if t == "object" else np.nan)
-    return df[list(SPOT_COLUMNS)].astype(_SPOT_DTYPES)
+    extra = ["z"] if "z" in df else []  # 3-D detection: plane position, appended (contract v1 allows it)
+    return df[list(SPOT_COLUMNS) + extra].astype({**_SPOT_DTYPES, **{c: "float64" for c in extra}})
 
 
 _SPOT_DTYPES = {

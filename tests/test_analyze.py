@@ -312,3 +312,19 @@ def test_cli_channels_and_pixel_size(tmp_path):
     ref = analyze_field(sim.image, pixel_size_um=sim.pixel_size_um)
     nuc = pd.read_csv(tmp_path / "out" / "f2" / "nuclei.csv")
     assert nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist()
+
+
+def test_z_stack_detected_in_3d(tmp_path):
+    sim = fc.simulate_field("del5q", shape=(384, 384), seed=2, z_planes=5)
+    path = tmp_path / "z.ome.tif"
+    fc.write_simulated_field(sim, path)
+    fld = fc.read_field(path, z_mode="keep")
+    seg = _true_segmentation(sim)
+    res = analyze_field(fld, segmentation=seg, z_step_um=sim.z_step_um)
+    assert "z" in res.spots.columns and res.spots.z.between(0, 4).all()
+    ok, n = _accuracy(res, sim)
+    assert n >= 5 and ok.mean() >= 0.9
+    flat = analyze_field(fld, segmentation=seg)  # default: the maximum projection
+    assert "z" not in flat.spots.columns
+    with pytest.raises(InputError, match="z_step_um"):
+        analyze_field(fld, segmentation=seg, z_step_um=-1)

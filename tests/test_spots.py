@@ -323,3 +323,23 @@ def test_near_other_nucleus():
     assert near_other_nucleus(y, x, own, labels, 3.0).tolist() == [False, True, True, False]
     assert not near_other_nucleus(y, x, own, labels, 0.5).any()
     assert near_other_nucleus(y[:0], x[:0], own[:0], labels, 3.0).shape == (0,)
+
+
+def test_3d_detection_separates_signals_overlapping_in_projection():
+    from fishcount.spots import find_candidates_3d
+
+    zz, yy, xx = np.mgrid[:9, :48, :48]
+    stack = 100 + sum(500 * np.exp(-((yy - 24) ** 2 + (xx - 24.3) ** 2) / (2 * SIG_PX**2) - (zz - z) ** 2 / (2 * 0.8**2))
+                      for z in (2, 6))
+    stack = stack + np.random.default_rng(0).normal(0, 3, stack.shape)
+    c3, _ = find_candidates_3d(stack, SIG_PX, 0.8)
+    c3 = c3[c3.snr > 8]
+    assert sorted(np.round(c3.z).astype(int).tolist()) == [2, 6]
+    assert np.allclose(c3.x, 24.3, atol=0.2)
+    c2, _ = find_candidates(stack.max(axis=0), SIG_PX)
+    assert (c2.snr > 8).sum() == 1  # the projection sees one signal
+    m = merge_split_signals(c3.assign(label=1, signal="A").reset_index(drop=True), split_distance_um=DIAM,
+                            pixel_size_um=PX, z_scale_px=0.4 / PX)
+    assert (m.counts_as == "A").sum() == 2  # 4 planes x 0.4 µm apart: not a split signal
+    with pytest.raises(ValueError, match="Z, Y, X"):
+        find_candidates_3d(stack[0], SIG_PX, 0.8)
