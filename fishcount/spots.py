@@ -472,8 +472,10 @@ def auto_threshold(
     """Automatic detection threshold (SNR units) from the candidates inside nuclei.
 
     The SNRs of candidate maxima inside nuclei are a mixture of a steeply falling noise tail and a mode
-    of true signals. The threshold is the minimum of the smoothed density of ``log(snr)`` between
-    ``min_snr`` and the typical signal brightness, estimated as the median SNR of the
+    of true signals. The threshold is the first significant minimum of the smoothed density of
+    ``log(snr)`` walking up from ``min_snr`` towards the typical signal brightness (then centred in the
+    gap between the candidates on either side, and never above the noise-side threshold below); the
+    typical brightness is the median SNR of the
     ``n_nuclei`` brightest candidates (every scorable nucleus carries at least one signal per colour,
     clinical.md §6.1 R1, so these are true signals). This needs only a few signals per nucleus, unlike
     Big-FISH's elbow on the whole-image spot-count curve (its issue #74, anchors.md b1). With too few
