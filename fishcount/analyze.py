@@ -321,7 +321,7 @@ def analyze_field(
         noise[name] = float(nz)
         responses[name] = resp
         if name in manual:
-            th, th_source[name] = manual[name], "given (manual or pooled over a sample)"
+            th, th_source[name] = manual[name], "manual"  # given by the caller (by hand, or pooled over a sample)
         else:
             inside = cand["snr"].to_numpy()[cand["label"].to_numpy() > 0]
             th = auto_threshold(inside, n_nuc, min_snr=det["min_auto_snr"])

@@ -105,7 +105,7 @@ def test_manual_thresholds_are_used_and_recorded():
     sim, fld = _field(shape=(256, 256), seed=7)
     lo = analyze_field(fld, thresholds={"EGR1": 5.0})
     hi = analyze_field(fld, thresholds={"EGR1": 500.0})
-    assert lo.thresholds["EGR1"] == 5.0 and lo.params["threshold_source"]["EGR1"].startswith("given")
+    assert lo.thresholds["EGR1"] == 5.0 and lo.params["threshold_source"]["EGR1"] == "manual"
     assert lo.params["threshold_source"]["D5S23"].startswith("automatic")
     assert (hi.spots.signal == "EGR1").sum() == 0
     assert (hi.nuclei.exclusion_reason.str.contains("no_signal_EGR1")).all()
