@@ -9,16 +9,19 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
 #. Resample the image so that a nucleus is ``working_diameter_px`` wide.
 #. Flatten illumination (subtract a morphological-opening background wider than a nucleus) and smooth at
    the nucleus scale.
-#. Threshold: a global Otsu threshold on log intensity (dim nuclei next to bright ones survive), then each
-   object's own threshold refined locally (per-object Otsu), holes filled, specks removed.
+#. Threshold: above a low global floor (noise and a fraction of Otsu's threshold) and above a fraction
+   of the brightest value within one nucleus diameter (local contrast: dim nuclei next to bright ones
+   survive), holes filled, specks removed.
 #. Split touching nuclei: marker-controlled watershed on the distance transform; markers are h-maxima whose
    height ``h`` is a fraction of the nucleus diameter.
-#. Merge over-split fragments of one nucleus (lobulated nuclei): two neighbours are merged when the
-   neck between them is wide compared with their size, or when the two together are no bigger than one
-   typical nucleus and the boundary between them is not darker than the nuclei.
-#. Resample labels back to the field's shape, snap them to the full-resolution foreground.
+#. Merge over-split fragments of one nucleus (lobulated nuclei): two touching fragments are merged when
+   the neck between them is wide, the boundary between them is not darker than the nuclei, the smaller
+   one is lobe-sized and together they are no bigger than one large nucleus.
+#. Resample labels back to the field's shape (nearest neighbour).
 #. Measure each nucleus (area, shape, DAPI, focus, border, saturation) and decide ``scorable`` with
    an ``exclusion_reason`` from the thresholds in :data:`QC_DEFAULTS`.
+
+All defaults are data: ``fishcount/segment_defaults.toml`` (validated by :func:`load_segment_defaults`).
 
 Other backends (Cellpose, StarDist, or any function registered in the ``fishcount.segmenters`` entry
 point group) only replace steps 2-7; the scale and the QC are shared.
