@@ -66,7 +66,7 @@ DETECTION_DEFAULTS: dict[str, float] = {
     "diffuse_ridge": 0.9,
     # signals up to this many signal diameters outside a nucleus' mask belong to it (segmented outlines
     # are uncertain by a pixel or two and signals sit at the nuclear periphery) [I]
-    "snap_diameters": 1.0,
+    "snap_diameters": 1.5,
     # a counted signal within this many signal diameters of ANOTHER nucleus' mask makes its nucleus
     # "signal_at_boundary" (touching nuclei: the signal cannot be assigned with confidence; overlapping
     # nuclei "Do not count", clinical.md §3.2) [I]; 0 disables

@@ -661,6 +661,31 @@ def _components(n: int, pairs: np.ndarray) -> np.ndarray:
     return comp
 
 
+def _complete_linkage(pairs: np.ndarray, dist: np.ndarray, pts: np.ndarray, max_px: float) -> np.ndarray:
+    """Links (closest first) that keep every group's diameter within ``max_px``.
+
+    Loops over the candidate links only (same colour, same nucleus, closer than ``max_px``): a few per
+    nucleus at most.
+    """
+    if len(pairs) == 0:
+        return pairs.reshape(0, 2)
+    group: dict[int, list[int]] = {}
+    kept = []
+    for k in np.argsort(dist, kind="stable"):
+        i, j = int(pairs[k, 0]), int(pairs[k, 1])
+        gi, gj = group.get(i, [i]), group.get(j, [j])
+        if gi is gj:
+            continue
+        members_i, members_j = np.asarray(gi), np.asarray(gj)
+        dd = np.linalg.norm(pts[members_i][:, None, :] - pts[members_j][None, :, :], axis=2)
+        if dd.max() <= max_px + 1e-9:
+            merged = gi + gj
+            for m in merged:
+                group[m] = merged
+            kept.append((i, j))
+    return np.asarray(kept, dtype=np.int64).reshape(-1, 2)
+
+
 def merge_split_signals(
     signals: pd.DataFrame,
     *,
@@ -676,10 +701,11 @@ def merge_split_signals(
     Two signals of the same colour in the same nucleus are merged when they are at most
     ``split_distance_um`` apart (split-signal rule: "Count 2 signals that are the same size and separated
     by a distance equal or less than the diameter of the signal, as one", Leica HER2 guide, clinical.md
-    §3.2). With ``response`` images, two signals up to ``diffuse_distance_um`` apart (default 2 x split
+    §3.2); a group grows only while all its members stay that close to each other (complete linkage),
+    so a split doublet beside a separate signal never chains into one. With ``response`` images, two signals up to ``diffuse_distance_um`` apart (default 2 x split
     distance) are also merged when the enhanced image along the segment between them never dips below
     ``diffuse_ridge`` x the dimmer peak: one diffuse signal with several maxima ("diffuse signals are
-    counted as one", clinical.md §3.2). Merging is transitive (single linkage).
+    counted as one", clinical.md §3.2); diffuse links are transitive.
 
     Parameters
     ----------
@@ -752,7 +778,12 @@ def merge_split_signals(
                     )
                 is_diffuse[c] = ridge >= diffuse_ridge * dimmer
         keep = is_split | is_diffuse
-        pairs, kind = pairs[keep], np.where(is_split[keep], "split", "diffuse")
+        # split links join groups only when every member stays within the split distance of every other
+        # (complete linkage): a split doublet next to a separate signal must not chain into one
+        sp_pairs = _complete_linkage(pairs[is_split], d[is_split], pts3, split_px)
+        df_pairs = pairs[is_diffuse & ~is_split]
+        pairs = np.concatenate([sp_pairs, df_pairs]).reshape(-1, 2)
+        kind = np.array(["split"] * len(sp_pairs) + ["diffuse"] * len(df_pairs), dtype=object)
     comp = _components(n, pairs)
     # representative = brightest member of each component
     bright = df["snr"].to_numpy()

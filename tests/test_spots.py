@@ -169,12 +169,17 @@ def test_merge_properties(rows, split_um):
     assert (counted.label > 0).all()
     inside = m[m.label > 0]
     assert counted.group_id.nunique() == inside.group_id.nunique() == len(counted)
-    # counted signals of one colour and nucleus are never within the split distance of each other
-    for (_, _), g in counted.groupby(["label", "signal"]):
+    # a merge group is compact (complete linkage): all members within the split distance of each other
+    for _, g in m.groupby("group_id"):
         p = g[["y", "x"]].to_numpy()
-        if len(p) > 1:
-            d = np.hypot(*(p[:, None, :] - p[None, :, :]).transpose(2, 0, 1))
-            assert d[np.triu_indices(len(p), 1)].min() > split_um / 0.1 - 1e-9
+        d = np.hypot(*(p[:, None, :] - p[None, :, :]).transpose(2, 0, 1))
+        assert d.max() <= split_um / 0.1 + 1e-9
+        assert g.label.nunique() == 1 and g.signal.nunique() == 1
+    # an isolated signal (nothing of its colour within the split distance) is never merged
+    for i, r in m.iterrows():
+        same = m[(m.label == r.label) & (m.signal == r.signal) & (m.index != i)]
+        if not (np.hypot(same.y - r.y, same.x - r.x) <= split_um / 0.1).any():
+            assert r.n_merged == 1
     # merging is idempotent on the counted representatives
     again = merge_split_signals(counted.drop(columns=["spot_id", "group_id", "n_merged", "merge", "counts_as"]),
                                 split_distance_um=split_um, pixel_size_um=0.1)
@@ -343,3 +348,13 @@ def test_3d_detection_separates_signals_overlapping_in_projection():
     assert (m.counts_as == "A").sum() == 2  # 4 planes x 0.4 µm apart: not a split signal
     with pytest.raises(ValueError, match="Z, Y, X"):
         find_candidates_3d(stack[0], SIG_PX, 0.8)
+
+
+def test_split_doublet_beside_a_separate_signal_does_not_chain():
+    # P1-P2: a split doublet 0.9 diameters apart; S: a separate signal 0.95 diameters beyond P2
+    d = DIAM / PX
+    df = pd.DataFrame({"label": [1, 1, 1], "signal": ["A"] * 3, "y": [10.0] * 3,
+                       "x": [10.0, 10.0 + 0.9 * d, 10.0 + 1.85 * d], "snr": [30.0, 25.0, 40.0]})
+    m = merge_split_signals(df, split_distance_um=DIAM, pixel_size_um=PX)
+    assert (m.counts_as == "A").sum() == 2
+    assert m.n_merged.tolist() == [2, 2, 1]
