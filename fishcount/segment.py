@@ -71,7 +71,11 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "intensity_weight": (float, 0.0, None), "intensity_sigma_diameters": (float, 0.0, 2.0),
         "merge_neck_ratio": (float, 0.0, None), "merge_boundary_intensity_ratio": (float, 0.0, None),
         "merge_max_intensity_difference": (float, 0.0, None), "merge_lobe_max_area": (float, 0.0, None),
-        "merge_max_total_area": (float, 0.0, None), "min_area_fraction": (float, 0.0, 1.0)},
+        "merge_max_total_area": (float, 0.0, None), "refine_min_area": (float, 0.0, None),
+        "refine_max_solidity": (float, 0.0, 1.0), "refine_h_diameters": (float, 0.0, None),
+        "refine_intensity_weight": (float, 0.0, None), "refine_min_part_area": (float, 0.0, None),
+        "refine_min_solidity_gain": (float, -1.0, 1.0),
+        "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
         "min_solidity": (float, 0.0, 1.0), "clump_area_vs_median": (float, 0.0, None),
@@ -332,18 +336,30 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
         interior = [int(np.argmax(e))]
     best = max(e[i] for i in interior)
     pick = min(i for i in interior if e[i] >= SCALE_PEAK_MIN_FRACTION * best)
-    # parabolic interpolation of the peak in log(scale)
-    ls = math.log(sigmas[pick])
-    if 0 < pick < len(e) - 1:
-        y0, y1, y2 = e[pick - 1], e[pick], e[pick + 1]
+    # the picked peak, then the smaller-scale peaks (largest first): the first whose segmentation finds
+    # objects of its own size (within 2x) wins. A glowing embryo or tissue section makes a strong
+    # large-scale peak, but segmenting at that scale yields one huge object, not nucleus-sized ones.
+    tries = [pick] + sorted((i for i in interior if i < pick), reverse=True)
+    d0 = float("nan")
+    for i in tries:
+        d0 = _peak_diameter(sigmas, e, i)
+        d1 = _refine_diameter(img, d0)
+        if np.isfinite(d1) and 0.5 * d0 <= d1 <= 2.0 * d0:
+            return float(d1)
+        if not (np.isfinite(d1) and d1 > 2.0 * d0):
+            break  # only a too-large scale (objects far bigger than it) sends us to a smaller peak
+    return float(d0)
+
+
+def _peak_diameter(sigmas: list[float], e: np.ndarray, i: int) -> float:
+    """Blob diameter 2 sqrt(2) s of scale-space peak ``i``, parabolically interpolated in log(scale)."""
+    ls = math.log(sigmas[i])
+    if 0 < i < len(e) - 1:
+        y0, y1, y2 = e[i - 1], e[i], e[i + 1]
         den = y0 - 2 * y1 + y2
         if den < 0:
             ls += 0.5 * (y0 - y2) / den * math.log(2 ** 0.25)
-    d0 = 2.0 * math.sqrt(2.0) * math.exp(ls)
-    d1 = _refine_diameter(img, d0)
-    if np.isfinite(d1) and 0.5 * d0 <= d1 <= 2.0 * d0:
-        return float(d1)
-    return float(d0)
+    return 2.0 * math.sqrt(2.0) * math.exp(ls)
 
 
 def _log_energy(img: np.ndarray) -> tuple[list[float], list[float]]:
@@ -495,6 +511,8 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     labels = _split(mask, flt, d, p)
     # 6. merge over-split fragments
     labels = _merge_fragments(labels, flt, d, p)
+    # 6b. re-split objects that are too big or too notched for one nucleus
+    labels = _refine_split(labels, flt, d, p)
     # 7. back to the field's shape
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
@@ -668,6 +686,112 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> 
     roots = np.array([find(i) for i in range(n + 1)])
     _, relabel = np.unique(roots, return_inverse=True)
     return relabel[labels].astype(np.int32)
+
+
+def _solidity(mask: np.ndarray) -> float:
+    """Area / convex-hull area of a bool mask (one object); 1.0 for tiny or degenerate objects."""
+    from skimage.morphology import convex_hull_image
+
+    a = int(mask.sum())
+    if a < 5:
+        return 1.0
+    try:
+        hull = int(convex_hull_image(mask).sum())
+    except Exception:  # degenerate (collinear) outlines
+        return 1.0
+    return a / max(hull, a)
+
+
+def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
+    """Step 6b: re-split objects too large or too notched for one nucleus (under-split clumps).
+
+    Each object larger than ``refine_min_area`` typical areas, or with solidity below
+    ``refine_max_solidity``, gets its own marker search: h-maxima (height ``refine_h_diameters`` x d) of
+    its own distance transform plus ``refine_intensity_weight`` x its smoothed DAPI relative to the
+    object's brightest value (a dim seam between nuclei pressed together). The split is kept only when
+    every part is nucleus-sized (>= ``refine_min_part_area`` typical areas, i.e. not a lobe) and the
+    parts are more convex than the whole (area-weighted solidity up by >= ``refine_min_solidity_gain``),
+    or the whole was too big for one nucleus (> ``merge_max_total_area``) and the parts are convex.
+    """
+    from skimage.segmentation import watershed
+
+    min_area_t = float(p["refine_min_area"])
+    max_sol = float(p["refine_max_solidity"])
+    if min_area_t <= 0 and max_sol <= 0:
+        return labels
+    n = int(labels.max())
+    if n == 0:
+        return labels
+    typical_area = math.pi * d * d / 4.0
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    min_part = p["refine_min_part_area"] * typical_area
+    h = max(0.3, p["refine_h_diameters"] * d)
+    w = float(p["refine_intensity_weight"])
+    sig_i = max(0.7, p["intensity_sigma_diameters"] * d)
+    pad = 2
+    out = labels.copy()
+    nxt = n + 1
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None or area[i] < 2 * min_part:
+            continue
+        y0, y1 = max(0, sl[0].start - pad), min(labels.shape[0], sl[0].stop + pad)
+        x0, x1 = max(0, sl[1].start - pad), min(labels.shape[1], sl[1].stop + pad)
+        m = labels[y0:y1, x0:x1] == i
+        big = area[i] > min_area_t * typical_area
+        sol = _solidity(m)
+        if not (big or sol < max_sol):
+            continue
+        dt = ndi.distance_transform_edt(m).astype(np.float32)
+        f = ndi.gaussian_filter(dt, max(0.7, d / 24.0))
+        if w > 0:
+            sm = ndi.gaussian_filter(flt[y0:y1, x0:x1], sig_i)
+            top = float(sm[m].max())
+            if top > 0:
+                f = f + np.float32(w * 0.5 * d) * np.clip(sm / top, 0, 1).astype(np.float32)
+        f = np.where(m, f, 0).astype(np.float32)
+        mk, k = ndi.label(h_maxima(f, h) & m)
+        parts = None
+        if k >= 2:
+            parts = watershed(-f, mk, mask=m)
+            # parts too small to be a nucleus go back to their largest neighbour (iteratively)
+            parts = _absorb_small(parts, min_part)
+            if parts.max() == 0 or len(np.unique(parts[parts > 0])) < 2:
+                parts = None
+        if parts is None:
+            continue
+        ids = [j for j in np.unique(parts) if j > 0]
+        if len(ids) < 2:
+            continue
+        pa = np.array([(parts == j).sum() for j in ids], np.float64)
+        ps = np.array([_solidity(parts == j) for j in ids])
+        wsol = float(np.sum(pa * ps) / pa.sum())
+        gain = wsol - sol >= p["refine_min_solidity_gain"]
+        too_big = area[i] > p["merge_max_total_area"] * typical_area and ps.min() >= max_sol
+        if not (gain or too_big):
+            continue
+        sub = out[y0:y1, x0:x1]
+        for j in ids[1:]:
+            sub[parts == j] = nxt
+            nxt += 1
+    return out
+
+
+def _absorb_small(parts: np.ndarray, min_area: float) -> np.ndarray:
+    """Merge watershed parts smaller than ``min_area`` into the neighbour they share most boundary with."""
+    parts = parts.copy()
+    while True:
+        ids, cnt = np.unique(parts[parts > 0], return_counts=True)
+        if len(ids) < 2:
+            return parts
+        small = ids[cnt < min_area]
+        if small.size == 0:
+            return parts
+        j = int(small[np.argmin(cnt[cnt < min_area])])
+        ring = ndi.binary_dilation(parts == j, structure=np.ones((3, 3), bool)) & (parts > 0) & (parts != j)
+        if not ring.any():
+            return parts
+        nb, c = np.unique(parts[ring], return_counts=True)
+        parts[parts == j] = nb[np.argmax(c)]
 
 
 def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[float, float],

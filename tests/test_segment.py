@@ -162,8 +162,9 @@ def test_too_small_and_clump_reasons():
     speck = _disc(shape, 200, 200, 4)  # 0.08 of a typical nucleus' area -> removed or too_small
     clump = _disc(shape, 180, 60, 14) | _disc(shape, 180, 86, 14)  # two overlapping nuclei, fused
     img = _render([(m, 0.8) for m in singles] + [(speck, 0.8), (clump, 0.8)], shape)
-    # splitting switched off (huge h): the fused pair stays one object, twice a nucleus' area
-    seg = segment_nuclei(img, diameter_px=28, qc={"min_area_fraction": 0.3}, h_diameters=10.0)
+    # splitting switched off (huge h, no re-split): the fused pair stays one object, twice a nucleus' area
+    seg = segment_nuclei(img, diameter_px=28, qc={"min_area_fraction": 0.3}, h_diameters=10.0,
+                         refine_min_area=0.0, refine_max_solidity=0.0)
     qc = seg.qc.set_index("label")
     lc = np.bincount(seg.labels[clump]).argmax()
     assert seg.labels[speck].max() == 0 or "too_small" in qc.loc[seg.labels[speck].max(), "exclusion_reason"]
@@ -177,7 +178,8 @@ def test_too_small_and_clump_reasons():
         u = (yy - 60) * np.cos(ang) + (xx - 60) * np.sin(ang)
         v = -(yy - 60) * np.sin(ang) + (xx - 60) * np.cos(ang)
         star |= (np.abs(u) < 4) & (np.abs(v) < 30)
-    seg2 = segment_nuclei(_render([(star, 0.8)], (120, 120), blur=0.7), diameter_px=40, h_diameters=10.0)
+    seg2 = segment_nuclei(_render([(star, 0.8)], (120, 120), blur=0.7), diameter_px=40, h_diameters=10.0,
+                          refine_min_area=0.0, refine_max_solidity=0.0)
     assert seg2.n_nuclei == 1 and "clump" in seg2.qc["exclusion_reason"].iloc[0]
 
 
@@ -515,3 +517,51 @@ def test_cli_segment_reads_the_dapi_channel_of_a_panel_field(tmp_path):
     assert labels.shape == sim.labels.shape
     # the DAPI channel was segmented: most true nuclei are found
     assert match_labels(sim.labels, labels)["tp"] >= 0.8 * sim.labels.max()
+
+
+# ---------------------------------------------------------------------------------------------
+# step 6b: per-object re-split, and the scale estimate's rejection of glow-sized peaks
+# ---------------------------------------------------------------------------------------------
+
+def _refine_one(mask, **over):
+    """Run step 6b on a single object at the working scale (d = 20 px); flat intensity."""
+    p = {**S.CLASSICAL_DEFAULTS, **over}
+    labels = mask.astype(np.int32)
+    return S._refine_split(labels, mask.astype(np.float32), 20.0, p)
+
+
+def test_refine_splits_an_undersplit_pair():
+    shape = (80, 100)
+    a, b = _disc(shape, 40, 38, 10), _disc(shape, 40, 62, 10.5)  # two nuclei, shallow neck
+    out = _refine_one(a | b)
+    assert len(np.unique(out[out > 0])) == 2
+    la, lb = np.bincount(out[a]).argmax(), np.bincount(out[b]).argmax()
+    assert la != lb
+    assert np.mean(out[a & ~b] == la) > 0.9 and np.mean(out[b & ~a] == lb) > 0.9
+    # switched off: left alone
+    off = _refine_one(a | b, refine_min_area=0.0, refine_max_solidity=0.0)
+    assert len(np.unique(off[off > 0])) == 1
+
+
+def test_refine_keeps_lobulated_and_large_round_nuclei_whole():
+    shape = (80, 80)
+    lobed = _three_lobed(shape, 40, 40, lobe_r=6, step=6)  # lobes < 0.4 typical area each
+    big = _disc(shape, 40, 40, 14)  # one large round nucleus, ~2 typical areas
+    for m in (lobed, big):
+        out = _refine_one(m)
+        assert len(np.unique(out[out > 0])) == 1
+
+
+def test_refine_parameters_are_validated(tmp_path):
+    with pytest.raises(FishcountError, match="refine_max_solidity"):
+        S.load_segment_defaults(_write_defaults(
+            tmp_path, ("refine_max_solidity = 0.85", "refine_max_solidity = 1.5")))
+
+
+def test_scale_estimate_skips_a_glow_peak_on_real_tissue():
+    # DSB2018 f29fd9c5: nuclei (median 18 px) on an embryo-sized glow whose scale-space peak (~64 px) is
+    # the strongest. Segmenting at that scale finds one huge object, so a smaller peak is taken.
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018_fluo_dev" / "images"
+    img = tifffile.imread(next(root.glob("f29fd9c5*.tif")))
+    d = estimate_nucleus_diameter(img)
+    assert 5.0 < d < 30.0, d
