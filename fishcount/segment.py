@@ -702,6 +702,18 @@ def _solidity(mask: np.ndarray) -> float:
     return a / max(hull, a)
 
 
+def _octagon_area(mask: np.ndarray) -> float:
+    """Area of the bounding octagon (box and 45° lines through the pixel corners) of a bool mask: an upper
+    bound of its convex hull's area, so ``area / octagon`` is a cheap lower bound of the solidity."""
+    yy, xx = np.nonzero(mask)
+    y0, y1, x0, x1 = yy.min() - 0.5, yy.max() + 0.5, xx.min() - 0.5, xx.max() + 0.5
+    w, h = x1 - x0, y1 - y0
+    u, v = xx + yy, xx - yy
+    cuts = (u.min() - 1.0 - (x0 + y0), (x1 + y1) - (u.max() + 1.0),
+            v.min() - 1.0 - (x0 - y1), (x1 - y0) - (v.max() + 1.0))
+    return float(w * h - sum(min(max(c, 0.0), w, h) ** 2 / 2 for c in cuts))
+
+
 def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
     """Step 6b: re-split objects too large or too notched for one nucleus (under-split clumps).
 
@@ -738,6 +750,8 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
         x0, x1 = max(0, sl[1].start - pad), min(labels.shape[1], sl[1].stop + pad)
         m = labels[y0:y1, x0:x1] == i
         big = area[i] > min_area_t * typical_area
+        if not big and area[i] / _octagon_area(m) >= max_sol + 0.02:
+            continue  # solidity >= area / (bounding octagon's area) >= max_sol: compact, skip the hull
         sol = _solidity(m)
         if not (big or sol < max_sol):
             continue
