@@ -17,6 +17,8 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
 #. Merge over-split fragments of one nucleus (lobulated nuclei): two touching fragments are merged when
    the neck between them is wide, the boundary between them is not darker than the nuclei, the smaller
    one is lobe-sized and together they are no bigger than one large nucleus.
+#. Re-split objects too big or too notched for one nucleus: a marker search inside each one alone (a
+   smaller ``h``); kept only when the parts are nucleus-sized (not lobes) and more convex than the whole.
 #. Resample labels back to the field's shape (nearest neighbour).
 #. Measure each nucleus (area, shape, DAPI, focus, border, saturation) and decide ``scorable`` with
    an ``exclusion_reason`` from the thresholds in :data:`QC_DEFAULTS`.
@@ -24,7 +26,7 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
 All defaults are data: ``fishcount/segment_defaults.toml`` (validated by :func:`load_segment_defaults`).
 
 Other backends (Cellpose, StarDist, or any function registered in the ``fishcount.segmenters`` entry
-point group) only replace steps 2-7; the scale and the QC are shared.
+point group) only replace steps 2-8; the scale and the QC are shared.
 """
 from __future__ import annotations
 
@@ -312,6 +314,8 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
        shapes are larger than nuclei; chromatin spots are weaker than nuclei).
     #. Refinement: the image is segmented once at that scale (flattened, local-contrast threshold) and the
        median inscribed/equivalent diameter of the objects is returned when it agrees within a factor 2.
+       When the objects are more than 2x larger than the scale (a glowing embryo or tissue section is one
+       huge object at its own scale), the next smaller scale-space peak is tried the same way.
 
     Parameters
     ----------
@@ -465,7 +469,7 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
 # --------------------------------------------------------------------------------------------------
 
 def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np.ndarray:
-    """Classical nucleus segmentation (no model): see the module docstring, steps 2-7.
+    """Classical nucleus segmentation (no model): see the module docstring, steps 2-8.
 
     Parameters
     ----------
@@ -511,9 +515,9 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     labels = _split(mask, flt, d, p)
     # 6. merge over-split fragments
     labels = _merge_fragments(labels, flt, d, p)
-    # 6b. re-split objects that are too big or too notched for one nucleus
+    # 7. re-split objects that are too big or too notched for one nucleus
     labels = _refine_split(labels, flt, d, p)
-    # 7. back to the field's shape
+    # 8. back to the field's shape
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
 
@@ -715,7 +719,7 @@ def _octagon_area(mask: np.ndarray) -> float:
 
 
 def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
-    """Step 6b: re-split objects too large or too notched for one nucleus (under-split clumps).
+    """Step 7: re-split objects too large or too notched for one nucleus (under-split clumps).
 
     Each object larger than ``refine_min_area`` typical areas, or with solidity below
     ``refine_max_solidity``, gets its own marker search: h-maxima (height ``refine_h_diameters`` x d) of

@@ -520,11 +520,11 @@ def test_cli_segment_reads_the_dapi_channel_of_a_panel_field(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# step 6b: per-object re-split, and the scale estimate's rejection of glow-sized peaks
+# step 7: per-object re-split, and the scale estimate's rejection of glow-sized peaks
 # ---------------------------------------------------------------------------------------------
 
 def _refine_one(mask, **over):
-    """Run step 6b on a single object at the working scale (d = 20 px); flat intensity."""
+    """Run step 7 on a single object at the working scale (d = 20 px); flat intensity."""
     p = {**S.CLASSICAL_DEFAULTS, **over}
     labels = mask.astype(np.int32)
     return S._refine_split(labels, mask.astype(np.float32), 20.0, p)
