@@ -6,6 +6,7 @@ Both return RGB ``uint8`` arrays built with numpy (fast on 2048² fields); text 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -14,6 +15,9 @@ import pandas as pd
 from skimage.segmentation import find_boundaries
 
 from ._atomic import atomic_path
+
+#: Pixels per tile when the overlay is rendered in row tiles (float64 RGB: 3 MiB per tile).
+_TILE_PIXELS = 1 << 17
 
 __all__ = ["render_overlay", "render_gallery", "save_png", "composite", "call_colors"]
 
@@ -24,9 +28,15 @@ _ATYPICAL_COLOR = "#ffffff"
 _UNSCORABLE_COLOR = "#7f7f7f"
 _FUSION_COLOR = "#ffff66"
 _DAPI_COLOR = "#3f5fff"
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 def _rgb(color: str) -> np.ndarray:
+    """RGB (float32, 3) in [0, 1] of a colour; unknown colours are white."""
+    if isinstance(color, str) and _HEX.fullmatch(color):
+        # the panels' "#rrggbb": the same values as matplotlib's to_rgb without importing matplotlib
+        # (about 11 MiB of a worker's memory)
+        return np.asarray([int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)], np.float32)
     from matplotlib.colors import to_rgb
 
     try:
@@ -49,13 +59,24 @@ def call_colors(panel) -> dict[str, str]:
     return out
 
 
-def _norm(img: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.8) -> np.ndarray:
+def _norm_limits(img: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.8) -> tuple:
+    """Display limits (lo, hi) of an image: percentiles of a subsample of at most ~250 000 pixels."""
     step = max(1, int(np.sqrt(img.size / 250_000)))
     sample = img[::step, ::step]
     lo, hi = np.percentile(sample, [lo_pct, hi_pct])
     if not hi > lo:
         hi = lo + 1.0
+    return lo, hi
+
+
+def _scale(img: np.ndarray, limits: tuple) -> np.ndarray:
+    # lo/hi are numpy float64 scalars: the result is float64 (in [0, 1])
+    lo, hi = limits
     return np.clip((img.astype(np.float32) - lo) / (hi - lo), 0, 1)
+
+
+def _norm(img: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.8) -> np.ndarray:
+    return _scale(img, _norm_limits(img, lo_pct, hi_pct))
 
 
 def composite(dapi: np.ndarray, probes: Mapping[str, np.ndarray], colors: Mapping[str, str]) -> np.ndarray:
@@ -65,17 +86,63 @@ def composite(dapi: np.ndarray, probes: Mapping[str, np.ndarray], colors: Mappin
     ----------
     dapi : ndarray, shape (Y, X)
     probes : mapping of str to ndarray (Y, X)
+        Same shape as ``dapi``.
     colors : mapping of str to colour
         Display colour per probe name.
 
     Returns
     -------
-    ndarray, shape (Y, X, 3), float32 in [0, 1]
+    ndarray, shape (Y, X, 3), float64 in [0, 1]
     """
-    rgb = _norm(dapi)[..., None] * (0.6 * _rgb(_DAPI_COLOR))
-    for name, img in probes.items():
-        rgb = rgb + _norm(img, 50.0, 99.95)[..., None] * _rgb(colors.get(name, "#ffffff"))
-    return np.clip(rgb, 0, 1)
+    ctx = _Composer(dapi, probes, colors)
+    return ctx.region(0, dapi.shape[0], 0, dapi.shape[1])
+
+
+class _Composer:
+    """Renders any rectangle of the composite (and its drawings) with the display limits of the whole
+    field, so a picture can be built in tiles: a tile is bit-identical to the same rectangle of the
+    whole-field rendering, and only tiles (not several full-field float64 RGB arrays) are in memory."""
+
+    def __init__(self, dapi: np.ndarray, probes: Mapping[str, np.ndarray], colors: Mapping[str, str]):
+        self.dapi = dapi
+        self.dapi_lim = _norm_limits(dapi)
+        self.dapi_col = 0.6 * _rgb(_DAPI_COLOR)
+        self.probes = [(img, _norm_limits(img, 50.0, 99.95), _rgb(colors.get(name, "#ffffff")))
+                       for name, img in probes.items()]
+        self.labels: np.ndarray | None = None
+        self.lut: np.ndarray | None = None
+        self.grey_labels: np.ndarray | None = None
+        self.rings: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The rectangle [y0:y1, x0:x1] (inside the field), float64 (h, w, 3) in [0, 1]."""
+        rgb = _scale(self.dapi[y0:y1, x0:x1], self.dapi_lim)[..., None] * self.dapi_col
+        for img, lim, col in self.probes:
+            rgb += _scale(img[y0:y1, x0:x1], lim)[..., None] * col
+        np.clip(rgb, 0, 1, out=rgb)
+        if self.labels is None:
+            return rgb
+        lab = self.labels[y0:y1, x0:x1]
+        if self.grey_labels is not None and len(self.grey_labels):
+            grey = np.isin(lab, self.grey_labels)
+            rgb[grey] = rgb[grey].mean(axis=1, keepdims=True) * 0.6
+        # inner boundaries need the 1-pixel neighbourhood: compute them on the rectangle plus a margin
+        h, w = self.labels.shape
+        my0, mx0 = max(y0 - 1, 0), max(x0 - 1, 0)
+        edge = find_boundaries(self.labels[my0:min(y1 + 1, h), mx0:min(x1 + 1, w)], mode="inner")
+        edge = edge[y0 - my0:y0 - my0 + (y1 - y0), x0 - mx0:x0 - mx0 + (x1 - x0)]
+        rgb[edge] = self.lut[lab[edge]]
+        for ry, rx, color in self.rings:  # in drawing order: a later ring covers an earlier one
+            m = (ry >= y0) & (ry < y1) & (rx >= x0) & (rx < x1)
+            rgb[ry[m] - y0, rx[m] - x0] = color
+        return rgb
+
+    def add_rings(self, ys: np.ndarray, xs: np.ndarray, color: np.ndarray, radius: float) -> None:
+        """Queue 1-px rings around points (drawn by :meth:`region`, later rings on top)."""
+        if len(ys) == 0:
+            return
+        ry, rx = _ring_pixels(ys, xs, radius, self.dapi.shape)
+        self.rings.append((ry, rx, np.asarray(color)))
 
 
 def _scorable(nuclei: pd.DataFrame) -> np.ndarray:
@@ -106,16 +173,22 @@ def _outline_colors(labels: np.ndarray, nuclei: pd.DataFrame, panel) -> np.ndarr
     return lut
 
 
-def _draw_rings(rgb: np.ndarray, ys: np.ndarray, xs: np.ndarray, color: np.ndarray, radius: float) -> None:
-    """Draw 1-px rings (in place) around points, vectorised over points."""
-    if len(ys) == 0:
-        return
+def _ring_pixels(ys: np.ndarray, xs: np.ndarray, radius: float, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (rows, cols; int64) of 1-px rings around points, inside an image of ``shape`` (Y, X, ...)."""
     n = max(12, int(2 * np.pi * radius * 1.5))
     ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
     ry = np.rint(ys[:, None] + radius * np.sin(ang)[None, :]).astype(np.int64).ravel()
     rx = np.rint(xs[:, None] + radius * np.cos(ang)[None, :]).astype(np.int64).ravel()
-    ok = (ry >= 0) & (rx >= 0) & (ry < rgb.shape[0]) & (rx < rgb.shape[1])
-    rgb[ry[ok], rx[ok]] = color
+    ok = (ry >= 0) & (rx >= 0) & (ry < shape[0]) & (rx < shape[1])
+    return ry[ok], rx[ok]
+
+
+def _draw_rings(rgb: np.ndarray, ys: np.ndarray, xs: np.ndarray, color: np.ndarray, radius: float) -> None:
+    """Draw 1-px rings (in place) around points, vectorised over points."""
+    if len(ys) == 0:
+        return
+    ry, rx = _ring_pixels(ys, xs, radius, rgb.shape)
+    rgb[ry, rx] = color
 
 
 def _font(size: int):
@@ -155,7 +228,8 @@ def _legend(width: int, entries: Sequence[tuple[str, str]], title: str, scale: f
     return np.asarray(img, np.uint8)
 
 
-def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None = None) -> np.ndarray:
+def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None = None,
+                   tile_rows: int | None = None) -> np.ndarray:
     """The field overlay: composite image, nucleus outlines coloured by call, signals ringed per colour.
 
     Unscorable nuclei are outlined grey and their interior is greyed out; signals outside nuclei are
@@ -169,7 +243,10 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
     legend : bool
         Append the legend strip.
     ring_radius_px : float, optional
-        Radius of the signal rings; default 1.5 x the signal sigma (at least 3 px).
+        Radius of the signal rings; default 2.5 x the signal sigma (at least 3 px).
+    tile_rows : int, optional
+        Rows rendered at a time (default: tiles of about 128 Ki pixels). The picture does not depend
+        on it; it bounds the float64 working memory to one tile instead of several whole-field copies.
 
     Returns
     -------
@@ -177,16 +254,12 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
     """
     dapi, probes, colors = _field_images(result)
     labels = np.asarray(result.labels)
-    rgb = composite(dapi, probes, colors)
+    ctx = _Composer(dapi, probes, colors)
     nuc = result.nuclei
+    ctx.labels = labels
     if len(nuc):
-        bad = nuc.loc[~_scorable(nuc), "label"].to_numpy(np.int64)
-        if len(bad):
-            grey = np.isin(labels, bad)
-            rgb[grey] = rgb[grey].mean(axis=1, keepdims=True) * 0.6
-    lut = _outline_colors(labels, nuc, result.panel)
-    edge = find_boundaries(labels, mode="inner")
-    rgb[edge] = lut[labels[edge]]
+        ctx.grey_labels = nuc.loc[~_scorable(nuc), "label"].to_numpy(np.int64)
+    ctx.lut = _outline_colors(labels, nuc, result.panel)
     sigma = float(result.params.get("signal_sigma_px", 1.5))
     r = ring_radius_px if ring_radius_px is not None else max(3.0, 2.5 * sigma)
     sp = result.spots
@@ -194,14 +267,25 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
         counted = sp["counts_as"].astype(str).to_numpy()
         for s in result.panel.signals:
             m = (sp["signal"].to_numpy() == s.name) & (counted == s.name)
-            _draw_rings(rgb, sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"), r)
+            ctx.add_rings(sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"), r)
             out = (sp["signal"].to_numpy() == s.name) & (sp["label"].to_numpy() == 0)
-            _draw_rings(rgb, sp["y"].to_numpy()[out], sp["x"].to_numpy()[out], 0.5 * _rgb(s.color or "#ffffff"), r)
+            ctx.add_rings(sp["y"].to_numpy()[out], sp["x"].to_numpy()[out], 0.5 * _rgb(s.color or "#ffffff"), r)
         fm = counted == "fusion"
-        _draw_rings(rgb, sp["y"].to_numpy()[fm], sp["x"].to_numpy()[fm], _rgb(_FUSION_COLOR), r + 1.5)
-    img = (rgb * 255 + 0.5).astype(np.uint8)
-    if not legend:
-        return img
+        ctx.add_rings(sp["y"].to_numpy()[fm], sp["x"].to_numpy()[fm], _rgb(_FUSION_COLOR), r + 1.5)
+    h, w = labels.shape
+    strip = _legend_strip(result, w) if legend else np.zeros((0, w, 3), np.uint8)
+    img = np.empty((h + strip.shape[0], w, 3), np.uint8)
+    img[h:] = strip
+    step = max(1, int(tile_rows) if tile_rows is not None else _TILE_PIXELS // max(w, 1))
+    for y0 in range(0, h, step):  # row tiles: one tile's float64 RGB at a time, not the whole field's
+        y1 = min(h, y0 + step)
+        img[y0:y1] = (ctx.region(y0, y1, 0, w) * 255 + 0.5).astype(np.uint8)
+    return img
+
+
+def _legend_strip(result, width: int) -> np.ndarray:
+    """The overlay's legend strip (H, width, 3) uint8: calls with counts, signals with thresholds."""
+    nuc = result.nuclei
     cc = call_colors(result.panel)
     scor = nuc[_scorable(nuc)] if len(nuc) else nuc
     vc = scor["call"].value_counts() if len(scor) else pd.Series(dtype=int)
@@ -212,10 +296,9 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
         entries.append((f"{s.name} signal (threshold {t:.1f})" if t is not None else s.name, s.color or "#ffffff"))
     if result.panel.fusion_pair:
         entries.append(("fusion", _FUSION_COLOR))
-    scale = max(1.0, img.shape[1] / 1024)
+    scale = max(1.0, width / 1024)
     title = f"{result.field.stem} - panel {result.panel.id} - {len(nuc)} nuclei, {len(scor)} scorable"
-    strip = _legend(img.shape[1], entries, title, scale)
-    return np.concatenate([img, strip], axis=0)
+    return _legend(width, entries, title, scale)
 
 
 def render_gallery(
@@ -265,17 +348,16 @@ def render_gallery(
             d = 40.0
         crop_px = int(max(24, round(1.6 * d)))
     half = crop_px // 2
-    rgb = composite(dapi, probes, colors)
-    lut = _outline_colors(labels, nuc, result.panel)
-    edge = find_boundaries(labels, mode="inner")
-    rgb[edge] = lut[labels[edge]]
+    ctx = _Composer(dapi, probes, colors)
+    ctx.labels = labels
+    ctx.lut = _outline_colors(labels, nuc, result.panel)
     sp = result.spots
     if len(sp):
         for s in result.panel.signals:
             m = sp["counts_as"].astype(str).to_numpy() == s.name
-            _draw_rings(rgb, sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"),
-                        max(3.0, 2.5 * float(result.params.get("signal_sigma_px", 1.5))))
-    padded = np.pad(rgb, ((half, half), (half, half), (0, 0)))
+            ctx.add_rings(sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"),
+                          max(3.0, 2.5 * float(result.params.get("signal_sigma_px", 1.5))))
+    h, w = labels.shape
     scor = _scorable(nuc) if len(nuc) else np.zeros(0, bool)
     if calls is None:
         present = set(nuc.loc[scor, "call"]) if len(nuc) else set()
@@ -294,8 +376,13 @@ def render_gallery(
         ImageDraw.Draw(tag).text((4, 4), f"{name}\n({len(sub)} shown)", fill=(255, 255, 255), font=_font(12))
         row[:, :label_w] = np.asarray(tag)
         for i, (cy, cx) in enumerate(zip(sub["centroid_y"].to_numpy(), sub["centroid_x"].to_numpy())):
-            y0, x0 = int(round(cy)), int(round(cx))
-            crop = padded[y0:y0 + crop_px, x0:x0 + crop_px]
+            # the crop is centred on the nucleus; outside the field it is black
+            y0, x0 = int(round(cy)) - half, int(round(cx)) - half
+            y1, x1 = min(y0 + crop_px, h + half), min(x0 + crop_px, w + half)
+            crop = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0), 3))
+            iy0, iy1, ix0, ix1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
+            if iy1 > iy0 and ix1 > ix0:  # only the crop is rendered, not the whole field
+                crop[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = ctx.region(iy0, iy1, ix0, ix1)
             c0 = label_w + i * (crop_px + 2)
             row[: crop.shape[0], c0:c0 + crop.shape[1]] = (crop * 255 + 0.5).astype(np.uint8)
         tiles.append(row)

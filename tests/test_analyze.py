@@ -205,6 +205,85 @@ def test_overlay_and_gallery_images():
     assert gal.dtype == np.uint8 and gal.ndim == 3 and gal.shape[0] >= 24
 
 
+def _whole_field_picture(res, *, overlay: bool) -> np.ndarray:
+    """Reference: the overlay (or the gallery's source picture) rendered on the whole field at once in
+    float64, the way it was before tiling; uint8 (Y, X, 3)."""
+    from skimage.segmentation import find_boundaries
+
+    from fishcount.overlay import _DAPI_COLOR, _FUSION_COLOR, _outline_colors, _rgb, _scorable
+
+    def norm(img, lo_pct, hi_pct):
+        step = max(1, int(np.sqrt(img.size / 250_000)))
+        lo, hi = np.percentile(img[::step, ::step], [lo_pct, hi_pct])
+        hi = hi if hi > lo else lo + 1.0
+        return np.clip((img.astype(np.float32) - lo) / (hi - lo), 0, 1)
+
+    def rings(rgb, ys, xs, color, radius):
+        n = max(12, int(2 * np.pi * radius * 1.5))
+        ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        ry = np.rint(ys[:, None] + radius * np.sin(ang)[None, :]).astype(np.int64).ravel()
+        rx = np.rint(xs[:, None] + radius * np.cos(ang)[None, :]).astype(np.int64).ravel()
+        ok = (ry >= 0) & (rx >= 0) & (ry < rgb.shape[0]) & (rx < rgb.shape[1])
+        rgb[ry[ok], rx[ok]] = color
+
+    f, labels, nuc, sp = res.field, res.labels, res.nuclei, res.spots
+    rgb = norm(f.dapi, 1.0, 99.8)[..., None] * (0.6 * _rgb(_DAPI_COLOR))
+    for s in res.panel.signals:
+        rgb = rgb + norm(f.probes[s.name], 50.0, 99.95)[..., None] * _rgb(s.color)
+    rgb = np.clip(rgb, 0, 1)
+    if overlay:
+        grey = np.isin(labels, nuc.loc[~_scorable(nuc), "label"].to_numpy())
+        rgb[grey] = rgb[grey].mean(axis=1, keepdims=True) * 0.6
+    edge = find_boundaries(labels, mode="inner")
+    rgb[edge] = _outline_colors(labels, nuc, res.panel)[labels[edge]]
+    r = max(3.0, 2.5 * float(res.params["signal_sigma_px"]))
+    counted = sp["counts_as"].astype(str).to_numpy()
+    for s in res.panel.signals:
+        m = (counted == s.name) & ((sp["signal"].to_numpy() == s.name) if overlay else True)
+        rings(rgb, sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color), r)
+        if overlay:
+            out = (sp["signal"].to_numpy() == s.name) & (sp["label"].to_numpy() == 0)
+            rings(rgb, sp["y"].to_numpy()[out], sp["x"].to_numpy()[out], 0.5 * _rgb(s.color), r)
+    if overlay:
+        rings(rgb, sp["y"].to_numpy()[counted == "fusion"], sp["x"].to_numpy()[counted == "fusion"],
+              _rgb(_FUSION_COLOR), r + 1.5)
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def test_overlay_rendered_in_tiles_equals_whole_field_rendering():
+    sim, fld = _field(shape=(200, 256), seed=7)
+    res = analyze_field(fld)
+    assert (~res.nuclei["scorable"]).any() and (res.spots["label"] == 0).any()  # greyed nuclei, dim rings
+    ref = _whole_field_picture(res, overlay=True)
+    for rows in (1, 7, 64, 1000, None):
+        assert np.array_equal(render_overlay(res, legend=False, tile_rows=rows), ref), rows
+    assert np.array_equal(render_overlay(res)[:200], ref)
+
+
+def test_gallery_crops_equal_crops_of_the_whole_field_picture():
+    """Each crop is rendered on its own; it must equal the same crop of the whole-field picture, also
+    for nuclei at the field's edge (the crop is black outside the field)."""
+    sim, fld = _field(shape=(200, 256), seed=7)
+    res = analyze_field(fld)
+    crop, half, label_w = 41, 20, 120
+    padded = np.pad(_whole_field_picture(res, overlay=False), ((half, half), (half, half), (0, 0)))
+    gal = render_gallery(res, per_call=10_000, crop_px=crop)
+    nuc, scor = res.nuclei, res.nuclei["scorable"].to_numpy(bool)
+    present = set(nuc.loc[scor, "call"])
+    groups = [nuc[scor & (nuc["call"] == c).to_numpy()] for c in res.panel.call_names if c in present]
+    groups.append(nuc[~scor])
+    n_edge = 0
+    for k, sub in enumerate(groups):
+        for i, (cy, cx) in enumerate(zip(sub["centroid_y"], sub["centroid_x"])):
+            y0, x0 = int(round(cy)), int(round(cx))
+            want = padded[y0:y0 + crop, x0:x0 + crop]
+            c0 = label_w + i * (crop + 2)
+            got = gal[k * (crop + 2):k * (crop + 2) + want.shape[0], c0:c0 + want.shape[1]]
+            assert np.array_equal(got, want), (k, i)
+            n_edge += min(y0, x0) < half or y0 > 200 - half or x0 > 256 - half
+    assert n_edge > 0
+
+
 def test_fusion_panel_end_to_end_has_fusion_column():
     sim, fld = _field("bcr_abl1", seed=2, shape=(256, 256))
     res = analyze_field(fld, "bcr_abl1")
@@ -328,3 +407,19 @@ def test_z_stack_detected_in_3d(tmp_path):
     assert "z" not in flat.spots.columns
     with pytest.raises(InputError, match="z_step_um"):
         analyze_field(fld, segmentation=seg, z_step_um=-1)
+
+
+def test_hex_colours_parsed_without_matplotlib_match_matplotlib():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from matplotlib.colors import to_rgb
+
+    from fishcount.overlay import _rgb
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text("0123456789abcdefABCDEF", min_size=6, max_size=6))
+    def check(h):
+        assert np.array_equal(_rgb("#" + h), np.asarray(to_rgb("#" + h), np.float32))
+
+    check()
+    assert np.array_equal(_rgb("magenta"), [1, 0, 1]) and np.array_equal(_rgb("no such colour"), [1, 1, 1])
