@@ -11,8 +11,10 @@ Measures, on simulated del(5q) fields (fishcount.simulate, default 40 fields of 
    (``workers=2``): the speed-up;
 2. per-field overhead of the Dask path: a 1-worker ``distributed.LocalCluster`` (via ``scheduler=``)
    against the plain loop, same fields;
-3. memory: peak RSS increase of one worker process analysing one field, as a multiple of the
-   field's bytes (stored and as float32), and the peak RSS of each Dask worker;
+3. memory: peak RSS growth of one worker process (a fresh subprocess) analysing field after field,
+   above its resident set after imports, and the peak of Python-traced allocations, as multiples of
+   the field's bytes: stored (uint16, all channels) and as float32 (the working copy ``read_field``
+   returns);
 4. pooling: peak memory of ``pool_nuclei`` over ``--pool-fields`` per-field nuclei tables against
    the size of the pooled table (it must not hold all nuclei twice).
 
@@ -72,29 +74,48 @@ def timed_run(study: Path, out: Path, **kw) -> dict:
 
 
 _MEM_CHILD = r"""
-import json, resource, sys, tempfile, os
+import ctypes, gc, json, sys, tempfile, time, tracemalloc
 from pathlib import Path
-import fishcount.batch as b, fishcount.analyze, fishcount.io, fishcount.overlay, fishcount.segment, fishcount.spots
+def status():  # current and peak resident set of this process (bytes)
+    d = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                d[line[2:5].lower()] = int(line.split()[1]) * 1024
+    return d
+def reset_peak():  # VmHWM := VmRSS (Linux >= 4.0); False when not allowed
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+import fishcount.batch as b
+b._warm_worker()  # what a Dask worker of the local engine imports before its first task
 from fishcount.panels import load_panel
-def rss():
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-path = sys.argv[1]
+path, n = sys.argv[1], int(sys.argv[2])
 panel = load_panel("del5q")
-with tempfile.TemporaryDirectory() as d:   # warm-up: first-call imports and caches
-    b.process_field(path, Path(d), panel, {})
-base = rss()
-peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-with tempfile.TemporaryDirectory() as d:
-    b.process_field(path, Path(d), panel, {})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-import tracemalloc
+def field():
+    t0 = time.process_time()
+    with tempfile.TemporaryDirectory() as d:
+        b.process_field(path, Path(d), panel, {})
+    return time.process_time() - t0
+out = {"import_rss": status()["rss"], "peak_reset": reset_peak(), "fields": []}
+for k in range(n):  # the same field n times in one process, as a worker analyses field after field
+    reset_peak()
+    cpu = field()
+    s = status()
+    out["fields"].append({"peak_rss": s["hwm"], "rss_after": s["rss"], "cpu_s": cpu})
+gc.collect()
+try:  # return freed heap to the system: what stays is code loaded on first use and live caches
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+except OSError:
+    pass
+out["trimmed_rss"] = status()["rss"]
 tracemalloc.start()
-with tempfile.TemporaryDirectory() as d:
-    b.process_field(path, Path(d), panel, {})
-traced = tracemalloc.get_traced_memory()[1]
-tracemalloc.stop()
-print(json.dumps({"base_rss": base, "peak_before": peak0, "peak": peak, "traced_peak": traced}))
+field()
+out["traced_peak"] = tracemalloc.get_traced_memory()[1]
+print(json.dumps(out))
 """
 
 _POOL_CHILD = r"""
@@ -118,21 +139,35 @@ print(json.dumps({"rows": n, "seconds": dt, "arrow_peak": arrow_peak, "python_pe
 """
 
 
-def bench_memory(field: Path) -> dict:
+def bench_memory(field: Path, n_fields: int = 4) -> dict:
+    """Memory of one worker process analysing one field after another (a fresh subprocess).
+
+    Peaks are the kernel's ``VmHWM`` reset before each field (``/proc/self/clear_refs``), not
+    ``ru_maxrss``: a child's ``ru_maxrss`` also counts the parent's resident set copied at fork
+    (before ``exec``), which inflated earlier numbers when the benchmark process itself was large.
+    """
     import tifffile
 
-    r = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(field)], capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(field), str(n_fields)], capture_output=True,
+                       text=True, check=True)
     m = json.loads(r.stdout.strip().splitlines()[-1])
     with tifffile.TiffFile(field) as tf:
         s = tf.series[0]
         stored = int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
         f32 = int(np.prod(s.shape)) * 4
-    inc = max(m["peak"] - m["base_rss"], 0)
-    return {"traced_peak_bytes": m["traced_peak"], "traced_x_stored": m["traced_peak"] / stored,
-            "traced_x_float32": m["traced_peak"] / f32,
-            "field_stored_bytes": stored, "field_float32_bytes": f32, "worker_base_rss": m["base_rss"],
-            "worker_peak_rss": m["peak"], "peak_increase_bytes": inc,
-            "increase_x_stored": inc / stored, "increase_x_float32": inc / f32}
+    base = m["import_rss"]
+    first = m["fields"][0]["peak_rss"] - base
+    steady = max(f["peak_rss"] for f in m["fields"][1:]) - base if len(m["fields"]) > 1 else first
+    code = m["trimmed_rss"] - base
+    res = {"field_stored_bytes": stored, "field_float32_bytes": f32, "peak_reset": m["peak_reset"],
+           "worker_import_rss": base, "fields": m["fields"], "worker_trimmed_rss": m["trimmed_rss"],
+           "first_field_growth_bytes": first, "steady_growth_bytes": steady,
+           "retained_after_trim_bytes": code, "steady_growth_above_trimmed_bytes": steady - code,
+           "traced_peak_bytes": m["traced_peak"]}
+    for k in ("first_field_growth", "steady_growth", "steady_growth_above_trimmed", "traced_peak"):
+        res[f"{k}_x_stored"] = res[f"{k}_bytes"] / stored
+        res[f"{k}_x_float32"] = res[f"{k}_bytes"] / f32
+    return res
 
 
 def bench_pool(template_dir: Path, work: Path, n_fields: int) -> dict:
@@ -229,11 +264,25 @@ def main() -> None:
               f"{res['dask_overhead_cpu_pct']:+.1f} % CPU per field |")
     if "memory" in res:
         m = res["memory"]
-        print(f"| worker peak RSS increase, one field | {m['peak_increase_bytes'] / 2**20:.0f} MiB = "
-              f"{m['increase_x_stored']:.1f}× stored, {m['increase_x_float32']:.1f}× float32 field bytes |")
-        print(f"| peak traced allocations (tracemalloc), one field read+analyse+write | "
-              f"{m['traced_peak_bytes'] / 2**20:.0f} MiB = {m['traced_x_stored']:.1f}× stored, "
-              f"{m['traced_x_float32']:.1f}× float32 field bytes |")
+        mib = 2**20
+
+        def x(k):
+            return f"{m[k + '_bytes'] / mib:.0f} MiB = {m[k + '_x_stored']:.1f}× stored, {m[k + '_x_float32']:.1f}× float32"
+
+        print(f"| field bytes | {m['field_stored_bytes'] / mib:.1f} MiB stored (uint16, all channels), "
+              f"{m['field_float32_bytes'] / mib:.1f} MiB as float32 (working copy) |")
+        print(f"| worker RSS after imports (baseline) | {m['worker_import_rss'] / mib:.0f} MiB |")
+        print(f"| **peak RSS growth above the baseline, fields 2..{len(m['fields'])}** (steady state) | "
+              f"**{x('steady_growth')}** |")
+        print(f"| peak RSS growth above the baseline, first field (code loaded on first use included) | "
+              f"{x('first_field_growth')} |")
+        print(f"| of which stays after the fields, gc + malloc_trim (code, caches) | "
+              f"{m['retained_after_trim_bytes'] / mib:.0f} MiB |")
+        print(f"| steady peak above that | {x('steady_growth_above_trimmed')} |")
+        print(f"| peak traced allocations (tracemalloc), one field read + analyse + write + gallery | "
+              f"{x('traced_peak')} |")
+        if not m["peak_reset"]:
+            print("| note | /proc/self/clear_refs not writable: peaks are since process start |")
     if "pool" in res:
         p = res["pool"]
         print(f"| pooling {p['fields']} fields ({p['rows']} nuclei) | {p['seconds']:.1f} s, arrow peak "

@@ -886,6 +886,21 @@ def _local_cluster(workers: int, memory_limit_bytes: int):
             os.environ["MALLOC_TRIM_THRESHOLD_"] = saved
 
 
+#: Code the pipeline loads on first use (imports inside functions, lazily loaded submodules), as
+#: (module, attribute): :func:`_warm_worker` loads it too, so a worker loads it (about 9 MiB) at
+#: start-up, in parallel with the other workers, and not inside its first field (docs/benchmarks.md
+#: ## Batch, memory).
+_WARM_FIRST_USE = (
+    ("tifffile", "imwrite"), ("imagecodecs", "zlib_decode"), ("imagecodecs", "deflate_decode"),
+    ("imagecodecs", "delta_decode"), ("pandas.io.formats.csvs", "CSVFormatter"),
+    ("pyarrow.pandas_compat", "dataframe_to_arrays"),
+    ("PIL.Image", "preinit"), ("PIL.ImageDraw", "Draw"), ("PIL.ImageFont", "load_default"),
+    ("PIL.PngImagePlugin", "PngImageFile"), ("scipy.sparse.csgraph", "connected_components"),
+    ("skimage.measure", "regionprops_table"), ("skimage.segmentation", "watershed"),
+    ("skimage.segmentation", "find_boundaries"),
+)
+
+
 def _warm_worker() -> None:
     """Import the analysis modules (numpy, scikit-image, scipy...) in a Dask worker."""
     import importlib
@@ -894,6 +909,13 @@ def _warm_worker() -> None:
         try:
             importlib.import_module(f"fishcount.{mod}")
         except ImportError:
+            pass
+    for mod, attr in _WARM_FIRST_USE:
+        try:
+            obj = getattr(importlib.import_module(mod), attr)
+            if mod == "PIL.Image":
+                obj()  # the image format plugins that saving a PNG loads
+        except (ImportError, AttributeError):
             pass
 
 

@@ -600,3 +600,29 @@ def test_pooled_thresholds_per_sample(sim_study, tmp_path):
     # switching back to per-field thresholds redoes the fields
     r3 = run_batch(sim_study, out, workers=1, quiet=True, report=False)
     assert r3.n_done == 8
+
+
+def test_warm_worker_loads_the_code_a_field_needs(tmp_path):
+    """After _warm_worker, analysing a real field imports none of the heavy packages the pipeline uses
+    lazily (their code is then part of the worker's start-up, not of its first field's memory), and
+    the overlay and gallery never import matplotlib for the panels' hex colours."""
+    from fishcount.simulate import simulate_field, write_simulated_field
+
+    img = tmp_path / "f.ome.tif"
+    write_simulated_field(simulate_field("del5q", shape=(192, 192), seed=3), img)
+    code = (
+        "import sys, tempfile\n"
+        "from pathlib import Path\n"
+        "from fishcount import batch\n"
+        "from fishcount.panels import load_panel\n"
+        "batch._warm_worker()\n"
+        "before = set(sys.modules)\n"
+        f"batch.process_field({str(img)!r}, Path(tempfile.mkdtemp()), load_panel('del5q'), {{}})\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    new = r.stdout.split()
+    heavy = ("matplotlib", "tifffile", "imagecodecs", "PIL", "scipy.sparse", "skimage.measure", "skimage.segmentation")
+    assert [m for m in new if m.startswith(heavy)] == []
+    assert (tmp_path / "f.ome.tif").exists()
