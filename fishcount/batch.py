@@ -887,7 +887,7 @@ def _local_cluster(workers: int, memory_limit_bytes: int):
 
 
 #: Code the pipeline loads on first use (imports inside functions, lazily loaded submodules), as
-#: (module, attribute): :func:`_warm_worker` loads it too, so a worker loads it (about 9 MiB) at
+#: (module, attribute): :func:`_warm_worker` loads it too, so a worker loads it (about 11 MiB) at
 #: start-up, in parallel with the other workers, and not inside its first field (docs/benchmarks.md
 #: ## Batch, memory).
 _WARM_FIRST_USE = (
