@@ -267,16 +267,17 @@ def main() -> None:
         mib = 2**20
 
         def x(k):
-            return f"{m[k + '_bytes'] / mib:.0f} MiB = {m[k + '_x_stored']:.1f}× stored, {m[k + '_x_float32']:.1f}× float32"
+            return (f"{m[k + '_bytes'] / mib:.0f} MiB = {m[k + '_x_stored']:.1f}× stored, "
+                    f"{m[k + '_x_float32']:.1f}× float32")
 
         print(f"| field bytes | {m['field_stored_bytes'] / mib:.1f} MiB stored (uint16, all channels), "
               f"{m['field_float32_bytes'] / mib:.1f} MiB as float32 (working copy) |")
         print(f"| worker RSS after imports (baseline) | {m['worker_import_rss'] / mib:.0f} MiB |")
         print(f"| **peak RSS growth above the baseline, fields 2..{len(m['fields'])}** (steady state) | "
               f"**{x('steady_growth')}** |")
-        print(f"| peak RSS growth above the baseline, first field (code loaded on first use included) | "
+        print(f"| peak RSS growth above the baseline, first field | "
               f"{x('first_field_growth')} |")
-        print(f"| of which stays after the fields, gc + malloc_trim (code, caches) | "
+        print(f"| of which stays after the fields + gc + malloc_trim (caches, allocator) | "
               f"{m['retained_after_trim_bytes'] / mib:.0f} MiB |")
         print(f"| steady peak above that | {x('steady_growth_above_trimmed')} |")
         print(f"| peak traced allocations (tracemalloc), one field read + analyse + write + gallery | "
