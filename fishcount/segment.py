@@ -76,7 +76,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "merge_max_total_area": (float, 0.0, None), "refine_min_area": (float, 0.0, None),
         "refine_max_solidity": (float, 0.0, 1.0), "refine_h_diameters": (float, 0.0, None),
         "refine_intensity_weight": (float, 0.0, None), "refine_min_part_area": (float, 0.0, None),
-        "refine_min_solidity_gain": (float, -1.0, 1.0),
+        "refine_min_solidity_gain": (float, -1.0, 1.0), "refine_seam_h": (float, 0.0, 1.0),
+        "refine_seam_max_ratio": (float, 0.0, None),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
@@ -724,7 +725,8 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
     Each object larger than ``refine_min_area`` typical areas, or with solidity below
     ``refine_max_solidity``, gets its own marker search: h-maxima (height ``refine_h_diameters`` x d) of
     its own distance transform plus ``refine_intensity_weight`` x its smoothed DAPI relative to the
-    object's brightest value (a dim seam between nuclei pressed together). The split is kept only when
+    object's brightest value. When that finds one marker only, the object is split along a dim DAPI seam
+    (:func:`_seam_split`, ``refine_seam_h``, ``refine_seam_max_ratio``). The split is kept only when
     every part is nucleus-sized (>= ``refine_min_part_area`` typical areas, i.e. not a lobe) and the
     parts are more convex than the whole (area-weighted solidity up by >= ``refine_min_solidity_gain``),
     or the whole was too big for one nucleus (> ``merge_max_total_area``) and the parts are convex.
@@ -744,6 +746,8 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
     h = max(0.3, p["refine_h_diameters"] * d)
     w = float(p["refine_intensity_weight"])
     sig_i = max(0.7, p["intensity_sigma_diameters"] * d)
+    seam_h = float(p["refine_seam_h"])
+    seam_ratio = float(p["refine_seam_max_ratio"])
     pad = 2
     out = labels.copy()
     nxt = n + 1
@@ -775,6 +779,9 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
             parts = _absorb_small(parts, min_part)
             if parts.max() == 0 or len(np.unique(parts[parts > 0])) < 2:
                 parts = None
+        if parts is None and seam_h > 0:
+            parts = _seam_split(m, ndi.gaussian_filter(flt[y0:y1, x0:x1], sig_i), seam_h, seam_ratio,
+                                min_part)
         if parts is None:
             continue
         ids = [j for j in np.unique(parts) if j > 0]
@@ -792,6 +799,36 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
             sub[parts == j] = nxt
             nxt += 1
     return out
+
+
+def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: float,
+                min_part: float) -> np.ndarray | None:
+    """Split a bool mask in two along a dim DAPI seam (nuclei pressed together with no neck).
+
+    Seeds are the h-maxima of the smoothed DAPI ``dapi`` (same shape as ``mask``) with ``h = h_rel`` x its
+    range inside the mask; watershed of the DAPI; parts below ``min_part`` px go to their neighbour. Kept
+    only when exactly two parts remain and the pixels along their shared boundary average at most
+    ``max_ratio`` x the dimmer part's mean (a real gap, not chromatin texture). Returns labels 1..2 or None.
+    """
+    from skimage.segmentation import watershed
+
+    v = dapi[mask]
+    rng_i = float(v.max() - v.min())
+    if rng_i <= 0:
+        return None
+    g = np.where(mask, dapi, v.min()).astype(np.float32)
+    mk, k = ndi.label(h_maxima(g, h_rel * rng_i) & mask)
+    if k < 2:
+        return None
+    parts = _absorb_small(watershed(-g, mk, mask=mask), min_part)
+    ids = [j for j in np.unique(parts) if j > 0]
+    if len(ids) != 2:
+        return None
+    a, b = parts == ids[0], parts == ids[1]
+    seam = (a & ndi.binary_dilation(b)) | (b & ndi.binary_dilation(a))
+    if float(dapi[seam].mean()) > max_ratio * min(float(dapi[a].mean()), float(dapi[b].mean())):
+        return None
+    return np.where(a, 1, np.where(b, 2, 0)).astype(np.int32)
 
 
 def _absorb_small(parts: np.ndarray, min_area: float) -> np.ndarray:

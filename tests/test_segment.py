@@ -565,3 +565,29 @@ def test_scale_estimate_skips_a_glow_peak_on_real_tissue():
     img = tifffile.imread(next(root.glob("f29fd9c5*.tif")))
     d = estimate_nucleus_diameter(img)
     assert 5.0 < d < 30.0, d
+
+
+def test_refine_splits_nuclei_pressed_together_only_along_a_dark_seam():
+    # two 28x12 px nuclei side by side with no neck (the union is a 28x24 rectangle, ~2.1 typical areas at
+    # d = 20): the distance transform has one ridge, only the DAPI tells them apart
+    shape = (60, 60)
+    m = np.zeros(shape, bool)
+    m[16:44, 18:42] = True
+    p = dict(S.CLASSICAL_DEFAULTS)
+    flat_dapi = np.where(m, 1.0, 0.0).astype(np.float32)
+    seam = flat_dapi.copy()
+    seam[16:44, 18:30] = 0.9
+    seam[16:44, 28:32] = 0.1  # the dim gap between the two nuclei, 4 px
+    out = S._refine_split(m.astype(np.int32), seam, 20.0, p)
+    assert len(np.unique(out[out > 0])) == 2
+    left, right = np.bincount(out[16:44, 18:27].ravel()).argmax(), np.bincount(out[16:44, 33:42].ravel()).argmax()
+    assert left != right
+    # the same object with uniform DAPI, or a seam only 5 % dimmer (texture), stays whole
+    faint = flat_dapi.copy()
+    faint[16:44, 28:32] = 0.95
+    for dapi in (flat_dapi, faint):
+        out = S._refine_split(m.astype(np.int32), dapi, 20.0, p)
+        assert len(np.unique(out[out > 0])) == 1
+    # switched off: whole
+    out = S._refine_split(m.astype(np.int32), seam, 20.0, {**p, "refine_seam_h": 0.0})
+    assert len(np.unique(out[out > 0])) == 1
