@@ -52,6 +52,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ._datafile import check_fields, check_schema_version
 from .errors import CriteriaError, InputError
 
 __all__ = [
@@ -428,11 +429,8 @@ def clinical_criteria_from_dict(data: Mapping, source: str = "<dict>", raw: byte
                                        if data.get("type") == "response-criteria" else ""))
     known = {"schema_version", "kind", "id", "name", "disease", "sources", "assessment_requires",
              "marrow_response", "categories", "improvements", "events", "count_window_weeks"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise CriteriaError(source, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    if data.get("schema_version", 1) != 1:
-        raise CriteriaError(source, f"schema_version {data.get('schema_version')!r} is not supported (this fishcount reads 1)")
+    check_fields(data, known, source, CriteriaError)
+    check_schema_version(data, source, CriteriaError)
     cid = _str(data, "id", source)
     sources = _str_tuple(data, "sources", source)
     if not sources:

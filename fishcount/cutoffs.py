@@ -47,6 +47,7 @@ import pandas as pd
 from scipy import stats
 
 from ._atomic import write_text_atomic
+from ._datafile import check_fields, check_schema_version
 from .errors import FishcountError, InputError
 
 __all__ = [
@@ -388,9 +389,7 @@ _RULE_KEYS = {"method", "confidence", "nuclei_per_control", "controls", "kmax", 
 def _rule_from_toml(d, where: str, source: str) -> CutoffRule:
     if not isinstance(d, Mapping):
         raise InputError(source, f"[{where}] must be a table")
-    unknown = sorted(set(d) - _RULE_KEYS)
-    if unknown:
-        raise InputError(source, f"[{where}] unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_RULE_KEYS))}")
+    check_fields(d, _RULE_KEYS, source, InputError, prefix=f"[{where}] ")
     method = d.get("method")
     if method not in METHODS:
         raise InputError(source, f"[{where}] method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -424,11 +423,8 @@ def cutoffs_from_dict(data: Mapping, source: str = "<dict>") -> CutoffSet:
     """Build and validate a :class:`CutoffSet` from parsed TOML (format: docs/scoring.md)."""
     known = {"schema_version", "type", "panel", "validated", "laboratory", "created", "controls_files",
              "note", "sources", "clone", "calls", "default"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InputError(source, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    if data.get("schema_version", 1) != 1:
-        raise InputError(source, f"schema_version {data.get('schema_version')!r} is not supported (this fishcount reads 1)")
+    check_fields(data, known, source, InputError)
+    check_schema_version(data, source, InputError)
     if data.get("type", "cutoffs") != "cutoffs":
         raise InputError(source, f"type is {data.get('type')!r}; a cut-offs file has type = \"cutoffs\"")
     if "clone" not in data:

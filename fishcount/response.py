@@ -36,6 +36,7 @@ import pandas as pd
 
 from ._atomic import write_csv_atomic, write_text_atomic
 from .cutoffs import NOT_VALIDATED, CutoffSet, cutoff_for_n, load_cutoffs
+from ._datafile import check_fields, check_schema_version
 from .errors import CriteriaError, InputError
 from .scoring import FISH_CAVEAT, clopper_pearson
 
@@ -185,9 +186,7 @@ def _get(d: Mapping, key: str, typ, source: str, where: str, default=None, requi
 
 
 def _check_keys(d: Mapping, allowed: set[str], source: str, where: str) -> None:
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise CriteriaError(source, f"unknown field(s) {', '.join(where + u for u in unknown)}; allowed: {', '.join(sorted(allowed))}")
+    check_fields(d, allowed, source, CriteriaError, key_prefix=where)
 
 
 def criteria_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None = None) -> Criteria:
@@ -202,8 +201,7 @@ def criteria_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None 
         raise CriteriaError(source, "a criteria set must be a table of fields")
     _check_keys(data, {"schema_version", "type", "id", "name", "description", "sources", "not_evaluable",
                        "adequacy", "baseline", "category", "event", "endpoint", "confirmation"}, source, "")
-    if data.get("schema_version", 1) != 1:
-        raise CriteriaError(source, f"schema_version {data.get('schema_version')!r} is not supported (this fishcount reads 1)")
+    check_schema_version(data, source, CriteriaError)
     if data.get("type") != "response-criteria":
         raise CriteriaError(source, f"type must be \"response-criteria\", got {data.get('type')!r}")
     cid = _get(data, "id", str, source, "", required=True)

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
+from .._datafile import check_fields, check_schema_version
 from ..errors import PanelError
 
 __all__ = [
@@ -330,12 +331,8 @@ def panel_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None = N
         "schema_version", "id", "name", "description", "kind", "vendor_probes", "signals", "calls",
         "rules", "scoring", "sources", "default_call", "normal_call", "iscn_order",
     }
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise PanelError(source, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    version = data.get("schema_version", 1)
-    if version != 1:
-        raise PanelError(source, f"schema_version {version!r} is not supported (this fishcount reads 1)")
+    check_fields(data, known, source, PanelError)
+    check_schema_version(data, source, PanelError)
     pid = _require(data, "id", str, source)
     if not _NAME_RE.match(pid):
         raise PanelError(source, f"id {pid!r} must start with a letter and use letters, digits, '_' or '-'")
