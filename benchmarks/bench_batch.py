@@ -7,6 +7,8 @@ Usage::
 
 Measures, on simulated del(5q) fields (fishcount.simulate, default 40 fields of 1024 x 1024):
 
+0. the CPU an idle 2-worker local cluster burns per second (housekeeping timers), which the field
+   tasks lose on a 2-core machine;
 1. fields/s with the plain serial loop (``workers=1``) and with a 2-worker local Dask cluster
    (``workers=2``): the speed-up;
 2. per-field overhead of the Dask path: a 1-worker ``distributed.LocalCluster`` (via ``scheduler=``)
@@ -189,6 +191,48 @@ def bench_pool(template_dir: Path, work: Path, n_fields: int) -> dict:
     return {"fields": n_fields, **json.loads(r.stdout.strip().splitlines()[-1])}
 
 
+def bench_idle(seconds: float = 20.0) -> dict:
+    """CPU burnt per wall second by an idle 2-worker local cluster (all its processes), with the
+    runner's housekeeping intervals (``batch._QUIET_EVENT_LOOPS``) and with Dask's defaults.
+
+    On 2 cores this CPU is taken from the field tasks, so it bounds the 2-worker speed-up; unlike
+    wall-clock scaling it is robust to other jobs on a shared machine."""
+    import psutil
+
+    from fishcount import batch
+
+    def cpu(procs):
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    out = {}
+    saved = dict(batch._QUIET_EVENT_LOOPS)
+    try:
+        for name, cfg in (("quiet", saved), ("dask_defaults", {})):
+            batch._QUIET_EVENT_LOOPS.clear()
+            batch._QUIET_EVENT_LOOPS.update(cfg)
+            with batch._local_cluster(2, 2**31) as cluster:
+                from distributed import Client
+
+                with Client(cluster):
+                    me = psutil.Process()
+                    time.sleep(3)
+                    procs = [me] + me.children(recursive=True)
+                    c0, t0 = cpu(procs), time.perf_counter()
+                    time.sleep(seconds)
+                    out[name] = (cpu(procs) - c0) / (time.perf_counter() - t0)
+    finally:
+        batch._QUIET_EVENT_LOOPS.clear()
+        batch._QUIET_EVENT_LOOPS.update(saved)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fields", type=int, default=40)
@@ -196,7 +240,7 @@ def main() -> None:
     ap.add_argument("--pool-fields", type=int, default=500)
     ap.add_argument("--work", type=Path, default=Path("/tmp/fishcount-bench-batch"))
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--skip", default="", help="comma list of: scaling (includes the Dask overhead), memory, pool")
+    ap.add_argument("--skip", default="", help="comma list of: idle, scaling (includes the Dask overhead), memory, pool")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
     a.work.mkdir(parents=True, exist_ok=True)
@@ -205,6 +249,9 @@ def main() -> None:
     res: dict = {"fields": a.fields, "size": a.size, "cores": os.cpu_count(), "python": platform.python_version(),
                  "simulate_s": time.perf_counter() - t0}
     print(f"study ready: {a.fields} fields of {a.size}^2 ({res['simulate_s']:.0f} s)", flush=True)
+    if "idle" not in skip:
+        res["idle_cpu_per_s"] = bench_idle()
+        print("idle", res["idle_cpu_per_s"], flush=True)
     if "scaling" not in skip:
         res["serial"] = timed_run(study, a.work / "out-serial", workers=1)
         print("serial", res["serial"], flush=True)
@@ -258,6 +305,10 @@ def main() -> None:
                   f"({res[k]['per_field_mean_s']:.2f} s/field) |")
         print(f"| Dask local, 2 workers | {a.fields / res['dask2']['fields_s']:.3f} fields/s |")
         print(f"| speed-up 2 workers / 1 | {res['speedup_fields']:.2f}× (field stage), {res['speedup_wall']:.2f}× (whole run) |")
+    if "idle_cpu_per_s" in res:
+        i = res["idle_cpu_per_s"]
+        print(f"| idle 2-worker local cluster, CPU-s per s (all its processes) | {i['quiet']:.4f} with the runner's "
+              f"intervals, {i['dask_defaults']:.4f} with Dask's defaults |")
     if "dask_overhead_pct" in res:
         print(f"| Dask path overhead, 1 worker vs plain loop | {res['dask_overhead_pct']:+.1f} % wall "
               f"({res['dask_overhead_per_field_s'] * 1000:+.0f} ms/field, incl. cluster start-up), "

@@ -860,13 +860,27 @@ def _execute(
             cluster.close()
 
 
+#: Housekeeping intervals of the local cluster's processes (scheduler, nannies, workers). Dask's
+#: defaults suit a dashboard-watched cluster: a 20 ms event-loop tick, a 0.5 s system monitor and a
+#: 0.1 s memory monitor in every process. Idle, a 2-worker LocalCluster then burns 0.076 CPU-s per
+#: second (3.8 % of a 2-core machine, taken from the field tasks); with these 0.0125
+#: (docs/benchmarks.md ## Batch). The memory monitor still runs every second, so a worker that
+#: grows past its limit is still restarted.
+_QUIET_EVENT_LOOPS = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+
+
 def _local_cluster(workers: int, memory_limit_bytes: int):
     """A LocalCluster of single-threaded worker processes tuned for image tasks.
 
     Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` in its workers, which switches off glibc's
     dynamic mmap threshold: every large numpy array is then a fresh ``mmap`` and its pages fault in
     again, costing ~30 % more CPU per field here (measured, docs/benchmarks.md ## Batch). The
-    workers are started without it, and without the statistical profiler.
+    workers are started without it, without the statistical profiler, and with slower housekeeping
+    timers (:data:`_QUIET_EVENT_LOOPS`).
     """
     import dask
     from distributed import LocalCluster
@@ -876,7 +890,7 @@ def _local_cluster(workers: int, memory_limit_bytes: int):
     saved = os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # distributed may have set it in this process
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ": env,
-                              "distributed.worker.profile.enabled": False}):
+                              "distributed.worker.profile.enabled": False, **_QUIET_EVENT_LOOPS}):
             return LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit_bytes,
                 dashboard_address=":0", silence_logs=logging.ERROR,
