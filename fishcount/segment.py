@@ -19,6 +19,7 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
    one is lobe-sized and together they are no bigger than one large nucleus.
 #. Re-split objects too big or too notched for one nucleus: a marker search inside each one alone (a
    smaller ``h``); kept only when the parts are nucleus-sized (not lobes) and more convex than the whole.
+   Then drop objects whose contrast over their surroundings is far below the field's typical object's.
 #. Resample labels back to the field's shape (nearest neighbour).
 #. Measure each nucleus (area, shape, DAPI, focus, border, saturation) and decide ``scorable`` with
    an ``exclusion_reason`` from the thresholds in :data:`QC_DEFAULTS`.
@@ -77,7 +78,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "refine_max_solidity": (float, 0.0, 1.0), "refine_h_diameters": (float, 0.0, None),
         "refine_intensity_weight": (float, 0.0, None), "refine_min_part_area": (float, 0.0, None),
         "refine_min_solidity_gain": (float, -1.0, 1.0), "refine_seam_h": (float, 0.0, 1.0),
-        "refine_seam_max_ratio": (float, 0.0, None),
+        "refine_seam_max_ratio": (float, 0.0, None), "dim_min_contrast_vs_median": (float, 0.0, 1.0),
+        "dim_ring_diameters": (float, 0.02, 2.0),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
@@ -518,6 +520,8 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     labels = _merge_fragments(labels, flt, d, p)
     # 7. re-split objects that are too big or too notched for one nucleus
     labels = _refine_split(labels, flt, d, p)
+    # 7b. drop blobs far dimmer than the field's nuclei (haze, out-of-plane tissue, specks)
+    labels = _drop_dim(labels, flt, d, p)
     # 8. back to the field's shape
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
@@ -829,6 +833,61 @@ def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: flo
     if float(dapi[seam].mean()) > max_ratio * min(float(dapi[a].mean()), float(dapi[b].mean())):
         return None
     return np.where(a, 1, np.where(b, 2, 0)).astype(np.int32)
+
+
+def _drop_dim(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
+    """Step 7b: remove objects whose contrast is far below that of the field's typical object.
+
+    Contrast of an object = its mean flattened intensity ``flt`` minus the median of ``flt`` in a ring
+    ``dim_ring_diameters`` x d wide around it (pixels of other objects excluded; the field's background
+    median when the ring is empty). Objects below ``dim_min_contrast_vs_median`` x the median contrast of
+    all objects are dropped (needs >= 5 objects; 0 = off): out-of-plane haze, tissue texture and specks
+    that pass the local threshold next to nothing brighter. (Measured on the 40 DSB2018 dev images: at
+    0.3 x the median, 572 of 1520 false objects go and 6 of 2694 matched nuclei.)
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        (Y, X) int labels at the working scale, 0 = background.
+    flt : np.ndarray
+        (Y, X) float32 flattened, smoothed image at the working scale.
+    d : float
+        Typical nucleus diameter at the working scale, px.
+    p : dict
+        Classical parameters (``dim_min_contrast_vs_median``, ``dim_ring_diameters``).
+
+    Returns
+    -------
+    np.ndarray
+        (Y, X) int32 labels with the dim objects set to 0 (not renumbered).
+    """
+    frac = float(p["dim_min_contrast_vs_median"])
+    n = int(labels.max())
+    if frac <= 0 or n < 5:
+        return labels
+    r = max(1, int(round(p["dim_ring_diameters"] * d)))
+    ring = ndi.grey_dilation(labels, size=(2 * r + 1, 2 * r + 1))
+    ring[labels > 0] = 0
+    idx = np.arange(1, n + 1)
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    present = area > 0
+    if present.sum() < 5:
+        return labels
+    inside = _label_mean(flt, labels, n)[1:]
+    bg_field = float(np.median(flt[labels == 0])) if (labels == 0).any() else 0.0
+    has_ring = np.bincount(ring.ravel(), minlength=n + 1)[1:] > 0
+    bg = np.full(n, bg_field)
+    if has_ring.any():
+        bg[has_ring] = np.asarray(ndi.median(flt, ring, idx[has_ring]), np.float64)
+    contrast = inside - bg
+    med = float(np.median(contrast[present]))
+    if not med > 0:
+        return labels
+    drop = np.zeros(n + 1, bool)
+    drop[1:] = present & (contrast < frac * med)
+    if not drop.any():
+        return labels
+    return np.where(drop[labels], 0, labels).astype(np.int32)
 
 
 def _absorb_small(parts: np.ndarray, min_area: float) -> np.ndarray:

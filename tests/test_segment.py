@@ -591,3 +591,60 @@ def test_refine_splits_nuclei_pressed_together_only_along_a_dark_seam():
     # switched off: whole
     out = S._refine_split(m.astype(np.int32), seam, 20.0, {**p, "refine_seam_h": 0.0})
     assert len(np.unique(out[out > 0])) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# step 7b: objects far dimmer than the field's nuclei are dropped
+# ---------------------------------------------------------------------------------------------
+
+def _dim_field(dim_level, shape=(200, 260)):
+    """Eight separate bright discs (r = 10 px) and one disc at ``dim_level`` of their brightness."""
+    centres = [(40, 40), (40, 100), (40, 160), (40, 220), (160, 40), (160, 100), (160, 160), (160, 220)]
+    truth = np.zeros(shape, np.int32)
+    objs = []
+    for i, (cy, cx) in enumerate(centres, start=1):
+        m = _disc(shape, cy, cx, 10)
+        truth[m] = i
+        objs.append((m, 1.0))
+    dim = _disc(shape, 100, 130, 10)
+    truth[dim] = 9
+    objs.append((dim, dim_level))
+    return _render(objs, shape, noise=3.0), truth
+
+
+def test_dim_blob_is_dropped_but_a_moderately_dim_nucleus_is_kept():
+    img, truth = _dim_field(0.1)
+    lab = segment_nuclei(img, diameter_px=20.0).labels
+    bright = np.where(truth == 9, 0, truth)
+    assert lab.max() == 8 and match_labels(bright, lab)["tp"] == 8  # the 8 bright nuclei found ...
+    assert not lab[truth == 9].any()  # ... and the blob at 10 % of their contrast is gone
+    kept = segment_nuclei(img, diameter_px=20.0, dim_min_contrast_vs_median=0.0).labels
+    assert kept.max() == 9 and np.bincount(kept[truth == 9]).argmax() > 0
+    # a nucleus at half the contrast of the others is a nucleus
+    img2, truth2 = _dim_field(0.5)
+    lab2 = segment_nuclei(img2, diameter_px=20.0).labels
+    assert lab2.max() == 9 and match_labels(truth2, lab2)["tp"] == 9
+
+
+def test_dim_rule_needs_five_objects():
+    # four objects of which one is very dim: too few to know what is typical, nothing dropped
+    shape = (80, 200)
+    labels = np.zeros(shape, np.int32)
+    flt = np.zeros(shape, np.float32)
+    for i, cx in enumerate((25, 70, 115, 160), start=1):
+        m = _disc(shape, 40, cx, 10)
+        labels[m] = i
+        flt[m] = 1.0 if i < 4 else 0.05
+    p = dict(S.CLASSICAL_DEFAULTS)
+    assert S._drop_dim(labels, flt, 20.0, p).max() == 4
+    # with a fifth bright object the dim one goes
+    m = _disc(shape, 40, 190, 8)
+    labels[m], flt[m] = 5, 1.0
+    out = S._drop_dim(labels, flt, 20.0, p)
+    assert set(np.unique(out)) == {0, 1, 2, 3, 5}
+
+
+def test_dim_parameters_are_validated(tmp_path):
+    with pytest.raises(FishcountError, match="dim_min_contrast_vs_median"):
+        S.load_segment_defaults(_write_defaults(
+            tmp_path, ("dim_min_contrast_vs_median = 0.3", "dim_min_contrast_vs_median = 1.5")))
