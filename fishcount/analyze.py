@@ -31,14 +31,16 @@ from .calls import call_nuclei, nuclei_columns
 from .errors import FishcountError, InputError
 from .panels import Panel, load_panel
 from .spots import (
+    CANDIDATE_SNR,
     SPOT_COLUMNS,
+    _candidates_2d,
+    _candidates_3d,
+    _merge_groups,
+    _pair_fusions,
     auto_threshold,
-    find_candidates,
-    find_candidates_3d,
     finish_signal_table,
-    merge_split_signals,
     near_other_nucleus,
-    pair_fusions,
+    signal_table,
     spot_sigma_px,
 )
 
@@ -220,9 +222,9 @@ def _candidates(field, labels, panel: Panel, pixel_size_um: float, det: Mapping[
         img = field.probes[name]
         if img.ndim == 3 and det["z_step_um"] > 0 and img.shape[0] > 1:
             sigma_z = det["z_sigma_ratio"] * sigma * pixel_size_um / det["z_step_um"]
-            out[name] = find_candidates_3d(img, sigma, sigma_z, labels, snap_px=snap_px, return_response=True)
+            out[name] = _candidates_3d(img, sigma, sigma_z, labels, min_snr=CANDIDATE_SNR, snap_px=snap_px)
         else:
-            out[name] = find_candidates(_probe2d(img), sigma, labels, snap_px=snap_px, return_response=True)
+            out[name] = _candidates_2d(_probe2d(img), sigma, labels, min_snr=CANDIDATE_SNR, snap_px=snap_px)
     return out
 
 
@@ -313,9 +315,9 @@ def analyze_field(
     used: dict[str, float] = {}
     th_source: dict[str, str] = {}
     noise: dict[str, float] = {}
-    frames = []
     responses = {}
     band = det["dim_band"]
+    parts = []
     for name in pan.signal_names:
         cand, nz, resp = cands[name]
         noise[name] = float(nz)
@@ -323,53 +325,15 @@ def analyze_field(
         if name in manual:
             th, th_source[name] = manual[name], "manual"  # given by the caller (by hand, or pooled over a sample)
         else:
-            inside = cand["snr"].to_numpy()[cand["label"].to_numpy() > 0]
+            inside = cand["snr"][cand["label"] > 0]
             th = auto_threshold(inside, n_nuc, min_snr=det["min_auto_snr"])
             th_source[name] = "automatic (this field)"
         used[name] = float(th)
         # keep candidates down to the bottom of the ambiguity band: they take part in the merge rules
         # (a sub-threshold shoulder of a bright signal is part of it) and flag dim nuclei
-        keep = cand[cand["snr"] >= th / band].copy()
-        keep.insert(1, "signal", name)
-        keep["detected"] = keep["snr"].to_numpy() >= th
-        frames.append(keep)
-    allc = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if len(allc):
-        allc.insert(0, "spot_id", np.arange(len(allc), dtype=np.int64))
-    else:
-        allc = pd.DataFrame({"spot_id": pd.Series(dtype="int64"), "label": pd.Series(dtype="int64"),
-                             "signal": pd.Series(dtype=object), "y": [], "x": [], "snr": [], "peak": [],
-                             "detected": pd.Series(dtype=bool)})
-    merged = merge_split_signals(
-        allc, split_distance_um=pan.split_distance_um, pixel_size_um=px, response=responses,
-        diffuse_ridge=det["diffuse_ridge"], z_scale_px=zs,
-    )
-    # a merge group counts when its brightest member is detected; the group is dim when that member is
-    # inside the ambiguity band around the threshold
-    th_of = merged["signal"].map(used).to_numpy(np.float64) if len(merged) else np.zeros(0)
-    is_rep = merged["spot_id"].to_numpy() == merged["group_id"].to_numpy()
-    snr = merged["snr"].to_numpy()
-    lab = merged["label"].to_numpy()
-    dim_rep = is_rep & (lab > 0) & (snr >= th_of / band) & (snr < th_of * band)
-    dim_labels = np.unique(lab[dim_rep])
-    # a counted signal at the boundary with a touching nucleus cannot be assigned with confidence
-    boundary_labels = np.zeros(0, np.int64)
-    if det["boundary_diameters"] > 0 and len(merged):
-        cand_b = is_rep & (lab > 0) & (snr >= th_of)
-        near = near_other_nucleus(merged["y"].to_numpy()[cand_b], merged["x"].to_numpy()[cand_b], lab[cand_b],
-                                  labels, det["boundary_diameters"] * pan.signal_diameter_um / px)
-        boundary_labels = np.unique(lab[cand_b][near])
-    rep_detected = merged.set_index("spot_id")["detected"] if len(merged) else pd.Series(dtype=bool)
-    group_ok = rep_detected.reindex(merged["group_id"]).to_numpy(bool) if len(merged) else np.zeros(0, bool)
-    sig = merged[merged["detected"].to_numpy(bool) & group_ok].copy()
-    # n_merged counts the detected members only
-    if len(sig):
-        sig["n_merged"] = sig.groupby("group_id")["spot_id"].transform("size").to_numpy()
-        sig.loc[sig["n_merged"] == 1, "merge"] = ""
-    if pan.fusion_pair:
-        sig = pair_fusions(sig, pan.fusion_pair, fusion_distance_um=pan.fusion_distance_um, pixel_size_um=px,
-                           z_scale_px=zs)
-    spots = finish_signal_table([sig])
+        keep = cand["snr"] >= th / band
+        parts.append((name, {k: v[keep] for k, v in cand.items()}))
+    spots, dim_labels, boundary_labels = _signals(parts, used, labels, pan, px, det, responses, zs)
     timings["detect_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -389,6 +353,64 @@ def analyze_field(
         "timings": timings,
     }
     return FieldResult(field=fld, labels=labels, nuclei=nuclei, spots=spots, thresholds=used, params=rec, panel=pan)
+
+
+def _signals(parts, used, labels, pan: Panel, px: float, det, responses, zs):
+    """Candidates of all channels -> the spots table, dim and boundary nucleus labels.
+
+    Works on column arrays (one DataFrame at the end): the candidates (at or above the bottom of the
+    ambiguity band) go through the split/diffuse rules (:func:`fishcount.spots.merge_split_signals`),
+    a merge group counts when its brightest member is detected, and the group is dim when that member
+    lies inside the ambiguity band around the threshold; then fusions
+    (:func:`fishcount.spots.pair_fusions`).
+    """
+    band = det["dim_band"]
+    n = int(sum(len(c["snr"]) for _, c in parts))
+    empty = np.zeros(0, np.int64)
+    if n == 0:
+        return finish_signal_table([]), empty, empty
+    cols = {k: np.concatenate([c[k] for _, c in parts]) for k in parts[0][1]}
+    sig = np.concatenate([np.full(len(c["snr"]), name, dtype=object) for name, c in parts])
+    th_of = np.concatenate([np.full(len(c["snr"]), used[name], np.float64) for name, c in parts])
+    snr, lab = cols["snr"], cols["label"]
+    detected = snr >= th_of
+    pts = np.column_stack([cols["y"], cols["x"]]).astype(np.float64, copy=False)
+    pts3 = np.column_stack([pts, cols["z"] * zs]) if zs is not None and "z" in cols else pts
+    rep, _, merge = _merge_groups(
+        sig, lab, pts, pts3, snr, cols["peak"], responses, split_px=pan.split_distance_um / px,
+        diffuse_px=(2 * pan.split_distance_um) / px, diffuse_ridge=det["diffuse_ridge"],
+    )
+    is_rep = np.arange(n) == rep
+    dim_rep = is_rep & (lab > 0) & (snr >= th_of / band) & (snr < th_of * band)
+    dim_labels = np.unique(lab[dim_rep])
+    # a counted signal at the boundary with a touching nucleus cannot be assigned with confidence
+    boundary_labels = empty
+    if det["boundary_diameters"] > 0:
+        cand_b = is_rep & (lab > 0) & (snr >= th_of)
+        near = near_other_nucleus(cols["y"][cand_b], cols["x"][cand_b], lab[cand_b], labels,
+                                  det["boundary_diameters"] * pan.signal_diameter_um / px)
+        boundary_labels = np.unique(lab[cand_b][near])
+    # detected members of groups whose representative is detected; n_merged counts those only
+    keep = np.nonzero(detected & detected[rep])[0]
+    if keep.size == 0:
+        return finish_signal_table([]), dim_labels, boundary_labels
+    group = rep[keep]
+    n_merged = np.bincount(group, minlength=n)[group]
+    merge = merge[keep]
+    merge[n_merged == 1] = ""
+    counts_as = np.where(is_rep[keep] & (lab[keep] > 0), sig[keep], "").astype(object)
+    partner = np.full(keep.size, -1, np.int64)
+    if pan.fusion_pair:
+        p, counts_as, merge = _pair_fusions(counts_as, merge, lab[keep], pts3[keep], keep, pan.fusion_pair,
+                                            pan.fusion_distance_um / px)
+        partner = p if p is not None else partner
+    table = {"spot_id": keep, "label": lab[keep], "signal": sig[keep]}
+    table.update({k: cols[k][keep] for k in ("y", "x", "intensity", "background", "peak", "snr")})
+    table.update({"group_id": group, "n_merged": n_merged, "merge": merge, "fusion_partner": partner,
+                  "counts_as": counts_as})
+    if "z" in cols:
+        table["z"] = cols["z"][keep]
+    return signal_table(table), dim_labels, boundary_labels
 
 
 def _jsonable(v) -> bool:
@@ -448,7 +470,7 @@ def estimate_thresholds(
         px, _ = _pixel_size(fld, seg)
         n_nuc += int(len(seg.qc))
         for name, (cand, _, _) in _candidates(fld, np.asarray(seg.labels), pan, px, det).items():
-            pool[name].append(cand["snr"].to_numpy()[cand["label"].to_numpy() > 0])
+            pool[name].append(cand["snr"][cand["label"] > 0])
     return {
         name: auto_threshold(np.concatenate(v) if v else np.zeros(0), n_nuc, min_snr=det["min_auto_snr"])
         for name, v in pool.items()

@@ -134,7 +134,7 @@ def test_empty_inputs():
     assert out.exclusion_reason[0] == "no_signal_EGR1;no_signal_D5S23"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(st.integers(0, 6), st.sampled_from(["EGR1", "D5S23", ""])), max_size=60))
 def test_counts_equal_counted_signals_per_nucleus(rows):
     panel = load_panel("del5q")

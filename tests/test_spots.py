@@ -156,7 +156,7 @@ def test_merge_needs_same_colour_and_same_nucleus():
     assert (m.counts_as != "").sum() == 3
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(st.floats(0, 40), st.floats(0, 40), st.integers(0, 2), st.sampled_from("AB"),
                           st.floats(5, 100)), min_size=0, max_size=30),
        st.floats(0.1, 1.0))
@@ -228,7 +228,7 @@ def _mixture(rng, n_nuclei, noise_per_nucleus=30, per_nucleus=2, sig_snr=(15, 60
     return noise, sig
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(st.integers(0, 10_000), st.integers(50, 400), st.floats(8, 30))
 def test_auto_threshold_separates_sparse_signals_from_noise(seed, n_nuclei, lo):
     rng = np.random.default_rng(seed)
