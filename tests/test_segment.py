@@ -618,7 +618,7 @@ def test_dim_blob_is_dropped_but_a_moderately_dim_nucleus_is_kept():
     bright = np.where(truth == 9, 0, truth)
     assert lab.max() == 8 and match_labels(bright, lab)["tp"] == 8  # the 8 bright nuclei found ...
     assert not lab[truth == 9].any()  # ... and the blob at 10 % of their contrast is gone
-    kept = segment_nuclei(img, diameter_px=20.0, dim_min_contrast_vs_median=0.0).labels
+    kept = segment_nuclei(img, diameter_px=20.0, dim_min_contrast=0.0).labels
     assert kept.max() == 9 and np.bincount(kept[truth == 9]).argmax() > 0
     # a nucleus at half the contrast of the others is a nucleus
     img2, truth2 = _dim_field(0.5)
@@ -645,6 +645,22 @@ def test_dim_rule_needs_five_objects():
 
 
 def test_dim_parameters_are_validated(tmp_path):
-    with pytest.raises(FishcountError, match="dim_min_contrast_vs_median"):
+    with pytest.raises(FishcountError, match="dim_min_contrast"):
         S.load_segment_defaults(_write_defaults(
-            tmp_path, ("dim_min_contrast_vs_median = 0.3", "dim_min_contrast_vs_median = 1.5")))
+            tmp_path, ("dim_min_contrast = 0.25", "dim_min_contrast = 1.5")))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 12))
+def test_label_median_matches_numpy(seed, n):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n + 1, (17, 23))
+    values = rng.normal(size=labels.shape).astype(np.float32)
+    out = S._label_median(values, labels, n + 2)
+    assert out.shape == (n + 3,) and np.isnan(out[0]) and np.isnan(out[n + 1]) and np.isnan(out[n + 2])
+    for i in range(1, n + 1):
+        v = np.sort(values[labels == i])
+        if v.size == 0:
+            assert np.isnan(out[i])
+        else:
+            assert out[i] == v[(v.size - 1) // 2]
