@@ -105,13 +105,13 @@ def call_nuclei(
         sel = (counts_as == key) & (lab > 0)
         counts[key] = np.bincount(lab[sel], minlength=top)[labels].astype(np.int64)
 
-    out = pd.DataFrame({"label": labels})
+    cols: dict[str, object] = {"label": labels}
     for col in ("centroid_y", "centroid_x", "area_um2"):
-        out[col] = qc[col].to_numpy(np.float64) if col in qc else np.full(n, np.nan)
+        cols[col] = qc[col].to_numpy(np.float64) if col in qc else np.full(n, np.nan)
     for s in panel.signal_names:
-        out[f"count_{s}"] = counts[s]
+        cols[f"count_{s}"] = counts[s]
     if panel.fusion_pair:
-        out["count_fusion"] = counts[FUSION]
+        cols["count_fusion"] = counts[FUSION]
 
     # pattern and call once per distinct count vector (a field has few distinct patterns)
     if n:
@@ -123,41 +123,54 @@ def call_nuclei(
             d = dict(zip(keys, (int(v) for v in row)))
             pats.append(panel.pattern_string(d))
             calls.append(panel.call_for(d))
-        out["pattern"] = np.asarray(pats, dtype=object)[inv]
-        out["call"] = np.asarray(calls, dtype=object)[inv]
+        cols["pattern"] = np.asarray(pats, dtype=object)[inv]
+        cols["call"] = np.asarray(calls, dtype=object)[inv]
     else:
-        out["pattern"] = pd.Series(dtype=object)
-        out["call"] = pd.Series(dtype=object)
+        cols["pattern"] = pd.Series(dtype=object)
+        cols["call"] = pd.Series(dtype=object)
 
-    # exclusion reasons: segmentation first, then signal rules (each listed once, ';'-separated)
+    # exclusion reasons: segmentation first, then signal rules (each listed once, ';'-separated), built
+    # per rule as columns of flags and joined once per distinct combination
     seg_reason = (
-        qc["exclusion_reason"].fillna("").astype(str).to_numpy() if "exclusion_reason" in qc else np.full(n, "")
+        qc["exclusion_reason"].fillna("").astype(str).to_numpy(dtype=object) if "exclusion_reason" in qc
+        else np.full(n, "", dtype=object)
     )
     if "scorable" in qc:
         seg_ok = as_bool(qc["scorable"])
-        seg_reason = np.where(~seg_ok & (seg_reason == ""), "segmentation_qc", seg_reason)
-    reasons: list[list[str]] = [[r] if r else [] for r in seg_reason]
+        seg_reason = np.where(~seg_ok & (seg_reason == ""), "segmentation_qc", seg_reason).astype(object)
     fused = counts[FUSION] if panel.fusion_pair else np.zeros(n, np.int64)
     pair = set(panel.fusion_pair or ())
-    for s in panel.signal_names:
-        total = counts[s] + (fused if s in pair else 0)
-        for i in np.nonzero(total == 0)[0]:
-            reasons[i].append(f"no_signal_{s}")
+    names: list[str] = []
+    flags: list[np.ndarray] = []
     too_many = np.zeros(n, bool)
     for s in panel.signal_names:
         total = counts[s] + (fused if s in pair else 0)
+        names.append(f"no_signal_{s}")
+        flags.append(total == 0)
         too_many |= total > panel.max_signals_per_channel
-    for i in np.nonzero(too_many)[0]:
-        reasons[i].append("too_many_signals")
-    dim = np.isin(labels, np.fromiter(dim_labels, np.int64))
-    for i in np.nonzero(dim)[0]:
-        reasons[i].append("dim_signals")
-    at_boundary = np.isin(labels, np.fromiter(boundary_labels, np.int64))
-    for i in np.nonzero(at_boundary)[0]:
-        reasons[i].append("signal_at_boundary")
-    out["scorable"] = np.array([not r for r in reasons], dtype=bool)
-    out["exclusion_reason"] = np.array([";".join(r) for r in reasons], dtype=object)
-    extra = [c for c in qc.columns if c not in out.columns]
+    names += ["too_many_signals", "dim_signals", "signal_at_boundary"]
+    flags += [
+        too_many,
+        np.isin(labels, np.fromiter(dim_labels, np.int64)),
+        np.isin(labels, np.fromiter(boundary_labels, np.int64)),
+    ]
+    has_signal_reason = np.zeros(n, bool)
+    for f in flags:
+        has_signal_reason |= f
+    reason = seg_reason.copy()
+    if has_signal_reason.any():
+        fmat = np.stack(flags, axis=1)
+        rows = np.nonzero(has_signal_reason)[0]
+        combo, inv = np.unique(fmat[rows], axis=0, return_inverse=True)
+        joined = np.asarray([";".join(nm for nm, on in zip(names, c) if on) for c in combo], dtype=object)
+        sig_part = joined[np.asarray(inv).reshape(-1)]
+        seg_part = seg_reason[rows]
+        reason[rows] = np.where(seg_part == "", sig_part, seg_part + ";" + sig_part)
+    cols["scorable"] = reason == ""
+    cols["exclusion_reason"] = reason
+    extra = [c for c in qc.columns if c not in cols]
     if extra:
-        out = pd.concat([out, qc[extra].reset_index(drop=True)], axis=1)
-    return out
+        ex = qc[extra].reset_index(drop=True)
+        for c in extra:
+            cols[c] = ex[c]
+    return pd.DataFrame(cols)

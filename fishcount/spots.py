@@ -1073,9 +1073,12 @@ def signal_table(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
     The same table as :func:`finish_signal_table` on one DataFrame of these columns, built without
     concatenation (the fast path of :func:`fishcount.analyze_field`).
     """
-    extra = ["z"] if "z" in columns else []
-    df = pd.DataFrame({c: columns[c] for c in [*SPOT_COLUMNS, *extra]})
-    return df.astype({**_SPOT_DTYPES, **{c: "float64" for c in extra}})
+    dtypes = {**_SPOT_DTYPES, **({"z": "float64"} if "z" in columns else {})}
+    return pd.DataFrame({
+        c: pd.Series(np.asarray(columns[c], dtype=object), dtype=object, copy=False) if t == "object"
+        else np.asarray(columns[c], dtype=t)
+        for c, t in ((c, dtypes[c]) for c in [*SPOT_COLUMNS, *(["z"] if "z" in columns else [])])
+    })
 
 
 _SPOT_DTYPES = {
