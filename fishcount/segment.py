@@ -902,12 +902,13 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
 
 def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: float,
                 min_part: float) -> np.ndarray | None:
-    """Split a bool mask in two along a dim DAPI seam (nuclei pressed together with no neck).
+    """Split a bool mask along dim DAPI seams (nuclei pressed together with no neck).
 
     Seeds are the h-maxima of the smoothed DAPI ``dapi`` (same shape as ``mask``) with ``h = h_rel`` x its
-    range inside the mask; watershed of the DAPI; parts below ``min_part`` px go to their neighbour. Kept
-    only when exactly two parts remain and the pixels along their shared boundary average at most
-    ``max_ratio`` x the dimmer part's mean (a real gap, not chromatin texture). Returns labels 1..2 or None.
+    range inside the mask; watershed of the DAPI; parts below ``min_part`` px go to their neighbour. Then
+    two touching parts are merged back, the least dark seam first, while the pixels along their shared
+    boundary average more than ``max_ratio`` x the dimmer part's mean (no real gap: chromatin texture).
+    Returns labels 1..k (k >= 2 parts separated by dark seams) or None.
     """
     from skimage.segmentation import watershed
 
@@ -920,14 +921,50 @@ def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: flo
     if k < 2:
         return None
     parts = _absorb_small(watershed(-g, mk, mask=mask), min_part)
-    ids = [j for j in np.unique(parts) if j > 0]
-    if len(ids) != 2:
+    while True:
+        ids = [j for j in np.unique(parts) if j > 0]
+        if len(ids) < 2:
+            return None
+        worst = _least_dark_seam(parts, dapi)
+        if worst is None:
+            return None  # parts that do not touch: not ours to split
+        ratio, ja, jb = worst
+        if ratio <= max_ratio:
+            break
+        parts[parts == jb] = ja
+    _, relabel = np.unique(parts, return_inverse=True)
+    return relabel.reshape(parts.shape).astype(np.int32)
+
+
+def _least_dark_seam(parts: np.ndarray, dapi: np.ndarray) -> tuple[float, int, int] | None:
+    """Among touching pairs of ``parts`` (labels, 0 = outside), the one whose shared boundary is least dark.
+
+    Returns ``(ratio, a, b)`` with ``ratio`` = mean ``dapi`` of the pixels on both sides of the a|b boundary
+    (4-neighbours) over the dimmer part's mean; None when no two parts touch.
+    """
+    n = int(parts.max())
+    sums: dict[tuple[int, int], list[float]] = {}
+    pix: dict[tuple[int, int], set] = {}
+    for ax in (0, 1):
+        a = parts[:-1, :] if ax == 0 else parts[:, :-1]
+        b = parts[1:, :] if ax == 0 else parts[:, 1:]
+        sel = (a != b) & (a > 0) & (b > 0)
+        ys, xs = np.nonzero(sel)
+        for y, x in zip(ys, xs):
+            y2, x2 = (y + 1, x) if ax == 0 else (y, x + 1)
+            la, lb = int(parts[y, x]), int(parts[y2, x2])
+            key = (min(la, lb), max(la, lb))
+            pix.setdefault(key, set()).update(((y, x), (y2, x2)))
+    if not pix:
         return None
-    a, b = parts == ids[0], parts == ids[1]
-    seam = (a & ndi.binary_dilation(b)) | (b & ndi.binary_dilation(a))
-    if float(dapi[seam].mean()) > max_ratio * min(float(dapi[a].mean()), float(dapi[b].mean())):
-        return None
-    return np.where(a, 1, np.where(b, 2, 0)).astype(np.int32)
+    means = _label_mean(dapi, parts, n)
+    best = None
+    for (la, lb), pts in pix.items():
+        yy, xx = np.array(sorted(pts)).T
+        ratio = float(dapi[yy, xx].mean()) / max(min(means[la], means[lb]), 1e-12)
+        if best is None or ratio > best[0]:
+            best = (ratio, la, lb)
+    return best
 
 
 def _drop_dim(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:

@@ -664,3 +664,76 @@ def test_label_median_matches_numpy(seed, n):
             assert np.isnan(out[i])
         else:
             assert out[i] == v[(v.size - 1) // 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# step 6b: lobes cut apart by the mask are joined across a dim-chromatin gap
+# ---------------------------------------------------------------------------------------------
+
+def _two_pieces(shape=(60, 90), r=(5.0, 5.0), gap_level=0.7, cx=(30, 48), cy=30):
+    """Two discs (working-scale labels 1, 2; d = 20 px, typical area 314 px²) 8 px apart edge to edge
+    whose flattened intensity is 1.0, with ``gap_level`` in a 7 px wide strip between them."""
+    labels = np.zeros(shape, np.int32)
+    flt = np.zeros(shape, np.float32)
+    for i, (x, rr) in enumerate(zip(cx, r), start=1):
+        m = _disc(shape, cy, x, rr)
+        labels[m] = i
+        flt[m] = 1.0
+    strip = np.zeros(shape, bool)
+    strip[cy - 3: cy + 4, cx[0]: cx[1] + 1] = True
+    flt[strip & (labels == 0)] = gap_level
+    return labels, flt
+
+
+def test_join_lobes_across_a_dim_chromatin_gap():
+    p = dict(S.CLASSICAL_DEFAULTS)
+    labels, flt = _two_pieces()  # lobes of 79 px² = 0.25 typical areas, 8 px apart (gap limit 0.25 d = 5 px)
+    out = S._join_lobes(labels, flt, 20.0, {**p, "bridge_max_gap_diameters": 0.25})
+    assert len(np.unique(out[out > 0])) == 1
+    # one connected nucleus holding both lobes and the bridge between them
+    assert ndi.label(out > 0)[1] == 1 and (out[labels > 0] > 0).all() and out[30, 39] > 0
+
+
+@pytest.mark.parametrize("change", [
+    {"gap_level": 0.2},                # background between them: two objects
+    {"r": (5.0, 11.0)},                # a lobe next to a large nucleus: 0.25 + 1.2 > 1.4 typical areas
+    {"cx": (5, 23)},                   # a piece cut by the image edge is not known to be a lobe
+])
+def test_join_lobes_leaves_separate_objects_apart(change):
+    p = {**S.CLASSICAL_DEFAULTS, "bridge_max_gap_diameters": 0.25}
+    labels, flt = _two_pieces(**change)
+    out = S._join_lobes(labels, flt, 20.0, p)
+    assert len(np.unique(out[out > 0])) == 2
+    assert np.array_equal(out > 0, labels > 0)
+
+
+def test_join_lobes_switched_off_and_nucleus_sized_pieces_stay_apart():
+    p = {**S.CLASSICAL_DEFAULTS, "bridge_max_gap_diameters": 0.25}
+    labels, flt = _two_pieces()
+    for q in ({**p, "bridge_intensity_ratio": 0.0}, {**p, "bridge_max_gap_diameters": 0.0}):
+        assert np.array_equal(S._join_lobes(labels, flt, 20.0, q), labels)
+    big, fb = _two_pieces(r=(7.5, 7.5), cx=(25, 51))  # 0.56 typical areas each: two small nuclei
+    assert len(np.unique(S._join_lobes(big, fb, 20.0, p))) == 3
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(8, 52), st.integers(8, 82), st.floats(2.5, 7.0)), min_size=2, max_size=6),
+       st.floats(0.0, 1.0))
+def test_join_lobes_only_coarsens_and_keeps_objects_connected(discs, gap_level):
+    shape = (60, 90)
+    labels = np.zeros(shape, np.int32)
+    for i, (cy, cx, r) in enumerate(discs, start=1):
+        labels[_disc(shape, cy, cx, r) & (labels == 0)] = i
+    labels = S._split(labels > 0, np.ones(shape, np.float32), 20.0, S.CLASSICAL_DEFAULTS) * (labels > 0)
+    flt = np.where(labels > 0, 1.0, gap_level).astype(np.float32)
+    out = S._join_lobes(labels, flt, 20.0, S.CLASSICAL_DEFAULTS)
+    assert (out[labels > 0] > 0).all()
+    # every input object lies in exactly one output object; every output object is one connected piece
+    for i in np.unique(labels[labels > 0]):
+        assert len(np.unique(out[labels == i])) == 1
+    for j in np.unique(out[out > 0]):
+        assert ndi.label(out == j)[1] == 1
+    # pixels are only added, never taken away; added pixels are within the gap distance of the objects
+    added = (out > 0) & (labels == 0)
+    if added.any():
+        assert ndi.distance_transform_edt(labels == 0)[added].max() <= 0.15 * 20.0 + 1e-6
