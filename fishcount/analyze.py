@@ -122,8 +122,12 @@ class FieldResult:
 # -------------------------------------------------------------------------------------------
 # inputs
 # -------------------------------------------------------------------------------------------
-def _as_field(source, panel: Panel, channels, pixel_size_um):
+def _as_field(source, panel: Panel, channels, pixel_size_um, *, z_mode: str = "max", z_plane: int | None = None):
     from . import io as _io
+
+    if z_plane is not None and not isinstance(source, (str, os.PathLike, list, tuple)):
+        raise InputError(getattr(source, "path", "<array>"),
+                         "z_plane (--z-plane) applies when reading a file; pass that plane of the array instead")
 
     if isinstance(source, _io.Field):
         if pixel_size_um is not None and pixel_size_um != source.pixel_size_um:
@@ -150,7 +154,23 @@ def _as_field(source, panel: Panel, channels, pixel_size_um):
             )
         d = {n: arr[i] for i, n in enumerate(names)}
         return _as_field(d, panel, None, pixel_size_um)
-    return _io.read_field(source, panel, channels=channels, pixel_size_um=pixel_size_um)
+    return _io.read_field(source, panel, channels=channels, pixel_size_um=pixel_size_um, z_mode=z_mode, z_plane=z_plane)
+
+
+def _field_for_detection(source, panel: Panel, channels, pixel_size_um, det: Mapping[str, float], z_plane):
+    """The field read the way detection needs it: z-stack kept for 3-D detection (``z_step_um > 0``),
+    one plane (``z_plane``) or the maximum projection (default), with one-line errors for a 3-D request
+    on a single-plane field and for 3-D detection combined with one plane."""
+    three_d = det["z_step_um"] > 0
+    if three_d and z_plane is not None:
+        raise InputError("z_step_um", "3-D detection (--z-step) uses every z-plane; it cannot be combined with "
+                                      "z_plane (--z-plane)")
+    mode = "keep" if three_d else ("plane" if z_plane is not None else "max")
+    fld = _as_field(source, panel, channels, pixel_size_um, z_mode=mode, z_plane=z_plane)
+    if three_d and not any(v.ndim == 3 and v.shape[0] > 1 for v in fld.probes.values()):
+        raise InputError(fld.path, "3-D detection (--z-step / z_step_um) needs a z-stack; this field has a single "
+                                   "z-plane (leave --z-step out)")
+    return fld
 
 
 def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -242,6 +262,7 @@ def analyze_field(
     pixel_size_um: float | None = None,
     thresholds: dict[str, float] | None = None,
     segmentation=None,
+    z_plane: int | None = None,
     **params: Any,
 ) -> FieldResult:
     """Analyse one field: segment nuclei, detect and count probe signals, call every nucleus.
@@ -272,9 +293,14 @@ def analyze_field(
         Use :func:`estimate_thresholds` to pool one threshold over the fields of a sample.
     segmentation : Segmentation, optional
         A precomputed segmentation of this field (e.g. corrected in napari).
+    z_plane : int, optional
+        Analyse this z-plane (0-based) of a z-stack file instead of its maximum projection.
     **params
         Detection parameters (:data:`DETECTION_DEFAULTS`); all others go to
         :func:`fishcount.segment_nuclei` (e.g. ``backend="cellpose"``, ``nucleus_diameter_um=8``).
+        ``z_step_um > 0`` (the z step in µm) detects in 3-D: a file is then read with its z-stack kept
+        (``read_field(z_mode="keep")``), nuclei are segmented on the DAPI projection and signals are
+        maxima of a 3-D difference of Gaussians (:func:`fishcount.spots.find_candidates_3d`).
 
     Returns
     -------
@@ -283,7 +309,8 @@ def analyze_field(
     Raises
     ------
     InputError
-        Unreadable input, missing channel, bad threshold or parameter.
+        Unreadable input, missing channel, bad threshold or parameter; ``z_step_um > 0`` on a field
+        with one z-plane or together with ``z_plane``.
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -292,7 +319,7 @@ def analyze_field(
     pan = load_panel(panel)
     manual = _check_thresholds(thresholds, pan)
     det, seg_params = _split_params(params)
-    fld = _as_field(source, pan, channels, pixel_size_um)
+    fld = _field_for_detection(source, pan, channels, pixel_size_um, det, z_plane)
     timings["read_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -428,6 +455,7 @@ def estimate_thresholds(
     segmentations: "Iterable | None" = None,
     channels: "list[str] | None" = None,
     pixel_size_um: float | None = None,
+    z_plane: int | None = None,
     **params: Any,
 ) -> dict[str, float]:
     """One automatic threshold per signal pooled over the fields of one slide or sample.
@@ -446,7 +474,7 @@ def estimate_thresholds(
         Probe panel.
     segmentations : iterable of Segmentation, optional
         Precomputed segmentations, one per field, in the same order.
-    channels, pixel_size_um, **params
+    channels, pixel_size_um, z_plane, **params
         As for :func:`analyze_field`.
 
     Returns
@@ -465,7 +493,7 @@ def estimate_thresholds(
     pool: dict[str, list[np.ndarray]] = {s: [] for s in pan.signal_names}
     n_nuc = 0
     for src, seg in zip(fields, segs):
-        fld = _as_field(src, pan, channels, pixel_size_um)
+        fld = _field_for_detection(src, pan, channels, pixel_size_um, det, z_plane)
         seg = seg if seg is not None else _segment(fld, fld.pixel_size_um, seg_params)
         px, _ = _pixel_size(fld, seg)
         n_nuc += int(len(seg.qc))

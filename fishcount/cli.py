@@ -354,8 +354,11 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
               help="One detection threshold per signal pooled over the fields of each sample (default: per field).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--z-step", "z_step_um", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
+              help="z-stacks: keep every plane and detect signals in 3-D; UM is the z step in µm "
+                   "(as `analyze --z-step`). Default: detect on the maximum projection.")
 def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria, cutoffs, workers, scheduler,
-            pool_thresholds, no_report, quiet) -> None:
+            pool_thresholds, no_report, quiet, z_step_um) -> None:
     """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
 
     \b
@@ -372,6 +375,9 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
         read["channels"] = _split_channels(channels)
     if pixel_size_um is not None:
         read["pixel_size_um"] = pixel_size_um
+    if z_step_um is not None:  # 3-D detection: read the z-stacks whole, detect with the z step
+        read["z_mode"] = "keep"
+        params["analyze"] = {"z_step_um": z_step_um}
     if read:
         params["read"] = read
     res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
@@ -430,8 +436,13 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
               help="Estimate one automatic threshold per signal over all IMAGEs (one sample).")
 @click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ folders.")
 @click.option("--no-overlay", is_flag=True, help="Do not render overlay.png.")
+@click.option("--z-step", "z_step_um", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
+              help="z-stacks: keep every plane and detect signals in 3-D (signals that overlap in the "
+                   "projection stay apart); UM is the z step in µm. Default: detect on the maximum projection.")
+@click.option("--z-plane", "z_plane", type=click.IntRange(min=0), default=None, metavar="N",
+              help="z-stacks: analyse plane N (0-based) instead of the maximum projection.")
 def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool_thresholds, overwrite,
-                no_overlay) -> None:
+                no_overlay, z_step_um, z_plane) -> None:
     """Segment nuclei, count probe signals and call every nucleus in each IMAGE.
 
     \b
@@ -441,11 +452,14 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
     from .analyze import analyze_field, estimate_thresholds, write_field_result
     from .panels import load_panel
 
+    if z_step_um is not None and z_plane is not None:
+        raise FishcountError("--z-step", "cannot be combined with --z-plane (3-D detection uses every z-plane)")
+    zopt = {"z_plane": z_plane, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
     pan = load_panel(panel)
     chans = _split_channels(channels)
     manual = _parse_thresholds(threshold)
     if pool_thresholds and len(images) > 1:
-        pooled = estimate_thresholds(list(images), pan, channels=chans, pixel_size_um=pixel_size_um)
+        pooled = estimate_thresholds(list(images), pan, channels=chans, pixel_size_um=pixel_size_um, **zopt)
         manual = {**pooled, **manual}
         click.echo("pooled thresholds: " + ", ".join(f"{k}={v:.2f}" for k, v in pooled.items()))
     if not overwrite:  # refuse before any work is done
@@ -456,7 +470,7 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
             if target.exists():
                 raise FishcountError(target, "outputs already exist; choose another --out folder or pass --overwrite")
     for img in images:
-        res = analyze_field(img, pan, channels=chans, pixel_size_um=pixel_size_um, thresholds=manual or None)
+        res = analyze_field(img, pan, channels=chans, pixel_size_um=pixel_size_um, thresholds=manual or None, **zopt)
         target = write_field_result(res, out_dir, overwrite=overwrite, overlay=not no_overlay)
         nuc = res.nuclei
         n_ok = int(nuc["scorable"].sum()) if len(nuc) else 0

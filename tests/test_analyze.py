@@ -423,3 +423,110 @@ def test_hex_colours_parsed_without_matplotlib_match_matplotlib():
 
     check()
     assert np.array_equal(_rgb("magenta"), [1, 0, 1]) and np.array_equal(_rgb("no such colour"), [1, 1, 1])
+
+
+# --- 3-D detection from the command line (issue 4) ---------------------------------------------------
+@pytest.fixture(scope="module")
+def zstack_dir(tmp_path_factory):
+    """One simulated 5-plane z-stack and one single-plane field written by `fishcount simulate`."""
+    d = tmp_path_factory.mktemp("zstacks")
+    r = CliRunner().invoke(main, ["simulate", "--out", str(d), "--shape", "320,320", "--z-planes", "5",
+                                  "--n-nuclei", "8", "--seed", "4", "--prefix", "zfield"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["simulate", "--out", str(d), "--shape", "256,256", "--n-nuclei", "5",
+                                  "--prefix", "flat"])
+    assert r.exit_code == 0, r.output
+    return d
+
+
+def test_cli_analyze_z_step_detects_in_3d(zstack_dir, tmp_path):
+    img = zstack_dir / "zfield01.ome.tif"
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(out), "--z-step", "0.4", "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    spots = pd.read_csv(out / "zfield01" / "spots.csv")
+    assert "z" in spots.columns and len(spots) > 0 and spots.z.between(0, 4).all()
+    meta = json.loads((out / "zfield01" / "field.json").read_text())
+    assert meta["params"]["detection"]["z_step_um"] == pytest.approx(0.4)
+    # the same as the Python API on the field read with its z-stack kept
+    ref = analyze_field(fc.read_field(img, z_mode="keep"), z_step_um=0.4)
+    assert len(spots) == len(ref.spots)
+    assert np.allclose(spots[["y", "x", "z"]].to_numpy(), ref.spots[["y", "x", "z"]].to_numpy(), atol=1e-4)
+    nuc = pd.read_csv(out / "zfield01" / "nuclei.csv")
+    assert nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist()
+    # a path with z_step_um is read with its z-stack kept (not silently projected)
+    assert "z" in analyze_field(img, z_step_um=0.4).spots.columns
+    # without --z-step: the maximum projection, as before
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "proj"), "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    assert "z" not in pd.read_csv(tmp_path / "proj" / "zfield01" / "spots.csv").columns
+    # --z-plane: one plane, 2-D detection
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "plane"), "--z-plane", "2",
+                                  "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    plane = pd.read_csv(tmp_path / "plane" / "zfield01" / "spots.csv")
+    one = analyze_field(fc.read_field(img, z_mode="plane", z_plane=2))
+    assert "z" not in plane.columns and len(plane) == len(one.spots)
+
+
+def test_cli_analyze_z_step_with_pooled_thresholds_and_overlay(zstack_dir, tmp_path):
+    img = zstack_dir / "zfield01.ome.tif"
+    img2 = tmp_path / "zcopy.ome.tif"
+    img2.write_bytes(img.read_bytes())
+    r = CliRunner().invoke(main, ["analyze", str(img), str(img2), "--out", str(tmp_path / "o"), "--z-step", "0.4",
+                                  "--pool-thresholds"])
+    assert r.exit_code == 0, r.output
+    assert "pooled thresholds" in r.output and (tmp_path / "o" / "zfield01" / "overlay.png").exists()
+    pooled = estimate_thresholds([img, img2], z_step_um=0.4)
+    meta = json.loads((tmp_path / "o" / "zfield01" / "field.json").read_text())
+    assert meta["thresholds"] == pytest.approx(pooled)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--z-step", "0.4", "--z-plane", "1"], "--z-step: cannot be combined with --z-plane"),
+    (["--z-step", "0"], "Invalid value for '--z-step'"),
+    (["--z-step", "-0.4"], "Invalid value for '--z-step'"),
+    (["--z-plane", "9"], "zfield01.ome.tif"),
+])
+def test_cli_analyze_z_option_errors(zstack_dir, tmp_path, args, message):
+    r = CliRunner().invoke(main, ["analyze", str(zstack_dir / "zfield01.ome.tif"), "--out", str(tmp_path / "o"),
+                                  *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o" / "zfield01").exists()
+
+
+def test_cli_analyze_z_step_on_single_plane_file_is_one_line_error(zstack_dir, tmp_path):
+    img = zstack_dir / "flat01.ome.tif"
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o"), "--z-step", "0.4"])
+    assert r.exit_code == 2
+    line = r.output.strip()
+    assert "\n" not in line and "flat01.ome.tif" in line and "single z-plane" in line
+    assert not (tmp_path / "o" / "flat01").exists()
+
+
+def test_z_options_errors_in_python():
+    sim, fld = _field(shape=(128, 128), n_nuclei=2)
+    with pytest.raises(InputError, match="single z-plane"):
+        analyze_field(fld, z_step_um=0.4)  # a 2-D field
+    with pytest.raises(InputError, match="applies when reading a file"):
+        analyze_field(fld, z_plane=0)
+    with pytest.raises(InputError, match="cannot be combined"):
+        analyze_field("any.ome.tif", z_step_um=0.4, z_plane=0)
+    with pytest.raises(InputError, match="single z-plane"):
+        estimate_thresholds([fld], z_step_um=0.4)
+
+
+def test_cli_run_z_step_passes_3d_detection_to_every_field(zstack_dir, tmp_path):
+    study = tmp_path / "study" / "P01" / "baseline"
+    study.mkdir(parents=True)
+    (study / "zfield01.ome.tif").write_bytes((zstack_dir / "zfield01.ome.tif").read_bytes())
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "study"), "--out", str(tmp_path / "run"), "--z-step", "0.4",
+                                  "--workers", "1", "--no-report", "-q"])
+    assert r.exit_code == 0, r.output
+    spots = list((tmp_path / "run" / "fields").rglob("spots.csv"))
+    assert len(spots) == 1 and "z" in pd.read_csv(spots[0]).columns
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "study"), "--out", str(tmp_path / "run2"), "--workers", "1",
+                                  "--no-report", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "z" not in pd.read_csv(next((tmp_path / "run2" / "fields").rglob("spots.csv"))).columns
