@@ -16,7 +16,8 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
    height ``h`` is a fraction of the nucleus diameter.
 #. Merge over-split fragments of one nucleus (lobulated nuclei): two touching fragments are merged when
    the neck between them is wide, the boundary between them is not darker than the nuclei, the smaller
-   one is lobe-sized and together they are no bigger than one large nucleus.
+   one is lobe-sized and together they are no bigger than one large nucleus. Lobes that the mask cut
+   apart (a short gap of dim chromatin) are joined by the same size rules (:func:`_join_lobes`).
 #. Re-split objects too big or too notched for one nucleus: a marker search inside each one alone (a
    smaller ``h``); kept only when the parts are nucleus-sized (not lobes) and more convex than the whole.
    Then drop objects whose contrast over their surroundings is far below the field's typical object's.
