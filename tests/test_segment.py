@@ -737,3 +737,30 @@ def test_join_lobes_only_coarsens_and_keeps_objects_connected(discs, gap_level):
     added = (out > 0) & (labels == 0)
     if added.any():
         assert ndi.distance_transform_edt(labels == 0)[added].max() <= 0.15 * 20.0 + 1e-6
+
+
+def test_seam_split_keeps_only_dark_seams_between_several_parts():
+    # three 28x12 px nuclei pressed side by side; dark gaps between 1|2 and 2|3
+    shape = (60, 70)
+    m = np.zeros(shape, bool)
+    m[16:44, 14:56] = True
+    dapi = np.where(m, 1.0, 0.0).astype(np.float32)
+    dapi[16:44, 14:26] = 0.9
+    dapi[16:44, 40:56] = 0.95
+    for x in (26, 40):
+        dapi[16:44, x - 2:x + 2] = 0.1
+    sm = ndi.gaussian_filter(dapi, 1.0)
+    parts = S._seam_split(m, sm, 0.1, 0.85, 100.0)
+    assert parts is not None and parts.max() == 3
+    cols = [np.bincount(parts[16:44, x0:x1].ravel()).argmax() for x0, x1 in ((15, 23), (29, 37), (43, 55))]
+    assert len(set(cols)) == 3
+    # the second gap only 3 % dimmer (chromatin texture): those two parts are merged back, two remain
+    dapi2 = dapi.copy()
+    dapi2[16:44, 38:42] = 0.92
+    parts2 = S._seam_split(m, ndi.gaussian_filter(dapi2, 1.0), 0.1, 0.85, 100.0)
+    assert parts2 is not None and parts2.max() == 2
+    l1, l2, l3 = (np.bincount(parts2[16:44, x0:x1].ravel()).argmax() for x0, x1 in ((15, 23), (29, 37), (43, 55)))
+    assert l1 != l2 and l2 == l3
+    # no dark seam at all: not split
+    assert S._seam_split(m, ndi.gaussian_filter(np.where(m, 1.0, 0.0).astype(np.float32), 1.0), 0.1, 0.85,
+                         100.0) is None
