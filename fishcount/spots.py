@@ -24,6 +24,7 @@ Everything is vectorised over candidates; no per-spot Python loops.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterable, Mapping
 
@@ -279,23 +280,36 @@ def _local_maxima(
         padded[rad:-rad, rad:-rad] = response
     elif not (padded.flags.c_contiguous and padded.shape[0] == h + 2 * rad and padded.shape[1] >= w + 2 * rad):
         raise ValueError("padded must be a C-contiguous -inf-bordered copy of response")
-    wp = padded.shape[1]
+    yy, xx = np.divmod(_maxima_in_padded(padded, floor, (rad, rad)), padded.shape[1])
+    return yy - rad, xx - rad
+
+
+def _maxima_in_padded(padded: np.ndarray, floor: float, radii: tuple[int, ...]) -> np.ndarray:
+    """Flat indices (row-major, into ``padded``) of the local maxima above ``floor``.
+
+    ``padded`` is C-contiguous with at least ``radii[i]`` values of ``-inf`` on both sides of every
+    axis ``i``; the neighbourhood is the box of half-widths ``radii``. Comparisons are strict with the
+    neighbours that come first in row-major order and non-strict with the others (one maximum per
+    plateau). Neighbours are compared nearest ring first and the survivors compacted every four
+    comparisons (the result is the same in any order).
+    """
     pflat = padded.ravel()
     pidx = np.flatnonzero(pflat > floor)  # the -inf border is never above the floor
     val = pflat[pidx]
-    offsets = [(dy, dx) for dy in range(-rad, rad + 1) for dx in range(-rad, rad + 1) if (dy, dx) != (0, 0)]
-    offsets.sort(key=lambda o: (max(abs(o[0]), abs(o[1])), o))  # nearest ring first
+    steps = np.asarray(padded.strides) // padded.itemsize
+    offsets = [o for o in itertools.product(*(range(-r, r + 1) for r in radii)) if any(o)]
+    offsets.sort(key=lambda o: (max(abs(v) for v in o), o))  # nearest ring first
+    zero = (0,) * len(radii)
     alive = np.ones(pidx.size, bool)
-    for k, (dy, dx) in enumerate(offsets):
-        nb = pflat[pidx + (dy * wp + dx)]
-        alive &= (nb < val) if (dy, dx) < (0, 0) else (nb <= val)
+    for k, off in enumerate(offsets):
+        nb = pflat[pidx + int(np.dot(off, steps))]
+        alive &= (nb < val) if off < zero else (nb <= val)
         if k % 4 == 3 or k == len(offsets) - 1:  # compact the survivors every few neighbours
             pidx, val = pidx[alive], val[alive]
             if not pidx.size:
                 break
             alive = np.ones(pidx.size, bool)
-    yy, xx = np.divmod(pidx, wp)
-    return yy - rad, xx - rad
+    return pidx
 
 
 def find_candidates(
@@ -433,19 +447,10 @@ def _candidates_3d(stack, sigma_px, sigma_z_planes, labels, *, min_snr, snap_px)
     sample = resp3[:, mask] if mask is not None and mask.sum() >= 100 else resp3.reshape(nz, -1)
     noise = noise_level(sample.reshape(1, -1))
     rad, radz = max(1, int(round(sigma_px))), max(1, int(round(sz)))
-    zz, yy, xx = np.nonzero(resp3 > min_snr * noise)
-    if zz.size:
-        padded = np.pad(resp3, ((radz, radz), (rad, rad), (rad, rad)), mode="constant", constant_values=-np.inf)
-        val = resp3[zz, yy, xx]
-        keep = np.ones(zz.size, bool)
-        for dz in range(-radz, radz + 1):
-            for dy in range(-rad, rad + 1):
-                for dx in range(-rad, rad + 1):
-                    if dz == dy == dx == 0:
-                        continue
-                    nb = padded[zz + radz + dz, yy + rad + dy, xx + rad + dx]
-                    keep &= (nb < val) if (dz, dy, dx) < (0, 0, 0) else (nb <= val)
-        zz, yy, xx = zz[keep], yy[keep], xx[keep]
+    padded = np.full((nz + 2 * radz, h + 2 * rad, w + 2 * rad), -np.inf, np.float32)
+    padded[radz : radz + nz, rad : rad + h, rad : rad + w] = resp3
+    zz, yy, xx = np.unravel_index(_maxima_in_padded(padded, min_snr * noise, (radz, rad, rad)), padded.shape)
+    zz, yy, xx = zz - radz, yy - rad, xx - rad
     z0, y0, x0 = np.clip(zz, 1, max(1, nz - 2)), np.clip(yy, 1, h - 2), np.clip(xx, 1, w - 2)
 
     def _off(a, b, c):
