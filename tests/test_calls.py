@@ -162,3 +162,26 @@ def test_signal_at_boundary_reason():
     out = call_nuclei(qc_for([1, 2]), signals_for({1: {"EGR1": 2, "D5S23": 2}, 2: {"EGR1": 2, "D5S23": 2}}), panel,
                       boundary_labels=[2], dim_labels=[2])
     assert out.exclusion_reason.tolist() == ["", "dim_signals;signal_at_boundary"]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.sampled_from(["", "border", "too_small;dim_dapi"]),
+                          st.booleans(), st.booleans(), st.booleans()), min_size=1, max_size=12))
+def test_exclusion_reasons_match_the_rule_by_rule_list(rows):
+    """Reasons in order: segmentation, no_signal per colour, too_many_signals, dim_signals, boundary."""
+    panel = load_panel("del5q")
+    labels = list(range(1, len(rows) + 1))
+    seg = [r[2] for r in rows]
+    qc = qc_for(labels, scorable=[s == "" and ok for s, ok in zip(seg, (r[5] for r in rows))], exclusion_reason=seg)
+    sig = signals_for({lab: {"EGR1": r[0], "D5S23": r[1]} for lab, r in zip(labels, rows)})
+    dim = [lab for lab, r in zip(labels, rows) if r[3]]
+    bnd = [lab for lab, r in zip(labels, rows) if r[4]]
+    out = call_nuclei(qc, sig, panel, dim_labels=dim, boundary_labels=bnd)
+    for i, (e, d5, s, is_dim, is_bnd, ok) in enumerate(rows):
+        want = [s] if s else ([] if ok else ["segmentation_qc"])
+        want += [f"no_signal_{n}" for n, c in (("EGR1", e), ("D5S23", d5)) if c == 0]
+        want += ["too_many_signals"] if max(e, d5) > panel.max_signals_per_channel else []
+        want += ["dim_signals"] if is_dim else []
+        want += ["signal_at_boundary"] if is_bnd else []
+        assert out.exclusion_reason[i] == ";".join(want)
+        assert out.scorable[i] == (not want)

@@ -358,3 +358,109 @@ def test_split_doublet_beside_a_separate_signal_does_not_chain():
     m = merge_split_signals(df, split_distance_um=DIAM, pixel_size_um=PX)
     assert (m.counts_as == "A").sum() == 2
     assert m.n_merged.tolist() == [2, 2, 1]
+
+
+# --- speed paths (issue 4): same values as the plain implementations ------------------------------------
+def _plain_dog(img, sigma):
+    from scipy import ndimage as ndi
+
+    smooth = ndi.gaussian_filter(img.astype(np.float32), sigma, truncate=3.0)
+    return smooth - ndi.gaussian_filter(smooth, sigma * np.sqrt(1.6**2 - 1), truncate=3.0)
+
+
+@pytest.mark.parametrize("shape", [(40, 1024), (37, 53), (130, 64), (1, 300), (300, 1)])
+@pytest.mark.parametrize("sigma", [0.8, 2.12, 3.3])
+def test_enhance_spots_is_bit_identical_to_gaussian_filter(shape, sigma):
+    img = np.random.default_rng(sum(shape)).gamma(2.0, 100.0, shape).astype(np.float32)
+    assert np.array_equal(enhance_spots(img, sigma), _plain_dog(img, sigma))
+    assert np.array_equal(enhance_spots(img.astype(np.uint16), sigma), _plain_dog(img.astype(np.uint16), sigma))
+
+
+def test_padded_gaussian_3d_is_bit_identical_to_gaussian_filter():
+    from scipy import ndimage as ndi
+
+    from fishcount.spots import _gaussian
+
+    img = np.random.default_rng(3).normal(100, 20, (5, 48, 64)).astype(np.float32)
+    for sig in [(0.75, 2.1, 2.1), (0.3, 1.0, 1.0), (0.0, 1.5, 1.5)]:
+        for mode in ("nearest", "reflect"):
+            ref = ndi.gaussian_filter(img, sig, truncate=3.0, mode=mode)
+            assert np.array_equal(_gaussian(img, sig, mode=mode), ref)
+
+
+def _brute_force_maxima(img, floor, radii):
+    """Reference local-maximum rule: above the floor, strict against earlier neighbours (row-major),
+    non-strict against later ones, -inf outside the image."""
+    import itertools
+
+    pad = np.pad(img.astype(np.float32), [(r, r) for r in radii], constant_values=-np.inf)
+    out = []
+    for idx in zip(*np.nonzero(img > floor)):
+        v = img[idx]
+        ok = True
+        for off in itertools.product(*(range(-r, r + 1) for r in radii)):
+            if not any(off):
+                continue
+            nb = pad[tuple(i + r + o for i, r, o in zip(idx, radii, off))]
+            if not ((nb < v) if off < (0,) * len(radii) else (nb <= v)):
+                ok = False
+                break
+        if ok:
+            out.append(idx)
+    return out
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.integers(0, 10_000), st.integers(1, 3), st.integers(4, 30), st.integers(4, 30), st.integers(0, 4))
+def test_local_maxima_match_the_brute_force_rule(seed, rad, h, w, floor):
+    from fishcount.spots import _local_maxima
+
+    # small integers: many ties and plateaus, maxima at the image border
+    img = np.random.default_rng(seed).integers(0, 6, (h, w)).astype(np.float32)
+    yy, xx = _local_maxima(img, float(floor), rad)
+    assert list(zip(yy.tolist(), xx.tolist())) == [tuple(int(v) for v in p) for p in _brute_force_maxima(img, floor, (rad, rad))]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.integers(0, 10_000), st.integers(1, 2), st.integers(1, 2))
+def test_local_maxima_3d_match_the_brute_force_rule(seed, radz, rad):
+    from fishcount.spots import _maxima_in_padded
+
+    img = np.random.default_rng(seed).integers(0, 5, (4, 9, 11)).astype(np.float32)
+    radii = (radz, rad, rad)
+    pad = np.full([n + 2 * r for n, r in zip(img.shape, radii)], -np.inf, np.float32)
+    pad[radz:radz + 4, rad:rad + 9, rad:rad + 11] = img
+    got = np.unravel_index(_maxima_in_padded(pad, 1.0, radii), pad.shape)
+    got = list(zip(*(g - r for g, r in zip(got, radii))))
+    assert [tuple(int(v) for v in p) for p in got] == [tuple(int(v) for v in p) for p in _brute_force_maxima(img, 1.0, radii)]
+
+
+def test_one_maximum_per_saturated_plateau_and_bad_padded_buffer():
+    from fishcount.spots import _local_maxima
+
+    img = np.zeros((20, 20), np.float32)
+    img[5:9, 5:9] = 100.0  # a flat (saturated) signal
+    yy, xx = _local_maxima(img, 1.0, 2)
+    assert len(yy) == 1 and 5 <= yy[0] <= 8 and 5 <= xx[0] <= 8
+    with pytest.raises(ValueError, match="padded"):
+        _local_maxima(img, 1.0, 2, np.zeros((20, 20), np.float32))
+
+
+def test_signal_table_equals_finish_signal_table():
+    from fishcount.spots import signal_table
+
+    rng = np.random.default_rng(0)
+    n = 7
+    cols = {"spot_id": np.arange(n), "label": rng.integers(0, 3, n), "signal": np.array(["A", "B"] * 3 + ["A"], object),
+            "y": rng.random(n), "x": rng.random(n), "intensity": rng.random(n), "background": rng.random(n),
+            "peak": rng.random(n), "snr": rng.random(n) * 10, "group_id": np.arange(n), "n_merged": np.ones(n, int),
+            "merge": np.array([""] * n, object), "fusion_partner": np.full(n, -1),
+            "counts_as": np.array(["A", "", "B", "", "A", "B", ""], object)}
+    pd.testing.assert_frame_equal(signal_table(cols), finish_signal_table([pd.DataFrame(cols)]))
+    with_z = {**cols, "z": rng.random(n) * 4}
+    pd.testing.assert_frame_equal(signal_table(with_z), finish_signal_table([pd.DataFrame(with_z)]))
+
+
+def test_find_candidates_2d_input_check():
+    with pytest.raises(ValueError, match="2-D"):
+        find_candidates(np.zeros((2, 8, 8)), 1.0)
