@@ -206,7 +206,23 @@ def local_background(image: np.ndarray, y: np.ndarray, x: np.ndarray, sigma_px: 
     oy, ox = oy[ring], ox[ring]
     h, w = image.shape
     vals = image[np.clip(y[:, None] + oy, 0, h - 1), np.clip(x[:, None] + ox, 0, w - 1)]
-    return np.median(vals, axis=1).astype(np.float64)
+    return _row_median(vals).astype(np.float64)
+
+
+def _row_median(vals: np.ndarray) -> np.ndarray:
+    """``np.median(vals, axis=1)``, value for value, by sorting the (short) rows.
+
+    For rows of a few hundred values a sort is several times faster than numpy's partition-based
+    median; the middle order statistics are the same and are averaged as ``np.median`` does (a mean
+    in the array's dtype). Rows with NaN go through ``np.median`` (which returns NaN for them).
+    """
+    if vals.ndim != 2 or vals.shape[1] == 0 or np.isnan(vals).any():
+        return np.median(vals, axis=1)
+    n = vals.shape[1]
+    srt = np.sort(vals, axis=1)
+    if n % 2:
+        return np.mean(srt[:, n // 2 : n // 2 + 1], axis=1)
+    return np.mean(srt[:, n // 2 - 1 : n // 2 + 1], axis=1)
 
 
 def noise_level(response: np.ndarray, mask: np.ndarray | None = None) -> float:

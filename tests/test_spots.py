@@ -464,3 +464,17 @@ def test_signal_table_equals_finish_signal_table():
 def test_find_candidates_2d_input_check():
     with pytest.raises(ValueError, match="2-D"):
         find_candidates(np.zeros((2, 8, 8)), 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+@pytest.mark.parametrize("n", [1, 2, 7, 132])
+def test_row_median_equals_numpy_median(dtype, n):
+    from fishcount.spots import _row_median
+
+    v = (np.random.default_rng(n).random((40, n)) * 500).astype(dtype)
+    v[1] = v[0]  # ties
+    got, ref = _row_median(v), np.median(v, axis=1)
+    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    if np.issubdtype(dtype, np.floating) and n > 1:
+        v[2, 1] = np.nan
+        assert np.array_equal(_row_median(v), np.median(v, axis=1), equal_nan=True)
