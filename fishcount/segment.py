@@ -77,10 +77,12 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "merge_max_intensity_difference": (float, 0.0, None), "merge_lobe_max_area": (float, 0.0, None),
         "merge_max_total_area": (float, 0.0, None), "refine_min_area": (float, 0.0, None),
         "bridge_max_gap_diameters": (float, 0.0, 1.0), "bridge_intensity_ratio": (float, 0.0, None),
+        "merge_neck_ratio_larger": (float, 0.0, None),
         "refine_max_solidity": (float, 0.0, 1.0), "refine_h_diameters": (float, 0.0, None),
         "refine_intensity_weight": (float, 0.0, None), "refine_min_part_area": (float, 0.0, None),
         "refine_min_solidity_gain": (float, -1.0, 1.0), "refine_seam_h": (float, 0.0, 1.0),
-        "refine_seam_max_ratio": (float, 0.0, None), "dim_min_contrast": (float, 0.0, 1.0),
+        "refine_seam_max_ratio": (float, 0.0, None), "refine_seam_min_step": (float, 0.0, None),
+        "dim_min_contrast": (float, 0.0, 1.0),
         "dim_reference_quantile": (float, 0.0, 1.0), "dim_ring_diameters": (float, 0.02, 2.0),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
@@ -684,6 +686,7 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> 
             continue
         r_small = max(min(maxdt[a], maxdt[b]), 1e-6)
         wide_neck = neck[j] / r_small >= p["merge_neck_ratio"]
+        wide_neck &= neck[j] / max(maxdt[a], maxdt[b], 1e-6) >= p["merge_neck_ratio_larger"]
         tot = merged_area[ra] + merged_area[rb]
         not_darker = bnd_int[j] >= p["merge_boundary_intensity_ratio"] * min(mean_int[a], mean_int[b])
         hi = max(mean_int[a], mean_int[b], 1e-6)
@@ -881,7 +884,7 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
                 parts = None
         if parts is None and seam_h > 0:
             parts = _seam_split(m, ndi.gaussian_filter(flt[y0:y1, x0:x1], sig_i), seam_h, seam_ratio,
-                                min_part)
+                                min_part, float(p["refine_seam_min_step"]))
         if parts is None:
             continue
         ids = [j for j in np.unique(parts) if j > 0]
@@ -902,14 +905,16 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
 
 
 def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: float,
-                min_part: float) -> np.ndarray | None:
+                min_part: float, min_step: float = 0.0) -> np.ndarray | None:
     """Split a bool mask along dim DAPI seams (nuclei pressed together with no neck).
 
     Seeds are the h-maxima of the smoothed DAPI ``dapi`` (same shape as ``mask``) with ``h = h_rel`` x its
     range inside the mask; watershed of the DAPI; parts below ``min_part`` px go to their neighbour. Then
     two touching parts are merged back, the least dark seam first, while the pixels along their shared
-    boundary average more than ``max_ratio`` x the dimmer part's mean (no real gap: chromatin texture).
-    Returns labels 1..k (k >= 2 parts separated by dark seams) or None.
+    boundary average more than ``max_ratio`` x the dimmer part's mean (no real gap: chromatin texture) --
+    unless ``min_step`` > 0 and the brighter part's mean is at least ``min_step`` x the dimmer's (a bright
+    nucleus lying on a dim one: a step in DNA density, not texture).
+    Returns labels 1..k (k >= 2 parts separated by dark seams or brightness steps) or None.
     """
     from skimage.segmentation import watershed
 
@@ -923,49 +928,52 @@ def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: flo
         return None
     parts = _absorb_small(watershed(-g, mk, mask=mask), min_part)
     while True:
-        ids = [j for j in np.unique(parts) if j > 0]
-        if len(ids) < 2:
-            return None
-        worst = _least_dark_seam(parts, dapi)
-        if worst is None:
-            return None  # parts that do not touch: not ours to split
-        ratio, ja, jb = worst
-        if ratio <= max_ratio:
+        pairs = _seam_pairs(parts, dapi)
+        if not pairs:
+            return None  # one part left, or parts that do not touch: not ours to split
+        mergeable = [q for q in pairs if q[0] > max_ratio and not (min_step > 0 and q[1] >= min_step)]
+        if not mergeable:
             break
+        _, _, ja, jb = max(mergeable)
         parts[parts == jb] = ja
     _, relabel = np.unique(parts, return_inverse=True)
     return relabel.reshape(parts.shape).astype(np.int32)
 
 
-def _least_dark_seam(parts: np.ndarray, dapi: np.ndarray) -> tuple[float, int, int] | None:
-    """Among touching pairs of ``parts`` (labels, 0 = outside), the one whose shared boundary is least dark.
+def _seam_pairs(parts: np.ndarray, dapi: np.ndarray) -> list[tuple[float, float, int, int]]:
+    """Touching pairs of ``parts`` (labels, 0 = outside) with how their shared boundary looks.
 
-    Returns ``(ratio, a, b)`` with ``ratio`` = mean ``dapi`` of the pixels on both sides of the a|b boundary
-    (4-neighbours) over the dimmer part's mean; None when no two parts touch.
+    Returns ``(ratio, step, a, b)`` per pair: ``ratio`` = mean ``dapi`` of the pixels on both sides of the
+    a|b boundary (4-neighbours) over the dimmer part's mean; ``step`` = brighter part's mean over the
+    dimmer's. Empty when no two parts touch.
     """
     n = int(parts.max())
-    sums: dict[tuple[int, int], list[float]] = {}
-    pix: dict[tuple[int, int], set] = {}
+    keys, ys, xs = [], [], []
     for ax in (0, 1):
         a = parts[:-1, :] if ax == 0 else parts[:, :-1]
         b = parts[1:, :] if ax == 0 else parts[:, 1:]
-        sel = (a != b) & (a > 0) & (b > 0)
-        ys, xs = np.nonzero(sel)
-        for y, x in zip(ys, xs):
-            y2, x2 = (y + 1, x) if ax == 0 else (y, x + 1)
-            la, lb = int(parts[y, x]), int(parts[y2, x2])
-            key = (min(la, lb), max(la, lb))
-            pix.setdefault(key, set()).update(((y, x), (y2, x2)))
-    if not pix:
-        return None
+        yy, xx = np.nonzero((a != b) & (a > 0) & (b > 0))
+        k = np.minimum(a[yy, xx], b[yy, xx]).astype(np.int64) * (n + 1) + np.maximum(a[yy, xx], b[yy, xx])
+        y2, x2 = (yy + 1, xx) if ax == 0 else (yy, xx + 1)
+        keys += [k, k]
+        ys += [yy, y2]
+        xs += [xx, x2]
+    key = np.concatenate(keys)
+    if key.size == 0:
+        return []
+    flat = np.concatenate(ys).astype(np.int64) * parts.shape[1] + np.concatenate(xs)
+    # each boundary pixel counted once per pair
+    uk, first = np.unique(key * parts.size + flat, return_index=True)
+    key, flat = key[first], flat[first]
+    pk, inv = np.unique(key, return_inverse=True)
+    seam = np.bincount(inv, weights=dapi.ravel()[flat]) / np.bincount(inv)
     means = _label_mean(dapi, parts, n)
-    best = None
-    for (la, lb), pts in pix.items():
-        yy, xx = np.array(sorted(pts)).T
-        ratio = float(dapi[yy, xx].mean()) / max(min(means[la], means[lb]), 1e-12)
-        if best is None or ratio > best[0]:
-            best = (ratio, la, lb)
-    return best
+    out = []
+    for j, kk in enumerate(pk):
+        la, lb = int(kk // (n + 1)), int(kk % (n + 1))
+        lo, hi = sorted((float(means[la]), float(means[lb])))
+        out.append((float(seam[j]) / max(lo, 1e-12), hi / max(lo, 1e-12), la, lb))
+    return out
 
 
 def _drop_dim(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:

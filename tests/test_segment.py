@@ -764,3 +764,19 @@ def test_seam_split_keeps_only_dark_seams_between_several_parts():
     # no dark seam at all: not split
     assert S._seam_split(m, ndi.gaussian_filter(np.where(m, 1.0, 0.0).astype(np.float32), 1.0), 0.1, 0.85,
                          100.0) is None
+
+
+def test_lobe_merge_needs_a_neck_wide_for_both_fragments():
+    # a small round nucleus (r 5.5 px) pressed on a big one (r 10 px, d = 20 px): the contact chord
+    # (half-width ~3 px) is wide for the small one but short for the big one
+    shape = (60, 70)
+    big, small = _disc(shape, 30, 28, 10), _disc(shape, 30, 42, 5.5)
+    labels = np.where(big, 1, np.where(small, 2, 0)).astype(np.int32)
+    flt = (labels > 0).astype(np.float32)
+    p = {**S.CLASSICAL_DEFAULTS, "bridge_intensity_ratio": 0.0}  # step 6b off: the neck rules alone
+    assert len(np.unique(S._merge_fragments(labels, flt, 20.0, p))) == 3
+    merged = S._merge_fragments(labels, flt, 20.0, {**p, "merge_neck_ratio_larger": 0.0})
+    assert len(np.unique(merged)) == 2
+    # two overlapping lobes of one nucleus (equal radii) meet along a chord wide for both: merged
+    lobes = np.where(_disc(shape, 30, 30, 6), 1, np.where(_disc(shape, 30, 38, 6), 2, 0)).astype(np.int32)
+    assert len(np.unique(S._merge_fragments(lobes, (lobes > 0).astype(np.float32), 20.0, p))) == 2
