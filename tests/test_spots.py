@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import fishcount as fc
@@ -233,6 +233,9 @@ def _mixture(rng, n_nuclei, noise_per_nucleus=30, per_nucleus=2, sig_snr=(15, 60
 def test_auto_threshold_separates_sparse_signals_from_noise(seed, n_nuclei, lo):
     rng = np.random.default_rng(seed)
     noise, sig = _mixture(rng, n_nuclei, sig_snr=(lo, 4 * lo))
+    # the density is smoothed over 0.12 log units: populations closer than that (e.g. noise maxima up
+    # to 7.84 and signals from 8.07, seed 2183) are one bump to it, and no threshold can be promised
+    assume(sig.min() >= 1.1 * noise.max())
     t = auto_threshold(np.concatenate([noise, sig]), n_nuclei)
     assert np.isfinite(t) and t >= MIN_AUTO_SNR
     assert (sig >= t).mean() >= 0.97
