@@ -81,8 +81,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "refine_max_solidity": (float, 0.0, 1.0), "refine_h_diameters": (float, 0.0, None),
         "refine_intensity_weight": (float, 0.0, None), "refine_min_part_area": (float, 0.0, None),
         "refine_min_solidity_gain": (float, -1.0, 1.0), "refine_seam_h": (float, 0.0, 1.0),
-        "refine_seam_max_ratio": (float, 0.0, None), "refine_seam_min_step": (float, 0.0, None),
-        "dim_min_contrast": (float, 0.0, 1.0),
+        "refine_seam_max_ratio": (float, 0.0, None), "dim_min_contrast": (float, 0.0, 1.0),
         "dim_reference_quantile": (float, 0.0, 1.0), "dim_ring_diameters": (float, 0.02, 2.0),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
@@ -884,7 +883,7 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
                 parts = None
         if parts is None and seam_h > 0:
             parts = _seam_split(m, ndi.gaussian_filter(flt[y0:y1, x0:x1], sig_i), seam_h, seam_ratio,
-                                min_part, float(p["refine_seam_min_step"]))
+                                min_part)
         if parts is None:
             continue
         ids = [j for j in np.unique(parts) if j > 0]
@@ -905,16 +904,14 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
 
 
 def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: float,
-                min_part: float, min_step: float = 0.0) -> np.ndarray | None:
+                min_part: float) -> np.ndarray | None:
     """Split a bool mask along dim DAPI seams (nuclei pressed together with no neck).
 
     Seeds are the h-maxima of the smoothed DAPI ``dapi`` (same shape as ``mask``) with ``h = h_rel`` x its
     range inside the mask; watershed of the DAPI; parts below ``min_part`` px go to their neighbour. Then
     two touching parts are merged back, the least dark seam first, while the pixels along their shared
-    boundary average more than ``max_ratio`` x the dimmer part's mean (no real gap: chromatin texture) --
-    unless ``min_step`` > 0 and the brighter part's mean is at least ``min_step`` x the dimmer's (a bright
-    nucleus lying on a dim one: a step in DNA density, not texture).
-    Returns labels 1..k (k >= 2 parts separated by dark seams or brightness steps) or None.
+    boundary average more than ``max_ratio`` x the dimmer part's mean (no real gap: chromatin texture).
+    Returns labels 1..k (k >= 2 parts separated by dark seams) or None.
     """
     from skimage.segmentation import watershed
 
@@ -931,10 +928,9 @@ def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: flo
         pairs = _seam_pairs(parts, dapi)
         if not pairs:
             return None  # one part left, or parts that do not touch: not ours to split
-        mergeable = [q for q in pairs if q[0] > max_ratio and not (min_step > 0 and q[1] >= min_step)]
-        if not mergeable:
+        ratio, _, ja, jb = max(pairs)
+        if ratio <= max_ratio:
             break
-        _, _, ja, jb = max(mergeable)
         parts[parts == jb] = ja
     _, relabel = np.unique(parts, return_inverse=True)
     return relabel.reshape(parts.shape).astype(np.int32)
