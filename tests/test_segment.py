@@ -780,3 +780,23 @@ def test_lobe_merge_needs_a_neck_wide_for_both_fragments():
     # two overlapping lobes of one nucleus (equal radii) meet along a chord wide for both: merged
     lobes = np.where(_disc(shape, 30, 30, 6), 1, np.where(_disc(shape, 30, 38, 6), 2, 0)).astype(np.int32)
     assert len(np.unique(S._merge_fragments(lobes, (lobes > 0).astype(np.float32), 20.0, p))) == 2
+
+
+@pytest.mark.parametrize("strand_level, n_dim_labels", [(0.25, 1), (0.0, 2)])
+def test_dim_lobes_next_to_a_bright_nucleus_are_one_nucleus_only_when_chromatin_joins_them(
+        strand_level, n_dim_labels):
+    # a dim two-lobed nucleus (lobes r 9 px, d = 40 px) whose thin strand of chromatin fails the local
+    # contrast test next to a bright round nucleus; with background instead of the strand: two objects
+    shape = (160, 200)
+    lobe1, lobe2 = _disc(shape, 80, 70, 9), _disc(shape, 80, 96, 9)
+    strand = np.zeros(shape, bool)
+    strand[77:84, 70:97] = True
+    bright = _disc(shape, 80, 130, 19)
+    img = _render([(lobe1, 0.35), (lobe2, 0.35), (strand & ~lobe1 & ~lobe2, strand_level), (bright, 1.0)],
+                  shape, blur=1.5)
+    lab = segment_nuclei(img, diameter_px=40).labels
+    assert len({lab[80, 70], lab[80, 96]} - {0}) == n_dim_labels
+    assert lab[80, 130] not in (0, lab[80, 70], lab[80, 96])
+    if strand_level > 0:  # without step 6b the mask's two pieces stay two nuclei
+        off = segment_nuclei(img, diameter_px=40, bridge_intensity_ratio=0.0).labels
+        assert off[80, 70] != off[80, 96]
