@@ -823,10 +823,10 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     if contact.any():
         r = max(1, int(math.floor(gap)))
         contact = ndi.binary_dilation(contact, structure=_disk(r))
-    out = roots[full]
-    out[y0:y1, x0:x1] = np.where(cand & contact & (grown > 0), g_root, out[y0:y1, x0:x1])
-    _, relabel = np.unique(out, return_inverse=True)
-    return relabel.reshape(out.shape).astype(np.int32)
+    newid = np.unique(roots, return_inverse=True)[1].astype(np.int32)  # label -> 1..N (0 stays 0)
+    out = newid[full]
+    out[y0:y1, x0:x1] = np.where(cand & contact & (grown > 0), newid[g_root], out[y0:y1, x0:x1])
+    return out
 
 
 def _solidity(mask: np.ndarray) -> float:
