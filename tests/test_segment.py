@@ -800,3 +800,49 @@ def test_dim_lobes_next_to_a_bright_nucleus_are_one_nucleus_only_when_chromatin_
     if strand_level > 0:  # without step 6b the mask's two pieces stay two nuclei
         off = segment_nuclei(img, diameter_px=40, bridge_intensity_ratio=0.0).labels
         assert off[80, 70] != off[80, 96]
+
+
+# ---------------------------------------------------------------------------------------------
+# step 7c: outlines at a fraction of each object's own contrast
+# ---------------------------------------------------------------------------------------------
+
+def test_tighten_outlines_trims_a_halo_to_the_nucleus():
+    # one nucleus (r = 8 px, level 1) with a dim halo out to r = 12 px (level 0.15) on a 0 background:
+    # at outline_rel 0.25 the halo goes, the nucleus stays whole; off, nothing changes
+    shape = (60, 60)
+    core, halo = _disc(shape, 30, 30, 8), _disc(shape, 30, 30, 12)
+    flt = np.where(core, 1.0, np.where(halo, 0.15, 0.0)).astype(np.float32)
+    labels = halo.astype(np.int32)
+    p = dict(S.CLASSICAL_DEFAULTS)
+    out = S._tighten_outlines(labels, flt, 20.0, p)
+    assert np.array_equal(out > 0, core)
+    assert np.array_equal(S._tighten_outlines(labels, flt, 20.0, {**p, "outline_rel": 0.0}), labels)
+    # a dark hole inside the nucleus is not cut out (holes are filled)
+    flt2 = flt.copy()
+    flt2[28:33, 28:33] = 0.0
+    assert np.array_equal(S._tighten_outlines(labels, flt2, 20.0, p) > 0, core)
+
+
+def test_tighten_outlines_separates_two_nuclei_joined_by_a_halo_but_not_lobes():
+    # two nuclei (r = 8 px, 0.64 typical areas each at d = 20) joined only by a dim bridge: two objects
+    shape = (60, 90)
+    a, b = _disc(shape, 30, 27, 8), _disc(shape, 30, 63, 8)
+    bridge = np.zeros(shape, bool)
+    bridge[27:34, 27:63] = True
+    flt = np.where(a | b, 1.0, np.where(bridge, 0.1, 0.0)).astype(np.float32)
+    labels = (a | b | bridge).astype(np.int32)
+    out = S._tighten_outlines(labels, flt, 20.0, dict(S.CLASSICAL_DEFAULTS))
+    ids_a, ids_b = np.unique(out[a]), np.unique(out[b])
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a[0] != ids_b[0] and ids_a[0] > 0
+    # lobes (r = 5 px, 0.25 typical areas each) joined the same way stay one nucleus
+    la, lb = _disc(shape, 30, 37, 5), _disc(shape, 30, 53, 5)
+    bridge2 = np.zeros(shape, bool)
+    bridge2[28:33, 37:53] = True
+    flt2 = np.where(la | lb, 1.0, np.where(bridge2, 0.1, 0.0)).astype(np.float32)
+    out2 = S._tighten_outlines((la | lb | bridge2).astype(np.int32), flt2, 20.0, dict(S.CLASSICAL_DEFAULTS))
+    assert len(np.unique(out2[la | lb])) == 1 and out2[la].min() > 0
+
+
+def test_outline_parameter_is_validated(tmp_path):
+    with pytest.raises(FishcountError, match="outline_rel"):
+        S.load_segment_defaults(_write_defaults(tmp_path, ("outline_rel = 0.25", "outline_rel = -0.1")))
