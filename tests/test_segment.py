@@ -846,3 +846,172 @@ def test_tighten_outlines_separates_two_nuclei_joined_by_a_halo_but_not_lobes():
 def test_outline_parameter_is_validated(tmp_path):
     with pytest.raises(FishcountError, match="outline_rel"):
         S.load_segment_defaults(_write_defaults(tmp_path, ("outline_rel = 0.25", "outline_rel = -0.1")))
+
+
+# ---------------------------------------------------------------------------------------------
+# fast helpers equal their plain reference computations (speed work, issue #3)
+# ---------------------------------------------------------------------------------------------
+
+def _h_maxima_plain(f, h, max_iter=2000):
+    """The reference: iterated ndi.grey_dilation (the implementation before the in-place one)."""
+    f = np.asarray(f, dtype=np.float32)
+    rec = f - np.float32(h) - 2 * np.finfo(np.float32).resolution * np.abs(f)
+    for i in range(max_iter):
+        nxt = np.minimum(ndi.grey_dilation(rec, size=(3, 3)), f)
+        if i % 4 == 3 and np.array_equal(nxt, rec):
+            rec = nxt
+            break
+        rec = nxt
+    return (f - rec) >= np.float32(h)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 24), st.integers(1, 24), st.integers(0, 2**31 - 1), st.floats(0.01, 3.0),
+       st.integers(1, 30))
+def test_h_maxima_and_dilation_equal_the_plain_grey_dilation(h, w, seed, hval, max_iter):
+    rng = np.random.default_rng(seed)
+    f = ndi.gaussian_filter(rng.random((h, w)) * 5, rng.uniform(0, 2)).astype(np.float32)
+    f[rng.random((h, w)) < 0.2] = np.float32(rng.uniform(0, 5))  # plateaus and ties
+    tmp, out = np.empty_like(f), np.empty_like(f)
+    assert np.array_equal(S._dilate3x3(f, tmp, out), ndi.grey_dilation(f, size=(3, 3)))
+    assert np.array_equal(S.h_maxima(f, hval), _h_maxima_plain(f, hval))
+    # also when stopped by max_iter before converging (same iterations, same values)
+    assert np.array_equal(S.h_maxima(f, hval, max_iter), _h_maxima_plain(f, hval, max_iter))
+
+
+def test_h_maxima_known_answer():
+    f = np.zeros((9, 15), np.float32)
+    f[4, 3] = 5.0   # rises 5: kept at h = 2
+    f[4, 11] = 1.0  # rises 1: not a 2-maximum
+    got = S.h_maxima(f, 2.0)
+    assert got[4, 3] and got.sum() == 1
+
+
+def _hull_masks(seed):
+    from skimage.draw import line, polygon
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind in range(5):
+        h, w = rng.integers(1, 30, 2)
+        m = np.zeros((h, w), bool)
+        if kind == 0:  # random pixels (incl. single pixels, one row, one column)
+            m = rng.random((h, w)) < rng.uniform(0.02, 0.9)
+        elif kind == 1:  # a digital line: points exactly on the hull's edges
+            m[line(rng.integers(0, h), rng.integers(0, w), rng.integers(0, h), rng.integers(0, w))] = True
+        elif kind == 2:  # a filled triangle plus a stray pixel
+            m[polygon(rng.integers(0, h, 3), rng.integers(0, w, 3), m.shape)] = True
+            m[rng.integers(0, h), rng.integers(0, w)] = True
+        elif kind == 3:  # an ellipse
+            yy, xx = np.mgrid[:h, :w]
+            m = ((yy - h / 2) / (h / 2 + 0.3)) ** 2 + ((xx - w / 2) / (w / 3 + 0.3)) ** 2 <= 1
+        else:  # two blobs with empty rows between them
+            m[: max(1, h // 4), : max(1, w // 3)] = True
+            m[-1, -1] = True
+        if m.any():
+            out.append(m)
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_hull_pixel_counts_equal_skimage_convex_hull_image(seed):
+    from skimage.morphology import convex_hull_image
+
+    masks = _hull_masks(seed)
+    ref = [int(convex_hull_image(m).sum()) for m in masks]
+    assert list(S._hull_pixel_counts(masks)) == ref
+    assert [S._hull_pixel_count(m) for m in masks] == ref
+    for m, r in zip(masks, ref):
+        a = int(m.sum())
+        assert S._solidity(m) == (1.0 if a < 5 else a / max(r, a))
+
+
+def test_hull_pixel_counts_known_answers():
+    disc = _disc((11, 11), 5, 5, 4)
+    square = np.ones((4, 6), bool)
+    ring_l = np.zeros((5, 5), bool)
+    ring_l[:, 0] = ring_l[-1, :] = True  # an L: its hull is the lower-left triangle incl. the diagonal
+    assert list(S._hull_pixel_counts([square, ring_l, np.ones((1, 1), bool)])) == [24, 15, 1]
+    from skimage.morphology import convex_hull_image
+
+    # the hull of the pixel-edge midpoints takes in a few pixels around a digital disc
+    assert S._hull_pixel_count(disc) == int(convex_hull_image(disc).sum()) == 57
+    # chunking over many polygons gives the same counts as one at a time
+    many = _hull_masks(3) * 400
+    assert list(S._hull_pixel_counts(many)) == [S._hull_pixel_count(m) for m in many]
+
+
+def test_shape_props_equal_regionprops():
+    from skimage.measure import regionprops_table
+
+    _, truth = _disc_field((200, 220), r=10.0, n=10, seed=4)
+    lab = truth.copy()
+    lab[5:9, 100:140] = lab.max() + 1  # a thin bar: high eccentricity
+    lab[0:6, 0:5] = lab.max() + 1       # on the border
+    n = int(lab.max())
+    props = S._shape_props(lab, n, diameter_px=20.0)
+    ref = regionprops_table(lab, properties=("label", "area", "centroid", "eccentricity", "solidity"))
+    np.testing.assert_array_equal(props["label"], ref["label"])
+    np.testing.assert_array_equal(props["area"], ref["area"])
+    np.testing.assert_allclose(props["centroid_y"], ref["centroid-0"], rtol=1e-12)
+    np.testing.assert_allclose(props["centroid_x"], ref["centroid-1"], rtol=1e-12)
+    np.testing.assert_allclose(props["eccentricity"], ref["eccentricity"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(props["solidity"], ref["solidity"])  # k = 1 here: the same labels
+    assert props["touches"].tolist() == [lb == n for lb in ref["label"]]
+    # at diameter 60 px solidity is measured on every 3rd pixel: as regionprops on that grid
+    props3 = S._shape_props(lab, n, diameter_px=60.0)
+    small = lab[1::2, 1::2]
+    r3 = regionprops_table(small, properties=("label", "solidity"))
+    sol = dict(zip(r3["label"], r3["solidity"]))
+    assert [props3["solidity"][i] for i in range(n)] == [sol.get(lb, 1.0) for lb in props3["label"]]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+@pytest.mark.parametrize("k", [2, 3, 5, 16])
+def test_block_mean_is_bit_identical_to_the_two_axis_mean(dtype, k):
+    rng = np.random.default_rng(k)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    shape = (3 * k + 1, 4 * k + k - 1)  # leftover rows and columns are dropped
+    img = (rng.integers(info.min, info.max, shape, endpoint=True) if info else rng.random(shape) * 1e4
+           ).astype(dtype)
+    if info:
+        img[: k, : k] = info.max  # the largest block sum: exact in float32
+    h, w = (shape[0] // k) * k, (shape[1] // k) * k
+    ref = img[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float32)
+    got = S._block_mean(img, k)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.array_equal(got, ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.3, 3.0), st.floats(0.3, 3.0), st.floats(0.0, 12.0))
+def test_upsample_labels_equals_index_then_count(seed, sy, sx, min_area):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 6, (int(rng.integers(2, 20)), int(rng.integers(2, 20)))).astype(np.int32)
+    small[small > 3] = 0
+    shape = (max(1, int(round(small.shape[0] / sy))), max(1, int(round(small.shape[1] / sx))))
+    scale = (small.shape[0] / shape[0], small.shape[1] / shape[1])
+    # plain reference: index to the target grid, count, drop, renumber
+    yy = np.minimum((np.arange(shape[0]) + 0.5) * scale[0], small.shape[0] - 1).astype(np.intp)
+    xx = np.minimum((np.arange(shape[1]) + 0.5) * scale[1], small.shape[1] - 1).astype(np.intp)
+    big = small[yy[:, None], xx[None, :]]
+    areas = np.bincount(big.ravel(), minlength=small.max() + 1)
+    keep = areas >= max(1.0, min_area)
+    keep[0] = False
+    newid = np.zeros(len(areas), np.int32)
+    newid[keep] = np.arange(1, keep.sum() + 1)
+    got = S._upsample_labels(small.copy(), shape, scale, min_area)
+    assert got.dtype == np.int32 and got.shape == shape
+    assert np.array_equal(got, newid[big])
+
+
+def test_qc_mean_dapi_and_saturation_equal_per_label_means():
+    img, _ = _disc_field((160, 160), r=10.0, n=6, seed=2)
+    img[70:90, 70:90] = 65535
+    seg = segment_nuclei(img, diameter_px=20.0, saturation_value=65535)
+    for row in seg.qc.itertuples():
+        m = seg.labels == row.label
+        assert row.mean_dapi == pytest.approx(img[m].astype(np.float64).mean(), rel=1e-12)
+        assert row.saturated_fraction == pytest.approx((img[m] >= 65535).mean(), rel=1e-12)
+    assert seg.qc["saturated_fraction"].max() > 0
