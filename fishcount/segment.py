@@ -83,7 +83,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "refine_min_solidity_gain": (float, -1.0, 1.0), "refine_seam_h": (float, 0.0, 1.0),
         "refine_seam_max_ratio": (float, 0.0, None), "dim_min_contrast": (float, 0.0, 1.0),
         "dim_reference_quantile": (float, 0.0, 1.0), "dim_ring_diameters": (float, 0.02, 2.0),
-        "outline_rel": (float, 0.0, 1.0),
+        "outline_rel": (float, 0.0, 1.0), "outline_core_rel": (float, 0.0, 1.0),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
@@ -1205,7 +1205,10 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) ->
 
     The threshold of step 4 is relative to the brightest value within one diameter, so a dim nucleus next
     to nothing brighter keeps its whole blurred halo (outlines ~1.3x the annotated area in dense blurred
-    tissue). Pixels are only removed, never added; an object can fall into pieces (they keep one label).
+    tissue). Pixels are only removed, never added; when an object falls into two or more pieces of at least
+    ``refine_min_part_area`` typical areas, each becomes an object (smaller pieces stay with their object).
+    Before trimming, objects with two or more such cores above ``outline_core_rel`` of the way to the peak
+    are split between them (nuclei pressed together with a DAPI dip; 0 = off).
 
     Parameters
     ----------
@@ -1216,7 +1219,8 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) ->
     d : float
         Typical nucleus diameter at the working scale, px.
     p : dict
-        Classical parameters (``outline_rel``, 0 = off; ``dim_ring_diameters`` for the background ring).
+        Classical parameters (``outline_rel``, ``outline_core_rel``, 0 = off; ``refine_min_part_area``;
+        ``dim_ring_diameters`` for the background ring).
 
     Returns
     -------
@@ -1229,29 +1233,41 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) ->
         return labels
     bg = _object_background(labels, flt, d, p)
     peak = _label_max(flt, labels, n)
+    min_part = float(p["refine_min_part_area"]) * math.pi * d * d / 4.0
+    core_rel = float(p["outline_core_rel"])
+    if core_rel > 0:
+        # cores: two nucleus-sized regions above core_rel of the way to the peak, with the DAPI dipping
+        # below that between them, are two nuclei; split first, so each part is trimmed against its own peak
+        core = (flt >= (bg + core_rel * (peak - bg)).astype(np.float32)[labels]) & (labels > 0)
+        split = _separate_pieces(labels, core, flt, min_part)
+        if split is not labels:
+            labels = split
+            n = int(labels.max())
+            bg = _object_background(labels, flt, d, p)
+            peak = _label_max(flt, labels, n)
     thr = (bg + rel * (peak - bg)).astype(np.float32)
     keep = (flt >= thr[labels]) & (labels > 0)
     keep = ndi.binary_fill_holes(keep) & (labels > 0)
     out = np.where(keep, labels, 0).astype(np.int32)
-    return _separate_pieces(out, flt, float(p["refine_min_part_area"]) * math.pi * d * d / 4.0)
+    return _separate_pieces(out, out > 0, flt, min_part)
 
 
-def _separate_pieces(labels: np.ndarray, flt: np.ndarray, min_part: float) -> np.ndarray:
-    """Objects made of two or more pieces of at least ``min_part`` px each (two nuclei joined only by a
-    dim halo) become one object per such piece; the smaller pieces go to the nearest big one (watershed of
-    ``-flt``). Objects with one big piece keep all their pieces (a lobulated nucleus whose lobes the
-    trimming separated stays one nucleus)."""
+def _separate_pieces(labels: np.ndarray, pieces: np.ndarray, flt: np.ndarray, min_part: float) -> np.ndarray:
+    """Objects holding two or more components of the bool mask ``pieces`` of at least ``min_part`` px each
+    (two nuclei joined only by a dim halo; two bright cores) become one object per such component, grown
+    back over the object by a watershed of ``-flt``. Objects with fewer big components are left as they are
+    (a lobulated nucleus whose lobes the trimming separated stays one nucleus)."""
     from skimage.segmentation import watershed
 
     n = int(labels.max())
+    if n == 0:
+        return labels
     bnd = np.zeros(labels.shape, bool)
     for sa, sb in ((np.s_[:-1, :], np.s_[1:, :]), (np.s_[:, :-1], np.s_[:, 1:])):
         x = (labels[sa] != labels[sb]) & (labels[sa] > 0) & (labels[sb] > 0)
         bnd[sa] |= x
         bnd[sb] |= x
-    comps, nc = ndi.label((labels > 0) & ~bnd, structure=np.ones((3, 3), bool))
-    if nc <= n:
-        return labels  # as many pieces as objects: none is in pieces
+    comps, nc = ndi.label(pieces & (labels > 0) & ~bnd, structure=np.ones((3, 3), bool))
     size = np.bincount(comps.ravel(), minlength=nc + 1)
     owner = np.zeros(nc + 1, np.int64)
     owner[comps.ravel()] = labels.ravel()
@@ -1263,7 +1279,7 @@ def _separate_pieces(labels: np.ndarray, flt: np.ndarray, min_part: float) -> np
     if not split.any():
         return labels
     in_split = split[labels]
-    seeds = np.where(in_split & big[comps], comps + n + 1, 0)
+    seeds = np.where(in_split & big[comps], comps + n + 1, 0)  # ids above every old label
     seeds = np.where(in_split, seeds, labels)
     return watershed(-flt, seeds, mask=labels > 0).astype(np.int32)
 

@@ -1015,3 +1015,32 @@ def test_qc_mean_dapi_and_saturation_equal_per_label_means():
         assert row.mean_dapi == pytest.approx(img[m].astype(np.float64).mean(), rel=1e-12)
         assert row.saturated_fraction == pytest.approx((img[m] >= 65535).mean(), rel=1e-12)
     assert seg.qc["saturated_fraction"].max() > 0
+
+
+def test_bright_cores_split_nuclei_pressed_together_but_not_lobes():
+    # two nuclei (28x12 px each, levels 1.0 and 0.8) pressed side by side, no neck, the DAPI between them
+    # dips to 0.35 of the peak: two cores above 0.5 of the way to the peak, both nucleus-sized -> two
+    # objects. Lobes (cores < 0.4 typical areas) with the same dip, and one nucleus with a small bright
+    # spot, stay whole.
+    shape = (60, 60)
+    m = np.zeros(shape, bool)
+    m[16:44, 18:42] = True
+    flt = np.where(m, 1.0, 0.0).astype(np.float32)
+    flt[16:44, 30:42] = 0.8
+    flt[16:44, 29:31] = 0.35
+    p = dict(S.CLASSICAL_DEFAULTS)
+    out = S._tighten_outlines(m.astype(np.int32), flt, 20.0, p)
+    left, right = np.unique(out[16:44, 19:28]), np.unique(out[16:44, 32:41])
+    assert len(left) == 1 and len(right) == 1 and left[0] != right[0] and min(left[0], right[0]) > 0
+    off = S._tighten_outlines(m.astype(np.int32), flt, 20.0, {**p, "outline_core_rel": 0.0})
+    assert len(np.unique(off[off > 0])) == 1
+    lobes = np.zeros(shape, bool)
+    lobes[22:38, 22:38] = True  # two 16x7 px lobes (0.36 typical areas each) and the 16x2 px dip
+    flt_l = np.where(lobes, 1.0, 0.0).astype(np.float32)
+    flt_l[22:38, 29:31] = 0.35
+    out_l = S._tighten_outlines(lobes.astype(np.int32), flt_l, 20.0, p)
+    assert len(np.unique(out_l[out_l > 0])) == 1
+    one = _disc(shape, 30, 30, 12)
+    flt1 = np.where(_disc(shape, 30, 26, 3), 1.0, np.where(one, 0.6, 0.0)).astype(np.float32)
+    out1 = S._tighten_outlines(one.astype(np.int32), flt1, 20.0, p)
+    assert len(np.unique(out1[out1 > 0])) == 1
