@@ -937,7 +937,7 @@ def test_hull_pixel_counts_known_answers():
 
     # the hull of the pixel-edge midpoints takes in a few pixels around a digital disc
     assert S._hull_pixel_count(disc) == int(convex_hull_image(disc).sum()) == 57
-    # chunking over many polygons gives the same counts as one at a time
+    # many masks in one batch give the same counts as one at a time
     many = _hull_masks(3) * 400
     assert list(S._hull_pixel_counts(many)) == [S._hull_pixel_count(m) for m in many]
 
