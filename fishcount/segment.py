@@ -871,89 +871,73 @@ def _hull_pixel_count(mask: np.ndarray) -> int:
 def _hull_pixel_counts(masks: list[np.ndarray]) -> np.ndarray:
     """Pixel counts of the convex hull images of bool masks, as ``skimage.morphology.convex_hull_image``.
 
-    The hull is that of the pixel-edge midpoints of the object's pixels (only the first and last pixel of
-    each row can be on it); a pixel counts when its centre is inside or on the hull. Qhull gives the hull's
-    vertices (exact: they are input points); the pixel centres inside are then counted row by row with
-    integer arithmetic on doubled coordinates (no rounding), for all masks at once. Falls back to skimage
-    for a mask Qhull fails on. ``masks``: (Y, X) bool arrays, none empty. Returns (len(masks),) int64.
+    skimage's hull is that of the pixel-edge midpoints of the object's pixels; a pixel counts when its
+    centre is inside or on it. Only the first and last pixel of a row can be on the hull, so in doubled
+    coordinates (Y = 2y, X = 2x) the hull's left side is the lower convex envelope of the leftmost
+    midpoints X_left(Y) (Y = 2y - 1, 2y, 2y + 1 of each row) and its right side the upper envelope of the
+    rightmost ones (:func:`_lower_envelope`, all masks at once, no Qhull). Each row's pixel centres are
+    then counted between the two envelopes with exact integer divisions. ~4x faster than skimage per
+    object in a batch. ``masks``: (Y, X) bool arrays, none empty. Returns (len(masks),) int64.
     """
-    from scipy.spatial import ConvexHull, QhullError
-
-    out = np.zeros(len(masks), np.int64)
-    polys: list[tuple[int, np.ndarray, int, int]] = []
-    for j, mask in enumerate(masks):
-        rows = np.flatnonzero(mask.any(axis=1))
-        mk = mask[rows]
-        xl = mk.argmax(axis=1).astype(np.int64) * 2
-        xr = (mask.shape[1] - 1 - mk[:, ::-1].argmax(axis=1)).astype(np.int64) * 2
-        k = rows.size
-        pts = np.empty((6 * k, 2), np.int64)
-        py, px = pts[:, 0].reshape(6, k), pts[:, 1].reshape(6, k)
-        py[:] = rows * 2
-        py[2:4] -= 1
-        py[4:6] += 1
-        px[0], px[1], px[2], px[3], px[4], px[5] = xl - 1, xr + 1, xl, xr, xl, xr
-        try:
-            v = pts[ConvexHull(pts.astype(np.float64)).vertices]
-        except QhullError:
-            from skimage.morphology import convex_hull_image
-
-            out[j] = int(convex_hull_image(mask).sum())
-            continue
-        polys.append((j, v, int(rows[0]), int(rows[-1])))
-    # count in chunks of at most ~1e6 (row, edge) pairs
-    start = 0
-    while start < len(polys):
-        stop, n_rows, n_edges = start, 0, 0
-        while stop < len(polys):
-            _, v, y0, y1 = polys[stop]
-            r, e = n_rows + y1 - y0 + 1, max(n_edges, len(v))
-            if stop > start and r * e > 1_000_000:
-                break
-            n_rows, n_edges, stop = r, e, stop + 1
-        chunk = polys[start:stop]
-        out[[c[0] for c in chunk]] = _count_in_convex_polygons([c[1:] for c in chunk])
-        start = stop
-    return out
+    n_p = len(masks)
+    rows_l, xl_l, xr_l = [], [], []
+    for m in masks:
+        rows = np.flatnonzero(m.any(axis=1))
+        mk = m[rows]
+        rows_l.append(rows)
+        xl_l.append(mk.argmax(axis=1))
+        xr_l.append(m.shape[1] - 1 - mk[:, ::-1].argmax(axis=1))
+    nk = np.array([r.size for r in rows_l], np.int64)
+    pid = np.repeat(np.arange(n_p, dtype=np.int64), nk)
+    rows = np.concatenate(rows_l).astype(np.int64)
+    first_row = rows[np.cumsum(nk) - nk]
+    n_rows = rows[np.cumsum(nk) - 1] - first_row + 1
+    span = np.int64(4) * (int(rows.max()) + 4)  # key = mask * span + Y keeps masks apart and Y sorted
+    # every row from a mask's first to its last (empty rows between parts included)
+    pr = np.repeat(np.arange(n_p, dtype=np.int64), n_rows)
+    y_row = (np.arange(pr.size) - (np.cumsum(n_rows) - n_rows)[pr] + first_row[pr]) * 2
+    bounds = []
+    for sgn, xe in ((1, xl_l), (-1, xr_l)):  # left side, then the right side mirrored (X -> -X)
+        xe = np.concatenate(xe).astype(np.int64) * 2
+        yy = np.concatenate([2 * rows, 2 * rows - 1, 2 * rows + 1])
+        xx = sgn * np.concatenate([xe - sgn, xe, xe])
+        key = np.tile(pid, 3) * span + yy
+        o = np.lexsort((xx, key))  # by key, then smallest X first
+        key, yy, xx = key[o], yy[o], xx[o]
+        uniq = np.r_[True, key[1:] != key[:-1]]
+        key, yy, xx = key[uniq], yy[uniq], xx[uniq]
+        v = _lower_envelope(key, yy, xx)
+        key, yy, xx = key[v], yy[v], xx[v]
+        a = np.searchsorted(key, pr * span + y_row, side="right") - 1  # envelope edge a -> a + 1 spans the row
+        dy = yy[a + 1] - yy[a]
+        num = xx[a] * dy + (xx[a + 1] - xx[a]) * (y_row - yy[a])  # = sgn * X(row) * dy, dy > 0
+        bounds.append(-((-num) // (2 * dy)))  # ceil(sgn * X / 2)
+    lb, ub = bounds[0], -bounds[1]  # first and last pixel centre inside: ceil(X_left/2), floor(X_right/2)
+    return np.bincount(pr, weights=np.maximum(ub - lb + 1, 0), minlength=n_p).astype(np.int64)
 
 
-def _count_in_convex_polygons(polys: list[tuple[np.ndarray, int, int]]) -> np.ndarray:
-    """Integer points (y, x) with ``y0 <= y <= y1`` inside or on each of several convex polygons.
+def _lower_envelope(key: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Indices of the vertices of the lower convex envelope ``x(y)`` of each group of points.
 
-    ``polys``: (v, y0, y1) with ``v`` (V, 2) int64 vertices (y, x) in doubled coordinates (2y, 2x), in
-    order (either orientation). Each edge is a half-plane ``a * X <= b`` on the row ``Y = 2y``; it bounds x
-    from above (a > 0), from below (a < 0), or keeps or drops the whole row (a == 0). Exact (integer floor
-    divisions). Returns (len(polys),) int64.
+    ``key`` = group * span + ``y``, sorted ascending and unique; ``y``, ``x``: int64. Every point that
+    lies on or above the chord between its two neighbours is removed, all at once, until none is left: such
+    a point is not a vertex of its group's envelope, and removing non-vertices never changes the envelope.
+    The first and last point of a group are always kept. Returns sorted int indices.
     """
-    n_p = len(polys)
-    n_e = max(len(v) for v, _, _ in polys)
-    y_0 = np.zeros((n_p, n_e), np.int64)  # padding edges: dy = dx = 0 -> no constraint
-    x_0 = np.zeros((n_p, n_e), np.int64)
-    dy = np.zeros((n_p, n_e), np.int64)
-    dx = np.zeros((n_p, n_e), np.int64)
-    lo = np.empty(n_p, np.int64)
-    nr = np.empty(n_p, np.int64)
-    for j, (v, y0, y1) in enumerate(polys):
-        w = np.roll(v, -1, axis=0)
-        m = len(v)
-        y_0[j, :m], x_0[j, :m] = v[:, 0], v[:, 1]
-        dy[j, :m], dx[j, :m] = w[:, 0] - v[:, 0], w[:, 1] - v[:, 1]
-        lo[j], nr[j] = y0, y1 - y0 + 1
-    # orientation (sign of the area: sum of cross products of consecutive vertices)
-    sgn = np.where(np.sum(x_0 * (y_0 + dy) - (x_0 + dx) * y_0, axis=1) < 0, -1, 1)[:, None]
-    dy *= sgn
-    dx *= sgn
-    pid = np.repeat(np.arange(n_p), nr)
-    first = np.cumsum(nr) - nr
-    yy = ((np.arange(pid.size) - first[pid] + lo[pid]) * 2)[:, None]
-    a = dy[pid]
-    b = dx[pid] * (yy - y_0[pid]) + a * x_0[pid]
-    far = np.int64(1) << 40
-    ub = np.where(a > 0, np.floor_divide(b, np.where(a > 0, 2 * a, 1)), far).min(axis=1)
-    lb = np.where(a < 0, -np.floor_divide(-b, np.where(a < 0, 2 * a, 1)), -far).max(axis=1)
-    row_ok = np.where(a == 0, b >= 0, True).all(axis=1)
-    cnt = np.where(row_ok, np.maximum(ub - lb + 1, 0), 0)
-    return np.bincount(pid, weights=cnt, minlength=n_p).astype(np.int64)
+    idx = np.arange(key.size)
+    grp = key - y
+    while idx.size >= 3:
+        g, yy, xx = grp[idx], y[idx], x[idx]
+        inner = (g[1:-1] == g[:-2]) & (g[1:-1] == g[2:])
+        y0, y1, y2 = yy[:-2], yy[1:-1], yy[2:]
+        x0, x1, x2 = xx[:-2], xx[1:-1], xx[2:]
+        drop = inner & (x1 * (y2 - y0) >= x0 * (y2 - y0) + (x2 - x0) * (y1 - y0))
+        if not drop.any():
+            break
+        keep = np.ones(idx.size, bool)
+        keep[1:-1] = ~drop
+        idx = idx[keep]
+    return idx
 
 
 def _octagon_area(mask: np.ndarray) -> float:
