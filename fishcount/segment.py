@@ -291,10 +291,11 @@ def _resample(img: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[float, 
     """
     if abs(factor - 1.0) < 0.05:
         return img.astype(np.float32, copy=False), (1.0, 1.0)
-    out = img if img.dtype == np.float32 else img.astype(np.float32)
     if factor < 1.0:
         k = int(math.floor(1.0 / factor))
-        out = _block_mean(img, k)
+        out = _block_mean(img, k)  # k == 1: ``img`` itself (its dtype) goes to the zoom
+    else:
+        out = img if img.dtype == np.float32 else img.astype(np.float32)
     target = (max(8, int(round(img.shape[0] * factor))), max(8, int(round(img.shape[1] * factor))))
     if out.shape != target:
         z = (target[0] / out.shape[0], target[1] / out.shape[1])
@@ -565,9 +566,17 @@ def _label_sum(values: np.ndarray, labels: np.ndarray, n: int, rows: int = 256) 
 
 
 def _label_mean(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Per-label mean, (n + 1,) float64 with index = label (NaN for absent labels)."""
-    cnt = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
-    tot = _label_sum(values, labels, n)
+    """Per-label mean, (n + 1,) float64 with index = label (NaN for absent labels).
+
+    Counts and sums in the same blocks of 256 rows (no full-size temporaries; the same sums, in the same
+    order, as :func:`_label_sum`).
+    """
+    cnt = np.zeros(n + 1)
+    tot = np.zeros(n + 1)
+    for r0 in range(0, labels.shape[0], 256):
+        lab = labels[r0: r0 + 256].ravel().astype(np.intp, copy=False)
+        cnt += np.bincount(lab, minlength=n + 1)
+        tot += np.bincount(lab, weights=values[r0: r0 + 256].ravel(), minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return tot / cnt
 
@@ -1446,7 +1455,7 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     work, (fy, fx) = _resample(img, factor)
     yy = np.minimum(((np.arange(work.shape[0]) + 0.5) / fy), labels.shape[0] - 1).astype(np.intp)
     xx = np.minimum(((np.arange(work.shape[1]) + 0.5) / fx), labels.shape[1] - 1).astype(np.intp)
-    lab = labels[yy[:, None], xx[None, :]]
+    lab = np.take(np.take(labels, yy, axis=0), xx, axis=1)  # = labels[yy[:, None], xx], 2-3x faster
     d = diameter_px * factor
     dog = ndi.gaussian_filter(work, max(0.5, d / 48.0))
     dog -= ndi.gaussian_filter(work, max(1.0, d / 16.0))
@@ -1462,7 +1471,8 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     lab_ring = ndi.grey_dilation(lab, size=(2 * ring + 1, 2 * ring + 1))
     lab_ring[lab_rim > 0] = 0
     counts = np.bincount(lab_ring.ravel(), minlength=n + 1)[1:]
-    bg = _label_mean(work, lab_ring, n)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bg = _label_sum(work, lab_ring, n)[1:] / counts  # = _label_mean without counting again
     if (counts == 0).any():  # the field's median background, only needed for a nucleus with no ring
         glob_bg = float(np.median(work[~fg])) if (~fg).any() else 0.0
         bg = np.where(counts > 0, bg, glob_bg)

@@ -1044,3 +1044,21 @@ def test_bright_cores_split_nuclei_pressed_together_but_not_lobes():
     flt1 = np.where(_disc(shape, 30, 26, 3), 1.0, np.where(one, 0.6, 0.0)).astype(np.float32)
     out1 = S._tighten_outlines(one.astype(np.int32), flt1, 20.0, p)
     assert len(np.unique(out1[out1 > 0])) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 600), st.integers(1, 40))
+def test_label_mean_and_sum_equal_plain_per_label_reductions(seed, h, w):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 8))
+    labels = rng.integers(0, n + 1, (h, w)).astype(np.int32)
+    values = rng.normal(100, 30, (h, w)).astype(np.float32)
+    mean, tot = S._label_mean(values, labels, n + 2), S._label_sum(values, labels, n + 2)
+    for i in range(n + 3):
+        sel = values[labels == i].astype(np.float64)
+        assert tot[i] == pytest.approx(sel.sum(), rel=1e-12, abs=1e-9)
+        if sel.size:
+            assert mean[i] == pytest.approx(sel.mean(), rel=1e-12)
+        else:
+            assert np.isnan(mean[i])  # absent labels (here n + 1, n + 2 and maybe others): NaN
+    assert S._label_max(values, labels, n + 2)[labels.max()] == values[labels == labels.max()].max()
