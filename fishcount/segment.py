@@ -1456,6 +1456,8 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     yy = np.minimum(((np.arange(work.shape[0]) + 0.5) / fy), labels.shape[0] - 1).astype(np.intp)
     xx = np.minimum(((np.arange(work.shape[1]) + 0.5) / fx), labels.shape[1] - 1).astype(np.intp)
     lab = np.take(np.take(labels, yy, axis=0), xx, axis=1)  # = labels[yy[:, None], xx], 2-3x faster
+    if n < 65536:
+        lab = lab.astype(np.uint16)  # same labels; the two grey dilations below run ~20 % faster
     d = diameter_px * factor
     dog = ndi.gaussian_filter(work, max(0.5, d / 48.0))
     dog -= ndi.gaussian_filter(work, max(1.0, d / 16.0))
