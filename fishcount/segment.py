@@ -908,13 +908,15 @@ def _hull_pixel_counts(masks: list[np.ndarray]) -> np.ndarray:
     bounds = []
     for sgn, xe in ((1, xl_l), (-1, xr_l)):  # left side, then the right side mirrored (X -> -X)
         xe = np.concatenate(xe).astype(np.int64) * 2
-        yy = np.concatenate([2 * rows, 2 * rows - 1, 2 * rows + 1])
-        xx = sgn * np.concatenate([xe - sgn, xe, xe])
-        key = np.tile(pid, 3) * span + yy
-        o = np.lexsort((xx, key))  # by key, then smallest X first
-        key, yy, xx = key[o], yy[o], xx[o]
-        uniq = np.r_[True, key[1:] != key[:-1]]
-        key, yy, xx = key[uniq], yy[uniq], xx[uniq]
+        yy = np.stack([2 * rows - 1, 2 * rows, 2 * rows + 1], axis=1).ravel()
+        xx = sgn * np.stack([xe, xe - sgn, xe], axis=1).ravel()
+        key = np.repeat(pid, 3) * span + yy  # ascending; a key repeats only as Y = 2y + 1 of rows y, y + 1
+        dup = np.flatnonzero(key[1:] == key[:-1])
+        if dup.size:
+            xx[dup] = np.minimum(xx[dup], xx[dup + 1])  # the smaller X of the two, the second dropped
+            keep = np.ones(key.size, bool)
+            keep[dup + 1] = False
+            key, yy, xx = key[keep], yy[keep], xx[keep]
         v = _lower_envelope(key, yy, xx)
         key, yy, xx = key[v], yy[v], xx[v]
         a = np.searchsorted(key, pr * span + y_row, side="right") - 1  # envelope edge a -> a + 1 spans the row
