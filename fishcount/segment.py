@@ -293,7 +293,8 @@ def _resample(img: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[float, 
         return img.astype(np.float32, copy=False), (1.0, 1.0)
     if factor < 1.0:
         k = int(math.floor(1.0 / factor))
-        out = _block_mean(img, k)  # k == 1: ``img`` itself (its dtype) goes to the zoom
+        # k == 1: float32 before the zoom (a zoom of 8/16-bit input returns whole numbers)
+        out = _block_mean(img, k) if k > 1 else img.astype(np.float32, copy=False)
     else:
         out = img if img.dtype == np.float32 else img.astype(np.float32)
     target = (max(8, int(round(img.shape[0] * factor))), max(8, int(round(img.shape[1] * factor))))
