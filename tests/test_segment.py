@@ -1062,3 +1062,67 @@ def test_label_mean_and_sum_equal_plain_per_label_reductions(seed, h, w):
         else:
             assert np.isnan(mean[i])  # absent labels (here n + 1, n + 2 and maybe others): NaN
     assert S._label_max(values, labels, n + 2)[labels.max()] == values[labels == labels.max()].max()
+
+
+# ---------------------------------------------------------------------------------------------
+# step 4b: each pixel judged against the peak of its own object
+# ---------------------------------------------------------------------------------------------
+
+def _bright_and_dim_discs(dim_level=0.2, gap=4, seed=0):
+    """Flattened-like image: a bright disc (1.0) and a dim disc ``gap`` px to its right, blurred, with
+    a little noise; returns (image, bright disc, dim disc)."""
+    shape = (80, 120)
+    bright, dim = _disc(shape, 40, 40, 9), _disc(shape, 40, 58 + gap, 9)
+    img = ndi.gaussian_filter(np.where(bright, 1.0, np.where(dim, dim_level, 0.0)), 1.5)
+    img += np.random.default_rng(seed).normal(0, 0.004, shape)
+    return img.astype(np.float32), bright, dim
+
+
+def test_dim_disc_next_to_a_bright_one_is_recovered_whole_and_kept_apart():
+    flt, bright, dim = _bright_and_dim_discs()
+    first = S._foreground(flt, 20.0, 0.3, 0.1, 2.0, 0.0)
+    grown = S._foreground(flt, 20.0, 0.3, 0.1, 2.0, 0.3)
+    # judged against the bright peak, the dim disc keeps only its far side
+    assert first[dim].mean() < 0.8
+    assert grown[dim].mean() > 0.95
+    # the bright disc's halo (< 0.3 of its peak) stays out: its side of the field is unchanged
+    near_bright = np.zeros_like(bright)
+    near_bright[:, :49] = True
+    assert np.array_equal(grown & near_bright, first & near_bright)
+    # the growth never joins the two discs (a watershed line between the two floods)
+    assert ndi.label(grown)[1] == ndi.label(first)[1] == 2
+    assert np.all(grown >= first)
+
+
+def test_own_peak_growth_off_is_the_plain_local_contrast_rule():
+    flt, _, dim = _bright_and_dim_discs(dim_level=0.3, gap=6, seed=3)
+    off = S._foreground(flt, 20.0, 0.3, 0.1, 2.0, 0.0)
+    sample = flt.ravel()
+    t = S._otsu(sample)
+    bgv = sample[sample <= t]
+    med = float(np.median(bgv))
+    noise = float(np.median(np.abs(bgv - med))) * 1.4826
+    t_low = max(med + 0.1 * (t - med), med + 2.0 * noise)
+    local_max = ndi.maximum_filter(flt, size=21)
+    assert np.array_equal(off, (flt > t_low) & (flt - med > 0.3 * (local_max - med)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.05, 0.6), st.integers(0, 10))
+def test_own_peak_growth_only_adds_pixels_above_the_low_level(seed, own_rel, gap):
+    rng = np.random.default_rng(seed)
+    flt, _, _ = _bright_and_dim_discs(dim_level=float(rng.uniform(0.05, 0.9)), gap=gap, seed=seed)
+    first = S._foreground(flt, 20.0, 0.3, 0.1, 2.0, 0.0)
+    grown = S._foreground(flt, 20.0, 0.3, 0.1, 2.0, own_rel)
+    loose = S._foreground(flt, 20.0, 0.0, 0.1, 2.0, 0.0)  # the low global level alone
+    assert np.all(grown >= first) and np.all(grown <= loose)
+    # a growth never merges two first-pass objects
+    lab_first, _ = ndi.label(first)
+    lab_grown, n_grown = ndi.label(grown)
+    for i in range(1, n_grown + 1):
+        assert len(np.unique(lab_first[(lab_grown == i) & first])) <= 1
+
+
+def test_own_peak_rel_is_validated(tmp_path):
+    with pytest.raises(FishcountError, match="own_peak_rel"):
+        S.load_segment_defaults(_write_defaults(tmp_path, ("own_peak_rel = 0.3", "own_peak_rel = 1.5")))
