@@ -90,6 +90,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
         "min_solidity": (float, 0.0, 1.0), "clump_area_vs_median": (float, 0.0, None),
         "clump_solidity": (float, 0.0, 1.0), "max_area_vs_median": (float, 0.0, None),
+        "pair_area_vs_median": (float, 0.0, None), "pair_solidity": (float, 0.0, 1.0),
         "min_focus": (float, 0.0, None), "min_focus_vs_median": (float, 0.0, None),
         "max_saturated_fraction": (float, 0.0, 1.0)},
 }
@@ -1645,6 +1646,7 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
         ("too_large", area > qc["max_area_fraction"] * typical_area),
         ("clump", (solidity < qc["min_solidity"])
          | (many & (area > qc["clump_area_vs_median"] * med_area) & (solidity < qc["clump_solidity"]))
+         | (many & (area > qc["pair_area_vs_median"] * med_area) & (solidity < qc["pair_solidity"]))
          | (many & (area > qc["max_area_vs_median"] * med_area))),
         ("out_of_focus", (focus < qc["min_focus"]) | (many & (focus < qc["min_focus_vs_median"] * med_focus))),
         ("saturated", sat > qc["max_saturated_fraction"]),

@@ -183,6 +183,32 @@ def test_too_small_and_clump_reasons():
     assert seg2.n_nuclei == 1 and "clump" in seg2.qc["exclusion_reason"].iloc[0]
 
 
+def test_merged_small_pair_is_a_clump_but_a_large_convex_nucleus_is_not():
+    """pair_area_vs_median / pair_solidity: a notched object > 1.3x the median area is a merged pair."""
+    from fishcount.segment import _qc_table, load_segment_defaults
+
+    shape = (200, 260)
+    labels = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate([(30, 30), (30, 90), (30, 150), (30, 210), (100, 30), (100, 90)], start=1):
+        labels[_disc(shape, y, x, 14)] = k  # six round nuclei: the median area
+    pair = _disc(shape, 160, 40, 12) | _disc(shape, 160, 62, 12)  # two small nuclei pressed together
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    big = ((yy - 160) / 14.0) ** 2 + ((xx - 180) / 20.0) ** 2 <= 1  # one large, convex nucleus
+    labels[pair] = 7
+    labels[big] = 8
+    dapi = np.where(labels > 0, 1000.0, 100.0).astype(np.float32)
+    qc_params = load_segment_defaults()["qc"]
+    qc = _qc_table(dapi, labels, None, 28.0, None, qc_params).set_index("label")
+    med = np.median(qc.loc[1:6, "area_px"])
+    assert 1.3 * med < qc.loc[7, "area_px"] < 1.7 * med and qc.loc[7, "solidity"] < 0.89
+    assert qc.loc[8, "area_px"] > 1.3 * med and qc.loc[8, "solidity"] > 0.89
+    assert qc.loc[7, "exclusion_reason"] == "clump"
+    assert qc.loc[8, "scorable"] and qc.loc[1:6, "scorable"].all()
+    # the rule is data: switched off, the pair is scorable again
+    off = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "pair_solidity": 0.0}).set_index("label")
+    assert off.loc[7, "scorable"]
+
+
 def test_qc_table_columns_and_units():
     img, truth = _disc_field(r=10, n=8)
     seg = segment_nuclei(img, pixel_size_um=0.5, nucleus_diameter_um=10.0)
