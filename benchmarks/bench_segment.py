@@ -43,6 +43,20 @@ def _pooled(rows: list[dict]) -> dict:
             "mean_iou": sum(ious) / max(1, tp)}
 
 
+def _greedy_matches(ti: np.ndarray, pi: np.ndarray, iou: np.ndarray) -> tuple[set[int], set[int]]:
+    """True and predicted labels matched one-to-one at IoU >= 0.5, greedily by IoU (as ``match_labels``)."""
+    mt: set[int] = set()
+    mp: set[int] = set()
+    for j in np.argsort(-iou):
+        if iou[j] < 0.5:
+            break
+        if ti[j] in mt or pi[j] in mp:
+            continue
+        mt.add(int(ti[j]))
+        mp.add(int(pi[j]))
+    return mt, mp
+
+
 def fn_breakdown(true: np.ndarray, pred: np.ndarray) -> dict:
     """Why true nuclei are missed (IoU >= 0.5 one-to-one greedy matching, as ``match_labels``).
 
@@ -57,14 +71,7 @@ def fn_breakdown(true: np.ndarray, pred: np.ndarray) -> dict:
     at = np.bincount(true.ravel(), minlength=nt + 1)
     ap = np.bincount(pred.ravel(), minlength=npd + 1)
     iou = c / (at[ti] + ap[pi] - c)
-    mt, mp = set(), set()
-    for j in np.argsort(-iou):
-        if iou[j] < 0.5:
-            break
-        if ti[j] in mt or pi[j] in mp:
-            continue
-        mt.add(int(ti[j]))
-        mp.add(int(pi[j]))
+    mt, mp = _greedy_matches(ti, pi, iou)
     cover = np.bincount(pi[c / at[ti] >= 0.5], minlength=npd + 1)
     best: dict[int, tuple[int, int]] = {}
     for t, p_, o in zip(ti, pi, c):
@@ -98,14 +105,7 @@ def fp_breakdown(true: np.ndarray, pred: np.ndarray) -> dict:
     at = np.bincount(true.ravel(), minlength=nt + 1)
     ap = np.bincount(pred.ravel(), minlength=npd + 1)
     iou = c / (at[ti] + ap[pi] - c)
-    mt, mp = set(), set()
-    for j in np.argsort(-iou):
-        if iou[j] < 0.5:
-            break
-        if ti[j] in mt or pi[j] in mp:
-            continue
-        mt.add(int(ti[j]))
-        mp.add(int(pi[j]))
+    mt, mp = _greedy_matches(ti, pi, iou)
     on_true = np.bincount(pred.ravel(), weights=(true.ravel() > 0), minlength=npd + 1)
     out = {"empty": 0, "overlap": 0}
     for q in range(1, npd + 1):

@@ -740,6 +740,18 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def _union_find(parent: np.ndarray) -> Callable[[int], int]:
+    """``find`` of a union-find forest stored in ``parent`` (path halving); union = ``parent[ra] = rb``."""
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    return find
+
+
 def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
     """Merge adjacent fragments that belong to one nucleus (see module docstring, step 6)."""
     n = int(labels.max())
@@ -776,12 +788,7 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> 
     la, lb = uniq // (n + 1), uniq % (n + 1)
     # union-find
     parent = np.arange(n + 1)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    find = _union_find(parent)
 
     merged_area = area.copy()
     order = np.argsort(-neck / np.maximum(np.minimum(maxdt[la], maxdt[lb]), 1e-6))
@@ -882,12 +889,7 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     if la.size == 0:
         return full
     parent = np.arange(n + 1)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    find = _union_find(parent)
 
     tot = area.copy()
     for j in np.argsort(np.minimum(area[la], area[lb]), kind="stable"):
