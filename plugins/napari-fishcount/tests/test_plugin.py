@@ -7,6 +7,7 @@ every number against the library (``fishcount.review`` / ``fishcount.scoring``).
 from __future__ import annotations
 
 import shutil
+import os
 from pathlib import Path
 
 import numpy as np
@@ -427,15 +428,18 @@ def test_review_errors_are_reported_not_raised(make_napari_viewer, field_dir, tm
 
 
 # --- screenshots ----------------------------------------------------------------------------
-def _save(viewer, qtbot, name):
+def _save(viewer, qtbot, name, tmp_path):
+    """Full-window screenshot; into docs/img only with FISHCOUNT_UPDATE_DOCS_IMG=1 (a test run leaves the
+    source tree untouched)."""
     qtbot.wait(300)
-    DOC_IMG.mkdir(parents=True, exist_ok=True)
-    img = viewer.screenshot(str(DOC_IMG / name), canvas_only=False)
+    out = DOC_IMG if os.environ.get("FISHCOUNT_UPDATE_DOCS_IMG") == "1" else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    img = viewer.screenshot(str(out / name), canvas_only=False)
     assert img[..., :3].std() > 5, f"{name} is blank"
     return img
 
 
-def test_screenshots(make_napari_viewer, qtbot, sim_field, field_dir):
+def test_screenshots(make_napari_viewer, qtbot, sim_field, field_dir, tmp_path):
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     w = _analyse_widget(viewer, sim_field)
@@ -444,7 +448,7 @@ def test_screenshots(make_napari_viewer, qtbot, sim_field, field_dir):
     viewer.reset_view()
     canvas = viewer.screenshot(canvas_only=True)
     assert canvas[..., :3].std() > 5
-    _save(viewer, qtbot, "napari_analyse.png")
+    _save(viewer, qtbot, "napari_analyse.png", tmp_path)
     viewer.window.remove_dock_widget("all")
     viewer.layers.clear()
     r = _open_review(viewer, field_dir)
@@ -453,4 +457,4 @@ def test_screenshots(make_napari_viewer, qtbot, sim_field, field_dir):
         r.confirm()
     r.show_gallery()
     assert r.gallery_image is not None and r.gallery_image.shape[2] == 3
-    _save(viewer, qtbot, "napari_review.png")
+    _save(viewer, qtbot, "napari_review.png", tmp_path)
