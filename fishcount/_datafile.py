@@ -1,10 +1,11 @@
-"""Checks shared by the loaders of fishcount's declarative data files (panels, criteria, cut-offs).
+"""Checks shared by the loaders of fishcount's declarative data files (panels, criteria, cut-offs) and
+of the user's CSV tables (clinical values, cohort covariates).
 
 Each loader raises its own error class; these helpers only keep the wording of the common checks one.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Container, Iterable, Mapping
 
 from .errors import FishcountError
 
@@ -31,3 +32,16 @@ def check_schema_version(data: Mapping, source: str, error: type[FishcountError]
     version = data.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise error(source, f"schema_version {version!r} is not supported (this fishcount reads {SCHEMA_VERSION})")
+
+
+def is_blank(value: object, blanks: Container[str]) -> bool:
+    """A missing table cell: None, NaN, pd.NA, or a string that is one of ``blanks`` once stripped and
+    lower-cased (each table says which words mean "missing" in it)."""
+    if isinstance(value, str):
+        return value.strip().lower() in blanks
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False

@@ -52,7 +52,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._datafile import check_fields, check_schema_version
+from ._datafile import check_fields, check_schema_version, is_blank
 from .errors import CriteriaError, InputError
 
 __all__ = [
@@ -577,13 +577,8 @@ def read_clinical_csv(path: str | PathLike) -> pd.DataFrame:
 
 
 def _blank(v) -> bool:
-    """Missing cell: None, NaN, pd.NA, or a blank / NA-like string."""
-    if isinstance(v, str):
-        return v.strip().lower() in _BLANKS
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
+    """Missing cell: None, NaN, pd.NA, or a blank / NA-like string (``_BLANKS``)."""
+    return is_blank(v, _BLANKS)
 
 
 def validate_clinical_table(df: pd.DataFrame, source: str = "<table>") -> pd.DataFrame:

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._datafile import is_blank
 from .errors import InputError
 from .scoring import FISH_CAVEAT as _SCORING_CAVEAT
 
@@ -93,13 +94,8 @@ def exact_ci(k: int, n: int, confidence_level: float = 0.95) -> tuple[float, flo
 # input tables
 # -------------------------------------------------------------------------------------------
 def _blank(v) -> bool:
-    """Missing cell: None, NaN, pd.NA, or a blank / NA-like string."""
-    if isinstance(v, str):
-        return v.strip().lower() in _BLANKS
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
+    """Missing cell: None, NaN, pd.NA, or a blank / NA-like string (``_BLANKS``)."""
+    return is_blank(v, _BLANKS)
 
 
 def _bool_column(df: pd.DataFrame, col: str, source: str, *, missing=False) -> pd.Series:
