@@ -123,6 +123,21 @@ def f1_at(pred: np.ndarray, gt: np.ndarray, radius: float = 3.0) -> dict:
             "n_true": int(len(gt))}
 
 
+def probe_items(sims: list, panel, folder: Path, prefix: str) -> list[dict]:
+    """Save every probe channel of the simulated fields as ``.npy`` for the Big-FISH worker; one item per
+    (field, signal) with the spot sigma in nm from the panel's signal diameter."""
+    from fishcount.spots import spot_sigma_px
+
+    items = []
+    for k, sim in enumerate(sims):
+        sigma_nm = spot_sigma_px(panel.signal_diameter_um, sim.pixel_size_um) * sim.pixel_size_um * 1000
+        for ci, name in enumerate(sim.channel_names[1:], start=1):
+            p = str(folder / f"{prefix}{k}_{name}.npy")
+            np.save(p, np.ascontiguousarray(sim.image[ci]))
+            items.append({"path": p, "field": k, "signal": name, "sigma_nm": sigma_nm})
+    return items
+
+
 def true_segmentation(sim):
     import pandas as pd
     from skimage.measure import regionprops_table
@@ -147,7 +162,7 @@ def bench_simulated(n_fields: int, bigfish_python: str | None, shape=(1024, 1024
 
     import fishcount as fc
     from fishcount.io import field_from_arrays
-    from fishcount.spots import merge_split_signals, spot_sigma_px
+    from fishcount.spots import merge_split_signals
 
     panel = fc.load_panel("del5q")
     keys = [f"count_{s}" for s in panel.signal_names]
@@ -163,13 +178,7 @@ def bench_simulated(n_fields: int, bigfish_python: str | None, shape=(1024, 1024
         for seed in range(n_fields):
             sim = fc.simulate_field(panel, shape=shape, seed=seed)
             sims.append(sim)
-        items = []
-        for k, sim in enumerate(sims):
-            for ci, name in enumerate(sim.channel_names[1:], start=1):
-                p = str(Path(tmp) / f"f{k}_{name}.npy")
-                np.save(p, np.ascontiguousarray(sim.image[ci]))
-                sigma_nm = spot_sigma_px(panel.signal_diameter_um, sim.pixel_size_um) * sim.pixel_size_um * 1000
-                items.append({"path": p, "field": k, "signal": name, "sigma_nm": sigma_nm})
+        items = probe_items(sims, panel, Path(tmp), "f")
         px_nm = sims[0].pixel_size_um * 1000
         bf = run_bigfish(items, px_nm, bigfish_python)
         for it, b in zip(items, bf):
@@ -267,20 +276,13 @@ def bench_sparse(bigfish_python: str | None, n_fields: int = 6) -> dict:
     """Sparse fields (6 nuclei in 512², ~12-20 signals per channel): both detectors on the true masks."""
     import fishcount as fc
     from fishcount.io import field_from_arrays
-    from fishcount.spots import spot_sigma_px
 
     panel = fc.load_panel("del5q")
     keys = [f"count_{s}" for s in panel.signal_names]
     sims = [fc.simulate_field(panel, shape=(512, 512), seed=s, n_nuclei=6) for s in range(n_fields)]
     fc_ok, bf_ok, bf_th, fc_th = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        items = []
-        for k, sim in enumerate(sims):
-            for ci, name in enumerate(sim.channel_names[1:], start=1):
-                p = str(Path(tmp) / f"s{k}_{name}.npy")
-                np.save(p, np.ascontiguousarray(sim.image[ci]))
-                sigma_nm = spot_sigma_px(panel.signal_diameter_um, sim.pixel_size_um) * sim.pixel_size_um * 1000
-                items.append({"path": p, "field": k, "sigma_nm": sigma_nm})
+        items = probe_items(sims, panel, Path(tmp), "s")
         bf = run_bigfish(items, sims[0].pixel_size_um * 1000, bigfish_python)
         for k, sim in enumerate(sims):
             d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
