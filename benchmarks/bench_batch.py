@@ -211,25 +211,20 @@ def bench_idle(seconds: float = 20.0) -> dict:
                 pass
         return total
 
-    out = {}
-    saved = dict(batch._QUIET_EVENT_LOOPS)
-    try:
-        for name, cfg in (("quiet", saved), ("dask_defaults", {})):
-            batch._QUIET_EVENT_LOOPS.clear()
-            batch._QUIET_EVENT_LOOPS.update(cfg)
-            with batch._local_cluster(2, 2**31) as cluster:
-                from distributed import Client
+    from unittest import mock
 
-                with Client(cluster):
-                    me = psutil.Process()
-                    time.sleep(3)
-                    procs = [me] + me.children(recursive=True)
-                    c0, t0 = cpu(procs), time.perf_counter()
-                    time.sleep(seconds)
-                    out[name] = (cpu(procs) - c0) / (time.perf_counter() - t0)
-    finally:
-        batch._QUIET_EVENT_LOOPS.clear()
-        batch._QUIET_EVENT_LOOPS.update(saved)
+    from distributed import Client
+
+    out = {}
+    for name, cfg in (("quiet", dict(batch._QUIET_EVENT_LOOPS)), ("dask_defaults", {})):
+        with mock.patch.dict(batch._QUIET_EVENT_LOOPS, cfg, clear=True), \
+                batch._local_cluster(2, 2**31) as cluster, Client(cluster):
+            me = psutil.Process()
+            time.sleep(3)
+            procs = [me] + me.children(recursive=True)
+            c0, t0 = cpu(procs), time.perf_counter()
+            time.sleep(seconds)
+            out[name] = (cpu(procs) - c0) / (time.perf_counter() - t0)
     return out
 
 
