@@ -91,6 +91,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "min_solidity": (float, 0.0, 1.0), "clump_area_vs_median": (float, 0.0, None),
         "clump_solidity": (float, 0.0, 1.0), "max_area_vs_median": (float, 0.0, None),
         "pair_area_vs_median": (float, 0.0, None), "pair_solidity": (float, 0.0, 1.0),
+        "clump_concavity_depth": (float, 0.0, None), "clump_concavity_part": (float, 0.0, 0.5),
+        "clump_ellipse_residual": (float, 0.0, None),
         "min_focus": (float, 0.0, None), "min_focus_vs_median": (float, 0.0, None),
         "max_saturated_fraction": (float, 0.0, 1.0)},
 }
@@ -1601,6 +1603,76 @@ def _centroid_eccentricity(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.n
     return cy, cx, ecc
 
 
+def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: dict[str, float]) -> np.ndarray:
+    """Shape evidence that each object of ``cand`` (label values) is two nuclei, not one (QC ``clump``).
+
+    Either (a) **a pair of opposite concavities**: two bays of the outline (connected parts of the convex
+    hull outside the object), each at least ``clump_concavity_depth`` × the object's inscribed radius deep
+    (measured from the hull's edge), whose deepest points are joined by a chord that cuts the object into
+    two parts with the smaller at least ``clump_concavity_part`` of its area: the waist between two bodies
+    (a round nucleus with one notch in its outline has one bay, an irregular outline shallow ones); or
+    (b) **a poor ellipse fit**: the pixels in the object or in the ellipse of its second moments but not
+    both are at least ``clump_ellipse_residual`` of its area (a peanut; an ellipse scores ~0, a pixelated
+    round nucleus with a notched outline 0.05-0.15). Measured where a nucleus is ~24 px wide (as the
+    solidity). Returns a bool array, one per ``cand``; ``clump_ellipse_residual = 0`` makes it all True.
+    """
+    from skimage.draw import line as draw_line
+    from skimage.morphology import convex_hull_image
+
+    out = np.zeros(len(cand), bool)
+    if len(cand) == 0:
+        return out
+    k = max(1, int(round(diameter_px / 24.0)))
+    small = labels[k // 2:: k, k // 2:: k] if k > 1 else labels
+    boxes = ndi.find_objects(small, max_label=int(cand.max()))
+    min_depth, min_part = qc["clump_concavity_depth"], qc["clump_concavity_part"]
+    min_resid = qc["clump_ellipse_residual"]
+    for j, lab in enumerate(cand):
+        box = boxes[int(lab) - 1]
+        if box is None:
+            continue
+        pad = max(3, int(0.3 * max(s.stop - s.start for s in box)))
+        sl = tuple(slice(max(0, s.start - pad), s.stop + pad) for s in box)
+        m = np.pad(small[sl] == lab, 1)  # room for the hull and the ellipse on every side
+        area = int(m.sum())
+        if area < 20:
+            continue
+        yy, xx = np.nonzero(m)
+        cy, cx = yy.mean(), xx.mean()
+        cov = np.cov(np.stack([yy - cy, xx - cx]))
+        try:
+            inv = np.linalg.inv(cov)
+        except np.linalg.LinAlgError:
+            continue
+        gy, gx = np.ogrid[: m.shape[0], : m.shape[1]]
+        dy, dx = gy - cy, gx - cx
+        ellipse = inv[0, 0] * dy * dy + 2 * inv[0, 1] * dy * dx + inv[1, 1] * dx * dx <= 4.0  # semi-axes 2σ
+        if np.count_nonzero(m ^ ellipse) >= min_resid * area:
+            out[j] = True
+            continue
+        hull = convex_hull_image(m)
+        bays, n_bays = ndi.label(hull & ~m)
+        if n_bays < 2:
+            continue
+        hull_depth = ndi.distance_transform_edt(hull)  # distance from the hull's edge
+        r_in = float(ndi.distance_transform_edt(m).max())
+        depth = np.asarray(ndi.maximum(hull_depth, bays, np.arange(1, n_bays + 1)))
+        deep = [int(i) for i in np.argsort(-depth)[:4] if depth[i] >= min_depth * r_in]
+        tips = [np.unravel_index(np.argmax(np.where(bays == i + 1, hull_depth, -1.0)), m.shape) for i in deep]
+        for a in range(len(tips)):
+            for b in range(a + 1, len(tips)):
+                rr, cc = draw_line(int(tips[a][0]), int(tips[a][1]), int(tips[b][0]), int(tips[b][1]))
+                cut = m.copy()
+                cut[rr, cc] = False  # an 8-connected line separates 4-connected parts
+                parts, n_parts = ndi.label(cut)
+                if n_parts >= 2 and np.sort(np.bincount(parts.ravel())[1:])[-2] >= min_part * area:
+                    out[j] = True
+                    break
+            if out[j]:
+                break
+    return out
+
+
 def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None, diameter_px: float,
               saturation_value: float | None, qc: dict[str, float]) -> pd.DataFrame:
     n = int(labels.max())
@@ -1641,15 +1713,20 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     med_area = float(inner["area_px"].median()) if many else np.nan
     med_focus = float(inner["focus"].median()) if many else np.nan
     solidity = df["solidity"].to_numpy()
+    clump = ((solidity < qc["min_solidity"])
+             | (many & (area > qc["pair_area_vs_median"] * med_area) & (solidity < qc["pair_solidity"]))
+             | (many & (area > qc["max_area_vs_median"] * med_area)))
+    # a large object that is not quite convex is a clump only with shape evidence of two bodies: a large
+    # round nucleus (myelocyte, blast) with a notch in its outline is not
+    big = ~clump & many & (area > qc["clump_area_vs_median"] * med_area) & (solidity < qc["clump_solidity"])
+    if big.any():
+        big[big] = _two_bodies(labels, idx[big], diameter_px, qc)
     # each rule: (token, boolean column) -- data, evaluated in this order
     rules = [
         ("border", df["touches_border"].to_numpy()),
         ("too_small", area < qc["min_area_fraction"] * typical_area),
         ("too_large", area > qc["max_area_fraction"] * typical_area),
-        ("clump", (solidity < qc["min_solidity"])
-         | (many & (area > qc["clump_area_vs_median"] * med_area) & (solidity < qc["clump_solidity"]))
-         | (many & (area > qc["pair_area_vs_median"] * med_area) & (solidity < qc["pair_solidity"]))
-         | (many & (area > qc["max_area_vs_median"] * med_area))),
+        ("clump", clump | big),
         ("out_of_focus", (focus < qc["min_focus"]) | (many & (focus < qc["min_focus_vs_median"] * med_focus))),
         ("saturated", sat > qc["max_saturated_fraction"]),
     ]

@@ -1152,3 +1152,60 @@ def test_own_peak_growth_only_adds_pixels_above_the_low_level(seed, own_rel, gap
 def test_own_peak_rel_is_validated(tmp_path):
     with pytest.raises(FishcountError, match="own_peak_rel"):
         S.load_segment_defaults(_write_defaults(tmp_path, ("own_peak_rel = 0.3", "own_peak_rel = 1.5")))
+
+
+def _pair_and_singles_labels():
+    """Six median nuclei (r 14), a large nucleus with one notch, two nuclei pressed together, an ellipse
+    with a notch: labels 1-6, 7, 8, 9."""
+    shape = (200, 320)
+    labels = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate([(30, 30), (30, 90), (30, 150), (30, 210), (100, 30), (100, 90)], start=1):
+        labels[_disc(shape, y, x, 14)] = k
+    labels[_disc(shape, 150, 60, 20) & ~_disc(shape, 150, 80, 9)] = 7  # one body, one bay: 1.9x, solidity 0.90
+    labels[_disc(shape, 150, 150, 15) | _disc(shape, 150, 172, 15)] = 8  # two bodies: 2.1x, solidity 0.92
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    ellipse = ((yy - 100) / 16.0) ** 2 + ((xx - 250) / 26.0) ** 2 <= 1
+    labels[ellipse & ~_disc(shape, 84, 250, 7)] = 9  # one elongated body, one bay: 2.0x, solidity 0.92
+    return labels
+
+
+def test_two_body_evidence_tells_a_pressed_pair_from_a_notched_large_nucleus():
+    from fishcount.segment import QC_DEFAULTS, _two_bodies
+
+    labels = _pair_and_singles_labels()
+    assert list(_two_bodies(labels, np.array([7, 8, 9]), 28.0, QC_DEFAULTS)) == [False, True, False]
+    # each kind of evidence alone: the waist (two opposite bays) and the ellipse-fit residual
+    no_ellipse = {**QC_DEFAULTS, "clump_ellipse_residual": 10.0}
+    assert list(_two_bodies(labels, np.array([7, 8, 9]), 28.0, no_ellipse)) == [False, True, False]
+    # bays must be deep: at 0.5 of the inscribed radius the pair's waist is not enough
+    assert not _two_bodies(labels, np.array([8]), 28.0, {**no_ellipse, "clump_concavity_depth": 0.5})[0]
+    # a small nucleus on a large one (a peanut): its ellipse-fit residual alone (0.23 >= 0.2) says two bodies
+    peanut = np.zeros((80, 120), np.int32)
+    peanut[_disc(peanut.shape, 40, 40, 15) | _disc(peanut.shape, 40, 64, 10)] = 1
+    no_bays = {**QC_DEFAULTS, "clump_concavity_part": 0.5}  # no cut leaves more than half on both sides
+    assert _two_bodies(peanut, np.array([1]), 28.0, no_bays)[0]
+    assert not _two_bodies(labels, np.array([8]), 28.0, no_bays)[0]  # the pressed pair is ellipse-like
+    # a disc, an empty label list
+    disc = np.zeros((60, 60), np.int32)
+    disc[_disc(disc.shape, 30, 30, 20)] = 1
+    assert not _two_bodies(disc, np.array([1]), 28.0, QC_DEFAULTS)[0]
+    assert _two_bodies(disc, np.array([], np.int64), 28.0, QC_DEFAULTS).shape == (0,)
+
+
+def test_large_notched_single_nucleus_is_scorable_a_pressed_pair_is_a_clump():
+    """clump_area_vs_median / clump_solidity need shape evidence of two bodies (docs/segmentation.md)."""
+    from fishcount.segment import _qc_table, load_segment_defaults
+
+    labels = _pair_and_singles_labels()
+    dapi = np.where(labels > 0, 1000.0, 100.0).astype(np.float32)
+    qc_params = load_segment_defaults()["qc"]
+    qc = _qc_table(dapi, labels, None, 28.0, None, qc_params).set_index("label")
+    med = np.median(qc.loc[1:6, "area_px"])
+    for lab in (7, 8, 9):  # all three in the area/solidity window of the rule, none caught by another one
+        assert 1.7 * med < qc.loc[lab, "area_px"] < 2.5 * med
+        assert qc_params["pair_solidity"] < qc.loc[lab, "solidity"] < qc_params["clump_solidity"]
+    assert qc.loc[8, "exclusion_reason"] == "clump"
+    assert qc.loc[7, "scorable"] and qc.loc[9, "scorable"] and qc.loc[1:6, "scorable"].all()
+    # with the residual threshold at 0 no evidence is needed: area and solidity alone (the earlier rule)
+    old = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "clump_ellipse_residual": 0.0})
+    assert (old.set_index("label").loc[7:9, "exclusion_reason"] == "clump").all()

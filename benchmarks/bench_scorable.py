@@ -1,0 +1,88 @@
+"""Whole-pipeline scorable fraction on simulated fields, with the same definitions as
+``bench_detection.bench_simulated`` (fishcount only, no Big-FISH, no timing), and why true nuclei are lost.
+
+Usage (repository root)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scorable.py 0 10     # seeds 0..9
+
+Prints, for seeds lo..hi-1 and for the first half of them: exact per-nucleus count accuracy on scorable
+nuclei matched to a true nucleus (IoU >= 0.5), the share of true interior nuclei that are scorable and
+matched, clone % vs the truth, and for the matched true interior nuclei that are excluded: each reason
+with how many of them would have been counted right (the accuracy an exclusion rule gives up).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fishcount as fc  # noqa: E402
+from bench_detection import match_labels  # noqa: E402
+from fishcount.io import field_from_arrays  # noqa: E402
+
+
+def field_rows(seed: int, panel, shape=(1024, 1024)) -> dict:
+    keys = [f"count_{s}" for s in panel.signal_names]
+    sim = fc.simulate_field(panel, shape=shape, seed=seed)
+    d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
+    fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um, panel=panel, name=f"f{seed}")
+    res = fc.analyze_field(fld, panel)
+    truth = sim.truth.set_index("label")
+    interior = truth[~truth.border]
+    nuc = res.nuclei.copy()
+    nuc["true"] = nuc.label.map(match_labels(sim.labels, res.labels))
+    matched = nuc[nuc.true.notna()]
+    right = (matched[keys].to_numpy() == truth.loc[matched.true.astype(int), keys].to_numpy()).all(1)
+    inner = matched.true.astype(int).isin(interior.index).to_numpy()
+    tracked = set(panel.tracked_calls)
+    return {"scorable": matched.scorable.to_numpy(), "right": right, "inner": inner,
+            "reason": matched.exclusion_reason.to_numpy(), "n_interior": len(interior),
+            "n_unmatched": len(set(interior.index) - set(matched.true.astype(int))),
+            "clone": (int(nuc[nuc.scorable].call.isin(tracked).sum()), int(nuc.scorable.sum())),
+            "clone_true": (int(interior.call.isin(tracked).sum()), len(interior))}
+
+
+def summary(rows: list[dict]) -> str:
+    sc = np.concatenate([r["scorable"] for r in rows])
+    right = np.concatenate([r["right"] for r in rows])
+    inner = np.concatenate([r["inner"] for r in rows])
+    reason = np.concatenate([r["reason"] for r in rows])
+    n_int = sum(r["n_interior"] for r in rows)
+    clone = 100 * sum(r["clone"][0] for r in rows) / max(1, sum(r["clone"][1] for r in rows))
+    clone_t = 100 * sum(r["clone_true"][0] for r in rows) / sum(r["clone_true"][1] for r in rows)
+    acc = right[sc].mean()
+    out = [f"accuracy {acc:.4f} ({sc.sum()} scorable matched, {(~right[sc]).sum()} wrong); true interior nuclei "
+           f"scorable and matched {100 * (sc & inner).sum() / n_int:.1f} % of {n_int} "
+           f"({sum(r['n_unmatched'] for r in rows)} not matched); clone {clone:.1f} % vs true {clone_t:.1f} "
+           f"({clone - clone_t:+.1f})",
+           "  excluded matched interior nuclei, by reason: n (would have been counted right)"]
+    ex = ~sc & inner
+    tokens: dict[str, list[bool]] = {}
+    for rs, ok in zip(reason[ex], right[ex]):
+        for t in set(rs.split(";")):
+            tokens.setdefault(t, []).append(bool(ok))
+    for t, oks in sorted(tokens.items(), key=lambda kv: -len(kv[1])):
+        out.append(f"    {t:22s} {len(oks):4d} ({sum(oks)} right)")
+    only = {}
+    for rs, ok in zip(reason[ex], right[ex]):
+        only.setdefault(rs, []).append(bool(ok))
+    out.append("  ... by exact reason string: " + ", ".join(f"{k} {len(v)} ({sum(v)})" for k, v in
+                                                        sorted(only.items(), key=lambda kv: -len(kv[1]))))
+    return "\n".join(out)
+
+
+def main() -> None:
+    lo, hi = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (0, 10)
+    panel = fc.load_panel("del5q")
+    rows = [field_rows(s, panel) for s in range(lo, hi)]
+    half = lo + (hi - lo + 1) // 2
+    if hi - lo > 1:
+        print(f"seeds {lo}-{half - 1}:\n" + summary(rows[: half - lo]))
+    print(f"seeds {lo}-{hi - 1}:\n" + summary(rows))
+
+
+if __name__ == "__main__":
+    main()
