@@ -204,9 +204,12 @@ def test_merged_small_pair_is_a_clump_but_a_large_convex_nucleus_is_not():
     assert qc.loc[8, "area_px"] > 1.3 * med and qc.loc[8, "solidity"] > 0.89
     assert qc.loc[7, "exclusion_reason"] == "clump"
     assert qc.loc[8, "scorable"] and qc.loc[1:6, "scorable"].all()
-    # the rule is data: switched off, the pair is scorable again
+    # the rules are data: without the pair rule the two-body rule (area > 1.4x, two bays) still catches
+    # it; with both switched off, the pair is scorable again
     off = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "pair_solidity": 0.0}).set_index("label")
-    assert off.loc[7, "scorable"]
+    assert off.loc[7, "exclusion_reason"] == "clump" and off.loc[8, "scorable"]
+    off = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "pair_solidity": 0.0, "clump_solidity": 0.0})
+    assert off.set_index("label").loc[7, "scorable"]
 
 
 def test_qc_table_columns_and_units():
