@@ -4,11 +4,15 @@
 Usage (repository root)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scorable.py 0 10     # seeds 0..9
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scorable.py dsb      # QC flags on DSB2018 dev
 
 Prints, for seeds lo..hi-1 and for the first half of them: exact per-nucleus count accuracy on scorable
 nuclei matched to a true nucleus (IoU >= 0.5), the share of true interior nuclei that are scorable and
 matched, clone % vs the truth, and for the matched true interior nuclei that are excluded: each reason
 with how many of them would have been counted right (the accuracy an exclusion rule gives up).
+
+``dsb``: on the 40 DSB2018 dev images (no pixel size), the non-border predicted objects holding >= 2 true
+nuclei (>= 50 % of each inside) vs exactly 1, and how many of each get ``clump`` / any segmentation reason.
 """
 from __future__ import annotations
 
@@ -74,7 +78,42 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def held_counts(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per predicted label, the number of true nuclei with >= 50 % of their pixels inside it."""
+    m = (true > 0) & (pred > 0)
+    u, c = np.unique(np.stack([pred[m], true[m]], 1), axis=0, return_counts=True)
+    at = np.bincount(true.ravel())
+    return np.bincount(u[c >= 0.5 * at[u[:, 1]], 0], minlength=int(pred.max()) + 1)
+
+
+def dsb_flags() -> None:
+    import csv
+
+    import tifffile
+
+    from fishcount.segment import segment_nuclei
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018_fluo_dev"
+    with open(root / "manifest.csv") as fh:
+        ids = [r["id"] for r in csv.DictReader(fh)]
+    tot = np.zeros(6, np.int64)
+    for i in ids:
+        gt = tifffile.imread(root / "masks" / f"{i}.tif")
+        seg = segment_nuclei(tifffile.imread(root / "images" / f"{i}.tif"))
+        qc = seg.qc[~seg.qc.touches_border]
+        h = held_counts(gt, seg.labels)[qc.label.to_numpy()]
+        clump = qc.exclusion_reason.str.contains("clump").to_numpy()
+        seg_any = (qc.exclusion_reason != "").to_numpy()
+        tot += [(h >= 2).sum(), (h == 1).sum(), (clump & (h >= 2)).sum(), (clump & (h == 1)).sum(),
+                (seg_any & (h >= 2)).sum(), (seg_any & (h == 1)).sum()]
+    print(f"DSB2018 dev, {len(ids)} images, non-border objects: {tot[0]} hold >= 2 true nuclei, {tot[1]} hold 1; "
+          f"clump: {tot[2]} / {tot[3]}; any segmentation reason: {tot[4]} / {tot[5]}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["dsb"]:
+        dsb_flags()
+        return
     lo, hi = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (0, 10)
     panel = fc.load_panel("del5q")
     rows = [field_rows(s, panel) for s in range(lo, hi)]
