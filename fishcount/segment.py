@@ -81,6 +81,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "merge_neck_ratio_larger": (float, 0.0, None),
         "refine_max_solidity": (float, 0.0, 1.0), "refine_h_diameters": (float, 0.0, None),
         "refine_intensity_weight": (float, 0.0, None), "refine_min_part_area": (float, 0.0, None),
+        "refine_min_object_area": (float, 0.0, None),
         "refine_min_solidity_gain": (float, -1.0, 1.0), "refine_seam_h": (float, 0.0, 1.0),
         "refine_seam_max_ratio": (float, 0.0, None), "dim_min_contrast": (float, 0.0, 1.0),
         "dim_reference_quantile": (float, 0.0, 1.0), "dim_ring_diameters": (float, 0.02, 2.0),
@@ -1050,6 +1051,8 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
     typical_area = math.pi * d * d / 4.0
     area = np.bincount(labels.ravel(), minlength=n + 1)
     min_part = p["refine_min_part_area"] * typical_area
+    # an object of about one nucleus' area is one (lobulated) nucleus, not two touching ones
+    min_whole = max(2 * min_part, p["refine_min_object_area"] * typical_area)
     h = max(0.3, p["refine_h_diameters"] * d)
     w = float(p["refine_intensity_weight"])
     sig_i = max(0.7, p["intensity_sigma_diameters"] * d)
@@ -1059,7 +1062,7 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
     out = labels.copy()
     nxt = n + 1
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None or area[i] < 2 * min_part:
+        if sl is None or area[i] < min_whole:
             continue
         y0, y1 = max(0, sl[0].start - pad), min(labels.shape[0], sl[0].stop + pad)
         x0, x1 = max(0, sl[1].start - pad), min(labels.shape[1], sl[1].stop + pad)

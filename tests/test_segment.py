@@ -581,6 +581,23 @@ def test_refine_keeps_lobulated_and_large_round_nuclei_whole():
         assert len(np.unique(out[out > 0])) == 1
 
 
+def test_refine_keeps_a_four_lobed_nucleus_of_one_nucleus_area_whole():
+    # four lobes (0.3 typical areas each) in two overlapping pairs joined by a bridge: ~1.1 typical areas,
+    # notched (solidity ~0.83); the re-split used to cut it into two lobe pairs of >= 0.4 each
+    shape = (80, 100)
+    m = np.zeros(shape, bool)
+    for cy, cx in ((40, 30), (40, 37), (43, 48), (43, 55)):
+        m |= _disc(shape, cy, cx, 5.5)
+    out = _refine_one(m)
+    assert len(np.unique(out[out > 0])) == 1
+    old = _refine_one(m, refine_min_object_area=0.0)
+    assert len(np.unique(old[old > 0])) == 2
+    # two touching nuclei (~2 typical areas together) are still split
+    a, b = _disc(shape, 40, 38, 10), _disc(shape, 40, 62, 10.5)
+    out = _refine_one(a | b)
+    assert len(np.unique(out[out > 0])) == 2
+
+
 def test_refine_parameters_are_validated(tmp_path):
     with pytest.raises(FishcountError, match="refine_max_solidity"):
         S.load_segment_defaults(_write_defaults(
