@@ -82,6 +82,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "refine_max_solidity": (float, 0.0, 1.0), "refine_h_diameters": (float, 0.0, None),
         "refine_intensity_weight": (float, 0.0, None), "refine_min_part_area": (float, 0.0, None),
         "refine_min_object_area": (float, 0.0, None),
+        "refine_small_nucleus_min_area": (float, 0.0, None), "refine_small_nucleus_solidity": (float, 0.0, 1.0),
         "refine_min_solidity_gain": (float, -1.0, 1.0), "refine_seam_h": (float, 0.0, 1.0),
         "refine_seam_max_ratio": (float, 0.0, None), "dim_min_contrast": (float, 0.0, 1.0),
         "dim_reference_quantile": (float, 0.0, 1.0), "dim_ring_diameters": (float, 0.02, 2.0),
@@ -1035,8 +1036,9 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
     its own distance transform plus ``refine_intensity_weight`` x its smoothed DAPI relative to the
     object's brightest value. When that finds one marker only, the object is split along a dim DAPI seam
     (:func:`_seam_split`, ``refine_seam_h``, ``refine_seam_max_ratio``). The split is kept only when
-    every part is nucleus-sized (>= ``refine_min_part_area`` typical areas, i.e. not a lobe) and the
-    parts are more convex than the whole (area-weighted solidity up by >= ``refine_min_solidity_gain``),
+    every part is nucleus-sized (>= ``refine_min_part_area`` typical areas, i.e. not a lobe; smaller
+    parts are given back to a neighbour unless :func:`_small_nuclei` finds a small convex nucleus pressed
+    on a convex one, ``refine_small_nucleus_min_area`` / ``_solidity``) and the parts are more convex than the whole (area-weighted solidity up by >= ``refine_min_solidity_gain``),
     or the whole was too big for one nucleus (> ``merge_max_total_area``) and the parts are convex.
     """
     from skimage.segmentation import watershed
@@ -1058,6 +1060,8 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
     sig_i = max(0.7, p["intensity_sigma_diameters"] * d)
     seam_h = float(p["refine_seam_h"])
     seam_ratio = float(p["refine_seam_max_ratio"])
+    small_min = float(p["refine_small_nucleus_min_area"]) * typical_area
+    small_sol = float(p["refine_small_nucleus_solidity"])
     pad = 2
     out = labels.copy()
     nxt = n + 1
@@ -1085,8 +1089,10 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
         parts = None
         if k >= 2:
             parts = watershed(-f, mk, mask=m)
-            # parts too small to be a nucleus go back to their largest neighbour (iteratively)
-            parts = _absorb_small(parts, min_part)
+            # parts too small to be a nucleus go back to their largest neighbour (iteratively), except a
+            # small nucleus with its own convex outline pressed on a convex nucleus (not a lobe)
+            keep = _small_nuclei(parts, small_min, min_part, small_sol, p["refine_min_solidity_gain"])
+            parts = _absorb_small(parts, min_part, keep)
             if parts.max() == 0 or len(np.unique(parts[parts > 0])) < 2:
                 parts = None
         if parts is None and seam_h > 0:
@@ -1358,17 +1364,51 @@ def _separate_pieces(labels: np.ndarray, pieces: np.ndarray, flt: np.ndarray, mi
     return out
 
 
-def _absorb_small(parts: np.ndarray, min_area: float) -> np.ndarray:
-    """Merge watershed parts smaller than ``min_area`` into the neighbour they share most boundary with."""
+def _small_nuclei(parts: np.ndarray, min_area: float, max_area: float, min_sol: float,
+                  notch: float) -> set[int]:
+    """Parts of a re-split object that are small nuclei, not lobes: at least ``min_area`` and below
+    ``max_area`` px (lobe-sized), convex (solidity >= ``min_sol``), and pressed on a neighbour (the one they
+    share most boundary with) that is a convex nucleus of at least ``max_area`` px, their union being
+    notched (solidity below the less solid of the two by >= ``notch``): two complete outlines touching.
+    ``min_area`` 0 = off."""
+    out: set[int] = set()
+    if min_area <= 0:
+        return out
+    ids, cnt = np.unique(parts[parts > 0], return_counts=True)
+    area = dict(zip(ids.tolist(), cnt.tolist()))
+    sol: dict[int, float] = {}
+    for j in ids[(cnt >= min_area) & (cnt < max_area)].tolist():
+        mj = parts == j
+        ring = ndi.binary_dilation(mj, structure=np.ones((3, 3), bool)) & (parts > 0) & ~mj
+        if not ring.any():
+            continue
+        nb, c = np.unique(parts[ring], return_counts=True)
+        b = int(nb[np.argmax(c)])
+        if area[b] < max_area:
+            continue
+        for q in (j, b):
+            if q not in sol:
+                sol[q] = _solidity(parts == q)
+        if min(sol[j], sol[b]) < min_sol:
+            continue
+        if _solidity(mj | (parts == b)) <= min(sol[j], sol[b]) - notch:
+            out.add(j)
+    return out
+
+
+def _absorb_small(parts: np.ndarray, min_area: float, keep: set[int] | None = None) -> np.ndarray:
+    """Merge watershed parts smaller than ``min_area`` into the neighbour they share most boundary with
+    (parts in ``keep`` are never merged away)."""
     parts = parts.copy()
+    keep = keep or set()
     while True:
         ids, cnt = np.unique(parts[parts > 0], return_counts=True)
         if len(ids) < 2:
             return parts
-        small = ids[cnt < min_area]
-        if small.size == 0:
+        sel = (cnt < min_area) & ~np.isin(ids, list(keep))
+        if not sel.any():
             return parts
-        j = int(small[np.argmin(cnt[cnt < min_area])])
+        j = int(ids[sel][np.argmin(cnt[sel])])
         ring = ndi.binary_dilation(parts == j, structure=np.ones((3, 3), bool)) & (parts > 0) & (parts != j)
         if not ring.any():
             return parts

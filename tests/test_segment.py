@@ -598,6 +598,39 @@ def test_refine_keeps_a_four_lobed_nucleus_of_one_nucleus_area_whole():
     assert len(np.unique(out[out > 0])) == 2
 
 
+def test_refine_keeps_a_small_convex_nucleus_pressed_on_a_large_one():
+    # a small nucleus (0.36 typical areas, lobe-sized) pressed on a large convex one (1.44): two complete
+    # convex outlines, the union notched -> two nuclei; with the rule off the small one is absorbed
+    shape = (80, 100)
+    big, small = _disc(shape, 40, 40, 12), _disc(shape, 40, 57, 6)
+    out = _refine_one(big | small)
+    assert len(np.unique(out[out > 0])) == 2
+    lb = np.bincount(out[small & ~big]).argmax()
+    assert lb != np.bincount(out[big & ~small]).argmax()
+    assert np.mean(out[small & ~big] == lb) > 0.9
+    off = _refine_one(big | small, refine_small_nucleus_min_area=0.0)
+    assert len(np.unique(off[off > 0])) == 1
+
+
+def test_small_nucleus_rule_leaves_lobes_and_bumps_alone():
+    shape = (80, 100)
+    ta = np.pi * 20 * 20 / 4
+    # a lobe next to the rest of its lobulated nucleus (two lobes: notched) is not a small nucleus
+    lobes = [_disc(shape, 40, 30 + 9 * k, 6) for k in range(3)]
+    parts = np.zeros(shape, np.int32)
+    parts[lobes[1] | lobes[2]] = 2
+    parts[lobes[0] & (parts == 0)] = 1
+    assert S._small_nuclei(parts, 0.2 * ta, 0.4 * ta, 0.93, 0.03) == set()
+    # a convex bump on a big round nucleus (the union not notched) is a piece of it: absorbed
+    out = _refine_one(_disc(shape, 40, 40, 12) | _disc(shape, 40, 50, 7))
+    assert len(np.unique(out[out > 0])) == 1
+    # the same kind of parts as a small nucleus pressed on a big one: kept; rule off: none
+    big, small = _disc(shape, 40, 40, 12), _disc(shape, 40, 57, 6)
+    parts = np.where(big, 1, np.where(small, 2, 0)).astype(np.int32)
+    assert S._small_nuclei(parts, 0.2 * ta, 0.4 * ta, 0.93, 0.03) == {2}
+    assert S._small_nuclei(parts, 0.0, 0.4 * ta, 0.93, 0.03) == set()
+
+
 def test_refine_parameters_are_validated(tmp_path):
     with pytest.raises(FishcountError, match="refine_max_solidity"):
         S.load_segment_defaults(_write_defaults(
