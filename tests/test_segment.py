@@ -1046,6 +1046,33 @@ def test_shape_props_equal_regionprops():
     assert [props3["solidity"][i] for i in range(n)] == [sol.get(lb, 1.0) for lb in props3["label"]]
 
 
+def test_label_grid_collapses_repeated_rows_and_columns():
+    small = np.array([[0, 1, 1, 2], [3, 3, 0, 2], [3, 0, 0, 0]], np.int32)
+    lab = np.repeat(np.repeat(small, [2, 1, 3], axis=0), [1, 3, 2, 2], axis=1)
+    grid, ry, rx = S._label_grid(lab)
+    np.testing.assert_array_equal(grid, small)
+    assert ry.tolist() == [0, 0, 1, 2, 2, 2] and rx.tolist() == [0, 1, 1, 1, 2, 2, 3, 3]
+    np.testing.assert_array_equal(grid[ry][:, rx], lab)
+
+
+@pytest.mark.parametrize("shape, n", [((60, 70), 6), ((10, 3), 30)])  # few labels / more labels than columns
+def test_grid_moments_equal_regionprops_on_enlarged_labels(shape, n):
+    from skimage.measure import regionprops_table
+
+    rng = np.random.default_rng(n)
+    small = rng.integers(0, n + 1, shape).astype(np.int32)
+    small[small == 0] = 0
+    lab = np.repeat(np.repeat(small, rng.integers(1, 4, shape[0]), axis=0), rng.integers(1, 4, shape[1]), axis=1)
+    m = int(lab.max())
+    cy, cx, ecc, area = S._centroid_eccentricity_grid(*S._label_grid(lab), m)
+    ref = regionprops_table(lab, properties=("label", "area", "centroid", "eccentricity"))
+    lb = ref["label"]
+    np.testing.assert_array_equal(area[lb], ref["area"])
+    np.testing.assert_allclose(cy[lb], ref["centroid-0"], rtol=1e-12)
+    np.testing.assert_allclose(cx[lb], ref["centroid-1"], rtol=1e-12)
+    np.testing.assert_allclose(ecc[lb], ref["eccentricity"], rtol=1e-9, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
 @pytest.mark.parametrize("k", [2, 3, 5, 16])
 def test_block_mean_is_bit_identical_to_the_two_axis_mean(dtype, k):
