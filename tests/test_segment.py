@@ -1058,6 +1058,21 @@ def test_percentiles_equal_numpy(dtype):
     assert S._percentiles(flat, (0.5, 99.8)) == (7.0, 7.0)
 
 
+@pytest.mark.parametrize("shape, target", [((64, 80), (37, 45)), ((50, 40), (117, 93)), ((9, 300), (8, 171))])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_zoom_linear_equals_ndi_zoom(shape, target, dtype):
+    img = np.random.default_rng(sum(shape)).gamma(2.0, 500.0, shape).astype(dtype)
+    ref = ndi.zoom(img.astype(np.float32), (target[0] / shape[0], target[1] / shape[1]), order=1,
+                   grid_mode=True, mode="nearest")
+    got = S._zoom_linear(img, target)
+    assert got.dtype == np.float32 and got.shape == ref.shape == target
+    np.testing.assert_allclose(got, ref, rtol=0, atol=4 * np.spacing(np.float32(img.max())))
+    # a linear ramp is reproduced exactly inside (linear interpolation of a linear function)
+    ramp = np.add.outer(np.arange(20.0), 2 * np.arange(30.0)).astype(np.float32)
+    z = S._zoom_linear(ramp, (10, 15))
+    np.testing.assert_allclose(z, np.add.outer(np.arange(10) * 2 + 0.5, 4 * np.arange(15) + 1.0), atol=1e-5)
+
+
 def test_fill_holes_equals_binary_fill_holes():
     rng = np.random.default_rng(0)
     ring = np.zeros((7, 7), bool)
