@@ -244,6 +244,21 @@ def _as_2d_float(dapi: Any, source: str) -> np.ndarray:
     return out
 
 
+def _whole_uint16(img: np.ndarray) -> np.ndarray:
+    """``img`` as uint16 when it is a float32 image of whole numbers in [0, 65535] (e.g. camera counts
+    read as float32), else ``img`` itself.
+
+    The values are the same, so every result is the same; the exact integer paths (block means, the
+    percentile histogram) then apply, which are 3-5x faster than their float versions.
+    """
+    if img.dtype != np.float32 or img.size == 0:
+        return img
+    if not (float(img.min()) >= 0.0 and float(img.max()) <= 65535.0):
+        return img
+    u = img.astype(np.uint16)
+    return u if np.array_equal(u, img) else img
+
+
 def _norm_range(img: np.ndarray) -> tuple[float, float] | None:
     """Robust intensity range (0.5th, 99.8th percentile) of an image, None when it is flat."""
     sample = img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)]
@@ -1949,6 +1964,7 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
     if saturation_value is None and np.issubdtype(raw.dtype, np.integer):
         saturation_value = float(np.iinfo(raw.dtype).max)
     nd_um = DEFAULT_NUCLEUS_DIAMETER_UM if nucleus_diameter_um is None else float(nucleus_diameter_um)
+    exact = _whole_uint16(img)  # the same values; 16-bit fast paths for float fields of camera counts
     if diameter_px is not None:
         if not (np.isfinite(diameter_px) and diameter_px > 1):
             raise InputError(source, f"diameter_px must be > 1 pixel, got {diameter_px}")
@@ -1961,7 +1977,7 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
             raise InputError(source, f"nuclei would be {d:.1f} px wide at {pixel_size_um} µm/px: "
                                      "check the pixel size (µm, not nm)")
     else:
-        d, d_src = estimate_nucleus_diameter(img), "estimated from image"
+        d, d_src = estimate_nucleus_diameter(exact), "estimated from image"
     used = {"backend": backend, "nucleus_diameter_um": nd_um if d_src == "pixel size" else None,
             "diameter_px": d, "diameter_source": d_src, "saturation_value": saturation_value,
             "qc": qc_p, "message": ""}
@@ -1975,14 +1991,14 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
             used["classical"] = {**CLASSICAL_DEFAULTS, **params}
         else:
             used[backend] = dict(params)
-        labels = np.asarray(func(img, d, **params))
+        labels = np.asarray(func(exact if backend == "classical" else img, d, **params))
         if labels.shape != img.shape:
             raise FishcountError(f"backend {backend!r}", f"returned labels of shape {labels.shape}, "
                                  f"expected {img.shape}")
         labels = labels.astype(np.int32, copy=False)
         if labels.max() == 0:
             used["message"] = "no nuclei found"
-    table = _qc_table(img, labels, pixel_size_um, d if np.isfinite(d) else 1.0, saturation_value, qc_p)
+    table = _qc_table(exact, labels, pixel_size_um, d if np.isfinite(d) else 1.0, saturation_value, qc_p)
     return Segmentation(labels=labels, qc=table, pixel_size_um=pixel_size_um, diameter_px=float(d),
                         diameter_source=d_src, params=used)
 

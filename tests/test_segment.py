@@ -1073,6 +1073,23 @@ def test_zoom_linear_equals_ndi_zoom(shape, target, dtype):
     np.testing.assert_allclose(z, np.add.outer(np.arange(10) * 2 + 0.5, 4 * np.arange(15) + 1.0), atol=1e-5)
 
 
+def test_whole_number_float_fields_take_the_16_bit_path_with_the_same_results():
+    counts = np.random.default_rng(5).integers(0, 4000, (64, 64)).astype(np.float32)
+    u = S._whole_uint16(counts)
+    assert u.dtype == np.uint16 and np.array_equal(u, counts)
+    for not_counts in (counts + 0.5, counts - 1.0, counts * 20.0):  # fractions, negatives, above 65535
+        assert S._whole_uint16(not_counts) is not_counts
+    assert S._percentiles(u, (0.5, 99.8)) == tuple(float(v) for v in np.percentile(counts, (0.5, 99.8)))
+    np.testing.assert_array_equal(S._block_mean(u, 3), S._block_mean(counts, 3))
+    # a field of whole-number floats segments exactly as the same field in uint16
+    img, _ = _disc_field((160, 170), r=10.0, n=8, seed=2)
+    img16 = np.round(img * 1000 + 100).astype(np.uint16)
+    a = S.segment_nuclei(img16, diameter_px=20.0)
+    b = S.segment_nuclei(img16.astype(np.float32), diameter_px=20.0, saturation_value=65535.0)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    pd.testing.assert_frame_equal(a.qc, b.qc)
+
+
 def test_fill_holes_equals_binary_fill_holes():
     rng = np.random.default_rng(0)
     ring = np.zeros((7, 7), bool)
