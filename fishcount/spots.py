@@ -112,7 +112,7 @@ def enhance_spots(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.ascontiguousarray(_dog(img, sigma_px, 0)[0])
 
 
-def _dog(img: np.ndarray, sigma_px: float, border: int) -> tuple[np.ndarray, np.ndarray]:
+def _dog(img: np.ndarray, sigma_px: float, border: int, zero_floor: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The difference of Gaussians of :func:`enhance_spots`, written into a ``-inf``-bordered buffer.
 
     Value for value ``gaussian_filter(img, s) - gaussian_filter(that, 1.249 s)`` (``truncate=3``,
@@ -131,7 +131,7 @@ def _dog(img: np.ndarray, sigma_px: float, border: int) -> tuple[np.ndarray, np.
     h, w = img.shape
     s2 = sigma_px * math.sqrt(DOG_RATIO**2 - 1)
     if _dct_fast(h) and _dct_fast(w):
-        return _dog_dct(img, sigma_px, s2, border)
+        return _dog_dct(img, sigma_px, s2, border, zero_floor)
     a = _padded_like(img.shape)
     a[...] = img
     b = _padded_like(img.shape)
@@ -184,7 +184,8 @@ def _dog_gain(h: int, w: int, s1: float, s2: float) -> np.ndarray:
     return gain
 
 
-def _dog_dct(img: np.ndarray, s1: float, s2: float, border: int) -> tuple[np.ndarray, np.ndarray]:
+def _dog_dct(img: np.ndarray, s1: float, s2: float, border: int,
+             zero_floor: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_dog` through the DCT-II: about twice as fast as the four Gaussian passes at 1024 x 1024.
 
     ``G(s1) - G(s2) G(s1)`` with reflect borders is one linear filter, diagonal in the DCT-II basis
@@ -192,7 +193,8 @@ def _dog_dct(img: np.ndarray, s1: float, s2: float, border: int) -> tuple[np.nda
     inverse DCT, all in place in the ``-inf``-bordered output buffer (padded row stride). Equal to the
     pass-by-pass result up to float32 rounding (simulated 1024 x 1024 probe channel, max 1739: both within
     9e-5 of the float64 filter, RMS error 3e-6 vs 6e-6 for the passes). Values within 2^-22 of the image's
-    largest magnitude (below its float32 resolution) are set to 0.
+    largest magnitude (below its float32 resolution) are set to 0 (:func:`_zero_floor`; with
+    ``zero_floor=False`` the caller does it when it matters).
     """
     h, w = img.shape
     wb = w + 2 * border
@@ -215,11 +217,23 @@ def _dog_dct(img: np.ndarray, s1: float, s2: float, border: int) -> tuple[np.nda
         out = sp_fft.idct(resp, type=2, axis=axis, overwrite_x=True, workers=1)
         if not _same_view(out, resp):
             resp[...] = out
-    # the transform spreads float32 rounding (~1e-8 of the largest value) over flat regions, where the
-    # passes give exact zeros; a noise-free background must stay exactly 0 for the noise estimate
-    tol = np.float32(2.0**-22) * np.float32(max(abs(float(img.max())), abs(float(img.min())), 0.0))
-    resp[np.abs(resp) <= tol] = 0.0
+    if zero_floor:
+        _zero_floor(resp, img)
     return resp, buf
+
+
+def _rounding_floor(img: np.ndarray) -> np.float32:
+    """2^-22 of the image's largest magnitude: the size of the DCT path's float32 rounding (~1e-8 of it)."""
+    return np.float32(2.0**-22) * np.float32(max(abs(float(img.max())), abs(float(img.min())), 0.0))
+
+
+def _zero_floor(resp: np.ndarray, img: np.ndarray) -> None:
+    """Set response values within :func:`_rounding_floor` of 0 to exactly 0, in place.
+
+    The transform spreads float32 rounding over flat regions, where the passes give exact zeros; a
+    noise-free background must stay exactly 0 for the noise estimate (MAD 0 -> standard deviation).
+    """
+    resp[np.abs(resp) <= _rounding_floor(img)] = 0.0
 
 
 def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
@@ -458,9 +472,14 @@ def _candidates_2d(image, sigma_px, labels, *, min_snr, snap_px) -> tuple[dict[s
     if img.ndim != 2:
         raise ValueError(f"find_candidates needs a 2-D image, got shape {img.shape}")
     rad = max(1, int(round(sigma_px)))
-    response, buf = _dog(img, sigma_px, rad)
+    response, buf = _dog(img, sigma_px, rad, zero_floor=False)
     mask = labels > 0 if labels is not None else None
     noise = noise_level(response, mask)
+    if _dct_fast(img.shape[0]) and _dct_fast(img.shape[1]) and noise <= 1024 * _rounding_floor(img):
+        # a (nearly) noise-free image: rounding-level values would set the noise level; zero them as the
+        # passes do (with noise above this, values within the floor are < 1/1000 noise: never candidates)
+        _zero_floor(response, img)
+        noise = noise_level(response, mask)
     h, w = response.shape
     yy, xx = _local_maxima(response, min_snr * noise, rad, buf)
     ys, xs = _subpixel(response, yy, xx) if yy.size else (yy.astype(float), xx.astype(float))

@@ -508,3 +508,21 @@ def test_row_median_equals_numpy_median(dtype, n):
     if np.issubdtype(dtype, np.floating) and n > 1:
         v[2, 1] = np.nan
         assert np.array_equal(_row_median(v), np.median(v, axis=1), equal_nan=True)
+
+
+def test_dct_path_keeps_a_noise_free_background_exactly_zero(monkeypatch):
+    import fishcount.spots as spots_mod
+    from fishcount.spots import find_candidates
+
+    yy, xx = np.mgrid[:64, :80]  # 5-smooth sides: the DCT path
+    img = 100 + 500 * np.exp(-((yy - 30.3) ** 2 + (xx - 20.6) ** 2) / (2 * 1.5**2))
+    cand, noise, resp = find_candidates(img, 1.5, return_response=True)
+    assert (resp[:, 50:] == 0).all()  # far from the spot: exact zeros, as the Gaussian passes give
+    assert len(cand[cand.snr >= 5]) == 1
+    # with noise the floor is never reached: the same candidates as the Gaussian passes
+    noisy = img + np.random.default_rng(0).normal(0, 5, img.shape)
+    a, _ = find_candidates(noisy, 1.5)
+    monkeypatch.setattr(spots_mod, "_dct_fast", lambda n: False)
+    b, _ = find_candidates(noisy, 1.5)
+    assert len(a) == len(b) > 10
+    np.testing.assert_allclose(a[["y", "x", "snr"]].to_numpy(), b[["y", "x", "snr"]].to_numpy(), rtol=1e-4)
