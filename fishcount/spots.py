@@ -115,9 +115,11 @@ def enhance_spots(image: np.ndarray, sigma_px: float) -> np.ndarray:
 def _dog(img: np.ndarray, sigma_px: float, border: int, zero_floor: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The difference of Gaussians of :func:`enhance_spots`, written into a ``-inf``-bordered buffer.
 
-    Value for value ``gaussian_filter(img, s) - gaussian_filter(that, 1.249 s)`` (``truncate=3``,
-    ``mode="reflect"``, float32), computed pass by pass as ``gaussian_filter`` does but in buffers with
-    a padded row stride (:func:`_padded_like`) and only three image-sized buffers. The result lands
+    ``gaussian_filter(img, s) - gaussian_filter(that, 1.249 s)`` (``truncate=3``, ``mode="reflect"``,
+    float32). Images whose sides are both 5-smooth go through the DCT (:func:`_dog_dct`, equal to float32
+    rounding; ``zero_floor``: see there); the others value for value, pass by pass as
+    ``gaussian_filter`` does but in buffers with a padded row stride (:func:`_padded_like`) and only
+    three image-sized buffers. The result lands
     inside a buffer with ``border`` rows and columns of ``-inf`` around it, ready for the flat-index
     neighbour gathers of :func:`_local_maxima`.
 
