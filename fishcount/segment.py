@@ -699,14 +699,21 @@ def _label_mean(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     Counts and sums in the same blocks of 256 rows (no full-size temporaries; the same sums, in the same
     order, as :func:`_label_sum`).
     """
+    cnt, tot = _label_count_sum(values, labels, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tot / cnt
+
+
+def _label_count_sum(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label pixel counts and sums, two (n + 1,) float64 arrays, in blocks of 256 rows (the blocks and
+    order of :func:`_label_sum`, so the sums are the same to the bit)."""
     cnt = np.zeros(n + 1)
     tot = np.zeros(n + 1)
     for r0 in range(0, labels.shape[0], 256):
         lab = labels[r0: r0 + 256].ravel().astype(np.intp, copy=False)
         cnt += np.bincount(lab, minlength=n + 1)
         tot += np.bincount(lab, weights=values[r0: r0 + 256].ravel(), minlength=n + 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return tot / cnt
+    return cnt, tot
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -1663,12 +1670,16 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     lab_rim = np.where(fg, lab, ndi.grey_dilation(lab, size=(2 * rim + 1, 2 * rim + 1)))
     energy = _label_mean(dog, lab_rim, n)[1:]
     del dog
-    inside = _label_mean(work, lab, n)[1:]
     lab_ring = ndi.grey_dilation(lab, size=(2 * ring + 1, 2 * ring + 1))
-    lab_ring[lab_rim > 0] = 0
-    counts = np.bincount(lab_ring.ravel(), minlength=n + 1)[1:]
+    # one pass for the inside (labels 1..n) and the ring (n + 1 + label) sums: the same per-bin sums
+    in_ring = (lab_ring > 0) & (lab_rim == 0)
+    key = lab.astype(np.intp)
+    key[in_ring] = lab_ring[in_ring].astype(np.intp) + (n + 1)
+    cnt, tot = _label_count_sum(work, key, 2 * n + 1)
+    counts = cnt[n + 2:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        bg = _label_sum(work, lab_ring, n)[1:] / counts  # = _label_mean without counting again
+        inside = tot[1: n + 1] / cnt[1: n + 1]
+        bg = tot[n + 2:] / counts
     if (counts == 0).any():  # the field's median background, only needed for a nucleus with no ring
         glob_bg = float(np.median(work[~fg])) if (~fg).any() else 0.0
         bg = np.where(counts > 0, bg, glob_bg)
