@@ -112,7 +112,8 @@ def enhance_spots(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.ascontiguousarray(_dog(img, sigma_px, 0)[0])
 
 
-def _dog(img: np.ndarray, sigma_px: float, border: int, zero_floor: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _dog(img: np.ndarray, sigma_px: float, border: int, zero_floor: bool = True,
+         dct: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The difference of Gaussians of :func:`enhance_spots`, written into a ``-inf``-bordered buffer.
 
     ``gaussian_filter(img, s) - gaussian_filter(that, 1.249 s)`` (``truncate=3``, ``mode="reflect"``,
@@ -132,7 +133,7 @@ def _dog(img: np.ndarray, sigma_px: float, border: int, zero_floor: bool = True)
     """
     h, w = img.shape
     s2 = sigma_px * math.sqrt(DOG_RATIO**2 - 1)
-    if _dct_fast(h) and _dct_fast(w):
+    if _use_dct(img) if dct is None else dct:
         return _dog_dct(img, sigma_px, s2, border, zero_floor)
     a = _padded_like(img.shape)
     a[...] = img
@@ -151,6 +152,12 @@ def _dog(img: np.ndarray, sigma_px: float, border: int, zero_floor: bool = True)
     ndi.gaussian_filter1d(b, s2, axis=1, truncate=3.0, output=resp)  # the wider Gaussian
     np.subtract(a, resp, out=resp)
     return resp, buf
+
+
+def _use_dct(img: np.ndarray) -> bool:
+    """Whether :func:`_dog` takes the DCT path: both sides 5-smooth and every value finite (through a
+    transform a NaN or an infinity would reach every pixel; the passes keep it local)."""
+    return _dct_fast(img.shape[0]) and _dct_fast(img.shape[1]) and math.isfinite(float(img.sum()))
 
 
 def _dct_fast(n: int) -> bool:
@@ -474,10 +481,11 @@ def _candidates_2d(image, sigma_px, labels, *, min_snr, snap_px) -> tuple[dict[s
     if img.ndim != 2:
         raise ValueError(f"find_candidates needs a 2-D image, got shape {img.shape}")
     rad = max(1, int(round(sigma_px)))
-    response, buf = _dog(img, sigma_px, rad, zero_floor=False)
+    dct = _use_dct(img)
+    response, buf = _dog(img, sigma_px, rad, zero_floor=False, dct=dct)
     mask = labels > 0 if labels is not None else None
     noise = noise_level(response, mask)
-    if _dct_fast(img.shape[0]) and _dct_fast(img.shape[1]) and noise <= 1024 * _rounding_floor(img):
+    if dct and noise <= 1024 * _rounding_floor(img):
         # a (nearly) noise-free image: rounding-level values would set the noise level; zero them as the
         # passes do (with noise above this, values within the floor are < 1/1000 noise: never candidates)
         _zero_floor(response, img)

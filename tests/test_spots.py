@@ -526,3 +526,10 @@ def test_dct_path_keeps_a_noise_free_background_exactly_zero(monkeypatch):
     b, _ = find_candidates(noisy, 1.5)
     assert len(a) == len(b) > 10
     np.testing.assert_allclose(a[["y", "x", "snr"]].to_numpy(), b[["y", "x", "snr"]].to_numpy(), rtol=1e-4)
+
+
+def test_enhance_spots_with_a_nan_stays_local_on_the_dct_sizes():
+    img = np.random.default_rng(2).gamma(2.0, 100.0, (64, 64)).astype(np.float32)
+    img[10, 10] = np.nan
+    resp = enhance_spots(img, 1.5)
+    assert np.isnan(resp[10, 10]) and np.isfinite(resp[40:, 40:]).all()  # as gaussian_filter: only nearby
