@@ -1677,8 +1677,8 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     lab_ring = ndi.grey_dilation(lab, size=(2 * ring + 1, 2 * ring + 1))
     # one pass for the inside (labels 1..n) and the ring (n + 1 + label) sums: the same per-bin sums
     in_ring = (lab_ring > 0) & (lab_rim == 0)
-    key = lab.astype(np.intp)
-    key[in_ring] = lab_ring[in_ring].astype(np.intp) + (n + 1)
+    key = lab.astype(np.uint16 if 2 * n + 1 < 65536 else np.int32)  # small: converted per block of rows
+    key[in_ring] = lab_ring[in_ring].astype(key.dtype) + key.dtype.type(n + 1)
     cnt, tot = _label_count_sum(work, key, 2 * n + 1)
     counts = cnt[n + 2:]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -1700,11 +1700,14 @@ def _label_grid(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """
     h, w = labels.shape
     new_row = np.ones(h, bool)
-    new_row[1:] = (labels[1:] != labels[:-1]).any(axis=1)
-    sub = labels[new_row]
     new_col = np.ones(w, bool)
-    new_col[1:] = (sub[:, 1:] != sub[:, :-1]).any(axis=0)
-    return sub[:, new_col], np.cumsum(new_row) - 1, np.cumsum(new_col) - 1
+    new_col[1:] = False
+    for r0 in range(0, h, 256):  # blocks of rows: small temporaries
+        blk = labels[r0: r0 + 257]
+        new_row[r0 + 1: r0 + blk.shape[0]] = (blk[1:] != blk[:-1]).any(axis=1)
+        new_col[1:] |= (blk[:, 1:] != blk[:, :-1]).any(axis=0)
+    grid = labels[np.ix_(np.flatnonzero(new_row), np.flatnonzero(new_col))]
+    return grid, np.cumsum(new_row) - 1, np.cumsum(new_col) - 1
 
 
 def _shape_props(labels: np.ndarray, n: int, diameter_px: float,
