@@ -21,6 +21,7 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
 #. Re-split objects too big or too notched for one nucleus: a marker search inside each one alone (a
    smaller ``h``); kept only when the parts are nucleus-sized (not lobes) and more convex than the whole.
    Then drop objects whose contrast over their surroundings is far below the field's typical object's.
+   Cut objects between two concavities of their outline (nuclei pressed side by side, no neck, no seam).
 #. Resample labels back to the field's shape (nearest neighbour).
 #. Measure each nucleus (area, shape, DAPI, focus, border, saturation) and decide ``scorable`` with
    an ``exclusion_reason`` from the thresholds in :data:`QC_DEFAULTS`.
@@ -87,6 +88,9 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "refine_seam_max_ratio": (float, 0.0, None), "dim_min_contrast": (float, 0.0, 1.0),
         "dim_reference_quantile": (float, 0.0, 1.0), "dim_ring_diameters": (float, 0.02, 2.0),
         "outline_rel": (float, 0.0, 1.0), "outline_core_rel": (float, 0.0, 1.0),
+        "concave_min_depth": (float, 0.0, 1.0), "concave_min_area": (float, 0.0, None),
+        "concave_max_solidity": (float, 0.0, 1.0), "concave_min_saliency": (float, 0.0, None),
+        "concave_part_solidity": (float, 0.0, 1.0),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
@@ -677,6 +681,8 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     labels = _drop_dim(labels, flt, d, p)
     # 7c. outlines at a fixed fraction of each object's own contrast (not of its neighbourhood's peak)
     labels = _tighten_outlines(labels, flt, d, p)
+    # 7d. cut objects between two concavities of their outline (nuclei pressed side by side)
+    labels = _concave_split(labels, d, p)
     # 8. back to the field's shape
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
@@ -1413,6 +1419,151 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) ->
     keep = _fill_holes(keep) & (labels > 0)
     out = np.where(keep, labels, 0).astype(np.int32)
     return _separate_pieces(out, out > 0, flt, min_part)
+
+
+def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
+    """Step 7d: cut objects between two concavities of their outline (nuclei pressed side by side).
+
+    Two nuclei pressed together along a flat contact have no neck in the distance transform and, when
+    equally bright, no dark seam; but the outline of the pair has a concavity at each end of the contact
+    line. For every object of at least ``concave_min_area`` nucleus areas that is not convex
+    (solidity below ``concave_max_solidity``), the concave points are the outline pixels deepest inside
+    the convex hull, one per hull defect at least ``concave_min_depth`` x d deep. Each pair of concave
+    points whose chord stays inside the object is a candidate cut, scored by its saliency (the smaller
+    depth over the chord length); the most salient cut is made when it is at least
+    ``concave_min_saliency``, both parts are nucleus-sized (>= ``refine_min_part_area`` nucleus areas,
+    so a lobe is never cut off), each is convex (solidity >= ``concave_part_solidity``) and together
+    they are more convex than the whole (``refine_min_solidity_gain``). Parts are cut again the same way
+    (clumps of 3). The nucleus area is the larger of the typical area (from d) and the field's median
+    object area (>= 5 objects). 0 for ``concave_min_depth`` = off.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        (Y, X) int labels at the working scale, 0 = background.
+    d : float
+        Typical nucleus diameter at the working scale, px.
+    p : dict
+        Classical parameters (``concave_*``, ``refine_min_part_area``, ``refine_min_solidity_gain``).
+
+    Returns
+    -------
+    np.ndarray
+        (Y, X) int32 labels (not renumbered).
+    """
+    depth_t = float(p["concave_min_depth"]) * d
+    if depth_t <= 0:
+        return labels
+    n = int(labels.max())
+    if n == 0:
+        return labels
+    typical_area = math.pi * d * d / 4.0
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    if np.count_nonzero(area[1:]) >= 5:
+        # nucleus-sized is judged against the field's own objects when they are larger than d says (the
+        # scale estimate of blurred tissue images is low: their nuclei look like big notched clumps)
+        typical_area = max(typical_area, float(np.median(area[1:][area[1:] > 0])))
+    min_area = float(p["concave_min_area"]) * typical_area
+    min_part = float(p["refine_min_part_area"]) * typical_area
+    max_sol = float(p["concave_max_solidity"])
+    out = labels.astype(np.int32, copy=True)
+    nxt = n + 1
+    pad = 2
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None or area[i] < max(min_area, 2 * min_part):
+            continue
+        y0, y1 = max(0, sl[0].start - pad), min(labels.shape[0], sl[0].stop + pad)
+        x0, x1 = max(0, sl[1].start - pad), min(labels.shape[1], sl[1].stop + pad)
+        sub = out[y0:y1, x0:x1]
+        stack = [sub == i]
+        pieces = []
+        while stack:
+            m = stack.pop()
+            cut = _concave_cut(m, depth_t, min_part, max_sol, p) if m.sum() >= max(min_area, 2 * min_part) \
+                else None
+            if cut is None:
+                pieces.append(m)
+            else:
+                stack += list(cut)
+        for m in pieces[1:]:
+            sub[m] = nxt
+            nxt += 1
+    return out
+
+
+def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
+                 p: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The best cut of bool mask ``m`` between two concave points (see :func:`_concave_split`), or None."""
+    from skimage.draw import line
+    from skimage.morphology import convex_hull_image
+
+    a = int(m.sum())
+    hull = convex_hull_image(m)
+    sol = a / max(int(hull.sum()), a)
+    if sol >= max_sol:
+        return None
+    defect = hull & ~m
+    lab, k = ndi.label(defect, structure=np.ones((3, 3), bool))
+    if k < 2:
+        return None
+    dth = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
+    bnd = m & ~ndi.binary_erosion(m)
+    near = ndi.grey_dilation(lab, size=(3, 3))
+    sel = bnd & (near > 0)
+    if not sel.any():
+        return None
+    ys, xs = np.nonzero(sel)
+    cid, dep = near[ys, xs], dth[ys, xs]
+    pts = []
+    for c in range(1, k + 1):
+        j = np.flatnonzero(cid == c)
+        if j.size == 0:
+            continue
+        jj = j[np.argmax(dep[j])]
+        if dep[jj] >= depth_t:
+            pts.append((float(dep[jj]), int(ys[jj]), int(xs[jj])))
+    if len(pts) < 2:
+        return None
+    best = None
+    for u in range(len(pts)):
+        for v in range(u + 1, len(pts)):
+            (da, ya, xa), (db, yb, xb) = pts[u], pts[v]
+            length = math.hypot(ya - yb, xa - xb)
+            if length < 1:
+                continue
+            sal = min(da, db) / length
+            if sal < p["concave_min_saliency"] or (best is not None and sal <= best[0]):
+                continue
+            rr, cc = line(ya, xa, yb, xb)
+            if np.mean(m[rr, cc]) < 0.9:
+                continue  # the chord leaves the object: not a cut through it
+            cutm = np.zeros_like(m)
+            cutm[rr, cc] = True
+            cutm = ndi.binary_dilation(cutm, structure=np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)) & m
+            parts, np_ = ndi.label(m & ~cutm)
+            if np_ < 2:
+                continue
+            sz = np.bincount(parts.ravel())
+            sz[0] = 0
+            order = np.argsort(sz)[::-1]
+            if sz[order[1]] < min_part:
+                continue
+            pa, pb = parts == order[0], parts == order[1]
+            rest = m & ~pa & ~pb
+            if rest.any():  # cut pixels and crumbs go to the nearer part
+                da_ = ndi.distance_transform_edt(~pa)
+                db_ = ndi.distance_transform_edt(~pb)
+                pa = pa | (rest & (da_ <= db_))
+                pb = m & ~pa
+            sa, sb = _solidity(pa), _solidity(pb)
+            if min(sa, sb) < p["concave_part_solidity"]:
+                continue
+            if (sa * pa.sum() + sb * pb.sum()) / a - sol < p["refine_min_solidity_gain"]:
+                continue  # the parts must be more convex than the whole (as in step 7)
+            best = (sal, pa, pb)
+    if best is None:
+        return None
+    return best[1], best[2]
 
 
 def _separate_pieces(labels: np.ndarray, pieces: np.ndarray, flt: np.ndarray, min_part: float) -> np.ndarray:

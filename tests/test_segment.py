@@ -164,7 +164,7 @@ def test_too_small_and_clump_reasons():
     img = _render([(m, 0.8) for m in singles] + [(speck, 0.8), (clump, 0.8)], shape)
     # splitting switched off (huge h, no re-split): the fused pair stays one object, twice a nucleus' area
     seg = segment_nuclei(img, diameter_px=28, qc={"min_area_fraction": 0.3}, h_diameters=10.0,
-                         refine_min_area=0.0, refine_max_solidity=0.0)
+                         refine_min_area=0.0, refine_max_solidity=0.0, concave_min_depth=0.0)
     qc = seg.qc.set_index("label")
     lc = np.bincount(seg.labels[clump]).argmax()
     assert seg.labels[speck].max() == 0 or "too_small" in qc.loc[seg.labels[speck].max(), "exclusion_reason"]
@@ -179,7 +179,7 @@ def test_too_small_and_clump_reasons():
         v = -(yy - 60) * np.sin(ang) + (xx - 60) * np.cos(ang)
         star |= (np.abs(u) < 4) & (np.abs(v) < 30)
     seg2 = segment_nuclei(_render([(star, 0.8)], (120, 120), blur=0.7), diameter_px=40, h_diameters=10.0,
-                          refine_min_area=0.0, refine_max_solidity=0.0)
+                          refine_min_area=0.0, refine_max_solidity=0.0, concave_min_depth=0.0)
     assert seg2.n_nuclei == 1 and "clump" in seg2.qc["exclusion_reason"].iloc[0]
 
 
@@ -1347,3 +1347,54 @@ def test_large_notched_single_nucleus_is_scorable_a_pressed_pair_is_a_clump():
     # with the residual threshold at 0 no evidence is needed: area and solidity alone (the earlier rule)
     old = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "clump_ellipse_residual": 0.0})
     assert (old.set_index("label").loc[7:9, "exclusion_reason"] == "clump").all()
+
+
+def _ellipse(shape, cy, cx, a, b):
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return ((yy - cy) / a) ** 2 + ((xx - cx) / b) ** 2 <= 1
+
+
+def _concave_labels(mask, **over):
+    """Step 7d on one object at the working scale (d = 20 px); number of labels out and the labels."""
+    out = S._concave_split(mask.astype(np.int32), 20.0, {**S.CLASSICAL_DEFAULTS, **over})
+    return len(np.unique(out[out > 0])), out
+
+
+def test_concave_split_cuts_two_ellipses_pressed_side_by_side():
+    # two 30x16 px ellipses pressed side by side (centres 10 px apart): the distance transform of the
+    # pair has a single maximum (step 7 leaves it whole) and the DAPI is flat (no seam), but the outline
+    # has a concavity at each end of the contact line -> two nuclei, cut along the contact line
+    shape = (80, 80)
+    a, b = _ellipse(shape, 40, 35, 15, 8), _ellipse(shape, 40, 45, 15, 8)
+    pair = a | b
+    dt = ndi.gaussian_filter(ndi.distance_transform_edt(pair).astype(np.float32), 20 / 24)
+    assert ndi.label(S.h_maxima(np.where(pair, dt, 0).astype(np.float32), 0.4) & pair)[1] == 1
+    p = dict(S.CLASSICAL_DEFAULTS)
+    r7 = S._refine_split(pair.astype(np.int32), pair.astype(np.float32), 20.0, p)
+    assert len(np.unique(r7[r7 > 0])) == 1
+    k, out = _concave_labels(pair)
+    assert k == 2
+    left, right = np.unique(out[30:51, 30:37]), np.unique(out[30:51, 43:50])
+    assert len(left) == 1 and len(right) == 1 and left[0] != right[0]
+    assert _concave_labels(pair, concave_min_depth=0.0)[0] == 1  # switched off
+
+
+def test_concave_split_keeps_single_lobed_and_bean_shaped_nuclei_whole():
+    shape = (80, 80)
+    one = _ellipse(shape, 40, 40, 16, 11)  # one large ellipse, 1.8 typical areas: no concavity
+    lobed = _three_lobed(shape, 40, 40, lobe_r=7, step=7)  # concavities between lobes < 0.4 typical areas
+    bean = _ellipse(shape, 40, 40, 16, 11) & ~_disc(shape, 40, 54, 7)  # one concavity only
+    for m in (one, lobed, bean):
+        assert _concave_labels(m)[0] == 1
+    # two shallow dents facing each other across a large nucleus: the halves are no more convex than the
+    # whole (and the chord is long for the depth), so it stays whole
+    dented = one & ~_disc(shape, 40, 55, 6) & ~_disc(shape, 40, 25, 6)
+    assert S._solidity(dented) < 0.95
+    assert _concave_labels(dented)[0] == 1
+    assert _concave_labels(dented, concave_min_saliency=0.01)[0] == 1
+
+
+def test_concave_split_parameters_are_validated(tmp_path):
+    with pytest.raises(FishcountError, match="concave_part_solidity"):
+        S.load_segment_defaults(_write_defaults(
+            tmp_path, ("concave_part_solidity = 0.9", "concave_part_solidity = 1.5")))
