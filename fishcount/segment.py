@@ -1469,11 +1469,21 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
     out = labels.astype(np.int32, copy=True)
     nxt = n + 1
     pad = 2
+    cand = []
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None or area[i] < max(min_area, 2 * min_part):
             continue
         y0, y1 = max(0, sl[0].start - pad), min(labels.shape[0], sl[0].stop + pad)
         x0, x1 = max(0, sl[1].start - pad), min(labels.shape[1], sl[1].stop + pad)
+        m = labels[y0:y1, x0:x1] == i
+        if area[i] / _octagon_area(m) < max_sol + 0.02:  # else solidity >= area / octagon: convex
+            cand.append((i, y0, y1, x0, x1, m))
+    if not cand:
+        return labels
+    hulls = _hull_pixel_counts([c[5] for c in cand])  # all candidates' solidity at once
+    for (i, y0, y1, x0, x1, m), hc in zip(cand, hulls):
+        if area[i] / max(int(hc), int(area[i])) >= max_sol:
+            continue
         sub = out[y0:y1, x0:x1]
         stack = [sub == i]
         pieces = []
@@ -1500,8 +1510,6 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     a = int(m.sum())
     hull = convex_hull_image(m)
     sol = a / max(int(hull.sum()), a)
-    if sol >= max_sol:
-        return None
     defect = hull & ~m
     lab, k = ndi.label(defect, structure=np.ones((3, 3), bool))
     if k < 2:
@@ -1524,43 +1532,47 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
             pts.append((float(dep[jj]), int(ys[jj]), int(xs[jj])))
     if len(pts) < 2:
         return None
-    best = None
+    cands = []
     for u in range(len(pts)):
         for v in range(u + 1, len(pts)):
             (da, ya, xa), (db, yb, xb) = pts[u], pts[v]
             length = math.hypot(ya - yb, xa - xb)
-            if length < 1:
-                continue
-            sal = min(da, db) / length
-            if sal < p["concave_min_saliency"] or (best is not None and sal <= best[0]):
-                continue
-            rr, cc = line(ya, xa, yb, xb)
-            if np.mean(m[rr, cc]) < 0.9:
-                continue  # the chord leaves the object: not a cut through it
-            cutm = np.zeros_like(m)
-            cutm[rr, cc] = True
-            cutm = ndi.binary_dilation(cutm, structure=np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)) & m
-            parts, np_ = ndi.label(m & ~cutm)
-            if np_ < 2:
-                continue
-            sz = np.bincount(parts.ravel())
-            sz[0] = 0
-            order = np.argsort(sz)[::-1]
-            if sz[order[1]] < min_part:
-                continue
-            pa, pb = parts == order[0], parts == order[1]
-            rest = m & ~pa & ~pb
-            if rest.any():  # cut pixels and crumbs go to the nearer part
-                da_ = ndi.distance_transform_edt(~pa)
-                db_ = ndi.distance_transform_edt(~pb)
-                pa = pa | (rest & (da_ <= db_))
-                pb = m & ~pa
-            sa, sb = _solidity(pa), _solidity(pb)
-            if min(sa, sb) < p["concave_part_solidity"]:
-                continue
-            if (sa * pa.sum() + sb * pb.sum()) / a - sol < p["refine_min_solidity_gain"]:
-                continue  # the parts must be more convex than the whole (as in step 7)
-            best = (sal, pa, pb)
+            if length >= 1 and min(da, db) / length >= p["concave_min_saliency"]:
+                cands.append((min(da, db) / length, ya, xa, yb, xb))
+    cands.sort(key=lambda c: -c[0])  # stable: the most salient valid cut wins, ties in point order
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+    best = None
+    for sal, ya, xa, yb, xb in cands:
+        rr, cc = line(ya, xa, yb, xb)
+        if np.mean(m[rr, cc]) < 0.9:
+            continue  # the chord leaves the object: not a cut through it
+        cutm = np.zeros_like(m)
+        cutm[rr, cc] = True
+        cutm = ndi.binary_dilation(cutm, structure=cross) & m
+        parts, np_ = ndi.label(m & ~cutm)
+        if np_ < 2:
+            continue
+        sz = np.bincount(parts.ravel())
+        sz[0] = 0
+        order = np.argsort(sz)[::-1]
+        if sz[order[1]] < min_part:
+            continue
+        pa, pb = parts == order[0], parts == order[1]
+        rest = m & ~pa & ~pb
+        if rest.any():  # cut pixels and crumbs go to the nearer part
+            da_ = ndi.distance_transform_edt(~pa)
+            db_ = ndi.distance_transform_edt(~pb)
+            pa = pa | (rest & (da_ <= db_))
+            pb = m & ~pa
+        na, nb = int(pa.sum()), int(pb.sum())
+        ha, hb = _hull_pixel_counts([pa, pb])
+        sa, sb = na / max(int(ha), na), nb / max(int(hb), nb)  # as _solidity (parts >= min_part px)
+        if min(sa, sb) < p["concave_part_solidity"]:
+            continue
+        if (sa * na + sb * nb) / a - sol < p["refine_min_solidity_gain"]:
+            continue  # the parts must be more convex than the whole (as in step 7)
+        best = (sal, pa, pb)
+        break
     if best is None:
         return None
     return best[1], best[2]
