@@ -1522,14 +1522,11 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
         return None
     ys, xs = np.nonzero(sel)
     cid, dep = near[ys, xs], dth[ys, xs]
-    pts = []
-    for c in range(1, k + 1):
-        j = np.flatnonzero(cid == c)
-        if j.size == 0:
-            continue
-        jj = j[np.argmax(dep[j])]
-        if dep[jj] >= depth_t:
-            pts.append((float(dep[jj]), int(ys[jj]), int(xs[jj])))
+    # the deepest outline pixel of each defect (the first in raster order among equals), defects in order
+    o = np.lexsort((np.arange(cid.size), -dep, cid))
+    first = o[np.flatnonzero(np.r_[True, cid[o][1:] != cid[o][:-1]])]
+    first = first[dep[first] >= depth_t]
+    pts = [(float(dep[j]), int(ys[j]), int(xs[j])) for j in first]
     if len(pts) < 2:
         return None
     cands = []
