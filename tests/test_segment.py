@@ -1398,3 +1398,57 @@ def test_concave_split_parameters_are_validated(tmp_path):
     with pytest.raises(FishcountError, match="concave_part_solidity"):
         S.load_segment_defaults(_write_defaults(
             tmp_path, ("concave_part_solidity = 0.9", "concave_part_solidity = 1.5")))
+
+
+def test_distance_to_short_reach_matches_edt():
+    # the truncated separable distance equals scipy's EDT wherever it is within the reach (known answer:
+    # a single pixel at (5, 5) is 5 px from (8, 9)), and is beyond the reach elsewhere
+    fg = np.zeros((12, 14), bool)
+    fg[5, 5] = True
+    out = S._distance_to(fg, 5.0)
+    assert out[8, 9] == np.float32(5.0) and out[5, 5] == 0
+    rng = np.random.default_rng(3)
+    for reach in (1.0, 2.5, 3.0, float(np.sqrt(10.0)), 6.0):
+        fg = rng.random((30, 37)) < 0.03
+        fg[0, 0] = True
+        ref = ndi.distance_transform_edt(~fg).astype(np.float32)
+        got = S._distance_to(fg, reach)
+        near = ref <= reach
+        assert np.array_equal(got[near], ref[near]) and (got[~near] > reach).all()
+
+
+def test_dilate_sparse_matches_binary_dilation():
+    m = np.zeros((20, 25), bool)
+    m[0, 0] = m[10, 12] = m[10, 13] = m[19, 24] = True
+    st = S._disk(3)
+    out = S._dilate_sparse(m, st)
+    assert np.array_equal(out, ndi.binary_dilation(m, structure=st))
+    assert out[10, 16] and not out[10, 17] and out.sum() == ndi.binary_dilation(m, structure=st).sum()
+
+
+def test_merge_fragments_and_split_accept_the_mask_distance():
+    # passing step 5's distance transform gives the same labels as computing it again
+    yy, xx = np.mgrid[:60, :90]
+    mask = ((yy - 30) ** 2 + (xx - 28) ** 2 < 18 ** 2) | ((yy - 30) ** 2 + (xx - 60) ** 2 < 18 ** 2)
+    flt = mask.astype(np.float32)
+    p = dict(S.CLASSICAL_DEFAULTS)
+    dt = ndi.distance_transform_edt(mask).astype(np.float32)
+    lab = S._split(mask, flt, 20.0, p)
+    assert np.array_equal(S._split(mask, flt, 20.0, p, dt), lab)
+    assert np.array_equal(lab > 0, mask)
+    assert np.array_equal(S._merge_fragments(lab, flt, 20.0, p, dt), S._merge_fragments(lab, flt, 20.0, p))
+
+
+def test_drop_dim_and_tighten_accept_the_ring_background():
+    yy, xx = np.mgrid[:80, :80]
+    labels = np.zeros((80, 80), np.int32)
+    flt = np.zeros((80, 80), np.float32)
+    for k, (cy, cx) in enumerate([(15, 15), (15, 55), (40, 35), (65, 15), (65, 60), (40, 70)], start=1):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 8 ** 2
+        labels[disc] = k
+        flt += (np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 60.0) * (0.05 if k == 6 else 1.0)).astype(np.float32)
+    p = dict(S.CLASSICAL_DEFAULTS)
+    bg = S._object_background(labels, flt, 20.0, p)
+    assert np.array_equal(S._drop_dim(labels, flt, 20.0, p, bg), S._drop_dim(labels, flt, 20.0, p))
+    assert 6 not in S._drop_dim(labels, flt, 20.0, p, bg)  # the dim one is dropped
+    assert np.array_equal(S._tighten_outlines(labels, flt, 20.0, p, bg), S._tighten_outlines(labels, flt, 20.0, p))
