@@ -618,7 +618,7 @@ def _grow_own_peak(flat: np.ndarray, mask: np.ndarray, above: np.ndarray, med: f
     # flood only the candidates, from each object's pixels that touch them (same result as a flood from
     # the whole objects on simulated fields seeds 100-111, ~2x cheaper); lines keep two objects' growths
     # apart, so a gap that step 4 opened between two nuclei is never closed here
-    ring = mask & ndi.binary_dilation(cand)
+    ring = mask & _binary_morph(cand, ndi.generate_binary_structure(2, 1))  # = ndi.binary_dilation(cand)
     grown = watershed(-flat, np.where(ring, lab, 0), mask=cand | ring, watershed_line=True)
     thr = (med + own_rel * (peak - med)).astype(np.float32)
     return mask | (cand & (grown > 0) & (flat > thr[grown]))
@@ -667,7 +667,8 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     typical_area = math.pi * d * d / 4.0
     min_area = max(4, int(p["min_area_fraction"] * typical_area))
     mask = _fill_holes(mask)
-    mask = ndi.binary_opening(mask, structure=_disk(max(1, int(round(d / 12)))))
+    disk = _disk(max(1, int(round(d / 12))))
+    mask = _binary_morph(_binary_morph(mask, disk, erode=True), disk)  # = ndi.binary_opening(mask, disk)
     mask = _remove_small(mask, min_area)
     if not mask.any():
         return np.zeros(img.shape, np.int32)
@@ -753,6 +754,23 @@ def _disk(r: int) -> np.ndarray:
     return (x * x + y * y) <= r * r + 0.5
 
 
+def _binary_morph(mask: np.ndarray, structure: np.ndarray, erode: bool = False) -> np.ndarray:
+    """``ndi.binary_dilation(mask, structure)`` (or ``ndi.binary_erosion`` with ``erode``), exactly, for a
+    small symmetric bool ``structure`` with odd sides: an OR (AND) of shifted views of ``mask`` padded
+    with False (scipy's ``border_value=0``), one per structure pixel. ~10-40x faster than scipy's
+    iterated-structure loops on the working image for the 3x3 and small-disk structures used here."""
+    ry, rx = structure.shape[0] // 2, structure.shape[1] // 2
+    h, w = mask.shape
+    pad = np.zeros((h + 2 * ry, w + 2 * rx), bool)
+    pad[ry: ry + h, rx: rx + w] = mask
+    out = np.empty((h, w), bool)
+    out[...] = erode  # AND from all True, OR from all False
+    op = np.logical_and if erode else np.logical_or
+    for dy, dx in zip(*np.nonzero(structure)):
+        op(out, pad[dy: dy + h, dx: dx + w], out=out)
+    return out
+
+
 def _remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     lab, n = ndi.label(mask)
     if n == 0:
@@ -834,7 +852,7 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray 
         half = h_maxima(dts[::2, ::2].astype(np.float32), h)
         peaks = np.zeros(dts.shape, bool)
         peaks[::2, ::2] = half
-        peaks = ndi.binary_dilation(peaks, structure=np.ones((3, 3), bool))
+        peaks = _binary_morph(peaks, np.ones((3, 3), bool))  # = ndi.binary_dilation, 3x3
     else:
         peaks = h_maxima(dts.astype(np.float32), h)
     markers, _ = ndi.label(peaks & mask)
@@ -1103,6 +1121,27 @@ def _hull_pixel_counts(masks: list[np.ndarray]) -> np.ndarray:
     then counted between the two envelopes with exact integer divisions. ~4x faster than skimage per
     object in a batch. ``masks``: (Y, X) bool arrays, none empty. Returns (len(masks),) int64.
     """
+    pr, _, lb, ub = _hull_row_bounds(masks)
+    return np.bincount(pr, weights=np.maximum(ub - lb + 1, 0), minlength=len(masks)).astype(np.int64)
+
+
+def _hull_image(mask: np.ndarray) -> np.ndarray:
+    """``skimage.morphology.convex_hull_image(mask)``: the pixels of each row between the hull's first and
+    last pixel centre (:func:`_hull_row_bounds`, the pixels :func:`_hull_pixel_counts` counts; a convex
+    set meets a row in one run). ``mask``: (Y, X) bool, not empty. Returns (Y, X) bool."""
+    _, y_row, lb, ub = _hull_row_bounds([mask])
+    run = ub >= lb
+    rows, lb, ub = y_row[run] // 2, lb[run], ub[run]
+    edge = np.zeros((mask.shape[0], mask.shape[1] + 1), np.int8)
+    edge[rows, lb] = 1
+    edge[rows, ub + 1] = -1
+    return np.cumsum(edge[:, :-1], axis=1, dtype=np.int8) > 0
+
+
+def _hull_row_bounds(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of the convex hulls of bool masks (see :func:`_hull_pixel_counts`): ``(pr, y_row, lb, ub)``,
+    one entry per row from each mask's first to its last: mask index, doubled row coordinate (2y), first
+    and last pixel column inside the hull (``ub < lb``: none)."""
     n_p = len(masks)
     rows_l, xl_l, xr_l = [], [], []
     for m in masks:
@@ -1139,7 +1178,7 @@ def _hull_pixel_counts(masks: list[np.ndarray]) -> np.ndarray:
         num = xx[a] * dy + (xx[a + 1] - xx[a]) * (y_row - yy[a])  # = sgn * X(row) * dy, dy > 0
         bounds.append(-((-num) // (2 * dy)))  # ceil(sgn * X / 2)
     lb, ub = bounds[0], -bounds[1]  # first and last pixel centre inside: ceil(X_left/2), floor(X_right/2)
-    return np.bincount(pr, weights=np.maximum(ub - lb + 1, 0), minlength=n_p).astype(np.int64)
+    return pr, y_row, lb, ub
 
 
 def _lower_envelope(key: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -2017,7 +2056,6 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
     solidity). Returns a bool array, one per ``cand``; ``clump_ellipse_residual = 0`` makes it all True.
     """
     from skimage.draw import line as draw_line
-    from skimage.morphology import convex_hull_image
 
     out = np.zeros(len(cand), bool)
     if len(cand) == 0:
@@ -2050,13 +2088,13 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
         if np.count_nonzero(m ^ ellipse) >= min_resid * area:
             out[j] = True
             continue
-        hull = convex_hull_image(m)
+        hull = _hull_image(m)  # = skimage.morphology.convex_hull_image(m)
         bays, n_bays = ndi.label(hull & ~m)
         if n_bays < 2:
             continue
         hull_depth = ndi.distance_transform_edt(hull)  # distance from the hull's edge
         r_in = float(ndi.distance_transform_edt(m).max())
-        depth = np.asarray(ndi.maximum(hull_depth, bays, np.arange(1, n_bays + 1)))
+        depth = _label_max(hull_depth, bays, n_bays)[1:]  # = ndi.maximum(hull_depth, bays, 1..n_bays)
         deep = [int(i) for i in np.argsort(-depth)[:4] if depth[i] >= min_depth * r_in]
         tips = [np.unravel_index(np.argmax(np.where(bays == i + 1, hull_depth, -1.0)), m.shape) for i in deep]
         for a in range(len(tips)):

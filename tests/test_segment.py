@@ -1452,3 +1452,35 @@ def test_drop_dim_and_tighten_accept_the_ring_background():
     assert np.array_equal(S._drop_dim(labels, flt, 20.0, p, bg), S._drop_dim(labels, flt, 20.0, p))
     assert 6 not in S._drop_dim(labels, flt, 20.0, p, bg)  # the dim one is dropped
     assert np.array_equal(S._tighten_outlines(labels, flt, 20.0, p, bg), S._tighten_outlines(labels, flt, 20.0, p))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hull_image_equals_skimage_convex_hull_image(seed):
+    from skimage.morphology import convex_hull_image
+
+    for m in _hull_masks(seed):
+        assert np.array_equal(S._hull_image(m), convex_hull_image(m))
+
+
+def test_hull_image_known_answer():
+    ring_l = np.zeros((5, 5), bool)
+    ring_l[:, 0] = ring_l[-1, :] = True  # an L: the hull is the lower-left triangle with the diagonal
+    assert np.array_equal(S._hull_image(ring_l), np.tril(np.ones((5, 5), bool)))
+
+
+def test_binary_morph_matches_scipy():
+    cross = ndi.generate_binary_structure(2, 1)
+    m = np.zeros((7, 8), bool)
+    m[1:6, 1:7] = True
+    # known answers: a 5x6 block eroded by the cross is its 3x4 interior; a pixel dilates to a plus
+    assert np.array_equal(S._binary_morph(m, cross, erode=True), ndi.binary_erosion(m, structure=cross))
+    assert S._binary_morph(m, cross, erode=True).sum() == 12
+    one = np.zeros((5, 5), bool)
+    one[2, 2] = True
+    assert np.array_equal(S._binary_morph(one, cross), np.pad(cross, 1))
+    rng = np.random.default_rng(4)
+    for st in (cross, np.ones((3, 3), bool), S._disk(2), S._disk(3)):
+        for _ in range(20):
+            a = rng.random((int(rng.integers(1, 25)), int(rng.integers(1, 25)))) < 0.6
+            assert np.array_equal(S._binary_morph(a, st), ndi.binary_dilation(a, structure=st))
+            assert np.array_equal(S._binary_morph(a, st, erode=True), ndi.binary_erosion(a, structure=st))
