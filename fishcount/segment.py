@@ -821,6 +821,22 @@ def _dilate3x3(a: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _max_box(a: np.ndarray, r: int) -> np.ndarray:
+    """``ndi.grey_dilation(a, size=(2 r + 1, 2 r + 1))``, exactly: ``r`` 3x3 dilations (:func:`_dilate3x3`;
+    scipy's default reflected border only repeats pixels already in the window, so each box is clipped to
+    the image, and a box clipped to the image is the clipped 3x3 box applied ``r`` times). ~2-3x faster
+    than scipy for the small radii of the focus measure; larger radii use scipy. Returns a new array."""
+    if r > 6:
+        return ndi.grey_dilation(a, size=(2 * r + 1, 2 * r + 1))
+    if r <= 0:
+        return a.copy()
+    src, tmp, out = a, np.empty_like(a), np.empty_like(a)
+    for i in range(r):
+        _dilate3x3(src, tmp, out)
+        src, out = out, (np.empty_like(a) if i == 0 else src)
+    return src
+
+
 def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray | None = None) -> np.ndarray:
     """Step 5: watershed of the mask from h-maxima markers (see module docstring). ``dt``: the float32
     distance transform of ``mask`` when the caller has it (computed here otherwise)."""
@@ -1929,11 +1945,14 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     fg = lab > 0
     rim = max(1, int(round(0.08 * d)))
     ring = max(rim + 1, int(round(d / 6.0)))
-    # grey dilation of the labels: each pixel near nuclei takes a neighbouring nucleus' label
-    lab_rim = np.where(fg, lab, ndi.grey_dilation(lab, size=(2 * rim + 1, 2 * rim + 1)))
+    # grey dilation of the labels: each pixel near nuclei takes a neighbouring nucleus' label (the ring's
+    # (2 ring + 1)² box as the rim's box dilated further: max of max, the same values)
+    dil = _max_box(lab, rim)
+    lab_rim = np.where(fg, lab, dil)
     energy = _label_mean(dog, lab_rim, n)[1:]
     del dog
-    lab_ring = ndi.grey_dilation(lab, size=(2 * ring + 1, 2 * ring + 1))
+    lab_ring = _max_box(dil, ring - rim)
+    del dil
     # one pass for the inside (labels 1..n) and the ring (n + 1 + label) sums: the same per-bin sums
     in_ring = (lab_ring > 0) & (lab_rim == 0)
     key = lab.astype(np.uint16 if 2 * n + 1 < 65536 else np.int32)  # small: converted per block of rows

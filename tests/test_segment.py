@@ -1484,3 +1484,16 @@ def test_binary_morph_matches_scipy():
             a = rng.random((int(rng.integers(1, 25)), int(rng.integers(1, 25)))) < 0.6
             assert np.array_equal(S._binary_morph(a, st), ndi.binary_dilation(a, structure=st))
             assert np.array_equal(S._binary_morph(a, st, erode=True), ndi.binary_erosion(a, structure=st))
+
+
+def test_max_box_equals_grey_dilation():
+    a = np.zeros((9, 11), np.uint16)
+    a[4, 5] = 7
+    out = S._max_box(a, 2)  # known answer: a 5x5 block of 7 around (4, 5)
+    assert out[2:7, 3:8].min() == 7 and out.sum() == 7 * 25
+    rng = np.random.default_rng(6)
+    for r in range(0, 9):
+        for dt in (np.uint16, np.int32):
+            b = rng.integers(0, 40, (int(rng.integers(1, 20)), int(rng.integers(1, 20)))).astype(dt)
+            ref = ndi.grey_dilation(b, size=(2 * r + 1, 2 * r + 1)) if r else b
+            assert np.array_equal(S._max_box(b, r), ref)
