@@ -1469,11 +1469,13 @@ def _object_background(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -
     r = max(1, int(round(p["dim_ring_diameters"] * d)))
     ring = ndi.grey_dilation(labels, size=(2 * r + 1, 2 * r + 1))
     ring[labels > 0] = 0
-    step = max(1, int(math.sqrt(labels.size / 250_000)))  # the field's background from a subsample
-    bg_pix = flt[::step, ::step][labels[::step, ::step] == 0]
-    bg_field = float(np.median(bg_pix)) if bg_pix.size else 0.0
     bg = _label_median(flt, ring, n)
-    bg[np.isnan(bg)] = bg_field
+    empty = np.isnan(bg)
+    empty[0] = False
+    if empty.any():  # the field's background (from a subsample), only needed for an empty ring
+        step = max(1, int(math.sqrt(labels.size / 250_000)))
+        bg_pix = flt[::step, ::step][labels[::step, ::step] == 0]
+        bg[empty] = float(np.median(bg_pix)) if bg_pix.size else 0.0
     bg[0] = 0.0
     return bg
 

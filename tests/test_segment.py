@@ -1497,3 +1497,18 @@ def test_max_box_equals_grey_dilation():
             b = rng.integers(0, 40, (int(rng.integers(1, 20)), int(rng.integers(1, 20)))).astype(dt)
             ref = ndi.grey_dilation(b, size=(2 * r + 1, 2 * r + 1)) if r else b
             assert np.array_equal(S._max_box(b, r), ref)
+
+
+def test_object_background_empty_ring_takes_the_field_background():
+    labels = np.zeros((60, 60), np.int32)
+    labels[10:50, 10:50] = 1
+    labels[27:33, 27:33] = 2  # inside object 1: its ring holds only object 1's pixels
+    flt = np.full((60, 60), 0.25, np.float32)
+    flt[labels == 1] = 3.0
+    flt[labels == 2] = 5.0
+    flt[0, :] = 0.75  # ring of object 1 is plain background (0.25)
+    bg = S._object_background(labels, flt, 20.0, dict(S.CLASSICAL_DEFAULTS))
+    assert bg[0] == 0.0 and bg[1] == np.float32(0.25) and bg[2] == np.float32(0.25)
+    flt[0, :] = 0.25
+    flt[:30, 55:] = 2.0  # the field's median background is still 0.25
+    assert S._object_background(labels, flt, 20.0, dict(S.CLASSICAL_DEFAULTS))[2] == np.float32(0.25)
