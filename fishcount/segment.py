@@ -700,35 +700,49 @@ def _label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _label_sum(values: np.ndarray, labels: np.ndarray, n: int, rows: int = 256) -> np.ndarray:
-    """Per-label sum, (n + 1,) float64; in blocks of rows so no full-size float64 temporary is made."""
+def _label_sum(values: np.ndarray, labels: np.ndarray, n: int, rows: int = 256,
+               labelled_only: bool = False) -> np.ndarray:
+    """Per-label sum, (n + 1,) float64; in blocks of rows so no full-size float64 temporary is made.
+
+    ``labelled_only``: label 0 is left out (its entry is 0): the sums of labels 1..n are the same to the
+    bit (same pixels, same order), ~2x faster when much of the image is background (every background
+    pixel otherwise adds into the one bin 0, a chain of dependent additions)."""
     tot = np.zeros(n + 1)
     for r0 in range(0, labels.shape[0], rows):
-        tot += np.bincount(labels[r0: r0 + rows].ravel(), weights=values[r0: r0 + rows].ravel(),
-                           minlength=n + 1)
+        lab, val = labels[r0: r0 + rows].ravel(), values[r0: r0 + rows].ravel()
+        if labelled_only:
+            sel = lab > 0
+            lab, val = lab[sel], val[sel]
+        tot += np.bincount(lab, weights=val, minlength=n + 1)
     return tot
 
 
-def _label_mean(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+def _label_mean(values: np.ndarray, labels: np.ndarray, n: int, labelled_only: bool = False) -> np.ndarray:
     """Per-label mean, (n + 1,) float64 with index = label (NaN for absent labels).
 
     Counts and sums in the same blocks of 256 rows (no full-size temporaries; the same sums, in the same
-    order, as :func:`_label_sum`).
+    order, as :func:`_label_sum`). ``labelled_only``: label 0 left out (NaN), as in :func:`_label_sum`.
     """
-    cnt, tot = _label_count_sum(values, labels, n)
+    cnt, tot = _label_count_sum(values, labels, n, labelled_only)
     with np.errstate(invalid="ignore", divide="ignore"):
         return tot / cnt
 
 
-def _label_count_sum(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _label_count_sum(values: np.ndarray, labels: np.ndarray, n: int,
+                     labelled_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-label pixel counts and sums, two (n + 1,) float64 arrays, in blocks of 256 rows (the blocks and
-    order of :func:`_label_sum`, so the sums are the same to the bit)."""
+    order of :func:`_label_sum`, so the sums are the same to the bit). ``labelled_only``: label 0 left
+    out (count and sum 0), as in :func:`_label_sum`."""
     cnt = np.zeros(n + 1)
     tot = np.zeros(n + 1)
     for r0 in range(0, labels.shape[0], 256):
         lab = labels[r0: r0 + 256].ravel().astype(np.intp, copy=False)
+        val = values[r0: r0 + 256].ravel()
+        if labelled_only:
+            sel = lab > 0
+            lab, val = lab[sel], val[sel]
         cnt += np.bincount(lab, minlength=n + 1)
-        tot += np.bincount(lab, weights=values[r0: r0 + 256].ravel(), minlength=n + 1)
+        tot += np.bincount(lab, weights=val, minlength=n + 1)
     return cnt, tot
 
 
@@ -932,7 +946,7 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     maxdt[:] = _label_max(dt, labels, n)
     area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
     mean_int = np.zeros(n + 1)
-    mean_int[:] = _label_mean(flt, labels, n)
+    mean_int[:] = _label_mean(flt, labels, n, labelled_only=True)  # label 0 unused
     typical_area = math.pi * d * d / 4.0
     la, lb = uniq // (n + 1), uniq % (n + 1)
     # union-find
@@ -1427,7 +1441,7 @@ def _drop_dim(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     present = area > 0
     if present.sum() < 5:
         return labels
-    inside = _label_mean(flt, labels, n)[1:]
+    inside = _label_mean(flt, labels, n, labelled_only=True)[1:]
     if bg is None:
         bg = _object_background(labels, flt, d, p)
     contrast = inside - bg[1:]
@@ -1951,7 +1965,7 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     # (2 ring + 1)² box as the rim's box dilated further: max of max, the same values)
     dil = _max_box(lab, rim)
     lab_rim = np.where(fg, lab, dil)
-    energy = _label_mean(dog, lab_rim, n)[1:]
+    energy = _label_mean(dog, lab_rim, n, labelled_only=True)[1:]
     del dog
     lab_ring = _max_box(dil, ring - rim)
     del dil
@@ -1959,7 +1973,7 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     in_ring = (lab_ring > 0) & (lab_rim == 0)
     key = lab.astype(np.uint16 if 2 * n + 1 < 65536 else np.int32)  # small: converted per block of rows
     key[in_ring] = lab_ring[in_ring].astype(key.dtype) + key.dtype.type(n + 1)
-    cnt, tot = _label_count_sum(work, key, 2 * n + 1)
+    cnt, tot = _label_count_sum(work, key, 2 * n + 1, labelled_only=True)
     counts = cnt[n + 2:]
     with np.errstate(invalid="ignore", divide="ignore"):
         inside = tot[1: n + 1] / cnt[1: n + 1]
@@ -2144,7 +2158,7 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     idx = props["label"]
     area = props["area"]
     touches = props["touches"]
-    mean_dapi = _label_sum(dapi, labels, n)[idx] / area  # area > 0 for every idx
+    mean_dapi = _label_sum(dapi, labels, n, labelled_only=True)[idx] / area  # area > 0 for every idx
     if saturation_value is not None:
         sat = np.bincount(labels[dapi >= saturation_value], minlength=n + 1)[idx] / area
     else:

@@ -1512,3 +1512,22 @@ def test_object_background_empty_ring_takes_the_field_background():
     flt[0, :] = 0.25
     flt[:30, 55:] = 2.0  # the field's median background is still 0.25
     assert S._object_background(labels, flt, 20.0, dict(S.CLASSICAL_DEFAULTS))[2] == np.float32(0.25)
+
+
+def test_label_sums_labelled_only_same_bits_for_labels():
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 5, (300, 40)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.6] = 0
+    vals = (rng.random(labels.shape) * 1e3).astype(np.float32)
+    full, only = S._label_sum(vals, labels, 6), S._label_sum(vals, labels, 6, labelled_only=True)
+    assert only[0] == 0 and np.array_equal(full[1:], only[1:])
+    c1, t1 = S._label_count_sum(vals, labels, 6)
+    c2, t2 = S._label_count_sum(vals, labels, 6, labelled_only=True)
+    assert c2[0] == 0 and t2[0] == 0 and np.array_equal(c1[1:], c2[1:]) and np.array_equal(t1[1:], t2[1:])
+    m = S._label_mean(vals, labels, 6, labelled_only=True)
+    assert np.isnan(m[0]) and np.isnan(m[5]) and np.isnan(m[6])  # label 0 left out; 5, 6 absent
+    assert np.array_equal(m[1:5], S._label_mean(vals, labels, 6)[1:5])
+    # known answer
+    lab = np.array([[0, 1, 1], [2, 0, 1]])
+    v = np.array([[9.0, 1.0, 2.0], [4.0, 7.0, 3.0]])
+    assert list(S._label_sum(v, lab, 2, labelled_only=True)) == [0.0, 6.0, 4.0]
