@@ -1636,10 +1636,9 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
                  p: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """The best cut of bool mask ``m`` between two concave points (see :func:`_concave_split`), or None."""
     from skimage.draw import line
-    from skimage.morphology import convex_hull_image
 
     a = int(m.sum())
-    hull = convex_hull_image(m)
+    hull = _hull_image(m)
     sol = a / max(int(hull.sum()), a)
     defect = hull & ~m
     lab, k = ndi.label(defect, structure=np.ones((3, 3), bool))
