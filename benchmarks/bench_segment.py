@@ -57,11 +57,12 @@ def _greedy_matches(ti: np.ndarray, pi: np.ndarray, iou: np.ndarray) -> tuple[se
     return mt, mp
 
 
-def fn_breakdown(true: np.ndarray, pred: np.ndarray) -> dict:
-    """Why true nuclei are missed (IoU >= 0.5 one-to-one greedy matching, as ``match_labels``).
+def true_nucleus_fates(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, set[int], np.ndarray, dict]:
+    """What became of each true nucleus: ``(at, matched, cover, best)``.
 
-    ``under``: >= 50 % of the true nucleus lies in one predicted object that also holds >= 50 % of another
-    true nucleus (under-split); ``missed``: no predicted pixel on it; ``other``: split or poorly outlined.
+    ``at``: true areas (index = label); ``matched``: true labels matched at IoU >= 0.5 (one-to-one greedy, as
+    ``match_labels``); ``cover[p]``: how many true nuclei have >= 50 % of their area in predicted object p;
+    ``best[t] = (p, overlap px)``: the predicted object holding most of true nucleus t (absent: none).
     """
     true, pred = true.astype(np.int64), pred.astype(np.int64)
     nt, npd = int(true.max()), int(pred.max())
@@ -71,12 +72,23 @@ def fn_breakdown(true: np.ndarray, pred: np.ndarray) -> dict:
     at = np.bincount(true.ravel(), minlength=nt + 1)
     ap = np.bincount(pred.ravel(), minlength=npd + 1)
     iou = c / (at[ti] + ap[pi] - c)
-    mt, mp = _greedy_matches(ti, pi, iou)
+    mt, _ = _greedy_matches(ti, pi, iou)
     cover = np.bincount(pi[c / at[ti] >= 0.5], minlength=npd + 1)
     best: dict[int, tuple[int, int]] = {}
     for t, p_, o in zip(ti, pi, c):
         if int(t) not in best or o > best[int(t)][1]:
             best[int(t)] = (int(p_), int(o))
+    return at, mt, cover, best
+
+
+def fn_breakdown(true: np.ndarray, pred: np.ndarray) -> dict:
+    """Why true nuclei are missed (IoU >= 0.5 one-to-one greedy matching, as ``match_labels``).
+
+    ``under``: >= 50 % of the true nucleus lies in one predicted object that also holds >= 50 % of another
+    true nucleus (under-split); ``missed``: no predicted pixel on it; ``other``: split or poorly outlined.
+    """
+    at, mt, cover, best = true_nucleus_fates(true, pred)
+    nt = at.size - 1
     out = {"under": 0, "missed": 0, "other": 0}
     for t in range(1, nt + 1):
         if at[t] == 0 or t in mt:

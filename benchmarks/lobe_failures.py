@@ -27,7 +27,10 @@ from scipy import ndimage as ndi  # noqa: E402
 
 from fishcount import segment as S  # noqa: E402
 
-STAGES = ["never ok (mask on)", "5 split", "6 merge", "6b join", "7 re-split", "7b dim", "7c outline"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_segment import true_nucleus_fates  # noqa: E402
+
+STAGES = ["never ok (mask on)", "5 split", "6 merge", "6b join", "7 re-split", "7b dim", "7c outline", "7d concave cut"]
 
 
 def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, np.ndarray, tuple, float]]:
@@ -59,32 +62,14 @@ def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, n
     out.append(("7b dim", lab))
     lab = S._tighten_outlines(lab, flt, d, p)
     out.append(("7c outline", lab))
+    lab = S._concave_split(lab, d, p)
+    out.append(("7d concave cut", lab))
     return [(name, S._upsample_labels(x.copy(), img.shape, (fy, fx), min_area / (fy * fx))) for name, x in out]
 
 
 def _status(true: np.ndarray, pred: np.ndarray, ids: list[int]) -> dict[int, str]:
     """'ok' / 'merged' / 'cut' / 'outline' for each true id (IoU >= 0.5 one-to-one greedy)."""
-    true, pred = true.astype(np.int64), pred.astype(np.int64)
-    nt, npd = int(true.max()), int(pred.max())
-    sel = (true > 0) & (pred > 0)
-    k, c = np.unique(true[sel] * (npd + 1) + pred[sel], return_counts=True)
-    ti, pi = k // (npd + 1), k % (npd + 1)
-    at = np.bincount(true.ravel(), minlength=nt + 1)
-    ap = np.bincount(pred.ravel(), minlength=npd + 1)
-    iou = c / (at[ti] + ap[pi] - c)
-    mt, mp = set(), set()
-    for j in np.argsort(-iou):
-        if iou[j] < 0.5:
-            break
-        if ti[j] in mt or pi[j] in mp:
-            continue
-        mt.add(int(ti[j]))
-        mp.add(int(pi[j]))
-    cover = np.bincount(pi[c / at[ti] >= 0.5], minlength=npd + 1)
-    best: dict[int, tuple[int, int]] = {}
-    for t, q, o in zip(ti, pi, c):
-        if int(t) not in best or o > best[int(t)][1]:
-            best[int(t)] = (int(q), int(o))
+    at, mt, cover, best = true_nucleus_fates(true, pred)
     res = {}
     for t in ids:
         if t in mt:

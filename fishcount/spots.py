@@ -141,6 +141,15 @@ def _dog(img: np.ndarray, sigma_px: float, border: int, zero_floor: bool = True,
     ndi.gaussian_filter1d(a, sigma_px, axis=0, truncate=3.0, output=b)
     ndi.gaussian_filter1d(b, sigma_px, axis=1, truncate=3.0, output=a)  # a = smooth
     ndi.gaussian_filter1d(a, s2, axis=0, truncate=3.0, output=b)
+    resp, buf = _bordered_response(h, w, border)
+    ndi.gaussian_filter1d(b, s2, axis=1, truncate=3.0, output=resp)  # the wider Gaussian
+    np.subtract(a, resp, out=resp)
+    return resp, buf
+
+
+def _bordered_response(h: int, w: int, border: int) -> tuple[np.ndarray, np.ndarray]:
+    """An uninitialised (h, w) float32 response view inside a buffer with a ``border``-pixel ``-inf`` frame
+    (padded row stride, for fast column passes): ``(resp, buf)``."""
     wb = w + 2 * border
     buf = np.empty((h + 2 * border, wb + (16 - wb) % 64), np.float32)
     if border:
@@ -148,10 +157,7 @@ def _dog(img: np.ndarray, sigma_px: float, border: int, zero_floor: bool = True,
         buf[-border:] = -np.inf
         buf[border:-border, :border] = -np.inf
         buf[border:-border, border + w :] = -np.inf
-    resp = buf[border : border + h, border : border + w]
-    ndi.gaussian_filter1d(b, s2, axis=1, truncate=3.0, output=resp)  # the wider Gaussian
-    np.subtract(a, resp, out=resp)
-    return resp, buf
+    return buf[border : border + h, border : border + w], buf
 
 
 def _use_dct(img: np.ndarray) -> bool:
@@ -206,14 +212,7 @@ def _dog_dct(img: np.ndarray, s1: float, s2: float, border: int,
     ``zero_floor=False`` the caller does it when it matters).
     """
     h, w = img.shape
-    wb = w + 2 * border
-    buf = np.empty((h + 2 * border, wb + (16 - wb) % 64), np.float32)
-    if border:
-        buf[:border] = -np.inf
-        buf[-border:] = -np.inf
-        buf[border:-border, :border] = -np.inf
-        buf[border:-border, border + w :] = -np.inf
-    resp = buf[border : border + h, border : border + w]
+    resp, buf = _bordered_response(h, w, border)
     resp[...] = img
     gain = _dog_gain(h, w, float(s1), float(s2))
     # in place along each axis (the padded stride keeps the column transforms fast)
