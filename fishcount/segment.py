@@ -708,13 +708,20 @@ def _label_sum(values: np.ndarray, labels: np.ndarray, n: int, rows: int = 256,
     bit (same pixels, same order), ~2x faster when much of the image is background (every background
     pixel otherwise adds into the one bin 0, a chain of dependent additions)."""
     tot = np.zeros(n + 1)
+    for lab, val in _label_blocks(values, labels, rows, labelled_only):
+        tot += np.bincount(lab, weights=val, minlength=n + 1)
+    return tot
+
+
+def _label_blocks(values: np.ndarray, labels: np.ndarray, rows: int, labelled_only: bool):
+    """Flat (labels, values) of successive blocks of ``rows`` rows (label 0 left out with
+    ``labelled_only``): the blocks and order every per-label sum uses, so their sums agree to the bit."""
     for r0 in range(0, labels.shape[0], rows):
         lab, val = labels[r0: r0 + rows].ravel(), values[r0: r0 + rows].ravel()
         if labelled_only:
             sel = lab > 0
             lab, val = lab[sel], val[sel]
-        tot += np.bincount(lab, weights=val, minlength=n + 1)
-    return tot
+        yield lab, val
 
 
 def _label_mean(values: np.ndarray, labels: np.ndarray, n: int, labelled_only: bool = False) -> np.ndarray:
@@ -735,12 +742,8 @@ def _label_count_sum(values: np.ndarray, labels: np.ndarray, n: int,
     out (count and sum 0), as in :func:`_label_sum`."""
     cnt = np.zeros(n + 1)
     tot = np.zeros(n + 1)
-    for r0 in range(0, labels.shape[0], 256):
-        lab = labels[r0: r0 + 256].ravel().astype(np.intp, copy=False)
-        val = values[r0: r0 + 256].ravel()
-        if labelled_only:
-            sel = lab > 0
-            lab, val = lab[sel], val[sel]
+    for lab, val in _label_blocks(values, labels, 256, labelled_only):
+        lab = lab.astype(np.intp, copy=False)
         cnt += np.bincount(lab, minlength=n + 1)
         tot += np.bincount(lab, weights=val, minlength=n + 1)
     return cnt, tot
@@ -1645,7 +1648,8 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     if k < 2:
         return None
     dth = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
-    bnd = m & ~ndi.binary_erosion(m)
+    cross = ndi.generate_binary_structure(2, 1)
+    bnd = m & ~_binary_morph(m, cross, erode=True)  # = ndi.binary_erosion(m)
     near = ndi.grey_dilation(lab, size=(3, 3))
     sel = bnd & (near > 0)
     if not sel.any():
@@ -1667,7 +1671,6 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
             if length >= 1 and min(da, db) / length >= p["concave_min_saliency"]:
                 cands.append((min(da, db) / length, ya, xa, yb, xb))
     cands.sort(key=lambda c: -c[0])  # stable: the most salient valid cut wins, ties in point order
-    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
     best = None
     for sal, ya, xa, yb, xb in cands:
         rr, cc = line(ya, xa, yb, xb)
@@ -1675,7 +1678,7 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
             continue  # the chord leaves the object: not a cut through it
         cutm = np.zeros_like(m)
         cutm[rr, cc] = True
-        cutm = ndi.binary_dilation(cutm, structure=cross) & m
+        cutm = _binary_morph(cutm, cross) & m  # = ndi.binary_dilation(cutm, cross)
         parts, np_ = ndi.label(m & ~cutm)
         if np_ < 2:
             continue
@@ -1762,12 +1765,8 @@ def _small_nuclei(parts: np.ndarray, min_area: float, max_area: float, min_sol: 
     sol: dict[int, float] = {}
     for j in ids[(cnt >= min_area) & (cnt < max_area)].tolist():
         mj = parts == j
-        ring = ndi.binary_dilation(mj, structure=np.ones((3, 3), bool)) & (parts > 0) & ~mj
-        if not ring.any():
-            continue
-        nb, c = np.unique(parts[ring], return_counts=True)
-        b = int(nb[np.argmax(c)])
-        if area[b] < max_area:
+        b = _main_neighbour(parts, mj)
+        if b is None or area[b] < max_area:
             continue
         for q in (j, b):
             if q not in sol:
@@ -1777,6 +1776,16 @@ def _small_nuclei(parts: np.ndarray, min_area: float, max_area: float, min_sol: 
         if _solidity(mj | (parts == b)) <= min(sol[j], sol[b]) - notch:
             out.add(j)
     return out
+
+
+def _main_neighbour(parts: np.ndarray, mj: np.ndarray) -> int | None:
+    """The part of ``parts`` (int labels) sharing most boundary (3x3 ring) with the bool mask ``mj``
+    (one part), or None when it touches no other part."""
+    ring = _binary_morph(mj, np.ones((3, 3), bool)) & (parts > 0) & ~mj  # = ndi.binary_dilation, 3x3
+    if not ring.any():
+        return None
+    nb, c = np.unique(parts[ring], return_counts=True)
+    return int(nb[np.argmax(c)])
 
 
 def _absorb_small(parts: np.ndarray, min_area: float, keep: set[int] | None = None) -> np.ndarray:
@@ -1792,11 +1801,11 @@ def _absorb_small(parts: np.ndarray, min_area: float, keep: set[int] | None = No
         if not sel.any():
             return parts
         j = int(ids[sel][np.argmin(cnt[sel])])
-        ring = ndi.binary_dilation(parts == j, structure=np.ones((3, 3), bool)) & (parts > 0) & (parts != j)
-        if not ring.any():
+        mj = parts == j
+        b = _main_neighbour(parts, mj)
+        if b is None:
             return parts
-        nb, c = np.unique(parts[ring], return_counts=True)
-        parts[parts == j] = nb[np.argmax(c)]
+        parts[mj] = b
 
 
 def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[float, float],
