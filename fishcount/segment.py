@@ -94,7 +94,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
-        "min_solidity": (float, 0.0, 1.0), "clump_area_vs_median": (float, 0.0, None),
+        "min_solidity": (float, 0.0, 1.0), "low_solidity_min_area_vs_median": (float, 0.0, None),
+        "clump_area_vs_median": (float, 0.0, None),
         "clump_solidity": (float, 0.0, 1.0), "max_area_vs_median": (float, 0.0, None),
         "pair_area_vs_median": (float, 0.0, None), "pair_solidity": (float, 0.0, 1.0),
         "clump_concavity_depth": (float, 0.0, None), "clump_concavity_part": (float, 0.0, 0.5),
@@ -2195,7 +2196,11 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     med_area = float(inner["area_px"].median()) if many else np.nan
     med_focus = float(inner["focus"].median()) if many else np.nan
     solidity = df["solidity"].to_numpy()
-    clump = ((solidity < qc["min_solidity"])
+    # a deeply notched object is a clump unless it is no bigger than one nucleus: then it is a lobulated one
+    low_solidity = solidity < qc["min_solidity"]
+    if many and qc["low_solidity_min_area_vs_median"] > 0:
+        low_solidity &= area > qc["low_solidity_min_area_vs_median"] * med_area
+    clump = (low_solidity
              | (many & (area > qc["pair_area_vs_median"] * med_area) & (solidity < qc["pair_solidity"]))
              | (many & (area > qc["max_area_vs_median"] * med_area)))
     # a large object that is not quite convex is a clump only with shape evidence of two bodies: a large

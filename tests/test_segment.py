@@ -1531,3 +1531,39 @@ def test_label_sums_labelled_only_same_bits_for_labels():
     lab = np.array([[0, 1, 1], [2, 0, 1]])
     v = np.array([[9.0, 1.0, 2.0], [4.0, 7.0, 3.0]])
     assert list(S._label_sum(v, lab, 2, labelled_only=True)) == [0.0, 6.0, 4.0]
+
+
+def test_notched_nucleus_of_one_nucleus_area_is_scorable_a_larger_one_is_a_clump():
+    """low_solidity_min_area_vs_median: solidity < min_solidity makes a clump only above 1.2x the median area.
+
+    A lobulated granulocyte nucleus kept whole is as notched as a clump (three lobes in a row: solidity
+    ~0.7) but the size of one nucleus; the same outline twice as large is a clump."""
+    from fishcount.segment import _qc_table, load_segment_defaults
+
+    shape = (260, 300)
+    labels = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate([(30, 30), (30, 90), (30, 150), (30, 210), (100, 30), (100, 90)], start=1):
+        labels[_disc(shape, y, x, 14)] = k  # six round nuclei: the median area ~615 px
+
+    def lobes(cy, cx, r, ring):  # four lobes on a horseshoe, each touching the next: deeply notched
+        m = np.zeros(shape, bool)
+        for a in np.radians(np.linspace(-135, 135, 4)):
+            m |= _disc(shape, cy + ring * np.sin(a), cx + ring * np.cos(a), r)
+        return m
+
+    small = lobes(180, 60, 7, 13)    # about one nucleus' area (solidity ~0.6)
+    large = lobes(180, 180, 9, 18)   # about 1.7x the median
+    labels[small] = 7
+    labels[large] = 8
+    dapi = np.where(labels > 0, 1000.0, 100.0).astype(np.float32)
+    qc_params = load_segment_defaults()["qc"]
+    assert qc_params["low_solidity_min_area_vs_median"] == 1.2
+    qc = _qc_table(dapi, labels, None, 28.0, None, qc_params).set_index("label")
+    med = np.median(qc.loc[1:6, "area_px"])
+    assert qc.loc[7, "solidity"] < qc_params["min_solidity"] and qc.loc[8, "solidity"] < qc_params["min_solidity"]
+    assert qc.loc[7, "area_px"] <= 1.2 * med < qc.loc[8, "area_px"]
+    assert qc.loc[7, "scorable"], qc.loc[7, "exclusion_reason"]
+    assert "clump" in qc.loc[8, "exclusion_reason"]
+    # 0 switches the size condition off: any deeply notched object is a clump again
+    off = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "low_solidity_min_area_vs_median": 0.0})
+    assert "clump" in off.set_index("label").loc[7, "exclusion_reason"]
