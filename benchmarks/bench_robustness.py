@@ -1,0 +1,129 @@
+"""Whole-pipeline robustness: ``analyze_field`` (own segmentation, own thresholds) under changed conditions.
+
+Usage (repository root; ~2 min for all conditions on one core)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_robustness.py [--fields 2] [--size 1024]
+        [--only NAME[,NAME...]] [--seed0 300] [--json benchmarks/results/robustness.json]
+
+``bench_detection.py`` measures the pipeline on the simulator's DEFAULT fields, and its robustness table
+uses the TRUE masks (detection only). Here every condition runs the whole pipeline as a user would: the
+simulated field goes through ``analyze_field`` with the defaults, and each row reports, over ``--fields``
+fields (seeds ``seed0, seed0 + 1, ...``; never the benchmark seeds 0-9 nor the dev seeds 100-147):
+
+* ``accuracy``: exact per-nucleus count accuracy (every panel signal right) on the scorable nuclei that
+  match a true nucleus at IoU >= 0.5;
+* ``scorable``: share of the true interior nuclei (not cut by the border) that are scorable and matched;
+* ``clone``: clone % (the panel's tracked calls among scorable nuclei) minus the true clone % of the interior
+  nuclei, in percentage points;
+* the number of scorable objects that match no true nucleus (merged pairs, fragments, debris).
+
+Nothing here is tuned on: the conditions are the simulator's knobs moved one at a time, away from the
+defaults the segmentation and detection were developed on, plus other panels and a field without a pixel
+size (the scale then comes from the nuclei).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fishcount as fc  # noqa: E402
+from bench_detection import match_labels  # noqa: E402
+from fishcount.io import field_from_arrays  # noqa: E402
+
+#: name -> (panel, simulate_field keyword arguments, pixel size given to the pipeline: True = the field's)
+CONDITIONS: dict[str, tuple[str, dict, bool]] = {
+    "defaults": ("del5q", {}, True),
+    "no pixel size (scale from the nuclei)": ("del5q", {}, False),
+    "pixel 0.065 µm (100x, sCMOS)": ("del5q", {"pixel_size_um": 0.065}, True),
+    "pixel 0.10 µm": ("del5q", {"pixel_size_um": 0.10}, True),
+    "pixel 0.24 µm": ("del5q", {"pixel_size_um": 0.24}, True),
+    "small nuclei 5-8 µm": ("del5q", {"nucleus_diameter_um": (5.0, 8.0)}, True),
+    "large nuclei 9-15 µm": ("del5q", {"nucleus_diameter_um": (9.0, 15.0)}, True),
+    "dense field (density 0.5)": ("del5q", {"density": 0.5}, True),
+    "sparse field (25 nuclei)": ("del5q", {"n_nuclei": 25}, True),
+    "dim probes (peak 250 ADU)": ("del5q", {"signal_peak_adu": 250.0}, True),
+    "noisy camera (read noise 20 ADU)": ("del5q", {"read_noise_adu": 20.0}, True),
+    "strong texture + autofluorescence": ("del5q", {"chromatin_texture": 0.6, "autofluorescence_adu": 200.0}, True),
+    "no chromatin texture": ("del5q", {"chromatin_texture": 0.0}, True),
+    "dim DAPI (level 600 ADU)": ("del5q", {"dapi_level_adu": 600.0}, True),
+    "many touching (0.4) and lobulated (0.3)": ("del5q", {"touching_fraction": 0.4, "lobulated_fraction": 0.3}, True),
+    "20 % diffuse signals": ("del5q", {"diffuse_fraction": 0.2}, True),
+    "strong vignetting (0.6)": ("del5q", {"illumination_falloff": 0.6}, True),
+    "70 % abnormal": ("del5q", {"abnormal_fraction": 0.7}, True),
+    "panel del7q": ("del7q", {}, True),
+    "panel tp53": ("tp53", {}, True),
+    "panel cep8 (enumeration)": ("cep8", {}, True),
+    "panel kmt2a (break-apart)": ("kmt2a", {}, True),
+    "panel bcr_abl1 (dual fusion)": ("bcr_abl1", {}, True),
+}
+
+
+def run_field(panel_id: str, sim_kwargs: dict, give_pixel: bool, seed: int, size: int) -> dict:
+    panel = fc.load_panel(panel_id)
+    keys = [f"count_{k}" for k in panel.pattern_keys]  # every count the call is made from (fusion included)
+    sim = fc.simulate_field(panel, shape=(size, size), seed=seed, **sim_kwargs)
+    arrays = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
+    fld = field_from_arrays(arrays.pop("DAPI"), arrays, sim.pixel_size_um if give_pixel else None,
+                            panel=panel, name=f"s{seed}")
+    t0 = time.process_time()
+    res = fc.analyze_field(fld, panel)
+    cpu = time.process_time() - t0
+    truth = sim.truth.set_index("label")
+    interior = truth[~truth.border]
+    nuc = res.nuclei.copy()
+    nuc["true"] = nuc.label.map(match_labels(sim.labels, res.labels))
+    matched = nuc[nuc.true.notna()]
+    right = (matched[keys].to_numpy() == truth.loc[matched.true.astype(int), keys].to_numpy()).all(1)
+    inner = matched.true.astype(int).isin(interior.index).to_numpy()
+    sc = matched.scorable.to_numpy()
+    tracked = set(panel.tracked_calls)
+    return {"n_sc": int(sc.sum()), "n_right": int((right & sc).sum()), "n_sc_inner": int((sc & inner).sum()),
+            "n_interior": len(interior), "unmatched_scorable": int((nuc.true.isna() & nuc.scorable).sum()),
+            "clone": (int(nuc[nuc.scorable].call.isin(tracked).sum()), int(nuc.scorable.sum())),
+            "clone_true": (int(interior.call.isin(tracked).sum()), len(interior)), "cpu": cpu}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fields", type=int, default=2)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--seed0", type=int, default=300)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args(argv)
+    only = [o.strip() for o in a.only.split(",") if o.strip()]
+    results = {}
+    print(f"{'condition':44s} {'accuracy':>9s} {'scorable':>9s} {'clone pts':>9s} {'unmatched':>9s} {'CPU s/field':>11s}")
+    for name, (panel_id, kw, give_pixel) in CONDITIONS.items():
+        if only and not any(o in name for o in only):
+            continue
+        rows = [run_field(panel_id, kw, give_pixel, a.seed0 + i, a.size) for i in range(a.fields)]
+        n_sc = sum(r["n_sc"] for r in rows)
+        acc = sum(r["n_right"] for r in rows) / max(1, n_sc)
+        scor = sum(r["n_sc_inner"] for r in rows) / max(1, sum(r["n_interior"] for r in rows))
+        clone = 100 * sum(r["clone"][0] for r in rows) / max(1, sum(r["clone"][1] for r in rows))
+        clone_t = 100 * sum(r["clone_true"][0] for r in rows) / max(1, sum(r["clone_true"][1] for r in rows))
+        un = sum(r["unmatched_scorable"] for r in rows)
+        cpu = sum(r["cpu"] for r in rows) / len(rows)
+        results[name] = {"accuracy": acc, "scorable_matched": scor, "n_scorable_matched": n_sc,
+                         "clone_pct": clone, "true_clone_pct": clone_t, "unmatched_scorable": un, "cpu_s_per_field": cpu}
+        print(f"{name:44s} {acc:9.4f} {scor:9.1%} {clone - clone_t:+9.1f} {un:9d} {cpu:11.2f}", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"fields": a.fields, "size": a.size, "seed0": a.seed0,
+                                            "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
