@@ -1567,3 +1567,46 @@ def test_notched_nucleus_of_one_nucleus_area_is_scorable_a_larger_one_is_a_clump
     # 0 switches the size condition off: any deeply notched object is a clump again
     off = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "low_solidity_min_area_vs_median": 0.0})
     assert "clump" in off.set_index("label").loc[7, "exclusion_reason"]
+
+
+def _textured_field(amplitude, seed=3):
+    """Six separate discs (r = 20 px) whose DAPI carries a blotchy chromatin texture of relative SD
+    ``amplitude`` (smoothed noise, clipped at 0.1 of the mean: dark patches reach the outline)."""
+    shape = (200, 300)
+    rng = np.random.default_rng(seed)
+    true = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate([(50, 50), (50, 150), (50, 250), (150, 50), (150, 150), (150, 250)], start=1):
+        true[_disc(shape, y, x, 20)] = k
+    tex = ndi.gaussian_filter(rng.standard_normal(shape), 2.5)  # blotches ~d/8
+    tex *= amplitude / tex.std()
+    img = np.where(true > 0, 1000.0 * np.clip(1.0 + tex, 0.1, None), 0.0)
+    img = ndi.gaussian_filter(img, 1.0) + 100.0 + rng.normal(0, 5.0, shape)
+    return np.clip(img, 0, 65535).astype(np.uint16), true
+
+
+def test_strong_chromatin_texture_is_smoothed_before_thresholding():
+    """Step 3b: blotchy texture (dark patches down to 0.1 of the mean) must not bite or cut nuclei; the
+    texture index says how strong it is and the smoothing grows only when it is above texture_max."""
+    from fishcount.segment import (CLASSICAL_DEFAULTS, _flatten, _foreground, _norm_range, _normalize, _resample,
+                                   texture_index)
+
+    img, true = _textured_field(0.9)
+    seg = segment_nuclei(img, diameter_px=40)
+    m = match_labels(true, seg.labels)
+    off = segment_nuclei(img, diameter_px=40, texture_max=0.0)  # step 3b off: bitten, a fragment
+    m_off = match_labels(true, off.labels)
+    assert m["tp"] == 6 and m["fp"] == 0 and m["mean_iou"] > 0.75, m
+    assert m_off["fp"] > 0 and m_off["mean_iou"] < 0.7, m_off
+    # the index: high for this field, low for the same discs without texture (no extra smoothing there)
+    p = CLASSICAL_DEFAULTS
+    for amp, lo, hi in ((0.9, p["texture_max"], 10.0), (0.0, 0.0, 0.2)):
+        im, _ = _textured_field(amp)
+        work, _ = _resample(im, 0.5)  # d = 40 px -> 20 px, the working scale (as segment_classical)
+        work, _ = _normalize(work, _norm_range(im))
+        flt = _flatten(work, 20.0, p)
+        mask = _foreground(flt, 20.0, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"])
+        assert lo < texture_index(flt, mask, 20.0) < hi
+    plain, _ = _textured_field(0.0)
+    a = segment_nuclei(plain, diameter_px=40)
+    b = segment_nuclei(plain, diameter_px=40, texture_max=0.0)
+    np.testing.assert_array_equal(a.labels, b.labels)  # below texture_max nothing changes
