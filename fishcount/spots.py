@@ -797,12 +797,16 @@ def _noise_tail_threshold(snr: np.ndarray, min_snr: float, typical: float, fallb
     Candidates between :data:`CANDIDATE_SNR` and ``min_snr`` are noise maxima. Their excess over
     ``CANDIDATE_SNR`` is modelled as exponential (maximum-likelihood rate, heavier than a Gaussian tail,
     so conservative), and the threshold is where half a noise maximum is expected above it among all
-    candidates. With fewer than 10 noise maxima the field is clean and ``min_snr`` is kept. The
+    candidates. With fewer than 10 noise maxima the field is clean and ``min_snr`` is kept (also as the
+    cap of a valley found by :func:`auto_threshold`). The
     threshold never exceeds ``fallback_fraction`` x 1.67 (half) of the typical signal SNR.
     """
     low = snr[(snr >= CANDIDATE_SNR) & (snr < min_snr)] - CANDIDATE_SNR
     if low.size < 10:
-        return float(min_snr) if np.isfinite(typical) else float("inf")
+        # a clean field: hardly any noise maxima below the floor, so hardly any above it either. A valley
+        # found higher is a gap among unevenly bright signals (seen at 0.065 µm/px: signals at SNR 6-16
+        # and 44-220, one noise maximum, a "valley" at 27 dropped the dim signals), so the floor also caps it
+        return float(min_snr)
     span = min_snr - CANDIDATE_SNR
     rate = 1.0 / max(float(low.mean()), 1e-3)
     # the observed maxima are truncated at min_snr: correct the total count of noise maxima

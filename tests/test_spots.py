@@ -259,6 +259,15 @@ def test_auto_threshold_sparse_and_degenerate_inputs():
     assert clean == MIN_AUTO_SNR
 
 
+def test_auto_threshold_clean_field_keeps_dim_signals():
+    """A clean field (one noise maximum) with dim and bright signals and a gap between them: the gap is
+    not a noise/signal valley, every signal is kept (the floor). Seen at 0.065 µm/px, 20 nuclei."""
+    snr = np.array([3.1, 6.2, 15.8, 15.9, 44.0, 50.2, 53.6, 56.8, 57.1, 57.3, 60.2, 65.5, 72.1, 72.1, 73.3,
+                    73.5, 75.9, 76.4, 85.2, 91.3, 99.2, 100.7, 101.2, 113.7, 116.2, 121.1, 121.3, 121.9,
+                    122.0, 127.1, 132.5, 156.1, 164.0, 170.7, 223.8])
+    assert auto_threshold(snr, 20) == MIN_AUTO_SNR
+
+
 def test_auto_threshold_few_nuclei_uses_the_noise_tail():
     rng = np.random.default_rng(3)
     noise = 2.5 + rng.exponential(0.5, 3000)          # many noise maxima, exponential tail
