@@ -66,7 +66,9 @@ _DEFAULTS_FILE = Path(__file__).with_name("segment_defaults.toml")
 #: Expected keys of ``segment_defaults.toml``: section -> key -> (type, lower bound, upper bound or None).
 _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
     "scale": {"nucleus_diameter_um": (float, 0.5, 100.0), "scale_peak_min_fraction": (float, 0.0, 1.0),
-              "min_bright_fraction": (float, 0.0, 1.0)},
+              "min_bright_fraction": (float, 0.0, 1.0), "size_check_low": (float, 0.0, 1.0),
+              "size_check_high": (float, 1.0, None), "size_check_ratio": (float, 0.1, 2.0),
+              "size_check_min_nuclei": (float, 1.0, None)},
     "classical": {
         "working_diameter_px": (float, 6.0, 200.0), "background_width_diameters": (float, 1.0, None),
         "smooth_sigma_diameters": (float, 0.0, 1.0), "texture_max": (float, 0.0, None),
@@ -175,6 +177,9 @@ SCALE_PEAK_MIN_FRACTION: float = _D["scale"]["scale_peak_min_fraction"]
 #: than 10 noise sigmas above its 10th percentile (pure Gaussian noise: ~1e-15). Sigma comes from the
 #: darkest pixels (10th - 2.28th percentile), so it holds however much of the field nuclei cover.
 MIN_BRIGHT_FRACTION: float = _D["scale"]["min_bright_fraction"]
+#: Size check with a pixel size (``segment_defaults.toml`` [scale] size_check_*): see :func:`segment_nuclei`.
+SIZE_CHECK: dict[str, float] = {k: _D["scale"][k] for k in ("size_check_low", "size_check_high",
+                                                              "size_check_ratio", "size_check_min_nuclei")}
 #: Parameters of the classical backend (``segment_defaults.toml`` [classical]; relative to the nucleus).
 CLASSICAL_DEFAULTS: dict[str, Any] = dict(_D["classical"])
 #: QC thresholds deciding ``scorable`` / ``exclusion_reason`` (``segment_defaults.toml`` [qc], with sources).
@@ -2301,7 +2306,7 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
 def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, backend: str = "classical",
                    saturation_value: float | None = None, nucleus_diameter_um: float | None = None,
                    diameter_px: float | None = None, qc: dict[str, float] | None = None,
-                   source: str = "<array>", **params: Any) -> Segmentation:
+                   size_check: bool = True, source: str = "<array>", **params: Any) -> Segmentation:
     """Segment nuclei in a DAPI image and measure each one.
 
     Parameters
@@ -2323,6 +2328,12 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
         pixel size.
     diameter_px : float, optional
         Force the typical nucleus diameter in pixels (overrides both of the above).
+    size_check : bool
+        With a pixel size (classical backend): when the nuclei segmented at the nominal diameter are much
+        larger or smaller than it (median outside ``size_check_low``-``size_check_high`` x d, at least
+        ``size_check_min_nuclei`` of them; ``segment_defaults.toml`` [scale]), segment again at their own
+        size (:func:`_size_check`); ``diameter_source`` then says "pixel size, adjusted to the nuclei".
+        False keeps the nominal diameter.
     qc : dict, optional
         Overrides of :data:`QC_DEFAULTS`.
     source : str
@@ -2388,11 +2399,62 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
             raise FishcountError(f"backend {backend!r}", f"returned labels of shape {labels.shape}, "
                                  f"expected {img.shape}")
         labels = labels.astype(np.int32, copy=False)
+        if size_check and d_src == "pixel size" and backend == "classical":
+            d_fit = _size_check(labels, d)
+            if d_fit is not None:  # the field's nuclei are not the nominal size: segment at their own
+                d, d_src = d_fit, "pixel size, adjusted to the nuclei"
+                used.update(diameter_px=d, diameter_source=d_src)
+                labels = np.asarray(func(exact, d, **params)).astype(np.int32, copy=False)
         if labels.max() == 0:
             used["message"] = "no nuclei found"
     table = _qc_table(exact, labels, pixel_size_um, d if np.isfinite(d) else 1.0, saturation_value, qc_p)
     return Segmentation(labels=labels, qc=table, pixel_size_um=pixel_size_um, diameter_px=float(d),
                         diameter_source=d_src, params=used)
+
+
+def _size_check(labels: np.ndarray, d: float) -> float | None:
+    """Nominal nucleus size vs the nuclei segmented with it: the diameter to segment again with, or None.
+
+    With a pixel size the typical diameter is the nominal ``nucleus_diameter_um`` (9 µm), but fields of
+    larger or smaller nuclei exist (other tissues, other species, blasts): segmented at 9 µm, nuclei of
+    12 µm are over-split (each is > 1.5 typical areas) and nuclei of 6 µm look lobe-sized (two touching
+    ones are joined as lobes). The median equivalent diameter of the nuclei that do not touch the image
+    edge (at least ``size_check_min_nuclei``) over ``d`` is ~0.85-0.91 on typical marrow fields (6-12 µm
+    nuclei; the median visible nucleus is smaller than the nominal mean), ~1.2 for 9-15 µm and ~0.7 for 5-8
+    µm nuclei. Outside ``[size_check_low, size_check_high]`` the field is segmented again with
+    ``d = median / size_check_ratio`` (the ratio of typical fields), within 0.5-2x the nominal ``d``.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        (Y, X) int labels segmented with ``d``.
+    d : float
+        Typical nucleus diameter used, px.
+
+    Returns
+    -------
+    float or None
+        The diameter (px) to segment again with, or None when the nominal one fits.
+    """
+    c = SIZE_CHECK
+    if c["size_check_low"] <= 0 and not np.isfinite(c["size_check_high"]):
+        return None
+    n = int(labels.max())
+    if n < c["size_check_min_nuclei"]:
+        return None
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    keep = np.ones(n + 1, bool)
+    keep[0] = False
+    keep[edge] = False
+    keep &= area > 0
+    if keep.sum() < c["size_check_min_nuclei"]:
+        return None
+    med = 2.0 * math.sqrt(float(np.median(area[keep])) / math.pi)
+    r = med / d
+    if c["size_check_low"] <= r <= c["size_check_high"]:
+        return None
+    return float(np.clip(med / c["size_check_ratio"], 0.5 * d, 2.0 * d))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1610,3 +1610,31 @@ def test_strong_chromatin_texture_is_smoothed_before_thresholding():
     a = segment_nuclei(plain, diameter_px=40)
     b = segment_nuclei(plain, diameter_px=40, texture_max=0.0)
     np.testing.assert_array_equal(a.labels, b.labels)  # below texture_max nothing changes
+
+
+def test_size_check_segments_again_at_the_nuclei_own_size():
+    """With a pixel size the nominal 9 µm sets d; touching pairs of nuclei far smaller than that (here d =
+    20 px against a nominal 30 px) look lobe-sized and are joined. The size check sees the median nucleus at
+    ~0.7 d and segments again at the nuclei's own size: every pair split."""
+    shape = (260, 260)
+    true = np.zeros(shape, np.int32)
+    k = 0
+    for y in (30, 90, 150, 210):
+        for x in (30, 100, 170):
+            k += 1
+            true[_disc(shape, y, x, 10)] = k
+            k += 1
+            true[_disc(shape, y, x + 19, 10) & (true == 0)] = k  # a touching partner
+    rng = np.random.default_rng(0)
+    img = _render([(true == i, rng.uniform(0.6, 1.0)) for i in range(1, k + 1)], shape)
+    seg = segment_nuclei(img, pixel_size_um=0.3)  # nominal d = 9 / 0.3 = 30 px
+    assert seg.diameter_source == "pixel size, adjusted to the nuclei"
+    assert 20 <= seg.diameter_px <= 27 and seg.params["diameter_px"] == seg.diameter_px
+    m = match_labels(true, seg.labels)
+    assert m["tp"] == k and m["fp"] == 0
+    nominal = segment_nuclei(img, pixel_size_um=0.3, size_check=False)
+    assert nominal.diameter_source == "pixel size" and nominal.diameter_px == 30.0
+    assert match_labels(true, nominal.labels)["tp"] < k
+    # nuclei of the nominal size: no second pass
+    plain, _ = _disc_field(r=14.0, n=12, seed=4)
+    assert segment_nuclei(plain, pixel_size_um=9.0 / 28.0).diameter_source == "pixel size"
