@@ -419,6 +419,9 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
        shapes are larger than nuclei; chromatin spots are weaker than nuclei).
     #. Refinement: the image is segmented once at that scale (flattened, local-contrast threshold) and the
        median inscribed/equivalent diameter of the objects is returned when it agrees within a factor 2.
+       Only objects that step 7b would keep count (contrast >= ``dim_min_contrast`` x the
+       ``dim_reference_quantile`` quantile of the objects' contrasts): haze and specks in tissue images
+       outnumber the nuclei.
        When the objects are more than 2x larger than the scale (a glowing embryo or tissue section is one
        huge object at its own scale), the next smaller scale-space peak is tried the same way.
 
@@ -523,6 +526,15 @@ def _refine_diameter(img: np.ndarray, d0: float) -> float:
     keep = areas >= 0.05 * math.pi * d * d / 4
     if not np.any(keep):
         return float("nan")
+    # the objects step 7b would keep: haze and specks far dimmer than the field's nuclei (tissue glow,
+    # out-of-plane texture) are many and small and would pull the median down
+    frac = float(CLASSICAL_DEFAULTS["dim_min_contrast"])
+    if frac > 0 and np.count_nonzero(keep) >= 5:
+        bg = _object_background(lab, flt, d, CLASSICAL_DEFAULTS)
+        contrast = (_label_mean(flt, lab, n, labelled_only=True) - bg)[1:]
+        ref = float(np.quantile(contrast[keep], CLASSICAL_DEFAULTS["dim_reference_quantile"]))
+        if ref > 0:
+            keep &= contrast >= frac * ref
     areas, maxdt = areas[keep], maxdt[keep]
     eqd = 2.0 * np.sqrt(areas / np.pi)
     inscribed = 2.0 * maxdt

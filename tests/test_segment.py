@@ -646,6 +646,24 @@ def test_scale_estimate_skips_a_glow_peak_on_real_tissue():
     assert 5.0 < d < 30.0, d
 
 
+def test_scale_estimate_ignores_dim_blobs(monkeypatch):
+    # eight nuclei (d = 20 px) and sixteen smaller blobs (d = 12 px) at 12 % of their brightness (tissue
+    # haze, out-of-plane texture): the blobs outnumber the nuclei, but the size is measured on the objects
+    # step 7b keeps, so the estimate is the nuclei's
+    rng = np.random.default_rng(3)
+    shape = (256, 256)
+    objs = [(_disc(shape, 40 + 60 * i, 40 + 60 * j, 10), 1.0) for i in range(4) for j in range(2)]
+    while len(objs) < 8 + 16:
+        cy, cx = rng.uniform(5, 250, 2)
+        if cx >= 150:
+            objs.append((_disc(shape, cy, cx, 6.0), 0.12))
+    img = _render(objs, shape, noise=3.0, seed=3)
+    d = estimate_nucleus_diameter(img)
+    assert abs(d / 20.0 - 1) <= 0.15, d
+    monkeypatch.setitem(S.CLASSICAL_DEFAULTS, "dim_min_contrast", 0.0)  # every object counts: the blobs win
+    assert estimate_nucleus_diameter(img) < 15.0
+
+
 def test_refine_splits_nuclei_pressed_together_only_along_a_dark_seam():
     # two 28x12 px nuclei side by side with no neck (the union is a 28x24 rectangle, ~2.1 typical areas at
     # d = 20): the distance transform has one ridge, only the DAPI tells them apart
