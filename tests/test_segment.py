@@ -1585,3 +1585,74 @@ def test_notched_nucleus_of_one_nucleus_area_is_scorable_a_larger_one_is_a_clump
     # 0 switches the size condition off: any deeply notched object is a clump again
     off = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "low_solidity_min_area_vs_median": 0.0})
     assert "clump" in off.set_index("label").loc[7, "exclusion_reason"]
+
+
+# ---------------------------------------------------------------------------------------------
+# step 7c2: split an object at the DAPI level that separates its nuclei
+# ---------------------------------------------------------------------------------------------
+
+def _side_by_side(right_level, shape=(60, 84), r=11.0, dx=19.0):
+    """One object (label 1): two discs whose centres are ``dx`` px apart, the left at DAPI 1.0 and the
+    right at ``right_level``, blurred; returns (labels, flattened DAPI, left disc, right disc)."""
+    left = _disc(shape, 30, 28, r)
+    right = _disc(shape, 30, 28 + dx, r) & ~left
+    flt = ndi.gaussian_filter(np.where(left, 1.0, np.where(right, right_level, 0.0)), 1.2).astype(np.float32)
+    return (left | right).astype(np.int32), flt, left, right
+
+
+def test_level_split_separates_touching_nuclei_of_different_brightness():
+    # two nuclei pressed together (a notch at each end of their contact), the right one at half the DAPI of
+    # the left: no separate component of the right one at any level, but the rest of the object beside the
+    # bright one is a nucleus of its own -> two labels, each on its disc
+    p = dict(S.CLASSICAL_DEFAULTS)
+    labels, flt, left, right = _side_by_side(0.5)
+    out = S._level_split(labels, flt, 20.0, p)
+    assert len(np.unique(out[out > 0])) == 2
+    a, b = np.bincount(out[left]).argmax(), np.bincount(out[right]).argmax()
+    assert a != b and np.mean(out[left] == a) > 0.9 and np.mean(out[right] == b) > 0.9
+    # the same outline with one brightness has no level that separates the two: it stays whole (step 7d
+    # judges the shape alone)
+    labels, flt, _, _ = _side_by_side(1.0)
+    assert S._level_split(labels, flt, 20.0, p) is labels
+    # switched off
+    labels, flt, _, _ = _side_by_side(0.5)
+    assert S._level_split(labels, flt, 20.0, {**p, "level_split_levels": 0.0}) is labels
+
+
+def test_level_split_keeps_a_nucleus_with_a_bright_end_and_a_lobulated_one_whole():
+    p = dict(S.CLASSICAL_DEFAULTS)
+    shape = (60, 90)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    # a large elongated nucleus (~2.5 typical areas at d = 20) with one notch in its top edge, whose DAPI
+    # falls from one end to the other: at every level a bright component and a dim rest, but the boundary
+    # between them ends in at most one concavity (chromatin, not two nuclei): one nucleus
+    ell = (((yy - 30) / 11.0) ** 2 + ((xx - 45) / 24.0) ** 2 <= 1) & ~_disc(shape, 16, 45, 7)
+    flt = ndi.gaussian_filter(np.where(ell, 1.0 - 0.6 * (xx - 21) / 48.0, 0.0), 1.2).astype(np.float32)
+    labels = ell.astype(np.int32)
+    assert S._solidity(ell) < p["concave_max_solidity"]  # a candidate
+    assert S._level_split(labels, flt, 20.0, p) is labels
+    # without the concavity rule (every outline point a concavity) the gradient would cut it
+    cut = S._level_split(labels, flt, 20.0, {**p, "level_split_concavity_depth": 0.0})
+    assert len(np.unique(cut[cut > 0])) >= 2
+    # a lobulated nucleus (three lobes of different brightness, one nucleus' area) is not a candidate
+    lob = _disc(shape, 30, 30, 7) | _disc(shape, 30, 43, 7) | _disc(shape, 41, 37, 7)
+    flt = ndi.gaussian_filter(np.where(_disc(shape, 30, 30, 7), 1.0, np.where(lob, 0.5, 0.0)), 1.2)
+    labels = lob.astype(np.int32)
+    assert S._level_split(labels, flt.astype(np.float32), 20.0, p) is labels
+
+
+def test_outline_concavities_known_answers():
+    disc = _disc((40, 40), 20, 20, 12)
+    assert len(S._outline_concavities(disc, 0.5)) == 0  # convex: no defect deeper than half a pixel
+    notched = np.zeros((40, 50), bool)
+    notched[8:32, 8:42] = True
+    notched[8:14, 23:27] = False  # a notch 6 px deep in the top edge
+    pts = S._outline_concavities(notched, 2.0)
+    assert len(pts) == 1
+    assert 12.0 <= pts[0][0] <= 14.5 and 22.5 <= pts[0][1] <= 27.5  # at the bottom of the notch
+    assert len(S._outline_concavities(notched, 7.0)) == 0
+
+
+def test_level_split_parameters_are_validated(tmp_path):
+    with pytest.raises(FishcountError, match="level_split_levels"):
+        S.load_segment_defaults(_write_defaults(tmp_path, ("level_split_levels = 7", "level_split_levels = -1")))
