@@ -21,6 +21,8 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
 #. Re-split objects too big or too notched for one nucleus: a marker search inside each one alone (a
    smaller ``h``); kept only when the parts are nucleus-sized (not lobes) and more convex than the whole.
    Then drop objects whose contrast over their surroundings is far below the field's typical object's.
+   Split objects at the DAPI level that separates their nuclei (a brighter nucleus beside a dimmer one, or
+   a faint dip), when the boundary ends in two notches of the outline (:func:`_level_split`).
    Cut objects between two concavities of their outline (nuclei pressed side by side, no neck, no seam).
 #. Resample labels back to the field's shape (nearest neighbour).
 #. Measure each nucleus (area, shape, DAPI, focus, border, saturation) and decide ``scorable`` with
@@ -94,6 +96,12 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "concave_min_depth": (float, 0.0, 1.0), "concave_min_area": (float, 0.0, None),
         "concave_max_solidity": (float, 0.0, 1.0), "concave_min_saliency": (float, 0.0, None),
         "concave_part_solidity": (float, 0.0, 1.0),
+        "level_split_levels": (float, 0.0, 100.0), "level_split_low": (float, 0.0, 1.0),
+        "level_split_high": (float, 0.0, 1.0), "level_split_min_area": (float, 0.0, None),
+        "level_split_smooth_diameters": (float, 0.0, 1.0), "level_split_core_area": (float, 0.0, None),
+        "level_split_gap_diameters": (float, 0.0, 1.0), "level_split_part_solidity": (float, 0.0, 1.0),
+        "level_split_min_solidity_gain": (float, -1.0, 1.0), "level_split_concavity_depth": (float, 0.0, 1.0),
+        "level_split_concavity_reach": (float, 0.0, 1.0),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
@@ -425,6 +433,9 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
        shapes are larger than nuclei; chromatin spots are weaker than nuclei).
     #. Refinement: the image is segmented once at that scale (flattened, local-contrast threshold) and the
        median inscribed/equivalent diameter of the objects is returned when it agrees within a factor 2.
+       Only objects that step 7b would keep count (contrast >= ``dim_min_contrast`` x the
+       ``dim_reference_quantile`` quantile of the objects' contrasts): haze and specks in tissue images
+       outnumber the nuclei.
        When the objects are more than 2x larger than the scale (a glowing embryo or tissue section is one
        huge object at its own scale), the next smaller scale-space peak is tried the same way.
 
@@ -529,6 +540,15 @@ def _refine_diameter(img: np.ndarray, d0: float) -> float:
     keep = areas >= 0.05 * math.pi * d * d / 4
     if not np.any(keep):
         return float("nan")
+    # the objects step 7b would keep: haze and specks far dimmer than the field's nuclei (tissue glow,
+    # out-of-plane texture) are many and small and would pull the median down
+    frac = float(CLASSICAL_DEFAULTS["dim_min_contrast"])
+    if frac > 0 and np.count_nonzero(keep) >= 5:
+        bg = _object_background(lab, flt, d, CLASSICAL_DEFAULTS)
+        contrast = (_label_mean(flt, lab, n, labelled_only=True) - bg)[1:]
+        ref = float(np.quantile(contrast[keep], CLASSICAL_DEFAULTS["dim_reference_quantile"]))
+        if ref > 0:
+            keep &= contrast >= frac * ref
     areas, maxdt = areas[keep], maxdt[keep]
     eqd = 2.0 * np.sqrt(areas / np.pi)
     inscribed = 2.0 * maxdt
@@ -761,6 +781,8 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     # the ring backgrounds are the same when 7b dropped nothing
     labels = _tighten_outlines(kept, flt, d, p, bg if kept is labels else None)
     del bg
+    # 7c2. split objects at the DAPI level that separates their nuclei (brightness step, faint dip)
+    labels = _level_split(labels, flt, d, p)
     # 7d. cut objects between two concavities of their outline (nuclei pressed side by side)
     labels = _concave_split(labels, d, p)
     # 8. back to the field's shape
@@ -1780,6 +1802,300 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     if best is None:
         return None
     return best[1], best[2]
+
+
+def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
+    """Step 7c2: split objects at the DAPI level that separates their nuclei (a multi-level search).
+
+    Nuclei pressed together often differ in brightness or meet along a faint dip, with no neck in the
+    distance transform. Every object of at least ``level_split_min_area`` nucleus areas (the larger of the
+    typical area and the field's median object area, as step 7d) with solidity below
+    ``concave_max_solidity`` is thresholded at ``level_split_levels`` levels evenly spaced from
+    ``level_split_low`` to ``level_split_high`` of the way from its ring background (the median of a
+    ring ``dim_ring_diameters`` x d wide around it, other objects excluded) to its peak, on the working
+    image smoothed by ``level_split_smooth_diameters`` x d. Objects whose outline has fewer than two
+    concavities are skipped (no partition can be valid). At each level the components of at least
+    ``level_split_core_area`` nucleus areas are seeds (brighter nuclei, or nuclei separated by a dip at
+    that level); where an object has a single seed, every piece of the rest of it that survives an
+    opening of radius ``level_split_gap_diameters`` x d away from the seed is a seed too (a dimmer nucleus
+    beside a brighter one: not a separate component at any level, but a thick region left over; a
+    nucleus' blurred rim is thin and opened away). The seeds grow over the object by a
+    watershed of the smoothed DAPI; parts below ``refine_min_part_area`` nucleus areas go to a neighbour.
+    A partition is valid when two or more parts remain, each with solidity >= ``level_split_part_solidity``,
+    their area-weighted solidity is at most ``-level_split_min_solidity_gain`` below the whole's, and
+    both ends of every boundary between two parts lie within ``level_split_concavity_reach`` x d of a
+    concavity of the object's outline at least ``level_split_concavity_depth`` x d deep (measured on the
+    sub-pixel outline, :func:`_outline_concavities`): two nuclei side by side leave a notch where their
+    outlines meet, chromatin texture inside one nucleus does not. Of the valid partitions, the one with
+    the most convex parts (area-weighted solidity) is kept. All candidates are processed together
+    (:func:`_level_partitions`).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        (Y, X) int labels at the working scale, 0 = background.
+    flt : np.ndarray
+        (Y, X) float32 flattened, smoothed image at the working scale.
+    d : float
+        Typical nucleus diameter at the working scale, px.
+    p : dict
+        Classical parameters (``level_split_*``; ``concave_max_solidity``, ``refine_min_part_area``,
+        ``dim_ring_diameters``).
+
+    Returns
+    -------
+    np.ndarray
+        (Y, X) int32 labels (not renumbered); ``labels`` itself when nothing is split.
+    """
+    k_levels = int(p["level_split_levels"])
+    n = int(labels.max())
+    if k_levels <= 0 or n == 0:
+        return labels
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    nucleus_area = math.pi * d * d / 4.0
+    if np.count_nonzero(area[1:]) >= 5:  # as step 7d: the field's own objects when d is low
+        nucleus_area = max(nucleus_area, float(np.median(area[1:][area[1:] > 0])))
+    min_part = float(p["refine_min_part_area"]) * nucleus_area
+    min_area = max(float(p["level_split_min_area"]) * nucleus_area, 2 * min_part)
+    max_sol = float(p["concave_max_solidity"])
+    pad = 2
+    cand = []
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None or area[i] < min_area:
+            continue
+        y0, y1 = max(0, sl[0].start - pad), min(labels.shape[0], sl[0].stop + pad)
+        x0, x1 = max(0, sl[1].start - pad), min(labels.shape[1], sl[1].stop + pad)
+        m = labels[y0:y1, x0:x1] == i
+        if area[i] / _octagon_area(m) < max_sol + 0.02:  # else solidity >= area / octagon: convex
+            cand.append((i, y0, y1, x0, x1, m))
+    if not cand:
+        return labels
+    hulls = _hull_pixel_counts([c[5] for c in cand])
+    sols = np.array([area[c[0]] / max(int(hc), int(area[c[0]])) for c, hc in zip(cand, hulls)])
+    cand = [c for c, s in zip(cand, sols) if s < max_sol]
+    sols = sols[sols < max_sol]
+    if not cand:
+        return labels
+    # every boundary of a valid partition ends in two outline concavities: objects with fewer are skipped
+    depth = float(p["level_split_concavity_depth"]) * d
+    concave = [_outline_concavities(c[5], depth) for c in cand]
+    keep = [k for k, cv in enumerate(concave) if len(cv) >= 2]
+    if not keep:
+        return labels
+    cand, sols, concave = [cand[k] for k in keep], sols[keep], [concave[k] for k in keep]
+    sig = float(p["level_split_smooth_diameters"]) * d
+    sm = ndi.gaussian_filter(flt, sig) if sig > 0 else flt
+    # each candidate's local background: the median of the smoothed image in a ring around it (as
+    # _object_background, other objects excluded), from its own box
+    rr = max(1, int(round(p["dim_ring_diameters"] * d)))
+    bg = np.zeros(len(cand))
+    for k, (i, y0, y1, x0, x1, m) in enumerate(cand):
+        ya, yb = max(0, y0 - rr), min(labels.shape[0], y1 + rr)
+        xa, xb = max(0, x0 - rr), min(labels.shape[1], x1 + rr)
+        big = np.zeros((yb - ya, xb - xa), bool)
+        big[y0 - ya:y0 - ya + m.shape[0], x0 - xa:x0 - xa + m.shape[1]] = m
+        ring = ndi.maximum_filter(big, size=2 * rr + 1) & (labels[ya:yb, xa:xb] == 0)
+        v = sm[ya:yb, xa:xb][ring]
+        bg[k] = float(np.median(v)) if v.size else float(sm[y0:y1, x0:x1][m].min())
+    parts = _level_partitions(cand, sols, concave, sm, bg, nucleus_area, d, p)
+    out = labels.astype(np.int32, copy=True)
+    nxt = n + 1
+    for (i, y0, y1, x0, x1, m), pt in zip(cand, parts):
+        if pt is None:
+            continue
+        sub = out[y0:y1, x0:x1]
+        for j in np.unique(pt[m])[1:]:
+            sub[pt == j] = nxt
+            nxt += 1
+    return out if nxt > n + 1 else labels
+
+
+def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarray, bg: np.ndarray,
+                      nucleus_area: float, d: float, p: dict) -> list:
+    """Step 7c2 for all candidate objects at once (see :func:`_level_split`).
+
+    The objects' boxes are packed side by side, with gaps, into one canvas, so that each threshold level,
+    the opening of the rest and each level's watershed are one call for all objects (per-object calls on
+    small boxes cost far more in overhead than in pixels). ``cand``: ``(label, y0, y1, x0, x1, mask)``
+    per object (its box in the working image); ``sols``: their solidities; ``concave``: their outline
+    concavities (:func:`_outline_concavities`); ``sm``: the smoothed working image; ``bg``: their ring
+    backgrounds. Returns, per object, int labels 1..k of the chosen partition in its box (0
+    outside the object) or None.
+    """
+    from skimage.segmentation import watershed
+
+    core = float(p["level_split_core_area"]) * nucleus_area
+    min_part = float(p["refine_min_part_area"]) * nucleus_area
+    r = max(1, int(round(float(p["level_split_gap_diameters"]) * d)))
+    qs = np.linspace(float(p["level_split_low"]), float(p["level_split_high"]), int(p["level_split_levels"]))
+    # pack the boxes in rows (gaps of 2r + 2 px: an opening never reaches from one object to the next)
+    gap = 2 * r + 2
+    width = max(max(c[5].shape[1] for c in cand), int(math.sqrt(sum(c[5].size for c in cand)) * 1.5))
+    pos, y, x, row_h = [], 0, 0, 0
+    for c in cand:
+        h, w = c[5].shape
+        if x and x + w > width:
+            y, x, row_h = y + row_h + gap, 0, 0
+        pos.append((y, x))
+        x += w + gap
+        row_h = max(row_h, h)
+    canvas_shape = (y + row_h, width)
+    obj = np.zeros(canvas_shape, np.int32)  # 1-based candidate index
+    f = np.zeros(canvas_shape, np.float32)
+    lo = np.zeros(len(cand) + 1, np.float32)
+    span = np.ones(len(cand) + 1, np.float32)
+    for k, ((i, y0, y1, x0, x1, m), (py, px)) in enumerate(zip(cand, pos), start=1):
+        h, w = m.shape
+        obj[py:py + h, px:px + w][m] = k
+        f[py:py + h, px:px + w] = sm[y0:y1, x0:x1]
+        lo[k] = bg[k - 1]
+        span[k] = max(float(sm[y0:y1, x0:x1][m].max()) - bg[k - 1], 0.0)
+    inside = obj > 0
+    # every level at once: thresholds of each object, labelled level by level (never across levels)
+    flat3 = ndi.generate_binary_structure(3, 1)
+    flat3[0] = flat3[2] = False
+    stack = (f[None] >= lo[obj][None] + qs.astype(np.float32)[:, None, None] * span[obj][None]) & inside[None]
+    comp, nc = ndi.label(stack, structure=flat3)
+    size = np.bincount(comp.ravel(), minlength=nc + 1)
+    size[0] = 0
+    seeds = np.where((size >= core)[comp], comp, 0)
+    # a dimmer nucleus beside a brighter one: where an object has ONE seed at a level, the rest of it away
+    # from the seed, opened (not a halo or a rim), is a seed too (with two or more seeds the object is
+    # already split there; a rest piece besides was more often a nucleus' rim than a third nucleus)
+    n_obj = len(cand)
+    zz = np.nonzero(seeds)[0]
+    owner = obj[None].repeat(len(qs), axis=0)[seeds > 0]
+    trip = np.unique((zz * (n_obj + 1) + owner) * (nc + 1) + seeds[seeds > 0])  # (level, object, seed)
+    per = np.bincount(trip // (nc + 1), minlength=len(qs) * (n_obj + 1)).reshape(len(qs), n_obj + 1)
+    one = (per == 1)[np.arange(len(qs))[:, None, None], obj[None]] & inside[None]
+    rest = ndi.binary_opening(one & ~ndi.binary_dilation(seeds > 0, structure=flat3), structure=_disk(r)[None])
+    rl, nr = ndi.label(rest & inside[None], structure=flat3)
+    if nr:
+        rs = np.bincount(rl.ravel(), minlength=nr + 1)
+        rs[0] = 0
+        seeds = np.where((rs >= core)[rl], rl + nc, seeds)
+    seen: list[set] = [set() for _ in range(n_obj + 1)]
+    options: list[list] = [[] for _ in range(n_obj + 1)]  # (w, level, parts box) per object
+    boxes = [(py, py + c[5].shape[0], px, px + c[5].shape[1]) for c, (py, px) in zip(cand, pos)]
+    for k in range(len(qs)):
+        sk = seeds[k]
+        sel = sk > 0
+        pairs = np.unique(obj[sel].astype(np.int64) * (int(sk.max()) + 1) + sk[sel])
+        po = pairs // (int(sk.max()) + 1)
+        n_seeds = np.bincount(po, minlength=n_obj + 1)
+        active = n_seeds >= 2
+        if not active.any():
+            continue
+        # the same seeds as at a lower level give the same partition: skip those objects
+        px_seed = np.bincount(obj[sel], minlength=n_obj + 1)
+        for j in np.flatnonzero(active):
+            key = (int(n_seeds[j]), int(px_seed[j]))
+            if key in seen[j]:
+                active[j] = False
+            else:
+                seen[j].add(key)
+        if not active.any():
+            continue
+        act = active[obj]
+        ws = watershed(-f, np.where(act, sk, 0), mask=act)
+        for j in np.flatnonzero(active):
+            ya, yb, xa, xb = boxes[j - 1]
+            pt = np.where(obj[ya:yb, xa:xb] == j, ws[ya:yb, xa:xb], 0)
+            options[j].append((k, pt))
+    # score every partition: parts nucleus-sized and convex, together not much less convex than the whole
+    result: list = [None] * n_obj
+    masks, owner = [], []
+    cands = []
+    for j in range(1, n_obj + 1):
+        for k, pt in options[j]:
+            pt = _absorb_small(pt, min_part)
+            ids = np.unique(pt[pt > 0])
+            if ids.size < 2:
+                continue
+            ms = [pt == u for u in ids]
+            pa = np.array([x.sum() for x in ms], np.float64)
+            if pa.min() < min_part:
+                continue
+            cands.append((j, pt, pa, len(masks)))
+            masks += ms
+    if not cands:
+        return result
+    hulls = _hull_pixel_counts(masks)
+    scored: list[list] = [[] for _ in range(n_obj + 1)]
+    for j, pt, pa, s0 in cands:
+        ps = pa / np.maximum(hulls[s0:s0 + pa.size], pa)
+        w = float(np.sum(pa * ps) / pa.sum())
+        if ps.min() >= p["level_split_part_solidity"] and w - sols[j - 1] >= p["level_split_min_solidity_gain"]:
+            scored[j].append((w, len(scored[j]), pt))
+    reach = float(p["level_split_concavity_reach"]) * d
+    for j in range(1, n_obj + 1):
+        m = cand[j - 1][5]
+        for w, _, pt in sorted(scored[j], reverse=True):  # the most convex parts first
+            if _boundaries_end_in_concavities(m, pt, concave[j - 1], reach):
+                _, relabel = np.unique(pt, return_inverse=True)
+                result[j - 1] = relabel.reshape(m.shape).astype(np.int32)
+                break
+    return result
+
+
+def _outline_concavities(m: np.ndarray, min_depth: float) -> np.ndarray:
+    """Deepest points (y, x), one per convex-hull defect at least ``min_depth`` px deep, of the sub-pixel
+    outline of bool mask ``m`` (the 0.5 iso-line of the mask smoothed with sigma 1 px: a notch of a
+    fraction of a pixel is measured, not rounded to 0 or 1 px). (k, 2) float array in ``m``'s coordinates."""
+    from scipy.spatial import ConvexHull
+    from skimage.measure import find_contours
+
+    g = ndi.gaussian_filter(np.pad(m.astype(np.float32), 3), 1.0)
+    contours = find_contours(g, 0.5)
+    if not contours:
+        return np.zeros((0, 2))
+    c = max(contours, key=len)[:-1]
+    if len(c) < 5:
+        return np.zeros((0, 2))
+    try:
+        v = np.sort(ConvexHull(c).vertices)
+    except Exception:  # degenerate (collinear) outline
+        return np.zeros((0, 2))
+    # each outline point belongs to the hull edge between the hull vertices around it (wrapping)
+    i = np.arange(len(c))
+    e = (np.searchsorted(v, i, side="right") - 1) % len(v)
+    start, end = c[v[e]], c[v[(e + 1) % len(v)]]
+    chord = end - start
+    length = np.hypot(chord[:, 0], chord[:, 1])
+    rel = c - start
+    depth = np.abs(chord[:, 0] * rel[:, 1] - chord[:, 1] * rel[:, 0]) / np.maximum(length, 1e-12)
+    o = np.lexsort((-depth, e))  # per edge, the deepest point first
+    first = o[np.r_[True, e[o][1:] != e[o][:-1]]]
+    first = first[depth[first] >= min_depth]
+    return (c[first] - 3).reshape(-1, 2)
+
+
+def _boundaries_end_in_concavities(m: np.ndarray, parts: np.ndarray, concave: np.ndarray, reach: float) -> bool:
+    """True when, for every pair of touching parts, the boundary between them meets the object's outline
+    at two or more places, and at two of them within ``reach`` px of a point of ``concave``."""
+    if len(concave) < 2:
+        return False
+    ring = _binary_morph(~m, np.ones((3, 3), bool)) & m  # object pixels next to the outside
+    ids = np.unique(parts[m])
+    eight = np.ones((3, 3), bool)
+    cross = ndi.generate_binary_structure(2, 1)
+    for u in ids:
+        pu = parts == u
+        du = _binary_morph(pu, cross)
+        for v in ids[ids > u]:
+            pv = parts == v
+            bnd = (pv & du) | (pu & _binary_morph(pv, cross))
+            if not bnd.any():
+                continue
+            ends, ne = ndi.label(bnd & ring, structure=eight)
+            ok = 0
+            for e in range(1, ne + 1):
+                ys, xs = np.nonzero(ends == e)
+                dmin = np.min((concave[:, 0][:, None] - ys[None]) ** 2 + (concave[:, 1][:, None] - xs[None]) ** 2)
+                ok += dmin <= reach * reach
+            if ok < 2:
+                return False
+    return True
 
 
 def _separate_pieces(labels: np.ndarray, pieces: np.ndarray, flt: np.ndarray, min_part: float) -> np.ndarray:

@@ -646,6 +646,24 @@ def test_scale_estimate_skips_a_glow_peak_on_real_tissue():
     assert 5.0 < d < 30.0, d
 
 
+def test_scale_estimate_ignores_dim_blobs(monkeypatch):
+    # eight nuclei (d = 20 px) and sixteen smaller blobs (d = 12 px) at 12 % of their brightness (tissue
+    # haze, out-of-plane texture): the blobs outnumber the nuclei, but the size is measured on the objects
+    # step 7b keeps, so the estimate is the nuclei's
+    rng = np.random.default_rng(3)
+    shape = (256, 256)
+    objs = [(_disc(shape, 40 + 60 * i, 40 + 60 * j, 10), 1.0) for i in range(4) for j in range(2)]
+    while len(objs) < 8 + 16:
+        cy, cx = rng.uniform(5, 250, 2)
+        if cx >= 150:
+            objs.append((_disc(shape, cy, cx, 6.0), 0.12))
+    img = _render(objs, shape, noise=3.0, seed=3)
+    d = estimate_nucleus_diameter(img)
+    assert abs(d / 20.0 - 1) <= 0.15, d
+    monkeypatch.setitem(S.CLASSICAL_DEFAULTS, "dim_min_contrast", 0.0)  # every object counts: the blobs win
+    assert estimate_nucleus_diameter(img) < 15.0
+
+
 def test_refine_splits_nuclei_pressed_together_only_along_a_dark_seam():
     # two 28x12 px nuclei side by side with no neck (the union is a 28x24 rectangle, ~2.1 typical areas at
     # d = 20): the distance transform has one ridge, only the DAPI tells them apart
@@ -1638,3 +1656,74 @@ def test_size_check_segments_again_at_the_nuclei_own_size():
     # nuclei of the nominal size: no second pass
     plain, _ = _disc_field(r=14.0, n=12, seed=4)
     assert segment_nuclei(plain, pixel_size_um=9.0 / 28.0).diameter_source == "pixel size"
+
+
+# ---------------------------------------------------------------------------------------------
+# step 7c2: split an object at the DAPI level that separates its nuclei
+# ---------------------------------------------------------------------------------------------
+
+def _side_by_side(right_level, shape=(60, 84), r=11.0, dx=19.0):
+    """One object (label 1): two discs whose centres are ``dx`` px apart, the left at DAPI 1.0 and the
+    right at ``right_level``, blurred; returns (labels, flattened DAPI, left disc, right disc)."""
+    left = _disc(shape, 30, 28, r)
+    right = _disc(shape, 30, 28 + dx, r) & ~left
+    flt = ndi.gaussian_filter(np.where(left, 1.0, np.where(right, right_level, 0.0)), 1.2).astype(np.float32)
+    return (left | right).astype(np.int32), flt, left, right
+
+
+def test_level_split_separates_touching_nuclei_of_different_brightness():
+    # two nuclei pressed together (a notch at each end of their contact), the right one at half the DAPI of
+    # the left: no separate component of the right one at any level, but the rest of the object beside the
+    # bright one is a nucleus of its own -> two labels, each on its disc
+    p = dict(S.CLASSICAL_DEFAULTS)
+    labels, flt, left, right = _side_by_side(0.5)
+    out = S._level_split(labels, flt, 20.0, p)
+    assert len(np.unique(out[out > 0])) == 2
+    a, b = np.bincount(out[left]).argmax(), np.bincount(out[right]).argmax()
+    assert a != b and np.mean(out[left] == a) > 0.9 and np.mean(out[right] == b) > 0.9
+    # the same outline with one brightness has no level that separates the two: it stays whole (step 7d
+    # judges the shape alone)
+    labels, flt, _, _ = _side_by_side(1.0)
+    assert S._level_split(labels, flt, 20.0, p) is labels
+    # switched off
+    labels, flt, _, _ = _side_by_side(0.5)
+    assert S._level_split(labels, flt, 20.0, {**p, "level_split_levels": 0.0}) is labels
+
+
+def test_level_split_keeps_a_nucleus_with_a_bright_end_and_a_lobulated_one_whole():
+    p = dict(S.CLASSICAL_DEFAULTS)
+    shape = (60, 90)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    # a large elongated nucleus (~2.5 typical areas at d = 20) with one notch in its top edge, whose DAPI
+    # falls from one end to the other: at every level a bright component and a dim rest, but the boundary
+    # between them ends in at most one concavity (chromatin, not two nuclei): one nucleus
+    ell = (((yy - 30) / 11.0) ** 2 + ((xx - 45) / 24.0) ** 2 <= 1) & ~_disc(shape, 16, 45, 7)
+    flt = ndi.gaussian_filter(np.where(ell, 1.0 - 0.6 * (xx - 21) / 48.0, 0.0), 1.2).astype(np.float32)
+    labels = ell.astype(np.int32)
+    assert S._solidity(ell) < p["concave_max_solidity"]  # a candidate
+    assert S._level_split(labels, flt, 20.0, p) is labels
+    # without the concavity rule (every outline point a concavity) the gradient would cut it
+    cut = S._level_split(labels, flt, 20.0, {**p, "level_split_concavity_depth": 0.0})
+    assert len(np.unique(cut[cut > 0])) >= 2
+    # a lobulated nucleus (three lobes of different brightness, one nucleus' area) is not a candidate
+    lob = _disc(shape, 30, 30, 7) | _disc(shape, 30, 43, 7) | _disc(shape, 41, 37, 7)
+    flt = ndi.gaussian_filter(np.where(_disc(shape, 30, 30, 7), 1.0, np.where(lob, 0.5, 0.0)), 1.2)
+    labels = lob.astype(np.int32)
+    assert S._level_split(labels, flt.astype(np.float32), 20.0, p) is labels
+
+
+def test_outline_concavities_known_answers():
+    disc = _disc((40, 40), 20, 20, 12)
+    assert len(S._outline_concavities(disc, 0.5)) == 0  # convex: no defect deeper than half a pixel
+    notched = np.zeros((40, 50), bool)
+    notched[8:32, 8:42] = True
+    notched[8:14, 23:27] = False  # a notch 6 px deep in the top edge
+    pts = S._outline_concavities(notched, 2.0)
+    assert len(pts) == 1
+    assert 12.0 <= pts[0][0] <= 14.5 and 22.5 <= pts[0][1] <= 27.5  # at the bottom of the notch
+    assert len(S._outline_concavities(notched, 7.0)) == 0
+
+
+def test_level_split_parameters_are_validated(tmp_path):
+    with pytest.raises(FishcountError, match="level_split_levels"):
+        S.load_segment_defaults(_write_defaults(tmp_path, ("level_split_levels = 7", "level_split_levels = -1")))
