@@ -799,19 +799,22 @@ def _remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     return keep[lab]
 
 
-def h_maxima(f: np.ndarray, h: float, max_iter: int = 2000) -> np.ndarray:
+def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray:
     """h-maxima of ``f``: regional maxima that rise at least ``h`` above their surroundings.
 
     Same result as :func:`skimage.morphology.h_maxima` (reconstruction by dilation of ``f - h`` under
-    ``f``), computed by iterated 3x3 geodesic dilation, which is 2-3x faster than the sort-based version
-    on smooth functions such as a distance transform (propagation stops after a few nucleus radii).
-    The 3x3 dilation is done with in-place maxima of shifted views into two reused buffers
-    (:func:`_dilate3x3`), 4x faster than ``ndi.grey_dilation`` on the small per-object crops this is
-    called on, with the same values and the same iterations. Returns a bool (Y, X) mask.
+    ``f``). The reconstruction is exact and unique, so it is computed the fastest way
+    (:func:`_reconstruct_dilation`: a coarse-to-fine lower bound, iterated 3x3 geodesic dilation while
+    many pixels change, then only around the pixels that changed), 2-5x faster than iterating
+    :func:`_dilate3x3` over the whole image until nothing changes, with the same values. With
+    ``max_iter``, the plain iteration is stopped after at most that many dilations (checked every 4) as
+    before. Returns a bool (Y, X) mask.
     """
     f = np.asarray(f, dtype=np.float32)
     resolution = 2 * np.finfo(np.float32).resolution * np.abs(f)  # as skimage: float rounding margin
     rec = f - np.float32(h) - resolution
+    if max_iter is None:
+        return (f - _reconstruct_dilation(rec, f)) >= np.float32(h)
     tmp = np.empty_like(rec)
     nxt = np.empty_like(rec)
     for i in range(max_iter):
@@ -823,19 +826,116 @@ def h_maxima(f: np.ndarray, h: float, max_iter: int = 2000) -> np.ndarray:
     return (f - rec) >= np.float32(h)
 
 
+def _halve(a: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """``op`` (``np.minimum`` or ``np.maximum``) over the 2x2 blocks of ``a``; a last odd row or column
+    forms blocks of its own. Returns a new ((Y + 1) // 2, (X + 1) // 2) array."""
+    h, w = a.shape
+    r = np.empty(((h + 1) // 2, w), a.dtype)
+    op(a[0: h - 1: 2], a[1::2], out=r[: h // 2])
+    if h % 2:
+        r[-1] = a[-1]
+    c = np.empty((r.shape[0], (w + 1) // 2), a.dtype)
+    op(r[:, 0: w - 1: 2], r[:, 1::2], out=c[:, : w // 2])
+    if w % 2:
+        c[:, -1] = r[:, -1]
+    return c
+
+
+def _reconstruct_dilation(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Grey reconstruction by dilation of ``marker`` under ``mask`` with the 3x3 neighbourhood: exactly
+    ``skimage.morphology.reconstruction(marker, mask, method="dilation", footprint=np.ones((3, 3)))``,
+    i.e. the limit of ``rec = min(grey_dilation(rec, 3x3), mask)`` from ``rec = marker``.
+
+    ``marker <= mask``, both float32 (Y, X). The result ``R(p)`` is the largest ``min(marker(q), mask
+    along a path q -> p)``; it is unique, and iterating from any start ``L`` with ``marker <= L <= R``
+    reaches it (the iteration is monotone and never passes ``R``), however the updates are ordered:
+
+    #. Lower bound: the same reconstruction on 2x2 blocks (block maxima of ``marker`` capped by block
+       minima of ``mask``, under the block minima of ``mask``), recursively. A path between 8-adjacent
+       blocks exists between any of their pixels (all pixels of a 2x2 block are mutual neighbours), with
+       ``mask`` at least the blocks' minima along it, so each block's value is <= ``R`` of its pixels.
+    #. Dense iterations (:func:`_dilate3x3`) while more than 1/256 of the pixels change.
+    #. Then only the neighbours of the pixels that changed are updated, until none changes.
+
+    Returns a new float32 (Y, X) array.
+    """
+    rec = np.array(marker, dtype=np.float32)
+    mask = np.asarray(mask, dtype=np.float32)
+    h, w = rec.shape
+    if h >= 32 and w >= 32 and h * w >= 16384:
+        fm = _halve(mask, np.minimum)
+        gm = _halve(rec, np.maximum)
+        np.minimum(gm, fm, out=gm)
+        low = np.repeat(_reconstruct_dilation(gm, fm).reshape(-1), 2).reshape(gm.shape[0], -1)[:, :w]
+        low = np.repeat(low, 2, axis=0)[:h]
+        np.maximum(rec, low, out=rec)
+        del fm, gm, low
+    tmp, nxt = np.empty_like(rec), np.empty_like(rec)
+    changed = np.empty(rec.shape, bool)
+    while True:
+        np.minimum(_dilate3x3(rec, tmp, nxt), mask, out=nxt)
+        np.not_equal(nxt, rec, out=changed)
+        n = int(np.count_nonzero(changed))
+        rec, nxt = nxt, rec
+        if n == 0:
+            return rec
+        if rec.size >= 65536 and n * 256 < rec.size:
+            break
+    # sparse: a -inf frame of one pixel, so every pixel's 9 neighbours are flat offsets
+    del tmp, nxt
+    wf = w + 2
+    fr = np.full((h + 2, wf), -np.inf, np.float32)
+    fr[1:-1, 1:-1] = rec
+    rf, mf = fr.reshape(-1), mask.reshape(-1)
+    offs = np.array([-wf - 1, -wf, -wf + 1, -1, 0, 1, wf - 1, wf, wf + 1], np.intp)
+    act = np.flatnonzero(changed)
+    act += 2 * (act // w) + wf + 1  # (y, x) -> (y + 1) * wf + x + 1
+    stamp = np.empty(rf.size, np.intp)  # duplicates: one write per index survives (read back where written)
+    while act.size:
+        allc = (act[:, None] + offs).ravel()
+        order = np.arange(allc.size)
+        stamp[allc] = order
+        cand = allc[stamp[allc] == order]
+        y = cand // wf
+        x = cand - y * wf
+        inside = (y >= 1) & (y <= h) & (x >= 1) & (x <= w)
+        cand, y = cand[inside], y[inside]
+        new = rf[cand + offs[0]]
+        for o in offs[1:]:
+            np.maximum(new, rf[cand + o], out=new)
+        np.minimum(new, mf[cand - wf - 1 - 2 * (y - 1)], out=new)  # mask at (y - 1, x - 1)
+        up = new > rf[cand]
+        act = cand[up]
+        rf[act] = new[up]
+    return fr[1:-1, 1:-1].copy()
+
+
 def _dilate3x3(a: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> np.ndarray:
     """3x3 grey dilation (maximum) of a 2-D array into ``out``; edges use the pixels inside only.
 
-    Equal to ``ndi.grey_dilation(a, size=(3, 3))`` (its default ``mode="reflect"`` repeats the edge pixel,
+    Exactly ``ndi.grey_dilation(a, size=(3, 3))`` (its default ``mode="reflect"`` repeats the edge pixel,
     which is already in the window). ``tmp`` and ``out`` are buffers of ``a``'s shape and dtype, distinct
     from ``a`` and from each other. Returns ``out``.
+
+    The row pass uses whole rows (contiguous blocks). The column pass runs on the flattened buffers (a
+    numpy ufunc on 1-D contiguous data is ~4x faster than on 2-D column-shifted views), where the first
+    and last pixel of each row also see the neighbouring row's end; those two columns are then redone.
     """
     np.maximum(a[:-1], a[1:], out=tmp[:-1])  # max of rows i, i + 1
     tmp[-1] = a[-1]
     np.maximum(tmp[1:], a[:-1], out=tmp[1:])  # ... and row i - 1 (elementwise in place: safe)
-    np.maximum(tmp[:, :-1], tmp[:, 1:], out=out[:, :-1])
-    out[:, -1] = tmp[:, -1]
-    np.maximum(out[:, 1:], tmp[:, :-1], out=out[:, 1:])
+    if a.shape[1] < 2:
+        out[...] = tmp
+    elif tmp.flags.c_contiguous and out.flags.c_contiguous:
+        tf, of = tmp.reshape(-1), out.reshape(-1)
+        np.maximum(tf[:-1], tf[1:], out=of[:-1])  # columns j, j + 1 (wrong at the last column)
+        np.maximum(of[1:], tf[:-1], out=of[1:])  # ... and j - 1 (wrong at the first column)
+        np.maximum(tmp[:, 0], tmp[:, 1], out=out[:, 0])
+        np.maximum(tmp[:, -1], tmp[:, -2], out=out[:, -1])
+    else:
+        np.maximum(tmp[:, :-1], tmp[:, 1:], out=out[:, :-1])
+        out[:, -1] = tmp[:, -1]
+        np.maximum(out[:, 1:], tmp[:, :-1], out=out[:, 1:])
     return out
 
 
