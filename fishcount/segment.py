@@ -607,8 +607,6 @@ def _grow_own_peak(flat: np.ndarray, mask: np.ndarray, above: np.ndarray, med: f
     np.ndarray
         (Y, X) bool foreground, a superset of ``mask``.
     """
-    from skimage.segmentation import watershed
-
     cand = above & ~mask  # above the low level, below the local-contrast level
     lab, n = ndi.label(mask)
     if n == 0 or not cand.any():
@@ -620,7 +618,7 @@ def _grow_own_peak(flat: np.ndarray, mask: np.ndarray, above: np.ndarray, med: f
     # the whole objects on simulated fields seeds 100-111, ~2x cheaper); lines keep two objects' growths
     # apart, so a gap that step 4 opened between two nuclei is never closed here
     ring = mask & _binary_morph(cand, ndi.generate_binary_structure(2, 1))  # = ndi.binary_dilation(cand)
-    grown = watershed(-flat, np.where(ring, lab, 0), mask=cand | ring, watershed_line=True)
+    grown = _watershed_multi(-flat, np.where(ring, lab, 0), cand | ring, watershed_line=True)  # = watershed(...)
     thr = (med + own_rel * (peak - med)).astype(np.float32)
     return mask | (cand & (grown > 0) & (flat > thr[grown]))
 
@@ -955,11 +953,61 @@ def _max_box(a: np.ndarray, r: int) -> np.ndarray:
     return src
 
 
+def _watershed_multi(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, watershed_line: bool = False,
+                     comp: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+    """``skimage.segmentation.watershed(image, markers, mask=mask, watershed_line=watershed_line)``, exactly,
+    flooding only the connected parts of ``mask`` that hold two or more marker labels.
+
+    Components of ``mask`` (4-connected, the watershed's neighbourhood) are flooded independently: in
+    skimage's priority queue (ordered by value, then by the age of the push) the pops within one component
+    come in the same order whatever else is queued, as long as no two of its markers share a value (all
+    markers are pushed with age 0; every later push has its own age). So a component with one marker
+    label is that label throughout (no watershed line either: a line needs two labels), one without
+    markers stays 0, and the components with two or more labels are flooded in one call on their
+    bounding box. When two markers of such a component have the same value (their order in the queue
+    would depend on the rest of it) the plain call is made. ``comp``: ``ndi.label(mask)`` when the caller
+    has it. ``image``, ``markers`` and ``mask`` (bool) share one 2-D shape; markers >= 0.
+    """
+    from skimage.segmentation import watershed
+
+    markers = np.where(mask, markers, 0)  # as skimage: markers outside the mask are dropped
+    lab, nc = ndi.label(mask) if comp is None else comp
+    sel = np.flatnonzero(markers)
+    if nc == 0 or sel.size == 0:
+        return markers
+    cm = lab.reshape(-1)[sel].astype(np.int64)
+    lm = markers.reshape(-1)[sel].astype(np.int64)
+    top = int(lm.max()) + 1
+    key = np.unique(cm * top + lm)  # (component, label) pairs
+    kc = key // top
+    n_lab = np.bincount(kc, minlength=nc + 1)
+    one = np.zeros(nc + 1, markers.dtype)
+    single = n_lab[kc] == 1
+    one[kc[single]] = (key % top)[single]
+    multi = n_lab >= 2
+    multi[0] = False
+    if not multi.any():
+        return one[lab]
+    in_multi = multi[cm]
+    v = image.reshape(-1)[sel[in_multi]].astype(np.float64)
+    c = cm[in_multi]
+    o = np.lexsort((v, c))
+    if np.any((c[o][1:] == c[o][:-1]) & (v[o][1:] == v[o][:-1])):
+        return watershed(image, markers, mask=mask, watershed_line=watershed_line)
+    mm = multi[lab]
+    rows = np.flatnonzero(mm.any(axis=1))
+    cols = np.flatnonzero(mm.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    out = one[lab]
+    sub_m = mm[box]
+    sub = watershed(image[box], np.where(sub_m, markers[box], 0), mask=sub_m, watershed_line=watershed_line)
+    out[box] = np.where(sub_m, sub, out[box])
+    return out
+
+
 def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray | None = None) -> np.ndarray:
     """Step 5: watershed of the mask from h-maxima markers (see module docstring). ``dt``: the float32
     distance transform of ``mask`` when the caller has it (computed here otherwise)."""
-    from skimage.segmentation import watershed
-
     if dt is None:
         dt = ndi.distance_transform_edt(mask).astype(np.float32)
     dts = ndi.gaussian_filter(dt, max(0.7, d / 24.0))
@@ -999,7 +1047,7 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray 
         extra, _ = ndi.label(missing)
         extra[extra > 0] += markers.max()
         markers = np.where(missing, extra, markers)
-    labels = watershed(-dts, markers, mask=mask)
+    labels = _watershed_multi(-dts, markers, mask, comp=(comp, nc))  # = watershed(-dts, markers, mask=mask)
     return labels.astype(np.int32)
 
 

@@ -1596,3 +1596,23 @@ def test_notched_nucleus_of_one_nucleus_area_is_scorable_a_larger_one_is_a_clump
     # 0 switches the size condition off: any deeply notched object is a clump again
     off = _qc_table(dapi, labels, None, 28.0, None, {**qc_params, "low_solidity_min_area_vs_median": 0.0})
     assert "clump" in off.set_index("label").loc[7, "exclusion_reason"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("line", [False, True])
+def test_watershed_multi_equals_skimage(seed, line):
+    from skimage.segmentation import watershed
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(8, 60, 2))
+    img = ndi.gaussian_filter(rng.random(shape), rng.uniform(0.5, 3)).astype(np.float32)
+    if seed % 3 == 0:
+        img = np.round(img * 20).astype(np.float32)  # plateaus: marker values tie -> the plain call
+    mask = ndi.gaussian_filter(rng.random(shape), 2) > rng.uniform(0.45, 0.55)
+    markers = np.zeros(shape, np.int32)
+    k = int(rng.integers(1, 12))
+    markers[rng.integers(0, shape[0], k), rng.integers(0, shape[1], k)] = rng.integers(1, 6, k)
+    ref = watershed(img, markers, mask=mask, watershed_line=line)
+    got = S._watershed_multi(img, markers, mask, watershed_line=line)
+    assert np.array_equal(got, ref)
+    assert np.array_equal(S._watershed_multi(img, markers, mask, line, ndi.label(mask)), ref)
