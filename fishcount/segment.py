@@ -1284,6 +1284,22 @@ def _solidity(mask: np.ndarray) -> float:
     return a / max(hull, a)
 
 
+def _solidities(masks: list[np.ndarray]) -> np.ndarray:
+    """``[_solidity(m) for m in masks]``, exactly (float64 array): the hulls of all masks of at least 5
+    pixels are counted in one batch (:func:`_hull_pixel_counts`: each mask's count is independent of the
+    others), ~4x cheaper than one call per mask for the small crops of steps 7 and 7d."""
+    out = np.ones(len(masks))
+    area = np.array([int(np.count_nonzero(m)) for m in masks], np.int64)
+    idx = np.flatnonzero(area >= 5)
+    if idx.size:
+        try:
+            hull = _hull_pixel_counts([masks[k] for k in idx])
+        except Exception:  # as _solidity: a mask it cannot measure is 1.0 (each measured alone)
+            return np.array([_solidity(m) for m in masks])
+        out[idx] = area[idx] / np.maximum(hull, area[idx])
+    return out
+
+
 def _hull_pixel_count(mask: np.ndarray) -> int:
     """Number of pixels of ``skimage.morphology.convex_hull_image(mask)`` (same definition, faster).
 
@@ -1307,17 +1323,30 @@ def _hull_pixel_counts(masks: list[np.ndarray]) -> np.ndarray:
     return np.bincount(pr, weights=np.maximum(ub - lb + 1, 0), minlength=len(masks)).astype(np.int64)
 
 
-def _hull_image(mask: np.ndarray) -> np.ndarray:
+def _hull_image(mask: np.ndarray, bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``skimage.morphology.convex_hull_image(mask)``: the pixels of each row between the hull's first and
     last pixel centre (:func:`_hull_row_bounds`, the pixels :func:`_hull_pixel_counts` counts; a convex
-    set meets a row in one run). ``mask``: (Y, X) bool, not empty. Returns (Y, X) bool."""
-    _, y_row, lb, ub = _hull_row_bounds([mask])
+    set meets a row in one run). ``mask``: (Y, X) bool, not empty. ``bounds``: this mask's
+    ``(y_row, lb, ub)`` from a batch (:func:`_bounds_of`), computed here when not given. Returns (Y, X)
+    bool."""
+    if bounds is None:
+        _, y_row, lb, ub = _hull_row_bounds([mask])
+    else:
+        y_row, lb, ub = bounds
     run = ub >= lb
     rows, lb, ub = y_row[run] // 2, lb[run], ub[run]
     edge = np.zeros((mask.shape[0], mask.shape[1] + 1), np.int8)
     edge[rows, lb] = 1
     edge[rows, ub + 1] = -1
     return np.cumsum(edge[:, :-1], axis=1, dtype=np.int8) > 0
+
+
+def _bounds_of(bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+               k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask ``k``'s ``(y_row, lb, ub)`` out of :func:`_hull_row_bounds` of a batch (rows grouped by mask)."""
+    pr, y_row, lb, ub = bounds
+    a, b = np.searchsorted(pr, [k, k + 1])
+    return y_row[a:b], lb[a:b], ub[a:b]
 
 
 def _hull_row_bounds(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1436,6 +1465,7 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
     pad = 2
     out = labels.copy()
     nxt = n + 1
+    cand = []
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None or area[i] < min_whole:
             continue
@@ -1445,7 +1475,10 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
         big = area[i] > min_area_t * typical_area
         if not big and area[i] / _octagon_area(m) >= max_sol + 0.02:
             continue  # solidity >= area / (bounding octagon's area) >= max_sol: compact, skip the hull
-        sol = _solidity(m)
+        cand.append((i, y0, y1, x0, x1, m, big))
+    sols = _solidities([c[5] for c in cand])  # all candidates' hulls in one batch
+    for (i, y0, y1, x0, x1, m, big), sol in zip(cand, sols):
+        sol = float(sol)
         if not (big or sol < max_sol):
             continue
         dt = ndi.distance_transform_edt(m).astype(np.float32)
@@ -1475,7 +1508,7 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
         if len(ids) < 2:
             continue
         pa = np.array([(parts == j).sum() for j in ids], np.float64)
-        ps = np.array([_solidity(parts == j) for j in ids])
+        ps = _solidities([parts == j for j in ids])
         wsol = float(np.sum(pa * ps) / pa.sum())
         gain = wsol - sol >= p["refine_min_solidity_gain"]
         too_big = area[i] > p["merge_max_total_area"] * typical_area and ps.min() >= max_sol
@@ -1763,17 +1796,20 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
             cand.append((i, y0, y1, x0, x1, m))
     if not cand:
         return labels
-    hulls = _hull_pixel_counts([c[5] for c in cand])  # all candidates' solidity at once
-    for (i, y0, y1, x0, x1, m), hc in zip(cand, hulls):
+    bounds = _hull_row_bounds([c[5] for c in cand])  # all candidates' hulls at once
+    hulls = np.bincount(bounds[0], weights=np.maximum(bounds[3] - bounds[2] + 1, 0), minlength=len(cand))
+    for k, ((i, y0, y1, x0, x1, m), hc) in enumerate(zip(cand, hulls.astype(np.int64))):  # = _hull_pixel_counts
         if area[i] / max(int(hc), int(area[i])) >= max_sol:
             continue
         sub = out[y0:y1, x0:x1]
-        stack = [sub == i]
+        stack = [sub == i]  # = m (only other objects' pixels were relabelled in this box)
         pieces = []
+        hb = _bounds_of(bounds, k)  # the hull rows of the whole object (the first mask popped)
         while stack:
             m = stack.pop()
-            cut = _concave_cut(m, depth_t, min_part, max_sol, p) if m.sum() >= max(min_area, 2 * min_part) \
+            cut = _concave_cut(m, depth_t, min_part, max_sol, p, hb) if m.sum() >= max(min_area, 2 * min_part) \
                 else None
+            hb = None
             if cut is None:
                 pieces.append(m)
             else:
@@ -1784,13 +1820,15 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
     return out
 
 
-def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
-                 p: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """The best cut of bool mask ``m`` between two concave points (see :func:`_concave_split`), or None."""
+def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float, p: dict,
+                 hull_bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The best cut of bool mask ``m`` between two concave points (see :func:`_concave_split`), or None.
+    ``hull_bounds``: ``m``'s hull rows from a batch (:func:`_bounds_of`), when the caller has them."""
     from skimage.draw import line
 
     a = int(m.sum())
-    hull = _hull_image(m)
+    hull = _hull_image(m, hull_bounds)
     sol = a / max(int(hull.sum()), a)
     defect = hull & ~m
     lab, k = ndi.label(defect, structure=np.ones((3, 3), bool))
@@ -2257,6 +2295,7 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
     boxes = ndi.find_objects(small, max_label=int(cand.max()))
     min_depth, min_part = qc["clump_concavity_depth"], qc["clump_concavity_part"]
     min_resid = qc["clump_ellipse_residual"]
+    rest = []  # (index, mask, area) of the objects the ellipse does not decide
     for j, lab in enumerate(cand):
         box = boxes[int(lab) - 1]
         if box is None:
@@ -2280,7 +2319,12 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
         if np.count_nonzero(m ^ ellipse) >= min_resid * area:
             out[j] = True
             continue
-        hull = _hull_image(m)  # = skimage.morphology.convex_hull_image(m)
+        rest.append((j, m, area))
+    if not rest:
+        return out
+    bounds = _hull_row_bounds([m for _, m, _ in rest])  # all hulls at once
+    for k, (j, m, area) in enumerate(rest):
+        hull = _hull_image(m, _bounds_of(bounds, k))  # = skimage.morphology.convex_hull_image(m)
         bays, n_bays = ndi.label(hull & ~m)
         if n_bays < 2:
             continue

@@ -1033,6 +1033,11 @@ def test_hull_pixel_counts_equal_skimage_convex_hull_image(seed):
     for m, r in zip(masks, ref):
         a = int(m.sum())
         assert S._solidity(m) == (1.0 if a < 5 else a / max(r, a))
+    assert list(S._solidities(masks)) == [S._solidity(m) for m in masks]
+    assert np.array_equal(S._hull_image(masks[0]), convex_hull_image(masks[0]))
+    bounds = S._hull_row_bounds(masks)
+    for k, m in enumerate(masks):  # hull images from the bounds of a batch: the same as one by one
+        assert np.array_equal(S._hull_image(m, S._bounds_of(bounds, k)), S._hull_image(m))
 
 
 def test_hull_pixel_counts_known_answers():
