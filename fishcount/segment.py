@@ -535,7 +535,9 @@ def _flatten(work: np.ndarray, d: float, p: dict) -> np.ndarray:
     """Smooth at the nucleus scale and subtract a grey-opening background wider than a nucleus."""
     sm = ndi.gaussian_filter(work, max(0.5, p["smooth_sigma_diameters"] * d))
     bw = int(max(5, round(p["background_width_diameters"] * d)))
-    bg = ndi.uniform_filter(ndi.grey_opening(sm, size=(bw, bw)), size=bw)
+    # = ndi.grey_opening(sm, size=(bw, bw)): erosion, then dilation (scipy mirrors its window)
+    opened = _window_extreme(_window_extreme(sm, bw, np.minimum), bw, np.maximum, bw // 2 - 1 + bw % 2)
+    bg = ndi.uniform_filter(opened, size=bw)
     return sm - bg
 
 
@@ -568,7 +570,7 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
         return flat > t
     t_low = max(med + low_frac * (t - med), med + noise_sigmas * noise)
     size = max(3, int(round(d)) | 1)
-    local_max = ndi.maximum_filter(flat, size=size)
+    local_max = _window_extreme(flat, size, np.maximum)  # = ndi.maximum_filter(flat, size=size)
     above = flat > t_low
     mask = above & (flat - med > rel * (local_max - med))
     if own_rel > 0:
@@ -935,6 +937,57 @@ def _dilate3x3(a: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> np.ndarray:
         out[:, -1] = tmp[:, -1]
         np.maximum(out[:, 1:], tmp[:, :-1], out=out[:, 1:])
     return out
+
+
+def _extreme_axis0(a: np.ndarray, w: int, lo: int, op: np.ufunc) -> np.ndarray:
+    """``out[i] = op`` (``np.maximum`` / ``np.minimum``) over ``a[max(0, i - lo): i - lo + w]`` along axis
+    0, windows clipped to the array (``0 <= lo < w``). The window extreme of every start position is
+    built by doubling (extremes over 2, 4, 8, ... rows: whole-row ufuncs on contiguous blocks) and two
+    overlapping power-of-2 windows; the first ``lo`` rows take running extremes. Returns a new array."""
+    n = a.shape[0]
+    bufs = [np.empty_like(a), np.empty_like(a)]
+    k = 0
+    cur, p = a, 1
+    while 2 * p <= w:
+        nxt = bufs[k]
+        k ^= 1
+        m = max(n - p, 0)
+        op(cur[:m], cur[p:], out=nxt[:m])  # over [j, j + 2p), clipped at the end
+        nxt[m:] = cur[m:]
+        cur, p = nxt, 2 * p
+    if w > p:  # [j, j + w) = [j, j + p) and [j + w - p, j + w)
+        ext = bufs[k]
+        m = max(n - (w - p), 0)
+        op(cur[:m], cur[w - p:], out=ext[:m])
+        ext[m:] = cur[m:]
+    else:
+        ext = cur
+    out = np.empty_like(a)
+    if lo < n:
+        out[lo:] = ext[: n - lo]
+    if lo:
+        head = min(lo, n)
+        acc = op.accumulate(a[: min(n, w - 1)], axis=0)
+        out[:head] = acc[np.minimum(np.arange(head) - lo + w, acc.shape[0]) - 1]
+    return out
+
+
+def _window_extreme(a: np.ndarray, size: int, op: np.ufunc, lo: int | None = None) -> np.ndarray:
+    """Maximum (``op = np.maximum``) or minimum filter of a 2-D array over ``size`` x ``size`` windows
+    starting ``lo`` pixels before each pixel on both axes (default ``size // 2``), exactly as scipy's
+    default ``mode="reflect"`` (a reflected border only repeats pixels already in the clipped window):
+
+    * ``ndi.maximum_filter(a, size)`` / ``ndi.grey_erosion(a, size=(size, size))``: ``lo = size // 2``;
+    * ``ndi.grey_dilation(a, size=(size, size))``: ``lo = size // 2``, minus 1 for an even ``size`` (scipy
+      mirrors the structuring element).
+
+    Separable: :func:`_extreme_axis0` on the rows, then on the transposed result. ~3-5x faster than scipy
+    for the 11-50 px windows of steps 3, 4 and 7b on the working image. ``a``: finite values.
+    """
+    lo = size // 2 if lo is None else lo
+    t = _extreme_axis0(np.asarray(a), size, lo, op)
+    t = _extreme_axis0(np.ascontiguousarray(t.T), size, lo, op)
+    return np.ascontiguousarray(t.T)
 
 
 def _max_box(a: np.ndarray, r: int) -> np.ndarray:
@@ -1666,7 +1719,7 @@ def _object_background(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -
     Returns (n + 1,) float64, index = label (0 for label 0)."""
     n = int(labels.max())
     r = max(1, int(round(p["dim_ring_diameters"] * d)))
-    ring = ndi.grey_dilation(labels, size=(2 * r + 1, 2 * r + 1))
+    ring = _window_extreme(labels, 2 * r + 1, np.maximum)  # = ndi.grey_dilation(labels, size=(2r + 1, 2r + 1))
     ring[labels > 0] = 0
     bg = _label_median(flt, ring, n)
     empty = np.isnan(bg)
@@ -1837,7 +1890,7 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     dth = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
     cross = ndi.generate_binary_structure(2, 1)
     bnd = m & ~_binary_morph(m, cross, erode=True)  # = ndi.binary_erosion(m)
-    near = ndi.grey_dilation(lab, size=(3, 3))
+    near = _max_box(lab, 1)  # = ndi.grey_dilation(lab, size=(3, 3))
     sel = bnd & (near > 0)
     if not sel.any():
         return None

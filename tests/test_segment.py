@@ -1621,3 +1621,17 @@ def test_watershed_multi_equals_skimage(seed, line):
     got = S._watershed_multi(img, markers, mask, watershed_line=line)
     assert np.array_equal(got, ref)
     assert np.array_equal(S._watershed_multi(img, markers, mask, line, ndi.label(mask)), ref)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(1, 40), st.integers(0, 2**31 - 1),
+       st.sampled_from([np.float32, np.int32, np.uint16]))
+def test_window_extreme_equals_scipy_filters(h, w, size, seed, dtype):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 20, (h, w)).astype(dtype)  # ties on purpose
+    assert np.array_equal(S._window_extreme(a, size, np.maximum), ndi.maximum_filter(a, size=size))
+    assert np.array_equal(S._window_extreme(a, size, np.minimum), ndi.grey_erosion(a, size=(size, size)))
+    lo = size // 2 - 1 + size % 2
+    assert np.array_equal(S._window_extreme(a, size, np.maximum, lo), ndi.grey_dilation(a, size=(size, size)))
+    opened = S._window_extreme(S._window_extreme(a, size, np.minimum), size, np.maximum, lo)
+    assert np.array_equal(opened, ndi.grey_opening(a, size=(size, size)))
