@@ -46,8 +46,8 @@ def _hash_array(a: np.ndarray) -> str:
 
 
 def _hash_table(df: pd.DataFrame) -> str:
-    """Hash of a table with floats rounded to 1e-6 (column names, order and dtypes included)."""
-    h = hashlib.sha1(str(list(df.columns)).encode())
+    """Hash of a table with floats rounded to 1e-6 (column names, order, dtypes and index included)."""
+    h = hashlib.sha1(str((list(df.columns), [str(t) for t in df.dtypes], list(df.index))).encode())
     for c in df.columns:
         v = df[c]
         if pd.api.types.is_float_dtype(v):

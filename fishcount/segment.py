@@ -341,8 +341,9 @@ def _resample(img: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[float, 
         return img.astype(np.float32, copy=False), (1.0, 1.0)
     if factor < 1.0:
         k = int(math.floor(1.0 / factor))
-        # k == 1: float32 before the zoom (a zoom of 8/16-bit input returns whole numbers)
-        out = _block_mean(img, k) if k > 1 else img.astype(np.float32, copy=False)
+        # k == 1: the zoom converts its blocks of rows to float32 itself (the same values as converting the
+        # whole image first, without a full-size float32 copy)
+        out = _block_mean(img, k) if k > 1 else img
     else:
         out = img if img.dtype == np.float32 else img.astype(np.float32)
     target = (max(8, int(round(img.shape[0] * factor))), max(8, int(round(img.shape[1] * factor))))
@@ -2271,12 +2272,14 @@ def _shape_props(labels: np.ndarray, n: int, diameter_px: float,
     small = np.take(comp[ry[k // 2:: k]], rx[k // 2:: k], axis=1) if k > 1 else labels
     sol = np.ones(n + 1)
     # = skimage regionprops "solidity" (area / convex_hull_image area), ~3x faster
-    found = [(i, small[sl] == i) for i, sl in enumerate(ndi.find_objects(small), start=1) if sl is not None]
+    boxes = ndi.find_objects(small)
+    found = [(i, small[sl] == i) for i, sl in enumerate(boxes, start=1) if sl is not None]
     if found:
         ids = np.array([i for i, _ in found])
         sol[ids] = np.array([float(np.sum(m)) for _, m in found]) / _hull_pixel_counts([m for _, m in found])
     return {"label": idx.astype(np.int32), "area": area_all[idx], "centroid_y": cy[idx],
-            "centroid_x": cx[idx], "eccentricity": ecc[idx], "solidity": sol[idx], "touches": touches[idx]}
+            "centroid_x": cx[idx], "eccentricity": ecc[idx], "solidity": sol[idx], "touches": touches[idx],
+            "small": small, "small_boxes": boxes}
 
 
 def _centroid_eccentricity_grid(comp: np.ndarray, ry: np.ndarray, rx: np.ndarray,
@@ -2325,7 +2328,8 @@ def _centroid_eccentricity_grid(comp: np.ndarray, ry: np.ndarray, rx: np.ndarray
     return my, mx, ecc, area.astype(np.int64)
 
 
-def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: dict[str, float]) -> np.ndarray:
+def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: dict[str, float],
+                small: np.ndarray | None = None, boxes: list | None = None) -> np.ndarray:
     """Shape evidence that each object of ``cand`` (label values) is two nuclei, not one (QC ``clump``).
 
     Either (a) **a pair of opposite concavities**: two bays of the outline (connected parts of the convex
@@ -2337,20 +2341,24 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
     both are at least ``clump_ellipse_residual`` of its area (a peanut; an ellipse scores ~0, a pixelated
     round nucleus with a notched outline 0.05-0.15). Measured where a nucleus is ~24 px wide (as the
     solidity). Returns a bool array, one per ``cand``; ``clump_ellipse_residual = 0`` makes it all True.
+    ``small``, ``boxes``: the shrunk labels and their ``ndi.find_objects`` boxes when the caller has them
+    (:func:`_shape_props`), computed here otherwise.
     """
     from skimage.draw import line as draw_line
 
     out = np.zeros(len(cand), bool)
     if len(cand) == 0:
         return out
-    k = max(1, int(round(diameter_px / 24.0)))
-    small = labels[k // 2:: k, k // 2:: k] if k > 1 else labels
-    boxes = ndi.find_objects(small, max_label=int(cand.max()))
+    if small is None:
+        k = max(1, int(round(diameter_px / 24.0)))
+        small = labels[k // 2:: k, k // 2:: k] if k > 1 else labels
+    if boxes is None:
+        boxes = ndi.find_objects(small, max_label=int(cand.max()))
     min_depth, min_part = qc["clump_concavity_depth"], qc["clump_concavity_part"]
     min_resid = qc["clump_ellipse_residual"]
     rest = []  # (index, mask, area) of the objects the ellipse does not decide
     for j, lab in enumerate(cand):
-        box = boxes[int(lab) - 1]
+        box = boxes[int(lab) - 1] if int(lab) <= len(boxes) else None
         if box is None:
             continue
         pad = max(3, int(0.3 * max(s.stop - s.start for s in box)))
@@ -2452,7 +2460,7 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     # round nucleus (myelocyte, blast) with a notch in its outline is not
     big = ~clump & many & (area > qc["clump_area_vs_median"] * med_area) & (solidity < qc["clump_solidity"])
     if big.any():
-        big[big] = _two_bodies(labels, idx[big], diameter_px, qc)
+        big[big] = _two_bodies(labels, idx[big], diameter_px, qc, props["small"], props["small_boxes"])
     # each rule: (token, boolean column) -- data, evaluated in this order
     rules = [
         ("border", df["touches_border"].to_numpy()),
@@ -2466,9 +2474,10 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     for token, hit in rules:
         for i in np.flatnonzero(hit):
             reasons[i].append(token)
-    df["exclusion_reason"] = [";".join(r) for r in reasons]
-    df["scorable"] = df["exclusion_reason"] == ""
-    return df[QC_COLUMNS]
+    reason = [";".join(r) for r in reasons]
+    df["scorable"] = np.array([r == "" for r in reason], bool)  # = df["exclusion_reason"] == ""
+    df["exclusion_reason"] = reason
+    return df if list(df.columns) == QC_COLUMNS else df[QC_COLUMNS]
 
 
 # --------------------------------------------------------------------------------------------------
