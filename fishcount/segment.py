@@ -1014,13 +1014,15 @@ def _watershed_multi(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, w
 
     Components of ``mask`` (4-connected, the watershed's neighbourhood) are flooded independently: in
     skimage's priority queue (ordered by value, then by the age of the push) the pops within one component
-    come in the same order whatever else is queued, as long as no two of its markers share a value (all
-    markers are pushed with age 0; every later push has its own age). So a component with one marker
-    label is that label throughout (no watershed line either: a line needs two labels), one without
-    markers stays 0, and the components with two or more labels are flooded in one call on their
-    bounding box. When two markers of such a component have the same value (their order in the queue
-    would depend on the rest of it) the plain call is made. ``comp``: ``ndi.label(mask)`` when the caller
-    has it. ``image``, ``markers`` and ``mask`` (bool) share one 2-D shape; markers >= 0.
+    come in the same order whatever else is queued, up to ties: all markers are pushed with age 0 and
+    every later push has its own age, so only markers of equal value can come off in an order that depends
+    on the rest of the queue. Two such markers of the same label do not change the result (the elements
+    they push carry the same label and keep their order against every other label's), two of different
+    labels can. So a component with one marker label is that label throughout (no watershed line either:
+    a line needs two labels), one without markers stays 0, and the components with two or more labels are
+    flooded in one call on their bounding box, unless two markers of different labels in one of them share
+    a value: then the plain call is made. ``comp``: ``ndi.label(mask)`` when the caller has it.
+    ``image``, ``markers`` and ``mask`` (bool) share one 2-D shape; markers >= 0.
     """
     from skimage.segmentation import watershed
 
@@ -1044,9 +1046,10 @@ def _watershed_multi(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, w
         return one[lab]
     in_multi = multi[cm]
     v = image.reshape(-1)[sel[in_multi]].astype(np.float64)
-    c = cm[in_multi]
-    o = np.lexsort((v, c))
-    if np.any((c[o][1:] == c[o][:-1]) & (v[o][1:] == v[o][:-1])):
+    c, lv = cm[in_multi], lm[in_multi]
+    o = np.lexsort((lv, v, c))  # by component, value, label: a tie of two labels is two neighbours here
+    c, v, lv = c[o], v[o], lv[o]
+    if np.any((c[1:] == c[:-1]) & (v[1:] == v[:-1]) & (lv[1:] != lv[:-1])):
         return watershed(image, markers, mask=mask, watershed_line=watershed_line)
     mm = multi[lab]
     rows = np.flatnonzero(mm.any(axis=1))

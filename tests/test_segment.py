@@ -1635,3 +1635,24 @@ def test_window_extreme_equals_scipy_filters(h, w, size, seed, dtype):
     assert np.array_equal(S._window_extreme(a, size, np.maximum, lo), ndi.grey_dilation(a, size=(size, size)))
     opened = S._window_extreme(S._window_extreme(a, size, np.minimum), size, np.maximum, lo)
     assert np.array_equal(opened, ndi.grey_opening(a, size=(size, size)))
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_watershed_multi_same_label_ties_equal_skimage(seed):
+    """Markers of one label sharing values (no tie across labels): flooded by component, same result."""
+    from skimage.segmentation import watershed
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(10, 60, 2))
+    img = np.round(ndi.gaussian_filter(rng.random(shape), rng.uniform(0.5, 3)) * 12).astype(np.float32)
+    mask = ndi.gaussian_filter(rng.random(shape), 2) > rng.uniform(0.4, 0.55)
+    markers = np.zeros(shape, np.int32)
+    k = int(rng.integers(2, 10))
+    for j in range(k):
+        y, x, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(0, 4)
+        markers[max(0, y - r): y + r + 1, max(0, x - r): x + r + 1] = j + 1
+    sel = markers > 0
+    img[sel] = np.floor(img[sel]) + (markers[sel] / np.float32(k + 1)).astype(np.float32)
+    for line in (False, True):
+        ref = watershed(img, markers, mask=mask, watershed_line=line)
+        assert np.array_equal(S._watershed_multi(img, markers, mask, watershed_line=line), ref)
