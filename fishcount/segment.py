@@ -847,68 +847,74 @@ def _reconstruct_dilation(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
     ``skimage.morphology.reconstruction(marker, mask, method="dilation", footprint=np.ones((3, 3)))``,
     i.e. the limit of ``rec = min(grey_dilation(rec, 3x3), mask)`` from ``rec = marker``.
 
-    ``marker <= mask``, both float32 (Y, X). The result ``R(p)`` is the largest ``min(marker(q), mask
-    along a path q -> p)``; it is unique, and iterating from any start ``L`` with ``marker <= L <= R``
+    ``marker <= mask``, both float32 (Y, X), finite. The result ``R(p)`` is the largest ``min(marker(q),
+    mask along a path q -> p)``; it is unique, and iterating from any start ``L`` with ``marker <= L <= R``
     reaches it (the iteration is monotone and never passes ``R``), however the updates are ordered:
 
     #. Lower bound: the same reconstruction on 2x2 blocks (block maxima of ``marker`` capped by block
        minima of ``mask``, under the block minima of ``mask``), recursively. A path between 8-adjacent
        blocks exists between any of their pixels (all pixels of a 2x2 block are mutual neighbours), with
        ``mask`` at least the blocks' minima along it, so each block's value is <= ``R`` of its pixels.
-    #. Dense iterations (:func:`_dilate3x3`) while more than 1/256 of the pixels change.
+    #. Dense iterations while more than 1/256 of the pixels change, on buffers with a one-pixel frame
+       (``-inf`` in the reconstruction, ``-inf`` in the mask, so ``min`` with the mask restores the frame):
+       the 3x3 maximum is four ufuncs on the flattened buffers and the mask one more.
     #. Then only the neighbours of the pixels that changed are updated, until none changes.
 
     Returns a new float32 (Y, X) array.
     """
-    rec = np.array(marker, dtype=np.float32)
+    marker = np.asarray(marker, dtype=np.float32)
     mask = np.asarray(mask, dtype=np.float32)
-    h, w = rec.shape
+    h, w = marker.shape
+    wf = w + 2
+    rec = np.full((h + 2, wf), -np.inf, np.float32)
+    inner = rec[1:-1, 1:-1]
+    inner[...] = marker
     if h >= 32 and w >= 32 and h * w >= 16384:
         fm = _halve(mask, np.minimum)
-        gm = _halve(rec, np.maximum)
+        gm = _halve(marker, np.maximum)
         np.minimum(gm, fm, out=gm)
         low = np.repeat(_reconstruct_dilation(gm, fm).reshape(-1), 2).reshape(gm.shape[0], -1)[:, :w]
-        low = np.repeat(low, 2, axis=0)[:h]
-        np.maximum(rec, low, out=rec)
+        np.maximum(inner, np.repeat(low, 2, axis=0)[:h], out=inner)
         del fm, gm, low
-    tmp, nxt = np.empty_like(rec), np.empty_like(rec)
-    changed = np.empty(rec.shape, bool)
+    framed_mask = np.full((h + 2, wf), -np.inf, np.float32)
+    framed_mask[1:-1, 1:-1] = mask
+    r, m = rec.reshape(-1), framed_mask.reshape(-1)
+    tmp = np.full(r.size, -np.inf, np.float32)  # its first and last value are never written
+    nxt = np.full(r.size, -np.inf, np.float32)  # its first and last rows are never written
+    changed = np.empty(r.size, bool)
     while True:
-        np.minimum(_dilate3x3(rec, tmp, nxt), mask, out=nxt)
-        np.not_equal(nxt, rec, out=changed)
+        np.maximum(r[:-2], r[1:-1], out=tmp[1:-1])  # columns x - 1, x, x + 1 (frame columns: garbage)
+        np.maximum(tmp[1:-1], r[2:], out=tmp[1:-1])
+        np.maximum(tmp[: -2 * wf], tmp[wf:-wf], out=nxt[wf:-wf])  # rows y - 1, y, y + 1
+        np.maximum(nxt[wf:-wf], tmp[2 * wf:], out=nxt[wf:-wf])
+        np.minimum(nxt, m, out=nxt)  # under the mask; the frame back to -inf
+        np.not_equal(nxt, r, out=changed)
         n = int(np.count_nonzero(changed))
-        rec, nxt = nxt, rec
+        r, nxt = nxt, r
         if n == 0:
-            return rec
-        if rec.size >= 65536 and n * 256 < rec.size:
+            return r.reshape(h + 2, wf)[1:-1, 1:-1].copy()
+        if r.size >= 65536 and n * 256 < r.size:
             break
-    # sparse: a -inf frame of one pixel, so every pixel's 9 neighbours are flat offsets
+    # sparse: every pixel's 9 neighbours are flat offsets in the framed buffer
     del tmp, nxt
-    wf = w + 2
-    fr = np.full((h + 2, wf), -np.inf, np.float32)
-    fr[1:-1, 1:-1] = rec
-    rf, mf = fr.reshape(-1), mask.reshape(-1)
     offs = np.array([-wf - 1, -wf, -wf + 1, -1, 0, 1, wf - 1, wf, wf + 1], np.intp)
     act = np.flatnonzero(changed)
-    act += 2 * (act // w) + wf + 1  # (y, x) -> (y + 1) * wf + x + 1
-    stamp = np.empty(rf.size, np.intp)  # duplicates: one write per index survives (read back where written)
+    stamp = np.empty(r.size, np.intp)  # duplicates: one write per index survives (read back where written)
+    lo_c, hi_c = wf, r.size - wf  # candidates in the frame rows are dropped (their mask is -inf anyway)
     while act.size:
         allc = (act[:, None] + offs).ravel()
+        allc = allc[(allc >= lo_c) & (allc < hi_c)]
         order = np.arange(allc.size)
         stamp[allc] = order
         cand = allc[stamp[allc] == order]
-        y = cand // wf
-        x = cand - y * wf
-        inside = (y >= 1) & (y <= h) & (x >= 1) & (x <= w)
-        cand, y = cand[inside], y[inside]
-        new = rf[cand + offs[0]]
+        new = r[cand + offs[0]]
         for o in offs[1:]:
-            np.maximum(new, rf[cand + o], out=new)
-        np.minimum(new, mf[cand - wf - 1 - 2 * (y - 1)], out=new)  # mask at (y - 1, x - 1)
-        up = new > rf[cand]
+            np.maximum(new, r[cand + o], out=new)
+        np.minimum(new, m[cand], out=new)
+        up = new > r[cand]
         act = cand[up]
-        rf[act] = new[up]
-    return fr[1:-1, 1:-1].copy()
+        r[act] = new[up]
+    return r.reshape(h + 2, wf)[1:-1, 1:-1].copy()
 
 
 def _dilate3x3(a: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -1534,6 +1540,7 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
             continue  # solidity >= area / (bounding octagon's area) >= max_sol: compact, skip the hull
         cand.append((i, y0, y1, x0, x1, m, big))
     sols = _solidities([c[5] for c in cand])  # all candidates' hulls in one batch
+    split = []  # objects with a candidate split: (label, box, solidity, parts, part labels)
     for (i, y0, y1, x0, x1, m, big), sol in zip(cand, sols):
         sol = float(sol)
         if not (big or sol < max_sol):
@@ -1564,8 +1571,14 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
         ids = [j for j in np.unique(parts) if j > 0]
         if len(ids) < 2:
             continue
+        split.append((i, y0, y1, x0, x1, sol, parts, ids))
+    # the parts' solidities of all split objects in one batch, then the decisions in object order
+    ps_all = _solidities([parts == j for *_, parts, ids in split for j in ids])
+    at = 0
+    for i, y0, y1, x0, x1, sol, parts, ids in split:
         pa = np.array([(parts == j).sum() for j in ids], np.float64)
-        ps = _solidities([parts == j for j in ids])
+        ps = ps_all[at: at + len(ids)]
+        at += len(ids)
         wsol = float(np.sum(pa * ps) / pa.sum())
         gain = wsol - sol >= p["refine_min_solidity_gain"]
         too_big = area[i] > p["merge_max_total_area"] * typical_area and ps.min() >= max_sol
