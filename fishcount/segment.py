@@ -1416,7 +1416,6 @@ def _hull_row_bounds(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, n
     """Rows of the convex hulls of bool masks (see :func:`_hull_pixel_counts`): ``(pr, y_row, lb, ub)``,
     one entry per row from each mask's first to its last: mask index, doubled row coordinate (2y), first
     and last pixel column inside the hull (``ub < lb``: none)."""
-    n_p = len(masks)
     rows_l, xl_l, xr_l = [], [], []
     for m in masks:
         rows = np.flatnonzero(m.any(axis=1))
@@ -1425,8 +1424,40 @@ def _hull_row_bounds(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, n
         xl_l.append(mk.argmax(axis=1))
         xr_l.append(m.shape[1] - 1 - mk[:, ::-1].argmax(axis=1))
     nk = np.array([r.size for r in rows_l], np.int64)
+    return _hull_rows(nk, np.concatenate(rows_l), np.concatenate(xl_l), np.concatenate(xr_l))
+
+
+def _hull_rows_of_labels(lab: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_hull_row_bounds` of the masks ``lab == i`` for the labels ``ids`` (ascending, all present
+    in ``lab``), without cutting out a mask per label: the first and last column of every (label, row)
+    come from two ``ufunc.at`` over the labelled pixels, in image coordinates (the hull of a mask moved
+    by whole pixels is the hull moved by them: the same row bounds, moved). ``lab``: (Y, X) int labels."""
+    h, w = lab.shape
+    n = int(lab.max()) + 1
+    flat = lab.reshape(-1)
+    pix = np.flatnonzero(flat)
+    y = pix // w
+    x = pix - y * w
+    key = flat[pix].astype(np.int64) * h + y
+    first = np.full(n * h, w, np.int64)
+    last = np.full(n * h, -1, np.int64)
+    np.minimum.at(first, key, x)
+    np.maximum.at(last, key, x)
+    keys = np.flatnonzero(last >= 0)  # ascending: by label, then row
+    kl = keys // h
+    sel = np.isin(kl, ids)
+    keys, kl = keys[sel], kl[sel]
+    nk = np.bincount(np.searchsorted(ids, kl), minlength=len(ids)).astype(np.int64)
+    return _hull_rows(nk, keys - kl * h, first[keys], last[keys])
+
+
+def _hull_rows(nk: np.ndarray, rows: np.ndarray, xl: np.ndarray,
+               xr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_hull_row_bounds` from each mask's occupied rows (ascending) and their first and last
+    column, concatenated mask after mask (``nk``: number of rows of each mask, none 0)."""
+    n_p = nk.size
     pid = np.repeat(np.arange(n_p, dtype=np.int64), nk)
-    rows = np.concatenate(rows_l).astype(np.int64)
+    rows = rows.astype(np.int64)
     first_row = rows[np.cumsum(nk) - nk]
     n_rows = rows[np.cumsum(nk) - 1] - first_row + 1
     span = np.int64(4) * (int(rows.max()) + 4)  # key = mask * span + Y keeps masks apart and Y sorted
@@ -1434,8 +1465,8 @@ def _hull_row_bounds(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, n
     pr = np.repeat(np.arange(n_p, dtype=np.int64), n_rows)
     y_row = (np.arange(pr.size) - (np.cumsum(n_rows) - n_rows)[pr] + first_row[pr]) * 2
     bounds = []
-    for sgn, xe in ((1, xl_l), (-1, xr_l)):  # left side, then the right side mirrored (X -> -X)
-        xe = np.concatenate(xe).astype(np.int64) * 2
+    for sgn, xe in ((1, xl), (-1, xr)):  # left side, then the right side mirrored (X -> -X)
+        xe = np.asarray(xe).astype(np.int64) * 2
         yy = np.stack([2 * rows - 1, 2 * rows, 2 * rows + 1], axis=1).ravel()
         xx = sgn * np.stack([xe, xe - sgn, xe], axis=1).ravel()
         key = np.repeat(pid, 3) * span + yy  # ascending; a key repeats only as Y = 2y + 1 of rows y, y + 1
@@ -2287,15 +2318,17 @@ def _shape_props(labels: np.ndarray, n: int, diameter_px: float,
     # = labels[k // 2::k, k // 2::k]
     small = np.take(comp[ry[k // 2:: k]], rx[k // 2:: k], axis=1) if k > 1 else labels
     sol = np.ones(n + 1)
-    # = skimage regionprops "solidity" (area / convex_hull_image area), ~3x faster
-    boxes = ndi.find_objects(small)
-    found = [(i, small[sl] == i) for i, sl in enumerate(boxes, start=1) if sl is not None]
-    if found:
-        ids = np.array([i for i, _ in found])
-        sol[ids] = np.array([float(np.sum(m)) for _, m in found]) / _hull_pixel_counts([m for _, m in found])
+    # = skimage regionprops "solidity" (area / convex_hull_image area), ~3x faster; every label of the
+    # shrunk labels at once (:func:`_hull_rows_of_labels`, the counts of :func:`_hull_pixel_counts`)
+    area_small = np.bincount(small.reshape(-1), minlength=n + 1)
+    ids = np.flatnonzero(area_small[1:]) + 1
+    if ids.size:
+        pr, _, lb, ub = _hull_rows_of_labels(small, ids)
+        hull = np.bincount(pr, weights=np.maximum(ub - lb + 1, 0), minlength=ids.size).astype(np.int64)
+        sol[ids] = area_small[ids].astype(np.float64) / hull
     return {"label": idx.astype(np.int32), "area": area_all[idx], "centroid_y": cy[idx],
             "centroid_x": cx[idx], "eccentricity": ecc[idx], "solidity": sol[idx], "touches": touches[idx],
-            "small": small, "small_boxes": boxes}
+            "small": small}
 
 
 def _centroid_eccentricity_grid(comp: np.ndarray, ry: np.ndarray, rx: np.ndarray,
@@ -2476,7 +2509,7 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     # round nucleus (myelocyte, blast) with a notch in its outline is not
     big = ~clump & many & (area > qc["clump_area_vs_median"] * med_area) & (solidity < qc["clump_solidity"])
     if big.any():
-        big[big] = _two_bodies(labels, idx[big], diameter_px, qc, props["small"], props["small_boxes"])
+        big[big] = _two_bodies(labels, idx[big], diameter_px, qc, props["small"])
     # each rule: (token, boolean column) -- data, evaluated in this order
     rules = [
         ("border", df["touches_border"].to_numpy()),

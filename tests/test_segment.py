@@ -1034,6 +1034,12 @@ def test_hull_pixel_counts_equal_skimage_convex_hull_image(seed):
         a = int(m.sum())
         assert S._solidity(m) == (1.0 if a < 5 else a / max(r, a))
     assert list(S._solidities(masks)) == [S._solidity(m) for m in masks]
+    # the same hulls measured from one label image (masks placed apart, labels 1..k)
+    lab = np.zeros((31 * len(masks), 31), np.int32)
+    for k, m in enumerate(masks):
+        lab[31 * k: 31 * k + m.shape[0], : m.shape[1]][m] = k + 1
+    pr, _, lb, ub = S._hull_rows_of_labels(lab, np.arange(1, len(masks) + 1))
+    assert list(np.bincount(pr, weights=np.maximum(ub - lb + 1, 0), minlength=len(masks)).astype(int)) == ref
     assert np.array_equal(S._hull_image(masks[0]), convex_hull_image(masks[0]))
     bounds = S._hull_row_bounds(masks)
     for k, m in enumerate(masks):  # hull images from the bounds of a batch: the same as one by one
