@@ -2012,9 +2012,11 @@ def _separate_pieces(labels: np.ndarray, pieces: np.ndarray, flt: np.ndarray, mi
         bnd[sa] |= x
         bnd[sb] |= x
     comps, nc = ndi.label(pieces & (labels > 0) & ~bnd, structure=np.ones((3, 3), bool))
-    size = np.bincount(comps.ravel(), minlength=nc + 1)
+    pix = np.flatnonzero(comps)  # component 0 (outside the pieces) is never used below
+    cid = comps.reshape(-1)[pix]
+    size = np.bincount(cid, minlength=nc + 1)
     owner = np.zeros(nc + 1, np.int64)
-    owner[comps.ravel()] = labels.ravel()
+    owner[cid] = labels.reshape(-1)[pix]
     big = size >= min_part
     big[0] = False
     n_big = np.bincount(owner[big], minlength=n + 1)
@@ -2348,9 +2350,12 @@ def _centroid_eccentricity_grid(comp: np.ndarray, ry: np.ndarray, rx: np.ndarray
     r1, ry1, ry2 = (np.bincount(ry, weights=w, minlength=ny) for w in (None, yy, yy * yy))
     c1, cx1, cx2 = (np.bincount(rx, weights=w, minlength=nx) for w in (None, xx, xx * xx))
     if (n + 1) * ny <= comp.size:
-        # per (label, grid row) sums of the column weights, then per label against the row weights
-        key = (comp.astype(np.int64) * ny + np.arange(ny)[:, None]).ravel()
-        per = [np.bincount(key, weights=np.broadcast_to(c, comp.shape).ravel(), minlength=(n + 1) * ny)
+        # per (label, grid row) sums of the column weights, then per label against the row weights; the
+        # background cells are left out (label 0 is not reported; the other sums are the same to the bit)
+        cells = np.flatnonzero(comp)
+        key = comp.reshape(-1)[cells].astype(np.int64) * ny + cells // nx
+        col = cells % nx
+        per = [np.bincount(key, weights=c[col], minlength=(n + 1) * ny)
                [: (n + 1) * ny].reshape(n + 1, ny) for c in (c1, cx1, cx2)]
 
         def lsum(a: np.ndarray, j: int) -> np.ndarray:  # sum over the label of row weight x column weight j
