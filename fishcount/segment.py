@@ -1243,9 +1243,11 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     fg = labels > 0
     # work only around lobe-sized objects (a join needs one): the box of their reach
     reach = int(math.ceil(2 * gap)) + 2
-    ys, xs = np.nonzero(np.isin(labels, np.flatnonzero(lobe & ~edge)))
-    y0, y1 = max(0, ys.min() - reach), min(labels.shape[0], ys.max() + reach + 1)
-    x0, x1 = max(0, xs.min() - reach), min(labels.shape[1], xs.max() + reach + 1)
+    near = (lobe & ~edge)[labels]  # = np.isin(labels, np.flatnonzero(lobe & ~edge))
+    ys, xs = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
+    y0, y1 = max(0, ys[0] - reach), min(labels.shape[0], ys[-1] + reach + 1)
+    x0, x1 = max(0, xs[0] - reach), min(labels.shape[1], xs[-1] + reach + 1)
+    del near
     full, labels, flt, fg = labels, labels[y0:y1, x0:x1], flt[y0:y1, x0:x1], fg[y0:y1, x0:x1]
     dist = _distance_to(fg, gap)
     near_gap = ~fg & (dist <= gap)
@@ -1309,17 +1311,26 @@ def _distance_to(fg: np.ndarray, reach: float) -> np.ndarray:
     if r > 8:
         return ndi.distance_transform_edt(~fg).astype(np.float32)
     far = np.int32(4 * r * r + 1)  # > any squared distance inside the window
-    row = np.where(fg, np.int32(0), far)
-    for dx in range(1, min(r, fg.shape[1] - 1) + 1):
+    h, w = fg.shape
+    # row pass on flattened rows followed by r background columns: a shift of <= r px along a row lands
+    # in its own row or in background padding, never in the next row (contiguous 1-D ufuncs)
+    fgp = np.zeros((h, w + r), bool)
+    fgp[:, :w] = fg
+    rowp = np.where(fgp, np.int32(0), far)
+    gf, rf = fgp.reshape(-1), rowp.reshape(-1)
+    for dx in range(1, r + 1):
         k = np.int32(dx * dx)
-        np.minimum(row[:, dx:], np.where(fg[:, :-dx], k, far), out=row[:, dx:])
-        np.minimum(row[:, :-dx], np.where(fg[:, dx:], k, far), out=row[:, :-dx])
+        np.minimum(rf[dx:], np.where(gf[:-dx], k, far), out=rf[dx:])
+        np.minimum(rf[:-dx], np.where(gf[dx:], k, far), out=rf[:-dx])
+    row = np.ascontiguousarray(rowp[:, :w])
     d2 = row.copy()
-    for dy in range(1, min(r, fg.shape[0] - 1) + 1):
+    for dy in range(1, min(r, h - 1) + 1):
         k = np.int32(dy * dy)
         np.minimum(d2[dy:], row[:-dy] + k, out=d2[dy:])
         np.minimum(d2[:-dy], row[dy:] + k, out=d2[:-dy])
-    return np.sqrt(d2.astype(np.float64)).astype(np.float32)
+    # sqrt of each whole number through a table (d2 <= far + r^2): the same float32 as computed one by one
+    table = np.sqrt(np.arange(int(far) + r * r + 1, dtype=np.float64)).astype(np.float32)
+    return table[d2]
 
 
 def _dilate_sparse(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
