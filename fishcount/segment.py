@@ -1443,6 +1443,13 @@ def _hull_rows_of_labels(lab: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, 
     in ``lab``), without cutting out a mask per label: the first and last column of every (label, row)
     come from two ``ufunc.at`` over the labelled pixels, in image coordinates (the hull of a mask moved
     by whole pixels is the hull moved by them: the same row bounds, moved). ``lab``: (Y, X) int labels."""
+    return _hull_rows(*_label_row_extents(lab, ids))
+
+
+def _label_row_extents(lab: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(nk, rows, first, last)``: for the labels ``ids`` (ascending, all present in ``lab``), label after
+    label, each occupied row (ascending) with its first and last column, ``nk`` rows per label; from two
+    ``ufunc.at`` over the labelled pixels. ``lab``: (Y, X) int labels."""
     h, w = lab.shape
     n = int(lab.max()) + 1
     flat = lab.reshape(-1)
@@ -1459,7 +1466,7 @@ def _hull_rows_of_labels(lab: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, 
     sel = np.isin(kl, ids)
     keys, kl = keys[sel], kl[sel]
     nk = np.bincount(np.searchsorted(ids, kl), minlength=len(ids)).astype(np.int64)
-    return _hull_rows(nk, keys - kl * h, first[keys], last[keys])
+    return nk, keys - kl * h, first[keys], last[keys]
 
 
 def _hull_rows(nk: np.ndarray, rows: np.ndarray, xl: np.ndarray,
@@ -2335,13 +2342,21 @@ def _shape_props(labels: np.ndarray, n: int, diameter_px: float,
     # shrunk labels at once (:func:`_hull_rows_of_labels`, the counts of :func:`_hull_pixel_counts`)
     area_small = np.bincount(small.reshape(-1), minlength=n + 1)
     ids = np.flatnonzero(area_small[1:]) + 1
+    boxes: list = [None] * (int(ids[-1]) if ids.size else 0)  # = ndi.find_objects(small)
     if ids.size:
-        pr, _, lb, ub = _hull_rows_of_labels(small, ids)
+        nk, rows, first, last = _label_row_extents(small, ids)
+        pr, _, lb, ub = _hull_rows(nk, rows, first, last)
         hull = np.bincount(pr, weights=np.maximum(ub - lb + 1, 0), minlength=ids.size).astype(np.int64)
         sol[ids] = area_small[ids].astype(np.float64) / hull
+        # each object's box from its occupied rows and their first / last columns
+        at = np.cumsum(nk) - nk
+        r0, r1 = rows[at], rows[at + nk - 1] + 1
+        c0, c1 = np.minimum.reduceat(first, at), np.maximum.reduceat(last, at) + 1
+        for i, y0, y1, x0, x1 in zip(ids.tolist(), r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist()):
+            boxes[i - 1] = (slice(y0, y1), slice(x0, x1))
     return {"label": idx.astype(np.int32), "area": area_all[idx], "centroid_y": cy[idx],
             "centroid_x": cx[idx], "eccentricity": ecc[idx], "solidity": sol[idx], "touches": touches[idx],
-            "small": small}
+            "small": small, "small_boxes": boxes}
 
 
 def _centroid_eccentricity_grid(comp: np.ndarray, ry: np.ndarray, rx: np.ndarray,
@@ -2525,7 +2540,7 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     # round nucleus (myelocyte, blast) with a notch in its outline is not
     big = ~clump & many & (area > qc["clump_area_vs_median"] * med_area) & (solidity < qc["clump_solidity"])
     if big.any():
-        big[big] = _two_bodies(labels, idx[big], diameter_px, qc, props["small"])
+        big[big] = _two_bodies(labels, idx[big], diameter_px, qc, props["small"], props["small_boxes"])
     # each rule: (token, boolean column) -- data, evaluated in this order
     rules = [
         ("border", df["touches_border"].to_numpy()),

@@ -1662,3 +1662,11 @@ def test_watershed_multi_same_label_ties_equal_skimage(seed):
     for line in (False, True):
         ref = watershed(img, markers, mask=mask, watershed_line=line)
         assert np.array_equal(S._watershed_multi(img, markers, mask, watershed_line=line), ref)
+
+
+def test_shape_props_boxes_equal_find_objects():
+    rng = np.random.default_rng(5)
+    lab, n = ndi.label(ndi.gaussian_filter(rng.random((90, 70)), 2) > 0.55)
+    lab[lab == 3] = 0  # a missing label
+    props = S._shape_props(lab.astype(np.int32), n, diameter_px=20.0)
+    assert props["small_boxes"] == ndi.find_objects(props["small"])
