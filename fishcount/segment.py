@@ -1333,6 +1333,33 @@ def _distance_to(fg: np.ndarray, reach: float) -> np.ndarray:
     return table[d2]
 
 
+def _edt_at(inside: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``ndi.distance_transform_edt(inside)[ys, xs]``, exactly, for a few pixels: the distance to the
+    nearest ``False`` pixel. That pixel is always 4-adjacent to a ``True`` one (a step from it towards
+    the query pixel that stayed outside would be nearer), so only those are searched: sqrt of the same
+    smallest whole squared distance, as scipy's float64. ``inside``: 2-D bool with a ``False`` pixel."""
+    if ys.size == 0:
+        return np.zeros(0)
+    out = ~inside
+    edge = np.zeros(inside.shape, bool)  # outside pixels with an inside 4-neighbour
+    edge[1:] |= inside[:-1]
+    edge[:-1] |= inside[1:]
+    edge[:, 1:] |= inside[:, :-1]
+    edge[:, :-1] |= inside[:, 1:]
+    by, bx = np.nonzero(edge & out)
+    if by.size == 0:  # nothing inside: every pixel is outside
+        return np.zeros(ys.size)
+    best = np.empty(ys.size, np.int64)
+    step = max(1, 200_000 // max(1, by.size))  # query pixels per block: bounded temporaries
+    for a in range(0, ys.size, step):
+        dy = ys[a: a + step, None].astype(np.int64) - by
+        dx = xs[a: a + step, None].astype(np.int64) - bx
+        best[a: a + step] = (dy * dy + dx * dx).min(axis=1)
+    d = np.sqrt(best.astype(np.float64))
+    d[inside[ys, xs] == 0] = 0.0  # outside pixels are at distance 0
+    return d
+
+
 def _dilate_sparse(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     """``ndi.binary_dilation(mask, structure)`` for a symmetric ``structure`` (odd sides), exactly, done in
     the box of each connected piece of ``mask`` widened by the structure's half size (the few contact
@@ -1953,7 +1980,6 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     lab, k = ndi.label(defect, structure=np.ones((3, 3), bool))
     if k < 2:
         return None
-    dth = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
     cross = ndi.generate_binary_structure(2, 1)
     bnd = m & ~_binary_morph(m, cross, erode=True)  # = ndi.binary_erosion(m)
     near = _max_box(lab, 1)  # = ndi.grey_dilation(lab, size=(3, 3))
@@ -1961,7 +1987,8 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     if not sel.any():
         return None
     ys, xs = np.nonzero(sel)
-    cid, dep = near[ys, xs], dth[ys, xs]
+    # = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1][ys, xs]: depth inside the hull
+    cid, dep = near[ys, xs], _edt_at(np.pad(hull, 1), ys + 1, xs + 1)
     # the deepest outline pixel of each defect (the first in raster order among equals), defects in order
     o = np.lexsort((np.arange(cid.size), -dep, cid))
     first = o[np.flatnonzero(np.r_[True, cid[o][1:] != cid[o][:-1]])]
@@ -2469,7 +2496,10 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
         bays, n_bays = ndi.label(hull & ~m)
         if n_bays < 2:
             continue
-        hull_depth = ndi.distance_transform_edt(hull)  # distance from the hull's edge
+        # distance from the hull's edge (= ndi.distance_transform_edt(hull)), needed on the bays only
+        hull_depth = np.zeros(m.shape)
+        by, bx = np.nonzero(bays)
+        hull_depth[by, bx] = _edt_at(hull, by, bx)
         r_in = float(ndi.distance_transform_edt(m).max())
         depth = _label_max(hull_depth, bays, n_bays)[1:]  # = ndi.maximum(hull_depth, bays, 1..n_bays)
         deep = [int(i) for i in np.argsort(-depth)[:4] if depth[i] >= min_depth * r_in]

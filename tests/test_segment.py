@@ -1670,3 +1670,14 @@ def test_shape_props_boxes_equal_find_objects():
     lab[lab == 3] = 0  # a missing label
     props = S._shape_props(lab.astype(np.int32), n, diameter_px=20.0)
     assert props["small_boxes"] == ndi.find_objects(props["small"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**31 - 1))
+def test_edt_at_equals_distance_transform(h, w, seed):
+    rng = np.random.default_rng(seed)
+    inside = ndi.gaussian_filter(rng.random((h, w)), rng.uniform(0, 2)) > rng.uniform(0.3, 0.6)
+    inside[rng.integers(h), rng.integers(w)] = False  # at least one outside pixel
+    ys, xs = np.nonzero(rng.random((h, w)) < 0.5)
+    ref = ndi.distance_transform_edt(inside)[ys, xs]
+    assert np.array_equal(S._edt_at(inside, ys, xs), ref)
