@@ -520,7 +520,7 @@ def _refine_diameter(img: np.ndarray, d0: float) -> float:
         return float("nan")
     areas = np.bincount(lab.ravel())[1:]
     dt = ndi.distance_transform_edt(mask)
-    maxdt = _label_max(dt, lab, n)[1:]
+    maxdt = _label_max(dt, lab, n, labelled_only=True)[1:]
     keep = areas >= 0.05 * math.pi * d * d / 4
     if not np.any(keep):
         return float("nan")
@@ -623,7 +623,7 @@ def _grow_own_peak(flat: np.ndarray, mask: np.ndarray, above: np.ndarray, med: f
     ring = mask & _binary_morph(cand, ndi.generate_binary_structure(2, 1))  # = ndi.binary_dilation(cand)
     grown = _watershed_multi(-flat, np.where(ring, lab, 0), cand | ring, watershed_line=True)  # = watershed(...)
     thr = (med + own_rel * (peak - med)).astype(np.float32)
-    return mask | (cand & (grown > 0) & (flat > thr[grown]))
+    return mask | (cand & (grown > 0) & (flat > np.take(thr, grown)))  # np.take = thr[grown], 2x faster
 
 
 # --------------------------------------------------------------------------------------------------
@@ -695,9 +695,14 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
 
-def _label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Per-label maximum, (n + 1,) float64 with index = label (0 for absent labels)."""
+def _label_max(values: np.ndarray, labels: np.ndarray, n: int, labelled_only: bool = False) -> np.ndarray:
+    """Per-label maximum, (n + 1,) float64 with index = label (0 for absent labels). ``labelled_only``:
+    label 0 left out (its entry is 0; the others are the same maxima, ~3x faster on a mostly empty image)."""
     out = np.zeros(n + 1, np.float64)
+    if labelled_only:
+        sel = np.flatnonzero(labels)
+        np.maximum.at(out, labels.reshape(-1)[sel], values.reshape(-1)[sel].astype(np.float64))
+        return out
     np.maximum.at(out, labels.ravel(), values.ravel().astype(np.float64))
     return out
 
@@ -765,7 +770,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
         outside[edge] = True
     outside[0] = True  # label 0 = the mask itself
-    return ~outside[bg] | mask
+    return ~np.take(outside, bg) | mask  # np.take = outside[bg], 2x faster
 
 
 def _disk(r: int) -> np.ndarray:
@@ -797,7 +802,7 @@ def _remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     areas = np.bincount(lab.ravel())
     keep = areas >= min_area
     keep[0] = False
-    return keep[lab]
+    return np.take(keep, lab)  # = keep[lab], 2x faster
 
 
 def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray:
@@ -1049,7 +1054,7 @@ def _watershed_multi(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, w
     multi = n_lab >= 2
     multi[0] = False
     if not multi.any():
-        return one[lab]
+        return np.take(one, lab)  # = one[lab]
     in_multi = multi[cm]
     v = image.reshape(-1)[sel[in_multi]].astype(np.float64)
     c, lv = cm[in_multi], lm[in_multi]
@@ -1057,11 +1062,11 @@ def _watershed_multi(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, w
     c, v, lv = c[o], v[o], lv[o]
     if np.any((c[1:] == c[:-1]) & (v[1:] == v[:-1]) & (lv[1:] != lv[:-1])):
         return watershed(image, markers, mask=mask, watershed_line=watershed_line)
-    mm = multi[lab]
+    mm = np.take(multi, lab)
     rows = np.flatnonzero(mm.any(axis=1))
     cols = np.flatnonzero(mm.any(axis=0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    out = one[lab]
+    out = np.take(one, lab)
     sub_m = mm[box]
     sub = watershed(image[box], np.where(sub_m, markers[box], 0), mask=sub_m, watershed_line=watershed_line)
     out[box] = np.where(sub_m, sub, out[box])
@@ -1105,7 +1110,7 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray 
     comp, nc = ndi.label(mask)
     have = np.zeros(nc + 1, bool)
     have[np.unique(comp[markers > 0])] = True
-    missing = ~have[comp] & mask
+    missing = ~np.take(have, comp) & mask  # np.take = have[comp], 2x faster
     if missing.any():
         extra, _ = ndi.label(missing)
         extra[extra > 0] += markers.max()
@@ -1158,7 +1163,7 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     bnd_int = np.bincount(inv, weights=in_v) / np.bincount(inv)
     idx = np.arange(1, n + 1)
     maxdt = np.zeros(n + 1, np.float32)
-    maxdt[:] = _label_max(dt, labels, n)
+    maxdt[:] = _label_max(dt, labels, n, labelled_only=True)  # label 0 unused
     area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
     mean_int = np.zeros(n + 1)
     mean_int[:] = _label_mean(flt, labels, n, labelled_only=True)  # label 0 unused
@@ -1190,7 +1195,7 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
             merged_area[ra] = tot
     roots = np.array([find(i) for i in range(n + 1)])
     _, relabel = np.unique(roots, return_inverse=True)
-    return _join_lobes(relabel[labels].astype(np.int32), flt, d, p)
+    return _join_lobes(np.take(relabel.astype(np.int32), labels), flt, d, p)  # = relabel[labels] as int32
 
 
 def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
@@ -1239,11 +1244,13 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
         edge[e] = True
     if not (lobe & ~edge).any():
         return labels
-    mean = np.nan_to_num(_label_mean(flt, labels, n))
+    # label 0 left out: every gap pixel is reached from an object (a straight staircase towards its nearest
+    # object pixel stays within the gap), so label 0's mean is never compared
+    mean = np.nan_to_num(_label_mean(flt, labels, n, labelled_only=True))
     fg = labels > 0
     # work only around lobe-sized objects (a join needs one): the box of their reach
     reach = int(math.ceil(2 * gap)) + 2
-    near = (lobe & ~edge)[labels]  # = np.isin(labels, np.flatnonzero(lobe & ~edge))
+    near = np.take(lobe & ~edge, labels)  # = np.isin(labels, np.flatnonzero(lobe & ~edge))
     ys, xs = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
     y0, y1 = max(0, ys[0] - reach), min(labels.shape[0], ys[-1] + reach + 1)
     x0, x1 = max(0, xs[0] - reach), min(labels.shape[1], xs[-1] + reach + 1)
@@ -1254,7 +1261,7 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     # each background pixel within reach belongs to its nearest object (first flood), and is a bridge
     # candidate when it is at least ``ratio`` x that object's mean
     nearest = watershed(dist, labels, mask=fg | near_gap)
-    cand = near_gap & (flt >= np.float32(ratio) * mean.astype(np.float32)[nearest])
+    cand = near_gap & (flt >= np.take(np.float32(ratio) * mean.astype(np.float32), nearest))
     del nearest
     grown = watershed(dist, labels, mask=fg | cand).astype(np.int32)
     del dist
@@ -1282,7 +1289,7 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     if np.array_equal(roots, np.arange(n + 1)):
         return full
     # bridge pixels: growth of a joined group within the gap distance of a contact between two members
-    g_root = roots[grown]
+    g_root = np.take(roots, grown)
     contact = np.zeros(labels.shape, bool)
     for sa, sb in (((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
                    ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):
@@ -1292,7 +1299,7 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     if contact.any():
         contact = _dilate_sparse(contact, _disk(max(1, int(math.floor(gap)))))
     newid = np.unique(roots, return_inverse=True)[1].astype(np.int32)  # label -> 1..N (0 stays 0)
-    out = newid[full]
+    out = np.take(newid, full)
     out[y0:y1, x0:x1] = np.where(cand & contact & (grown > 0), newid[g_root], out[y0:y1, x0:x1])
     return out
 
@@ -1783,7 +1790,8 @@ def _drop_dim(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     drop[1:] = present & (contrast < frac * med)
     if not drop.any():
         return labels
-    return np.where(drop[labels], 0, labels).astype(np.int32)
+    # = np.where(drop[labels], 0, labels).astype(np.int32), one lookup
+    return np.take(np.where(drop, 0, np.arange(n + 1)).astype(np.int32), labels)
 
 
 def _label_median(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
@@ -1862,22 +1870,22 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
         return labels
     if bg is None:
         bg = _object_background(labels, flt, d, p)
-    peak = _label_max(flt, labels, n)
+    peak = _label_max(flt, labels, n, labelled_only=True)  # label 0's threshold only meets background
     min_part = float(p["refine_min_part_area"]) * math.pi * d * d / 4.0
     core_rel = float(p["outline_core_rel"])
     if core_rel > 0:
         # cores: two nucleus-sized regions above core_rel of the way to the peak, with the DAPI dipping
         # below that between them, are two nuclei; split first, so each part is trimmed against its own peak
-        core = (flt >= (bg + core_rel * (peak - bg)).astype(np.float32)[labels]) & (labels > 0)
+        core = (flt >= np.take((bg + core_rel * (peak - bg)).astype(np.float32), labels)) & (labels > 0)
         split = _separate_pieces(labels, core, flt, min_part)
         if split is not labels:
             parent = np.zeros(int(split.max()) + 1, np.int64)
             parent[split.ravel()] = labels.ravel()  # a part's local background is its object's
             bg = bg[parent]
             labels = split
-            peak = _label_max(flt, labels, int(labels.max()))
+            peak = _label_max(flt, labels, int(labels.max()), labelled_only=True)
     thr = (bg + rel * (peak - bg)).astype(np.float32)
-    keep = (flt >= thr[labels]) & (labels > 0)
+    keep = (flt >= np.take(thr, labels)) & (labels > 0)
     keep = _fill_holes(keep) & (labels > 0)
     out = np.where(keep, labels, 0).astype(np.int32)
     return _separate_pieces(out, out > 0, flt, min_part)
@@ -2501,7 +2509,7 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
         by, bx = np.nonzero(bays)
         hull_depth[by, bx] = _edt_at(hull, by, bx)
         r_in = float(ndi.distance_transform_edt(m).max())
-        depth = _label_max(hull_depth, bays, n_bays)[1:]  # = ndi.maximum(hull_depth, bays, 1..n_bays)
+        depth = _label_max(hull_depth, bays, n_bays, labelled_only=True)[1:]  # = ndi.maximum(hull_depth, bays, 1..n_bays)
         deep = [int(i) for i in np.argsort(-depth)[:4] if depth[i] >= min_depth * r_in]
         tips = [np.unravel_index(np.argmax(np.where(bays == i + 1, hull_depth, -1.0)), m.shape) for i in deep]
         for a in range(len(tips)):
