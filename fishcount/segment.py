@@ -1487,14 +1487,21 @@ def _label_row_extents(lab: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np
     h, w = lab.shape
     n = int(lab.max()) + 1
     flat = lab.reshape(-1)
-    pix = np.flatnonzero(flat)
-    y = pix // w
-    x = pix - y * w
-    key = flat[pix].astype(np.int64) * h + y
+    # runs of one label along each row: a label's first / last column in a row is the start of its
+    # first run / the end of its last run (far fewer runs than pixels)
+    brk = np.empty(flat.size + 1, bool)
+    brk[0] = brk[-1] = True
+    np.not_equal(flat[1:], flat[:-1], out=brk[1:-1])
+    brk[w: flat.size: w] = True  # a new row starts a new run
+    inside = flat != 0
+    starts = np.flatnonzero(brk[:-1] & inside)
+    ends = np.flatnonzero(brk[1:] & inside)  # the last pixel of each run, in the same order
+    y = starts // w
+    key = flat[starts].astype(np.int64) * h + y
     first = np.full(n * h, w, np.int64)
     last = np.full(n * h, -1, np.int64)
-    np.minimum.at(first, key, x)
-    np.maximum.at(last, key, x)
+    np.minimum.at(first, key, starts - y * w)
+    np.maximum.at(last, key, ends - y * w)
     keys = np.flatnonzero(last >= 0)  # ascending: by label, then row
     kl = keys // h
     sel = np.isin(kl, ids)
