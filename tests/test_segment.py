@@ -1681,3 +1681,22 @@ def test_edt_at_equals_distance_transform(h, w, seed):
     ys, xs = np.nonzero(rng.random((h, w)) < 0.5)
     ref = ndi.distance_transform_edt(inside)[ys, xs]
     assert np.array_equal(S._edt_at(inside, ys, xs), ref)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_label_sums_labelled_only_are_the_blockwise_sums(seed):
+    """labelled_only sums = the plain per-256-row-block bincounts of the labelled pixels, to the bit."""
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 700, 2)
+    lab = rng.integers(0, 30, (h, w)).astype(np.int32)
+    lab[rng.random((h, w)) < 0.6] = 0
+    val = (rng.random((h, w)) * 1000).astype(np.float32)[:, ::-1]  # not contiguous
+    cnt_ref, tot_ref = np.zeros(31), np.zeros(31)
+    for r0 in range(0, h, 256):
+        lb, vb = lab[r0: r0 + 256].ravel(), val[r0: r0 + 256].ravel()
+        lb, vb = lb[lb > 0], vb[lb > 0]
+        cnt_ref += np.bincount(lb, minlength=31)
+        tot_ref += np.bincount(lb, weights=vb, minlength=31)
+    cnt, tot = S._label_count_sum(val, lab, 30, labelled_only=True)
+    assert np.array_equal(cnt, cnt_ref) and np.array_equal(tot, tot_ref)
+    assert np.array_equal(S._label_sum(val, lab, 30, labelled_only=True), tot_ref)
