@@ -1700,3 +1700,13 @@ def test_label_sums_labelled_only_are_the_blockwise_sums(seed):
     cnt, tot = S._label_count_sum(val, lab, 30, labelled_only=True)
     assert np.array_equal(cnt, cnt_ref) and np.array_equal(tot, tot_ref)
     assert np.array_equal(S._label_sum(val, lab, 30, labelled_only=True), tot_ref)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_octagon_areas_equal_per_mask(seed):
+    rng = np.random.default_rng(seed)
+    lab = ndi.label(ndi.gaussian_filter(rng.random((80, 90)), rng.uniform(1, 3)) > 0.52)[0].astype(np.int32)
+    n = int(lab.max())
+    got = S._octagon_areas(lab, n)
+    for i in range(1, n + 1):
+        assert got[i] == S._octagon_area(lab == i)
