@@ -723,15 +723,12 @@ def _label_sum(values: np.ndarray, labels: np.ndarray, n: int, rows: int = 256,
 def _label_blocks(values: np.ndarray, labels: np.ndarray, rows: int, labelled_only: bool):
     """Flat (labels, values) of successive blocks of ``rows`` rows (label 0 left out with
     ``labelled_only``): the blocks and order every per-label sum uses, so their sums agree to the bit."""
-    if labelled_only:  # the labelled pixels found once, cut at the same block boundaries
-        sel = np.flatnonzero(labels)
-        lab, val = labels.reshape(-1)[sel], values.ravel()[sel]
-        cuts = np.searchsorted(sel, np.arange(0, labels.shape[0] + rows, rows) * labels.shape[1])
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            yield lab[a:b], val[a:b]
-        return
     for r0 in range(0, labels.shape[0], rows):
-        yield labels[r0: r0 + rows].ravel(), values[r0: r0 + rows].ravel()
+        lab, val = labels[r0: r0 + rows].ravel(), values[r0: r0 + rows].ravel()
+        if labelled_only:
+            sel = lab > 0
+            lab, val = lab[sel], val[sel]
+        yield lab, val
 
 
 def _label_mean(values: np.ndarray, labels: np.ndarray, n: int, labelled_only: bool = False) -> np.ndarray:
