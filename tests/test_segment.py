@@ -1641,6 +1641,15 @@ def test_window_extreme_equals_scipy_filters(h, w, size, seed, dtype):
     assert np.array_equal(S._window_extreme(a, size, np.maximum, lo), ndi.grey_dilation(a, size=(size, size)))
     opened = S._window_extreme(S._window_extreme(a, size, np.minimum), size, np.maximum, lo)
     assert np.array_equal(opened, ndi.grey_opening(a, size=(size, size)))
+    # the scipy branch (large images) gives the same
+    old_max = S._WINDOW_EXTREME_MAX_PX
+    try:
+        S._WINDOW_EXTREME_MAX_PX = 0
+        assert np.array_equal(S._window_extreme(a, size, np.maximum), ndi.maximum_filter(a, size=size))
+        assert np.array_equal(S._window_extreme(a, size, np.maximum, lo), ndi.grey_dilation(a, size=(size, size)))
+        assert np.array_equal(S._window_extreme(a, size, np.minimum), ndi.grey_erosion(a, size=(size, size)))
+    finally:
+        S._WINDOW_EXTREME_MAX_PX = old_max
 
 
 @pytest.mark.parametrize("seed", range(16))
