@@ -1618,6 +1618,71 @@ def _octagon_areas(labels: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _marker_search(masks: list[np.ndarray], sigma: float, h: float) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Step 7's marker search of each object crop ``m`` (bool), value for value::
+
+        f = np.where(m, ndi.gaussian_filter(ndi.distance_transform_edt(m).astype(np.float32), sigma), 0)
+        mk, k = ndi.label(h_maxima(f.astype(np.float32), h) & m)
+
+    returning ``(f, mk, k)`` per crop. Crops with a background frame of 2 pixels on every side are laid
+    side by side on one canvas and searched together (one call of each filter instead of one per object):
+    the distance to the background is found inside each crop's own frame; the Gaussian (radius <= 4) of
+    an object pixel (>= 2 px inside its frame) only reaches frame pixels, which are 0 on the canvas as in
+    the reflected crop; the canvas joins crops only through pixels where ``f`` is 0, which cannot raise
+    the reconstruction of a crop holding a pixel with ``f - h`` >= 0 (checked; else searched alone); the
+    components of a crop keep their raster order. Other crops are searched one by one.
+    """
+    radius = int(4.0 * float(sigma) + 0.5)  # gaussian_filter's (truncate = 4)
+
+    def alone(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        dt = ndi.distance_transform_edt(m).astype(np.float32)
+        f = np.where(m, ndi.gaussian_filter(dt, sigma), 0).astype(np.float32)
+        mk, k = ndi.label(h_maxima(f, h) & m)
+        return f, mk, k
+
+    out: list = [None] * len(masks)
+    batch = [j for j, m in enumerate(masks) if radius <= 4 and min(m.shape) > 4
+             and not (m[:2].any() or m[-2:].any() or m[:, :2].any() or m[:, -2:].any())]
+    if len(batch) < 8:
+        return [alone(m) for m in masks]
+    # shelves of crops, tallest first
+    order = sorted(batch, key=lambda j: -masks[j].shape[0])
+    width = max(max(masks[j].shape[1] for j in batch), int(math.sqrt(sum(masks[j].size for j in batch)) * 1.2))
+    place, y, x, shelf = {}, 0, 0, 0
+    for j in order:
+        mh, mw = masks[j].shape
+        if x + mw > width:
+            y, x, shelf = y + shelf, 0, 0
+        place[j] = (y, x)
+        x += mw
+        shelf = max(shelf, mh)
+    canvas = np.zeros((y + shelf, width), bool)
+    for j in batch:
+        (y0, x0), (mh, mw) = place[j], masks[j].shape
+        canvas[y0: y0 + mh, x0: x0 + mw] = masks[j]
+    dt = ndi.distance_transform_edt(canvas).astype(np.float32)
+    f_all = np.where(canvas, ndi.gaussian_filter(dt, sigma), 0).astype(np.float32)
+    del dt
+    lab_all, _ = ndi.label(h_maxima(f_all, h) & canvas)
+    h32, eps2 = np.float32(h), np.float32(2 * np.finfo(np.float32).resolution)
+    for j in batch:
+        (y0, x0), (mh, mw) = place[j], masks[j].shape
+        f = f_all[y0: y0 + mh, x0: x0 + mw]
+        if not float((f - h32 - eps2 * np.abs(f)).max()) >= 0:
+            out[j] = alone(masks[j])  # no pixel reaches h: its reconstruction could see the canvas
+            continue
+        sub = lab_all[y0: y0 + mh, x0: x0 + mw]
+        ids = np.unique(sub)
+        ids = ids[ids > 0]
+        mk = np.searchsorted(ids, sub).astype(np.int32) + 1
+        mk[sub == 0] = 0
+        out[j] = (f, mk, int(ids.size))
+    for j in range(len(masks)):
+        if out[j] is None:
+            out[j] = alone(masks[j])
+    return out
+
+
 def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.ndarray:
     """Step 7: re-split objects too large or too notched for one nucleus (under-split clumps).
 
@@ -1669,20 +1734,23 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
             continue  # solidity >= area / (bounding octagon's area) >= max_sol: compact, skip the hull
         cand.append((i, y0, y1, x0, x1, labels[y0:y1, x0:x1] == i if m is None else m, big))
     sols = _solidities([c[5] for c in cand])  # all candidates' hulls in one batch
+    cand = [(c, float(sol)) for c, sol in zip(cand, sols) if c[6] or sol < max_sol]
+    # without the intensity term, the marker searches of all candidates at once (the same f, markers)
+    found = _marker_search([c[5] for c, _ in cand], max(0.7, d / 24.0), h) if w <= 0 else None
     split = []  # objects with a candidate split: (label, box, solidity, parts, part labels)
-    for (i, y0, y1, x0, x1, m, big), sol in zip(cand, sols):
-        sol = float(sol)
-        if not (big or sol < max_sol):
-            continue
-        dt = ndi.distance_transform_edt(m).astype(np.float32)
-        f = ndi.gaussian_filter(dt, max(0.7, d / 24.0))
-        if w > 0:
-            sm = ndi.gaussian_filter(flt[y0:y1, x0:x1], sig_i)
-            top = float(sm[m].max())
-            if top > 0:
-                f = f + np.float32(w * 0.5 * d) * np.clip(sm / top, 0, 1).astype(np.float32)
-        f = np.where(m, f, 0).astype(np.float32)
-        mk, k = ndi.label(h_maxima(f, h) & m)
+    for q, ((i, y0, y1, x0, x1, m, big), sol) in enumerate(cand):
+        if found is not None:
+            f, mk, k = found[q]
+        else:
+            dt = ndi.distance_transform_edt(m).astype(np.float32)
+            f = ndi.gaussian_filter(dt, max(0.7, d / 24.0))
+            if w > 0:
+                sm = ndi.gaussian_filter(flt[y0:y1, x0:x1], sig_i)
+                top = float(sm[m].max())
+                if top > 0:
+                    f = f + np.float32(w * 0.5 * d) * np.clip(sm / top, 0, 1).astype(np.float32)
+            f = np.where(m, f, 0).astype(np.float32)
+            mk, k = ndi.label(h_maxima(f, h) & m)
         parts = None
         if k >= 2:
             parts = watershed(-f, mk, mask=m)

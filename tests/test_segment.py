@@ -1719,3 +1719,27 @@ def test_octagon_areas_equal_per_mask(seed):
     got = S._octagon_areas(lab, n)
     for i in range(1, n + 1):
         assert got[i] == S._octagon_area(lab == i)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_marker_search_batch_equals_one_by_one(seed):
+    """Step 7's marker search on a canvas of crops = the search of each crop alone (f, markers, count)."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for j in range(30):
+        h, w = rng.integers(8, 40, 2)
+        m = ndi.gaussian_filter(rng.random((h, w)), rng.uniform(1, 3)) > rng.uniform(0.45, 0.55)
+        if j % 5:  # most crops get their 2-pixel background frame; a few touch their edge (searched alone)
+            m[:2] = m[-2:] = False
+            m[:, :2] = m[:, -2:] = False
+        if j == 7:  # a thin object: no pixel reaches h (searched alone)
+            m[:] = False
+            m[5, 3:-3] = True
+        masks.append(m)
+    sigma, hval = 0.83, 0.4
+    got = S._marker_search(masks, sigma, hval)
+    for m, (f, mk, k) in zip(masks, got):
+        dt = ndi.distance_transform_edt(m).astype(np.float32)
+        f_ref = np.where(m, ndi.gaussian_filter(dt, sigma), 0).astype(np.float32)
+        mk_ref, k_ref = ndi.label(S.h_maxima(f_ref, hval) & m)
+        assert np.array_equal(f, f_ref) and np.array_equal(mk, mk_ref) and k == k_ref
