@@ -1437,12 +1437,10 @@ def _hull_image(mask: np.ndarray, bounds: tuple[np.ndarray, np.ndarray, np.ndarr
         _, y_row, lb, ub = _hull_row_bounds([mask])
     else:
         y_row, lb, ub = bounds
-    run = ub >= lb
-    rows, lb, ub = y_row[run] // 2, lb[run], ub[run]
-    edge = np.zeros((mask.shape[0], mask.shape[1] + 1), np.int8)
-    edge[rows, lb] = 1
-    edge[rows, ub + 1] = -1
-    return np.cumsum(edge[:, :-1], axis=1, dtype=np.int8) > 0
+    out = np.zeros(mask.shape, bool)
+    cols = np.arange(mask.shape[1])
+    out[y_row // 2] = (cols >= lb[:, None]) & (cols <= ub[:, None])  # rows without a run (ub < lb): none
+    return out
 
 
 def _bounds_of(bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -1520,17 +1518,20 @@ def _hull_rows(nk: np.ndarray, rows: np.ndarray, xl: np.ndarray,
     pr = np.repeat(np.arange(n_p, dtype=np.int64), n_rows)
     y_row = (np.arange(pr.size) - (np.cumsum(n_rows) - n_rows)[pr] + first_row[pr]) * 2
     bounds = []
+    yy0 = np.stack([2 * rows - 1, 2 * rows, 2 * rows + 1], axis=1).ravel()
+    key0 = np.repeat(pid, 3) * span + yy0  # ascending; a key repeats only as Y = 2y + 1 of rows y, y + 1
+    dup = np.flatnonzero(key0[1:] == key0[:-1])
+    if dup.size:
+        keep = np.ones(key0.size, bool)
+        keep[dup + 1] = False
+        key0, yy0 = key0[keep], yy0[keep]
     for sgn, xe in ((1, xl), (-1, xr)):  # left side, then the right side mirrored (X -> -X)
         xe = np.asarray(xe).astype(np.int64) * 2
-        yy = np.stack([2 * rows - 1, 2 * rows, 2 * rows + 1], axis=1).ravel()
         xx = sgn * np.stack([xe, xe - sgn, xe], axis=1).ravel()
-        key = np.repeat(pid, 3) * span + yy  # ascending; a key repeats only as Y = 2y + 1 of rows y, y + 1
-        dup = np.flatnonzero(key[1:] == key[:-1])
         if dup.size:
             xx[dup] = np.minimum(xx[dup], xx[dup + 1])  # the smaller X of the two, the second dropped
-            keep = np.ones(key.size, bool)
-            keep[dup + 1] = False
-            key, yy, xx = key[keep], yy[keep], xx[keep]
+            xx = xx[keep]
+        key, yy = key0, yy0
         v = _lower_envelope(key, yy, xx)
         key, yy, xx = key[v], yy[v], xx[v]
         a = np.searchsorted(key, pr * span + y_row, side="right") - 1  # envelope edge a -> a + 1 spans the row
@@ -2131,11 +2132,15 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     best = None
     for sal, ya, xa, yb, xb in cands:
         rr, cc = line(ya, xa, yb, xb)
-        if np.mean(m[rr, cc]) < 0.9:
+        if np.count_nonzero(m[rr, cc]) / rr.size < 0.9:  # = np.mean(m[rr, cc]) < 0.9 (same division)
             continue  # the chord leaves the object: not a cut through it
+        # = ndi.binary_dilation(chord, cross) & m: the chord pixels and their 4 neighbours inside the crop
+        ry = np.concatenate([rr, rr - 1, rr + 1, rr, rr])
+        cx = np.concatenate([cc, cc, cc, cc - 1, cc + 1])
+        ok = (ry >= 0) & (ry < m.shape[0]) & (cx >= 0) & (cx < m.shape[1])
         cutm = np.zeros_like(m)
-        cutm[rr, cc] = True
-        cutm = _binary_morph(cutm, cross) & m  # = ndi.binary_dilation(cutm, cross)
+        cutm[ry[ok], cx[ok]] = True
+        cutm &= m
         parts, np_ = ndi.label(m & ~cutm)
         if np_ < 2:
             continue
