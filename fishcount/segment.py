@@ -559,13 +559,13 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
     if bgv.size < 8 or t <= 0:
         return None
     med = float(np.median(bgv))
-    noise = float(np.median(np.abs(bgv - med))) * 1.4826
-    fgv = sample[sample > t]
+    noise = float(np.median(np.abs(bgv - med), overwrite_input=True)) * 1.4826  # a private temporary
+    n_fg = int(np.count_nonzero(sample > t))
     # "anything there?": pixels far above the background's lower half-width (1 sigma for Gaussian noise)
     p_lo, p10 = np.percentile(sample, [2.28, 10.0])
     sigma_low = float(p10 - p_lo) / 0.718  # Gaussian: p10 - p2.28 = 0.718 sigma
-    bright = float(np.mean(sample > p10 + 10.0 * sigma_low))
-    if fgv.size == 0 or bright < MIN_BRIGHT_FRACTION:
+    bright = np.count_nonzero(sample > p10 + 10.0 * sigma_low) / sample.size  # = np.mean(...), same division
+    if n_fg == 0 or bright < MIN_BRIGHT_FRACTION:
         return None  # nothing stands out of the noise
     if d is None:
         return flat > t
