@@ -675,7 +675,7 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     if not mask.any():
         return np.zeros(img.shape, np.int32)
     # 5. split touching nuclei; the labels cover the mask exactly, so step 6 reuses its distance transform
-    dt = ndi.distance_transform_edt(mask).astype(np.float32)
+    dt = _edt32(mask)  # = ndi.distance_transform_edt(mask).astype(np.float32)
     labels = _split(mask, flt, d, p, dt)
     # 6. merge over-split fragments
     labels = _merge_fragments(labels, flt, d, p, dt)
@@ -749,6 +749,24 @@ def _label_count_sum(values: np.ndarray, labels: np.ndarray, n: int,
         cnt += np.bincount(lab, minlength=n + 1)
         tot += np.bincount(lab, weights=val, minlength=n + 1)
     return cnt, tot
+
+
+def _edt32(mask: np.ndarray) -> np.ndarray:
+    """``ndi.distance_transform_edt(mask).astype(np.float32)``, exactly: scipy's feature transform, then
+    the squared offsets as whole numbers (exact) and one float64 square root per pixel, cast to float32 --
+    the same values as scipy's float64 distances, with fewer full-size float64 temporaries (~25 % faster
+    on the working image)."""
+    ft = ndi.distance_transform_edt(mask, return_distances=False, return_indices=True)
+    big = 2 * max(mask.shape) ** 2 >= 2**31
+    dy = ft[0].astype(np.int64) if big else ft[0]
+    dx = ft[1].astype(np.int64) if big else ft[1]
+    del ft
+    dy = dy - np.arange(mask.shape[0], dtype=dy.dtype)[:, None]
+    dx = dx - np.arange(mask.shape[1], dtype=dx.dtype)
+    dy *= dy
+    dx *= dx
+    dy += dx
+    return np.sqrt(dy, dtype=np.float64).astype(np.float32)
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -1661,7 +1679,7 @@ def _marker_search(masks: list[np.ndarray], sigma: float, h: float) -> list[tupl
     for j in batch:
         (y0, x0), (mh, mw) = place[j], masks[j].shape
         canvas[y0: y0 + mh, x0: x0 + mw] = masks[j]
-    dt = ndi.distance_transform_edt(canvas).astype(np.float32)
+    dt = _edt32(canvas)  # = ndi.distance_transform_edt(canvas).astype(np.float32)
     f_all = np.where(canvas, ndi.gaussian_filter(dt, sigma), 0).astype(np.float32)
     del dt
     lab_all, _ = ndi.label(h_maxima(f_all, h) & canvas)

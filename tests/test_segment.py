@@ -1743,3 +1743,11 @@ def test_marker_search_batch_equals_one_by_one(seed):
         f_ref = np.where(m, ndi.gaussian_filter(dt, sigma), 0).astype(np.float32)
         mk_ref, k_ref = ndi.label(S.h_maxima(f_ref, hval) & m)
         assert np.array_equal(f, f_ref) and np.array_equal(mk, mk_ref) and k == k_ref
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_edt32_equals_scipy(h, w, seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((h, w)) < rng.uniform(0.2, 1.0)  # incl. masks without background
+    assert np.array_equal(S._edt32(mask), ndi.distance_transform_edt(mask).astype(np.float32))
