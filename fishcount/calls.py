@@ -170,7 +170,11 @@ def call_nuclei(
     cols["exclusion_reason"] = reason
     extra = [c for c in qc.columns if c not in cols]
     if extra:
-        ex = qc[extra].reset_index(drop=True)
-        for c in extra:
-            cols[c] = ex[c]
+        if all(isinstance(qc[c].dtype, np.dtype) for c in extra):
+            for c in extra:  # plain numpy columns: the arrays themselves (= qc[extra].reset_index(drop=True))
+                cols[c] = qc[c].to_numpy()
+        else:
+            ex = qc[extra].reset_index(drop=True)
+            for c in extra:
+                cols[c] = ex[c]
     return pd.DataFrame(cols)

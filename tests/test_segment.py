@@ -976,6 +976,35 @@ def test_h_maxima_and_dilation_equal_the_plain_grey_dilation(h, w, seed, hval, m
     assert np.array_equal(S.h_maxima(f, hval, max_iter), _h_maxima_plain(f, hval, max_iter))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int32])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 2), (5, 9), (17, 3)])
+def test_dilate3x3_equals_grey_dilation(dtype, shape):
+    rng = np.random.default_rng(sum(shape))
+    a = rng.integers(0, 9, shape).astype(dtype)
+    ref = ndi.grey_dilation(a, size=(3, 3))
+    assert np.array_equal(S._dilate3x3(a, np.empty_like(a), np.empty_like(a)), ref)
+    # buffers that are not C-contiguous take the 2-D path: same values
+    tmp, out = np.empty(shape, dtype, order="F"), np.empty(shape, dtype, order="F")
+    assert np.array_equal(S._dilate3x3(a, tmp, out), ref)
+
+
+@pytest.mark.parametrize("shape,seed", [((7, 5), 0), ((40, 33), 1), ((301, 257), 2), ((300, 300), 3)])
+def test_reconstruct_dilation_equals_skimage(shape, seed):
+    from skimage.morphology import reconstruction
+
+    rng = np.random.default_rng(seed)
+    mask = ndi.gaussian_filter(rng.random(shape) * 10, rng.uniform(1, 4)).astype(np.float32)
+    mask[rng.random(shape) < 0.1] = np.float32(rng.uniform(0, 5))  # plateaus and ties
+    mask[:, : shape[1] // 5] = 0  # a flat background
+    marker = (mask - np.float32(rng.uniform(0.05, 1.5))).astype(np.float32)
+    marker[rng.random(shape) < 0.3] -= np.float32(3)
+    got = S._reconstruct_dilation(marker, mask)
+    ref = reconstruction(marker, mask, method="dilation", footprint=np.ones((3, 3)))
+    assert got.dtype == np.float32 and np.array_equal(got, ref.astype(np.float32))
+    # the h-maxima built on it: the same as the plain iteration to convergence
+    assert np.array_equal(S.h_maxima(mask, 0.7), _h_maxima_plain(mask, 0.7))
+
+
 def test_h_maxima_known_answer():
     f = np.zeros((9, 15), np.float32)
     f[4, 3] = 5.0   # rises 5: kept at h = 2
@@ -1022,6 +1051,17 @@ def test_hull_pixel_counts_equal_skimage_convex_hull_image(seed):
     for m, r in zip(masks, ref):
         a = int(m.sum())
         assert S._solidity(m) == (1.0 if a < 5 else a / max(r, a))
+    assert list(S._solidities(masks)) == [S._solidity(m) for m in masks]
+    # the same hulls measured from one label image (masks placed apart, labels 1..k)
+    lab = np.zeros((31 * len(masks), 31), np.int32)
+    for k, m in enumerate(masks):
+        lab[31 * k: 31 * k + m.shape[0], : m.shape[1]][m] = k + 1
+    pr, _, lb, ub = S._hull_rows_of_labels(lab, np.arange(1, len(masks) + 1))
+    assert list(np.bincount(pr, weights=np.maximum(ub - lb + 1, 0), minlength=len(masks)).astype(int)) == ref
+    assert np.array_equal(S._hull_image(masks[0]), convex_hull_image(masks[0]))
+    bounds = S._hull_row_bounds(masks)
+    for k, m in enumerate(masks):  # hull images from the bounds of a batch: the same as one by one
+        assert np.array_equal(S._hull_image(m, S._bounds_of(bounds, k)), S._hull_image(m))
 
 
 def test_hull_pixel_counts_known_answers():
@@ -1727,3 +1767,147 @@ def test_outline_concavities_known_answers():
 def test_level_split_parameters_are_validated(tmp_path):
     with pytest.raises(FishcountError, match="level_split_levels"):
         S.load_segment_defaults(_write_defaults(tmp_path, ("level_split_levels = 7", "level_split_levels = -1")))
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("line", [False, True])
+def test_watershed_multi_equals_skimage(seed, line):
+    from skimage.segmentation import watershed
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(8, 60, 2))
+    img = ndi.gaussian_filter(rng.random(shape), rng.uniform(0.5, 3)).astype(np.float32)
+    if seed % 3 == 0:
+        img = np.round(img * 20).astype(np.float32)  # plateaus: marker values tie -> the plain call
+    mask = ndi.gaussian_filter(rng.random(shape), 2) > rng.uniform(0.45, 0.55)
+    markers = np.zeros(shape, np.int32)
+    k = int(rng.integers(1, 12))
+    markers[rng.integers(0, shape[0], k), rng.integers(0, shape[1], k)] = rng.integers(1, 6, k)
+    ref = watershed(img, markers, mask=mask, watershed_line=line)
+    got = S._watershed_multi(img, markers, mask, watershed_line=line)
+    assert np.array_equal(got, ref)
+    assert np.array_equal(S._watershed_multi(img, markers, mask, line, ndi.label(mask)), ref)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(1, 40), st.integers(0, 2**31 - 1),
+       st.sampled_from([np.float32, np.int32, np.uint16]))
+def test_window_extreme_equals_scipy_filters(h, w, size, seed, dtype):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 20, (h, w)).astype(dtype)  # ties on purpose
+    assert np.array_equal(S._window_extreme(a, size, np.maximum), ndi.maximum_filter(a, size=size))
+    assert np.array_equal(S._window_extreme(a, size, np.minimum), ndi.grey_erosion(a, size=(size, size)))
+    lo = size // 2 - 1 + size % 2
+    assert np.array_equal(S._window_extreme(a, size, np.maximum, lo), ndi.grey_dilation(a, size=(size, size)))
+    opened = S._window_extreme(S._window_extreme(a, size, np.minimum), size, np.maximum, lo)
+    assert np.array_equal(opened, ndi.grey_opening(a, size=(size, size)))
+    # the scipy branch (large images) gives the same
+    old_max = S._WINDOW_EXTREME_MAX_PX
+    try:
+        S._WINDOW_EXTREME_MAX_PX = 0
+        assert np.array_equal(S._window_extreme(a, size, np.maximum), ndi.maximum_filter(a, size=size))
+        assert np.array_equal(S._window_extreme(a, size, np.maximum, lo), ndi.grey_dilation(a, size=(size, size)))
+        assert np.array_equal(S._window_extreme(a, size, np.minimum), ndi.grey_erosion(a, size=(size, size)))
+    finally:
+        S._WINDOW_EXTREME_MAX_PX = old_max
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_watershed_multi_same_label_ties_equal_skimage(seed):
+    """Markers of one label sharing values (no tie across labels): flooded by component, same result."""
+    from skimage.segmentation import watershed
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(10, 60, 2))
+    img = np.round(ndi.gaussian_filter(rng.random(shape), rng.uniform(0.5, 3)) * 12).astype(np.float32)
+    mask = ndi.gaussian_filter(rng.random(shape), 2) > rng.uniform(0.4, 0.55)
+    markers = np.zeros(shape, np.int32)
+    k = int(rng.integers(2, 10))
+    for j in range(k):
+        y, x, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(0, 4)
+        markers[max(0, y - r): y + r + 1, max(0, x - r): x + r + 1] = j + 1
+    sel = markers > 0
+    img[sel] = np.floor(img[sel]) + (markers[sel] / np.float32(k + 1)).astype(np.float32)
+    for line in (False, True):
+        ref = watershed(img, markers, mask=mask, watershed_line=line)
+        assert np.array_equal(S._watershed_multi(img, markers, mask, watershed_line=line), ref)
+
+
+def test_shape_props_boxes_equal_find_objects():
+    rng = np.random.default_rng(5)
+    lab, n = ndi.label(ndi.gaussian_filter(rng.random((90, 70)), 2) > 0.55)
+    lab[lab == 3] = 0  # a missing label
+    props = S._shape_props(lab.astype(np.int32), n, diameter_px=20.0)
+    assert props["small_boxes"] == ndi.find_objects(props["small"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**31 - 1))
+def test_edt_at_equals_distance_transform(h, w, seed):
+    rng = np.random.default_rng(seed)
+    inside = ndi.gaussian_filter(rng.random((h, w)), rng.uniform(0, 2)) > rng.uniform(0.3, 0.6)
+    inside[rng.integers(h), rng.integers(w)] = False  # at least one outside pixel
+    ys, xs = np.nonzero(rng.random((h, w)) < 0.5)
+    ref = ndi.distance_transform_edt(inside)[ys, xs]
+    assert np.array_equal(S._edt_at(inside, ys, xs), ref)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_label_sums_labelled_only_are_the_blockwise_sums(seed):
+    """labelled_only sums = the plain per-256-row-block bincounts of the labelled pixels, to the bit."""
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 700, 2)
+    lab = rng.integers(0, 30, (h, w)).astype(np.int32)
+    lab[rng.random((h, w)) < 0.6] = 0
+    val = (rng.random((h, w)) * 1000).astype(np.float32)[:, ::-1]  # not contiguous
+    cnt_ref, tot_ref = np.zeros(31), np.zeros(31)
+    for r0 in range(0, h, 256):
+        lb, vb = lab[r0: r0 + 256].ravel(), val[r0: r0 + 256].ravel()
+        lb, vb = lb[lb > 0], vb[lb > 0]
+        cnt_ref += np.bincount(lb, minlength=31)
+        tot_ref += np.bincount(lb, weights=vb, minlength=31)
+    cnt, tot = S._label_count_sum(val, lab, 30, labelled_only=True)
+    assert np.array_equal(cnt, cnt_ref) and np.array_equal(tot, tot_ref)
+    assert np.array_equal(S._label_sum(val, lab, 30, labelled_only=True), tot_ref)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_octagon_areas_equal_per_mask(seed):
+    rng = np.random.default_rng(seed)
+    lab = ndi.label(ndi.gaussian_filter(rng.random((80, 90)), rng.uniform(1, 3)) > 0.52)[0].astype(np.int32)
+    n = int(lab.max())
+    got = S._octagon_areas(lab, n)
+    for i in range(1, n + 1):
+        assert got[i] == S._octagon_area(lab == i)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_marker_search_batch_equals_one_by_one(seed):
+    """Step 7's marker search on a canvas of crops = the search of each crop alone (f, markers, count)."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for j in range(30):
+        h, w = rng.integers(8, 40, 2)
+        m = ndi.gaussian_filter(rng.random((h, w)), rng.uniform(1, 3)) > rng.uniform(0.45, 0.55)
+        if j % 5:  # most crops get their 2-pixel background frame; a few touch their edge (searched alone)
+            m[:2] = m[-2:] = False
+            m[:, :2] = m[:, -2:] = False
+        if j == 7:  # a thin object: no pixel reaches h (searched alone)
+            m[:] = False
+            m[5, 3:-3] = True
+        masks.append(m)
+    sigma, hval = 0.83, 0.4
+    got = S._marker_search(masks, sigma, hval)
+    for m, (f, mk, k) in zip(masks, got):
+        dt = ndi.distance_transform_edt(m).astype(np.float32)
+        f_ref = np.where(m, ndi.gaussian_filter(dt, sigma), 0).astype(np.float32)
+        mk_ref, k_ref = ndi.label(S.h_maxima(f_ref, hval) & m)
+        assert np.array_equal(f, f_ref) and np.array_equal(mk, mk_ref) and k == k_ref
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_edt32_equals_scipy(h, w, seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((h, w)) < rng.uniform(0.2, 1.0)  # incl. masks without background
+    assert np.array_equal(S._edt32(mask), ndi.distance_transform_edt(mask).astype(np.float32))
