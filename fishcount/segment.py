@@ -573,8 +573,10 @@ def texture_index(flat: np.ndarray, mask: np.ndarray, d: float, extra_sigma: flo
 
     The standard deviation of ``flat - G(flat, 0.2 d)`` (detail finer than a fifth of a nucleus) over the
     nuclei's cores (``mask`` eroded by d/8, so outlines do not count), divided by the mean of
-    ``G(flat, 0.2 d)`` there. ``extra_sigma`` (px) smooths ``flat`` first, which previews a larger smoothing
-    of step 3 (Gaussians compose; the background subtraction is ignored). ``nan`` without cores.
+    ``G(flat, 0.2 d)`` there. It is a statistic, so it is taken on every second pixel of every second row
+    (the Gaussian at half the sigma: within 0.002 of the full-grid value on simulated fields and 39 of 40
+    DSB2018 dev images, 8x cheaper). ``extra_sigma`` (px) smooths ``flat`` first, which previews a larger
+    smoothing of step 3 (Gaussians compose; the background subtraction is ignored). ``nan`` without cores.
 
     Parameters
     ----------
@@ -590,13 +592,16 @@ def texture_index(flat: np.ndarray, mask: np.ndarray, d: float, extra_sigma: flo
     Returns
     -------
     float
-        Dimensionless texture index (our simulator's default chromatin: ~0.3; DSB2018 images: 0.05-0.24).
+        Dimensionless texture index (the simulator's default chromatin: 0.27-0.31; DSB2018 dev images:
+        0.12-0.28, one image of a single nucleus 0.63).
     """
-    core = _binary_morph(mask, _disk(max(1, int(round(d / 8)))), erode=True)
-    if core.sum() < 0.25 * math.pi * d * d / 4:
+    core = _binary_morph(mask, _disk(max(1, int(round(d / 8)))), erode=True)[::2, ::2]
+    if 4 * core.sum() < 0.25 * math.pi * d * d / 4:
         return float("nan")
-    f = ndi.gaussian_filter(flat, extra_sigma) if extra_sigma > 0 else flat
-    coarse = ndi.gaussian_filter(f, 0.2 * d)
+    f = flat[::2, ::2]
+    if extra_sigma > 0:
+        f = ndi.gaussian_filter(f, extra_sigma / 2)
+    coarse = ndi.gaussian_filter(f, 0.1 * d)
     level = float(np.mean(coarse[core]))
     if level <= 0:
         return float("nan")
@@ -3269,7 +3274,8 @@ def _size_check(labels: np.ndarray, d: float) -> float | None:
     n = int(labels.max())
     if n < c["size_check_min_nuclei"]:
         return None
-    area = np.bincount(labels.ravel(), minlength=n + 1)
+    # areas from every second pixel of every second row (x4): a median for a ratio with a wide band
+    area = 4 * np.bincount(labels[::2, ::2].ravel(), minlength=n + 1)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     keep = np.ones(n + 1, bool)
     keep[0] = False
