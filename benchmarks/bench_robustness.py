@@ -27,19 +27,15 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import numpy as np  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fishcount as fc  # noqa: E402
-from bench_detection import match_labels  # noqa: E402
-from fishcount.io import field_from_arrays  # noqa: E402
+from bench_scorable import field_rows  # noqa: E402
 
 #: name -> (panel, simulate_field keyword arguments, pixel size given to the pipeline: True = the field's)
 CONDITIONS: dict[str, tuple[str, dict, bool]] = {
@@ -70,28 +66,12 @@ CONDITIONS: dict[str, tuple[str, dict, bool]] = {
 
 
 def run_field(panel_id: str, sim_kwargs: dict, give_pixel: bool, seed: int, size: int) -> dict:
-    panel = fc.load_panel(panel_id)
-    keys = [f"count_{k}" for k in panel.pattern_keys]  # every count the call is made from (fusion included)
-    sim = fc.simulate_field(panel, shape=(size, size), seed=seed, **sim_kwargs)
-    arrays = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
-    fld = field_from_arrays(arrays.pop("DAPI"), arrays, sim.pixel_size_um if give_pixel else None,
-                            panel=panel, name=f"s{seed}")
-    t0 = time.process_time()
-    res = fc.analyze_field(fld, panel)
-    cpu = time.process_time() - t0
-    truth = sim.truth.set_index("label")
-    interior = truth[~truth.border]
-    nuc = res.nuclei.copy()
-    nuc["true"] = nuc.label.map(match_labels(sim.labels, res.labels))
-    matched = nuc[nuc.true.notna()]
-    right = (matched[keys].to_numpy() == truth.loc[matched.true.astype(int), keys].to_numpy()).all(1)
-    inner = matched.true.astype(int).isin(interior.index).to_numpy()
-    sc = matched.scorable.to_numpy()
-    tracked = set(panel.tracked_calls)
+    """One field of a condition, scored as ``bench_scorable.field_rows`` (same matching and counts)."""
+    r = field_rows(seed, fc.load_panel(panel_id), (size, size), give_pixel, **sim_kwargs)
+    sc, right, inner = r["scorable"], r["right"], r["inner"]
     return {"n_sc": int(sc.sum()), "n_right": int((right & sc).sum()), "n_sc_inner": int((sc & inner).sum()),
-            "n_interior": len(interior), "unmatched_scorable": int((nuc.true.isna() & nuc.scorable).sum()),
-            "clone": (int(nuc[nuc.scorable].call.isin(tracked).sum()), int(nuc.scorable.sum())),
-            "clone_true": (int(interior.call.isin(tracked).sum()), len(interior)), "cpu": cpu}
+            "n_interior": r["n_interior"], "unmatched_scorable": r["unmatched_scorable"],
+            "clone": r["clone"], "clone_true": r["clone_true"], "cpu": r["cpu"]}
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ nuclei (>= 50 % of each inside) vs exactly 1, and how many of each get ``clump``
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,17 @@ from bench_detection import match_labels  # noqa: E402
 from fishcount.io import field_from_arrays  # noqa: E402
 
 
-def field_rows(seed: int, panel, shape=(1024, 1024)) -> dict:
-    keys = [f"count_{s}" for s in panel.signal_names]
-    sim = fc.simulate_field(panel, shape=shape, seed=seed)
+def field_rows(seed: int, panel, shape=(1024, 1024), give_pixel: bool = True, **sim_kwargs) -> dict:
+    """One simulated field through ``analyze_field``; ``sim_kwargs`` go to ``simulate_field``, and
+    ``give_pixel=False`` hides the pixel size from the pipeline (the scale then comes from the nuclei)."""
+    keys = [f"count_{k}" for k in panel.pattern_keys]
+    sim = fc.simulate_field(panel, shape=shape, seed=seed, **sim_kwargs)
     d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
-    fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um, panel=panel, name=f"f{seed}")
+    fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um if give_pixel else None, panel=panel,
+                            name=f"f{seed}")
+    t0 = time.process_time()
     res = fc.analyze_field(fld, panel)
+    cpu = time.process_time() - t0
     truth = sim.truth.set_index("label")
     interior = truth[~truth.border]
     nuc = res.nuclei.copy()
@@ -45,6 +51,7 @@ def field_rows(seed: int, panel, shape=(1024, 1024)) -> dict:
     return {"scorable": matched.scorable.to_numpy(), "right": right, "inner": inner,
             "reason": matched.exclusion_reason.to_numpy(), "n_interior": len(interior),
             "n_unmatched": len(set(interior.index) - set(matched.true.astype(int))),
+            "unmatched_scorable": int((nuc.true.isna() & nuc.scorable).sum()), "cpu": cpu,
             "clone": (int(nuc[nuc.scorable].call.isin(tracked).sum()), int(nuc.scorable.sum())),
             "clone_true": (int(interior.call.isin(tracked).sum()), len(interior))}
 

@@ -30,7 +30,8 @@ from fishcount import segment as S  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_segment import true_nucleus_fates  # noqa: E402
 
-STAGES = ["never ok (mask on)", "5 split", "6 merge", "6b join", "7 re-split", "7b dim", "7c outline", "7d concave cut"]
+STAGES = ["never ok (mask on)", "5 split", "6 merge", "6b join", "7 re-split", "7b dim", "7c outline", "7c2 level split",
+          "7d concave cut"]
 
 
 def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, np.ndarray, tuple, float]]:
@@ -44,6 +45,11 @@ def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, n
     d = diameter_px * factor
     flt = S._flatten(work, d, p)
     mask = S._foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"])
+    sigma = S._texture_smoothing(flt, mask, d, p)  # step 3b
+    if sigma > p["smooth_sigma_diameters"]:
+        p = {**p, "smooth_sigma_diameters": sigma}
+        flt = S._flatten(work, d, p)
+        mask = S._foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"])
     typical_area = math.pi * d * d / 4.0
     min_area = max(4, int(p["min_area_fraction"] * typical_area))
     mask = ndi.binary_fill_holes(mask)
@@ -62,6 +68,8 @@ def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, n
     out.append(("7b dim", lab))
     lab = S._tighten_outlines(lab, flt, d, p)
     out.append(("7c outline", lab))
+    lab = S._level_split(lab, flt, d, p)
+    out.append(("7c2 level split", lab))
     lab = S._concave_split(lab, d, p)
     out.append(("7d concave cut", lab))
     return [(name, S._upsample_labels(x.copy(), img.shape, (fy, fx), min_area / (fy * fx))) for name, x in out]
