@@ -95,7 +95,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "outline_rel": (float, 0.0, 1.0), "outline_core_rel": (float, 0.0, 1.0),
         "concave_min_depth": (float, 0.0, 1.0), "concave_min_area": (float, 0.0, None),
         "concave_max_solidity": (float, 0.0, 1.0), "concave_min_saliency": (float, 0.0, None),
-        "concave_part_solidity": (float, 0.0, 1.0),
+        "concave_part_solidity": (float, 0.0, 1.0), "concave_smooth_max_texture": (float, 0.0, None),
+        "concave_smooth_min_solidity_gain": (float, -1.0, 1.0),
         "level_split_levels": (float, 0.0, 100.0), "level_split_low": (float, 0.0, 1.0),
         "level_split_high": (float, 0.0, 1.0), "level_split_min_area": (float, 0.0, None),
         "level_split_smooth_diameters": (float, 0.0, 1.0), "level_split_core_area": (float, 0.0, None),
@@ -786,7 +787,7 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     # 7c2. split objects at the DAPI level that separates their nuclei (brightness step, faint dip)
     labels = _level_split(labels, flt, d, p)
     # 7d. cut objects between two concavities of their outline (nuclei pressed side by side)
-    labels = _concave_split(labels, d, p)
+    labels = _concave_split(labels, d, p, flt)
     # 8. back to the field's shape
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
@@ -1653,7 +1654,7 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     return _separate_pieces(out, out > 0, flt, min_part)
 
 
-def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
+def _concave_split(labels: np.ndarray, d: float, p: dict, flt: np.ndarray | None = None) -> np.ndarray:
     """Step 7d: cut objects between two concavities of their outline (nuclei pressed side by side).
 
     Two nuclei pressed together along a flat contact have no neck in the distance transform and, when
@@ -1665,9 +1666,12 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
     depth over the chord length); the most salient cut is made when it is at least
     ``concave_min_saliency``, both parts are nucleus-sized (>= ``refine_min_part_area`` nucleus areas,
     so a lobe is never cut off), each is convex (solidity >= ``concave_part_solidity``) and together
-    they are more convex than the whole (``refine_min_solidity_gain``). Parts are cut again the same way
-    (clumps of 3). The nucleus area is the larger of the typical area (from d) and the field's median
-    object area (>= 5 objects). 0 for ``concave_min_depth`` = off.
+    they are more convex than the whole (``refine_min_solidity_gain``), or, when both parts are smooth
+    (texture index on the part alone, :func:`_parts_texture`, at most ``concave_smooth_max_texture``;
+    needs ``flt``), not less convex than the whole by more than ``-concave_smooth_min_solidity_gain``
+    (two smooth nuclei pressed side by side into an almost convex pair cannot gain much convexity). Parts
+    are cut again the same way (clumps of 3). The nucleus area is the larger of the typical area (from d)
+    and the field's median object area (>= 5 objects). 0 for ``concave_min_depth`` = off.
 
     Parameters
     ----------
@@ -1677,6 +1681,8 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
         Typical nucleus diameter at the working scale, px.
     p : dict
         Classical parameters (``concave_*``, ``refine_min_part_area``, ``refine_min_solidity_gain``).
+    flt : np.ndarray, optional
+        (Y, X) flattened, smoothed working image, for the smooth-parts rule (without it: off).
 
     Returns
     -------
@@ -1721,7 +1727,8 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
         pieces = []
         while stack:
             m = stack.pop()
-            cut = _concave_cut(m, depth_t, min_part, max_sol, p) if m.sum() >= max(min_area, 2 * min_part) \
+            box = None if flt is None else flt[y0:y1, x0:x1]
+            cut = _concave_cut(m, depth_t, min_part, max_sol, p, box, d) if m.sum() >= max(min_area, 2 * min_part) \
                 else None
             if cut is None:
                 pieces.append(m)
@@ -1733,9 +1740,10 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
     return out
 
 
-def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
-                 p: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """The best cut of bool mask ``m`` between two concave points (see :func:`_concave_split`), or None."""
+def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float, p: dict,
+                 img: np.ndarray | None = None, d: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """The best cut of bool mask ``m`` between two concave points (see :func:`_concave_split`), or None.
+    ``img`` (the flattened DAPI over ``m``'s box) and ``d`` enable the smooth-parts convexity rule."""
     from skimage.draw import line
 
     a = int(m.sum())
@@ -1797,8 +1805,14 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
         sa, sb = na / max(int(ha), na), nb / max(int(hb), nb)  # as _solidity (parts >= min_part px)
         if min(sa, sb) < p["concave_part_solidity"]:
             continue
-        if (sa * na + sb * nb) / a - sol < p["refine_min_solidity_gain"]:
-            continue  # the parts must be more convex than the whole (as in step 7)
+        gain = (sa * na + sb * nb) / a - sol
+        if gain < p["refine_min_solidity_gain"]:
+            # the parts must be more convex than the whole (as in step 7), unless both are smooth (the
+            # chromatin texture of each on its own at most concave_smooth_max_texture) and not less convex
+            if img is None or p["concave_smooth_max_texture"] <= 0 or gain < p["concave_smooth_min_solidity_gain"]:
+                continue
+            if _parts_texture(np.where(pa, 1, np.where(pb, 2, 0)), img, d) > p["concave_smooth_max_texture"]:
+                continue
         best = (sal, pa, pb)
         break
     if best is None:

@@ -1397,6 +1397,28 @@ def test_concave_split_cuts_two_ellipses_pressed_side_by_side():
     assert _concave_labels(pair, concave_min_depth=0.0)[0] == 1  # switched off
 
 
+def test_concave_split_smooth_parts_need_not_gain_convexity():
+    # two 32x18 px ellipses 11 px apart: an almost convex pair (solidity ~0.93), the parts of the cut at
+    # most 0.03 more convex than it -> whole without the image; with smooth DAPI (texture index of each
+    # part ~0) the cut is made; with coarse chromatin texture it is not (steps 3b's texture ~0.3)
+    shape = (80, 90)
+    pair = _ellipse(shape, 40, 40, 16, 9) | _ellipse(shape, 40, 51, 16, 9)
+    assert 0.92 < S._solidity(pair) < 0.94
+    p = dict(S.CLASSICAL_DEFAULTS)
+    labels = pair.astype(np.int32)
+    assert len(np.unique(S._concave_split(labels, 20.0, p))) - 1 == 1
+    smooth = ndi.gaussian_filter(pair.astype(np.float32), 1.0)
+    out = S._concave_split(labels, 20.0, p, smooth)
+    assert len(np.unique(out[out > 0])) == 2
+    left, right = np.unique(out[34:46, 33:40]), np.unique(out[34:46, 52:58])
+    assert len(left) == 1 and len(right) == 1 and left[0] != right[0]
+    assert len(np.unique(S._concave_split(labels, 20.0, {**p, "concave_smooth_max_texture": 0.0}, smooth))) - 1 == 1
+    rng = np.random.default_rng(1)
+    tex = 1.0 + 0.6 * ndi.gaussian_filter(rng.normal(0, 1, shape), 1.0) / 0.28
+    textured = (smooth * np.clip(tex, 0.2, None)).astype(np.float32)
+    assert len(np.unique(S._concave_split(labels, 20.0, p, textured))) - 1 == 1
+
+
 def test_concave_split_keeps_single_lobed_and_bean_shaped_nuclei_whole():
     shape = (80, 80)
     one = _ellipse(shape, 40, 40, 16, 11)  # one large ellipse, 1.8 typical areas: no concavity
