@@ -104,7 +104,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "level_split_min_solidity_gain": (float, -1.0, 1.0), "level_split_concavity_depth": (float, 0.0, 1.0),
         "level_split_concavity_reach": (float, 0.0, 1.0), "level_split_step_min_area": (float, 0.0, None),
         "level_split_step_ratio": (float, 0.0, 1.0), "level_split_step_band_diameters": (float, 0.0, 1.0),
-        "level_split_step_max_texture": (float, 0.0, None),
+        "level_split_step_max_texture": (float, 0.0, None), "level_split_notch_reach": (float, 0.0, 1.0),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
@@ -1728,8 +1728,8 @@ def _concave_split(labels: np.ndarray, d: float, p: dict, flt: np.ndarray | None
         while stack:
             m = stack.pop()
             box = None if flt is None else flt[y0:y1, x0:x1]
-            cut = _concave_cut(m, depth_t, min_part, max_sol, p, box, d) if m.sum() >= max(min_area, 2 * min_part) \
-                else None
+            big = m.sum() >= max(min_area, 2 * min_part)
+            cut = _concave_cut(m, depth_t, min_part, max_sol, p, box, d) if big else None
             if cut is None:
                 pieces.append(m)
             else:
@@ -1809,7 +1809,8 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
         if gain < p["refine_min_solidity_gain"]:
             # the parts must be more convex than the whole (as in step 7), unless both are smooth (the
             # chromatin texture of each on its own at most concave_smooth_max_texture) and not less convex
-            if img is None or p["concave_smooth_max_texture"] <= 0 or gain < p["concave_smooth_min_solidity_gain"]:
+            if img is None or p["concave_smooth_max_texture"] <= 0 \
+                    or gain < p["concave_smooth_min_solidity_gain"]:
                 continue
             if _parts_texture(np.where(pa, 1, np.where(pb, 2, 0)), img, d) > p["concave_smooth_max_texture"]:
                 continue
@@ -1847,7 +1848,10 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
     of one brightness (:func:`_has_step`), when every boundary is at most ``level_split_step_ratio`` x the
     brighter part beside it (:func:`_boundaries_below_brighter`, a brightness step or a seam) and every
     part's own texture index is at most ``level_split_step_max_texture`` (:func:`_parts_texture`: coarse
-    chromatin makes such steps inside one nucleus). Of the valid partitions, the one with
+    chromatin makes such steps inside one nucleus). In the concavity route's candidates, when every part is
+    smooth (texture index at most ``concave_smooth_max_texture``) and the parts are not less convex than
+    the whole by more than ``-concave_smooth_min_solidity_gain``, one end of every boundary within
+    ``level_split_notch_reach`` x d of a concavity is enough. Of the valid partitions, the one with
     the most convex parts (area-weighted solidity) is kept. All candidates are processed together
     (:func:`_level_partitions`).
 
@@ -1903,11 +1907,13 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
     # every boundary of a valid partition ends in two outline concavities (objects with fewer are skipped)
     # or is darker than the brighter part beside it (objects of at least step_area)
     depth = float(p["level_split_concavity_depth"]) * d
+    # (or, smooth parts, one notch: level_split_notch_reach)
+    notch = 1 if float(p["level_split_notch_reach"]) > 0 and float(p["concave_smooth_max_texture"]) > 0 else 2
     concave = [_outline_concavities(c[5], depth) if area[c[0]] >= concave_area else np.zeros((0, 2))
                for c in cand]
     step_ratio = float(p["level_split_step_ratio"])
     keep = [k for k, (c, cv) in enumerate(zip(cand, concave))
-            if len(cv) >= 2 or (area[c[0]] >= step_area and _has_step(c, flt, d, step_ratio))]
+            if len(cv) >= notch or (area[c[0]] >= step_area and _has_step(c, flt, d, step_ratio))]
     if not keep:
         return labels
     cand, sols, concave = [cand[k] for k in keep], sols[keep], [concave[k] for k in keep]
@@ -2061,13 +2067,25 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
     band = max(1.0, float(p["level_split_step_band_diameters"]) * d)
     max_tex = float(p["level_split_step_max_texture"])
     img = sm if flt is None else flt
+    notch_reach = float(p["level_split_notch_reach"]) * d
+    concave_area = max(float(p["level_split_min_area"]) * nucleus_area, 2 * min_part)
+    smooth_tex = float(p["concave_smooth_max_texture"])
     for j in range(1, n_obj + 1):
         i, y0, y1, x0, x1, m = cand[j - 1]
+        cv = concave[j - 1]
         step_ok = step_ratio > 0 and m.sum() >= step_area
+        notch_ok = notch_reach > 0 and smooth_tex > 0 and len(cv) >= 1 and m.sum() >= concave_area
         for w, _, pt in sorted(scored[j], reverse=True):  # the most convex parts first
-            if (len(concave[j - 1]) >= 2 and _boundaries_end_in_concavities(m, pt, concave[j - 1], reach)) or \
-                    (step_ok and _parts_texture(pt, img[y0:y1, x0:x1], d) <= max_tex
-                     and _boundaries_below_brighter(pt, img[y0:y1, x0:x1], step_ratio, band)):
+            ok = len(cv) >= 2 and m.sum() >= concave_area and _boundaries_end_in_concavities(m, pt, cv, reach)
+            if not ok and (step_ok or notch_ok):
+                tex = _parts_texture(pt, img[y0:y1, x0:x1], d)
+                box = img[y0:y1, x0:x1]
+                ok = step_ok and tex <= max_tex and _boundaries_below_brighter(pt, box, step_ratio, band)
+                # smooth parts, not less convex than the whole: one end of every boundary in a notch
+                ok = ok or (notch_ok and tex <= smooth_tex
+                            and w - sols[j - 1] >= p["concave_smooth_min_solidity_gain"]
+                            and _boundaries_end_in_concavities(m, pt, cv, notch_reach, n_ends=1))
+            if ok:
                 _, relabel = np.unique(pt, return_inverse=True)
                 result[j - 1] = relabel.reshape(m.shape).astype(np.int32)
                 break
@@ -2219,10 +2237,12 @@ def _outline_concavities(m: np.ndarray, min_depth: float) -> np.ndarray:
     return (c[first] - 3).reshape(-1, 2)
 
 
-def _boundaries_end_in_concavities(m: np.ndarray, parts: np.ndarray, concave: np.ndarray, reach: float) -> bool:
+def _boundaries_end_in_concavities(m: np.ndarray, parts: np.ndarray, concave: np.ndarray, reach: float,
+                                   n_ends: int = 2) -> bool:
     """True when, for every pair of touching parts, the boundary between them meets the object's outline
-    at two or more places, and at two of them within ``reach`` px of a point of ``concave``."""
-    if len(concave) < 2:
+    at ``n_ends`` (two) or more places, and at ``n_ends`` of them within ``reach`` px of a point of
+    ``concave``."""
+    if len(concave) < n_ends:
         return False
     ring = _binary_morph(~m, np.ones((3, 3), bool)) & m  # object pixels next to the outside
     ids = np.unique(parts[m])
@@ -2242,7 +2262,7 @@ def _boundaries_end_in_concavities(m: np.ndarray, parts: np.ndarray, concave: np
                 ys, xs = np.nonzero(ends == e)
                 dmin = np.min((concave[:, 0][:, None] - ys[None]) ** 2 + (concave[:, 1][:, None] - xs[None]) ** 2)
                 ok += dmin <= reach * reach
-            if ok < 2:
+            if ok < n_ends:
                 return False
     return True
 

@@ -1773,6 +1773,32 @@ def test_level_split_brightness_step_route_known_answers():
     assert not S._boundaries_below_brighter(np.where(parts == 1, 1, 0), img, 0.85, 3.0)  # nothing touches
 
 
+def test_level_split_one_notch_route_for_smooth_parts():
+    # two discs, the right one at 0.85 of the left's DAPI (too small a step for the step route), their
+    # contact closed at the bottom (one notch only, at the top): the concavity route needs two notches;
+    # the parts are smooth and not less convex than the whole, and the boundary ends at the notch -> split
+    shape = (60, 84)
+    left = _disc(shape, 30, 28, 11)
+    whole = left | _disc(shape, 30, 47, 11)
+    whole[30:42, 28:48] = True
+    right = whole & ~left
+    assert len(S._outline_concavities(whole, 1.0)) == 1
+    flt = ndi.gaussian_filter(np.where(left, 1.0, np.where(right, 0.85, 0.0)), 1.2).astype(np.float32)
+    labels = whole.astype(np.int32)
+    p = dict(S.CLASSICAL_DEFAULTS)
+    out = S._level_split(labels, flt, 20.0, p)
+    assert len(np.unique(out[out > 0])) == 2
+    a, b = np.bincount(out[left]).argmax(), np.bincount(out[right]).argmax()
+    # (the filled corner below the left disc, counted as "right" here, goes to either)
+    assert a != b and np.mean(out[left] == a) > 0.95 and np.mean(out[right] == b) > 0.85
+    assert S._level_split(labels, flt, 20.0, {**p, "level_split_notch_reach": 0.0}) is labels  # off
+    # coarse chromatin texture: the parts are not smooth, one notch is not enough
+    rng = np.random.default_rng(2)
+    tex = 1.0 + 0.6 * ndi.gaussian_filter(rng.normal(0, 1, shape), 1.0) / 0.28
+    textured = (flt * np.clip(tex, 0.2, None)).astype(np.float32)
+    assert S._level_split(labels, textured, 20.0, p) is labels
+
+
 def test_outline_concavities_known_answers():
     disc = _disc((40, 40), 20, 20, 12)
     assert len(S._outline_concavities(disc, 0.5)) == 0  # convex: no defect deeper than half a pixel
