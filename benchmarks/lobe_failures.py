@@ -70,7 +70,7 @@ def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, n
     out.append(("7c outline", lab))
     lab = S._level_split(lab, flt, d, p)
     out.append(("7c2 level split", lab))
-    lab = S._concave_split(lab, d, p)
+    lab = S._concave_split(lab, d, p, flt)
     out.append(("7d concave cut", lab))
     return [(name, S._upsample_labels(x.copy(), img.shape, (fy, fx), min_area / (fy * fx))) for name, x in out]
 

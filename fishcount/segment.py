@@ -95,13 +95,16 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "outline_rel": (float, 0.0, 1.0), "outline_core_rel": (float, 0.0, 1.0),
         "concave_min_depth": (float, 0.0, 1.0), "concave_min_area": (float, 0.0, None),
         "concave_max_solidity": (float, 0.0, 1.0), "concave_min_saliency": (float, 0.0, None),
-        "concave_part_solidity": (float, 0.0, 1.0),
+        "concave_part_solidity": (float, 0.0, 1.0), "concave_smooth_max_texture": (float, 0.0, None),
+        "concave_smooth_min_solidity_gain": (float, -1.0, 1.0),
         "level_split_levels": (float, 0.0, 100.0), "level_split_low": (float, 0.0, 1.0),
         "level_split_high": (float, 0.0, 1.0), "level_split_min_area": (float, 0.0, None),
         "level_split_smooth_diameters": (float, 0.0, 1.0), "level_split_core_area": (float, 0.0, None),
         "level_split_gap_diameters": (float, 0.0, 1.0), "level_split_part_solidity": (float, 0.0, 1.0),
         "level_split_min_solidity_gain": (float, -1.0, 1.0), "level_split_concavity_depth": (float, 0.0, 1.0),
-        "level_split_concavity_reach": (float, 0.0, 1.0),
+        "level_split_concavity_reach": (float, 0.0, 1.0), "level_split_step_min_area": (float, 0.0, None),
+        "level_split_step_ratio": (float, 0.0, 1.0), "level_split_step_band_diameters": (float, 0.0, 1.0),
+        "level_split_step_max_texture": (float, 0.0, None), "level_split_notch_reach": (float, 0.0, 1.0),
         "min_area_fraction": (float, 0.0, 1.0)},
     "qc": {
         "min_area_fraction": (float, 0.0, None), "max_area_fraction": (float, 0.0, None),
@@ -790,7 +793,7 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     # 7c2. split objects at the DAPI level that separates their nuclei (brightness step, faint dip)
     labels = _level_split(labels, flt, d, p)
     # 7d. cut objects between two concavities of their outline (nuclei pressed side by side)
-    labels = _concave_split(labels, d, p)
+    labels = _concave_split(labels, d, p, flt)
     # 8. back to the field's shape
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
@@ -2124,7 +2127,7 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     return _separate_pieces(out, out > 0, flt, min_part)
 
 
-def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
+def _concave_split(labels: np.ndarray, d: float, p: dict, flt: np.ndarray | None = None) -> np.ndarray:
     """Step 7d: cut objects between two concavities of their outline (nuclei pressed side by side).
 
     Two nuclei pressed together along a flat contact have no neck in the distance transform and, when
@@ -2136,9 +2139,12 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
     depth over the chord length); the most salient cut is made when it is at least
     ``concave_min_saliency``, both parts are nucleus-sized (>= ``refine_min_part_area`` nucleus areas,
     so a lobe is never cut off), each is convex (solidity >= ``concave_part_solidity``) and together
-    they are more convex than the whole (``refine_min_solidity_gain``). Parts are cut again the same way
-    (clumps of 3). The nucleus area is the larger of the typical area (from d) and the field's median
-    object area (>= 5 objects). 0 for ``concave_min_depth`` = off.
+    they are more convex than the whole (``refine_min_solidity_gain``), or, when both parts are smooth
+    (texture index on the part alone, :func:`_parts_texture`, at most ``concave_smooth_max_texture``;
+    needs ``flt``), not less convex than the whole by more than ``-concave_smooth_min_solidity_gain``
+    (two smooth nuclei pressed side by side into an almost convex pair cannot gain much convexity). Parts
+    are cut again the same way (clumps of 3). The nucleus area is the larger of the typical area (from d)
+    and the field's median object area (>= 5 objects). 0 for ``concave_min_depth`` = off.
 
     Parameters
     ----------
@@ -2148,6 +2154,8 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
         Typical nucleus diameter at the working scale, px.
     p : dict
         Classical parameters (``concave_*``, ``refine_min_part_area``, ``refine_min_solidity_gain``).
+    flt : np.ndarray, optional
+        (Y, X) flattened, smoothed working image, for the smooth-parts rule (without it: off).
 
     Returns
     -------
@@ -2194,10 +2202,11 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
         stack = [sub == i]  # = m (only other objects' pixels were relabelled in this box)
         pieces = []
         hb = _bounds_of(bounds, k)  # the hull rows of the whole object (the first mask popped)
+        box = None if flt is None else flt[y0:y1, x0:x1]
         while stack:
             m = stack.pop()
-            cut = _concave_cut(m, depth_t, min_part, max_sol, p, hb) if m.sum() >= max(min_area, 2 * min_part) \
-                else None
+            big = m.sum() >= max(min_area, 2 * min_part)
+            cut = _concave_cut(m, depth_t, min_part, max_sol, p, hb, box, d) if big else None
             hb = None
             if cut is None:
                 pieces.append(m)
@@ -2210,10 +2219,11 @@ def _concave_split(labels: np.ndarray, d: float, p: dict) -> np.ndarray:
 
 
 def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float, p: dict,
-                 hull_bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
+                 hull_bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 img: np.ndarray | None = None, d: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
     """The best cut of bool mask ``m`` between two concave points (see :func:`_concave_split`), or None.
-    ``hull_bounds``: ``m``'s hull rows from a batch (:func:`_bounds_of`), when the caller has them."""
+    ``hull_bounds``: ``m``'s hull rows from a batch (:func:`_bounds_of`), when the caller has them. ``img``
+    (the flattened DAPI over ``m``'s box) and ``d`` enable the smooth-parts convexity rule."""
     from skimage.draw import line
 
     a = int(m.sum())
@@ -2279,8 +2289,15 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
         sa, sb = na / max(int(ha), na), nb / max(int(hb), nb)  # as _solidity (parts >= min_part px)
         if min(sa, sb) < p["concave_part_solidity"]:
             continue
-        if (sa * na + sb * nb) / a - sol < p["refine_min_solidity_gain"]:
-            continue  # the parts must be more convex than the whole (as in step 7)
+        gain = (sa * na + sb * nb) / a - sol
+        if gain < p["refine_min_solidity_gain"]:
+            # the parts must be more convex than the whole (as in step 7), unless both are smooth (the
+            # chromatin texture of each on its own at most concave_smooth_max_texture) and not less convex
+            if img is None or p["concave_smooth_max_texture"] <= 0 \
+                    or gain < p["concave_smooth_min_solidity_gain"]:
+                continue
+            if _parts_texture(np.where(pa, 1, np.where(pb, 2, 0)), img, d) > p["concave_smooth_max_texture"]:
+                continue
         best = (sal, pa, pb)
         break
     if best is None:
@@ -2310,7 +2327,15 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
     both ends of every boundary between two parts lie within ``level_split_concavity_reach`` x d of a
     concavity of the object's outline at least ``level_split_concavity_depth`` x d deep (measured on the
     sub-pixel outline, :func:`_outline_concavities`): two nuclei side by side leave a notch where their
-    outlines meet, chromatin texture inside one nucleus does not. Of the valid partitions, the one with
+    outlines meet, chromatin texture inside one nucleus does not. A partition is also valid, without
+    concavities, in an object of at least ``level_split_step_min_area`` nucleus areas whose core is not
+    of one brightness (:func:`_has_step`), when every boundary is at most ``level_split_step_ratio`` x the
+    brighter part beside it (:func:`_boundaries_below_brighter`, a brightness step or a seam) and every
+    part's own texture index is at most ``level_split_step_max_texture`` (:func:`_parts_texture`: coarse
+    chromatin makes such steps inside one nucleus). In the concavity route's candidates, when every part is
+    smooth (texture index at most ``concave_smooth_max_texture``) and the parts are not less convex than
+    the whole by more than ``-concave_smooth_min_solidity_gain``, one end of every boundary within
+    ``level_split_notch_reach`` x d of a concavity is enough. Of the valid partitions, the one with
     the most convex parts (area-weighted solidity) is kept. All candidates are processed together
     (:func:`_level_partitions`).
 
@@ -2340,7 +2365,10 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
     if np.count_nonzero(area[1:]) >= 5:  # as step 7d: the field's own objects when d is low
         nucleus_area = max(nucleus_area, float(np.median(area[1:][area[1:] > 0])))
     min_part = float(p["refine_min_part_area"]) * nucleus_area
-    min_area = max(float(p["level_split_min_area"]) * nucleus_area, 2 * min_part)
+    concave_area = max(float(p["level_split_min_area"]) * nucleus_area, 2 * min_part)
+    step_on = float(p["level_split_step_ratio"]) > 0 and float(p["level_split_step_min_area"]) > 0
+    step_area = max(float(p["level_split_step_min_area"]) * nucleus_area, 2 * min_part) if step_on else np.inf
+    min_area = min(concave_area, step_area)
     max_sol = float(p["concave_max_solidity"])
     pad = 2
     cand = []
@@ -2360,10 +2388,16 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
     sols = sols[sols < max_sol]
     if not cand:
         return labels
-    # every boundary of a valid partition ends in two outline concavities: objects with fewer are skipped
+    # every boundary of a valid partition ends in two outline concavities (objects with fewer are skipped)
+    # or is darker than the brighter part beside it (objects of at least step_area)
     depth = float(p["level_split_concavity_depth"]) * d
-    concave = [_outline_concavities(c[5], depth) for c in cand]
-    keep = [k for k, cv in enumerate(concave) if len(cv) >= 2]
+    # (or, smooth parts, one notch: level_split_notch_reach)
+    notch = 1 if float(p["level_split_notch_reach"]) > 0 and float(p["concave_smooth_max_texture"]) > 0 else 2
+    concave = [_outline_concavities(c[5], depth) if area[c[0]] >= concave_area else np.zeros((0, 2))
+               for c in cand]
+    step_ratio = float(p["level_split_step_ratio"])
+    keep = [k for k, (c, cv) in enumerate(zip(cand, concave))
+            if len(cv) >= notch or (area[c[0]] >= step_area and _has_step(c, flt, d, step_ratio))]
     if not keep:
         return labels
     cand, sols, concave = [cand[k] for k in keep], sols[keep], [concave[k] for k in keep]
@@ -2381,7 +2415,7 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
         ring = ndi.maximum_filter(big, size=2 * rr + 1) & (labels[ya:yb, xa:xb] == 0)
         v = sm[ya:yb, xa:xb][ring]
         bg[k] = float(np.median(v)) if v.size else float(sm[y0:y1, x0:x1][m].min())
-    parts = _level_partitions(cand, sols, concave, sm, bg, nucleus_area, d, p)
+    parts = _level_partitions(cand, sols, concave, sm, bg, nucleus_area, d, p, flt)
     out = labels.astype(np.int32, copy=True)
     nxt = n + 1
     for (i, y0, y1, x0, x1, m), pt in zip(cand, parts):
@@ -2395,7 +2429,7 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
 
 
 def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarray, bg: np.ndarray,
-                      nucleus_area: float, d: float, p: dict) -> list:
+                      nucleus_area: float, d: float, p: dict, flt: np.ndarray | None = None) -> list:
     """Step 7c2 for all candidate objects at once (see :func:`_level_split`).
 
     The objects' boxes are packed side by side, with gaps, into one canvas, so that each threshold level,
@@ -2512,14 +2546,147 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
         if ps.min() >= p["level_split_part_solidity"] and w - sols[j - 1] >= p["level_split_min_solidity_gain"]:
             scored[j].append((w, len(scored[j]), pt))
     reach = float(p["level_split_concavity_reach"]) * d
+    step_ratio = float(p["level_split_step_ratio"]) if p["level_split_step_min_area"] > 0 else 0.0
+    step_area = max(float(p["level_split_step_min_area"]) * nucleus_area, 2 * min_part)
+    band = max(1.0, float(p["level_split_step_band_diameters"]) * d)
+    max_tex = float(p["level_split_step_max_texture"])
+    img = sm if flt is None else flt
+    notch_reach = float(p["level_split_notch_reach"]) * d
+    concave_area = max(float(p["level_split_min_area"]) * nucleus_area, 2 * min_part)
+    smooth_tex = float(p["concave_smooth_max_texture"])
     for j in range(1, n_obj + 1):
-        m = cand[j - 1][5]
+        i, y0, y1, x0, x1, m = cand[j - 1]
+        cv = concave[j - 1]
+        step_ok = step_ratio > 0 and m.sum() >= step_area
+        notch_ok = notch_reach > 0 and smooth_tex > 0 and len(cv) >= 1 and m.sum() >= concave_area
         for w, _, pt in sorted(scored[j], reverse=True):  # the most convex parts first
-            if _boundaries_end_in_concavities(m, pt, concave[j - 1], reach):
+            ok = len(cv) >= 2 and m.sum() >= concave_area and _boundaries_end_in_concavities(m, pt, cv, reach)
+            if not ok and (step_ok or notch_ok):
+                tex = _parts_texture(pt, img[y0:y1, x0:x1], d)
+                box = img[y0:y1, x0:x1]
+                ok = step_ok and tex <= max_tex and _boundaries_below_brighter(pt, box, step_ratio, band)
+                # smooth parts, not less convex than the whole: one end of every boundary in a notch
+                ok = ok or (notch_ok and tex <= smooth_tex
+                            and w - sols[j - 1] >= p["concave_smooth_min_solidity_gain"]
+                            and _boundaries_end_in_concavities(m, pt, cv, notch_reach, n_ends=1))
+            if ok:
                 _, relabel = np.unique(pt, return_inverse=True)
                 result[j - 1] = relabel.reshape(m.shape).astype(np.int32)
                 break
     return result
+
+
+def _has_step(c: tuple, flt: np.ndarray, d: float, ratio: float) -> bool:
+    """Cheap test before step 7c2's brightness-step route: is the object not of one brightness?
+
+    Parameters
+    ----------
+    c : tuple
+        Candidate ``(label, y0, y1, x0, x1, mask)``: its box in the working image and its bool mask there.
+    flt : np.ndarray
+        (Y, X) flattened, smoothed working image.
+    d : float
+        Nucleus diameter at the working scale, px.
+    ratio : float
+        ``level_split_step_ratio``.
+
+    Returns
+    -------
+    bool
+        True when the 10th percentile of ``flt`` over the object's core (the mask eroded by d/8; the mask
+        when the core has under 5 px) is at most ``ratio`` x the 90th: an object of one brightness has no
+        step to split at.
+    """
+    m = c[5]
+    core = _binary_morph(m, _disk(max(1, int(round(d / 8)))), erode=True)
+    v = flt[c[1]:c[2], c[3]:c[4]][core if core.sum() >= 5 else m]
+    lo, hi = np.percentile(v, (10.0, 90.0))
+    return bool(lo <= ratio * hi)
+
+
+def _parts_texture(parts: np.ndarray, img: np.ndarray, d: float) -> float:
+    """Largest chromatin texture index among the parts of one object (int labels ``parts``, 0 outside).
+
+    For each part, as :func:`texture_index` but on the part alone: the SD of the detail finer than d/5
+    (``img`` minus its Gaussian average of sigma 0.2 d taken over the part's pixels only, so neither the
+    dark outside nor a brighter or dimmer neighbouring part leaks in) over the part's core (the part
+    eroded by d/8; the whole part when the core has under 5 px), divided by the mean of ``img`` there.
+
+    Parameters
+    ----------
+    parts : np.ndarray
+        (Y, X) int labels of one object's parts over its box.
+    img : np.ndarray
+        (Y, X) float flattened, smoothed DAPI over the same box.
+    d : float
+        Nucleus diameter at the working scale, px.
+
+    Returns
+    -------
+    float
+        The largest part texture index (DSB2018 nuclei ~0.09-0.16, the simulator's chromatin ~0.11-0.24).
+    """
+    disk = _disk(max(1, int(round(d / 8))))
+    sig = 0.2 * d
+    out = 0.0
+    for u in np.unique(parts):
+        if u == 0:
+            continue
+        pu = parts == u
+        core = _binary_morph(pu, disk, erode=True)
+        if core.sum() < 5:
+            core = pu
+        w = pu.astype(np.float32)
+        coarse = ndi.gaussian_filter(img * w, sig) / np.maximum(ndi.gaussian_filter(w, sig), 1e-6)
+        mean = float(img[core].mean())
+        out = max(out, float((img - coarse)[core].std()) / mean if mean > 0 else np.inf)
+    return out
+
+
+def _boundaries_below_brighter(parts: np.ndarray, img: np.ndarray, ratio: float, band: float) -> bool:
+    """True when every boundary between two touching parts is darker than the brighter of the two beside it.
+
+    For each pair of touching parts (int labels ``parts``, 0 = outside), the boundary is the pixels of
+    either part 4-adjacent to the other; its mean ``img`` must be at most ``ratio`` x the mean ``img`` of the
+    brighter part's pixels within ``band`` px of the boundary (not on it). A nucleus beside a dimmer one (a
+    brightness step) or two nuclei meeting along a faint seam pass; a cut through one nucleus, whose
+    boundary is as bright as the pixels beside it, does not. False when no two parts touch.
+
+    Parameters
+    ----------
+    parts : np.ndarray
+        (Y, X) int labels of one object's parts, 0 outside the object.
+    img : np.ndarray
+        (Y, X) float DAPI (flattened, smoothed) over the same box.
+    ratio : float
+        Largest boundary mean over the brighter part's mean beside it.
+    band : float
+        Width of the strip beside the boundary, px.
+
+    Returns
+    -------
+    bool
+    """
+    ids = [int(u) for u in np.unique(parts) if u > 0]
+    cross = ndi.generate_binary_structure(2, 1)
+    masks = {u: parts == u for u in ids}
+    grown = {u: _binary_morph(masks[u], cross) for u in ids}
+    touching = 0
+    for a in ids:
+        for b in ids:
+            if b <= a:
+                continue
+            bnd = (masks[a] & grown[b]) | (masks[b] & grown[a])
+            if not bnd.any():
+                continue
+            touching += 1
+            near = ndi.distance_transform_edt(~bnd) <= band
+            side = [img[masks[u] & near & ~bnd] for u in (a, b)]
+            if side[0].size == 0 or side[1].size == 0:
+                return False
+            if float(img[bnd].mean()) > ratio * max(float(side[0].mean()), float(side[1].mean())):
+                return False
+    return touching > 0
 
 
 def _outline_concavities(m: np.ndarray, min_depth: float) -> np.ndarray:
@@ -2554,10 +2721,12 @@ def _outline_concavities(m: np.ndarray, min_depth: float) -> np.ndarray:
     return (c[first] - 3).reshape(-1, 2)
 
 
-def _boundaries_end_in_concavities(m: np.ndarray, parts: np.ndarray, concave: np.ndarray, reach: float) -> bool:
+def _boundaries_end_in_concavities(m: np.ndarray, parts: np.ndarray, concave: np.ndarray, reach: float,
+                                   n_ends: int = 2) -> bool:
     """True when, for every pair of touching parts, the boundary between them meets the object's outline
-    at two or more places, and at two of them within ``reach`` px of a point of ``concave``."""
-    if len(concave) < 2:
+    at ``n_ends`` (two) or more places, and at ``n_ends`` of them within ``reach`` px of a point of
+    ``concave``."""
+    if len(concave) < n_ends:
         return False
     ring = _binary_morph(~m, np.ones((3, 3), bool)) & m  # object pixels next to the outside
     ids = np.unique(parts[m])
@@ -2577,7 +2746,7 @@ def _boundaries_end_in_concavities(m: np.ndarray, parts: np.ndarray, concave: np
                 ys, xs = np.nonzero(ends == e)
                 dmin = np.min((concave[:, 0][:, None] - ys[None]) ** 2 + (concave[:, 1][:, None] - xs[None]) ** 2)
                 ok += dmin <= reach * reach
-            if ok < 2:
+            if ok < n_ends:
                 return False
     return True
 

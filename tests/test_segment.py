@@ -1437,6 +1437,28 @@ def test_concave_split_cuts_two_ellipses_pressed_side_by_side():
     assert _concave_labels(pair, concave_min_depth=0.0)[0] == 1  # switched off
 
 
+def test_concave_split_smooth_parts_need_not_gain_convexity():
+    # two 32x18 px ellipses 11 px apart: an almost convex pair (solidity ~0.93), the parts of the cut at
+    # most 0.03 more convex than it -> whole without the image; with smooth DAPI (texture index of each
+    # part ~0) the cut is made; with coarse chromatin texture it is not (steps 3b's texture ~0.3)
+    shape = (80, 90)
+    pair = _ellipse(shape, 40, 40, 16, 9) | _ellipse(shape, 40, 51, 16, 9)
+    assert 0.92 < S._solidity(pair) < 0.94
+    p = dict(S.CLASSICAL_DEFAULTS)
+    labels = pair.astype(np.int32)
+    assert len(np.unique(S._concave_split(labels, 20.0, p))) - 1 == 1
+    smooth = ndi.gaussian_filter(pair.astype(np.float32), 1.0)
+    out = S._concave_split(labels, 20.0, p, smooth)
+    assert len(np.unique(out[out > 0])) == 2
+    left, right = np.unique(out[34:46, 33:40]), np.unique(out[34:46, 52:58])
+    assert len(left) == 1 and len(right) == 1 and left[0] != right[0]
+    assert len(np.unique(S._concave_split(labels, 20.0, {**p, "concave_smooth_max_texture": 0.0}, smooth))) - 1 == 1
+    rng = np.random.default_rng(1)
+    tex = 1.0 + 0.6 * ndi.gaussian_filter(rng.normal(0, 1, shape), 1.0) / 0.28
+    textured = (smooth * np.clip(tex, 0.2, None)).astype(np.float32)
+    assert len(np.unique(S._concave_split(labels, 20.0, p, textured))) - 1 == 1
+
+
 def test_concave_split_keeps_single_lobed_and_bean_shaped_nuclei_whole():
     shape = (80, 80)
     one = _ellipse(shape, 40, 40, 16, 11)  # one large ellipse, 1.8 typical areas: no concavity
@@ -1690,7 +1712,9 @@ def test_size_check_segments_again_at_the_nuclei_own_size():
     assert 20 <= seg.diameter_px <= 27 and seg.params["diameter_px"] == seg.diameter_px
     m = match_labels(true, seg.labels)
     assert m["tp"] == k and m["fp"] == 0
-    nominal = segment_nuclei(img, pixel_size_um=0.3, size_check=False)
+    # at the nominal d, pairs are joined as lobes unless a brightness step splits them (step 7c2's step
+    # route, off here: these pairs differ in brightness, which real lobulated pairs need not)
+    nominal = segment_nuclei(img, pixel_size_um=0.3, size_check=False, level_split_step_ratio=0.0)
     assert nominal.diameter_source == "pixel size" and nominal.diameter_px == 30.0
     assert match_labels(true, nominal.labels)["tp"] < k
     # nuclei of the nominal size: no second pass
@@ -1745,11 +1769,74 @@ def test_level_split_keeps_a_nucleus_with_a_bright_end_and_a_lobulated_one_whole
     # without the concavity rule (every outline point a concavity) the gradient would cut it
     cut = S._level_split(labels, flt, 20.0, {**p, "level_split_concavity_depth": 0.0})
     assert len(np.unique(cut[cut > 0])) >= 2
-    # a lobulated nucleus (three lobes of different brightness, one nucleus' area) is not a candidate
+    # a lobulated nucleus (three lobes of different brightness, one nucleus' area) is not a candidate of
+    # the concavity route (the brightness-step route off)
     lob = _disc(shape, 30, 30, 7) | _disc(shape, 30, 43, 7) | _disc(shape, 41, 37, 7)
     flt = ndi.gaussian_filter(np.where(_disc(shape, 30, 30, 7), 1.0, np.where(lob, 0.5, 0.0)), 1.2)
     labels = lob.astype(np.int32)
+    assert S._level_split(labels, flt.astype(np.float32), 20.0, {**p, "level_split_step_ratio": 0.0}) is labels
+    # the step route examines it, but lobes differing as the lobes of one nucleus do (15 %) are no step
+    flt = ndi.gaussian_filter(np.where(_disc(shape, 30, 30, 7), 1.0, np.where(lob, 0.85, 0.0)), 1.2)
     assert S._level_split(labels, flt.astype(np.float32), 20.0, p) is labels
+
+
+def test_level_split_brightness_step_route_known_answers():
+    # the same two discs with the concavity route switched off (candidates from 100 nucleus areas): the
+    # boundary between the bright and the dim disc is darker than the bright disc beside it -> two labels
+    p = {**S.CLASSICAL_DEFAULTS, "level_split_min_area": 100.0}
+    labels, flt, left, right = _side_by_side(0.6)
+    out = S._level_split(labels, flt, 20.0, p)
+    assert len(np.unique(out[out > 0])) == 2
+    a, b = np.bincount(out[left]).argmax(), np.bincount(out[right]).argmax()
+    assert a != b and np.mean(out[left] == a) > 0.9 and np.mean(out[right] == b) > 0.9
+    # a step of 10 % is not enough (boundary > 0.85 of the brighter side); the step route off: whole
+    labels, flt, _, _ = _side_by_side(0.9)
+    assert S._level_split(labels, flt, 20.0, p) is labels
+    labels, flt, _, _ = _side_by_side(0.6)
+    assert S._level_split(labels, flt, 20.0, {**p, "level_split_step_ratio": 0.0}) is labels
+    # textured chromatin (texture index of the parts ~0.3 > level_split_step_max_texture): steps as large
+    # occur inside one nucleus, so the step is no evidence -> whole
+    rng = np.random.default_rng(0)
+    tex = 1.0 + 0.6 * ndi.gaussian_filter(rng.normal(0, 1, flt.shape), 1.0) / 0.28
+    textured = (flt * np.clip(tex, 0.2, None)).astype(np.float32)
+    halves = np.where(left, 1, np.where(right, 2, 0))
+    assert S._parts_texture(halves, textured, 20.0) > 0.2
+    assert S._parts_texture(halves, flt, 20.0) < 0.05
+    assert S._level_split(labels, textured, 20.0, p) is labels
+    # _boundaries_below_brighter on known parts: a dark seam passes, a cut through uniform DAPI does not
+    parts = np.zeros((20, 20), np.int32)
+    parts[:, :10], parts[:, 10:] = 1, 2
+    img = np.ones((20, 20), np.float32)
+    assert not S._boundaries_below_brighter(parts, img, 0.85, 3.0)
+    img[:, 9:11] = 0.8
+    assert S._boundaries_below_brighter(parts, img, 0.85, 3.0)
+    assert not S._boundaries_below_brighter(np.where(parts == 1, 1, 0), img, 0.85, 3.0)  # nothing touches
+
+
+def test_level_split_one_notch_route_for_smooth_parts():
+    # two discs, the right one at 0.85 of the left's DAPI (too small a step for the step route), their
+    # contact closed at the bottom (one notch only, at the top): the concavity route needs two notches;
+    # the parts are smooth and not less convex than the whole, and the boundary ends at the notch -> split
+    shape = (60, 84)
+    left = _disc(shape, 30, 28, 11)
+    whole = left | _disc(shape, 30, 47, 11)
+    whole[30:42, 28:48] = True
+    right = whole & ~left
+    assert len(S._outline_concavities(whole, 1.0)) == 1
+    flt = ndi.gaussian_filter(np.where(left, 1.0, np.where(right, 0.85, 0.0)), 1.2).astype(np.float32)
+    labels = whole.astype(np.int32)
+    p = dict(S.CLASSICAL_DEFAULTS)
+    out = S._level_split(labels, flt, 20.0, p)
+    assert len(np.unique(out[out > 0])) == 2
+    a, b = np.bincount(out[left]).argmax(), np.bincount(out[right]).argmax()
+    # (the filled corner below the left disc, counted as "right" here, goes to either)
+    assert a != b and np.mean(out[left] == a) > 0.95 and np.mean(out[right] == b) > 0.85
+    assert S._level_split(labels, flt, 20.0, {**p, "level_split_notch_reach": 0.0}) is labels  # off
+    # coarse chromatin texture: the parts are not smooth, one notch is not enough
+    rng = np.random.default_rng(2)
+    tex = 1.0 + 0.6 * ndi.gaussian_filter(rng.normal(0, 1, shape), 1.0) / 0.28
+    textured = (flt * np.clip(tex, 0.2, None)).astype(np.float32)
+    assert S._level_split(labels, textured, 20.0, p) is labels
 
 
 def test_outline_concavities_known_answers():
