@@ -429,7 +429,7 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
     """Estimate the typical nucleus diameter of a DAPI image, in pixels, from the image alone.
 
     #. Scale space: the scale-normalised Laplacian of Gaussian ``-s^2 LoG_s`` is computed for ``s`` from
-       1 px upwards (ratio 2^(1/4), on an image pyramid so large scales are cheap); its mean squared
+       2 px upwards (ratio 2^(1/4), on an image pyramid so large scales are cheap); its mean squared
        positive response ``E(s)`` peaks where blobs of diameter ``2 sqrt(2) s`` fill the image.
     #. Candidate scales are the interior local maxima of ``E``; a maximum at the largest scale (a glow or
        a tissue outline, not nuclei) is ignored when interior maxima exist. The smallest candidate whose
@@ -495,8 +495,9 @@ def _peak_diameter(sigmas: list[float], e: np.ndarray, i: int) -> float:
 def _log_energy(img: np.ndarray) -> tuple[list[float], list[float]]:
     """Mean squared positive response of the scale-normalised LoG, on a block-mean pyramid.
 
-    Images above 1.5 MP start the pyramid shrunk (by 2 per level until <= 1.5 MP): their smallest scale
-    is then ``2**level`` px (a 2048² field starts at 2 px, i.e. nuclei of ~6 px and up).
+    The smallest scale is 2 px (blobs of ~5.7 px: a nucleus any smaller has too few pixels to count probe
+    signals in, and the finest scales cost most). Images above 1.5 MP start the pyramid shrunk (by 2 per
+    level until <= 1.5 MP): their smallest scale is then ``2**level`` px.
     """
     lvl0 = 0
     while img.size / 4 ** lvl0 > 1.5e6:
@@ -507,6 +508,8 @@ def _log_energy(img: np.ndarray) -> tuple[list[float], list[float]]:
         del pyr[k - 1]
     sig, en = [], []
     s = float(2 ** lvl0)
+    while s < 2.0 - 1e-9:  # the same grid of scales (2^(k/4) px) from 2 px up
+        s *= 2 ** 0.25
     while True:
         lvl = max(lvl0, int(math.floor(math.log2(s / 1.5))))
         while lvl not in pyr:
