@@ -1735,23 +1735,27 @@ def _side_by_side(right_level, shape=(60, 84), r=11.0, dx=19.0):
     return (left | right).astype(np.int32), flt, left, right
 
 
-def test_level_split_separates_touching_nuclei_of_different_brightness():
-    # two nuclei pressed together (a notch at each end of their contact), the right one at half the DAPI of
-    # the left: no separate component of the right one at any level, but the rest of the object beside the
-    # bright one is a nucleus of its own -> two labels, each on its disc
-    p = dict(S.CLASSICAL_DEFAULTS)
-    labels, flt, left, right = _side_by_side(0.5)
+def _split_whole_off(p: dict, split_ratio: float, whole_ratio: float, off: dict) -> None:
+    """Step 7c2 on two discs side by side (the right one at ``split_ratio`` / ``whole_ratio`` of the left's
+    DAPI): two labels, one covering > 90 % of each disc; one label; one label again with ``off``."""
+    labels, flt, left, right = _side_by_side(split_ratio)
     out = S._level_split(labels, flt, 20.0, p)
     assert len(np.unique(out[out > 0])) == 2
     a, b = np.bincount(out[left]).argmax(), np.bincount(out[right]).argmax()
     assert a != b and np.mean(out[left] == a) > 0.9 and np.mean(out[right] == b) > 0.9
-    # the same outline with one brightness has no level that separates the two: it stays whole (step 7d
-    # judges the shape alone)
-    labels, flt, _, _ = _side_by_side(1.0)
+    labels, flt, _, _ = _side_by_side(whole_ratio)
     assert S._level_split(labels, flt, 20.0, p) is labels
-    # switched off
-    labels, flt, _, _ = _side_by_side(0.5)
-    assert S._level_split(labels, flt, 20.0, {**p, "level_split_levels": 0.0}) is labels
+    labels, flt, _, _ = _side_by_side(split_ratio)
+    assert S._level_split(labels, flt, 20.0, {**p, **off}) is labels
+
+
+def test_level_split_separates_touching_nuclei_of_different_brightness():
+    # two nuclei pressed together (a notch at each end of their contact), the right one at half the DAPI of
+    # the left: no separate component of the right one at any level, but the rest of the object beside the
+    # bright one is a nucleus of its own -> two labels, each on its disc
+    # the same outline with one brightness has no level that separates the two: it stays whole (step 7d
+    # judges the shape alone); switched off: whole
+    _split_whole_off(dict(S.CLASSICAL_DEFAULTS), 0.5, 1.0, {"level_split_levels": 0.0})
 
 
 def test_level_split_keeps_a_nucleus_with_a_bright_end_and_a_lobulated_one_whole():
@@ -1783,17 +1787,10 @@ def test_level_split_keeps_a_nucleus_with_a_bright_end_and_a_lobulated_one_whole
 def test_level_split_brightness_step_route_known_answers():
     # the same two discs with the concavity route switched off (candidates from 100 nucleus areas): the
     # boundary between the bright and the dim disc is darker than the bright disc beside it -> two labels
-    p = {**S.CLASSICAL_DEFAULTS, "level_split_min_area": 100.0}
-    labels, flt, left, right = _side_by_side(0.6)
-    out = S._level_split(labels, flt, 20.0, p)
-    assert len(np.unique(out[out > 0])) == 2
-    a, b = np.bincount(out[left]).argmax(), np.bincount(out[right]).argmax()
-    assert a != b and np.mean(out[left] == a) > 0.9 and np.mean(out[right] == b) > 0.9
     # a step of 10 % is not enough (boundary > 0.85 of the brighter side); the step route off: whole
-    labels, flt, _, _ = _side_by_side(0.9)
-    assert S._level_split(labels, flt, 20.0, p) is labels
-    labels, flt, _, _ = _side_by_side(0.6)
-    assert S._level_split(labels, flt, 20.0, {**p, "level_split_step_ratio": 0.0}) is labels
+    p = {**S.CLASSICAL_DEFAULTS, "level_split_min_area": 100.0}
+    _split_whole_off(p, 0.6, 0.9, {"level_split_step_ratio": 0.0})
+    labels, flt, left, right = _side_by_side(0.6)
     # textured chromatin (texture index of the parts ~0.3 > level_split_step_max_texture): steps as large
     # occur inside one nucleus, so the step is no evidence -> whole
     rng = np.random.default_rng(0)
