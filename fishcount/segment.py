@@ -898,16 +898,18 @@ def _binary_morph(mask: np.ndarray, structure: np.ndarray, erode: bool = False) 
     """``ndi.binary_dilation(mask, structure)`` (or ``ndi.binary_erosion`` with ``erode``), exactly, for a
     small symmetric bool ``structure`` with odd sides: an OR (AND) of shifted views of ``mask`` padded
     with False (scipy's ``border_value=0``), one per structure pixel. ~10-40x faster than scipy's
-    iterated-structure loops on the working image for the 3x3 and small-disk structures used here."""
+    iterated-structure loops on the working image for the 3x3 and small-disk structures used here. ``mask``
+    may have leading axes (a stack of images, ``structure`` applied to each one: scipy's with
+    ``structure[None]``)."""
     ry, rx = structure.shape[0] // 2, structure.shape[1] // 2
-    h, w = mask.shape
-    pad = np.zeros((h + 2 * ry, w + 2 * rx), bool)
-    pad[ry: ry + h, rx: rx + w] = mask
-    out = np.empty((h, w), bool)
+    h, w = mask.shape[-2:]
+    pad = np.zeros(mask.shape[:-2] + (h + 2 * ry, w + 2 * rx), bool)
+    pad[..., ry: ry + h, rx: rx + w] = mask
+    out = np.empty(mask.shape, bool)
     out[...] = erode  # AND from all True, OR from all False
     op = np.logical_and if erode else np.logical_or
     for dy, dx in zip(*np.nonzero(structure)):
-        op(out, pad[dy: dy + h, dx: dx + w], out=out)
+        op(out, pad[..., dy: dy + h, dx: dx + w], out=out)
     return out
 
 
@@ -2486,7 +2488,11 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
     trip = np.unique((zz * (n_obj + 1) + owner) * (nc + 1) + seeds[seeds > 0])  # (level, object, seed)
     per = np.bincount(trip // (nc + 1), minlength=len(qs) * (n_obj + 1)).reshape(len(qs), n_obj + 1)
     one = (per == 1)[np.arange(len(qs))[:, None, None], obj[None]] & inside[None]
-    rest = ndi.binary_opening(one & ~ndi.binary_dilation(seeds > 0, structure=flat3), structure=_disk(r)[None])
+    # = ndi.binary_opening(one & ~ndi.binary_dilation(seeds > 0, structure=flat3), structure=_disk(r)[None])
+    # (shifted views per level, :func:`_binary_morph`: ~5x faster than scipy's on the small canvas)
+    cross = ndi.generate_binary_structure(2, 1)
+    rest = one & ~_binary_morph(seeds > 0, cross)
+    rest = _binary_morph(_binary_morph(rest, _disk(r), erode=True), _disk(r))
     rl, nr = ndi.label(rest & inside[None], structure=flat3)
     if nr:
         rs = np.bincount(rl.ravel(), minlength=nr + 1)
