@@ -2298,7 +2298,8 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
             if img is None or p["concave_smooth_max_texture"] <= 0 \
                     or gain < p["concave_smooth_min_solidity_gain"]:
                 continue
-            if _parts_texture(np.where(pa, 1, np.where(pb, 2, 0)), img, d) > p["concave_smooth_max_texture"]:
+            smooth = p["concave_smooth_max_texture"]
+            if _parts_texture(np.where(pa, 1, np.where(pb, 2, 0)), img, d, smooth) > smooth:
                 continue
         best = (sal, pa, pb)
         break
@@ -2374,14 +2375,19 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
     max_sol = float(p["concave_max_solidity"])
     pad = 2
     cand = []
+    # = _octagon_area(labels == i): all objects at once when there are many (the step route's 0.8 nucleus
+    # areas make most nuclei of a field big enough to be looked at)
+    octagon = _octagon_areas(labels, n) if np.count_nonzero(area[1:] >= min_area) > 40 else None
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None or area[i] < min_area:
             continue
+        if octagon is not None and not area[i] / octagon[i] < max_sol + 0.02:
+            continue  # convex (below)
         y0, y1 = max(0, sl[0].start - pad), min(labels.shape[0], sl[0].stop + pad)
         x0, x1 = max(0, sl[1].start - pad), min(labels.shape[1], sl[1].stop + pad)
         m = labels[y0:y1, x0:x1] == i
-        if area[i] / _octagon_area(m) < max_sol + 0.02:  # else solidity >= area / octagon: convex
-            cand.append((i, y0, y1, x0, x1, m))
+        if octagon is not None or area[i] / _octagon_area(m) < max_sol + 0.02:
+            cand.append((i, y0, y1, x0, x1, m))  # else solidity >= area / octagon: convex
     if not cand:
         return labels
     hulls = _hull_pixel_counts([c[5] for c in cand])
@@ -2565,10 +2571,13 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
         cv = concave[j - 1]
         step_ok = step_ratio > 0 and m.sum() >= step_area
         notch_ok = notch_reach > 0 and smooth_tex > 0 and len(cv) >= 1 and m.sum() >= concave_area
+        # the texture is only compared with the thresholds of the routes open to this object
+        limit = max(max_tex if step_ok else -np.inf, smooth_tex if notch_ok else -np.inf)
+        tex_cache: dict = {}
         for w, _, pt in sorted(scored[j], reverse=True):  # the most convex parts first
             ok = len(cv) >= 2 and m.sum() >= concave_area and _boundaries_end_in_concavities(m, pt, cv, reach)
             if not ok and (step_ok or notch_ok):
-                tex = _parts_texture(pt, img[y0:y1, x0:x1], d)
+                tex = _parts_texture(pt, img[y0:y1, x0:x1], d, limit, tex_cache)
                 box = img[y0:y1, x0:x1]
                 ok = step_ok and tex <= max_tex and _boundaries_below_brighter(pt, box, step_ratio, band)
                 # smooth parts, not less convex than the whole: one end of every boundary in a notch
@@ -2610,7 +2619,8 @@ def _has_step(c: tuple, flt: np.ndarray, d: float, ratio: float) -> bool:
     return bool(lo <= ratio * hi)
 
 
-def _parts_texture(parts: np.ndarray, img: np.ndarray, d: float) -> float:
+def _parts_texture(parts: np.ndarray, img: np.ndarray, d: float, limit: float = np.inf,
+                   cache: dict | None = None) -> float:
     """Largest chromatin texture index among the parts of one object (int labels ``parts``, 0 outside).
 
     For each part, as :func:`texture_index` but on the part alone: the SD of the detail finer than d/5
@@ -2626,6 +2636,12 @@ def _parts_texture(parts: np.ndarray, img: np.ndarray, d: float) -> float:
         (Y, X) float flattened, smoothed DAPI over the same box.
     d : float
         Nucleus diameter at the working scale, px.
+    limit : float, optional
+        The caller only asks whether the index is at most ``limit``: the parts after the first one above it
+        are not measured (the value returned is then above ``limit`` but may be below the largest).
+    cache : dict, optional
+        Index of each part already measured over the same ``img`` and ``d`` (key: the part's mask bytes),
+        filled here: the partitions of one object at different levels often share a part.
 
     Returns
     -------
@@ -2639,13 +2655,21 @@ def _parts_texture(parts: np.ndarray, img: np.ndarray, d: float) -> float:
         if u == 0:
             continue
         pu = parts == u
-        core = _binary_morph(pu, disk, erode=True)
-        if core.sum() < 5:
-            core = pu
-        w = pu.astype(np.float32)
-        coarse = ndi.gaussian_filter(img * w, sig) / np.maximum(ndi.gaussian_filter(w, sig), 1e-6)
-        mean = float(img[core].mean())
-        out = max(out, float((img - coarse)[core].std()) / mean if mean > 0 else np.inf)
+        key = pu.tobytes() if cache is not None else None
+        t = cache.get(key) if cache is not None else None
+        if t is None:
+            core = _binary_morph(pu, disk, erode=True)
+            if core.sum() < 5:
+                core = pu
+            w = pu.astype(np.float32)
+            coarse = ndi.gaussian_filter(img * w, sig) / np.maximum(ndi.gaussian_filter(w, sig), 1e-6)
+            mean = float(img[core].mean())
+            t = float((img - coarse)[core].std()) / mean if mean > 0 else np.inf
+            if cache is not None:
+                cache[key] = t
+        out = max(out, t)
+        if out > limit:
+            break  # above the caller's threshold whatever the other parts are
     return out
 
 
