@@ -2854,25 +2854,34 @@ def _small_nuclei(parts: np.ndarray, min_area: float, max_area: float, min_sol: 
 
 
 def _main_neighbour(parts: np.ndarray, mj: np.ndarray) -> int | None:
-    """The part of ``parts`` (int labels) sharing most boundary (3x3 ring) with the bool mask ``mj``
-    (one part), or None when it touches no other part."""
-    ring = _binary_morph(mj, np.ones((3, 3), bool)) & (parts > 0) & ~mj  # = ndi.binary_dilation, 3x3
+    """The part of ``parts`` (int labels >= 0) sharing most boundary (3x3 ring) with the bool mask ``mj``
+    (one part, not empty), or None when it touches no other part; ties: the lowest label."""
+    # the ring lies within mj's box widened by 1 px: dilate there only
+    rows, cols = np.flatnonzero(mj.any(axis=1)), np.flatnonzero(mj.any(axis=0))
+    box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+    sub, mb = parts[box], mj[box]
+    ring = _binary_morph(mb, np.ones((3, 3), bool)) & (sub > 0) & ~mb  # = ndi.binary_dilation, 3x3
     if not ring.any():
         return None
-    nb, c = np.unique(parts[ring], return_counts=True)
-    return int(nb[np.argmax(c)])
+    return int(np.argmax(np.bincount(sub[ring])))  # = the most frequent label, the lowest among equals
 
 
 def _absorb_small(parts: np.ndarray, min_area: float, keep: set[int] | None = None) -> np.ndarray:
-    """Merge watershed parts smaller than ``min_area`` into the neighbour they share most boundary with
-    (parts in ``keep`` are never merged away)."""
+    """Merge watershed parts (int labels >= 0) smaller than ``min_area`` into the neighbour they share most
+    boundary with (parts in ``keep`` are never merged away), the smallest first (the lowest label among
+    equals)."""
     parts = parts.copy()
-    keep = keep or set()
+    keep = list(keep or ())
     while True:
-        ids, cnt = np.unique(parts[parts > 0], return_counts=True)
+        cnt = np.bincount(parts.reshape(-1), minlength=1)  # = np.unique(parts[parts > 0], return_counts=True)
+        cnt[0] = 0
+        ids = np.flatnonzero(cnt)
         if len(ids) < 2:
             return parts
-        sel = (cnt < min_area) & ~np.isin(ids, list(keep))
+        cnt = cnt[ids]
+        sel = cnt < min_area
+        if keep:
+            sel &= ~np.isin(ids, keep)
         if not sel.any():
             return parts
         j = int(ids[sel][np.argmin(cnt[sel])])
