@@ -2480,20 +2480,25 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
     # every level at once: thresholds of each object, labelled level by level (never across levels)
     flat3 = ndi.generate_binary_structure(3, 1)
     flat3[0] = flat3[2] = False
-    stack = (f[None] >= lo[obj][None] + qs.astype(np.float32)[:, None, None] * span[obj][None]) & inside[None]
+    # (np.take = lo[obj] etc. throughout: the same values, ~2x faster than fancy indexing)
+    q32 = qs.astype(np.float32)[:, None, None]
+    stack = (f[None] >= np.take(lo, obj)[None] + q32 * np.take(span, obj)[None]) & inside[None]
     comp, nc = ndi.label(stack, structure=flat3)
     size = np.bincount(comp.ravel(), minlength=nc + 1)
     size[0] = 0
-    seeds = np.where((size >= core)[comp], comp, 0)
+    seeds = np.where(np.take(size >= core, comp), comp, 0)
     # a dimmer nucleus beside a brighter one: where an object has ONE seed at a level, the rest of it away
     # from the seed, opened (not a halo or a rim), is a seed too (with two or more seeds the object is
     # already split there; a rest piece besides was more often a nucleus' rim than a third nucleus)
     n_obj = len(cand)
-    zz = np.nonzero(seeds)[0]
-    owner = obj[None].repeat(len(qs), axis=0)[seeds > 0]
-    trip = np.unique((zz * (n_obj + 1) + owner) * (nc + 1) + seeds[seeds > 0])  # (level, object, seed)
+    at = np.flatnonzero(seeds)  # = np.nonzero(seeds), raveled (one level = obj.size pixels)
+    zz = at // obj.size
+    owner = np.take(obj.reshape(-1), at - zz * obj.size)
+    # (level, object, seed) triples
+    trip = np.unique((zz * (n_obj + 1) + owner) * (nc + 1) + np.take(seeds.reshape(-1), at))
     per = np.bincount(trip // (nc + 1), minlength=len(qs) * (n_obj + 1)).reshape(len(qs), n_obj + 1)
-    one = (per == 1)[np.arange(len(qs))[:, None, None], obj[None]] & inside[None]
+    one = np.take((per == 1).reshape(-1), np.arange(len(qs))[:, None, None] * (n_obj + 1) + obj[None])
+    one &= inside[None]
     # = ndi.binary_opening(one & ~ndi.binary_dilation(seeds > 0, structure=flat3), structure=_disk(r)[None])
     # (shifted views per level, :func:`_binary_morph`: ~5x faster than scipy's on the small canvas)
     cross = ndi.generate_binary_structure(2, 1)
@@ -2503,7 +2508,7 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
     if nr:
         rs = np.bincount(rl.ravel(), minlength=nr + 1)
         rs[0] = 0
-        seeds = np.where((rs >= core)[rl], rl + nc, seeds)
+        seeds = np.where(np.take(rs >= core, rl), rl + nc, seeds)
     seen: list[set] = [set() for _ in range(n_obj + 1)]
     options: list[list] = [[] for _ in range(n_obj + 1)]  # (w, level, parts box) per object
     boxes = [(py, py + c[5].shape[0], px, px + c[5].shape[1]) for c, (py, px) in zip(cand, pos)]
@@ -2526,7 +2531,7 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
                 seen[j].add(key)
         if not active.any():
             continue
-        act = active[obj]
+        act = np.take(active, obj)
         ws = watershed(-f, np.where(act, sk, 0), mask=act)
         for j in np.flatnonzero(active):
             ya, yb, xa, xb = boxes[j - 1]
