@@ -496,12 +496,12 @@ def _log_energy(img: np.ndarray) -> tuple[list[float], list[float]]:
     """Mean squared positive response of the scale-normalised LoG, on a block-mean pyramid.
 
     The smallest scale is 2 px (blobs of ~5.7 px: a nucleus any smaller has too few pixels to count probe
-    signals in, and the finest scales cost most). Images above 0.5 MP start the pyramid shrunk (by 2 per
-    level until <= 0.5 MP): their smallest scale is then ``2**level`` px, computed as sigma 1 px on the
+    signals in, and the finest scales cost most). Images above 1 MP start the pyramid shrunk (by 2 per
+    level until <= 1 MP): their smallest scale is then ``2**level`` px, computed as sigma 1 px on the
     shrunk image (1024² fields: 2 px at half size; 2048²: 4 px at quarter size).
     """
     lvl0 = 0
-    while img.size / 4 ** lvl0 > 0.5e6:
+    while img.size / 4 ** lvl0 > 1.0e6:
         lvl0 += 1
     pyr = {0: img}
     for k in range(1, lvl0 + 1):
