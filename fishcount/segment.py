@@ -2437,7 +2437,8 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
                for c in cand]
     step_ratio = float(p["level_split_step_ratio"])
     keep = [k for k, (c, cv) in enumerate(zip(cand, concave))
-            if len(cv) >= notch or (area[c[0]] >= step_area and _has_step(c, flt, d, step_ratio))]
+            if len(cv) >= notch or (area[c[0]] >= step_area
+                                    and _has_step(c, flt, d, step_ratio, float(p["level_split_step_max_texture"])))]
     if not keep:
         return labels
     cand, sols, concave = [cand[k] for k in keep], sols[keep], [concave[k] for k in keep]
@@ -2628,8 +2629,8 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
     return result
 
 
-def _has_step(c: tuple, flt: np.ndarray, d: float, ratio: float) -> bool:
-    """Cheap test before step 7c2's brightness-step route: is the object not of one brightness?
+def _has_step(c: tuple, flt: np.ndarray, d: float, ratio: float, max_texture: float = np.inf) -> bool:
+    """Cheap test before step 7c2's brightness-step route: is the object not of one brightness, and smooth?
 
     Parameters
     ----------
@@ -2641,19 +2642,38 @@ def _has_step(c: tuple, flt: np.ndarray, d: float, ratio: float) -> bool:
         Nucleus diameter at the working scale, px.
     ratio : float
         ``level_split_step_ratio``.
+    max_texture : float, optional
+        ``level_split_step_max_texture``: the route needs parts of smooth chromatin.
 
     Returns
     -------
     bool
         True when the 10th percentile of ``flt`` over the object's core (the mask eroded by d/8; the mask
-        when the core has under 5 px) is at most ``ratio`` x the 90th: an object of one brightness has no
-        step to split at.
+        when the core has under 5 px) is at most ``ratio`` x the 90th (an object of one brightness has no
+        step to split at) and the object's own bright/dim partition (Otsu's threshold of ``flt`` smoothed
+        by 0.1 d, over the object) has parts whose texture index (:func:`_parts_texture`) is at most
+        ``max_texture``. The level partitions are the same kind of split, and their parts are no smoother
+        when the object's chromatin is coarse: on the simulator's textured nuclei this rejects ~3/4 of the
+        objects the route would examine in vain, on DSB2018 ~1/5, and none of those the route splits there
+        (their bright/dim parts: texture 0.03-0.07).
     """
     m = c[5]
+    box = flt[c[1]:c[2], c[3]:c[4]]
     core = _binary_morph(m, _disk(max(1, int(round(d / 8)))), erode=True)
-    v = flt[c[1]:c[2], c[3]:c[4]][core if core.sum() >= 5 else m]
+    v = box[core if core.sum() >= 5 else m]
     lo, hi = np.percentile(v, (10.0, 90.0))
-    return bool(lo <= ratio * hi)
+    if not lo <= ratio * hi:
+        return False
+    if not np.isfinite(max_texture):
+        return True
+    from skimage.filters import threshold_otsu
+
+    g = _gauss_small(box.astype(np.float32, copy=False), max(0.5, 0.1 * d))
+    gv = g[m]
+    if gv.max() <= gv.min():
+        return False
+    parts = np.where(m, np.where(g >= threshold_otsu(gv), 1, 2), 0)
+    return _parts_texture(parts, box, d, max_texture) <= max_texture
 
 
 def _parts_texture(parts: np.ndarray, img: np.ndarray, d: float, limit: float = np.inf,
