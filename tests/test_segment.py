@@ -1995,3 +1995,23 @@ def test_edt32_equals_scipy(h, w, seed):
     rng = np.random.default_rng(seed)
     mask = rng.random((h, w)) < rng.uniform(0.2, 1.0)  # incl. masks without background
     assert np.array_equal(S._edt32(mask), ndi.distance_transform_edt(mask).astype(np.float32))
+
+
+def test_has_step_needs_a_step_and_smooth_bright_dim_parts():
+    # step 7c2's pre-test of the brightness-step route on two discs side by side (known answers)
+    labels, flt, left, right = _side_by_side(0.6)
+    m = labels > 0
+    cand = (1, 0, m.shape[0], 0, m.shape[1], m)
+    tex_max = S.CLASSICAL_DEFAULTS["level_split_step_max_texture"]
+    # a step (the right disc at 0.6) between smooth discs: examined
+    assert S._has_step(cand, flt, 20.0, 0.8, tex_max)
+    # one brightness: no step to split at
+    _, flat_one, _, _ = _side_by_side(1.0)
+    assert not S._has_step(cand, flat_one, 20.0, 0.8, tex_max)
+    # the same step in coarse chromatin (bright/dim parts' texture index ~0.3): not examined, unless the
+    # texture limit is off
+    rng = np.random.default_rng(1)
+    tex = 1.0 + 0.6 * ndi.gaussian_filter(rng.normal(0, 1, flt.shape), 1.0) / 0.28
+    textured = (flt * np.clip(tex, 0.2, None)).astype(np.float32)
+    assert not S._has_step(cand, textured, 20.0, 0.8, tex_max)
+    assert S._has_step(cand, textured, 20.0, 0.8)
