@@ -2066,21 +2066,26 @@ def _drop_dim(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
 
 def _label_median(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Per-label median (lower median for even counts), (n + 1,) float64 with index = label, NaN for
-    absent labels and for label 0. One sort of the labelled pixels (``ndi.median`` is ~20x slower)."""
+    absent labels and for label 0.
+
+    The labelled pixels are grouped by label with one stable sort of the labels (a radix sort for 16-bit
+    labels, ~10x faster than a float sort of the pixels), then each label's lower median is its group's
+    ``np.partition`` at ``(count - 1) // 2``: the same value as ordering all pixels by (label, value)
+    (``ndi.median`` is ~20x slower, a float argsort of ``label + value scaled into [0, 1)`` ~2.5x).
+    """
     sel = labels > 0
     lab = labels[sel]
     out = np.full(n + 1, np.nan)
     if lab.size == 0:
         return out
-    val = values[sel].astype(np.float64)
-    lo, span = float(val.min()), float(val.max() - val.min())
-    # one float sort: label + value scaled into [0, 1) (a lexsort of the two keys is ~2x slower)
-    order = np.argsort(lab + (val - lo) / (span * 1.001 + 1e-30))
+    order = np.argsort(lab.astype(np.uint16) if n < 65536 else lab, kind="stable")
+    val = np.take(values[sel], order)  # grouped by label
     cnt = np.bincount(lab, minlength=n + 1)
-    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-    have = cnt > 0
-    have[0] = False
-    out[have] = val[order[start[have] + (cnt[have] - 1) // 2]]
+    ends = np.cumsum(cnt)
+    ids = np.flatnonzero(cnt[1:]) + 1
+    # = val_sorted_by_label_then_value[start + (cnt - 1) // 2] for each label
+    out[ids] = [float(np.partition(val[e - c: e], (c - 1) // 2)[(c - 1) // 2])
+                for e, c in zip(ends[ids].tolist(), cnt[ids].tolist())]
     return out
 
 
