@@ -3302,16 +3302,19 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
     if not rest:
         return out
     bounds = _hull_row_bounds([m for _, m, _ in rest])  # all hulls at once
+    bayed = []  # the objects with two or more bays
     for k, (j, m, area) in enumerate(rest):
         hull = _hull_image(m, _bounds_of(bounds, k))  # = skimage.morphology.convex_hull_image(m)
         bays, n_bays = ndi.label(hull & ~m)
-        if n_bays < 2:
-            continue
+        if n_bays >= 2:
+            bayed.append((j, m, area, hull, bays, n_bays))
+    # = [float(ndi.distance_transform_edt(m).max()) for each m], in one call
+    radii = _inscribed_radii([b[1] for b in bayed])
+    for (j, m, area, hull, bays, n_bays), r_in in zip(bayed, radii):
         # distance from the hull's edge (= ndi.distance_transform_edt(hull)), needed on the bays only
         hull_depth = np.zeros(m.shape)
         by, bx = np.nonzero(bays)
         hull_depth[by, bx] = _edt_at(hull, by, bx)
-        r_in = float(ndi.distance_transform_edt(m).max())
         depth = _label_max(hull_depth, bays, n_bays)[1:]  # = ndi.maximum(hull_depth, bays, 1..n_bays)
         deep = [int(i) for i in np.argsort(-depth)[:4] if depth[i] >= min_depth * r_in]
         tips = [np.unravel_index(np.argmax(np.where(bays == i + 1, hull_depth, -1.0)), m.shape) for i in deep]
@@ -3327,6 +3330,22 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
             if out[j]:
                 break
     return out
+
+
+def _inscribed_radii(masks: list[np.ndarray]) -> list[float]:
+    """``float(ndi.distance_transform_edt(m).max())`` of each 2-D bool mask whose border rows and columns
+    are all False, exactly, from one transform of the masks placed side by side: a pixel outside a mask's
+    rectangle is never nearer to its pixels than the rectangle's False frame (its projection onto the
+    rectangle is a frame pixel, no farther in either axis), so every pixel has the same distance as in its
+    own transform. One call instead of one per mask (scipy's wrapper costs ~0.1 ms a call)."""
+    if not masks:
+        return []
+    x0 = np.cumsum([0] + [m.shape[1] for m in masks])
+    canvas = np.zeros((max(m.shape[0] for m in masks), int(x0[-1])), bool)
+    for m, a in zip(masks, x0[:-1].tolist()):
+        canvas[: m.shape[0], a: a + m.shape[1]] = m
+    dt = ndi.distance_transform_edt(canvas)
+    return [float(dt[: m.shape[0], a: a + m.shape[1]].max()) for m, a in zip(masks, x0[:-1].tolist())]
 
 
 def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None, diameter_px: float,
