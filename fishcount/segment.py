@@ -2960,7 +2960,7 @@ def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[fl
 
     When resampling, the areas at ``shape`` are counted on the small labels (each pixel weighted by how
     often its row and column are repeated) and the labels are renumbered before they are enlarged by two
-    1-D takes (rows, then columns): the same result as indexing first, with far less full-size work.
+    1-D takes (columns, then rows): the same result as indexing first, with far less full-size work.
     """
     if labels.shape != tuple(shape):
         yy = np.minimum((np.arange(shape[0]) + 0.5) * scale[0], labels.shape[0] - 1).astype(np.intp)
@@ -2974,7 +2974,9 @@ def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[fl
         keep[0] = False
         newid = np.zeros(n + 1, np.int32)
         newid[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        return np.take(np.take(newid, labels)[yy], xx, axis=1)
+        # = newid[labels][yy][:, xx]: columns first (the column gather on the small image's rows), then
+        # whole rows copied, ~2x faster than the full-size column gather of rows-first
+        return np.take(np.take(np.take(newid, labels), xx, axis=1), yy, axis=0)
     n = int(labels.max())
     if n == 0:
         return labels.astype(np.int32)
