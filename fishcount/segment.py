@@ -858,11 +858,25 @@ def _label_count_sum(values: np.ndarray, labels: np.ndarray, n: int,
     return cnt, tot
 
 
-def _edt32(mask: np.ndarray) -> np.ndarray:
-    """``ndi.distance_transform_edt(mask).astype(np.float32)``, exactly: scipy's feature transform, then
-    the squared offsets as whole numbers (exact) and one float64 square root per pixel, cast to float32 --
-    the same values as scipy's float64 distances, with fewer full-size float64 temporaries (~25 % faster
-    on the working image)."""
+def _edt32(mask: np.ndarray, reach: int = 32) -> np.ndarray:
+    """``ndi.distance_transform_edt(mask).astype(np.float32)``, exactly, by the separable method on whole
+    numbers (~35 % faster than scipy's feature transform on the working image).
+
+    Column pass: the distance to the nearest background pixel of the same column, from running
+    maxima / minima of the background rows above and below. Row pass: the squared distance is
+    ``min_k G(x + k) + k²`` over the row (``G``: the column pass squared), taken for k = 1, 2, ... only at
+    the pixels whose best value so far is above ``k²`` (no farther offset can lower it), so the work
+    shrinks as the offsets grow; rows are framed by ``reach`` columns of a far value. Both passes are
+    exact in int32 and sqrt of the same whole number is scipy's float64 distance, cast to float32. Images
+    without background or foreground, larger than 40000 px a side, or with a pixel more than ``reach``
+    columns from its nearest background pixel's column (a nucleus ~3x the working diameter) take scipy's
+    transform (feature transform, then the same squares and square root).
+    """
+    h, w = mask.shape
+    if h + w < 40000 and mask.any() and not mask.all():
+        d2 = _edt_squared(mask, reach)
+        if d2 is not None:
+            return np.sqrt(d2, dtype=np.float64).astype(np.float32)
     ft = ndi.distance_transform_edt(mask, return_distances=False, return_indices=True)
     big = 2 * max(mask.shape) ** 2 >= 2**31
     dy = ft[0].astype(np.int64) if big else ft[0]
@@ -874,6 +888,52 @@ def _edt32(mask: np.ndarray) -> np.ndarray:
     dx *= dx
     dy += dx
     return np.sqrt(dy, dtype=np.float64).astype(np.float32)
+
+
+def _edt_squared(mask: np.ndarray, reach: int) -> np.ndarray | None:
+    """Squared Euclidean distance (int32) of each pixel to the nearest False pixel of ``mask`` (2-D bool
+    with both values, sides summing to < 40000), or None when some pixel's nearest one is more than
+    ``reach`` columns away (see :func:`_edt32`)."""
+    h, w = mask.shape
+    big = np.int32(h + w + 2)  # farther than any pixel of the image
+    far = np.int32(2**30)  # > big², and far + reach² still fits in int32
+    yi = np.arange(h, dtype=np.int32)[:, None]
+    up = np.where(mask, -big, yi)  # row of the nearest background pixel above (or at) each pixel
+    np.maximum.accumulate(up, axis=0, out=up)
+    dn = np.where(mask, h + big, yi)  # ... below
+    dn = np.minimum.accumulate(dn[::-1], axis=0)[::-1]
+    up -= yi
+    np.negative(up, out=up)
+    dn -= yi
+    g = np.minimum(up, dn)
+    np.minimum(g, big, out=g)  # columns without background: big
+    del up, dn
+    frame = np.full((h, w + 2 * reach), far, np.int32)
+    d2 = frame[:, reach: reach + w]
+    np.multiply(g, g, out=d2)  # column pass, squared
+    del g
+    gf = frame.ravel()
+    best = frame.copy()
+    bf = best.ravel()
+    act = np.flatnonzero(mask)
+    act += act // w * (2 * reach) + reach  # index in the framed rows
+    dv = np.take(gf, act)
+    keep = dv > 1  # 0 or 1: no row offset can lower it
+    act, dv = act[keep], dv[keep]
+    k = 1
+    while act.size:
+        if k > reach:
+            return None
+        # = min over the two pixels k to the left and right of the column pass + k²
+        c = np.minimum(np.take(gf, act - k), np.take(gf, act + k))
+        c += np.int32(k * k)
+        np.minimum(dv, c, out=dv)
+        k += 1
+        keep = dv > k * k  # the others are final: farther offsets add at least k²
+        done = ~keep
+        bf[act[done]] = dv[done]
+        act, dv = act[keep], dv[keep]
+    return best[:, reach: reach + w]
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
