@@ -3187,8 +3187,12 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     del dil
     # one pass for the inside (labels 1..n) and the ring (n + 1 + label) sums: the same per-bin sums
     in_ring = (lab_ring > 0) & (lab_rim == 0)
-    key = lab.astype(np.uint16 if 2 * n + 1 < 65536 else np.int32)  # small: converted per block of rows
-    key[in_ring] = lab_ring[in_ring].astype(key.dtype) + key.dtype.type(n + 1)
+    kt = np.uint16 if 2 * n + 1 < 65536 else np.int32  # small: converted per block of rows
+    ring_key = lab_ring.astype(kt, copy=False)
+    ring_key += kt(n + 1)  # (lab_ring is not needed any more)
+    # = lab.astype(kt) with key[in_ring] = lab_ring[in_ring] + n + 1, in one pass
+    key = np.where(in_ring, ring_key, lab.astype(kt, copy=False))
+    del ring_key, lab_ring
     cnt, tot = _label_count_sum(work, key, 2 * n + 1, labelled_only=True)
     counts = cnt[n + 2:]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -3410,6 +3414,20 @@ def _inscribed_radii(masks: list[np.ndarray]) -> list[float]:
     return [float(dt[: m.shape[0], a: a + m.shape[1]].max()) for m, a in zip(masks, x0[:-1].tolist())]
 
 
+def _at_least(img: np.ndarray, value: float) -> np.ndarray:
+    """``img >= value``, exactly; integer images are compared with ``ceil(value)`` in their own dtype
+    (the same pixels for whole numbers, ~6x faster than converting each pixel to float64)."""
+    if np.issubdtype(img.dtype, np.integer) and math.isfinite(value):
+        info = np.iinfo(img.dtype)
+        c = math.ceil(value)
+        if c > info.max:
+            return np.zeros(img.shape, bool)
+        if c <= info.min:
+            return np.ones(img.shape, bool)
+        return img >= img.dtype.type(c)
+    return img >= value
+
+
 def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None, diameter_px: float,
               saturation_value: float | None, qc: dict[str, float]) -> pd.DataFrame:
     n = int(labels.max())
@@ -3424,7 +3442,7 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     touches = props["touches"]
     mean_dapi = _label_sum(dapi, labels, n, labelled_only=True)[idx] / area  # area > 0 for every idx
     if saturation_value is not None:
-        sat = np.bincount(labels[dapi >= saturation_value], minlength=n + 1)[idx] / area
+        sat = np.bincount(labels[_at_least(dapi, saturation_value)], minlength=n + 1)[idx] / area
     else:
         sat = np.zeros(len(idx))
     focus = _focus_measure(dapi, labels, n, diameter_px, grid)[idx - 1]
