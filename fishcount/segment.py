@@ -776,12 +776,12 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     mask = _fill_holes(mask)
     disk = _disk(max(1, int(round(d / 12))))
     mask = _binary_morph(_binary_morph(mask, disk, erode=True), disk)  # = ndi.binary_opening(mask, disk)
-    mask = _remove_small(mask, min_area)
+    mask, comp = _remove_small(mask, min_area, with_labels=True)
     if not mask.any():
         return np.zeros(img.shape, np.int32)
     # 5. split touching nuclei; the labels cover the mask exactly, so step 6 reuses its distance transform
     dt = _edt32(mask)  # = ndi.distance_transform_edt(mask).astype(np.float32)
-    labels = _split(mask, flt, d, p, dt)
+    labels = _split(mask, flt, d, p, dt, comp)
     # 6. merge over-split fragments
     labels = _merge_fragments(labels, flt, d, p, dt)
     del dt
@@ -1005,14 +1005,24 @@ def _binary_morph(mask: np.ndarray, structure: np.ndarray, erode: bool = False) 
     return out
 
 
-def _remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
+def _remove_small(mask: np.ndarray, min_area: int,
+                  with_labels: bool = False) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, int]]:
+    """``mask`` without its connected components smaller than ``min_area`` pixels. ``with_labels``: also
+    ``ndi.label`` of the result, exactly: the kept components renumbered 1..k in their order (scipy
+    numbers components in the raster order of their first pixels, which removing others keeps)."""
     lab, n = ndi.label(mask)
     if n == 0:
-        return mask
+        return (mask, (lab, 0)) if with_labels else mask
     areas = np.bincount(lab.ravel())
     keep = areas >= min_area
     keep[0] = False
-    return np.take(keep, lab)  # = keep[lab], 2x faster
+    out = np.take(keep, lab)  # = keep[lab], 2x faster
+    if not with_labels:
+        return out
+    newid = np.cumsum(keep, dtype=lab.dtype)
+    nk = int(newid[-1])
+    newid[~keep] = 0
+    return out, (np.take(newid, lab), nk)
 
 
 def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray:
@@ -1293,9 +1303,11 @@ def _watershed_multi(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, w
     return out
 
 
-def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray | None = None) -> np.ndarray:
+def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray | None = None,
+           comp: tuple[np.ndarray, int] | None = None) -> np.ndarray:
     """Step 5: watershed of the mask from h-maxima markers (see module docstring). ``dt``: the float32
-    distance transform of ``mask`` when the caller has it (computed here otherwise)."""
+    distance transform of ``mask``, ``comp``: ``ndi.label(mask)``, when the caller has them (computed here
+    otherwise)."""
     if dt is None:
         dt = ndi.distance_transform_edt(mask).astype(np.float32)
     dts = ndi.gaussian_filter(dt, max(0.7, d / 24.0))
@@ -1327,7 +1339,7 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray 
         peaks = h_maxima(dts.astype(np.float32), h)
     markers, _ = ndi.label(peaks & mask)
     # every component gets at least one marker
-    comp, nc = ndi.label(mask)
+    comp, nc = ndi.label(mask) if comp is None else comp
     have = np.zeros(nc + 1, bool)
     have[np.unique(comp[markers > 0])] = True
     missing = ~np.take(have, comp) & mask  # np.take = have[comp], 2x faster
