@@ -981,6 +981,20 @@ def _gauss_small(x: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
+def _gauss_boxes(x: np.ndarray, sigma: float, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """``ndi.gaussian_filter(x, sigma)`` inside each ``(y0, y1, x0, x1)`` box of the 2-D float array ``x``,
+    exactly (0 elsewhere): each box is filtered with a margin of the kernel's radius (clipped at the image
+    edges, where scipy reflects the same pixels), so every pixel of the box sees the same neighbours and
+    the same sums as in the whole image. For a few small boxes of a large image."""
+    out = np.zeros_like(x)
+    r = int(4.0 * float(sigma) + 0.5)  # gaussian_filter's kernel radius (truncate = 4)
+    h, w = x.shape
+    for y0, y1, x0, x1 in boxes:
+        ya, yb, xa, xb = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
+        out[y0:y1, x0:x1] = _gauss_small(x[ya:yb, xa:xb], sigma)[y0 - ya: y1 - ya, x0 - xa: x1 - xa]
+    return out
+
+
 def _disk(r: int) -> np.ndarray:
     y, x = np.ogrid[-r: r + 1, -r: r + 1]
     return (x * x + y * y) <= r * r + 0.5
@@ -2520,10 +2534,14 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
         return labels
     cand, sols, concave = [cand[k] for k in keep], sols[keep], [concave[k] for k in keep]
     sig = float(p["level_split_smooth_diameters"]) * d
-    sm = ndi.gaussian_filter(flt, sig) if sig > 0 else flt
     # each candidate's local background: the median of the smoothed image in a ring around it (as
     # _object_background, other objects excluded), from its own box
     rr = max(1, int(round(p["dim_ring_diameters"] * d)))
+    # the smoothed image is only read in the candidates' boxes widened by the ring (a few objects of the
+    # field): = ndi.gaussian_filter(flt, sig) there
+    h, w = labels.shape
+    sm = _gauss_boxes(flt, sig, [(max(0, y0 - rr), min(h, y1 + rr), max(0, x0 - rr), min(w, x1 + rr))
+                                 for _, y0, y1, x0, x1, _ in cand]) if sig > 0 else flt
     bg = np.zeros(len(cand))
     for k, (i, y0, y1, x0, x1, m) in enumerate(cand):
         ya, yb = max(0, y0 - rr), min(labels.shape[0], y1 + rr)
