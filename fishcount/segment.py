@@ -1564,17 +1564,25 @@ def _distance_to(fg: np.ndarray, reach: float) -> np.ndarray:
     if r > 8:
         return ndi.distance_transform_edt(~fg).astype(np.float32)
     far = np.int32(4 * r * r + 1)  # > any squared distance inside the window
-    row = np.where(fg, np.int32(0), far)
-    for dx in range(1, min(r, fg.shape[1] - 1) + 1):
+    h, w = fg.shape
+    # the row pass on flat rows framed by r columns of 'far' (a shift by up to r along the flat buffer
+    # reads the frame, never the next row): 1-D ufuncs, ~3x faster than on column-shifted 2-D views
+    frame = np.full((h, w + r), far, np.int32)
+    frame[:, :w] = np.where(fg, np.int32(0), far)
+    f = frame.ravel()
+    row = frame.copy()
+    rf = row.ravel()
+    for dx in range(1, min(r, w - 1) + 1):
         k = np.int32(dx * dx)
-        np.minimum(row[:, dx:], np.where(fg[:, :-dx], k, far), out=row[:, dx:])
-        np.minimum(row[:, :-dx], np.where(fg[:, dx:], k, far), out=row[:, :-dx])
+        # = np.minimum(row[:, dx:], np.where(fg[:, :-dx], k, far)) (far + k changes no minimum)
+        np.minimum(rf[dx:], f[:-dx] + k, out=rf[dx:])
+        np.minimum(rf[:-dx], f[dx:] + k, out=rf[:-dx])
     d2 = row.copy()
-    for dy in range(1, min(r, fg.shape[0] - 1) + 1):
+    for dy in range(1, min(r, h - 1) + 1):
         k = np.int32(dy * dy)
         np.minimum(d2[dy:], row[:-dy] + k, out=d2[dy:])
         np.minimum(d2[:-dy], row[dy:] + k, out=d2[:-dy])
-    return np.sqrt(d2.astype(np.float64)).astype(np.float32)
+    return np.sqrt(d2[:, :w].astype(np.float64)).astype(np.float32)
 
 
 def _edt_at(inside: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
