@@ -1008,15 +1008,21 @@ def _binary_morph(mask: np.ndarray, structure: np.ndarray, erode: bool = False) 
     may have leading axes (a stack of images, ``structure`` applied to each one: scipy's with
     ``structure[None]``)."""
     ry, rx = structure.shape[0] // 2, structure.shape[1] // 2
-    h, w = mask.shape[-2:]
-    pad = np.zeros(mask.shape[:-2] + (h + 2 * ry, w + 2 * rx), bool)
+    lead, (h, w) = mask.shape[:-2], mask.shape[-2:]
+    # flat rows of the padded width W: the window of offset (dy, dx) is the flat slice from dy W + dx, whose
+    # first w columns of every row are pad[dy + y, dx + x] and the other 2 rx are ignored (1-D ufuncs, ~2x
+    # faster than on column-shifted 2-D views); one spare row keeps the last slice inside the buffer
+    wp = w + 2 * rx
+    pad = np.zeros(lead + (h + 2 * ry + 1, wp), bool)
     pad[..., ry: ry + h, rx: rx + w] = mask
-    out = np.empty(mask.shape, bool)
+    pf = pad.reshape(lead + (-1,))
+    out = np.empty(lead + (h * wp,), bool)
     out[...] = erode  # AND from all True, OR from all False
     op = np.logical_and if erode else np.logical_or
     for dy, dx in zip(*np.nonzero(structure)):
-        op(out, pad[..., dy: dy + h, dx: dx + w], out=out)
-    return out
+        s0 = int(dy) * wp + int(dx)
+        op(out, pf[..., s0: s0 + h * wp], out=out)  # = op(out, pad[..., dy: dy + h, dx: dx + w])
+    return np.ascontiguousarray(out.reshape(lead + (h, wp))[..., :w])
 
 
 def _remove_small(mask: np.ndarray, min_area: int,
