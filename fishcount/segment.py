@@ -3454,8 +3454,14 @@ def _inscribed_radii(masks: list[np.ndarray]) -> list[float]:
     canvas = np.zeros((max(m.shape[0] for m in masks), int(x0[-1])), bool)
     for m, a in zip(masks, x0[:-1].tolist()):
         canvas[: m.shape[0], a: a + m.shape[1]] = m
-    dt = ndi.distance_transform_edt(canvas)
-    return [float(dt[: m.shape[0], a: a + m.shape[1]].max()) for m, a in zip(masks, x0[:-1].tolist())]
+    # the largest squared distance per mask, then its square root: scipy's float64 distances are the
+    # (correctly rounded, so monotonic) square roots of the same whole numbers
+    d2 = _edt_squared(canvas, 32) if canvas.any() and canvas.shape[0] + canvas.shape[1] < 40000 else None
+    if d2 is None:
+        dt = ndi.distance_transform_edt(canvas)
+        return [float(dt[: m.shape[0], a: a + m.shape[1]].max()) for m, a in zip(masks, x0[:-1].tolist())]
+    return [float(np.sqrt(np.float64(d2[: m.shape[0], a: a + m.shape[1]].max())))
+            for m, a in zip(masks, x0[:-1].tolist())]
 
 
 def _at_least(img: np.ndarray, value: float) -> np.ndarray:
