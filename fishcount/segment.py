@@ -3260,11 +3260,18 @@ def _label_grid(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     new_row = np.ones(h, bool)
     new_col = np.ones(w, bool)
     new_col[1:] = False
+    diff = np.empty(min(h, 257) * w, bool)
     for r0 in range(0, h, 256):  # blocks of rows: small temporaries
         blk = labels[r0: r0 + 257]
         new_row[r0 + 1: r0 + blk.shape[0]] = (blk[1:] != blk[:-1]).any(axis=1)
-        new_col[1:] |= (blk[:, 1:] != blk[:, :-1]).any(axis=0)
-    grid = labels[np.ix_(np.flatnonzero(new_row), np.flatnonzero(new_col))]
+        # = (blk[:, 1:] != blk[:, :-1]).any(axis=0), on the flattened rows (1-D, ~2x faster); the last
+        # column compares a row's end with the next row's start and is left out
+        f = np.ascontiguousarray(blk).reshape(-1)
+        dv = diff[: f.size]
+        np.not_equal(f[1:], f[:-1], out=dv[:-1])
+        new_col[1:] |= dv.reshape(blk.shape)[:, :-1].any(axis=0)
+    # = labels[np.ix_(rows, cols)], 2-3x faster
+    grid = np.take(np.take(labels, np.flatnonzero(new_row), axis=0), np.flatnonzero(new_col), axis=1)
     return grid, np.cumsum(new_row) - 1, np.cumsum(new_col) - 1
 
 
