@@ -1371,6 +1371,27 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray 
     return labels.astype(np.int32)
 
 
+def _pair_views(a: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """The 4-neighbour pixel pairs of a 2-D array as 1-D views: ``[(first, second, drop), ...]`` for the
+    vertical pairs (``a[:-1, :]``, ``a[1:, :]`` flattened) and the horizontal ones (the flattened array
+    without its last / first pixel: ``drop`` marks the pairs that join a row's end to the next row's
+    start, to be left out). In raster order, as the 2-D views (``a[:, :-1]``, ``a[:, 1:]``) give them, and
+    ~2x faster to compare than column-shifted 2-D views."""
+    f = np.ascontiguousarray(a).reshape(-1)
+    w = a.shape[1]
+    drop = np.zeros(max(f.size - 1, 0), bool)
+    drop[w - 1:: w] = True
+    return [(f[: f.size - w], f[w:], None), (f[:-1], f[1:], drop)]
+
+
+def _pair_select(a: np.ndarray, b: np.ndarray, drop: np.ndarray | None) -> np.ndarray:
+    """Pairs of different non-zero labels (bool, over the pairs of :func:`_pair_views`)."""
+    sel = (a != b) & (a > 0) & (b > 0)
+    if drop is not None:
+        sel &= ~drop
+    return sel
+
+
 def _union_find(parent: np.ndarray) -> Callable[[int], int]:
     """``find`` of a union-find forest stored in ``parent`` (path halving); union = ``parent[ra] = rb``."""
 
@@ -1394,8 +1415,8 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     # boundary pixels: 4-neighbour pairs with different non-zero labels
     pairs = []
     vals = []
-    for a, b in ((labels[:-1, :], labels[1:, :]), (labels[:, :-1], labels[:, 1:])):
-        sel = (a != b) & (a > 0) & (b > 0)
+    for a, b, drop in _pair_views(labels):  # = (labels[:-1, :], labels[1:, :]), (labels[:, :-1], labels[:, 1:])
+        sel = _pair_select(a, b, drop)
         pairs.append(np.stack([np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])], 1))
         vals.append(sel)
     pr = np.concatenate(pairs)
@@ -1403,11 +1424,10 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
         return labels
     if dt is None:
         dt = ndi.distance_transform_edt(labels > 0).astype(np.float32)
-    # neck width: DT on the boundary between a and b (computed on the union mask)
-    dt_v = np.concatenate([
-        np.maximum(dt[:-1, :], dt[1:, :])[vals[0]], np.maximum(dt[:, :-1], dt[:, 1:])[vals[1]]])
-    in_v = np.concatenate([
-        np.minimum(flt[:-1, :], flt[1:, :])[vals[0]], np.minimum(flt[:, :-1], flt[:, 1:])[vals[1]]])
+    # neck width: DT on the boundary between a and b (computed on the union mask); the same pairs, in the
+    # same order, of the flattened dt and flt
+    dt_v = np.concatenate([np.maximum(a, b)[sel] for (a, b, _), sel in zip(_pair_views(dt), vals)])
+    in_v = np.concatenate([np.minimum(a, b)[sel] for (a, b, _), sel in zip(_pair_views(flt), vals)])
     key = pr[:, 0].astype(np.int64) * (n + 1) + pr[:, 1]
     uniq, inv = np.unique(key, return_inverse=True)
     neck = np.zeros(uniq.size, np.float32)
@@ -1518,8 +1538,8 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     grown = watershed(dist, labels, mask=fg | cand).astype(np.int32)
     del dist
     keys = []
-    for a, b in ((grown[:-1, :], grown[1:, :]), (grown[:, :-1], grown[:, 1:])):
-        sel = (a != b) & (a > 0) & (b > 0)
+    for a, b, drop in _pair_views(grown):  # = (grown[:-1, :], grown[1:, :]), (grown[:, :-1], grown[:, 1:])
+        sel = _pair_select(a, b, drop)
         keys.append(np.minimum(a[sel], b[sel]).astype(np.int64) * (n + 1) + np.maximum(a[sel], b[sel]))
     keys = np.unique(np.concatenate(keys))
     la, lb = keys // (n + 1), keys % (n + 1)
@@ -2957,11 +2977,15 @@ def _separate_pieces(labels: np.ndarray, pieces: np.ndarray, flt: np.ndarray, mi
     n = int(labels.max())
     if n == 0:
         return labels
-    bnd = np.zeros(labels.shape, bool)
-    for sa, sb in ((np.s_[:-1, :], np.s_[1:, :]), (np.s_[:, :-1], np.s_[:, 1:])):
-        x = (labels[sa] != labels[sb]) & (labels[sa] > 0) & (labels[sb] > 0)
-        bnd[sa] |= x
-        bnd[sb] |= x
+    bnd = np.zeros(labels.size, bool)
+    h, w = labels.shape
+    # = for (sa, sb) in the vertical and horizontal neighbour views: x = different non-zero labels,
+    # bnd[sa] |= x, bnd[sb] |= x; on the flattened arrays (the row-end pairs dropped)
+    for (a, b, drop), k in zip(_pair_views(labels), (w, 1)):
+        x = _pair_select(a, b, drop)
+        bnd[: bnd.size - k] |= x
+        bnd[k:] |= x
+    bnd = bnd.reshape(h, w)
     comps, nc = ndi.label(pieces & (labels > 0) & ~bnd, structure=np.ones((3, 3), bool))
     pix = np.flatnonzero(comps)  # component 0 (outside the pieces) is never used below
     cid = comps.reshape(-1)[pix]
