@@ -402,6 +402,36 @@ def _zoom_linear(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _median(values: np.ndarray) -> np.floating:
+    """``np.median`` of a 1-D float array without NaN, exactly, faster for large arrays.
+
+    The one or two middle order statistics are found among the values between two order statistics of
+    a 1-in-16 subsample that bracket the middle (counted over the whole array, so the bracket is checked,
+    and the rank within it is exact); the full ``np.partition`` when the bracket misses (never seen on
+    working images). ``np.median`` of those one or two values is then the same mean of the same values
+    (~3x faster than ``np.median`` on 100k values)."""
+    n = values.size
+    if n < 4096:
+        return np.median(values)
+    ks = sorted({(n - 1) // 2, n // 2})
+    sub = values[::16].copy()
+    m = sub.size
+    margin = int(3 * math.sqrt(m)) + 8
+    i0, i1 = max(0, ks[0] * m // n - margin), min(m - 1, ks[-1] * m // n + margin)
+    sub.partition([i0, i1])
+    lo, hi = sub[i0], sub[i1]
+    c_lo = int(np.count_nonzero(values < lo))
+    c_hi = int(np.count_nonzero(values <= hi))
+    if c_lo <= ks[0] and ks[-1] < c_hi:
+        inside = values[(values >= lo) & (values <= hi)]
+        inside.partition([k - c_lo for k in ks])
+        mid = inside[[k - c_lo for k in ks]]
+    else:
+        part = np.partition(values, ks)
+        mid = part[ks]
+    return np.median(mid)  # = the mean of the two middle values (or the middle value), as np.median
+
+
 def _otsu(values: np.ndarray, nbins: int = 256) -> float:
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -655,8 +685,8 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
     bgv = sample[sample <= t]
     if bgv.size < 8 or t <= 0:
         return None
-    med = float(np.median(bgv))
-    noise = float(np.median(np.abs(bgv - med), overwrite_input=True)) * 1.4826  # a private temporary
+    med = float(_median(bgv))  # = np.median
+    noise = float(_median(np.abs(bgv - med))) * 1.4826  # = np.median
     n_fg = int(np.count_nonzero(sample > t))
     # "anything there?": pixels far above the background's lower half-width (1 sigma for Gaussian noise)
     p_lo, p10 = np.percentile(sample, [2.28, 10.0])
