@@ -3558,28 +3558,15 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
         sat = np.zeros(len(idx))
     focus = _focus_measure(dapi, labels, n, diameter_px, grid)[idx - 1]
     px_area = None if pixel_size_um is None else pixel_size_um ** 2
-    df = pd.DataFrame({
-        "label": idx.astype(np.int32),
-        "centroid_y": props["centroid_y"],
-        "centroid_x": props["centroid_x"],
-        "area_px": area,
-        "area_um2": area * px_area if px_area else np.full(len(idx), np.nan),
-        "equivalent_diameter_um": (2 * np.sqrt(area / np.pi) * pixel_size_um) if pixel_size_um
-        else np.full(len(idx), np.nan),
-        "solidity": props["solidity"],
-        "eccentricity": props["eccentricity"],
-        "mean_dapi": mean_dapi,
-        "integrated_dapi": mean_dapi * area,
-        "focus": focus,
-        "touches_border": touches.astype(bool),
-        "saturated_fraction": sat,
-    })
+    touch = touches.astype(bool)
     typical_area = math.pi * diameter_px ** 2 / 4.0
-    inner = df[~df["touches_border"]]
-    many = len(inner) >= 5
-    med_area = float(inner["area_px"].median()) if many else np.nan
-    med_focus = float(inner["focus"].median()) if many else np.nan
-    solidity = df["solidity"].to_numpy()
+    # the nuclei off the border (= the rows of df[~df["touches_border"]]: the same values and dtypes, so
+    # pandas' medians are the same)
+    inner = ~touch
+    many = int(np.count_nonzero(inner)) >= 5
+    med_area = float(pd.Series(area[inner]).median()) if many else np.nan
+    med_focus = float(pd.Series(focus[inner]).median()) if many else np.nan
+    solidity = props["solidity"]
     # a deeply notched object is a clump unless it is no bigger than one nucleus: then it is a lobulated one
     low_solidity = solidity < qc["min_solidity"]
     if many and qc["low_solidity_min_area_vs_median"] > 0:
@@ -3594,21 +3581,38 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
         big[big] = _two_bodies(labels, idx[big], diameter_px, qc, props["small"], props["small_boxes"])
     # each rule: (token, boolean column) -- data, evaluated in this order
     rules = [
-        ("border", df["touches_border"].to_numpy()),
+        ("border", touch),
         ("too_small", area < qc["min_area_fraction"] * typical_area),
         ("too_large", area > qc["max_area_fraction"] * typical_area),
         ("clump", clump | big),
         ("out_of_focus", (focus < qc["min_focus"]) | (many & (focus < qc["min_focus_vs_median"] * med_focus))),
         ("saturated", sat > qc["max_saturated_fraction"]),
     ]
-    reasons = [[] for _ in range(len(df))]
+    reasons = [[] for _ in range(len(idx))]
     for token, hit in rules:
         for i in np.flatnonzero(hit):
             reasons[i].append(token)
     reason = [";".join(r) for r in reasons]
-    df["scorable"] = np.array([r == "" for r in reason], bool)  # = df["exclusion_reason"] == ""
-    df["exclusion_reason"] = reason
-    return df if list(df.columns) == QC_COLUMNS else df[QC_COLUMNS]
+    # the table in one construction, columns in QC_COLUMNS order (adding the last two columns to a built
+    # table costs ~2x the construction)
+    return pd.DataFrame({
+        "label": idx.astype(np.int32),
+        "centroid_y": props["centroid_y"],
+        "centroid_x": props["centroid_x"],
+        "area_px": area,
+        "area_um2": area * px_area if px_area else np.full(len(idx), np.nan),
+        "equivalent_diameter_um": (2 * np.sqrt(area / np.pi) * pixel_size_um) if pixel_size_um
+        else np.full(len(idx), np.nan),
+        "solidity": solidity,
+        "eccentricity": props["eccentricity"],
+        "mean_dapi": mean_dapi,
+        "integrated_dapi": mean_dapi * area,
+        "focus": focus,
+        "touches_border": touch,
+        "saturated_fraction": sat,
+        "scorable": np.array([r == "" for r in reason], bool),  # = the exclusion_reason column == ""
+        "exclusion_reason": reason,
+    })
 
 
 # --------------------------------------------------------------------------------------------------
