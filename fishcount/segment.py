@@ -832,9 +832,15 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
 
-def _label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Per-label maximum, (n + 1,) float64 with index = label (0 for absent labels)."""
+def _label_max(values: np.ndarray, labels: np.ndarray, n: int, labelled_only: bool = False) -> np.ndarray:
+    """Per-label maximum, (n + 1,) float64 with index = label (0 for absent labels). ``labelled_only``:
+    label 0 is left out (its entry is 0; the others are the same), ~2x faster on working images, which
+    are mostly background."""
     out = np.zeros(n + 1, np.float64)
+    if labelled_only:
+        sel = labels > 0
+        np.maximum.at(out, labels[sel], values[sel].astype(np.float64))
+        return out
     np.maximum.at(out, labels.ravel(), values.ravel().astype(np.float64))
     return out
 
@@ -1465,7 +1471,7 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     bnd_int = np.bincount(inv, weights=in_v) / np.bincount(inv)
     idx = np.arange(1, n + 1)
     maxdt = np.zeros(n + 1, np.float32)
-    maxdt[:] = _label_max(dt, labels, n)
+    maxdt[:] = _label_max(dt, labels, n, labelled_only=True)  # (entry 0 is 0 either way: dt = 0 there)
     area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
     mean_int = np.zeros(n + 1)
     mean_int[:] = _label_mean(flt, labels, n, labelled_only=True)  # label 0 unused
@@ -2295,7 +2301,8 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
         return labels
     if bg is None:
         bg = _object_background(labels, flt, d, p)
-    peak = _label_max(flt, labels, n)
+    # (entry 0 of peak, bg and thr is only read at background pixels, which every use below leaves out)
+    peak = _label_max(flt, labels, n, labelled_only=True)
     min_part = float(p["refine_min_part_area"]) * math.pi * d * d / 4.0
     core_rel = float(p["outline_core_rel"])
     if core_rel > 0:
@@ -2308,7 +2315,7 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
             parent[split.ravel()] = labels.ravel()  # a part's local background is its object's
             bg = bg[parent]
             labels = split
-            peak = _label_max(flt, labels, int(labels.max()))
+            peak = _label_max(flt, labels, int(labels.max()), labelled_only=True)
     thr = (bg + rel * (peak - bg)).astype(np.float32)
     keep = (flt >= np.take(thr, labels)) & (labels > 0)
     keep = _fill_holes(keep) & (labels > 0)
