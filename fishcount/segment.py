@@ -1031,9 +1031,20 @@ def _gauss_boxes(x: np.ndarray, sigma: float, boxes: list[tuple[int, int, int, i
     return out
 
 
+#: Disks of :func:`_disk`, by radius (read-only).
+_DISKS: dict[int, np.ndarray] = {}
+
+
 def _disk(r: int) -> np.ndarray:
-    y, x = np.ogrid[-r: r + 1, -r: r + 1]
-    return (x * x + y * y) <= r * r + 0.5
+    """Bool disk of radius ``r`` ((2 r + 1)² box), read-only and built once per radius (~11 µs each time
+    otherwise; the per-object steps ask for one ~150 times per simulated field)."""
+    disk = _DISKS.get(r)
+    if disk is None:
+        y, x = np.ogrid[-r: r + 1, -r: r + 1]
+        disk = (x * x + y * y) <= r * r + 0.5
+        disk.setflags(write=False)
+        _DISKS[r] = disk
+    return disk
 
 
 def _binary_morph(mask: np.ndarray, structure: np.ndarray, erode: bool = False) -> np.ndarray:
