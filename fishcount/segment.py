@@ -402,6 +402,36 @@ def _zoom_linear(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _median(values: np.ndarray) -> np.floating:
+    """``np.median`` of a 1-D float array without NaN, exactly, faster for large arrays.
+
+    The one or two middle order statistics are found among the values between two order statistics of
+    a 1-in-16 subsample that bracket the middle (counted over the whole array, so the bracket is checked,
+    and the rank within it is exact); the full ``np.partition`` when the bracket misses (never seen on
+    working images). ``np.median`` of those one or two values is then the same mean of the same values
+    (~3x faster than ``np.median`` on 100k values)."""
+    n = values.size
+    if n < 4096:
+        return np.median(values)
+    ks = sorted({(n - 1) // 2, n // 2})
+    sub = values[::16].copy()
+    m = sub.size
+    margin = int(3 * math.sqrt(m)) + 8
+    i0, i1 = max(0, ks[0] * m // n - margin), min(m - 1, ks[-1] * m // n + margin)
+    sub.partition([i0, i1])
+    lo, hi = sub[i0], sub[i1]
+    c_lo = int(np.count_nonzero(values < lo))
+    c_hi = int(np.count_nonzero(values <= hi))
+    if c_lo <= ks[0] and ks[-1] < c_hi:
+        inside = values[(values >= lo) & (values <= hi)]
+        inside.partition([k - c_lo for k in ks])
+        mid = inside[[k - c_lo for k in ks]]
+    else:
+        part = np.partition(values, ks)
+        mid = part[ks]
+    return np.median(mid)  # = the mean of the two middle values (or the middle value), as np.median
+
+
 def _otsu(values: np.ndarray, nbins: int = 256) -> float:
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -655,8 +685,8 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
     bgv = sample[sample <= t]
     if bgv.size < 8 or t <= 0:
         return None
-    med = float(np.median(bgv))
-    noise = float(np.median(np.abs(bgv - med), overwrite_input=True)) * 1.4826  # a private temporary
+    med = float(_median(bgv))  # = np.median
+    noise = float(_median(np.abs(bgv - med))) * 1.4826  # = np.median
     n_fg = int(np.count_nonzero(sample > t))
     # "anything there?": pixels far above the background's lower half-width (1 sigma for Gaussian noise)
     p_lo, p10 = np.percentile(sample, [2.28, 10.0])
@@ -776,12 +806,12 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     mask = _fill_holes(mask)
     disk = _disk(max(1, int(round(d / 12))))
     mask = _binary_morph(_binary_morph(mask, disk, erode=True), disk)  # = ndi.binary_opening(mask, disk)
-    mask = _remove_small(mask, min_area)
+    mask, comp = _remove_small(mask, min_area, with_labels=True)
     if not mask.any():
         return np.zeros(img.shape, np.int32)
     # 5. split touching nuclei; the labels cover the mask exactly, so step 6 reuses its distance transform
     dt = _edt32(mask)  # = ndi.distance_transform_edt(mask).astype(np.float32)
-    labels = _split(mask, flt, d, p, dt)
+    labels = _split(mask, flt, d, p, dt, comp)
     # 6. merge over-split fragments
     labels = _merge_fragments(labels, flt, d, p, dt)
     del dt
@@ -802,9 +832,15 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
 
-def _label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Per-label maximum, (n + 1,) float64 with index = label (0 for absent labels)."""
+def _label_max(values: np.ndarray, labels: np.ndarray, n: int, labelled_only: bool = False) -> np.ndarray:
+    """Per-label maximum, (n + 1,) float64 with index = label (0 for absent labels). ``labelled_only``:
+    label 0 is left out (its entry is 0; the others are the same), ~2x faster on working images, which
+    are mostly background."""
     out = np.zeros(n + 1, np.float64)
+    if labelled_only:
+        sel = labels > 0
+        np.maximum.at(out, labels[sel], values[sel].astype(np.float64))
+        return out
     np.maximum.at(out, labels.ravel(), values.ravel().astype(np.float64))
     return out
 
@@ -858,11 +894,25 @@ def _label_count_sum(values: np.ndarray, labels: np.ndarray, n: int,
     return cnt, tot
 
 
-def _edt32(mask: np.ndarray) -> np.ndarray:
-    """``ndi.distance_transform_edt(mask).astype(np.float32)``, exactly: scipy's feature transform, then
-    the squared offsets as whole numbers (exact) and one float64 square root per pixel, cast to float32 --
-    the same values as scipy's float64 distances, with fewer full-size float64 temporaries (~25 % faster
-    on the working image)."""
+def _edt32(mask: np.ndarray, reach: int = 32) -> np.ndarray:
+    """``ndi.distance_transform_edt(mask).astype(np.float32)``, exactly, by the separable method on whole
+    numbers (~35 % faster than scipy's feature transform on the working image).
+
+    Column pass: the distance to the nearest background pixel of the same column, from running
+    maxima / minima of the background rows above and below. Row pass: the squared distance is
+    ``min_k G(x + k) + k²`` over the row (``G``: the column pass squared), taken for k = 1, 2, ... only at
+    the pixels whose best value so far is above ``k²`` (no farther offset can lower it), so the work
+    shrinks as the offsets grow; rows are framed by ``reach`` columns of a far value. Both passes are
+    exact in int32 and sqrt of the same whole number is scipy's float64 distance, cast to float32. Images
+    without background or foreground, larger than 40000 px a side, or with a pixel more than ``reach``
+    columns from its nearest background pixel's column (a nucleus ~3x the working diameter) take scipy's
+    transform (feature transform, then the same squares and square root).
+    """
+    h, w = mask.shape
+    if h + w < 40000 and mask.any() and not mask.all():
+        d2 = _edt_squared(mask, reach)
+        if d2 is not None:
+            return np.sqrt(d2, dtype=np.float64).astype(np.float32)
     ft = ndi.distance_transform_edt(mask, return_distances=False, return_indices=True)
     big = 2 * max(mask.shape) ** 2 >= 2**31
     dy = ft[0].astype(np.int64) if big else ft[0]
@@ -874,6 +924,52 @@ def _edt32(mask: np.ndarray) -> np.ndarray:
     dx *= dx
     dy += dx
     return np.sqrt(dy, dtype=np.float64).astype(np.float32)
+
+
+def _edt_squared(mask: np.ndarray, reach: int) -> np.ndarray | None:
+    """Squared Euclidean distance (int32) of each pixel to the nearest False pixel of ``mask`` (2-D bool
+    with both values, sides summing to < 40000), or None when some pixel's nearest one is more than
+    ``reach`` columns away (see :func:`_edt32`)."""
+    h, w = mask.shape
+    big = np.int32(h + w + 2)  # farther than any pixel of the image
+    far = np.int32(2**30)  # > big², and far + reach² still fits in int32
+    yi = np.arange(h, dtype=np.int32)[:, None]
+    up = np.where(mask, -big, yi)  # row of the nearest background pixel above (or at) each pixel
+    np.maximum.accumulate(up, axis=0, out=up)
+    dn = np.where(mask, h + big, yi)  # ... below
+    dn = np.minimum.accumulate(dn[::-1], axis=0)[::-1]
+    up -= yi
+    np.negative(up, out=up)
+    dn -= yi
+    g = np.minimum(up, dn)
+    np.minimum(g, big, out=g)  # columns without background: big
+    del up, dn
+    frame = np.full((h, w + 2 * reach), far, np.int32)
+    d2 = frame[:, reach: reach + w]
+    np.multiply(g, g, out=d2)  # column pass, squared
+    del g
+    gf = frame.ravel()
+    best = frame.copy()
+    bf = best.ravel()
+    act = np.flatnonzero(mask)
+    act += act // w * (2 * reach) + reach  # index in the framed rows
+    dv = np.take(gf, act)
+    keep = dv > 1  # 0 or 1: no row offset can lower it
+    act, dv = act[keep], dv[keep]
+    k = 1
+    while act.size:
+        if k > reach:
+            return None
+        # = min over the two pixels k to the left and right of the column pass + k²
+        c = np.minimum(np.take(gf, act - k), np.take(gf, act + k))
+        c += np.int32(k * k)
+        np.minimum(dv, c, out=dv)
+        k += 1
+        keep = dv > k * k  # the others are final: farther offsets add at least k²
+        done = ~keep
+        bf[act[done]] = dv[done]
+        act, dv = act[keep], dv[keep]
+    return best[:, reach: reach + w]
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -921,9 +1017,34 @@ def _gauss_small(x: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
+def _gauss_boxes(x: np.ndarray, sigma: float, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """``ndi.gaussian_filter(x, sigma)`` inside each ``(y0, y1, x0, x1)`` box of the 2-D float array ``x``,
+    exactly (0 elsewhere): each box is filtered with a margin of the kernel's radius (clipped at the image
+    edges, where scipy reflects the same pixels), so every pixel of the box sees the same neighbours and
+    the same sums as in the whole image. For a few small boxes of a large image."""
+    out = np.zeros_like(x)
+    r = int(4.0 * float(sigma) + 0.5)  # gaussian_filter's kernel radius (truncate = 4)
+    h, w = x.shape
+    for y0, y1, x0, x1 in boxes:
+        ya, yb, xa, xb = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
+        out[y0:y1, x0:x1] = _gauss_small(x[ya:yb, xa:xb], sigma)[y0 - ya: y1 - ya, x0 - xa: x1 - xa]
+    return out
+
+
+#: Disks of :func:`_disk`, by radius (read-only).
+_DISKS: dict[int, np.ndarray] = {}
+
+
 def _disk(r: int) -> np.ndarray:
-    y, x = np.ogrid[-r: r + 1, -r: r + 1]
-    return (x * x + y * y) <= r * r + 0.5
+    """Bool disk of radius ``r`` ((2 r + 1)² box), read-only and built once per radius (~11 µs each time
+    otherwise; the per-object steps ask for one ~150 times per simulated field)."""
+    disk = _DISKS.get(r)
+    if disk is None:
+        y, x = np.ogrid[-r: r + 1, -r: r + 1]
+        disk = (x * x + y * y) <= r * r + 0.5
+        disk.setflags(write=False)
+        _DISKS[r] = disk
+    return disk
 
 
 def _binary_morph(mask: np.ndarray, structure: np.ndarray, erode: bool = False) -> np.ndarray:
@@ -934,25 +1055,41 @@ def _binary_morph(mask: np.ndarray, structure: np.ndarray, erode: bool = False) 
     may have leading axes (a stack of images, ``structure`` applied to each one: scipy's with
     ``structure[None]``)."""
     ry, rx = structure.shape[0] // 2, structure.shape[1] // 2
-    h, w = mask.shape[-2:]
-    pad = np.zeros(mask.shape[:-2] + (h + 2 * ry, w + 2 * rx), bool)
+    lead, (h, w) = mask.shape[:-2], mask.shape[-2:]
+    # flat rows of the padded width W: the window of offset (dy, dx) is the flat slice from dy W + dx, whose
+    # first w columns of every row are pad[dy + y, dx + x] and the other 2 rx are ignored (1-D ufuncs, ~2x
+    # faster than on column-shifted 2-D views); one spare row keeps the last slice inside the buffer
+    wp = w + 2 * rx
+    pad = np.zeros(lead + (h + 2 * ry + 1, wp), bool)
     pad[..., ry: ry + h, rx: rx + w] = mask
-    out = np.empty(mask.shape, bool)
+    pf = pad.reshape(lead + (-1,))
+    out = np.empty(lead + (h * wp,), bool)
     out[...] = erode  # AND from all True, OR from all False
     op = np.logical_and if erode else np.logical_or
     for dy, dx in zip(*np.nonzero(structure)):
-        op(out, pad[..., dy: dy + h, dx: dx + w], out=out)
-    return out
+        s0 = int(dy) * wp + int(dx)
+        op(out, pf[..., s0: s0 + h * wp], out=out)  # = op(out, pad[..., dy: dy + h, dx: dx + w])
+    return np.ascontiguousarray(out.reshape(lead + (h, wp))[..., :w])
 
 
-def _remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
+def _remove_small(mask: np.ndarray, min_area: int,
+                  with_labels: bool = False) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, int]]:
+    """``mask`` without its connected components smaller than ``min_area`` pixels. ``with_labels``: also
+    ``ndi.label`` of the result, exactly: the kept components renumbered 1..k in their order (scipy
+    numbers components in the raster order of their first pixels, which removing others keeps)."""
     lab, n = ndi.label(mask)
     if n == 0:
-        return mask
+        return (mask, (lab, 0)) if with_labels else mask
     areas = np.bincount(lab.ravel())
     keep = areas >= min_area
     keep[0] = False
-    return np.take(keep, lab)  # = keep[lab], 2x faster
+    out = np.take(keep, lab)  # = keep[lab], 2x faster
+    if not with_labels:
+        return out
+    newid = np.cumsum(keep, dtype=lab.dtype)
+    nk = int(newid[-1])
+    newid[~keep] = 0
+    return out, (np.take(newid, lab), nk)
 
 
 def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray:
@@ -1233,9 +1370,11 @@ def _watershed_multi(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, w
     return out
 
 
-def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray | None = None) -> np.ndarray:
+def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray | None = None,
+           comp: tuple[np.ndarray, int] | None = None) -> np.ndarray:
     """Step 5: watershed of the mask from h-maxima markers (see module docstring). ``dt``: the float32
-    distance transform of ``mask`` when the caller has it (computed here otherwise)."""
+    distance transform of ``mask``, ``comp``: ``ndi.label(mask)``, when the caller has them (computed here
+    otherwise)."""
     if dt is None:
         dt = ndi.distance_transform_edt(mask).astype(np.float32)
     dts = ndi.gaussian_filter(dt, max(0.7, d / 24.0))
@@ -1267,7 +1406,7 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray 
         peaks = h_maxima(dts.astype(np.float32), h)
     markers, _ = ndi.label(peaks & mask)
     # every component gets at least one marker
-    comp, nc = ndi.label(mask)
+    comp, nc = ndi.label(mask) if comp is None else comp
     have = np.zeros(nc + 1, bool)
     have[np.unique(comp[markers > 0])] = True
     missing = ~np.take(have, comp) & mask  # np.take = have[comp], 2x faster
@@ -1277,6 +1416,27 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray 
         markers = np.where(missing, extra, markers)
     labels = _watershed_multi(-dts, markers, mask, comp=(comp, nc))  # = watershed(-dts, markers, mask=mask)
     return labels.astype(np.int32)
+
+
+def _pair_views(a: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """The 4-neighbour pixel pairs of a 2-D array as 1-D views: ``[(first, second, drop), ...]`` for the
+    vertical pairs (``a[:-1, :]``, ``a[1:, :]`` flattened) and the horizontal ones (the flattened array
+    without its last / first pixel: ``drop`` marks the pairs that join a row's end to the next row's
+    start, to be left out). In raster order, as the 2-D views (``a[:, :-1]``, ``a[:, 1:]``) give them, and
+    ~2x faster to compare than column-shifted 2-D views."""
+    f = np.ascontiguousarray(a).reshape(-1)
+    w = a.shape[1]
+    drop = np.zeros(max(f.size - 1, 0), bool)
+    drop[w - 1:: w] = True
+    return [(f[: f.size - w], f[w:], None), (f[:-1], f[1:], drop)]
+
+
+def _pair_select(a: np.ndarray, b: np.ndarray, drop: np.ndarray | None) -> np.ndarray:
+    """Pairs of different non-zero labels (bool, over the pairs of :func:`_pair_views`)."""
+    sel = (a != b) & (a > 0) & (b > 0)
+    if drop is not None:
+        sel &= ~drop
+    return sel
 
 
 def _union_find(parent: np.ndarray) -> Callable[[int], int]:
@@ -1302,8 +1462,8 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     # boundary pixels: 4-neighbour pairs with different non-zero labels
     pairs = []
     vals = []
-    for a, b in ((labels[:-1, :], labels[1:, :]), (labels[:, :-1], labels[:, 1:])):
-        sel = (a != b) & (a > 0) & (b > 0)
+    for a, b, drop in _pair_views(labels):  # = (labels[:-1, :], labels[1:, :]), (labels[:, :-1], labels[:, 1:])
+        sel = _pair_select(a, b, drop)
         pairs.append(np.stack([np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])], 1))
         vals.append(sel)
     pr = np.concatenate(pairs)
@@ -1311,11 +1471,10 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
         return labels
     if dt is None:
         dt = ndi.distance_transform_edt(labels > 0).astype(np.float32)
-    # neck width: DT on the boundary between a and b (computed on the union mask)
-    dt_v = np.concatenate([
-        np.maximum(dt[:-1, :], dt[1:, :])[vals[0]], np.maximum(dt[:, :-1], dt[:, 1:])[vals[1]]])
-    in_v = np.concatenate([
-        np.minimum(flt[:-1, :], flt[1:, :])[vals[0]], np.minimum(flt[:, :-1], flt[:, 1:])[vals[1]]])
+    # neck width: DT on the boundary between a and b (computed on the union mask); the same pairs, in the
+    # same order, of the flattened dt and flt
+    dt_v = np.concatenate([np.maximum(a, b)[sel] for (a, b, _), sel in zip(_pair_views(dt), vals)])
+    in_v = np.concatenate([np.minimum(a, b)[sel] for (a, b, _), sel in zip(_pair_views(flt), vals)])
     key = pr[:, 0].astype(np.int64) * (n + 1) + pr[:, 1]
     uniq, inv = np.unique(key, return_inverse=True)
     neck = np.zeros(uniq.size, np.float32)
@@ -1323,7 +1482,7 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     bnd_int = np.bincount(inv, weights=in_v) / np.bincount(inv)
     idx = np.arange(1, n + 1)
     maxdt = np.zeros(n + 1, np.float32)
-    maxdt[:] = _label_max(dt, labels, n)
+    maxdt[:] = _label_max(dt, labels, n, labelled_only=True)  # (entry 0 is 0 either way: dt = 0 there)
     area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
     mean_int = np.zeros(n + 1)
     mean_int[:] = _label_mean(flt, labels, n, labelled_only=True)  # label 0 unused
@@ -1426,8 +1585,8 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     grown = watershed(dist, labels, mask=fg | cand).astype(np.int32)
     del dist
     keys = []
-    for a, b in ((grown[:-1, :], grown[1:, :]), (grown[:, :-1], grown[:, 1:])):
-        sel = (a != b) & (a > 0) & (b > 0)
+    for a, b, drop in _pair_views(grown):  # = (grown[:-1, :], grown[1:, :]), (grown[:, :-1], grown[:, 1:])
+        sel = _pair_select(a, b, drop)
         keys.append(np.minimum(a[sel], b[sel]).astype(np.int64) * (n + 1) + np.maximum(a[sel], b[sel]))
     keys = np.unique(np.concatenate(keys))
     la, lb = keys // (n + 1), keys % (n + 1)
@@ -1478,17 +1637,25 @@ def _distance_to(fg: np.ndarray, reach: float) -> np.ndarray:
     if r > 8:
         return ndi.distance_transform_edt(~fg).astype(np.float32)
     far = np.int32(4 * r * r + 1)  # > any squared distance inside the window
-    row = np.where(fg, np.int32(0), far)
-    for dx in range(1, min(r, fg.shape[1] - 1) + 1):
+    h, w = fg.shape
+    # the row pass on flat rows framed by r columns of 'far' (a shift by up to r along the flat buffer
+    # reads the frame, never the next row): 1-D ufuncs, ~3x faster than on column-shifted 2-D views
+    frame = np.full((h, w + r), far, np.int32)
+    frame[:, :w] = np.where(fg, np.int32(0), far)
+    f = frame.ravel()
+    row = frame.copy()
+    rf = row.ravel()
+    for dx in range(1, min(r, w - 1) + 1):
         k = np.int32(dx * dx)
-        np.minimum(row[:, dx:], np.where(fg[:, :-dx], k, far), out=row[:, dx:])
-        np.minimum(row[:, :-dx], np.where(fg[:, dx:], k, far), out=row[:, :-dx])
+        # = np.minimum(row[:, dx:], np.where(fg[:, :-dx], k, far)) (far + k changes no minimum)
+        np.minimum(rf[dx:], f[:-dx] + k, out=rf[dx:])
+        np.minimum(rf[:-dx], f[dx:] + k, out=rf[:-dx])
     d2 = row.copy()
-    for dy in range(1, min(r, fg.shape[0] - 1) + 1):
+    for dy in range(1, min(r, h - 1) + 1):
         k = np.int32(dy * dy)
         np.minimum(d2[dy:], row[:-dy] + k, out=d2[dy:])
         np.minimum(d2[:-dy], row[dy:] + k, out=d2[:-dy])
-    return np.sqrt(d2.astype(np.float64)).astype(np.float32)
+    return np.sqrt(d2[:, :w].astype(np.float64)).astype(np.float32)
 
 
 def _edt_at(inside: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -2066,21 +2233,26 @@ def _drop_dim(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
 
 def _label_median(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Per-label median (lower median for even counts), (n + 1,) float64 with index = label, NaN for
-    absent labels and for label 0. One sort of the labelled pixels (``ndi.median`` is ~20x slower)."""
+    absent labels and for label 0.
+
+    The labelled pixels are grouped by label with one stable sort of the labels (a radix sort for 16-bit
+    labels, ~10x faster than a float sort of the pixels), then each label's lower median is its group's
+    ``np.partition`` at ``(count - 1) // 2``: the same value as ordering all pixels by (label, value)
+    (``ndi.median`` is ~20x slower, a float argsort of ``label + value scaled into [0, 1)`` ~2.5x).
+    """
     sel = labels > 0
     lab = labels[sel]
     out = np.full(n + 1, np.nan)
     if lab.size == 0:
         return out
-    val = values[sel].astype(np.float64)
-    lo, span = float(val.min()), float(val.max() - val.min())
-    # one float sort: label + value scaled into [0, 1) (a lexsort of the two keys is ~2x slower)
-    order = np.argsort(lab + (val - lo) / (span * 1.001 + 1e-30))
+    order = np.argsort(lab.astype(np.uint16) if n < 65536 else lab, kind="stable")
+    val = np.take(values[sel], order)  # grouped by label
     cnt = np.bincount(lab, minlength=n + 1)
-    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-    have = cnt > 0
-    have[0] = False
-    out[have] = val[order[start[have] + (cnt[have] - 1) // 2]]
+    ends = np.cumsum(cnt)
+    ids = np.flatnonzero(cnt[1:]) + 1
+    # = val_sorted_by_label_then_value[start + (cnt - 1) // 2] for each label
+    out[ids] = [float(np.partition(val[e - c: e], (c - 1) // 2)[(c - 1) // 2])
+                for e, c in zip(ends[ids].tolist(), cnt[ids].tolist())]
     return out
 
 
@@ -2140,7 +2312,8 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
         return labels
     if bg is None:
         bg = _object_background(labels, flt, d, p)
-    peak = _label_max(flt, labels, n)
+    # (entry 0 of peak, bg and thr is only read at background pixels, which every use below leaves out)
+    peak = _label_max(flt, labels, n, labelled_only=True)
     min_part = float(p["refine_min_part_area"]) * math.pi * d * d / 4.0
     core_rel = float(p["outline_core_rel"])
     if core_rel > 0:
@@ -2153,7 +2326,7 @@ def _tighten_outlines(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
             parent[split.ravel()] = labels.ravel()  # a part's local background is its object's
             bg = bg[parent]
             labels = split
-            peak = _label_max(flt, labels, int(labels.max()))
+            peak = _label_max(flt, labels, int(labels.max()), labelled_only=True)
     thr = (bg + rel * (peak - bg)).astype(np.float32)
     keep = (flt >= np.take(thr, labels)) & (labels > 0)
     keep = _fill_holes(keep) & (labels > 0)
@@ -2443,10 +2616,14 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
         return labels
     cand, sols, concave = [cand[k] for k in keep], sols[keep], [concave[k] for k in keep]
     sig = float(p["level_split_smooth_diameters"]) * d
-    sm = ndi.gaussian_filter(flt, sig) if sig > 0 else flt
     # each candidate's local background: the median of the smoothed image in a ring around it (as
     # _object_background, other objects excluded), from its own box
     rr = max(1, int(round(p["dim_ring_diameters"] * d)))
+    # the smoothed image is only read in the candidates' boxes widened by the ring (a few objects of the
+    # field): = ndi.gaussian_filter(flt, sig) there
+    h, w = labels.shape
+    sm = _gauss_boxes(flt, sig, [(max(0, y0 - rr), min(h, y1 + rr), max(0, x0 - rr), min(w, x1 + rr))
+                                 for _, y0, y1, x0, x1, _ in cand]) if sig > 0 else flt
     bg = np.zeros(len(cand))
     for k, (i, y0, y1, x0, x1, m) in enumerate(cand):
         ya, yb = max(0, y0 - rr), min(labels.shape[0], y1 + rr)
@@ -2848,11 +3025,15 @@ def _separate_pieces(labels: np.ndarray, pieces: np.ndarray, flt: np.ndarray, mi
     n = int(labels.max())
     if n == 0:
         return labels
-    bnd = np.zeros(labels.shape, bool)
-    for sa, sb in ((np.s_[:-1, :], np.s_[1:, :]), (np.s_[:, :-1], np.s_[:, 1:])):
-        x = (labels[sa] != labels[sb]) & (labels[sa] > 0) & (labels[sb] > 0)
-        bnd[sa] |= x
-        bnd[sb] |= x
+    bnd = np.zeros(labels.size, bool)
+    h, w = labels.shape
+    # = for (sa, sb) in the vertical and horizontal neighbour views: x = different non-zero labels,
+    # bnd[sa] |= x, bnd[sb] |= x; on the flattened arrays (the row-end pairs dropped)
+    for (a, b, drop), k in zip(_pair_views(labels), (w, 1)):
+        x = _pair_select(a, b, drop)
+        bnd[: bnd.size - k] |= x
+        bnd[k:] |= x
+    bnd = bnd.reshape(h, w)
     comps, nc = ndi.label(pieces & (labels > 0) & ~bnd, structure=np.ones((3, 3), bool))
     pix = np.flatnonzero(comps)  # component 0 (outside the pieces) is never used below
     cid = comps.reshape(-1)[pix]
@@ -2955,7 +3136,7 @@ def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[fl
 
     When resampling, the areas at ``shape`` are counted on the small labels (each pixel weighted by how
     often its row and column are repeated) and the labels are renumbered before they are enlarged by two
-    1-D takes (rows, then columns): the same result as indexing first, with far less full-size work.
+    1-D takes (columns, then rows): the same result as indexing first, with far less full-size work.
     """
     if labels.shape != tuple(shape):
         yy = np.minimum((np.arange(shape[0]) + 0.5) * scale[0], labels.shape[0] - 1).astype(np.intp)
@@ -2969,7 +3150,9 @@ def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[fl
         keep[0] = False
         newid = np.zeros(n + 1, np.int32)
         newid[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        return np.take(np.take(newid, labels)[yy], xx, axis=1)
+        # = newid[labels][yy][:, xx]: columns first (the column gather on the small image's rows), then
+        # whole rows copied, ~2x faster than the full-size column gather of rows-first
+        return np.take(np.take(np.take(newid, labels), xx, axis=1), yy, axis=0)
     n = int(labels.max())
     if n == 0:
         return labels.astype(np.int32)
@@ -3120,8 +3303,12 @@ def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: flo
     del dil
     # one pass for the inside (labels 1..n) and the ring (n + 1 + label) sums: the same per-bin sums
     in_ring = (lab_ring > 0) & (lab_rim == 0)
-    key = lab.astype(np.uint16 if 2 * n + 1 < 65536 else np.int32)  # small: converted per block of rows
-    key[in_ring] = lab_ring[in_ring].astype(key.dtype) + key.dtype.type(n + 1)
+    kt = np.uint16 if 2 * n + 1 < 65536 else np.int32  # small: converted per block of rows
+    ring_key = lab_ring.astype(kt, copy=False)
+    ring_key += kt(n + 1)  # (lab_ring is not needed any more)
+    # = lab.astype(kt) with key[in_ring] = lab_ring[in_ring] + n + 1, in one pass
+    key = np.where(in_ring, ring_key, lab.astype(kt, copy=False))
+    del ring_key, lab_ring
     cnt, tot = _label_count_sum(work, key, 2 * n + 1, labelled_only=True)
     counts = cnt[n + 2:]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -3145,11 +3332,18 @@ def _label_grid(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     new_row = np.ones(h, bool)
     new_col = np.ones(w, bool)
     new_col[1:] = False
+    diff = np.empty(min(h, 257) * w, bool)
     for r0 in range(0, h, 256):  # blocks of rows: small temporaries
         blk = labels[r0: r0 + 257]
         new_row[r0 + 1: r0 + blk.shape[0]] = (blk[1:] != blk[:-1]).any(axis=1)
-        new_col[1:] |= (blk[:, 1:] != blk[:, :-1]).any(axis=0)
-    grid = labels[np.ix_(np.flatnonzero(new_row), np.flatnonzero(new_col))]
+        # = (blk[:, 1:] != blk[:, :-1]).any(axis=0), on the flattened rows (1-D, ~2x faster); the last
+        # column compares a row's end with the next row's start and is left out
+        f = np.ascontiguousarray(blk).reshape(-1)
+        dv = diff[: f.size]
+        np.not_equal(f[1:], f[:-1], out=dv[:-1])
+        new_col[1:] |= dv.reshape(blk.shape)[:, :-1].any(axis=0)
+    # = labels[np.ix_(rows, cols)], 2-3x faster
+    grid = np.take(np.take(labels, np.flatnonzero(new_row), axis=0), np.flatnonzero(new_col), axis=1)
     return grid, np.cumsum(new_row) - 1, np.cumsum(new_col) - 1
 
 
@@ -3297,16 +3491,19 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
     if not rest:
         return out
     bounds = _hull_row_bounds([m for _, m, _ in rest])  # all hulls at once
+    bayed = []  # the objects with two or more bays
     for k, (j, m, area) in enumerate(rest):
         hull = _hull_image(m, _bounds_of(bounds, k))  # = skimage.morphology.convex_hull_image(m)
         bays, n_bays = ndi.label(hull & ~m)
-        if n_bays < 2:
-            continue
+        if n_bays >= 2:
+            bayed.append((j, m, area, hull, bays, n_bays))
+    # = [float(ndi.distance_transform_edt(m).max()) for each m], in one call
+    radii = _inscribed_radii([b[1] for b in bayed])
+    for (j, m, area, hull, bays, n_bays), r_in in zip(bayed, radii):
         # distance from the hull's edge (= ndi.distance_transform_edt(hull)), needed on the bays only
         hull_depth = np.zeros(m.shape)
         by, bx = np.nonzero(bays)
         hull_depth[by, bx] = _edt_at(hull, by, bx)
-        r_in = float(ndi.distance_transform_edt(m).max())
         depth = _label_max(hull_depth, bays, n_bays)[1:]  # = ndi.maximum(hull_depth, bays, 1..n_bays)
         deep = [int(i) for i in np.argsort(-depth)[:4] if depth[i] >= min_depth * r_in]
         tips = [np.unravel_index(np.argmax(np.where(bays == i + 1, hull_depth, -1.0)), m.shape) for i in deep]
@@ -3324,6 +3521,42 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
     return out
 
 
+def _inscribed_radii(masks: list[np.ndarray]) -> list[float]:
+    """``float(ndi.distance_transform_edt(m).max())`` of each 2-D bool mask whose border rows and columns
+    are all False, exactly, from one transform of the masks placed side by side: a pixel outside a mask's
+    rectangle is never nearer to its pixels than the rectangle's False frame (its projection onto the
+    rectangle is a frame pixel, no farther in either axis), so every pixel has the same distance as in its
+    own transform. One call instead of one per mask (scipy's wrapper costs ~0.1 ms a call)."""
+    if not masks:
+        return []
+    x0 = np.cumsum([0] + [m.shape[1] for m in masks])
+    canvas = np.zeros((max(m.shape[0] for m in masks), int(x0[-1])), bool)
+    for m, a in zip(masks, x0[:-1].tolist()):
+        canvas[: m.shape[0], a: a + m.shape[1]] = m
+    # the largest squared distance per mask, then its square root: scipy's float64 distances are the
+    # (correctly rounded, so monotonic) square roots of the same whole numbers
+    d2 = _edt_squared(canvas, 32) if canvas.any() and canvas.shape[0] + canvas.shape[1] < 40000 else None
+    if d2 is None:
+        dt = ndi.distance_transform_edt(canvas)
+        return [float(dt[: m.shape[0], a: a + m.shape[1]].max()) for m, a in zip(masks, x0[:-1].tolist())]
+    return [float(np.sqrt(np.float64(d2[: m.shape[0], a: a + m.shape[1]].max())))
+            for m, a in zip(masks, x0[:-1].tolist())]
+
+
+def _at_least(img: np.ndarray, value: float) -> np.ndarray:
+    """``img >= value``, exactly; integer images are compared with ``ceil(value)`` in their own dtype
+    (the same pixels for whole numbers, ~6x faster than converting each pixel to float64)."""
+    if np.issubdtype(img.dtype, np.integer) and math.isfinite(value):
+        info = np.iinfo(img.dtype)
+        c = math.ceil(value)
+        if c > info.max:
+            return np.zeros(img.shape, bool)
+        if c <= info.min:
+            return np.ones(img.shape, bool)
+        return img >= img.dtype.type(c)
+    return img >= value
+
+
 def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None, diameter_px: float,
               saturation_value: float | None, qc: dict[str, float]) -> pd.DataFrame:
     n = int(labels.max())
@@ -3338,33 +3571,20 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
     touches = props["touches"]
     mean_dapi = _label_sum(dapi, labels, n, labelled_only=True)[idx] / area  # area > 0 for every idx
     if saturation_value is not None:
-        sat = np.bincount(labels[dapi >= saturation_value], minlength=n + 1)[idx] / area
+        sat = np.bincount(labels[_at_least(dapi, saturation_value)], minlength=n + 1)[idx] / area
     else:
         sat = np.zeros(len(idx))
     focus = _focus_measure(dapi, labels, n, diameter_px, grid)[idx - 1]
     px_area = None if pixel_size_um is None else pixel_size_um ** 2
-    df = pd.DataFrame({
-        "label": idx.astype(np.int32),
-        "centroid_y": props["centroid_y"],
-        "centroid_x": props["centroid_x"],
-        "area_px": area,
-        "area_um2": area * px_area if px_area else np.full(len(idx), np.nan),
-        "equivalent_diameter_um": (2 * np.sqrt(area / np.pi) * pixel_size_um) if pixel_size_um
-        else np.full(len(idx), np.nan),
-        "solidity": props["solidity"],
-        "eccentricity": props["eccentricity"],
-        "mean_dapi": mean_dapi,
-        "integrated_dapi": mean_dapi * area,
-        "focus": focus,
-        "touches_border": touches.astype(bool),
-        "saturated_fraction": sat,
-    })
+    touch = touches.astype(bool)
     typical_area = math.pi * diameter_px ** 2 / 4.0
-    inner = df[~df["touches_border"]]
-    many = len(inner) >= 5
-    med_area = float(inner["area_px"].median()) if many else np.nan
-    med_focus = float(inner["focus"].median()) if many else np.nan
-    solidity = df["solidity"].to_numpy()
+    # the nuclei off the border (= the rows of df[~df["touches_border"]]: the same values and dtypes, so
+    # pandas' medians are the same)
+    inner = ~touch
+    many = int(np.count_nonzero(inner)) >= 5
+    med_area = float(pd.Series(area[inner]).median()) if many else np.nan
+    med_focus = float(pd.Series(focus[inner]).median()) if many else np.nan
+    solidity = props["solidity"]
     # a deeply notched object is a clump unless it is no bigger than one nucleus: then it is a lobulated one
     low_solidity = solidity < qc["min_solidity"]
     if many and qc["low_solidity_min_area_vs_median"] > 0:
@@ -3379,21 +3599,38 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
         big[big] = _two_bodies(labels, idx[big], diameter_px, qc, props["small"], props["small_boxes"])
     # each rule: (token, boolean column) -- data, evaluated in this order
     rules = [
-        ("border", df["touches_border"].to_numpy()),
+        ("border", touch),
         ("too_small", area < qc["min_area_fraction"] * typical_area),
         ("too_large", area > qc["max_area_fraction"] * typical_area),
         ("clump", clump | big),
         ("out_of_focus", (focus < qc["min_focus"]) | (many & (focus < qc["min_focus_vs_median"] * med_focus))),
         ("saturated", sat > qc["max_saturated_fraction"]),
     ]
-    reasons = [[] for _ in range(len(df))]
+    reasons = [[] for _ in range(len(idx))]
     for token, hit in rules:
         for i in np.flatnonzero(hit):
             reasons[i].append(token)
     reason = [";".join(r) for r in reasons]
-    df["scorable"] = np.array([r == "" for r in reason], bool)  # = df["exclusion_reason"] == ""
-    df["exclusion_reason"] = reason
-    return df if list(df.columns) == QC_COLUMNS else df[QC_COLUMNS]
+    # the table in one construction, columns in QC_COLUMNS order (adding the last two columns to a built
+    # table costs ~2x the construction)
+    return pd.DataFrame({
+        "label": idx.astype(np.int32),
+        "centroid_y": props["centroid_y"],
+        "centroid_x": props["centroid_x"],
+        "area_px": area,
+        "area_um2": area * px_area if px_area else np.full(len(idx), np.nan),
+        "equivalent_diameter_um": (2 * np.sqrt(area / np.pi) * pixel_size_um) if pixel_size_um
+        else np.full(len(idx), np.nan),
+        "solidity": solidity,
+        "eccentricity": props["eccentricity"],
+        "mean_dapi": mean_dapi,
+        "integrated_dapi": mean_dapi * area,
+        "focus": focus,
+        "touches_border": touch,
+        "saturated_fraction": sat,
+        "scorable": np.array([r == "" for r in reason], bool),  # = the exclusion_reason column == ""
+        "exclusion_reason": reason,
+    })
 
 
 # --------------------------------------------------------------------------------------------------
