@@ -2537,8 +2537,9 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
     sub-pixel outline, :func:`_outline_concavities`): two nuclei side by side leave a notch where their
     outlines meet, chromatin texture inside one nucleus does not. A partition is also valid, without
     concavities, in an object of at least ``level_split_step_min_area`` nucleus areas whose core is not
-    of one brightness and whose own bright/dim partition has smooth parts (:func:`_has_step`), when every boundary is at most ``level_split_step_ratio`` x the
-    brighter part beside it (:func:`_boundaries_below_brighter`, a brightness step or a seam) and every
+    of one brightness and whose own bright/dim partition has smooth parts (:func:`_has_step`), when every
+    boundary is at most ``level_split_step_ratio`` x the brighter part beside it
+    (:func:`_boundaries_below_brighter`, a brightness step or a seam) and every
     part's own texture index is at most ``level_split_step_max_texture`` (:func:`_parts_texture`: coarse
     chromatin makes such steps inside one nucleus). In the concavity route's candidates, when every part is
     smooth (texture index at most ``concave_smooth_max_texture``) and the parts are not less convex than
