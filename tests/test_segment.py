@@ -2015,3 +2015,54 @@ def test_has_step_needs_a_step_and_smooth_bright_dim_parts():
     textured = (flt * np.clip(tex, 0.2, None)).astype(np.float32)
     assert not S._has_step(cand, textured, 20.0, 0.8, tex_max)
     assert S._has_step(cand, textured, 20.0, 0.8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 20000), st.integers(0, 2**31 - 1), st.booleans())
+def test_median_equals_numpy(n, seed, ties):
+    # the bracketed order-statistic search (arrays of >= 4096 values) and the small-array path
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=n)
+    if ties:  # many equal values (integer images)
+        v = np.round(v * 3.0)
+    assert S._median(v) == np.median(v)
+
+
+@pytest.mark.parametrize("sigma", [0.6, 1.0, 2.3, 4.0])
+def test_gauss_small_and_gauss_boxes_equal_scipy(sigma):
+    rng = np.random.default_rng(int(sigma * 10))
+    x = rng.random((57, 83)).astype(np.float32)
+    ref = ndi.gaussian_filter(x, sigma)
+    assert np.array_equal(S._gauss_small(x, sigma), ref)
+    boxes = [(0, 10, 0, 12), (20, 31, 40, 83), (50, 57, 5, 9)]  # at the edges and inside
+    got = S._gauss_boxes(x, sigma, boxes)
+    inside = np.zeros(x.shape, bool)
+    for y0, y1, x0, x1 in boxes:
+        inside[y0:y1, x0:x1] = True
+    assert np.array_equal(got[inside], ref[inside]) and not got[~inside].any()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32])
+def test_at_least_equals_comparison(dtype):
+    rng = np.random.default_rng(3)
+    img = (rng.random((20, 30)) * 250).astype(dtype)
+    for value in (-5.0, 0.0, 17.0, 17.5, 249.99, 250.0, 1e6, float("inf"), float("-inf")):
+        assert np.array_equal(S._at_least(img, value), img >= value)
+
+
+def test_inscribed_radii_and_labelled_only_max_equal_the_plain_formulations():
+    rng = np.random.default_rng(5)
+    masks = []
+    for _ in range(12):
+        h, w = rng.integers(5, 30, 2)
+        m = ndi.gaussian_filter(rng.random((h, w)), 1.5) > 0.5
+        m[0] = m[-1] = False
+        m[:, 0] = m[:, -1] = False
+        masks.append(m)
+    assert S._inscribed_radii(masks) == [float(ndi.distance_transform_edt(m).max()) for m in masks]
+    assert S._inscribed_radii([]) == []
+    lab = ndi.label(ndi.gaussian_filter(rng.random((40, 50)), 2) > 0.5)[0]
+    vals = rng.random(lab.shape)
+    n = int(lab.max())
+    full, only = S._label_max(vals, lab, n), S._label_max(vals, lab, n, labelled_only=True)
+    assert only[0] == 0 and np.array_equal(only[1:], full[1:])
