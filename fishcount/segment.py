@@ -2573,10 +2573,7 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
     nucleus_area = math.pi * d * d / 4.0
     if np.count_nonzero(area[1:]) >= 5:  # as step 7d: the field's own objects when d is low
         nucleus_area = max(nucleus_area, float(np.median(area[1:][area[1:] > 0])))
-    min_part = float(p["refine_min_part_area"]) * nucleus_area
-    concave_area = max(float(p["level_split_min_area"]) * nucleus_area, 2 * min_part)
-    step_on = float(p["level_split_step_ratio"]) > 0 and float(p["level_split_step_min_area"]) > 0
-    step_area = max(float(p["level_split_step_min_area"]) * nucleus_area, 2 * min_part) if step_on else np.inf
+    min_part, concave_area, step_area = _level_split_areas(p, nucleus_area)
     min_area = min(concave_area, step_area)
     max_sol = float(p["concave_max_solidity"])
     pad = 2
@@ -2645,6 +2642,18 @@ def _level_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.n
             sub[pt == j] = nxt
             nxt += 1
     return out if nxt > n + 1 else labels
+
+
+def _level_split_areas(p: dict, nucleus_area: float) -> tuple[float, float, float]:
+    """Step 7c2's size thresholds, px: the smallest part (``refine_min_part_area`` nucleus areas), the
+    smallest object of the concavity routes (``level_split_min_area``) and of the brightness-step route
+    (``level_split_step_min_area``; ``inf`` when ``level_split_step_ratio`` or it is 0: the route is off),
+    both at least two parts."""
+    min_part = float(p["refine_min_part_area"]) * nucleus_area
+    concave_area = max(float(p["level_split_min_area"]) * nucleus_area, 2 * min_part)
+    step_on = float(p["level_split_step_ratio"]) > 0 and float(p["level_split_step_min_area"]) > 0
+    step_area = max(float(p["level_split_step_min_area"]) * nucleus_area, 2 * min_part) if step_on else np.inf
+    return min_part, concave_area, step_area
 
 
 def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarray, bg: np.ndarray,
@@ -2774,18 +2783,17 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
         if ps.min() >= p["level_split_part_solidity"] and w - sols[j - 1] >= p["level_split_min_solidity_gain"]:
             scored[j].append((w, len(scored[j]), pt))
     reach = float(p["level_split_concavity_reach"]) * d
-    step_ratio = float(p["level_split_step_ratio"]) if p["level_split_step_min_area"] > 0 else 0.0
-    step_area = max(float(p["level_split_step_min_area"]) * nucleus_area, 2 * min_part)
+    step_ratio = float(p["level_split_step_ratio"])
+    _, concave_area, step_area = _level_split_areas(p, nucleus_area)
     band = max(1.0, float(p["level_split_step_band_diameters"]) * d)
     max_tex = float(p["level_split_step_max_texture"])
     img = sm if flt is None else flt
     notch_reach = float(p["level_split_notch_reach"]) * d
-    concave_area = max(float(p["level_split_min_area"]) * nucleus_area, 2 * min_part)
     smooth_tex = float(p["concave_smooth_max_texture"])
     for j in range(1, n_obj + 1):
         i, y0, y1, x0, x1, m = cand[j - 1]
         cv = concave[j - 1]
-        step_ok = step_ratio > 0 and m.sum() >= step_area
+        step_ok = m.sum() >= step_area  # (inf when the route is off)
         notch_ok = notch_reach > 0 and smooth_tex > 0 and len(cv) >= 1 and m.sum() >= concave_area
         # the texture is only compared with the thresholds of the routes open to this object
         limit = max(max_tex if step_ok else -np.inf, smooth_tex if notch_ok else -np.inf)
