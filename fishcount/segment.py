@@ -3267,8 +3267,11 @@ def _get_backend(name: str) -> Callable[..., np.ndarray]:
 # QC
 # --------------------------------------------------------------------------------------------------
 
-#: Nucleus width (px) at which sharpness is measured; see :func:`_focus_measure`.
-FOCUS_WORKING_DIAMETER_PX = 32.0
+#: Nucleus width (px) at which sharpness is measured; see :func:`_focus_measure`. 24 px (was 32: ~half the
+#: cost, ~5 ms per simulated 1024² field): the same QC flags on simulated seeds 0-9 and the 40 DSB2018 dev
+#: images; defocused / in-focus nuclei relative to the field median at 0.1, 0.16 and 0.24 µm/px (seeds
+#: 100-105): below 0.6: 87 / 0 of 90 / 2161 (32 px: 88 / 0), in-focus 0.5th percentile 0.76 (0.76-0.79).
+FOCUS_WORKING_DIAMETER_PX = 24.0
 
 
 def _focus_measure(img: np.ndarray, labels: np.ndarray, n: int, diameter_px: float,
