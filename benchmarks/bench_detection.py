@@ -21,8 +21,9 @@ What is measured (results and commands: docs/benchmarks.md, section Detection):
      nucleus masks (no split rule, as Big-FISH gives it; and with fishcount's split rule applied), on
      the same nuclei.
    * Time: Big-FISH ``detect_spots`` over the probe channels vs fishcount's whole ``analyze_field``
-     (segmentation included; output writing excluded), one thread each; the two alternate three times
-     and the fastest round of each is kept. The split of fishcount's time into segmentation and
+     (segmentation included; output writing excluded), one thread each; the two alternate
+     ``--timing-rounds`` times (default 5) and the fastest round of each is kept (the shared machine's
+     wall-clock times vary by +-20 % between rounds). The split of fishcount's time into segmentation and
      detection + calls comes from the first round.
 2. Sparse fields (6 nuclei in 512², true masks): fishcount's counts (every eligible nucleus, its exclusion
    rules ignored) vs Big-FISH's, where an elbow threshold is documented to be fragile.
@@ -157,7 +158,7 @@ def true_segmentation(sim):
 # -------------------------------------------------------------------------------------------
 # benchmarks
 # -------------------------------------------------------------------------------------------
-def bench_simulated(n_fields: int, bigfish_python: str | None, shape=(1024, 1024), repeats: int = 3) -> dict:
+def bench_simulated(n_fields: int, bigfish_python: str | None, shape=(1024, 1024), repeats: int = 5) -> dict:
     import pandas as pd
 
     import fishcount as fc
@@ -370,11 +371,16 @@ def main() -> None:
     ap.add_argument("--bigfish-python", default=os.environ.get("BIGFISH_PYTHON"))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detection.json")
     ap.add_argument("--quick", action="store_true", help="1 field, no 2048² throughput")
+    ap.add_argument("--timing-rounds", type=int, default=5,
+                    help="Big-FISH / fishcount timing rounds, alternating; the fastest of each counts")
     a = ap.parse_args()
+    if a.timing_rounds < 1:
+        ap.error("--timing-rounds must be at least 1")
     if a.worker:
         worker(a.worker)
         return
-    res = {"simulated": bench_simulated(1 if a.quick else a.fields, a.bigfish_python)}
+    res = {"simulated": bench_simulated(1 if a.quick else a.fields, a.bigfish_python,
+                                            repeats=a.timing_rounds)}
     print(json.dumps(res["simulated"], indent=1), flush=True)
     res["sparse"] = bench_sparse(a.bigfish_python)
     print(json.dumps(res["sparse"], indent=1), flush=True)
