@@ -35,6 +35,8 @@ import scipy.fft as sp_fft
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
+from .segment import _median
+
 __all__ = [
     "SPOT_COLUMNS",
     "spot_sigma_px",
@@ -349,8 +351,12 @@ def noise_level(response: np.ndarray, mask: np.ndarray | None = None) -> float:
         if np.count_nonzero(m) >= 100:
             r = r[m]
     r = r.ravel()
-    med = np.median(r)
-    mad = float(np.median(np.abs(r - med), overwrite_input=True)) * 1.4826  # a private temporary
+    if np.isnan(r).any():  # np.median's NaN result (the exact _median takes arrays without NaN)
+        med = np.median(r)
+        mad = float(np.median(np.abs(r - med), overwrite_input=True)) * 1.4826  # a private temporary
+    else:  # _median = np.median, exactly (~3x faster on the ~60k nucleus pixels of a 1024² field)
+        med = _median(r)
+        mad = float(_median(np.abs(r - med))) * 1.4826
     if not mad > 0:
         mad = float(np.std(r))
     return max(mad, 1e-6)
