@@ -3556,7 +3556,7 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
             continue
         yy, xx = np.nonzero(m)
         cy, cx = yy.mean(), xx.mean()
-        cov = np.cov(np.stack([yy - cy, xx - cx]))
+        cov = _cov_rows(np.stack([yy - cy, xx - cx]))  # = np.cov
         try:
             inv = np.linalg.inv(cov)
         except np.linalg.LinAlgError:
@@ -3599,6 +3599,19 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
             if out[j]:
                 break
     return out
+
+
+def _cov_rows(m: np.ndarray) -> np.ndarray:
+    """``np.cov(m)`` of a 2-D float64 array of >= 2 rows (variables) and >= 2 columns, exactly: numpy's
+    steps without its argument handling (~3x faster on one object's pixel coordinates): a copy minus
+    its row means, ``np.dot(X, X.T.conj())`` scaled by ``1 / (n - 1)``. Other input goes to ``np.cov``."""
+    if m.ndim != 2 or m.dtype != np.float64 or m.shape[0] < 2 or m.shape[1] < 2:
+        return np.cov(m)
+    x = m.copy()
+    x -= x.mean(axis=1)[:, None]
+    c = np.dot(x, x.T.conj())
+    c *= np.true_divide(1, m.shape[1] - 1)
+    return c
 
 
 def _inscribed_radii(masks: list[np.ndarray]) -> list[float]:

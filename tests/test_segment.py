@@ -2124,3 +2124,23 @@ def test_threshold_otsu_equals_skimage():
         S._threshold_otsu(tiny)
     with pytest.raises(ValueError):
         S._threshold_otsu(np.array([1.0, np.nan, 2.0], np.float32))
+
+
+def test_cov_rows_equals_numpy():
+    rng = np.random.default_rng(13)
+    for n in (2, 3, 20, 57, 400):
+        for rows in (2, 3):
+            m = rng.normal(size=(rows, n)) * 7.0
+            cases = [m, np.round(m), np.zeros((rows, n)), np.tile(m[:1], (rows, 1))]  # ties, constants, collinear
+            for c in cases:
+                got, ref = S._cov_rows(c), np.cov(c)
+                assert got.dtype == ref.dtype and got.shape == ref.shape and np.array_equal(got, ref)
+    yy, xx = np.nonzero(ndi.gaussian_filter(rng.random((30, 40)), 2) > 0.5)  # as _two_bodies: pixel offsets
+    a = np.stack([yy - yy.mean(), xx - xx.mean()])
+    assert np.array_equal(S._cov_rows(a), np.cov(a))
+    import warnings
+
+    for other in (np.arange(5.0), np.ones((2, 1)), np.arange(6).reshape(2, 3)):  # np.cov itself
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # one observation: no degrees of freedom
+            assert np.array_equal(S._cov_rows(other), np.cov(other), equal_nan=True)
