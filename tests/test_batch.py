@@ -418,7 +418,11 @@ def test_layout_groups_per_channel_files(tmp_path):
 
 
 def _finished_fields(fields: Path) -> int:
-    return sum(1 for m in fields.rglob(batch.MARKER) if not m.parent.name.startswith((".tmp-", ".trash-")))
+    while True:
+        try:
+            return sum(1 for m in fields.rglob(batch.MARKER) if not m.parent.name.startswith((".tmp-", ".trash-")))
+        except FileNotFoundError:  # the running batch renamed a folder while we walked the tree: look again
+            continue
 
 
 @pytest.mark.slow
