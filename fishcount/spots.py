@@ -344,13 +344,7 @@ def noise_level(response: np.ndarray, mask: np.ndarray | None = None) -> float:
     float
         Noise level in the units of ``response`` (> 0; a tiny positive value for a constant image).
     """
-    step = 2 if response.size > 250_000 else 1
-    r = response[::step, ::step]
-    if mask is not None:
-        m = mask[::step, ::step]
-        if np.count_nonzero(m) >= 100:
-            r = r[m]
-    r = r.ravel()
+    r = _noise_sample(response, mask)
     if np.isnan(r).any():  # np.median's NaN result (the exact _median takes arrays without NaN)
         med = np.median(r)
         mad = float(np.median(np.abs(r - med), overwrite_input=True)) * 1.4826  # a private temporary
@@ -360,6 +354,18 @@ def noise_level(response: np.ndarray, mask: np.ndarray | None = None) -> float:
     if not mad > 0:
         mad = float(np.std(r))
     return max(mad, 1e-6)
+
+
+def _noise_sample(response: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The 1-D sample :func:`noise_level` estimates from: every second pixel of every second row of images
+    above 250k pixels (all pixels below), restricted to ``mask`` when it keeps at least 100 of them."""
+    step = 2 if response.size > 250_000 else 1
+    r = response[::step, ::step]
+    if mask is not None:
+        m = mask[::step, ::step]
+        if np.count_nonzero(m) >= 100:
+            r = r[m]
+    return r.ravel()
 
 
 def _subpixel(response: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -307,13 +307,9 @@ def test_noise_level_is_robust_to_sparse_signals():
 
 def _noise_level_plain(response, mask=None):
     # noise_level as np.median formulates it (the reference of the exact _median path)
-    step = 2 if response.size > 250_000 else 1
-    r = response[::step, ::step]
-    if mask is not None:
-        m = mask[::step, ::step]
-        if np.count_nonzero(m) >= 100:
-            r = r[m]
-    r = r.ravel()
+    from fishcount.spots import _noise_sample
+
+    r = _noise_sample(response, mask)
     med = np.median(r)
     mad = float(np.median(np.abs(r - med))) * 1.4826
     if not mad > 0:
