@@ -13,6 +13,7 @@ Example
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -38,6 +39,7 @@ from .spots import (
     _merge_groups,
     _pair_fusions,
     auto_threshold,
+    estimate_signal_sigma_px,
     finish_signal_table,
     near_other_nucleus,
     signal_table,
@@ -80,7 +82,19 @@ DETECTION_DEFAULTS: dict[str, float] = {
     "z_step_um": 0.0,
     # axial spot sigma as a multiple of the lateral one (the axial PSF is 2-3x longer) [I]
     "z_sigma_ratio": 2.0,
+    # signal size check: the signals' own size is measured (fishcount.spots.estimate_signal_sigma_px on
+    # the brightest signals inside nuclei); when they are smaller than the panel's signal_diameter_um by
+    # more than this fraction (measured < panel / (1 + tolerance)), detection runs again at the measured
+    # size and the panel's distances (split, fusion, snap, boundary) scale with it; larger signals are
+    # recorded but detected at the panel's size; < 0 = no check [I]
+    "signal_size_tolerance": 0.1,
 }
+
+#: Signals used to measure the signal size: inside nuclei, at least this SNR, at most this many (the
+#: brightest), and no measurement from fewer than SIZE_MIN_SIGNALS of them in a channel [I].
+SIZE_MIN_SNR = 10.0
+SIZE_MAX_SIGNALS = 150
+SIZE_MIN_SIGNALS = 20
 
 
 @dataclass(frozen=True)
@@ -248,6 +262,57 @@ def _candidates(field, labels, panel: Panel, pixel_size_um: float, det: Mapping[
     return out
 
 
+def _signal_size_ratio(field, cands: dict[str, tuple], sigma_px: float) -> tuple[float | None, dict[str, float]]:
+    """Measured / nominal signal sigma: the median over the 2-D probe channels with enough bright signals
+    (:data:`SIZE_MIN_SNR`, :data:`SIZE_MAX_SIGNALS`, :data:`SIZE_MIN_SIGNALS`) of
+    :func:`fishcount.spots.estimate_signal_sigma_px` at their candidates; None when no channel has
+    enough. Also the per-channel ratios."""
+    per: dict[str, float] = {}
+    for name, (cand, _, _) in cands.items():
+        img = field.probes[name]
+        if "z" in cand or _probe2d(img).ndim != 2:
+            continue
+        sel = np.flatnonzero((cand["label"] > 0) & (cand["snr"] >= SIZE_MIN_SNR))
+        if sel.size < SIZE_MIN_SIGNALS:
+            continue
+        sel = sel[np.argsort(-cand["snr"][sel], kind="stable")[:SIZE_MAX_SIGNALS]]
+        est, each = estimate_signal_sigma_px(_probe2d(img), cand["y"][sel], cand["x"][sel], sigma_px)
+        if each.size >= SIZE_MIN_SIGNALS:
+            per[name] = est / sigma_px
+    return (float(np.median(list(per.values()))) if per else None), per
+
+
+def _detect_candidates(field, labels, panel: Panel, pixel_size_um: float,
+                       det: Mapping[str, float]) -> tuple[Panel, dict[str, tuple], dict]:
+    """Candidates of every probe channel at the panel's signal size, checked against the signals' own size.
+
+    When the measured size (:func:`_signal_size_ratio`) is below the panel's by more than
+    ``signal_size_tolerance``, the candidates are found again at the measured size and the returned panel
+    has its signal diameter and its split and fusion distances scaled by the same ratio (the lab rules are
+    in signal diameters: clinical.md §3.2). Returns (panel used, candidates, record for ``params``).
+    """
+    sigma = spot_sigma_px(panel.signal_diameter_um, pixel_size_um)
+    cands = _candidates(field, labels, panel, pixel_size_um, det)
+    tol = det["signal_size_tolerance"]
+    rec = {"panel_diameter_um": panel.signal_diameter_um, "measured_ratio": None, "per_channel_ratio": {},
+           "used_diameter_um": panel.signal_diameter_um, "source": "panel"}
+    if tol < 0:
+        rec["source"] = "panel (size check off)"
+        return panel, cands, rec
+    ratio, per = _signal_size_ratio(field, cands, sigma)
+    rec.update(measured_ratio=ratio, per_channel_ratio=per)
+    # only SMALLER signals than the panel's are acted on: a larger band-pass passes more of the nuclear
+    # background (probe autofluorescence follows the chromatin), the noise level rises and dim signals are
+    # lost; detecting large signals at the panel's smaller size costs little (docs/detection.md)
+    if ratio is None or ratio >= 1.0 / (1.0 + tol):
+        return panel, cands, rec
+    used = dataclasses.replace(
+        panel, signal_diameter_um=panel.signal_diameter_um * ratio, split_distance_um=panel.split_distance_um * ratio,
+        fusion_distance_um=None if panel.fusion_distance_um is None else panel.fusion_distance_um * ratio)
+    rec.update(used_diameter_um=used.signal_diameter_um, source="measured")
+    return used, _candidates(field, labels, used, pixel_size_um, det), rec
+
+
 def _z_scale(field, det: Mapping[str, float], pixel_size_um: float) -> float | None:
     """z step in pixel units when the field is detected in 3-D, else None."""
     three_d = det["z_step_um"] > 0 and any(v.ndim == 3 and v.shape[0] > 1 for v in field.probes.values())
@@ -335,7 +400,7 @@ def analyze_field(
 
     t = time.perf_counter()
     px, px_source = _pixel_size(fld, seg)
-    cands = _candidates(fld, labels, pan, px, det)
+    det_pan, cands, size_rec = _detect_candidates(fld, labels, pan, px, det)
     zs = _z_scale(fld, det, px)
     qc = seg.qc
     n_nuc = int(len(qc))
@@ -360,7 +425,7 @@ def analyze_field(
         # (a sub-threshold shoulder of a bright signal is part of it) and flag dim nuclei
         keep = cand["snr"] >= th / band
         parts.append((name, {k: v[keep] for k, v in cand.items()}))
-    spots, dim_labels, boundary_labels = _signals(parts, used, labels, pan, px, det, responses, zs)
+    spots, dim_labels, boundary_labels = _signals(parts, used, labels, det_pan, px, det, responses, zs)
     timings["detect_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -370,7 +435,8 @@ def analyze_field(
     rec = {
         "pixel_size_um": px,
         "pixel_size_source": px_source,
-        "signal_sigma_px": spot_sigma_px(pan.signal_diameter_um, px),
+        "signal_sigma_px": spot_sigma_px(det_pan.signal_diameter_um, px),
+        "signal_size": size_rec,
         "noise": noise,
         "threshold_source": th_source,
         "threshold_units": "SNR (noise units of the enhanced image)",
@@ -497,7 +563,7 @@ def estimate_thresholds(
         seg = seg if seg is not None else _segment(fld, fld.pixel_size_um, seg_params)
         px, _ = _pixel_size(fld, seg)
         n_nuc += int(len(seg.qc))
-        for name, (cand, _, _) in _candidates(fld, np.asarray(seg.labels), pan, px, det).items():
+        for name, (cand, _, _) in _detect_candidates(fld, np.asarray(seg.labels), pan, px, det)[1].items():
             pool[name].append(cand["snr"][cand["label"] > 0])
     return {
         name: auto_threshold(np.concatenate(v) if v else np.zeros(0), n_nuc, min_snr=det["min_auto_snr"])

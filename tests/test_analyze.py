@@ -530,3 +530,41 @@ def test_cli_run_z_step_passes_3d_detection_to_every_field(zstack_dir, tmp_path)
                                   "--no-report", "-q"])
     assert r.exit_code == 0, r.output
     assert "z" not in pd.read_csv(next((tmp_path / "run2" / "fields").rglob("spots.csv"))).columns
+
+
+# --- signal size check --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_signals_smaller_than_the_panel_says_are_measured_and_counted_right():
+    """Signals half the panel's diameter: the size check detects them at their own size (and scales the
+    split distance), which counts them right where the panel's size loses some."""
+    import dataclasses
+
+    panel = fc.load_panel("del5q")
+    small = dataclasses.replace(panel, signal_diameter_um=0.5 * panel.signal_diameter_um)
+    on, off = [], []
+    for seed in (1, 2, 3):
+        sim = fc.simulate_field(small, shape=(512, 512), seed=seed)
+        d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
+        fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um, panel=panel, name=f"small{seed}")
+        seg = _true_segmentation(sim)
+        res = analyze_field(fld, panel, segmentation=seg)
+        rec = res.params["signal_size"]
+        assert rec["source"] == "measured" and 0.45 <= rec["measured_ratio"] <= 0.7
+        assert rec["used_diameter_um"] == pytest.approx(0.8 * rec["measured_ratio"])
+        assert res.params["signal_sigma_px"] < 0.7 * fc.spot_sigma_px(0.8, sim.pixel_size_um)
+        on.append(_accuracy(res, sim)[0])
+        ref = analyze_field(fld, panel, segmentation=seg, signal_size_tolerance=-1)
+        assert ref.params["signal_size"]["source"] == "panel (size check off)"
+        off.append(_accuracy(ref, sim)[0])
+    acc_on, acc_off = np.concatenate(on).mean(), np.concatenate(off).mean()
+    assert acc_on >= 0.95 and acc_on > acc_off
+
+
+def test_signals_of_the_panels_size_keep_the_panels_size():
+    sim, fld = _field("del5q", 1)
+    res = analyze_field(fld, "del5q", segmentation=_true_segmentation(sim))
+    rec = res.params["signal_size"]
+    assert rec["source"] == "panel" and rec["used_diameter_um"] == 0.8
+    assert 0.95 <= rec["measured_ratio"] <= 1.3  # the simulator's signals: ~1.1 (defocus and size spread)
+    assert set(rec["per_channel_ratio"]) == {"EGR1", "D5S23"}
+    json.dumps(res.params["signal_size"])  # recorded in the outputs as it is

@@ -570,3 +570,39 @@ def test_enhance_spots_with_a_nan_stays_local_on_the_dct_sizes():
     img[10, 10] = np.nan
     resp = enhance_spots(img, 1.5)
     assert np.isnan(resp[10, 10]) and np.isfinite(resp[40:, 40:]).all()  # as gaussian_filter: only nearby
+
+
+# --- signal size measurement -------------------------------------------------------------------
+def _gaussian_spots(sigma, n=60, size=400, seed=0, slope=0.0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img = 100.0 + slope * yy + rng.normal(0, 10, (size, size))
+    ys, xs = rng.uniform(40, size - 40, n), rng.uniform(40, size - 40, n)
+    for y, x in zip(ys, xs):
+        img += 1000 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma * sigma))
+    return img, ys, xs
+
+
+@pytest.mark.parametrize("sigma", [1.0, 1.6, 2.5, 4.0])
+@pytest.mark.parametrize("slope", [0.0, 0.5])
+def test_estimate_signal_sigma_recovers_gaussian_spots(sigma, slope):
+    from fishcount.spots import estimate_signal_sigma_px
+
+    img, ys, xs = _gaussian_spots(sigma, slope=slope)
+    est, each = estimate_signal_sigma_px(img, ys, xs, 2.0)  # nominal 2 px: smaller and larger spots too
+    assert est == pytest.approx(sigma, rel=0.03)
+    assert each.size >= 0.9 * len(ys)
+
+
+def test_estimate_signal_sigma_edge_and_errors():
+    from fishcount.spots import estimate_signal_sigma_px
+
+    img, _, _ = _gaussian_spots(2.0, n=1)
+    est, each = estimate_signal_sigma_px(img, [2.0, 398.0], [5.0, 200.0], 2.0)  # windows off the image
+    assert np.isnan(est) and each.size == 0
+    est, each = estimate_signal_sigma_px(np.full((100, 100), 7.0), [50.0], [50.0], 2.0)  # flat: no peak
+    assert np.isnan(est) and each.size == 0
+    with pytest.raises(ValueError, match="2-D"):
+        estimate_signal_sigma_px(np.zeros((2, 50, 50)), [25.0], [25.0], 2.0)
+    with pytest.raises(ValueError, match="sigma_px"):
+        estimate_signal_sigma_px(img, [200.0], [200.0], 0.0)
