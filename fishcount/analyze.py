@@ -93,7 +93,7 @@ DETECTION_DEFAULTS: dict[str, float] = {
 #: Signals used to measure the signal size: inside nuclei, at least this SNR, at most this many (the
 #: brightest), and no measurement from fewer than SIZE_MIN_SIGNALS of them in a channel [I].
 SIZE_MIN_SNR = 10.0
-SIZE_MAX_SIGNALS = 150
+SIZE_MAX_SIGNALS = 50
 SIZE_MIN_SIGNALS = 20
 
 
