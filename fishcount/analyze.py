@@ -269,14 +269,13 @@ def _signal_size_ratio(field, cands: dict[str, tuple], sigma_px: float) -> tuple
     enough. Also the per-channel ratios."""
     per: dict[str, float] = {}
     for name, (cand, _, _) in cands.items():
-        img = field.probes[name]
-        if "z" in cand or _probe2d(img).ndim != 2:
+        if "z" in cand:  # detected in 3-D: not measured
             continue
         sel = np.flatnonzero((cand["label"] > 0) & (cand["snr"] >= SIZE_MIN_SNR))
         if sel.size < SIZE_MIN_SIGNALS:
             continue
         sel = sel[np.argsort(-cand["snr"][sel], kind="stable")[:SIZE_MAX_SIGNALS]]
-        est, each = estimate_signal_sigma_px(_probe2d(img), cand["y"][sel], cand["x"][sel], sigma_px)
+        est, each = estimate_signal_sigma_px(_probe2d(field.probes[name]), cand["y"][sel], cand["x"][sel], sigma_px)
         if each.size >= SIZE_MIN_SIGNALS:
             per[name] = est / sigma_px
     return (float(np.median(list(per.values()))) if per else None), per

@@ -401,10 +401,12 @@ def test_z_stack_detected_in_3d(tmp_path):
     seg = _true_segmentation(sim)
     res = analyze_field(fld, segmentation=seg, z_step_um=sim.z_step_um)
     assert "z" in res.spots.columns and res.spots.z.between(0, 4).all()
+    assert res.params["signal_size"]["measured_ratio"] is None  # 3-D detection: the size is not measured
     ok, n = _accuracy(res, sim)
     assert n >= 5 and ok.mean() >= 0.9
     flat = analyze_field(fld, segmentation=seg)  # default: the maximum projection
     assert "z" not in flat.spots.columns
+    assert flat.params["signal_size"]["source"] == "panel"  # measured on the projection, panel-sized
     with pytest.raises(InputError, match="z_step_um"):
         analyze_field(fld, segmentation=seg, z_step_um=-1)
 
