@@ -18,8 +18,8 @@ fields (seeds ``seed0, seed0 + 1, ...``; never the benchmark seeds 0-9 nor the d
 * the number of scorable objects that match no true nucleus (merged pairs, fragments, debris).
 
 Nothing here is tuned on: the conditions are the simulator's knobs moved one at a time, away from the
-defaults the segmentation and detection were developed on, plus other panels and a field without a pixel
-size (the scale then comes from the nuclei).
+defaults the segmentation and detection were developed on, plus other panels, a field without a pixel
+size (the scale then comes from the nuclei), and the default fields stored as 8-bit or float images.
 """
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ CONDITIONS: dict[str, tuple[str, dict, bool]] = {
     "20 % diffuse signals": ("del5q", {"diffuse_fraction": 0.2}, True),
     "strong vignetting (0.6)": ("del5q", {"illumination_falloff": 0.6}, True),
     "70 % abnormal": ("del5q", {"abnormal_fraction": 0.7}, True),
+    "8-bit export (min-max)": ("del5q", {"export": "uint8"}, True),
+    "8-bit export (contrast-stretched, saturating)": ("del5q", {"export": "uint8_stretch"}, True),
+    "float 0-1 export": ("del5q", {"export": "float01"}, True),
     "panel del7q": ("del7q", {}, True),
     "panel tp53": ("tp53", {}, True),
     "panel cep8 (enumeration)": ("cep8", {}, True),
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     only = [o.strip() for o in a.only.split(",") if o.strip()]
     results = {}
-    print(f"{'condition':44s} {'accuracy':>9s} {'scorable':>9s} {'clone pts':>9s} {'unmatched':>9s} {'CPU s/field':>11s}")
+    print(f"{'condition':48s} {'accuracy':>9s} {'scorable':>9s} {'clone pts':>9s} {'unmatched':>9s} {'CPU s/field':>11s}")
     for name, (panel_id, kw, give_pixel) in CONDITIONS.items():
         if only and not any(o in name for o in only):
             continue
@@ -98,7 +101,7 @@ def main(argv=None) -> int:
         cpu = sum(r["cpu"] for r in rows) / len(rows)
         results[name] = {"accuracy": acc, "scorable_matched": scor, "n_scorable_matched": n_sc,
                          "clone_pct": clone, "true_clone_pct": clone_t, "unmatched_scorable": un, "cpu_s_per_field": cpu}
-        print(f"{name:44s} {acc:9.4f} {scor:9.1%} {clone - clone_t:+9.1f} {un:9d} {cpu:11.2f}", flush=True)
+        print(f"{name:48s} {acc:9.4f} {scor:9.1%} {clone - clone_t:+9.1f} {un:9d} {cpu:11.2f}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"fields": a.fields, "size": a.size, "seed0": a.seed0,
                                             "results": results}, indent=1))

@@ -29,12 +29,32 @@ from bench_detection import match_labels  # noqa: E402
 from fishcount.io import field_from_arrays  # noqa: E402
 
 
-def field_rows(seed: int, panel, shape=(1024, 1024), give_pixel: bool = True, **sim_kwargs) -> dict:
-    """One simulated field through ``analyze_field``; ``sim_kwargs`` go to ``simulate_field``, and
-    ``give_pixel=False`` hides the pixel size from the pipeline (the scale then comes from the nuclei)."""
+def export_channel(a: np.ndarray, how: str | None) -> np.ndarray:
+    """A simulated 16-bit channel as another acquisition or export would store it: ``"uint8"`` (linear
+    min-max to 0-255, as an 8-bit export), ``"uint8_stretch"`` (1st-99.5th percentile to 0-255, clipped:
+    a contrast-stretched 8-bit export whose brightest pixels saturate), ``"float01"`` (float32 / 65535);
+    None: unchanged."""
+    if how is None:
+        return a
+    f = a.astype(np.float64)
+    if how == "uint8":
+        return np.round((f - f.min()) / max(f.max() - f.min(), 1e-12) * 255).astype(np.uint8)
+    if how == "uint8_stretch":
+        lo, hi = np.percentile(f, [1.0, 99.5])
+        return np.clip(np.round((f - lo) / max(hi - lo, 1e-12) * 255), 0, 255).astype(np.uint8)
+    if how == "float01":
+        return (f / 65535.0).astype(np.float32)
+    raise ValueError(f"unknown export {how!r}")
+
+
+def field_rows(seed: int, panel, shape=(1024, 1024), give_pixel: bool = True, export: str | None = None,
+               **sim_kwargs) -> dict:
+    """One simulated field through ``analyze_field``; ``sim_kwargs`` go to ``simulate_field``,
+    ``give_pixel=False`` hides the pixel size from the pipeline (the scale then comes from the nuclei), and
+    ``export`` stores every channel another way first (:func:`export_channel`)."""
     keys = [f"count_{k}" for k in panel.pattern_keys]
     sim = fc.simulate_field(panel, shape=shape, seed=seed, **sim_kwargs)
-    d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
+    d = {n: export_channel(sim.image[i], export) for i, n in enumerate(sim.channel_names)}
     fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um if give_pixel else None, panel=panel,
                             name=f"f{seed}")
     t0 = time.process_time()
