@@ -22,7 +22,8 @@ The method, step by step (details and rationale in ``docs/detection.md``):
 
 The panel's signal diameter is checked against the image (:func:`estimate_signal_sigma_px`: scale selection
 of the normalised Laplacian of Gaussian on the brightest signals); ``fishcount.analyze`` uses the measured
-size, and scales the panel's distances with it, when the two differ by more than a tolerance.
+size, and scales the panel's distances with it, when the signals are smaller than the panel says by more
+than a tolerance (larger ones are detected at the panel's size).
 
 Everything is vectorised over candidates; no per-spot Python loops.
 """
@@ -455,9 +456,9 @@ def estimate_signal_sigma_px(image: np.ndarray, y: np.ndarray, x: np.ndarray, si
     a, b, c = resp[rows, k - 1], resp[rows, k], resp[rows, k + 1]
     den = a - 2 * b + c
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(den < 0, 0.5 * (a - c) / den, 0.0)
+        shift = np.where(den < 0, 0.5 * (a - c) / den, 0.0)  # parabola vertex, in ladder steps
     step = math.log(sig[1] / sig[0])
-    est = np.exp(np.log(sig[k]) + np.clip(t, -0.5, 0.5) * step)
+    est = np.exp(np.log(sig[k]) + np.clip(shift, -0.5, 0.5) * step)
     return (float(np.median(est)) if est.size else float("nan")), est
 
 

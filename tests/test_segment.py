@@ -2080,25 +2080,25 @@ def _float_cases(rng: np.random.Generator) -> list[np.ndarray]:
     return out
 
 
-def test_percentile_linear_equals_numpy():
+def test_percentiles_of_floats_equal_numpy():
     rng = np.random.default_rng(11)
     qs = [(10.0, 90.0), (0.0, 100.0), (50.0,), (2.28, 10.0), (33.3, 66.6, 99.9), (25, 75)]
     for v in _float_cases(rng):
         for q in qs:
             ref = np.percentile(v, q)
-            got = np.array(S._percentile_linear(v, q))
+            got = np.array(S._percentiles(v, q))
             assert got.dtype == ref.dtype and np.array_equal(got, ref), (v, q, got, ref)
             assert np.array_equal(np.signbit(got), np.signbit(ref))
     v = rng.normal(size=40).astype(np.float32)
     v[7] = np.nan  # NaN: numpy's NaN result
-    assert np.isnan(S._percentile_linear(v, (10.0, 90.0))).all()
+    assert np.isnan(S._percentiles(v, (10.0, 90.0))).all()
     u = (rng.random(50) * 300).astype(np.uint16)  # other dtypes: np.percentile itself
-    assert S._percentile_linear(u, (10.0, 90.0)) == tuple(np.percentile(u, (10.0, 90.0)))
+    assert S._percentiles(u, (10.0, 90.0)) == tuple(np.percentile(u, (10.0, 90.0)))
     for bad, q in ((np.zeros(0, np.float32), (10.0, 90.0)), (v, (10.0, 101.0))):  # numpy's own errors
         with pytest.raises(Exception) as ref:
             np.percentile(bad, q)
         with pytest.raises(ref.type):
-            S._percentile_linear(bad, q)
+            S._percentiles(bad, q)
 
 
 def test_threshold_otsu_equals_skimage():
