@@ -404,7 +404,8 @@ def _block_mean(img: np.ndarray, k: int) -> np.ndarray:
 
     8/16-bit integer images with ``k <= 16`` are summed exactly in int32 (strided adds, 3-5x faster than a
     two-axis ``mean``): every partial sum is below 2**24, so the float32 sum numpy's ``mean`` forms is
-    exact too and the result is bit-identical.
+    exact too and the result is bit-identical. float32 images with ``k <= 7`` are summed with strided adds
+    in numpy's own order (bit-identical as well).
     """
     if k <= 1:
         return img
@@ -419,6 +420,17 @@ def _block_mean(img: np.ndarray, k: int) -> np.ndarray:
         out = tot.astype(np.float32)
         out /= np.float32(k * k)
         return out
+    if img.dtype == np.float32 and k <= 7:
+        # the same float32 additions in the same order as numpy's two-axis mean (each row's k columns in
+        # turn, then the k rows; numpy sums fewer than 8 elements sequentially), so bit-identical; 3-9x faster
+        cols = img[:h, 0:w:k].copy()
+        for j in range(1, k):
+            cols += img[:h, j:w:k]
+        tot = cols[0::k].copy()
+        for i in range(1, k):
+            tot += cols[i::k]
+        tot /= np.float32(k * k)
+        return tot
     return img[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float32)
 
 
@@ -646,8 +658,13 @@ def _refine_diameter(img: np.ndarray, d0: float) -> float:
     if n == 0:
         return float("nan")
     areas = np.bincount(lab.ravel())[1:]
-    dt = ndi.distance_transform_edt(mask)
-    maxdt = _label_max(dt, lab, n)[1:]
+    # the largest distance to the background per object: sqrt of the largest squared distance (the exact
+    # whole numbers of _edt_squared), which is scipy's float64 distance transform's maximum, ~2x cheaper
+    d2 = _edt_squared(mask, 64) if (mask.shape[0] + mask.shape[1] < 40000 and not mask.all()) else None
+    if d2 is not None:
+        maxdt = np.sqrt(_label_max(d2, lab, n, labelled_only=True)[1:])
+    else:
+        maxdt = _label_max(ndi.distance_transform_edt(mask), lab, n)[1:]
     keep = areas >= 0.05 * math.pi * d * d / 4
     if not np.any(keep):
         return float("nan")

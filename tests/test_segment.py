@@ -1190,7 +1190,7 @@ def test_grid_moments_equal_regionprops_on_enlarged_labels(shape, n):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
-@pytest.mark.parametrize("k", [2, 3, 5, 16])
+@pytest.mark.parametrize("k", [2, 3, 5, 7, 8, 16])
 def test_block_mean_is_bit_identical_to_the_two_axis_mean(dtype, k):
     rng = np.random.default_rng(k)
     info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
