@@ -47,6 +47,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from ._stats import median as _median
+from ._stats import otsu_foreground as _otsu
+from ._stats import percentiles as _percentiles
+from ._stats import threshold_otsu as _threshold_otsu
 from .errors import FishcountError, InputError
 
 __all__ = [
@@ -292,101 +296,6 @@ def _norm_range(img: np.ndarray) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
-def _percentiles(values: np.ndarray, q: tuple[float, ...]) -> tuple[float, ...]:
-    """``np.percentile(values, q)`` (linear method), value for value: unsigned 8/16-bit input by histogram,
-    float32/float64 input by :func:`_percentiles_float`, anything else by ``np.percentile``.
-
-    For the integer images the order statistics come from the cumulative histogram instead of a partition
-    of the array (5x faster on a 512 x 512 uint16 sample) and are interpolated with numpy's own formula.
-    """
-    if values.dtype in (np.float32, np.float64):
-        return _percentiles_float(values, q)
-    if not (values.dtype in (np.uint8, np.uint16) and values.size > 0):
-        return tuple(float(v) for v in np.percentile(values, q))
-    cum = np.cumsum(np.bincount(values.ravel()))
-    n = values.size
-    virtual = (n - 1) * np.true_divide(np.asarray(q, dtype=np.float64), 100)
-    prev = np.floor(virtual)
-    gamma = virtual - prev
-    prev = prev.astype(np.intp)
-    nxt = np.minimum(prev + 1, n - 1)
-    a = np.searchsorted(cum, prev, side="right").astype(np.float64)  # the prev-th smallest value
-    b = np.searchsorted(cum, nxt, side="right").astype(np.float64)
-    diff = b - a
-    out = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
-    return tuple(float(v) for v in out)
-
-
-def _percentiles_float(values: np.ndarray, q: tuple[float, ...]) -> tuple[float, ...]:
-    """``tuple(np.percentile(values, q))`` (default linear method) of a float32/float64 array, exactly.
-
-    numpy's own steps in scalar arithmetic (~5x faster on the few hundred values of one object): for
-    each percentile the virtual index ``(n - 1) * (q / 100)`` and its floor (both indices ``-1`` at or
-    above ``n - 1``), the same partition of a flattened copy (the same sorted kth list), gamma = virtual
-    index - previous index, and numpy's ``_lerp`` in float64: ``a + (b - a) * gamma``, or
-    ``b - (b - a) * (1 - gamma)`` when gamma >= 0.5 (``b - a`` in the array's type). Python floats
-    round as numpy's float64 ufuncs. Empty input, other dtypes, NaN and ``q`` outside [0, 100] go
-    through ``np.percentile``.
-    """
-    arr = values.flatten()  # private copy (partitioned below), as np.percentile's
-    n = arr.size
-    if n == 0 or arr.dtype not in (np.float32, np.float64) or not all(0 <= v <= 100 for v in q):
-        return tuple(float(v) for v in np.percentile(values, q))
-    idx = []
-    for v in q:
-        virtual = (n - 1) * (v / 100)
-        prev = math.floor(virtual)
-        idx.append((virtual, -1, -1) if virtual >= n - 1 else (virtual, prev, prev + 1))
-    arr.partition(sorted({0, -1, *(i[1] for i in idx), *(i[2] for i in idx)}))  # = np.unique(...)
-    if np.isnan(arr[-1]):
-        return tuple(float(v) for v in np.percentile(values, q))
-    out = []
-    for virtual, i, j in idx:
-        a, b = arr[i], arr[j]
-        diff = float(b - a)  # in the array's dtype, as numpy's b - a
-        gamma = virtual - i
-        out.append(float(b) - diff * (1 - gamma) if gamma >= 0.5 else float(a) + diff * gamma)
-    return tuple(out)
-
-
-def _threshold_otsu(values: np.ndarray, nbins: int = 256) -> np.floating:
-    """``skimage.filters.threshold_otsu(values, nbins)`` of a float array, exactly, for small arrays.
-
-    skimage's steps without its wrapper layers (~2x faster on a few hundred values): a constant array
-    returns its first value; else ``np.histogram``'s equal-bin path over [min, max] (numpy's
-    ``linspace`` edges in the array's float type, its bin index with the same one-step corrections;
-    every value lies within the range), float32 counts, bin centres ``(e[:-1] + e[1:]) / 2``, and
-    skimage's cumulative class weights and means and argmax. Other dtypes, NaN or inf, and ranges too
-    narrow for ``nbins`` float bins (numpy raises) go through skimage.
-    """
-    a = values.reshape(-1)
-    lo, hi = a.min(), a.max()
-    if lo == hi:  # all values equal (no NaN): skimage returns the first
-        return a[0]
-    if a.dtype not in (np.float32, np.float64) or not (np.isfinite(lo) and np.isfinite(hi)):
-        from skimage.filters import threshold_otsu
-
-        return threshold_otsu(values, nbins)
-    edges = np.linspace(lo, hi, nbins + 1, endpoint=True, dtype=np.result_type(lo, hi, a))
-    if np.any(edges[:-1] >= edges[1:]):
-        from skimage.filters import threshold_otsu
-
-        return threshold_otsu(values, nbins)  # numpy: too many bins for the data range
-    idx = ((np.subtract(a, lo, dtype=edges.dtype) / np.subtract(hi, lo, dtype=edges.dtype))
-           * nbins).astype(np.intp)
-    idx[idx == nbins] -= 1
-    idx[a < edges[idx]] -= 1
-    idx[(a >= edges[idx + 1]) & (idx != nbins - 1)] += 1
-    counts = np.bincount(idx, minlength=nbins).astype(np.float32)
-    centers = (edges[:-1] + edges[1:]) / 2.0
-    weight1 = np.cumsum(counts)
-    weight2 = np.cumsum(counts[::-1])[::-1]
-    mean1 = np.cumsum(counts * centers) / weight1
-    mean2 = (np.cumsum((counts * centers)[::-1]) / weight2[::-1])[::-1]
-    variance12 = weight1[:-1] * weight2[1:] * (mean1[:-1] - mean2[1:]) ** 2
-    return centers[np.argmax(variance12)]
-
-
 def _normalize(img: np.ndarray, rng: tuple[float, float] | None | bool = False) -> tuple[np.ndarray, bool]:
     """Scale to ~[0, 1] by robust percentiles (of ``img``, or the given range); return (image, is_flat)."""
     if rng is False:
@@ -485,55 +394,6 @@ def _zoom_linear(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         right *= fx
         blk += right
     return out
-
-
-def _median(values: np.ndarray) -> np.floating:
-    """``np.median`` of a 1-D float array without NaN, exactly, faster for large arrays.
-
-    The one or two middle order statistics are found among the values between two order statistics of
-    a 1-in-16 subsample that bracket the middle (counted over the whole array, so the bracket is checked,
-    and the rank within it is exact); the full ``np.partition`` when the bracket misses (never seen on
-    working images). ``np.median`` of those one or two values is then the same mean of the same values
-    (~3x faster than ``np.median`` on 100k values)."""
-    n = values.size
-    if n < 4096:
-        return np.median(values)
-    ks = sorted({(n - 1) // 2, n // 2})
-    sub = values[::16].copy()
-    m = sub.size
-    margin = int(3 * math.sqrt(m)) + 8
-    i0, i1 = max(0, ks[0] * m // n - margin), min(m - 1, ks[-1] * m // n + margin)
-    sub.partition([i0, i1])
-    lo, hi = sub[i0], sub[i1]
-    c_lo = int(np.count_nonzero(values < lo))
-    c_hi = int(np.count_nonzero(values <= hi))
-    if c_lo <= ks[0] and ks[-1] < c_hi:
-        inside = values[(values >= lo) & (values <= hi)]
-        inside.partition([k - c_lo for k in ks])
-        mid = inside[[k - c_lo for k in ks]]
-    else:
-        part = np.partition(values, ks)
-        mid = part[ks]
-    return np.median(mid)  # = the mean of the two middle values (or the middle value), as np.median
-
-
-def _otsu(values: np.ndarray, nbins: int = 256) -> float:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return 0.0
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return lo
-    hist, edges = np.histogram(values, bins=nbins, range=(lo, hi))
-    centers = (edges[:-1] + edges[1:]) / 2
-    hist = hist.astype(np.float64)
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers)
-    mu0 = m0 / np.maximum(w0, 1e-12)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1e-12)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(centers[int(np.argmax(between[:-1]))])
 
 
 # --------------------------------------------------------------------------------------------------

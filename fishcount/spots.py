@@ -40,7 +40,7 @@ import scipy.fft as sp_fft
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from .segment import _median
+from ._stats import median as _median
 
 __all__ = [
     "SPOT_COLUMNS",
