@@ -520,7 +520,7 @@ def _refine_diameter(img: np.ndarray, d0: float) -> float:
     areas = np.bincount(lab.ravel())[1:]
     # the largest distance to the background per object: sqrt of the largest squared distance (the exact
     # whole numbers of _edt_squared), which is scipy's float64 distance transform's maximum, ~2x cheaper
-    d2 = _edt_squared(mask, 64) if (mask.shape[0] + mask.shape[1] < 40000 and not mask.all()) else None
+    d2 = _edt_squared(mask, 64)
     if d2 is not None:
         maxdt = np.sqrt(_label_max(d2, lab, n, labelled_only=True)[1:])
     else:
@@ -858,11 +858,9 @@ def _edt32(mask: np.ndarray, reach: int = 32) -> np.ndarray:
     columns from its nearest background pixel's column (a nucleus ~3x the working diameter) take scipy's
     transform (feature transform, then the same squares and square root).
     """
-    h, w = mask.shape
-    if h + w < 40000 and mask.any() and not mask.all():
-        d2 = _edt_squared(mask, reach)
-        if d2 is not None:
-            return np.sqrt(d2, dtype=np.float64).astype(np.float32)
+    d2 = _edt_squared(mask, reach)
+    if d2 is not None:
+        return np.sqrt(d2, dtype=np.float64).astype(np.float32)
     ft = ndi.distance_transform_edt(mask, return_distances=False, return_indices=True)
     big = 2 * max(mask.shape) ** 2 >= 2**31
     dy = ft[0].astype(np.int64) if big else ft[0]
@@ -877,10 +875,13 @@ def _edt32(mask: np.ndarray, reach: int = 32) -> np.ndarray:
 
 
 def _edt_squared(mask: np.ndarray, reach: int) -> np.ndarray | None:
-    """Squared Euclidean distance (int32) of each pixel to the nearest False pixel of ``mask`` (2-D bool
-    with both values, sides summing to < 40000), or None when some pixel's nearest one is more than
-    ``reach`` columns away (see :func:`_edt32`)."""
+    """Squared Euclidean distance (int32) of each pixel to the nearest False pixel of 2-D bool ``mask``, or
+    None when the mask is all False or all True, its sides sum to 40000 px or more (int32 room), or some
+    pixel's nearest False pixel is more than ``reach`` columns away (see :func:`_edt32`). None means: use
+    scipy's transform."""
     h, w = mask.shape
+    if h + w >= 40000 or not mask.any() or mask.all():
+        return None
     big = np.int32(h + w + 2)  # farther than any pixel of the image
     far = np.int32(2**30)  # > big², and far + reach² still fits in int32
     yi = np.arange(h, dtype=np.int32)[:, None]
@@ -3508,7 +3509,7 @@ def _inscribed_radii(masks: list[np.ndarray]) -> list[float]:
         canvas[: m.shape[0], a: a + m.shape[1]] = m
     # the largest squared distance per mask, then its square root: scipy's float64 distances are the
     # (correctly rounded, so monotonic) square roots of the same whole numbers
-    d2 = _edt_squared(canvas, 32) if canvas.any() and canvas.shape[0] + canvas.shape[1] < 40000 else None
+    d2 = _edt_squared(canvas, 32)
     if d2 is None:
         dt = ndi.distance_transform_edt(canvas)
         return [float(dt[: m.shape[0], a: a + m.shape[1]].max()) for m, a in zip(masks, x0[:-1].tolist())]
