@@ -418,11 +418,12 @@ def test_layout_groups_per_channel_files(tmp_path):
 
 
 def _finished_fields(fields: Path) -> int:
-    while True:
+    for _ in range(1000):
         try:
             return sum(1 for m in fields.rglob(batch.MARKER) if not m.parent.name.startswith((".tmp-", ".trash-")))
         except FileNotFoundError:  # the running batch renamed a folder while we walked the tree: look again
             continue
+    raise AssertionError(f"{fields}: the output tree kept changing under 1000 walks in a row")
 
 
 @pytest.mark.slow
