@@ -1070,6 +1070,55 @@ def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray
     return (f - rec) >= np.float32(h)
 
 
+def h_maxima_markers(f: np.ndarray, h: float, mask: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Watershed markers from the h-maxima of ``f``: one label per h-dome, however many top pixels it has.
+
+    :func:`h_maxima` (as :func:`skimage.morphology.h_maxima`) keeps the pixels of each dome that are
+    ``h`` above the reconstruction ``R = R_f(f - h)``, i.e. the pixels at the dome's top value. When that
+    value occurs at two places with a dip of less than ``h`` between them (two equal distances on the ridge
+    of an elongated or diagonal nucleus, exact ties of float32 values are common there), labelling those
+    pixels gives two markers for one dome, and the watershed cuts one nucleus in two. The h-maxima are
+    defined as the regional maxima of ``R`` (Grimaud 1992; Soille, *Morphological Image Analysis*, 2003,
+    §6.3.4: "h-maxima ... regional maxima of the h-maxima transform"), one connected plateau per dome: here
+    each top pixel takes the label of its dome, the 8-connected component of ``f > R`` holding it (every
+    path between two distinct h-domes passes a pixel where ``R = f``; within a dome ``f > R`` along any path
+    that dips less than ``h``). The marker pixels are those of :func:`h_maxima` (restricted to ``mask``).
+
+    Parameters
+    ----------
+    f : np.ndarray
+        (Y, X) float image (converted to float32).
+    h : float
+        Minimal dome height, in ``f``'s units.
+    mask : np.ndarray, optional
+        (Y, X) bool: markers only here.
+
+    Returns
+    -------
+    (np.ndarray, int)
+        (Y, X) int32 markers 1..n (0 elsewhere; a marker may have several pixels and several pieces), n.
+    """
+    f = np.asarray(f, dtype=np.float32)
+    resolution = 2 * np.finfo(np.float32).resolution * np.abs(f)  # as h_maxima
+    rec = _reconstruct_dilation(f - np.float32(h) - resolution, f)
+    top = (f - rec) >= np.float32(h)
+    if mask is not None:
+        top &= mask
+    if not top.any():
+        return np.zeros(f.shape, np.int32), 0
+    domes, _ = ndi.label(f > rec, structure=np.ones((3, 3), bool))
+    at = np.flatnonzero(top)
+    dome_at = domes.reshape(-1)[at]
+    # numbered by each dome's first top pixel in raster order (as ndi.label numbers the top pixels'
+    # components: the same numbers where every dome has one component)
+    used, first = np.unique(dome_at, return_index=True)
+    lut = np.zeros(int(domes.max()) + 1, np.int32)
+    lut[used[np.argsort(first, kind="stable")]] = np.arange(1, used.size + 1, dtype=np.int32)
+    out = np.zeros(f.size, np.int32)
+    out[at] = lut[dome_at]
+    return out.reshape(f.shape), int(used.size)
+
+
 def _halve(a: np.ndarray, op: np.ufunc) -> np.ndarray:
     """``op`` (``np.minimum`` or ``np.maximum``) over the 2x2 blocks of ``a``; a last odd row or column
     forms blocks of its own. Returns a new ((Y + 1) // 2, (X + 1) // 2) array."""
@@ -1344,18 +1393,18 @@ def _split(mask: np.ndarray, flt: np.ndarray, d: float, p: dict, dt: np.ndarray 
         blob = -ndi.gaussian_laplace(flt, sig) * sig * sig
         blob = np.where(mask, blob, blob.min())
         hb = p["log_h"] * float(np.percentile(blob[mask], 95)) if mask.any() else 0.0
-        peaks = h_maxima(blob.astype(np.float32), max(hb, 1e-6))
+        markers, _ = h_maxima_markers(blob, max(hb, 1e-6), mask)
         dts = blob
     elif dts.size > p["markers_half_resolution_above_px"]:
         # the smoothed distance transform varies slowly: its h-maxima found at half resolution are the
-        # same markers at a quarter of the cost
-        half = h_maxima(dts[::2, ::2].astype(np.float32), h)
-        peaks = np.zeros(dts.shape, bool)
-        peaks[::2, ::2] = half
-        peaks = _binary_morph(peaks, np.ones((3, 3), bool))  # = ndi.binary_dilation, 3x3
+        # same markers at a quarter of the cost (two domes' top pixels are >= 2 half-grid pixels apart, so
+        # the 3x3 dilation never joins them)
+        half, _ = h_maxima_markers(dts[::2, ::2], h)
+        markers = np.zeros(dts.shape, np.int32)
+        markers[::2, ::2] = half
+        markers = np.where(mask, _max_box(markers, 1), 0)  # = ndi.grey_dilation(markers, size=(3, 3))
     else:
-        peaks = h_maxima(dts.astype(np.float32), h)
-    markers, _ = ndi.label(peaks & mask)
+        markers, _ = h_maxima_markers(dts, h, mask)
     # every component gets at least one marker
     comp, nc = ndi.label(mask) if comp is None else comp
     have = np.zeros(nc + 1, bool)
@@ -1896,7 +1945,7 @@ def _marker_search(masks: list[np.ndarray], sigma: float, h: float) -> list[tupl
     """Step 7's marker search of each object crop ``m`` (bool), value for value::
 
         f = np.where(m, _gauss_small(ndi.distance_transform_edt(m).astype(np.float32), sigma), 0)
-        mk, k = ndi.label(h_maxima(f.astype(np.float32), h) & m)
+        mk, k = h_maxima_markers(f, h, m)
 
     returning ``(f, mk, k)`` per crop. Crops with a background frame of 2 pixels on every side are laid
     side by side on one canvas and searched together (one call of each filter instead of one per object):
@@ -1911,7 +1960,7 @@ def _marker_search(masks: list[np.ndarray], sigma: float, h: float) -> list[tupl
     def alone(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         dt = ndi.distance_transform_edt(m).astype(np.float32)
         f = np.where(m, _gauss_small(dt, sigma), 0).astype(np.float32)
-        mk, k = ndi.label(h_maxima(f, h) & m)
+        mk, k = h_maxima_markers(f, h, m)
         return f, mk, k
 
     out: list = [None] * len(masks)
@@ -1937,7 +1986,7 @@ def _marker_search(masks: list[np.ndarray], sigma: float, h: float) -> list[tupl
     dt = _edt32(canvas)  # = ndi.distance_transform_edt(canvas).astype(np.float32)
     f_all = np.where(canvas, ndi.gaussian_filter(dt, sigma), 0).astype(np.float32)
     del dt
-    lab_all, _ = ndi.label(h_maxima(f_all, h) & canvas)
+    lab_all, _ = h_maxima_markers(f_all, h, canvas)
     h32, eps2 = np.float32(h), np.float32(2 * np.finfo(np.float32).resolution)
     for j in batch:
         (y0, x0), (mh, mw) = place[j], masks[j].shape
@@ -2024,7 +2073,7 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
                 if top > 0:
                     f = f + np.float32(w * 0.5 * d) * np.clip(sm / top, 0, 1).astype(np.float32)
             f = np.where(m, f, 0).astype(np.float32)
-            mk, k = ndi.label(h_maxima(f, h) & m)
+            mk, k = h_maxima_markers(f, h, m)
         parts = None
         if k >= 2:
             parts = watershed(-f, mk, mask=m)
@@ -2079,7 +2128,7 @@ def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: flo
     if rng_i <= 0:
         return None
     g = np.where(mask, dapi, v.min()).astype(np.float32)
-    mk, k = ndi.label(h_maxima(g, h_rel * rng_i) & mask)
+    mk, k = h_maxima_markers(g, h_rel * rng_i, mask)
     if k < 2:
         return None
     parts = _absorb_small(watershed(-g, mk, mask=mask), min_part)

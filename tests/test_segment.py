@@ -3,6 +3,7 @@ backends, the CLI command and a real-data F1 floor on DSB2018 dev images."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -1013,6 +1014,74 @@ def test_h_maxima_known_answer():
     assert got[4, 3] and got.sum() == 1
 
 
+def test_h_maxima_markers_one_label_per_dome():
+    # a ridge whose top value occurs twice with a dip of 0.1 between (less than h): skimage's h-maxima
+    # pixels are two components, the dome is one marker
+    f = np.zeros((5, 9), np.float32)
+    f[2, 1:8] = [3.0, 5.0, 7.3, 7.2, 7.3, 5.0, 3.0]
+    assert ndi.label(S.h_maxima(f, 1.2))[1] == 2
+    mk, k = S.h_maxima_markers(f, 1.2)
+    assert k == 1 and set(np.unique(mk[mk > 0])) == {1}
+    assert np.array_equal(mk > 0, S.h_maxima(f, 1.2))  # the same marker pixels
+    # the same two tops with a dip of 2 (more than h): two domes, two markers
+    f[2, 4] = 5.3
+    mk, k = S.h_maxima_markers(f, 1.2)
+    assert k == 2 and mk[2, 3] != mk[2, 5]
+    # equal tops touching only at a corner (a diagonal ridge): 4-connected labelling made two markers
+    g = np.zeros((6, 6), np.float32)
+    g[2, 2] = g[3, 3] = 4.0
+    assert ndi.label(S.h_maxima(g, 1.0))[1] == 2
+    assert S.h_maxima_markers(g, 1.0)[1] == 1
+    # restricted to a mask; nothing to find
+    mask = np.zeros((6, 6), bool)
+    mask[3, 3] = True
+    mk, k = S.h_maxima_markers(g, 1.0, mask)
+    assert k == 1 and mk[3, 3] == 1 and mk.sum() == 1
+    # a flat image is one plateau (h_maxima keeps all of it, as skimage): one marker; none outside a mask
+    mk, k = S.h_maxima_markers(np.zeros((4, 4), np.float32), 1.0)
+    assert k == 1 and (mk == 1).all()
+    assert S.h_maxima_markers(np.zeros((4, 4), np.float32), 1.0, np.zeros((4, 4), bool))[1] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 30), st.integers(2, 30), st.integers(0, 2**31 - 1), st.floats(0.05, 3.0))
+def test_h_maxima_markers_properties(h, w, seed, hval):
+    rng = np.random.default_rng(seed)
+    f = np.round(ndi.gaussian_filter(rng.random((h, w)) * 10, rng.uniform(0.5, 2)), 1).astype(np.float32)
+    top = S.h_maxima(f, hval)
+    mk, k = S.h_maxima_markers(f, hval)
+    comp, n_comp = ndi.label(top)
+    assert np.array_equal(mk > 0, top)  # the marker pixels are skimage's h-maxima pixels
+    assert set(np.unique(mk[mk > 0]).tolist()) == set(range(1, k + 1)) and k <= n_comp
+    # a component of h-maxima pixels is never split between two markers
+    for c in range(1, n_comp + 1):
+        assert len(np.unique(mk[comp == c])) == 1
+    # one marker = one dome: its pieces are joined by 8-paths that dip less than h below its top; two
+    # markers = two domes: every 8-path between them dips by h or more below the lower top (a margin of
+    # 1e-3 either way keeps exact ties out of the check)
+    eight = np.ones((3, 3), bool)
+    tops = [float(f[mk == j].max()) for j in range(1, k + 1)]
+    for j in range(1, k + 1):
+        up, _ = ndi.label(f >= tops[j - 1] - hval - 1e-3, structure=eight)
+        assert len(np.unique(up[mk == j])) == 1
+        for i in range(j + 1, k + 1):
+            up, _ = ndi.label(f >= min(tops[i - 1], tops[j - 1]) - hval + 1e-3, structure=eight)
+            assert not set(np.unique(up[mk == i])) & set(np.unique(up[mk == j])) - {0}
+
+
+def test_elongated_diagonal_nucleus_is_one_nucleus():
+    # an isolated 2.5:1 ellipse at 45 deg (equivalent diameter 1.1 typical): the distance ridge has two
+    # equal top values with a shallow dip between; one marker, one nucleus (it was cut in two)
+    yy, xx = np.mgrid[0:160, 0:160]
+    d = 40.0
+    a, b = 1.1 * d / 2 * math.sqrt(2.5), 1.1 * d / 2 / math.sqrt(2.5)
+    u, v = ((xx - 80) + (yy - 80)) / math.sqrt(2), (-(xx - 80) + (yy - 80)) / math.sqrt(2)
+    for dy in (0.0, 0.3, 0.6):  # sub-pixel shifts of the outline
+        m = ((u / a) ** 2 + ((v - dy) / b) ** 2) <= 1.0
+        img = ndi.gaussian_filter(np.where(m, 1000.0, 100.0), 1.0).astype(np.float32)
+        assert S.segment_nuclei(img, diameter_px=d).n_nuclei == 1, dy
+
+
 def _hull_masks(seed):
     from skimage.draw import line, polygon
 
@@ -1973,7 +2042,7 @@ def test_marker_search_batch_equals_one_by_one(seed):
     for m, (f, mk, k) in zip(masks, got):
         dt = ndi.distance_transform_edt(m).astype(np.float32)
         f_ref = np.where(m, ndi.gaussian_filter(dt, sigma), 0).astype(np.float32)
-        mk_ref, k_ref = ndi.label(S.h_maxima(f_ref, hval) & m)
+        mk_ref, k_ref = S.h_maxima_markers(f_ref, hval, m)
         assert np.array_equal(f, f_ref) and np.array_equal(mk, mk_ref) and k == k_ref
 
 
