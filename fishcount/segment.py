@@ -101,6 +101,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "concave_max_solidity": (float, 0.0, 1.0), "concave_min_saliency": (float, 0.0, None),
         "concave_part_solidity": (float, 0.0, 1.0), "concave_smooth_max_texture": (float, 0.0, None),
         "concave_smooth_min_solidity_gain": (float, -1.0, 1.0),
+        "concave_subpixel_depth": (float, 0.0, None),
         "level_split_levels": (float, 0.0, 100.0), "level_split_low": (float, 0.0, 1.0),
         "level_split_high": (float, 0.0, 1.0), "level_split_min_area": (float, 0.0, None),
         "level_split_smooth_diameters": (float, 0.0, 1.0), "level_split_core_area": (float, 0.0, None),
@@ -2465,6 +2466,7 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
                 cands.append((min(da, db) / length, ya, xa, yb, xb))
     cands.sort(key=lambda c: -c[0])  # stable: the most salient valid cut wins, ties in point order
     best = None
+    notched = None  # the defects holding a notch of the sub-pixel outline, found when a cut gets that far
     for sal, ya, xa, yb, xb in cands:
         rr, cc = line(ya, xa, yb, xb)
         if np.count_nonzero(m[rr, cc]) / rr.size < 0.9:  # = np.mean(m[rr, cc]) < 0.9 (same division)
@@ -2505,6 +2507,17 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
                 continue
             smooth = p["concave_smooth_max_texture"]
             if _parts_texture(np.where(pa, 1, np.where(pb, 2, 0)), img, d, smooth) > smooth:
+                continue
+        # both ends of the chord in a hull defect that holds a notch of the sub-pixel outline (a pixel
+        # hull's defects also come from the staircase of a digitised convex outline, 1 px deep by the
+        # depth above)
+        sub_depth = float(p["concave_subpixel_depth"]) * d
+        if sub_depth > 0:
+            if notched is None:
+                cv = np.rint(_outline_concavities(m, sub_depth)).astype(np.intp)
+                ok_px = (cv[:, 0] >= 0) & (cv[:, 0] < m.shape[0]) & (cv[:, 1] >= 0) & (cv[:, 1] < m.shape[1])
+                notched = set(np.unique(near[cv[ok_px, 0], cv[ok_px, 1]]).tolist()) - {0}
+            if near[ya, xa] not in notched or near[yb, xb] not in notched:
                 continue
         best = (sal, pa, pb)
         break
