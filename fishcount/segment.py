@@ -621,7 +621,7 @@ def _texture_smoothing(flat: np.ndarray, mask: np.ndarray, d: float, p: dict) ->
 
 
 def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_frac: float = 0.1,
-                noise_sigmas: float = 4.0, own_rel: float = 0.0) -> np.ndarray | None:
+                noise_sigmas: float = 4.0, own_rel: float = 0.0, with_levels: bool = False):
     """Foreground mask of a flattened, smoothed image.
 
     Without a scale ``d``: plain Otsu. With it, a two-part rule that survives dim nuclei next to bright
@@ -630,6 +630,8 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
     With ``own_rel`` > 0 (step 4b, :func:`_grow_own_peak`) pixels above the low level that fail the local
     contrast are added back when they reach ``own_rel`` of the peak of the object they flood from (with
     ``own_rel`` = ``rel``: only pixels that failed because a BRIGHTER object is within reach).
+    Returns the bool mask, or None when nothing stands out of the noise; with ``with_levels`` (and
+    ``d``), ``(mask, (t_low, t))``: the low global level and Otsu's threshold.
     """
     sample = flat[:: max(1, flat.shape[0] // 700), :: max(1, flat.shape[1] // 700)].ravel()
     t = _otsu(sample)
@@ -654,7 +656,7 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
     mask = above & (flat - med > rel * (local_max - med))
     if own_rel > 0:
         mask = _grow_own_peak(flat, mask, above, med, own_rel)
-    return mask
+    return (mask, (t_low, t)) if with_levels else mask
 
 
 def _grow_own_peak(flat: np.ndarray, mask: np.ndarray, above: np.ndarray, med: float,
@@ -741,20 +743,24 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     # 3. flatten + smooth
     flt = _flatten(work, d, p)
     # 4. threshold
-    mask = _foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"])
-    if mask is None:
+    fg = _foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"], with_levels=True)
+    if fg is None:
         return np.zeros(img.shape, np.int32)
+    mask, levels = fg
     # 3b. strongly textured chromatin: smooth more, so dark chromatin patches do not cut nuclei apart
     sigma = _texture_smoothing(flt, mask, d, p)
     if sigma > p["smooth_sigma_diameters"]:
         p = {**p, "smooth_sigma_diameters": sigma}
         flt = _flatten(work, d, p)
-        mask = _foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"])
-        if mask is None:
+        fg = _foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"],
+                         with_levels=True)
+        if fg is None:
             return np.zeros(img.shape, np.int32)
+        mask, levels = fg
     typical_area = math.pi * d * d / 4.0
     min_area = max(4, int(p["min_area_fraction"] * typical_area))
-    mask = _fill_holes(mask)
+    gaps = _enclosed_gaps(mask, flt, levels, max(1, int(round(0.1 * d))))
+    mask = _fill_holes(mask, gaps)
     disk = _disk(max(1, int(round(d / 12))))
     mask = _binary_morph(_binary_morph(mask, disk, erode=True), disk)  # = ndi.binary_opening(mask, disk)
     mask, comp = _remove_small(mask, min_area, with_labels=True)
@@ -779,6 +785,9 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     labels = _level_split(labels, flt, d, p)
     # 7d. cut objects between two concavities of their outline (nuclei pressed side by side)
     labels = _concave_split(labels, d, p, flt)
+    # 7e. a gap left open in step 4 that only one object borders is that nucleus' own hole (a ring
+    # nucleus): filled into it
+    labels = _fill_own_gaps(labels, gaps)
     # 8. back to the field's shape
     return _upsample_labels(labels, img.shape, (fy, fx), min_area / (fy * fx))
 
@@ -924,11 +933,12 @@ def _edt_squared(mask: np.ndarray, reach: int) -> np.ndarray | None:
     return best[:, reach: reach + w]
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
+def _fill_holes(mask: np.ndarray, keep_open: np.ndarray | None = None) -> np.ndarray:
     """``ndi.binary_fill_holes(mask)``, exactly: background not 4-connected to the image edge is filled.
 
     One labelling of the background instead of scipy's iterated dilation from the edge (~4x faster on
-    the working image).
+    the working image). ``keep_open``: (Y, X) bool, background pixels whose holes stay open
+    (:func:`_enclosed_gaps`).
     """
     mask = np.asarray(mask, dtype=bool)
     bg, n = ndi.label(~mask)
@@ -937,8 +947,68 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     outside = np.zeros(n + 1, bool)
     for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
         outside[edge] = True
+    if keep_open is not None:
+        outside[bg[keep_open]] = True
     outside[0] = True  # label 0 = the mask itself
     return ~np.take(outside, bg) | mask  # np.take = outside[bg], 2x faster
+
+
+def _fill_own_gaps(labels: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """Step 7e: each connected piece of ``gaps`` (holes kept open by :func:`_enclosed_gaps`) that borders
+    exactly one object (8-neighbours) becomes part of it: a ring-shaped nucleus (seen in myeloid cells
+    of MDS) keeps its hole, as step 4 fills the holes of every other nucleus. Returns ``labels`` itself
+    when there is nothing to fill, else a new int32 array."""
+    if not gaps.any():
+        return labels
+    g, n = ndi.label(gaps)
+    eight = np.ones((3, 3), bool)
+    rim = _binary_morph(gaps, eight) & ~gaps & (labels > 0)  # object pixels next to a gap
+    gid = _max_box(g, 1)[rim]  # the gap each of them borders (the larger label where two gaps meet at one pixel)
+    pairs = np.unique(gid.astype(np.int64) * (int(labels.max()) + 1) + labels[rim])
+    pg, pl = pairs // (int(labels.max()) + 1), pairs % (int(labels.max()) + 1)
+    count = np.bincount(pg, minlength=n + 1)
+    owner = np.zeros(n + 1, np.int32)
+    one = count[pg] == 1
+    owner[pg[one]] = pl[one]
+    if not owner.any():
+        return labels
+    out = labels.astype(np.int32, copy=True)
+    fill = np.take(owner, g)
+    out[fill > 0] = fill[fill > 0]
+    return out
+
+
+def _enclosed_gaps(mask: np.ndarray, flt: np.ndarray, levels: tuple[float, float], ring_px: int) -> np.ndarray:
+    """The holes of ``mask`` that are background enclosed by touching nuclei, not dim parts of a nucleus.
+
+    A hole (background not 4-connected to the image edge) more than half of whose pixels are at or below
+    the low global level ``levels[0]`` (background, step 4) and whose rim, the mask pixels within
+    ``ring_px`` of it, has a median above Otsu's threshold ``levels[1]`` (nuclear material all round: a
+    ring of touching nuclei) stays open, so the nuclei around it are split as touching nuclei are. A dark
+    hole inside dim haze (the glowing inside of an embryo or a tissue fragment: rims at 0.1-0.3 of the way
+    from the background to Otsu's threshold on DSB2018) is filled as every other hole. Returns a (Y, X)
+    bool mask of the pixels of the holes to keep open.
+    """
+    t_low, t = levels
+    bg, n = ndi.label(~mask)
+    out = np.zeros(mask.shape, bool)
+    if n == 0:
+        return out
+    inside = np.ones(n + 1, bool)
+    for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
+        inside[edge] = False
+    inside[0] = False
+    size = np.bincount(bg.ravel(), minlength=n + 1)
+    n_dark = np.bincount(bg[flt <= t_low], minlength=n + 1)
+    dark = inside & (2 * n_dark > size)
+    if not dark.any():
+        return out
+    holes = np.where(np.take(dark, bg), bg, 0)
+    rim = np.where(mask, _max_box(holes, ring_px), 0)  # = ndi.grey_dilation(holes, size) on the mask
+    level = _label_median(flt, rim, n)
+    with np.errstate(invalid="ignore"):
+        open_ = dark & (level > t)
+    return np.take(open_, holes) & (holes > 0)
 
 
 #: Kernels of :func:`_gauss_small`, by sigma (its type included: scipy's kernel is computed with it).

@@ -1475,6 +1475,66 @@ def _concave_labels(mask, **over):
     return len(np.unique(out[out > 0])), out
 
 
+def _disc_ring(k, r=11.0, size=160):
+    """k discs of radius r in a ring, each overlapping its neighbours by 0.6 px, around an empty gap."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    big = (2 * r - 0.6) / (2 * math.sin(math.pi / k))
+    m = np.zeros((size, size), bool)
+    for j in range(k):
+        cy, cx = size / 2 + big * math.sin(2 * math.pi * j / k), size / 2 + big * math.cos(2 * math.pi * j / k)
+        m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    return m
+
+
+@pytest.mark.parametrize("k", [5, 6, 7])
+def test_ring_of_touching_nuclei_around_a_gap_is_split(k):
+    # k nuclei pressed together in a ring enclose a background gap; filled as a hole (step 4) it made one
+    # blob (6 discs: 1 label, 5 discs: 2); kept open, each nucleus is found and the gap stays background
+    m = _disc_ring(k)
+    img = ndi.gaussian_filter(np.where(m, 1000.0, 100.0), 1.0).astype(np.float32)
+    seg = S.segment_nuclei(img, diameter_px=22.0)
+    assert seg.n_nuclei == k
+    assert (seg.labels[76:85, 76:85] == 0).all()
+
+
+def test_ring_shaped_nucleus_keeps_its_hole():
+    # one ring-shaped nucleus (a dark hole of half its area, as in ring nuclei of myeloid cells): its hole
+    # is a gap that only it borders, filled into it: one scorable nucleus, hole included
+    yy, xx = np.mgrid[0:100, 0:100]
+    m = (yy - 50) ** 2 + (xx - 50) ** 2 <= 15 ** 2
+    hole = (yy - 50) ** 2 + (xx - 52) ** 2 <= 11 ** 2
+    img = ndi.gaussian_filter(np.where(m & ~hole, 1000.0, 100.0), 1.0).astype(np.float32)
+    seg = S.segment_nuclei(img, diameter_px=30.0)
+    assert seg.n_nuclei == 1 and seg.labels[50, 52] > 0
+    assert seg.qc.scorable.all()
+
+
+def test_enclosed_gaps_and_fill_own_gaps_known_answers():
+    flt = np.zeros((12, 20), np.float32)
+    mask = np.zeros((12, 20), bool)
+    mask[2:10, 2:9] = True
+    mask[4:8, 4:7] = False  # a hole in a bright rim (1.0): at the background level (0)
+    flt[mask] = 1.0
+    mask[2:10, 11:18] = True
+    mask[4:8, 13:16] = False  # the same hole in a dim rim (0.2, below Otsu's 0.5): a hole of haze
+    flt[2:10, 11:18][mask[2:10, 11:18]] = 0.2
+    gaps = S._enclosed_gaps(mask, flt, (0.05, 0.5), 1)
+    assert gaps[4:8, 4:7].all() and not gaps[:, 10:].any() and gaps.sum() == 12
+    assert not S._fill_holes(mask, gaps)[5, 5] and S._fill_holes(mask, gaps)[5, 14]
+    # a hole above the background level (a dim nucleolus) is filled whatever its rim
+    flt[4:8, 4:7] = 0.1
+    assert not S._enclosed_gaps(mask, flt, (0.05, 0.5), 1).any()
+    # step 7e: a gap bordered by one object is filled into it; bordered by two, it stays background
+    labels = np.zeros((12, 20), np.int32)
+    labels[2:10, 2:9] = 1
+    labels[4:8, 4:7] = 0
+    out = S._fill_own_gaps(labels, gaps)
+    assert (out[4:8, 4:7] == 1).all()
+    labels[2:10, 6:9] = np.where(labels[2:10, 6:9] > 0, 2, 0)
+    assert (S._fill_own_gaps(labels, gaps)[4:8, 4:7] == 0).all()
+    assert S._fill_own_gaps(labels, np.zeros_like(gaps)) is labels
+
+
 def test_concave_split_leaves_a_digitised_ellipse_whole():
     # one convex 3:1 ellipse at 10 deg, 22 px equivalent diameter (d = 20 px): the staircase of its pixel
     # outline leaves hull defects counted 1-2 px deep (pixel solidity 0.936 < 0.95), enough for a cut
