@@ -2,11 +2,12 @@
 
 fishcount's defaults were developed on its own simulator and on DSB2018; this generator draws nuclei
 another way, so a rule that only fits the project's own simulator shows up here. Nuclei are filled
-ellipses (equivalent diameter 7-11 µm, aspect ratio drawn from ``--elong``, random orientation) with
-smooth chromatin texture (low-pass noise, relative SD ``--texture``), per-nucleus brightness 0.4-1.0,
+ellipses (equivalent diameter 7-11 µm, ``--diam``; aspect ratio drawn from ``--elong``, random orientation)
+with smooth chromatin texture (low-pass noise, relative SD ``--texture``), per-nucleus brightness 0.4-1.0
+(``--brightness``),
 placed without overlap, a share ``--touching`` of them pressed against an earlier one (gap 0-1 px), on
 a background with a linear gradient, blurred by a Gaussian PSF of sigma ``--psf`` µm, with Poisson
-photon noise and Gaussian read noise, stored as uint16.
+photon noise (``--photons`` at brightness 1) and Gaussian read noise, stored as uint16.
 
 Scoring as ``bench_segment.evaluate_sim``' F1: nuclei touching the image border are removed from both
 the truth and the prediction first; a true nucleus is found when one predicted nucleus matches it at
@@ -35,14 +36,15 @@ from fishcount.segment import match_labels, segment_nuclei  # noqa: E402
 
 def ellipse_field(size: int = 1024, pixel_um: float = 0.16, seed: int = 0, elong: tuple[float, float] = (1.0, 1.6),
                   n_target: int | None = None, touching: float = 0.3, texture: float = 0.15,
-                  psf_um: float = 0.3, photons: float = 400.0, read_noise: float = 8.0
+                  psf_um: float = 0.3, photons: float = 400.0, read_noise: float = 8.0,
+                  diam_um: tuple[float, float] = (7.0, 11.0), brightness: tuple[float, float] = (0.4, 1.0)
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One field: (uint16 image (Y, X), int32 true labels (Y, X), bool per label 1..n: pressed against another)."""
     rng = np.random.default_rng(seed)
     h = w = size
     labels = np.zeros((h, w), np.int32)
     img = np.zeros((h, w), np.float64)
-    mean_d = 9.0 / pixel_um
+    mean_d = 0.5 * (diam_um[0] + diam_um[1]) / pixel_um
     if n_target is None:  # ~30 % of the field covered
         n_target = int(0.3 * h * w / (math.pi * mean_d ** 2 / 4))
     centres: list[tuple[float, float, float]] = []  # (y, x, mean radius)
@@ -51,7 +53,7 @@ def ellipse_field(size: int = 1024, pixel_um: float = 0.16, seed: int = 0, elong
     tries = 0
     while len(centres) < n_target and tries < 50 * n_target:
         tries += 1
-        d = rng.uniform(7.0, 11.0) / pixel_um
+        d = rng.uniform(*diam_um) / pixel_um
         ar = rng.uniform(*elong)
         a, b = d / 2 * math.sqrt(ar), d / 2 / math.sqrt(ar)  # semi-axes, area = pi d^2 / 4
         th = rng.uniform(0, math.pi)
@@ -98,7 +100,7 @@ def ellipse_field(size: int = 1024, pixel_um: float = 0.16, seed: int = 0, elong
         sub[free] = k
         tex = ndi.gaussian_filter(rng.normal(0, 1, free.shape), max(1.0, 0.6 / pixel_um))
         tex *= texture / max(tex.std(), 1e-9)
-        img[y0:y1, x0:x1][free] = rng.uniform(0.4, 1.0) * (1.0 + tex[free])
+        img[y0:y1, x0:x1][free] = rng.uniform(*brightness) * (1.0 + tex[free])
         centres.append((cy, cx, (a + b) / 2))
         touch.append(pressed)
     n = len(centres)
@@ -149,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--elong", type=float, nargs=2, default=None, help="aspect ratio range (default: a grid)")
     ap.add_argument("--touching", type=float, default=0.3)
     ap.add_argument("--texture", type=float, default=0.15)
+    ap.add_argument("--psf", type=float, default=0.3, help="PSF sigma, µm")
+    ap.add_argument("--photons", type=float, default=400.0, help="photons at the brightest nucleus level")
+    ap.add_argument("--diam", type=float, nargs=2, default=(7.0, 11.0), help="equivalent diameter range, µm")
+    ap.add_argument("--brightness", type=float, nargs=2, default=(0.4, 1.0), help="nucleus brightness range")
     a = ap.parse_args(argv)
     pixels = a.pixel or [0.1, 0.16, 0.24]
     elongs = [tuple(a.elong)] if a.elong else [(1.0, 1.3), (1.3, 2.0), (2.0, 3.0)]
@@ -161,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                 ious, ratios, t_all = [], [], 0.0
                 for seed in range(a.seeds):
                     img, true, pressed = ellipse_field(a.size, pix, seed, el, touching=a.touching,
-                                                       texture=a.texture)
+                                                       texture=a.texture, psf_um=a.psf, photons=a.photons,
+                                                       diam_um=tuple(a.diam), brightness=tuple(a.brightness))
                     t0 = time.process_time()
                     seg = segment_nuclei(img, pixel_size_um=pix if with_pix else None)
                     t_all += time.process_time() - t0
