@@ -2554,7 +2554,11 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
         sz = np.bincount(parts.ravel())
         sz[0] = 0
         order = np.argsort(sz)[::-1]
-        if sz[order[1]] < min_part:
+        # a part below a nucleus' lobe size is a lobe, unless it is a small nucleus: at least
+        # refine_small_nucleus_min_area nucleus areas, and both parts convex (as in step 7)
+        small = sz[order[1]] < min_part
+        if small and not (p["refine_small_nucleus_min_area"] > 0 and sz[order[1]] >= min_part
+                          * p["refine_small_nucleus_min_area"] / p["refine_min_part_area"]):
             continue
         pa, pb = parts == order[0], parts == order[1]
         rest = m & ~pa & ~pb
@@ -2566,7 +2570,7 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
         na, nb = int(pa.sum()), int(pb.sum())
         ha, hb = _hull_pixel_counts([pa, pb])
         sa, sb = na / max(int(ha), na), nb / max(int(hb), nb)  # as _solidity (parts >= min_part px)
-        if min(sa, sb) < p["concave_part_solidity"]:
+        if min(sa, sb) < (p["refine_small_nucleus_solidity"] if small else p["concave_part_solidity"]):
             continue
         gain = (sa * na + sb * nb) / a - sol
         if gain < p["refine_min_solidity_gain"]:

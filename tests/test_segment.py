@@ -1535,6 +1535,19 @@ def test_enclosed_gaps_and_fill_own_gaps_known_answers():
     assert S._fill_own_gaps(labels, np.zeros_like(gaps)) is labels
 
 
+def test_small_nucleus_pressed_on_a_large_one_is_cut_off():
+    # a small round nucleus (0.29 nucleus areas, below the 0.4 that protects lobes) pressed on a typical
+    # one: both convex, two notches where the outlines meet -> a small nucleus, not a lobe (step 7d, as
+    # step 7's small-nucleus rule); it was kept as a lobe of the large one
+    yy, xx = np.mgrid[0:120, 0:120]
+    m = (yy - 60) ** 2 + (xx - 55) ** 2 <= 12.0 ** 2
+    m |= (yy - 60) ** 2 + (xx - 55 - 12.0 - 6.5 + 0.8) ** 2 <= 6.5 ** 2
+    img = ndi.gaussian_filter(np.where(m, 1000.0, 100.0), 1.0).astype(np.float32)
+    seg = S.segment_nuclei(img, diameter_px=24.0)
+    assert seg.n_nuclei == 2
+    assert seg.labels[60, 55] != seg.labels[60, 73] and seg.labels[60, 73] > 0
+
+
 def test_concave_split_leaves_a_digitised_ellipse_whole():
     # one convex 3:1 ellipse at 10 deg, 22 px equivalent diameter (d = 20 px): the staircase of its pixel
     # outline leaves hull defects counted 1-2 px deep (pixel solidity 0.936 < 0.95), enough for a cut
