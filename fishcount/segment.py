@@ -759,8 +759,7 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
         mask, levels = fg
     typical_area = math.pi * d * d / 4.0
     min_area = max(4, int(p["min_area_fraction"] * typical_area))
-    gaps = _enclosed_gaps(mask, flt, levels, max(1, int(round(0.1 * d))))
-    mask = _fill_holes(mask, gaps)
+    mask, gaps = _fill_holes_but_gaps(mask, flt, levels, max(1, int(round(0.1 * d))))
     disk = _disk(max(1, int(round(d / 12))))
     mask = _binary_morph(_binary_morph(mask, disk, erode=True), disk)  # = ndi.binary_opening(mask, disk)
     mask, comp = _remove_small(mask, min_area, with_labels=True)
@@ -933,28 +932,17 @@ def _edt_squared(mask: np.ndarray, reach: int) -> np.ndarray | None:
     return best[:, reach: reach + w]
 
 
-def _fill_holes(mask: np.ndarray, keep_open: np.ndarray | None = None) -> np.ndarray:
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """``ndi.binary_fill_holes(mask)``, exactly: background not 4-connected to the image edge is filled.
 
     One labelling of the background instead of scipy's iterated dilation from the edge (~4x faster on
-    the working image). ``keep_open``: (Y, X) bool, background pixels whose holes stay open
-    (:func:`_enclosed_gaps`).
+    the working image).
     """
-    mask = np.asarray(mask, dtype=bool)
-    bg, n = ndi.label(~mask)
-    if n == 0:
-        return mask.copy()
-    outside = np.zeros(n + 1, bool)
-    for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
-        outside[edge] = True
-    if keep_open is not None:
-        outside[bg[keep_open]] = True
-    outside[0] = True  # label 0 = the mask itself
-    return ~np.take(outside, bg) | mask  # np.take = outside[bg], 2x faster
+    return _fill_holes_but_gaps(mask)[0]
 
 
 def _fill_own_gaps(labels: np.ndarray, gaps: np.ndarray) -> np.ndarray:
-    """Step 7e: each connected piece of ``gaps`` (holes kept open by :func:`_enclosed_gaps`) that borders
+    """Step 7e: each connected piece of ``gaps`` (holes kept open by :func:`_fill_holes_but_gaps`) that borders
     exactly one object (8-neighbours) becomes part of it: a ring-shaped nucleus (seen in myeloid cells
     of MDS) keeps its hole, as step 4 fills the holes of every other nucleus. Returns ``labels`` itself
     when there is nothing to fill, else a new int32 array."""
@@ -964,8 +952,9 @@ def _fill_own_gaps(labels: np.ndarray, gaps: np.ndarray) -> np.ndarray:
     eight = np.ones((3, 3), bool)
     rim = _binary_morph(gaps, eight) & ~gaps & (labels > 0)  # object pixels next to a gap
     gid = _max_box(g, 1)[rim]  # the gap each of them borders (the larger label where two gaps meet at one pixel)
-    pairs = np.unique(gid.astype(np.int64) * (int(labels.max()) + 1) + labels[rim])
-    pg, pl = pairs // (int(labels.max()) + 1), pairs % (int(labels.max()) + 1)
+    top = int(labels.max()) + 1
+    pairs = np.unique(gid.astype(np.int64) * top + labels[rim])
+    pg, pl = pairs // top, pairs % top
     count = np.bincount(pg, minlength=n + 1)
     owner = np.zeros(n + 1, np.int32)
     one = count[pg] == 1
@@ -978,37 +967,43 @@ def _fill_own_gaps(labels: np.ndarray, gaps: np.ndarray) -> np.ndarray:
     return out
 
 
-def _enclosed_gaps(mask: np.ndarray, flt: np.ndarray, levels: tuple[float, float], ring_px: int) -> np.ndarray:
-    """The holes of ``mask`` that are background enclosed by touching nuclei, not dim parts of a nucleus.
+def _fill_holes_but_gaps(mask: np.ndarray, flt: np.ndarray | None = None, levels: tuple[float, float] | None = None,
+                         ring_px: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4's hole filling: ``(filled, gaps)``, the mask with its holes filled (background not 4-connected
+    to the image edge; = ``ndi.binary_fill_holes(mask)`` without ``flt``) except the gaps enclosed by
+    touching nuclei, and those gaps' pixels ((Y, X) bool each).
 
-    A hole (background not 4-connected to the image edge) more than half of whose pixels are at or below
-    the low global level ``levels[0]`` (background, step 4) and whose rim, the mask pixels within
-    ``ring_px`` of it, has a median above Otsu's threshold ``levels[1]`` (nuclear material all round: a
-    ring of touching nuclei) stays open, so the nuclei around it are split as touching nuclei are. A dark
-    hole inside dim haze (the glowing inside of an embryo or a tissue fragment: rims at 0.1-0.3 of the way
-    from the background to Otsu's threshold on DSB2018) is filled as every other hole. Returns a (Y, X)
-    bool mask of the pixels of the holes to keep open.
+    A hole more than half of whose pixels are at or below the low global level ``levels[0]`` (background,
+    step 4) and whose rim, the mask pixels within ``ring_px`` of it, has a median above Otsu's threshold
+    ``levels[1]`` (nuclear material all round: a ring of touching nuclei) is a gap: it stays open, so the
+    nuclei around it are split as touching nuclei are. A dark hole inside dim haze (the glowing inside of an
+    embryo or a tissue fragment: rims at 0.1-0.3 of the way from the background to Otsu's threshold on
+    DSB2018) is filled as every other hole. One labelling of the background instead of scipy's iterated
+    dilation from the edge (~4x faster on the working image).
     """
-    t_low, t = levels
+    mask = np.asarray(mask, dtype=bool)
+    gaps = np.zeros(mask.shape, bool)
     bg, n = ndi.label(~mask)
-    out = np.zeros(mask.shape, bool)
     if n == 0:
-        return out
-    inside = np.ones(n + 1, bool)
+        return mask.copy(), gaps
+    outside = np.zeros(n + 1, bool)
     for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
-        inside[edge] = False
-    inside[0] = False
-    size = np.bincount(bg.ravel(), minlength=n + 1)
-    n_dark = np.bincount(bg[flt <= t_low], minlength=n + 1)
-    dark = inside & (2 * n_dark > size)
-    if not dark.any():
-        return out
-    holes = np.where(np.take(dark, bg), bg, 0)
-    rim = np.where(mask, _max_box(holes, ring_px), 0)  # = ndi.grey_dilation(holes, size) on the mask
-    level = _label_median(flt, rim, n)
-    with np.errstate(invalid="ignore"):
-        open_ = dark & (level > t)
-    return np.take(open_, holes) & (holes > 0)
+        outside[edge] = True
+    outside[0] = True  # label 0 = the mask itself
+    if flt is not None and levels is not None and not outside.all():
+        t_low, t = levels
+        size = np.bincount(bg.ravel(), minlength=n + 1)
+        n_dark = np.bincount(bg[flt <= t_low], minlength=n + 1)
+        dark = ~outside & (2 * n_dark > size)
+        if dark.any():
+            holes = np.where(np.take(dark, bg), bg, 0)
+            rim = np.where(mask, _max_box(holes, ring_px), 0)  # = ndi.grey_dilation(holes, size) on the mask
+            with np.errstate(invalid="ignore"):
+                is_gap = dark & (_label_median(flt, rim, n) > t)
+            if is_gap.any():
+                gaps = np.take(is_gap, bg)
+                outside |= is_gap
+    return ~np.take(outside, bg) | mask, gaps  # np.take = outside[bg], 2x faster
 
 
 #: Kernels of :func:`_gauss_small`, by sigma (its type included: scipy's kernel is computed with it).
