@@ -324,7 +324,8 @@ def _outline_rgb(img: np.ndarray, labels: np.ndarray, qc=None, truth: np.ndarray
 
 
 def figures(out_dir: Path) -> None:
-    """Overlay pictures for docs/segmentation.md: a real DSB2018 image and a simulated marrow field."""
+    """Overlay pictures for docs/segmentation.md: a real DSB2018 image, a simulated marrow field and a field of
+    the independent generator (bench_othersim.py)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -340,11 +341,18 @@ def figures(out_dir: Path) -> None:
     m = match_labels(gt, seg.labels)
     sim = simulate_field("del5q", shape=(640, 640), pixel_size_um=0.16, seed=7)
     sseg = segment_nuclei(sim.image[0], pixel_size_um=0.16)
+    from bench_othersim import ellipse_field
+
+    oimg, otrue, _, _ = ellipse_field(640, 0.16, 1, (1.3, 2.5), lobulated=0.2)
+    oseg = segment_nuclei(oimg, pixel_size_um=0.16)
     cases = [
         ("real", img, gt, seg, f"DSB2018 {rid} (no pixel size; nucleus {seg.diameter_px:.0f} px estimated): "
                                f"F1@0.5 = {m['f1']:.2f}"),
         ("simulated", sim.image[0], sim.labels, sseg, "simulated marrow field, 0.16 µm/px (fishcount.simulate, "
                                                      "seed 7)"),
+        ("othersim", oimg, otrue, oseg, "independent generator (bench_othersim.py: ellipses of aspect 1.3-2.5, "
+                                        f"20 % lobulated), 0.16 µm/px: F1@0.5 = {match_labels(otrue, oseg.labels)['f1']:.2f} "
+                                        "(border nuclei included)"),
     ]
     for name, im, truth, sg, title in cases:
         fig, ax = plt.subplots(1, 2, figsize=(12, 6.2), dpi=90)
