@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_segment import true_nucleus_fates  # noqa: E402
 
 STAGES = ["never ok (mask on)", "5 split", "6 merge", "6b join", "7 re-split", "7b dim", "7c outline", "7c2 level split",
-          "7d concave cut"]
+          "7d concave cut", "7e own gaps"]
 
 
 def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, np.ndarray, tuple, float]]:
@@ -44,15 +44,17 @@ def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, n
     work, _ = S._normalize(work, rng)
     d = diameter_px * factor
     flt = S._flatten(work, d, p)
-    mask = S._foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"])
+    mask, levels = S._foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"],
+                                 with_levels=True)
     sigma = S._texture_smoothing(flt, mask, d, p)  # step 3b
     if sigma > p["smooth_sigma_diameters"]:
         p = {**p, "smooth_sigma_diameters": sigma}
         flt = S._flatten(work, d, p)
-        mask = S._foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"])
+        mask, levels = S._foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"],
+                                     with_levels=True)
     typical_area = math.pi * d * d / 4.0
     min_area = max(4, int(p["min_area_fraction"] * typical_area))
-    mask = ndi.binary_fill_holes(mask)
+    mask, gaps = S._fill_holes_but_gaps(mask, flt, levels, max(1, int(round(0.1 * d))))
     mask = ndi.binary_opening(mask, structure=S._disk(max(1, int(round(d / 12)))))
     mask = S._remove_small(mask, min_area)
     out = [("mask", ndi.label(mask)[0].astype(np.int32))]
@@ -72,6 +74,8 @@ def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, n
     out.append(("7c2 level split", lab))
     lab = S._concave_split(lab, d, p, flt)
     out.append(("7d concave cut", lab))
+    lab = S._fill_own_gaps(lab, gaps)
+    out.append(("7e own gaps", lab))
     return [(name, S._upsample_labels(x.copy(), img.shape, (fy, fx), min_area / (fy * fx))) for name, x in out]
 
 
