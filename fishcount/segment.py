@@ -11,9 +11,10 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
    the nucleus scale.
 #. Threshold: above a low global floor (noise and a fraction of Otsu's threshold) and above a fraction
    of the brightest value within one nucleus diameter (local contrast: dim nuclei next to bright ones
-   survive), holes filled, specks removed.
+   survive), holes filled (except a background gap enclosed by a ring of touching nuclei,
+   :func:`_fill_holes_but_gaps`), specks removed.
 #. Split touching nuclei: marker-controlled watershed on the distance transform; markers are h-maxima whose
-   height ``h`` is a fraction of the nucleus diameter.
+   height ``h`` is a fraction of the nucleus diameter, one marker per dome (:func:`h_maxima_markers`).
 #. Merge over-split fragments of one nucleus (lobulated nuclei): two touching fragments are merged when
    the neck between them is wide, the boundary between them is not darker than the nuclei, the smaller
    one is lobe-sized and together they are no bigger than one large nucleus. Lobes that the mask cut
@@ -23,7 +24,9 @@ pixel size of the camera. Steps (see ``docs/segmentation.md``):
    Then drop objects whose contrast over their surroundings is far below the field's typical object's.
    Split objects at the DAPI level that separates their nuclei (a brighter nucleus beside a dimmer one, or
    a faint dip), when the boundary ends in two notches of the outline (:func:`_level_split`).
-   Cut objects between two concavities of their outline (nuclei pressed side by side, no neck, no seam).
+   Cut objects between two concavities of their outline (nuclei pressed side by side, no neck, no seam;
+   a small convex nucleus pressed on a large one is cut off too). A gap left open in step 4 that only one
+   object borders is filled into it (a ring-shaped nucleus, :func:`_fill_own_gaps`).
 #. Resample labels back to the field's shape (nearest neighbour).
 #. Measure each nucleus (area, shape, DAPI, focus, border, saturation) and decide ``scorable`` with
    an ``exclusion_reason`` from the thresholds in :data:`QC_DEFAULTS`.
