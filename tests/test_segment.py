@@ -1069,6 +1069,23 @@ def test_h_maxima_markers_properties(h, w, seed, hval):
             assert not set(np.unique(up[mk == i])) & set(np.unique(up[mk == j])) - {0}
 
 
+def test_half_resolution_markers_give_the_same_nuclei():
+    # step 5 finds its markers at half resolution on large working images (markers_half_resolution_above_px):
+    # one dome is one marker there too, and two touching nuclei are two
+    yy, xx = np.mgrid[0:200, 0:260]
+    m = ((yy - 60) ** 2 + (xx - 60) ** 2 <= 22 ** 2) | ((yy - 60) ** 2 + (xx - 100) ** 2 <= 22 ** 2)
+    u, v = ((xx - 180) + (yy - 130)) / math.sqrt(2), (-(xx - 180) + (yy - 130)) / math.sqrt(2)
+    m |= (u / 38) ** 2 + (v / 15) ** 2 <= 1  # an elongated diagonal nucleus
+    m |= (yy - 150) ** 2 + (xx - 50) ** 2 <= 20 ** 2
+    img = ndi.gaussian_filter(np.where(m, 1000.0, 100.0), 1.0).astype(np.float32)
+    full = S.segment_nuclei(img, diameter_px=44.0)
+    half = S.segment_nuclei(img, diameter_px=44.0, markers_half_resolution_above_px=0)
+    assert full.n_nuclei == half.n_nuclei == 4
+    assert half.labels[60, 60] != half.labels[60, 100] and half.labels[130, 180] > 0
+    inside = half.labels[np.hypot(u / 38, v / 15) <= 0.9]
+    assert len(np.unique(inside)) == 1 and inside[0] > 0  # one label over the ellipse's inside
+
+
 def test_elongated_diagonal_nucleus_is_one_nucleus():
     # an isolated 2.5:1 ellipse at 45 deg (equivalent diameter 1.1 typical): the distance ridge has two
     # equal top values with a shallow dip between; one marker, one nucleus (it was cut in two)
