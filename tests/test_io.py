@@ -441,6 +441,9 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
     if kind == "too_few_channels":
         _plain(p, data[0, :2])
         return p, {}, "too few channels"
+    if kind == "one_channel":
+        _plain(p, data[0, 0])
+        return p, {}, "the image has 1, the panel needs 3 (DAPI + EGR1, D5S23); for one file per channel, give all"
     if kind == "missing_channel":
         _ome(o, data[0], "CYX", ["DAPI", "EGR1", "Cy5"])
         return o, {}, "no channel for D5S23"
@@ -513,7 +516,7 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
 
 BAD_KINDS = [
     "not_found", "not_tiff", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
-    "corrupt", "too_few_channels",
+    "corrupt", "too_few_channels", "one_channel",
     "missing_channel", "ambiguous", "ambiguous_name", "unnamed_extra", "channels_count", "no_pixel_size",
     "bad_pixel_size", "nan", "inf", "complex", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", "time_series",
     "too_large", "group_size_mismatch", "group_multichannel_member",
