@@ -1526,6 +1526,19 @@ def test_ring_shaped_nucleus_keeps_its_hole():
     assert seg.qc.scorable.all()
 
 
+def test_nucleus_with_dark_nucleoli_stays_one_nucleus():
+    # two DAPI-black nucleoli (1.5 µm radius at 0.16 µm/px) in one nucleus: black in the image, but
+    # after step 3's smoothing above the background level, so never taken for a gap between nuclei
+    # (step 4); one nucleus, holes filled, scorable
+    yy, xx = np.mgrid[0:160, 0:160]
+    m = ((xx - 80) / 34) ** 2 + ((yy - 80) / 27) ** 2 <= 1
+    dark = ((yy - 74) ** 2 + (xx - 66) ** 2 <= 9.4 ** 2) | ((yy - 88) ** 2 + (xx - 95) ** 2 <= 9.4 ** 2)
+    img = ndi.gaussian_filter(np.where(m & ~dark, 1000.0, 100.0), 1.9).astype(np.float32)
+    seg = S.segment_nuclei(img, pixel_size_um=0.16)
+    assert seg.n_nuclei == 1 and seg.labels[74, 66] > 0 and seg.labels[88, 95] > 0
+    assert seg.qc.scorable.all()
+
+
 def test_fill_holes_but_gaps_and_fill_own_gaps_known_answers():
     flt = np.zeros((12, 20), np.float32)
     mask = np.zeros((12, 20), bool)
