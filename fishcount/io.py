@@ -252,7 +252,7 @@ def _assign_channels(
             found = f"; found {', '.join(have) or 'none'} in {', '.join(repr(n) for n in names)}"
         if n_channels == 1:  # most often one file of a per-channel set given alone
             found += ("; for one file per channel, give all of a field's files or their folder (e.g. "
-                      + ", ".join(f"field01_{k}.tif" for k in ("DAPI", *panel.signal_names)) + ")")
+                      + ", ".join(f"field01_{k}.tif" for k in (DAPI, *panel.signal_names)) + ")")
         raise InputError(
             source,
             f"too few channels for panel {panel.id}: the image has {n_channels}, the panel needs "

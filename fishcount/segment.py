@@ -952,9 +952,9 @@ def _fill_own_gaps(labels: np.ndarray, gaps: np.ndarray) -> np.ndarray:
     if not gaps.any():
         return labels
     g, n = ndi.label(gaps)
-    eight = np.ones((3, 3), bool)
-    rim = _binary_morph(gaps, eight) & ~gaps & (labels > 0)  # object pixels next to a gap
-    gid = _max_box(g, 1)[rim]  # the gap each of them borders (the larger label where two gaps meet at one pixel)
+    near = _max_box(g, 1)  # the gap each pixel borders (8-neighbours; the larger label where two gaps meet)
+    rim = (near > 0) & ~gaps & (labels > 0)  # object pixels next to a gap
+    gid = near[rim]
     top = int(labels.max()) + 1
     pairs = np.unique(gid.astype(np.int64) * top + labels[rim])
     pg, pl = pairs // top, pairs % top
@@ -1124,10 +1124,9 @@ def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray
     before. Returns a bool (Y, X) mask.
     """
     f = np.asarray(f, dtype=np.float32)
-    resolution = 2 * np.finfo(np.float32).resolution * np.abs(f)  # as skimage: float rounding margin
-    rec = f - np.float32(h) - resolution
     if max_iter is None:
-        return (f - _reconstruct_dilation(rec, f)) >= np.float32(h)
+        return (f - _h_reconstruction(f, h)) >= np.float32(h)
+    rec = f - np.float32(h) - 2 * np.finfo(np.float32).resolution * np.abs(f)  # as _h_reconstruction's start
     tmp = np.empty_like(rec)
     nxt = np.empty_like(rec)
     for i in range(max_iter):
@@ -1137,6 +1136,12 @@ def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray
             break
         rec, nxt = nxt, rec
     return (f - rec) >= np.float32(h)
+
+
+def _h_reconstruction(f: np.ndarray, h: float) -> np.ndarray:
+    """The reconstruction by dilation of ``f - h`` under float32 ``f`` that :func:`h_maxima` compares ``f``
+    with (``f - h`` lowered by skimage's float rounding margin, ``2 * resolution * |f|``)."""
+    return _reconstruct_dilation(f - np.float32(h) - 2 * np.finfo(np.float32).resolution * np.abs(f), f)
 
 
 def h_maxima_markers(f: np.ndarray, h: float, mask: np.ndarray | None = None) -> tuple[np.ndarray, int]:
@@ -1168,9 +1173,8 @@ def h_maxima_markers(f: np.ndarray, h: float, mask: np.ndarray | None = None) ->
         (Y, X) int32 markers 1..n (0 elsewhere; a marker may have several pixels and several pieces), n.
     """
     f = np.asarray(f, dtype=np.float32)
-    resolution = 2 * np.finfo(np.float32).resolution * np.abs(f)  # as h_maxima
-    rec = _reconstruct_dilation(f - np.float32(h) - resolution, f)
-    top = (f - rec) >= np.float32(h)
+    rec = _h_reconstruction(f, h)
+    top = (f - rec) >= np.float32(h)  # = h_maxima(f, h)
     if mask is not None:
         top &= mask
     if not top.any():
