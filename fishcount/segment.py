@@ -38,6 +38,8 @@ point group) only replace steps 2-8; the scale and the QC are shared.
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import os
 import tomllib
@@ -69,6 +71,15 @@ __all__ = [
     "CLASSICAL_DEFAULTS",
     "QC_COLUMNS",
 ]
+
+
+@functools.cache
+def _lazy(module: str, name: str) -> Any:
+    """``from module import name``, imported on first use (``import fishcount`` stays free of skimage) and
+    looked up once: an import statement inside a function re-resolves skimage's lazily loaded attributes
+    on every call (0.07-0.24 ms each), which adds up over the per-object steps."""
+    return getattr(importlib.import_module(module), name)
+
 
 _DEFAULTS_FILE = Path(__file__).with_name("segment_defaults.toml")
 
@@ -1405,7 +1416,7 @@ def _watershed_multi(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, w
     a value: then the plain call is made. ``comp``: ``ndi.label(mask)`` when the caller has it.
     ``image``, ``markers`` and ``mask`` (bool) share one 2-D shape; markers >= 0.
     """
-    from skimage.segmentation import watershed
+    watershed = _lazy("skimage.segmentation", "watershed")
 
     markers = np.where(mask, markers, 0)  # as skimage: markers outside the mask are dropped
     lab, nc = ndi.label(mask) if comp is None else comp
@@ -1620,7 +1631,7 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     np.ndarray
         (Y, X) int32 labels, renumbered 1..N when objects were joined.
     """
-    from skimage.segmentation import watershed
+    watershed = _lazy("skimage.segmentation", "watershed")
 
     ratio = float(p["bridge_intensity_ratio"])
     gap = float(p["bridge_max_gap_diameters"]) * d
@@ -2092,7 +2103,7 @@ def _refine_split(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.
     on a convex one, ``refine_small_nucleus_min_area`` / ``_solidity``) and the parts are more convex than the whole (area-weighted solidity up by >= ``refine_min_solidity_gain``),
     or the whole was too big for one nucleus (> ``merge_max_total_area``) and the parts are convex.
     """
-    from skimage.segmentation import watershed
+    watershed = _lazy("skimage.segmentation", "watershed")
 
     min_area_t = float(p["refine_min_area"])
     max_sol = float(p["refine_max_solidity"])
@@ -2194,7 +2205,7 @@ def _seam_split(mask: np.ndarray, dapi: np.ndarray, h_rel: float, max_ratio: flo
     boundary average more than ``max_ratio`` x the dimmer part's mean (no real gap: chromatin texture).
     Returns labels 1..k (k >= 2 parts separated by dark seams) or None.
     """
-    from skimage.segmentation import watershed
+    watershed = _lazy("skimage.segmentation", "watershed")
 
     v = dapi[mask]
     rng_i = float(v.max() - v.min())
@@ -2504,7 +2515,7 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     """The best cut of bool mask ``m`` between two concave points (see :func:`_concave_split`), or None.
     ``hull_bounds``: ``m``'s hull rows from a batch (:func:`_bounds_of`), when the caller has them. ``img``
     (the flattened DAPI over ``m``'s box) and ``d`` enable the smooth-parts convexity rule."""
-    from skimage.draw import line
+    line = _lazy("skimage.draw", "line")
 
     a = int(m.sum())
     hull = _hull_image(m, hull_bounds)
@@ -2757,7 +2768,7 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
     backgrounds. Returns, per object, int labels 1..k of the chosen partition in its box (0
     outside the object) or None.
     """
-    from skimage.segmentation import watershed
+    watershed = _lazy("skimage.segmentation", "watershed")
 
     core = float(p["level_split_core_area"]) * nucleus_area
     min_part = float(p["refine_min_part_area"]) * nucleus_area
@@ -3053,8 +3064,8 @@ def _outline_concavities(m: np.ndarray, min_depth: float) -> np.ndarray:
     """Deepest points (y, x), one per convex-hull defect at least ``min_depth`` px deep, of the sub-pixel
     outline of bool mask ``m`` (the 0.5 iso-line of the mask smoothed with sigma 1 px: a notch of a
     fraction of a pixel is measured, not rounded to 0 or 1 px). (k, 2) float array in ``m``'s coordinates."""
-    from scipy.spatial import ConvexHull
-    from skimage.measure import find_contours
+    ConvexHull = _lazy("scipy.spatial", "ConvexHull")
+    find_contours = _lazy("skimage.measure", "find_contours")
 
     g = _gauss_small(np.pad(m.astype(np.float32), 3), 1.0)  # = ndi.gaussian_filter(..., 1.0)
     contours = find_contours(g, 0.5)
@@ -3116,7 +3127,7 @@ def _separate_pieces(labels: np.ndarray, pieces: np.ndarray, flt: np.ndarray, mi
     (two nuclei joined only by a dim halo; two bright cores) become one object per such component, grown
     back over the object by a watershed of ``-flt``. Objects with fewer big components are left as they are
     (a lobulated nucleus whose lobes the trimming separated stays one nucleus)."""
-    from skimage.segmentation import watershed
+    watershed = _lazy("skimage.segmentation", "watershed")
 
     n = int(labels.max())
     if n == 0:
@@ -3550,7 +3561,7 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
     ``small``, ``boxes``: the shrunk labels and their ``ndi.find_objects`` boxes when the caller has them
     (:func:`_shape_props`), computed here otherwise.
     """
-    from skimage.draw import line as draw_line
+    draw_line = _lazy("skimage.draw", "line")
 
     out = np.zeros(len(cand), bool)
     if len(cand) == 0:
