@@ -365,6 +365,7 @@ def _resample(img: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[float, 
     """
     if abs(factor - 1.0) < 0.05:
         return img.astype(np.float32, copy=False), (1.0, 1.0)
+    k = 1
     if factor < 1.0:
         k = int(math.floor(1.0 / factor))
         # k == 1: the zoom converts its blocks of rows to float32 itself (the same values as converting the
@@ -373,27 +374,37 @@ def _resample(img: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[float, 
     else:
         out = img if img.dtype == np.float32 else img.astype(np.float32)
     target = (max(8, int(round(img.shape[0] * factor))), max(8, int(round(img.shape[1] * factor))))
-    if out.shape != target:
-        out = _zoom_linear(out, target)
+    # the block mean drops the rows and columns that do not fill a block: the zoom still spans the whole
+    # field (img.shape / k blocks), so that output pixel o is centred on input (o + 0.5) / scale - 0.5 as
+    # _upsample_labels assumes (else the labels drift by up to k - 1 px towards the far edges)
+    extent = (img.shape[0] / k, img.shape[1] / k)
+    if out.shape != target or extent != out.shape:
+        out = _zoom_linear(out, target, extent)
     return out.astype(np.float32, copy=False), (target[0] / img.shape[0], target[1] / img.shape[1])
 
 
-def _zoom_linear(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _zoom_linear(img: np.ndarray, shape: tuple[int, int],
+                 extent: tuple[float, float] | None = None) -> np.ndarray:
     """``ndi.zoom(img, ..., order=1, grid_mode=True, mode="nearest")`` to ``shape``, to float32 rounding.
 
     Separable: rows are interpolated first (two row gathers), then columns, in float32; output pixel ``o``
     samples input coordinate ``(o + 0.5) * n_in / n_out - 0.5``, clamped at the edges. About 3x faster
     than scipy's spline zoom (5.3 -> 1.6 ms for 1024² -> 583²); within one float32 ulp of it.
+    ``extent``: the (y, x) span of the output grid in input pixels when it is not ``img.shape`` (a block
+    mean that dropped a partial block: the output still spans the whole field); ``n_in`` above is then
+    the extent.
     """
-    def taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        c = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    ext = img.shape if extent is None else extent
+
+    def taps(n_in: int, n_out: int, span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = (np.arange(n_out) + 0.5) * (span / n_out) - 0.5
         i0 = np.floor(c)
         frac = (c - i0).astype(np.float32)
         i0 = i0.astype(np.intp)
         return np.clip(i0, 0, n_in - 1), np.clip(i0 + 1, 0, n_in - 1), frac
 
-    ly, hy, fy = taps(img.shape[0], shape[0])
-    lx, hx, fx = taps(img.shape[1], shape[1])
+    ly, hy, fy = taps(img.shape[0], shape[0], ext[0])
+    lx, hx, fx = taps(img.shape[1], shape[1], ext[1])
     out = np.empty(shape, np.float32)
     for r0 in range(0, shape[0], 64):  # blocks of output rows: small temporaries, cache-friendly
         r = slice(r0, r0 + 64)

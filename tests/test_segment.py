@@ -254,6 +254,40 @@ def test_segmentation_independent_of_pixel_scale():
     assert match_labels(np.kron(truth, np.ones((3, 3), truth.dtype)), s3.labels)["f1"] == 1.0
 
 
+
+def test_large_nuclei_stay_in_place_when_the_field_is_not_a_multiple_of_the_block():
+    """Nuclei ~150 px wide are segmented on a 7x block-mean grid; a 1006-row field leaves a partial block
+    of 5 rows. The working grid must still span the whole field, or the labels drift towards the far
+    edges (by up to ~4 px here, the old behaviour)."""
+    shape = (1006, 1003)  # 1006 = 143 * 7 + 5, 1003 = 143 * 7 + 2
+    centres = [(160.0, 170.0), (840.0, 830.0), (170.0, 820.0), (830.0, 180.0)]
+    truth = np.zeros(shape, np.int32)
+    objs = []
+    for i, (cy, cx) in enumerate(centres, start=1):
+        m = _disc(shape, cy, cx, 75.0)
+        truth[m] = i
+        objs.append((m, 0.8))
+    img = _render(objs, shape, blur=3.0, seed=3)
+    seg = segment_nuclei(img, diameter_px=150.0)
+    assert seg.n_nuclei == 4
+    for i in range(1, 5):
+        t = ndi.center_of_mass(truth == i)
+        j = np.bincount(seg.labels[truth == i]).argmax()
+        c = ndi.center_of_mass(seg.labels == j)
+        assert abs(c[0] - t[0]) < 1.5 and abs(c[1] - t[1]) < 1.5, (i, t, c)
+
+
+def test_resample_spans_the_whole_field():
+    """A ramp resampled by a block mean plus zoom: each output pixel holds the mean of the input it is
+    centred on ((o + 0.5) / scale - 0.5), also when the block mean drops a partial block."""
+    ramp = np.tile(np.arange(1006, dtype=np.float32)[:, None], (1, 40))
+    out, (fy, _) = S._resample(ramp, 1 / 7.3)
+    centre = (np.arange(out.shape[0]) + 0.5) / fy - 0.5
+    inside = centre <= (1006 // 7) * 7 - 4  # up to the last full block's centre (beyond: clamped to it)
+    assert inside.sum() >= out.shape[0] - 1
+    np.testing.assert_allclose(out[inside, 5], centre[inside], atol=0.6)
+
+
 # ---------------------------------------------------------------------------------------------
 # empty images and errors
 # ---------------------------------------------------------------------------------------------
