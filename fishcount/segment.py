@@ -3270,7 +3270,11 @@ def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[fl
         newid[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         # = newid[labels][yy][:, xx]: columns first (the column gather on the small image's rows), then
         # whole rows copied, ~2x faster than the full-size column gather of rows-first
-        return np.take(np.take(np.take(newid, labels), xx, axis=1), yy, axis=0)
+        small = np.take(newid, labels)
+        out = np.take(np.take(small, xx, axis=1), yy, axis=0)
+        if max(scale) <= 1.0 / 3.0:  # enlarged 3x or more: outlines interpolated, not in steps of 3+ px
+            _interpolate_outlines(out, small, scale)
+        return out
     n = int(labels.max())
     if n == 0:
         return labels.astype(np.int32)
@@ -3280,6 +3284,82 @@ def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[fl
     newid = np.zeros(n + 1, np.int32)
     newid[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return np.take(newid, labels, out=labels if labels.dtype == np.int32 else None)
+
+
+
+def _interpolate_outlines(out: np.ndarray, small: np.ndarray, scale: tuple[float, float]) -> None:
+    """Smooth the outlines of labels enlarged from the working scale, in place.
+
+    Nearest-neighbour enlargement draws every outline as a staircase of working pixels (8 px steps for a
+    160-px nucleus segmented 20 px wide), which lowers solidity and looks crude in overlays. Here each
+    pixel of ``out`` that lies between working-pixel centres of different labels takes the label with the
+    largest bilinear weight among the four centres around it (the argmax of the bilinearly interpolated
+    one-hot labels, background included): outlines run straight or curved between the centres. A pixel
+    between four centres of one label keeps it, so only outline pixels are computed. No label is erased:
+    with ``scale`` <= 1/3 some output pixel lies within 1/6 working pixel of each working pixel's centre
+    (also at the clamped edges), where that centre's weight is >= (5/6)² > 1/2.
+
+    Parameters
+    ----------
+    out : np.ndarray
+        (Y, X) int32 labels, the nearest-neighbour enlargement of ``small`` (pixel ``y`` from working row
+        ``floor((y + 0.5) * scale[0])``); modified in place.
+    small : np.ndarray
+        (y, x) int32 labels at the working scale, numbered as in ``out``.
+    scale : tuple of float
+        (y, x) working pixels per output pixel, at most 1/3.
+    """
+    h, w = small.shape
+    if h < 2 or w < 2:
+        return
+
+    def taps(n_out: int, s: float, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = (np.arange(n_out) + 0.5) * s - 0.5  # working coordinate of each output pixel's centre
+        i0 = np.clip(np.floor(c), 0, n_in - 2).astype(np.intp)  # its cell: centres i0 and i0 + 1
+        start = np.searchsorted(i0, np.arange(n_in))  # the output pixels of cell i: start[i]..start[i+1]
+        return start, np.diff(start), np.clip(c - i0, 0.0, 1.0).astype(np.float32)
+
+    y0, ny, fy = taps(out.shape[0], scale[0], h)
+    x0, nx, fx = taps(out.shape[1], scale[1], w)
+    flat = small.ravel()
+    a = small[:-1, :-1]
+    ci, cj = np.nonzero((a != small[1:, :-1]) | (a != small[:-1, 1:]) | (a != small[1:, 1:]))  # 2+ labels
+    cnt = ny[ci] * nx[cj]
+    keep = cnt > 0
+    ci, cj, cnt = ci[keep], cj[keep], cnt[keep]
+    if ci.size == 0:
+        return
+    # every output pixel of those cells: cell k's pixels in row-major order
+    cell = np.repeat(np.arange(ci.size), cnt)
+    q = np.arange(cell.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    wide = nx[cj][cell]
+    ys = y0[ci][cell] + q // wide
+    xs = x0[cj][cell] + q % wide
+    wy, wx = fy[ys], fx[xs]
+    k00 = ci * w + cj
+    l00, l01, l10, l11 = (np.take(flat, k) for k in (k00, k00 + 1, k00 + w, k00 + w + 1))
+    # the winner's bilinear weight: cells with two labels (nearly all) compare the interpolated indicator
+    # of the top-left corner's label with 1/2; the others (junctions) score every corner's label
+    e01, e10, e11 = (l01 == l00), (l10 == l00), (l11 == l00)
+    other = np.where(~e01, l01, np.where(~e10, l10, l11))
+    two = ((e01 | (l01 == other)) & (e10 | (l10 == other)) & (e11 | (l11 == other)))
+    a0 = np.float32(1)
+    ax = e01.astype(np.float32) - a0
+    ay = e10.astype(np.float32) - a0
+    axy = a0 - e01 - e10 + e11.astype(np.float32)
+    v = np.take(ay, cell) * wy
+    v += np.take(ax, cell) * wx
+    v += np.take(axy, cell) * (wy * wx)
+    new = np.where(v >= np.float32(-0.5), np.take(l00, cell), np.take(other, cell))  # v + 1 >= 1/2
+    junction = np.flatnonzero(~np.take(two, cell))
+    if junction.size:
+        c = cell[junction]
+        ly, lx = wy[junction], wx[junction]
+        corners = [l00[c], l01[c], l10[c], l11[c]]
+        weights = [(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx]
+        score = np.stack([sum(wk * (lk == lj) for lk, wk in zip(corners, weights)) for lj in corners])
+        new[junction] = np.choose(np.argmax(score, axis=0), corners)
+    out.put(ys * out.shape[1] + xs, new)
 
 
 # --------------------------------------------------------------------------------------------------
