@@ -344,6 +344,60 @@ def test_large_nucleus_outline_is_not_stair_stepped():
     assert seg.qc["solidity"].iloc[0] >= 0.965
 
 
+
+def _with_specks(img, n, peak, sigma, seed):
+    """``img`` (uint16) plus ``n`` Gaussian specks of the given peak (ADU above the image) and sigma (px)."""
+    rng = np.random.default_rng(seed)
+    spk = np.zeros(img.shape, np.float64)
+    for _ in range(n):
+        y, x = rng.integers(0, img.shape[0]), rng.integers(0, img.shape[1])
+        spk[y, x] = 1.0
+    spk = ndi.gaussian_filter(spk, sigma) * (2 * np.pi * sigma * sigma) * peak
+    return np.clip(img + spk, 0, 65535).astype(np.uint16)
+
+
+def test_clip_bright_clips_small_bright_regions_only():
+    img = np.zeros((160, 160), np.float32)
+    for y0, x0 in ((5, 5), (5, 55), (55, 5), (55, 55), (105, 5), (105, 55)):
+        img[y0: y0 + 30, x0: x0 + 30] = 1.0  # nuclei at the typical level (background 0: level 3)
+    img[110:130, 110:130] = 3.5  # a large region above the level: a bright nucleus, kept
+    img[20, 130] = 10.0  # a speck on the background
+    img[25:27, 15:17] = 10.0  # a speck on a nucleus
+    img += np.random.default_rng(0).normal(0, 0.02, img.shape).astype(np.float32)
+    out = S._clip_bright(img.copy(), 3.0, max_area=20)
+    level = out[20, 130]
+    assert level == pytest.approx(3.0, abs=0.1) and np.all(out[25:27, 15:17] == level)
+    assert np.array_equal(out[110:130, 110:130], img[110:130, 110:130])
+    assert np.array_equal(out[img <= level], img[img <= level])
+    assert np.array_equal(S._clip_bright(img.copy(), 0.0, max_area=20), img)  # 0 = off
+
+
+def test_bright_specks_neither_bite_nuclei_nor_fool_the_scale_estimate():
+    """Debris far brighter than the nuclei (60 specks at ~8x their contrast): the scale estimate still
+    finds the nuclei (unclipped it found the specks: 3.9 px), and with the scale 29-30 of the 30 nuclei
+    are found (unclipped 20-25: nuclei next to a speck lost their pixels to its local-contrast level)."""
+    img, truth = _disc_field(shape=(320, 320), r=12.0, n=30, seed=8)
+    dirty = _with_specks(img, 60, 8 * (np.percentile(img[truth > 0], 90) - 100.0), 1.2, seed=9)
+    d = estimate_nucleus_diameter(dirty)
+    assert abs(d / 24.0 - 1) <= 0.25, d
+    seg = segment_nuclei(dirty, diameter_px=24.0)
+    assert match_labels(truth, seg.labels)["tp"] >= truth.max() - 1
+    off = segment_nuclei(dirty, diameter_px=24.0, bright_clip=0.0)
+    assert match_labels(truth, off.labels)["tp"] <= truth.max() - 3
+
+
+def test_scale_estimate_ignores_specks_only_when_they_matter(monkeypatch):
+    """Without debris the scale estimate is left exactly as it was (a few bright chromatin spots are not
+    clipped: below scale_bright_clip_min_share); with 60 bright specks it is not fooled by them."""
+    img, truth = _disc_field(shape=(320, 320), r=12.0, n=30, seed=11)
+    dirty = _with_specks(img, 60, 8 * (np.percentile(img[truth > 0], 90) - 100.0), 1.2, seed=9)
+    with_clip = (estimate_nucleus_diameter(img), estimate_nucleus_diameter(dirty))
+    monkeypatch.setattr(S, "SCALE_BRIGHT_CLIP", 0.0)
+    without = (estimate_nucleus_diameter(img), estimate_nucleus_diameter(dirty))
+    assert with_clip[0] == without[0]
+    assert abs(with_clip[1] / 24.0 - 1) <= 0.25 and without[1] < 12.0
+
+
 # ---------------------------------------------------------------------------------------------
 # empty images and errors
 # ---------------------------------------------------------------------------------------------
