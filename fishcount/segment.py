@@ -86,7 +86,8 @@ _DEFAULTS_FILE = Path(__file__).with_name("segment_defaults.toml")
 #: Expected keys of ``segment_defaults.toml``: section -> key -> (type, lower bound, upper bound or None).
 _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
     "scale": {"nucleus_diameter_um": (float, 0.5, 100.0), "scale_peak_min_fraction": (float, 0.0, 1.0),
-              "min_bright_fraction": (float, 0.0, 1.0), "size_check_low": (float, 0.0, 1.0),
+              "min_bright_fraction": (float, 0.0, 1.0), "min_bright_nucleus_areas": (float, 0.0, None),
+              "size_check_low": (float, 0.0, 1.0),
               "size_check_high": (float, 1.0, None), "size_check_ratio": (float, 0.1, 2.0),
               "size_check_min_nuclei": (float, 1.0, None), "scale_bright_clip": (float, 0.0, None),
               "scale_bright_clip_min_share": (float, 0.0, 1.0)},
@@ -205,10 +206,14 @@ _D = load_segment_defaults()
 DEFAULT_NUCLEUS_DIAMETER_UM: float = _D["scale"]["nucleus_diameter_um"]
 #: Scale estimate: the smallest scale-space peak with at least this fraction of the strongest one's energy.
 SCALE_PEAK_MIN_FRACTION: float = _D["scale"]["scale_peak_min_fraction"]
-#: An image holds no nuclei when fewer than this fraction of its (flattened, smoothed) pixels are more
-#: than 10 noise sigmas above its 10th percentile (pure Gaussian noise: ~1e-15). Sigma comes from the
-#: darkest pixels (10th - 2.28th percentile), so it holds however much of the field nuclei cover.
+#: Without a scale (plain Otsu), an image holds no nuclei when fewer than this fraction of its (flattened,
+#: smoothed) pixels are more than 10 noise sigmas above its 10th percentile (pure Gaussian noise: ~1e-15).
+#: Sigma comes from the darkest pixels (10th - 2.28th percentile), so it holds however much of the field
+#: nuclei cover.
 MIN_BRIGHT_FRACTION: float = _D["scale"]["min_bright_fraction"]
+#: With a scale, the image holds no nuclei when those bright pixels would cover less than this many
+#: typical nucleus areas (``segment_defaults.toml`` [scale]).
+MIN_BRIGHT_NUCLEUS_AREAS: float = _D["scale"]["min_bright_nucleus_areas"]
 #: Scale estimate: small regions brighter than bg + this x (typical nucleus - bg) are clipped first
 #: (debris; :func:`_clip_bright`).
 SCALE_BRIGHT_CLIP: float = _D["scale"]["scale_bright_clip"]
@@ -738,10 +743,16 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
     p_lo, p10 = np.percentile(sample, [2.28, 10.0])
     sigma_low = float(p10 - p_lo) / 0.718  # Gaussian: p10 - p2.28 = 0.718 sigma
     bright = np.count_nonzero(sample > p10 + 10.0 * sigma_low) / sample.size  # = np.mean(...), same division
-    if n_fg == 0 or bright < MIN_BRIGHT_FRACTION:
-        return None  # nothing stands out of the noise
+    if n_fg == 0:
+        return None
     if d is None:
+        if bright < MIN_BRIGHT_FRACTION:
+            return None  # nothing stands out of the noise
         return flat > t
+    # with a scale: enough such pixels for part of one nucleus, however large the field (a share of the
+    # field would drop a field holding one or two nuclei)
+    if bright * flat.size < MIN_BRIGHT_NUCLEUS_AREAS * math.pi * d * d / 4.0:
+        return None
     t_low = max(med + low_frac * (t - med), med + noise_sigmas * noise)
     size = max(3, int(round(d)) | 1)
     local_max = _window_extreme(flat, size, np.maximum)  # = ndi.maximum_filter(flat, size=size)
