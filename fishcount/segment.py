@@ -90,7 +90,9 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
               "size_check_low": (float, 0.0, 1.0),
               "size_check_high": (float, 1.0, None), "size_check_ratio": (float, 0.1, 2.0),
               "size_check_min_nuclei": (float, 1.0, None), "scale_bright_clip": (float, 0.0, None),
-              "scale_bright_clip_min_share": (float, 0.0, 1.0)},
+              "scale_bright_clip_min_share": (float, 0.0, 1.0),
+              "scale_bright_clip_max_share": (float, 0.0, 1.0),
+              "scale_bright_clip_max_ring": (float, 0.0, 1.0)},
     "classical": {
         "working_diameter_px": (float, 6.0, 200.0), "background_width_diameters": (float, 1.0, None),
         "smooth_sigma_diameters": (float, 0.0, 1.0), "texture_max": (float, 0.0, None),
@@ -218,6 +220,8 @@ MIN_BRIGHT_NUCLEUS_AREAS: float = _D["scale"]["min_bright_nucleus_areas"]
 #: (debris; :func:`_clip_bright`).
 SCALE_BRIGHT_CLIP: float = _D["scale"]["scale_bright_clip"]
 SCALE_BRIGHT_CLIP_MIN_SHARE: float = _D["scale"]["scale_bright_clip_min_share"]
+SCALE_BRIGHT_CLIP_MAX_SHARE: float = _D["scale"]["scale_bright_clip_max_share"]
+SCALE_BRIGHT_CLIP_MAX_RING: float = _D["scale"]["scale_bright_clip_max_ring"]
 #: Size check with a pixel size (``segment_defaults.toml`` [scale] size_check_*): see :func:`segment_nuclei`.
 SIZE_CHECK: dict[str, float] = {k: _D["scale"][k] for k in ("size_check_low", "size_check_high",
                                                               "size_check_ratio", "size_check_min_nuclei")}
@@ -336,7 +340,8 @@ def _normalize(img: np.ndarray, rng: tuple[float, float] | None | bool = False) 
 
 def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
                  max_area_fraction: float = 0.1, to_level: float | None = None,
-                 min_energy_share: float = 0.01) -> np.ndarray:
+                 min_energy_share: float = 0.01, max_energy_share: float = 1.0,
+                 max_ring_foreground: float = 0.5) -> np.ndarray:
     """Clip small debris far brighter than the nuclei (in place on float32 ``img``, which is returned).
 
     Fluorescent debris, dye precipitate and dust can be many times brighter than any nucleus. Left as they
@@ -351,9 +356,13 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     area-weighted median area of the regions above Otsu's threshold (the area of the nucleus a foreground
     pixel lies in). ``to_level``: the clipped regions are set to ``bg + to_level (nuc - bg)`` instead (the
     scale estimate: a speck left at k x the nuclei's contrast still holds k² x their scale-space energy per
-    pixel), and only when they hold at least ``min_energy_share`` of the summed squared contrast
+    pixel), only regions on the background (at most ``max_ring_foreground`` of a ring 2-3 region radii
+    out lies above Otsu's threshold: a speck's own blurred skirt lies within), and only when they hold at
+    least ``min_energy_share`` of the summed squared contrast
     ``(img - bg)²`` above Otsu's threshold (a few bright chromatin spots in a clean field are left alone:
-    they cannot move the estimate much, and touching them shifted it by ~0.4 %). ``k`` <= 0: off.
+    they cannot move the estimate much, and touching them shifted it by ~0.4 %) and at most
+    ``max_energy_share`` of it (more, and the small bright regions are the field's content: a few nuclei
+    on a wide haze, which makes the typical level the haze's). ``k`` <= 0: off.
     """
     if k <= 0:
         return img
@@ -380,6 +389,16 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     area = np.bincount(lab.ravel(), minlength=n + 1)
     small = area <= max_area
     small[0] = False
+    if to_level is not None and small.any():
+        # the scale estimate: only specks on the background; without a scale, a small bright region among
+        # dimmer foreground may be a nucleus on a haze, or chromatin
+        r = int(math.ceil(math.sqrt(float(area[small].max()) / math.pi)))
+        inner = _max_box(np.where(np.take(small, lab), lab, 0), 2 * r)
+        near = _max_box(inner, r)
+        ring = (near > 0) & (inner == 0)
+        on_fg = np.bincount(near[ring], weights=img[ring] > t, minlength=n + 1)
+        cnt = np.bincount(near[ring], minlength=n + 1)
+        small &= on_fg <= max_ring_foreground * np.maximum(cnt, 1)
     sel = np.take(small, lab)
     if to_level is None:
         img[sel] = level
@@ -388,7 +407,8 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     # energy of the scale space) that can move the estimate
     e_sel = float(np.sum(np.square(img[sel] - np.float32(bg), dtype=np.float64)))
     fg = img > t
-    if e_sel < min_energy_share * float(np.sum(np.square(img[fg] - np.float32(bg), dtype=np.float64))):
+    e_fg = float(np.sum(np.square(img[fg] - np.float32(bg), dtype=np.float64)))
+    if not min_energy_share * e_fg <= e_sel <= max_energy_share * e_fg:
         return img
     img[sel] = np.float32(bg + to_level * (nuc - bg))
     return img
@@ -530,7 +550,8 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
     if flat:
         return float("nan")
     img = _clip_bright(img, SCALE_BRIGHT_CLIP, max_area_fraction=float(CLASSICAL_DEFAULTS["bright_clip_max_area"]),
-                       to_level=1.0, min_energy_share=SCALE_BRIGHT_CLIP_MIN_SHARE)
+                       to_level=1.0, min_energy_share=SCALE_BRIGHT_CLIP_MIN_SHARE,
+                       max_energy_share=SCALE_BRIGHT_CLIP_MAX_SHARE, max_ring_foreground=SCALE_BRIGHT_CLIP_MAX_RING)
     sigmas, energy = _log_energy(img)
     if len(energy) < 3 or not np.any(np.asarray(energy) > 0):
         return float("nan")

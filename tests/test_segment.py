@@ -398,6 +398,24 @@ def test_scale_estimate_ignores_specks_only_when_they_matter(monkeypatch):
     assert abs(with_clip[1] / 24.0 - 1) <= 0.25 and without[1] < 12.0
 
 
+
+def test_scale_estimate_does_not_take_nuclei_on_a_haze_for_debris(monkeypatch):
+    """A few bright nuclei on a wide dim haze: Otsu's split is the haze's, so the nuclei are far brighter
+    than the "typical" foreground and small beside the haze. They are not on the background (the ring
+    around them is haze), so the debris rule leaves them alone (without the ring and share tests it
+    clipped them, and the estimate went from 32 px to 8)."""
+    shape = (700, 900)
+    objs = [(_disc(shape, 350, 450, 325), 0.08)]
+    rng = np.random.default_rng(1)
+    for cy, cx in ((250, 350), (400, 550), (450, 300), (225, 600), (500, 450), (325, 475), (350, 200)):
+        objs.append((_disc(shape, cy, cx, 14.0 * rng.uniform(0.9, 1.1)), rng.uniform(0.6, 1.0)))
+    img = _render(objs, shape, blur=1.0, seed=3)
+    d = estimate_nucleus_diameter(img)
+    monkeypatch.setattr(S, "SCALE_BRIGHT_CLIP", 0.0)
+    assert d == estimate_nucleus_diameter(img)
+    assert abs(d / 28.0 - 1) <= 0.25
+
+
 # ---------------------------------------------------------------------------------------------
 # empty images and errors
 # ---------------------------------------------------------------------------------------------
