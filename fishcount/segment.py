@@ -354,9 +354,10 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     regions above it (a cluster of bright nuclei) keep their values, so the seams between them stay. With
     ``max_area`` None (no scale known yet: the scale estimate) it is ``max_area_fraction`` x the
     area-weighted median area of the regions above Otsu's threshold (the area of the nucleus a foreground
-    pixel lies in). ``to_level``: the clipped regions are set to ``bg + to_level (nuc - bg)`` instead (the
-    scale estimate: a speck left at k x the nuclei's contrast still holds k² x their scale-space energy per
-    pixel), only regions on the background (at most ``max_ring_foreground`` of a ring 2-3 region radii
+    pixel lies in). ``to_level``: the clipped regions, with their skirts down to ``bg + to_level (nuc -
+    bg)`` (when that whole blob is at most ``max_area``), are set to that level instead (the scale estimate:
+    a speck left at k x the nuclei's contrast still holds k² x their scale-space energy per pixel, and a
+    core lowered inside its skirt would leave a bright ring), only regions on the background (at most ``max_ring_foreground`` of a ring 2-3 region radii
     out lies above Otsu's threshold: a speck's own blurred skirt lies within), and only when they hold at
     least ``min_energy_share`` of the summed squared contrast
     ``(img - bg)²`` above Otsu's threshold (a few bright chromatin spots in a clean field are left alone:
@@ -410,7 +411,19 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     e_fg = float(np.sum(np.square(img[fg] - np.float32(bg), dtype=np.float64)))
     if not min_energy_share * e_fg <= e_sel <= max_energy_share * e_fg:
         return img
-    img[sel] = np.float32(bg + to_level * (nuc - bg))
+    # the whole speck down to that level, not only its core: a core set to it inside a skirt still up to
+    # k x the contrast would be a bright ring, as strong at small scales as the speck
+    low = np.float32(bg + to_level * (nuc - bg))
+    blob, _ = ndi.label(img > low)
+    ids = np.unique(blob[sel])
+    ids = ids[ids > 0]
+    if ids.size:
+        size = np.bincount(blob.ravel())
+        ids = ids[size[ids] <= max_area]
+        whole = np.isin(blob, ids)
+        np.minimum(img, low, out=img, where=whole | sel)
+    else:
+        img[sel] = low
     return img
 
 
