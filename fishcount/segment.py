@@ -784,9 +784,10 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
         if bright < MIN_BRIGHT_FRACTION:
             return None  # nothing stands out of the noise
         return flat > t
-    # with a scale: enough such pixels for part of one nucleus, however large the field (a share of the
-    # field would drop a field holding one or two nuclei)
-    if bright * flat.size < MIN_BRIGHT_NUCLEUS_AREAS * math.pi * d * d / 4.0:
+    # with a scale, either rule will do: enough such pixels for part of one nucleus, however large the field
+    # (the share alone dropped a field holding one or two nuclei), or the share (in a small, dense field the
+    # background's half-width is inflated by nucleus edges and few pixels are 10 of its sigmas up)
+    if bright < MIN_BRIGHT_FRACTION and bright * flat.size < MIN_BRIGHT_NUCLEUS_AREAS * math.pi * d * d / 4.0:
         return None
     t_low = max(med + low_frac * (t - med), med + noise_sigmas * noise)
     size = max(3, int(round(d)) | 1)
