@@ -350,8 +350,9 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     specks) and the local-contrast level of step 4 next to them (a nucleus beside a speck loses its
     pixels). The level is ``bg + k (nuc - bg)``, with ``bg`` and ``nuc`` the medians of the pixels below and
     above Otsu's threshold (the background and the typical nucleus); every connected region above it of at
-    most ``max_area`` pixels is set to it (a nucleus-bright speck, which the size rules drop). Larger
-    regions above it (a cluster of bright nuclei) keep their values, so the seams between them stay. With
+    most ``max_area`` pixels is set to it, and when the whole blob around it above ``nuc`` is at most
+    ``max_area`` too (a speck on the background, not on a nucleus), that blob is set to ``bg``. Larger
+    regions above the level (a cluster of bright nuclei) keep their values, so the seams between them stay. With
     ``max_area`` None (no scale known yet: the scale estimate) it is ``max_area_fraction`` x the
     area-weighted median area of the regions above Otsu's threshold (the area of the nucleus a foreground
     pixel lies in). ``to_level``: the clipped regions, with their skirts down to ``bg + to_level (nuc -
@@ -404,6 +405,15 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     sel = np.take(small, lab)
     if to_level is None:
         img[sel] = level
+        # a speck on the background (its whole blob above the typical nucleus level is small too) is
+        # erased to the background level: clipped, its skirt would still be a nucleus-bright speck
+        blob, _ = ndi.label(img > np.float32(nuc))
+        ids = np.unique(blob[sel])
+        ids = ids[ids > 0]
+        if ids.size:
+            ids = ids[np.bincount(blob.ravel())[ids] <= max_area]
+            if ids.size:
+                img[np.isin(blob, ids)] = np.float32(bg)
         return img
     # the scale estimate: only when the debris holds a share of the foreground's squared contrast (the
     # energy of the scale space) that can move the estimate

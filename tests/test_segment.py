@@ -357,6 +357,8 @@ def _with_specks(img, n, peak, sigma, seed):
 
 
 def test_clip_bright_clips_small_bright_regions_only():
+    """Step 2b: a speck on a nucleus is clipped to 3x the typical contrast, a speck on the background is
+    erased (its skirt would still be a nucleus-bright speck), a large bright nucleus is left alone."""
     img = np.zeros((160, 160), np.float32)
     for y0, x0 in ((5, 5), (5, 55), (55, 5), (55, 55), (105, 5), (105, 55)):
         img[y0: y0 + 30, x0: x0 + 30] = 1.0  # nuclei at the typical level (background 0: level 3)
@@ -365,10 +367,13 @@ def test_clip_bright_clips_small_bright_regions_only():
     img[25:27, 15:17] = 10.0  # a speck on a nucleus
     img += np.random.default_rng(0).normal(0, 0.02, img.shape).astype(np.float32)
     out = S._clip_bright(img.copy(), 3.0, max_area=20)
-    level = out[20, 130]
+    level = out[25, 15]  # the speck on a nucleus: clipped to the level
     assert level == pytest.approx(3.0, abs=0.1) and np.all(out[25:27, 15:17] == level)
-    assert np.array_equal(out[110:130, 110:130], img[110:130, 110:130])
-    assert np.array_equal(out[img <= level], img[img <= level])
+    assert abs(out[20, 130]) < 0.05  # the speck on the background: erased to the background level
+    assert np.array_equal(out[110:130, 110:130], img[110:130, 110:130])  # the bright nucleus: kept
+    keep = np.ones(img.shape, bool)
+    keep[25:27, 15:17] = keep[20, 130] = False
+    assert np.array_equal(out[keep], img[keep])
     assert np.array_equal(S._clip_bright(img.copy(), 0.0, max_area=20), img)  # 0 = off
 
 
