@@ -695,6 +695,10 @@ def _write_defaults(tmp_path, edit):
     (("[qc]", "[qcc]"), "unknown table"),
     (("working_diameter_px = 20.0", ""), "missing key 'working_diameter_px'"),
     (("[scale]", "[scale"), "cannot read"),
+    (("bright_clip = 3.0", "bright_clip = -1.0"), r"\[classical\] bright_clip must be"),
+    (("scale_bright_clip_max_share = 0.85", "scale_bright_clip_max_share = 1.5"),
+     r"\[scale\] scale_bright_clip_max_share must be in \[0.0, 1.0\]"),
+    (("min_bright_nucleus_areas = 0.25", ""), "missing key 'min_bright_nucleus_areas'"),
 ])
 def test_bad_defaults_file_raises_naming_file_and_key(tmp_path, edit, msg):
     p = _write_defaults(tmp_path, edit)
