@@ -33,6 +33,17 @@ def _disc(shape, cy, cx, r):
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
+def _discs(shape, centres, r, level):
+    """Discs of radius ``r`` at ``centres``: (true labels 1..n, [(mask, level), ...] for :func:`_render`)."""
+    truth = np.zeros(shape, np.int32)
+    objs = []
+    for i, (cy, cx) in enumerate(centres, start=1):
+        m = _disc(shape, cy, cx, r)
+        truth[m] = i
+        objs.append((m, level))
+    return truth, objs
+
+
 def _render(masks_and_levels, shape, blur=1.2, noise=8.0, bg=100.0, seed=0, scale=1000.0):
     """Sum of flat objects (mask, level), Gaussian blur, Poisson-like noise, uint16."""
     rng = np.random.default_rng(seed)
@@ -260,13 +271,7 @@ def test_large_nuclei_stay_in_place_when_the_field_is_not_a_multiple_of_the_bloc
     of 5 rows. The working grid must still span the whole field, or the labels drift towards the far
     edges (by up to ~4 px here, the old behaviour)."""
     shape = (1006, 1003)  # 1006 = 143 * 7 + 5, 1003 = 143 * 7 + 2
-    centres = [(160.0, 170.0), (840.0, 830.0), (170.0, 820.0), (830.0, 180.0)]
-    truth = np.zeros(shape, np.int32)
-    objs = []
-    for i, (cy, cx) in enumerate(centres, start=1):
-        m = _disc(shape, cy, cx, 75.0)
-        truth[m] = i
-        objs.append((m, 0.8))
+    truth, objs = _discs(shape, [(160.0, 170.0), (840.0, 830.0), (170.0, 820.0), (830.0, 180.0)], 75.0, 0.8)
     img = _render(objs, shape, blur=3.0, seed=3)
     seg = segment_nuclei(img, diameter_px=150.0)
     assert seg.n_nuclei == 4
@@ -907,13 +912,8 @@ def test_refine_splits_nuclei_pressed_together_only_along_a_dark_seam():
 
 def _dim_field(dim_level, shape=(200, 260)):
     """Eight separate bright discs (r = 10 px) and one disc at ``dim_level`` of their brightness."""
-    centres = [(40, 40), (40, 100), (40, 160), (40, 220), (160, 40), (160, 100), (160, 160), (160, 220)]
-    truth = np.zeros(shape, np.int32)
-    objs = []
-    for i, (cy, cx) in enumerate(centres, start=1):
-        m = _disc(shape, cy, cx, 10)
-        truth[m] = i
-        objs.append((m, 1.0))
+    truth, objs = _discs(shape, [(40, 40), (40, 100), (40, 160), (40, 220), (160, 40), (160, 100), (160, 160),
+                                 (160, 220)], 10, 1.0)
     dim = _disc(shape, 100, 130, 10)
     truth[dim] = 9
     objs.append((dim, dim_level))
