@@ -342,29 +342,34 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
                  max_area_fraction: float = 0.1, to_level: float | None = None,
                  min_energy_share: float = 0.01, max_energy_share: float = 1.0,
                  max_ring_foreground: float = 0.5) -> np.ndarray:
-    """Clip small debris far brighter than the nuclei (in place on float32 ``img``, which is returned).
+    """Clip or erase small debris far brighter than the nuclei (in place on float32 ``img``, returned).
 
-    Fluorescent debris, dye precipitate and dust can be many times brighter than any nucleus. Left as they
-    are they dominate the scale-space energy of the scale estimate (which grows with the square of the
-    brightness: 40 specks 10x brighter than the nuclei on a simulated field made the estimate pick the
-    specks) and the local-contrast level of step 4 next to them (a nucleus beside a speck loses its
-    pixels). The level is ``bg + k (nuc - bg)``, with ``bg`` and ``nuc`` the medians of the pixels below and
-    above Otsu's threshold (the background and the typical nucleus); every connected region above it of at
-    most ``max_area`` pixels is set to it, and when the whole blob around it above ``nuc`` is at most
-    ``max_area`` too (a speck on the background, not on a nucleus), that blob is set to ``bg``. Larger
-    regions above the level (a cluster of bright nuclei) keep their values, so the seams between them stay. With
-    ``max_area`` None (no scale known yet: the scale estimate) it is ``max_area_fraction`` x the
-    area-weighted median area of the regions above Otsu's threshold (the area of the nucleus a foreground
-    pixel lies in). ``to_level``: the clipped regions, with their skirts down to ``bg + to_level (nuc -
-    bg)`` (when that whole blob is at most ``max_area``), are set to that level instead (the scale estimate:
-    a speck left at k x the nuclei's contrast still holds k² x their scale-space energy per pixel, and a
-    core lowered inside its skirt would leave a bright ring), only regions on the background (at most ``max_ring_foreground`` of a ring 2-3 region radii
-    out lies above Otsu's threshold: a speck's own blurred skirt lies within), and only when they hold at
-    least ``min_energy_share`` of the summed squared contrast
-    ``(img - bg)²`` above Otsu's threshold (a few bright chromatin spots in a clean field are left alone:
-    they cannot move the estimate much, and touching them shifted it by ~0.4 %) and at most
-    ``max_energy_share`` of it (more, and the small bright regions are the field's content: a few nuclei
-    on a wide haze, which makes the typical level the haze's). ``k`` <= 0: off.
+    Fluorescent debris, dye precipitate and dust can be many times brighter than any nucleus. Left as
+    they are they bias the local-contrast level of step 4 next to them (a nucleus beside a speck loses its
+    pixels) and dominate the scale-space energy of the scale estimate (which grows with the square of the
+    brightness: 40 specks 10x brighter than the nuclei on a simulated field made the estimate pick them).
+
+    The level is ``bg + k (nuc - bg)``, ``bg`` and ``nuc`` the medians of the pixels below and above
+    Otsu's threshold (of a sample with its top 2 % clipped): the background and the typical nucleus.
+    Debris are the connected regions above it of at most ``max_area`` pixels; larger regions above it (a
+    cluster of bright nuclei) keep their values, so the seams between them stay. Without ``max_area`` (no
+    scale yet: the scale estimate) it is ``max_area_fraction`` x the area-weighted median area of the
+    regions above Otsu's threshold (the area of the nucleus a foreground pixel lies in).
+
+    * Segmentation (``to_level`` None): each debris region is set to the level, and when its whole blob
+      above ``nuc`` is at most ``max_area`` too (a speck on the background, not on a nucleus), that blob
+      is set to ``bg`` (clipped only, its skirt would still be a nucleus-bright speck).
+    * Scale estimate (``to_level`` given): only debris on the background counts (at most
+      ``max_ring_foreground`` of a ring 2-3 region radii out above Otsu's threshold, past a speck's own
+      skirt: without a scale, a small bright region among dimmer foreground may be a nucleus on a haze),
+      and only when it holds ``min_energy_share`` to ``max_energy_share`` of the summed squared contrast
+      ``(img - bg)²`` above Otsu's threshold (less cannot move the estimate, while touching a few bright
+      chromatin spots shifted it by ~0.4 %; more means the regions are the field's content, e.g. a few
+      nuclei on a wide haze). Each such region, with its skirt down to ``bg + to_level (nuc - bg)`` when
+      that blob is at most ``max_area``, is set to that level (a speck left at k x the contrast keeps k²
+      x the nuclei's energy per pixel; a core lowered inside its skirt would leave a bright ring).
+
+    ``k`` <= 0: off.
     """
     if k <= 0:
         return img
@@ -544,6 +549,8 @@ def _zoom_linear(img: np.ndarray, shape: tuple[int, int],
 def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
     """Estimate the typical nucleus diameter of a DAPI image, in pixels, from the image alone.
 
+    #. Bright debris on the background (small regions far brighter than the typical nucleus) is lowered
+       to the typical nucleus level first (:func:`_clip_bright`, ``[scale] scale_bright_clip*``).
     #. Scale space: the scale-normalised Laplacian of Gaussian ``-s^2 LoG_s`` is computed for ``s`` from
        2 px upwards (ratio 2^(1/4), on an image pyramid so large scales are cheap); its mean squared
        positive response ``E(s)`` peaks where blobs of diameter ``2 sqrt(2) s`` fill the image.
@@ -573,9 +580,11 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
     img, flat = _normalize(img)
     if flat:
         return float("nan")
+    # debris on the background, lowered to the typical nucleus level (:func:`_clip_bright`)
     img = _clip_bright(img, SCALE_BRIGHT_CLIP, max_area_fraction=float(CLASSICAL_DEFAULTS["bright_clip_max_area"]),
                        to_level=1.0, min_energy_share=SCALE_BRIGHT_CLIP_MIN_SHARE,
-                       max_energy_share=SCALE_BRIGHT_CLIP_MAX_SHARE, max_ring_foreground=SCALE_BRIGHT_CLIP_MAX_RING)
+                       max_energy_share=SCALE_BRIGHT_CLIP_MAX_SHARE,
+                       max_ring_foreground=SCALE_BRIGHT_CLIP_MAX_RING)
     sigmas, energy = _log_energy(img)
     if len(energy) < 3 or not np.any(np.asarray(energy) > 0):
         return float("nan")
@@ -890,8 +899,9 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
     if flat:
         return np.zeros(img.shape, np.int32)
     d = diameter_px * factor  # nucleus diameter at the working scale
-    # 2b. debris far brighter than the nuclei: small bright objects clipped to a nucleus-bright level
-    work = _clip_bright(work, float(p["bright_clip"]), max(4.0, float(p["bright_clip_max_area"]) * math.pi * d * d / 4))
+    # 2b. debris far brighter than the nuclei: clipped to a nucleus-bright level, or erased on the background
+    max_debris = max(4.0, float(p["bright_clip_max_area"]) * math.pi * d * d / 4)
+    work = _clip_bright(work, float(p["bright_clip"]), max_debris)
     # 3. flatten + smooth
     flt = _flatten(work, d, p)
     # 4. threshold
@@ -3411,7 +3421,6 @@ def _upsample_labels(labels: np.ndarray, shape: tuple[int, int], scale: tuple[fl
     newid = np.zeros(n + 1, np.int32)
     newid[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return np.take(newid, labels, out=labels if labels.dtype == np.int32 else None)
-
 
 
 def _interpolate_outlines(out: np.ndarray, small: np.ndarray, scale: tuple[float, float]) -> None:
