@@ -412,13 +412,7 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
         img[sel] = level
         # a speck on the background (its whole blob above the typical nucleus level is small too) is
         # erased to the background level: clipped, its skirt would still be a nucleus-bright speck
-        blob, _ = ndi.label(img > np.float32(nuc))
-        ids = np.unique(blob[sel])
-        ids = ids[ids > 0]
-        if ids.size:
-            ids = ids[np.bincount(blob.ravel())[ids] <= max_area]
-            if ids.size:
-                img[np.isin(blob, ids)] = np.float32(bg)
+        img[_small_blobs(img > np.float32(nuc), sel, max_area)] = np.float32(bg)
         return img
     # the scale estimate: only when the debris holds a share of the foreground's squared contrast (the
     # energy of the scale space) that can move the estimate
@@ -430,17 +424,19 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     # the whole speck down to that level, not only its core: a core set to it inside a skirt still up to
     # k x the contrast would be a bright ring, as strong at small scales as the speck
     low = np.float32(bg + to_level * (nuc - bg))
-    blob, _ = ndi.label(img > low)
-    ids = np.unique(blob[sel])
+    np.minimum(img, low, out=img, where=_small_blobs(img > low, sel, max_area) | sel)
+    return img
+
+
+def _small_blobs(above: np.ndarray, seeds: np.ndarray, max_area: float) -> np.ndarray:
+    """Bool mask of the connected components of ``above`` that hold a pixel of ``seeds`` and have at most
+    ``max_area`` pixels (both (Y, X) bool)."""
+    blob, _ = ndi.label(above)
+    ids = np.unique(blob[seeds])
     ids = ids[ids > 0]
     if ids.size:
-        size = np.bincount(blob.ravel())
-        ids = ids[size[ids] <= max_area]
-        whole = np.isin(blob, ids)
-        np.minimum(img, low, out=img, where=whole | sel)
-    else:
-        img[sel] = low
-    return img
+        ids = ids[np.bincount(blob.ravel())[ids] <= max_area]
+    return np.isin(blob, ids) if ids.size else np.zeros(above.shape, bool)
 
 
 def _block_mean(img: np.ndarray, k: int) -> np.ndarray:
