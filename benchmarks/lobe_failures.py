@@ -43,7 +43,7 @@ def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, n
     work, (fy, fx) = S._resample(img, factor)
     work, _ = S._normalize(work, rng)
     d = diameter_px * factor
-    work = S._clip_bright(work, float(p["bright_clip"]), max(4.0, float(p["bright_clip_max_area"]) * math.pi * d * d / 4))
+    work = S._remove_debris(work, d, p)  # step 2b
     flt = S._flatten(work, d, p)
     mask, levels = S._foreground(flt, d, p["local_rel"], p["low_frac"], p["noise_sigmas"], p["own_peak_rel"],
                                  with_levels=True)

@@ -49,7 +49,7 @@ def _working(img: np.ndarray, diameter_px: float, p: dict) -> tuple[np.ndarray, 
     work, scale = S._resample(img, factor)
     work, _ = S._normalize(work, S._norm_range(img))
     d = diameter_px * factor
-    work = S._clip_bright(work, float(p["bright_clip"]), max(4.0, float(p["bright_clip_max_area"]) * math.pi * d * d / 4))
+    work = S._remove_debris(work, d, p)  # step 2b
     return S._flatten(work, d, p), d, scale
 
 

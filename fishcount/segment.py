@@ -386,8 +386,9 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     over = img > level
     if not over.any():
         return img
+    fg = img > t if max_area is None or to_level is not None else None  # the regions above Otsu's threshold
     if max_area is None:
-        fl, nf = ndi.label(img > t)
+        fl, nf = ndi.label(fg)
         areas = np.sort(np.bincount(fl.ravel(), minlength=nf + 1)[1:])
         if areas.size == 0:
             return img
@@ -404,7 +405,7 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
         inner = _max_box(np.where(np.take(small, lab), lab, 0), 2 * r)
         near = _max_box(inner, r)
         ring = (near > 0) & (inner == 0)
-        on_fg = np.bincount(near[ring], weights=img[ring] > t, minlength=n + 1)
+        on_fg = np.bincount(near[ring], weights=fg[ring], minlength=n + 1)
         cnt = np.bincount(near[ring], minlength=n + 1)
         small &= on_fg <= max_ring_foreground * np.maximum(cnt, 1)
     sel = np.take(small, lab)
@@ -417,7 +418,6 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     # the scale estimate: only when the debris holds a share of the foreground's squared contrast (the
     # energy of the scale space) that can move the estimate
     e_sel = float(np.sum(np.square(img[sel] - np.float32(bg), dtype=np.float64)))
-    fg = img > t
     e_fg = float(np.sum(np.square(img[fg] - np.float32(bg), dtype=np.float64)))
     if not min_energy_share * e_fg <= e_sel <= max_energy_share * e_fg:
         return img
@@ -426,6 +426,12 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     low = np.float32(bg + to_level * (nuc - bg))
     np.minimum(img, low, out=img, where=_small_blobs(img > low, sel, max_area) | sel)
     return img
+
+
+def _remove_debris(work: np.ndarray, d: float, p: dict) -> np.ndarray:
+    """Step 2b on the normalised working image (in place, returned): :func:`_clip_bright` at
+    ``bright_clip`` with regions of at most ``bright_clip_max_area`` nucleus areas (d: working px)."""
+    return _clip_bright(work, float(p["bright_clip"]), max(4.0, float(p["bright_clip_max_area"]) * math.pi * d * d / 4))
 
 
 def _small_blobs(above: np.ndarray, seeds: np.ndarray, max_area: float) -> np.ndarray:
@@ -896,8 +902,7 @@ def segment_classical(dapi: np.ndarray, diameter_px: float, **params: Any) -> np
         return np.zeros(img.shape, np.int32)
     d = diameter_px * factor  # nucleus diameter at the working scale
     # 2b. debris far brighter than the nuclei: clipped to a nucleus-bright level, or erased on the background
-    max_debris = max(4.0, float(p["bright_clip_max_area"]) * math.pi * d * d / 4)
-    work = _clip_bright(work, float(p["bright_clip"]), max_debris)
+    work = _remove_debris(work, d, p)
     # 3. flatten + smooth
     flt = _flatten(work, d, p)
     # 4. threshold
