@@ -1286,7 +1286,7 @@ def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray
     f = np.asarray(f, dtype=np.float32)
     if max_iter is None:
         return (f - _h_reconstruction(f, h)) >= np.float32(h)
-    rec = f - np.float32(h) - 2 * np.finfo(np.float32).resolution * np.abs(f)  # as _h_reconstruction's start
+    rec = _h_start(f, h)
     tmp = np.empty_like(rec)
     nxt = np.empty_like(rec)
     for i in range(max_iter):
@@ -1298,10 +1298,16 @@ def h_maxima(f: np.ndarray, h: float, max_iter: int | None = None) -> np.ndarray
     return (f - rec) >= np.float32(h)
 
 
+def _h_start(f: np.ndarray, h: float) -> np.ndarray:
+    """``f - h`` lowered by skimage's float rounding margin (``2 * resolution * |f|``): the marker that
+    :func:`h_maxima` reconstructs under float32 ``f``."""
+    return f - np.float32(h) - 2 * np.finfo(np.float32).resolution * np.abs(f)
+
+
 def _h_reconstruction(f: np.ndarray, h: float) -> np.ndarray:
-    """The reconstruction by dilation of ``f - h`` under float32 ``f`` that :func:`h_maxima` compares ``f``
-    with (``f - h`` lowered by skimage's float rounding margin, ``2 * resolution * |f|``)."""
-    return _reconstruct_dilation(f - np.float32(h) - 2 * np.finfo(np.float32).resolution * np.abs(f), f)
+    """The reconstruction by dilation of :func:`_h_start` under float32 ``f`` that :func:`h_maxima`
+    compares ``f`` with."""
+    return _reconstruct_dilation(_h_start(f, h), f)
 
 
 def h_maxima_markers(f: np.ndarray, h: float, mask: np.ndarray | None = None) -> tuple[np.ndarray, int]:
@@ -2699,6 +2705,7 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     cands.sort(key=lambda c: -c[0])  # stable: the most salient valid cut wins, ties in point order
     best = None
     notched = None  # the defects holding a notch of the sub-pixel outline, found when a cut gets that far
+    sub_depth = float(p["concave_subpixel_depth"]) * d
     for sal, ya, xa, yb, xb in cands:
         rr, cc = line(ya, xa, yb, xb)
         if np.count_nonzero(m[rr, cc]) / rr.size < 0.9:  # = np.mean(m[rr, cc]) < 0.9 (same division)
@@ -2747,7 +2754,6 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
         # both ends of the chord in a hull defect that holds a notch of the sub-pixel outline (a pixel
         # hull's defects also come from the staircase of a digitised convex outline, 1 px deep by the
         # depth above)
-        sub_depth = float(p["concave_subpixel_depth"]) * d
         if sub_depth > 0:
             if notched is None:
                 cv = np.rint(_outline_concavities(m, sub_depth)).astype(np.intp)
