@@ -306,12 +306,15 @@ def bench_sim(n_fields: int = 6, verbose: bool = False) -> dict | None:
     return out
 
 
-def _outline_rgb(img: np.ndarray, labels: np.ndarray, qc=None, truth: np.ndarray | None = None) -> np.ndarray:
+def _outline_rgb(img: np.ndarray, labels: np.ndarray | None, qc=None,
+                 truth: np.ndarray | None = None) -> np.ndarray:
     from skimage.segmentation import find_boundaries
     a = img.astype(np.float32)
     lo, hi = np.percentile(a, [0.5, 99.7])
     a = np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = np.stack([a, a, a], -1)
+    if labels is None:  # the image alone
+        return rgb
     if truth is not None:
         rgb[find_boundaries(truth, mode="inner")] = (0.2, 0.8, 1.0)
         return rgb
@@ -361,12 +364,8 @@ def figures(out_dir: Path) -> None:
     ]
     for name, im, truth, sg, title in cases:
         fig, ax = plt.subplots(1, 2, figsize=(12, 6.2), dpi=90)
-        if truth is None:
-            ax[0].imshow(_outline_rgb(im, np.zeros(im.shape, np.int32), truth=np.zeros(im.shape, np.int32)))
-            ax[0].set_title("image", fontsize=10)
-        else:
-            ax[0].imshow(_outline_rgb(im, truth, truth=truth))
-            ax[0].set_title("ground truth", fontsize=10)
+        ax[0].imshow(_outline_rgb(im, truth, truth=truth))
+        ax[0].set_title("image" if truth is None else "ground truth", fontsize=10)
         ax[1].imshow(_outline_rgb(im, sg.labels, sg.qc))
         ax[1].set_title(f"fishcount: {sg.n_nuclei} nuclei, {sg.n_scorable} scorable (green), "
                         f"{sg.n_nuclei - sg.n_scorable} excluded (red)", fontsize=10)
