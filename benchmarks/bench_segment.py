@@ -149,7 +149,8 @@ def bench_dsb(verbose: bool = False) -> dict:
         rows.append(m)
         if verbose:
             print(f"{m['id']} {img.shape!s:12s} true={m['n_true']:4d} pred={m['n_pred']:4d} "
-                  f"F1={m['f1']:.3f} IoU={m['mean_iou']:.3f} d_est={m['d_est']:.1f} d_true={d_true:.1f}")
+                  f"F1={m['f1']:.3f} IoU={m['mean_iou']:.3f} d_est={m['d_est']:.1f} d_true={d_true:.1f} "
+                  f"found/est={seg.params.get('size_check_ratio') or float('nan'):.2f}")
     res = _pooled(rows)
     res["per_image_f1_median"] = float(np.median([r["f1"] for r in rows]))
     res["diameter_within_25pct"] = float(np.mean([abs(r["d_est"] / r["d_true"] - 1) <= 0.25 for r in rows]))

@@ -2114,6 +2114,52 @@ def test_size_check_segments_again_at_the_nuclei_own_size():
     assert segment_nuclei(plain, pixel_size_um=9.0 / 28.0).diameter_source == "pixel size"
 
 
+def _elongated_rows(gap):
+    """Three rows of upright elliptical nuclei (11 x 30 px, equivalent diameter ~18 px) side by side,
+    ``gap`` px apart (as the embryo image DSB2018 538b7673); returns (image, true labels)."""
+    shape = (240, 320)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    true = np.zeros(shape, np.int32)
+    k = 0
+    for cy in (40, 120, 200):
+        x = 20.0
+        while x < shape[1] - 20:
+            k += 1
+            true[(((xx - x) / 5.5) ** 2 + ((yy - cy) / 15.0) ** 2 <= 1) & (true == 0)] = k
+            x += 11 + gap
+    rng = np.random.default_rng(0)
+    return _render([(true == i, rng.uniform(0.6, 1.0)) for i in range(1, k + 1)], shape, blur=1.0), true
+
+
+def test_estimate_check_segments_again_at_the_nuclei_own_size():
+    """Without a pixel size the estimate is checked the same way: elongated nuclei side by side fool the
+    scale space (their width, or a pair's width), and the nuclei segmented with the estimate have a median
+    diameter far from it. The field is segmented again at that median: every nucleus found."""
+    for gap, wrong in ((2, "large"), (4, "small")):
+        img, true = _elongated_rows(gap)
+        off = segment_nuclei(img, size_check=False)
+        assert off.diameter_source == "estimated from image"
+        assert (off.diameter_px > 1.25 * 18.2) if wrong == "large" else (off.diameter_px < 0.8 * 18.2)
+        seg = segment_nuclei(img)
+        assert seg.diameter_source == "estimated from image, adjusted to the nuclei"
+        assert 16 <= seg.diameter_px <= 22 and seg.params["diameter_px"] == seg.diameter_px
+        r = seg.params["size_check_ratio"]  # median nucleus found at the first estimate / that estimate
+        assert (r < 0.8) if wrong == "large" else (r > 1.25)
+        m = match_labels(true, seg.labels)
+        assert m["tp"] == true.max() and m["fp"] == 0, (gap, m)
+        if wrong == "large":  # pairs joined at the estimate
+            assert match_labels(true, off.labels)["tp"] < 0.7 * true.max()
+    # round nuclei: the estimate fits, no second pass
+    plain, _ = _disc_field(r=14.0, n=12, seed=4)
+    seg = segment_nuclei(plain)
+    assert seg.diameter_source == "estimated from image" and 0.8 <= seg.params["size_check_ratio"] <= 1.25
+    # too few nuclei to judge: no ratio, no second pass; no check at all with a forced diameter
+    few, _ = _disc_field(r=14.0, n=4, seed=4)
+    seg = segment_nuclei(few)
+    assert seg.params["size_check_ratio"] is None and seg.diameter_source == "estimated from image"
+    assert "size_check_ratio" not in segment_nuclei(plain, diameter_px=28.0).params
+
+
 # ---------------------------------------------------------------------------------------------
 # step 7c2: split an object at the DAPI level that separates its nuclei
 # ---------------------------------------------------------------------------------------------
