@@ -4120,13 +4120,20 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
                                  f"expected {img.shape}")
         labels = labels.astype(np.int32, copy=False)
         if size_check and d_src in ("pixel size", "estimated from image") and backend == "classical":
-            d_fit, ratio = _size_check(labels, d, estimated=d_src != "pixel size")
+            estimated = d_src != "pixel size"
+            d_fit, ratio = _size_check(labels, d, estimated=estimated)
             # median nucleus found / d, for provenance (None: too few nuclei to judge)
             used["size_check_ratio"] = float(ratio) if np.isfinite(ratio) else None
             if d_fit is not None:  # the field's nuclei are not the nominal/estimated size: segment at theirs
-                d, d_src = d_fit, f"{d_src}, adjusted to the nuclei"
-                used.update(diameter_px=d, diameter_source=d_src)
-                labels = np.asarray(func(exact, d, **params)).astype(np.int32, copy=False)
+                again = np.asarray(func(exact, d_fit, **params)).astype(np.int32, copy=False)
+                _, ratio2 = _size_check(again, d_fit, estimated=estimated)
+                used["size_check_ratio_after"] = float(ratio2) if np.isfinite(ratio2) else None
+                # kept only when its nuclei fit their diameter better than the first pass' fitted d (the
+                # typical ratio: 1 for an estimate, size_check_ratio for a nominal diameter)
+                typical = 1.0 if estimated else SIZE_CHECK["size_check_ratio"]
+                if np.isfinite(ratio2) and abs(math.log(ratio2 / typical)) < abs(math.log(ratio / typical)):
+                    d, d_src, labels = d_fit, f"{d_src}, adjusted to the nuclei", again
+                    used.update(diameter_px=d, diameter_source=d_src)
         if labels.max() == 0:
             used["message"] = "no nuclei found"
     table = _qc_table(exact, labels, pixel_size_um, d if np.isfinite(d) else 1.0, saturation_value, qc_p)

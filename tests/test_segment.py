@@ -2177,6 +2177,37 @@ def test_estimate_check_segments_again_at_the_nuclei_own_size():
     assert "size_check_ratio" not in segment_nuclei(plain, diameter_px=28.0).params
 
 
+def test_size_check_keeps_the_first_pass_unless_the_second_fits_better(monkeypatch):
+    """The second pass is kept only when its nuclei fit their diameter better than the first pass' did. A
+    stand-in backend draws a grid of discs: of a fixed 30 px (the second pass at 30 px fits: kept), or
+    1.5x the estimate at the estimate and 2x any larger diameter (the second pass is farther off: the
+    first is kept)."""
+    img, _ = _disc_field(shape=(480, 480), r=10.0, n=40, seed=4)
+    d_est = S.estimate_nucleus_diameter(img)
+    assert 17 <= d_est <= 24
+
+    def grid_of_discs(size_of):
+        def backend(dapi, diameter_px, **params):
+            r = size_of(diameter_px) / 2.0
+            out = np.zeros(dapi.shape, np.int32)
+            k = 0
+            for y in np.arange(r + 2, dapi.shape[0] - r - 2, 2 * r + 4):
+                for x in np.arange(r + 2, dapi.shape[1] - r - 2, 2 * r + 4):
+                    k += 1
+                    out[_disc(dapi.shape, y, x, r)] = k
+            return out
+        return backend
+
+    monkeypatch.setitem(S._BACKENDS, "classical", grid_of_discs(lambda d: 30.0))
+    seg = segment_nuclei(img)
+    assert seg.diameter_source == "estimated from image, adjusted to the nuclei" and seg.diameter_px > 25
+    assert abs(seg.params["size_check_ratio_after"] - 1.0) < 0.1
+    monkeypatch.setitem(S._BACKENDS, "classical", grid_of_discs(lambda d: 1.5 * d if d < d_est + 1 else 2.0 * d))
+    seg = segment_nuclei(img)
+    assert 1.25 < seg.params["size_check_ratio"] < seg.params["size_check_ratio_after"]
+    assert seg.diameter_source == "estimated from image" and seg.diameter_px == pytest.approx(d_est)
+
+
 # ---------------------------------------------------------------------------------------------
 # step 7c2: split an object at the DAPI level that separates its nuclei
 # ---------------------------------------------------------------------------------------------
