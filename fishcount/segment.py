@@ -91,6 +91,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
               "size_check_high": (float, 1.0, None), "size_check_ratio": (float, 0.1, 2.0),
               "size_check_min_nuclei": (float, 1.0, None), "estimate_check_low": (float, 0.0, 1.0),
               "estimate_check_high": (float, 1.0, None), "estimate_check_min_solidity": (float, 0.0, 1.0),
+              "size_check_max_passes": (float, 0.0, 10.0),
               "scale_bright_clip": (float, 0.0, None),
               "scale_bright_clip_min_share": (float, 0.0, 1.0),
               "scale_bright_clip_max_share": (float, 0.0, 1.0),
@@ -228,7 +229,8 @@ SCALE_BRIGHT_CLIP_MAX_RING: float = _D["scale"]["scale_bright_clip_max_ring"]
 SIZE_CHECK: dict[str, float] = {k: _D["scale"][k] for k in ("size_check_low", "size_check_high",
                                                               "size_check_ratio", "size_check_min_nuclei",
                                                               "estimate_check_low", "estimate_check_high",
-                                                              "estimate_check_min_solidity")}
+                                                              "estimate_check_min_solidity",
+                                                              "size_check_max_passes")}
 #: Parameters of the classical backend (``segment_defaults.toml`` [classical]; relative to the nucleus).
 CLASSICAL_DEFAULTS: dict[str, Any] = dict(_D["classical"])
 #: QC thresholds deciding ``scorable`` / ``exclusion_reason`` (``segment_defaults.toml`` [qc], with sources).
@@ -4129,17 +4131,28 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
         d_fit, ratio = _size_check(table, d, estimated=estimated)
         # median nucleus found / d, for provenance (None: too few nuclei to judge)
         used["size_check_ratio"] = float(ratio) if np.isfinite(ratio) else None
-        if d_fit is not None:  # the field's nuclei are not the nominal/estimated size: segment at theirs
+        # the field's nuclei are not the nominal/estimated size: segment again at theirs, up to
+        # size_check_max_passes times while they keep moving; a pass is kept only when its nuclei fit its
+        # diameter (ratio inside the band). Objects that follow the diameter wherever it goes are not
+        # nuclei: pixel noise segmented at half the estimate gives blobs of about half its size again
+        # (0.46 -> 0.48 on a photon-starved DSB2018 image), so no pass lands in the band and the first stands
+        after = []
+        d_prev = d
+        for _ in range(int(SIZE_CHECK["size_check_max_passes"])):
+            if d_fit is None or abs(d_fit - d_prev) < 1e-6 * d_prev:
+                break
             again = np.asarray(func(exact, d_fit, **params)).astype(np.int32, copy=False)
             table2 = _qc_table(exact, again, pixel_size_um, d_fit, saturation_value, qc_p)
-            _, ratio2 = _size_check(table2, d_fit, estimated=estimated)
-            used["size_check_ratio_after"] = float(ratio2) if np.isfinite(ratio2) else None
-            # kept only when its nuclei fit their diameter better than the first pass' fitted d (the
-            # typical ratio: 1 for an estimate, size_check_ratio for a nominal diameter)
-            typical = 1.0 if estimated else SIZE_CHECK["size_check_ratio"]
-            if np.isfinite(ratio2) and abs(math.log(ratio2 / typical)) < abs(math.log(ratio / typical)):
+            d_next, ratio2 = _size_check(table2, d_fit, estimated=estimated)
+            after.append(float(ratio2) if np.isfinite(ratio2) else None)
+            if _size_check_band(ratio2, estimated):
                 d, d_src, labels, table = d_fit, f"{d_src}, adjusted to the nuclei", again, table2
-                used.update(diameter_px=d, diameter_source=d_src, message="" if again.max() else "no nuclei found")
+                used.update(diameter_px=d, diameter_source=d_src,
+                            message="" if again.max() else "no nuclei found")
+                break
+            d_prev, d_fit = d_fit, d_next
+        if after:
+            used["size_check_ratio_after"] = after
     return Segmentation(labels=labels, qc=table, pixel_size_um=pixel_size_um, diameter_px=float(d),
                         diameter_source=d_src, params=used)
 
@@ -4186,10 +4199,8 @@ def _size_check(table: pd.DataFrame, d: float, estimated: bool = False) -> tuple
         ``size_check_min_nuclei`` (or the check is off).
     """
     c = SIZE_CHECK
-    low, high = ((c["estimate_check_low"], c["estimate_check_high"]) if estimated
-                 else (c["size_check_low"], c["size_check_high"]))
     ratio = 1.0 if estimated else c["size_check_ratio"]
-    if low <= 0 and not np.isfinite(high):
+    if _size_check_band(float("nan"), estimated):  # the check is off
         return None, float("nan")
     keep = ~table["touches_border"].to_numpy(bool)
     if estimated:
@@ -4199,9 +4210,24 @@ def _size_check(table: pd.DataFrame, d: float, estimated: bool = False) -> tuple
     area = table["area_px"].to_numpy(float)
     med = 2.0 * math.sqrt(float(np.median(area[keep])) / math.pi)
     r = med / d
-    if low <= r <= high:
+    if _size_check_band(r, estimated):
         return None, r
-    return float(np.clip(med / ratio, 0.5 * d, 2.0 * d)), r
+    d_fit = float(np.clip(med / ratio, 0.5 * d, 2.0 * d))
+    if estimated:  # never below the scale estimate's smallest scale (2 px sigma: blobs of 2 sqrt(2) 2 px)
+        d_fit = max(d_fit, 4.0 * math.sqrt(2.0))
+    return d_fit, r
+
+
+def _size_check_band(r: float, estimated: bool) -> bool:
+    """Whether the size check's ratio ``r`` (median nucleus found / d) is inside its band
+    (``size_check_low``-``size_check_high``, or ``estimate_check_*`` for an estimated d). NaN is inside only
+    when the check is off (low 0 and high inf)."""
+    c = SIZE_CHECK
+    low, high = ((c["estimate_check_low"], c["estimate_check_high"]) if estimated
+                 else (c["size_check_low"], c["size_check_high"]))
+    if low <= 0 and not np.isfinite(high):
+        return True
+    return bool(low <= r <= high)
 
 
 # --------------------------------------------------------------------------------------------------

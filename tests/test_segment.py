@@ -2177,11 +2177,12 @@ def test_estimate_check_segments_again_at_the_nuclei_own_size():
     assert "size_check_ratio" not in segment_nuclei(plain, diameter_px=28.0).params
 
 
-def test_size_check_keeps_the_first_pass_unless_the_second_fits_better(monkeypatch):
-    """The second pass is kept only when its nuclei fit their diameter better than the first pass' did. A
-    stand-in backend draws a grid of discs: of a fixed 30 px (the second pass at 30 px fits: kept), or
-    1.5x the estimate at the estimate and 2x any larger diameter (the second pass is farther off: the
-    first is kept)."""
+def test_size_check_passes_until_the_nuclei_fit_their_diameter(monkeypatch):
+    """The field is segmented again at the median found, up to size_check_max_passes times, until the
+    nuclei fit their diameter; when no pass fits, the first stands. A stand-in backend draws a grid of
+    discs whose size depends on the diameter it is given: a fixed 30 px (one more pass fits), sqrt(60 d)
+    px (converging: two more passes), or half of d (scale-free blobs, as pixel noise: never fits; the
+    passes stop at the 5.7-px floor and the first segmentation is kept)."""
     img, _ = _disc_field(shape=(480, 480), r=10.0, n=40, seed=4)
     d_est = S.estimate_nucleus_diameter(img)
     assert 17 <= d_est <= 24
@@ -2201,11 +2202,23 @@ def test_size_check_keeps_the_first_pass_unless_the_second_fits_better(monkeypat
     monkeypatch.setitem(S._BACKENDS, "classical", grid_of_discs(lambda d: 30.0))
     seg = segment_nuclei(img)
     assert seg.diameter_source == "estimated from image, adjusted to the nuclei" and seg.diameter_px > 25
-    assert abs(seg.params["size_check_ratio_after"] - 1.0) < 0.1
-    monkeypatch.setitem(S._BACKENDS, "classical", grid_of_discs(lambda d: 1.5 * d if d < d_est + 1 else 2.0 * d))
+    assert len(seg.params["size_check_ratio_after"]) == 1 and abs(seg.params["size_check_ratio_after"][0] - 1) < 0.1
+    monkeypatch.setitem(S._BACKENDS, "classical", grid_of_discs(lambda d: math.sqrt(60.0 * d)))
     seg = segment_nuclei(img)
-    assert 1.25 < seg.params["size_check_ratio"] < seg.params["size_check_ratio_after"]
+    after = seg.params["size_check_ratio_after"]
+    assert seg.diameter_source == "estimated from image, adjusted to the nuclei"
+    assert len(after) == 2 and after[0] > 1.25 and 0.8 <= after[1] <= 1.25 and 40 <= seg.diameter_px <= 50
+    monkeypatch.setitem(S._BACKENDS, "classical", grid_of_discs(lambda d: 0.5 * d))
+    seg = segment_nuclei(img)
+    after = seg.params["size_check_ratio_after"]
+    assert seg.params["size_check_ratio"] < 0.8 and all(r < 0.8 for r in after if r is not None)
     assert seg.diameter_source == "estimated from image" and seg.diameter_px == pytest.approx(d_est)
+    assert 1 <= len(after) <= S.SIZE_CHECK["size_check_max_passes"]
+    # no second pass at all with size_check_max_passes = 0
+    monkeypatch.setitem(S.SIZE_CHECK, "size_check_max_passes", 0.0)
+    monkeypatch.setitem(S._BACKENDS, "classical", grid_of_discs(lambda d: 30.0))
+    seg = segment_nuclei(img)
+    assert seg.diameter_source == "estimated from image" and "size_check_ratio_after" not in seg.params
 
 
 # ---------------------------------------------------------------------------------------------
