@@ -2221,6 +2221,77 @@ def test_size_check_passes_until_the_nuclei_fit_their_diameter(monkeypatch):
     assert seg.diameter_source == "estimated from image" and "size_check_ratio_after" not in seg.params
 
 
+def test_padding_strips_are_cut_off_and_the_rest_segmented_alone():
+    """A field padded with zeros (stitched or registered images): the padding's step to the background is
+    no structure. Strips along the edges are cut off and the imaged area is segmented exactly as if it had
+    been saved alone; labels and centroids are put back in place."""
+    img, _ = _disc_field(shape=(300, 300), r=14.0, n=20, seed=3)
+    padded = np.zeros((380, 360), img.dtype)
+    padded[50:350, 40:340] = img  # strips on all four sides
+    for kw in ({}, {"pixel_size_um": 9.0 / 28.0}):
+        alone = segment_nuclei(img, **kw)
+        seg = segment_nuclei(padded, **kw)
+        np.testing.assert_array_equal(seg.labels[50:350, 40:340], alone.labels)
+        assert not seg.labels[:50].any() and not seg.labels[350:].any()
+        assert not seg.labels[:, :40].any() and not seg.labels[:, 340:].any()
+        np.testing.assert_allclose(seg.qc["centroid_y"], alone.qc["centroid_y"] + 50)
+        np.testing.assert_allclose(seg.qc["centroid_x"], alone.qc["centroid_x"] + 40)
+        assert list(seg.qc["scorable"]) == list(alone.qc["scorable"])
+        assert seg.params["imaged_box_yx"] == [50, 350, 40, 340]
+        assert seg.diameter_px == pytest.approx(alone.diameter_px)
+    assert S._no_data(img) is None  # no padding in the field itself
+
+
+def test_padding_wedge_is_filled_and_the_nuclei_it_cuts_are_border_nuclei():
+    """A rotated field's corner wedge of zeros cannot be cut off as a strip: it is filled with the
+    background next to it, no object is found in it, and the nuclei it cuts are border nuclei."""
+    img, truth = _disc_field(shape=(320, 320), r=14.0, n=24, seed=5)
+    yy, xx = np.mgrid[:320, :320]
+    wedge = yy + xx < 150
+    padded = np.where(wedge, 0, img).astype(img.dtype)
+    found = S._no_data(padded)
+    assert found is not None and np.array_equal(found[0], wedge) and 90 < found[1] < 120  # background ~100
+    seg = segment_nuclei(padded)
+    assert "imaged_box_yx" not in seg.params and seg.params["no_data_fraction"] == pytest.approx(wedge.mean())
+    assert not seg.labels[wedge].any()
+    cut = {int(t) for t in np.unique(truth[wedge]) if t}
+    assert cut  # the wedge cuts some nuclei
+    q = seg.qc.set_index("label")
+    for t in cut:  # each cut nucleus' object (if found) is a border nucleus
+        lab = np.bincount(seg.labels[(truth == t) & ~wedge]).argmax() if ((truth == t) & ~wedge).any() else 0
+        if lab:
+            assert q.loc[lab, "touches_border"] and not q.loc[lab, "scorable"]
+            assert "border" in q.loc[lab, "exclusion_reason"]
+    whole = [int(t) for t in np.unique(truth) if t and t not in cut]
+    inner = [np.bincount(seg.labels[truth == t]).argmax() for t in whole]
+    assert sum(not q.loc[lab, "touches_border"] for lab in inner if lab) >= len(whole) - 4  # the rest off it
+
+
+def test_a_background_clipped_to_black_is_not_padding():
+    """8-bit exports often clip the background to 0 over most of the field. That is background, not
+    padding: nuclei on it are not cut by anything and the image is segmented as it is."""
+    img, _ = _disc_field(shape=(256, 256), r=12.0, n=12, seed=1)
+    black = np.clip(img.astype(np.int32) - 140, 0, 255).astype(np.uint8)  # background ~100 -> 0
+    assert (black == 0).mean() > 0.5
+    assert S._no_data(black) is None
+
+
+@pytest.mark.slow
+def test_real_image_with_a_black_border():
+    """DSB2018 0b0d5771 (7 nuclei on a haze) with a 25 % black border on two sides: the border's step once
+    made the scale estimate 46 px instead of 20 (F1 0); cut off, it segments as the image alone."""
+    root = DATA / "dsb2018_fluo_dev"
+    with open(root / "manifest.csv") as fh:
+        full = next(r["id"] for r in csv.DictReader(fh) if r["id"].startswith("0b0d5771"))
+    img = tifffile.imread(root / "images" / f"{full}.tif")
+    h, w = img.shape
+    padded = np.zeros((h + h // 4, w + w // 4), img.dtype)
+    padded[h // 4:, w // 4:] = img
+    alone = segment_nuclei(img)
+    seg = segment_nuclei(padded)
+    np.testing.assert_array_equal(seg.labels[h // 4:, w // 4:], alone.labels)
+
+
 # ---------------------------------------------------------------------------------------------
 # step 7c2: split an object at the DAPI level that separates its nuclei
 # ---------------------------------------------------------------------------------------------
