@@ -93,8 +93,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
               "estimate_check_high": (float, 1.0, None), "estimate_check_min_solidity": (float, 0.0, 1.0),
               "size_check_max_passes": (float, 0.0, 10.0),
               "no_data_min_fraction": (float, 0.0, 1.0), "no_data_opening_px": (float, 1.0, None),
-              "no_data_min_step_sigmas": (float, 0.0, None),
-              "no_data_max_inside": (float, 0.0, 1.0),
+              "no_data_min_step_sigmas": (float, 0.0, None), "no_data_max_inside": (float, 0.0, 1.0),
               "scale_bright_clip": (float, 0.0, None),
               "scale_bright_clip_min_share": (float, 0.0, 1.0),
               "scale_bright_clip_max_share": (float, 0.0, 1.0),
@@ -4217,11 +4216,10 @@ def _no_data(img: np.ndarray) -> tuple[np.ndarray, float] | None:
     neighbouring background pixels (the pixels of a 3-px ring below Otsu's threshold of the valid pixels:
     not the nuclei the padding cuts) have a median more than ``no_data_min_step_sigmas`` of their own
     noise SD (1.4826 MAD) above the minimum, when at most ``no_data_max_inside`` of the other pixels are at
-    the minimum too. The last two tests keep
-    clipped-black backgrounds (8-bit exports whose background is 0 over most of the field) out: they are
-    background, and their nuclei are not cut by anything. The mask is filled with that median
-    (``segment_defaults.toml`` [scale]); :func:`segment_nuclei` segments the bounding box of the rest
-    alone when the padding is strips along the edges.
+    the minimum too. The last two tests keep clipped-black backgrounds (8-bit exports whose background is
+    0 over most of the field) out: they are background, and their nuclei are not cut by anything. The mask
+    is filled with that median (``segment_defaults.toml`` [scale]); :func:`segment_nuclei` segments the
+    bounding box of the rest alone when the padding is strips along the edges.
 
     Parameters
     ----------
