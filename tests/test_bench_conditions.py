@@ -1,0 +1,43 @@
+"""benchmarks/bench_conditions.py transforms the images (and their masks) as it says."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(_DIR))
+_spec = importlib.util.spec_from_file_location("bench_conditions", _DIR / "bench_conditions.py")
+bc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bc)
+
+
+def _field():
+    img = np.full((40, 60), 10.0)
+    masks = np.zeros((40, 60), np.int32)
+    masks[10:20, 10:30] = 1
+    img[masks == 1] = np.linspace(100, 200, 200)
+    return img, masks
+
+
+def test_each_condition_transforms_image_and_masks():
+    img, masks = _field()
+    rng = np.random.default_rng(0)
+    out, m = bc.transform("pad", img, masks, rng)
+    assert out.shape == (50, 75) and not out[:10].any() and not out[:, :15].any()
+    np.testing.assert_allclose(out[10:, 15:], img, rtol=1e-6)
+    np.testing.assert_array_equal(m[10:, 15:], masks)
+    out, m = bc.transform("offset", img, masks, rng)
+    assert out.dtype == np.uint16 and out.min() == 102 and out.max() == 140
+    out, _ = bc.transform("sat", img, masks, rng)
+    assert out.max() == pytest.approx(np.percentile(img[masks > 0], 90))
+    out, _ = bc.transform("noise50", img, masks, rng)
+    assert out.dtype == np.uint16 and 30 < out[masks == 1].mean() < 50  # ~ 50 * 0.75 + 2
+    out, m = bc.transform("rot90", img, masks, rng)
+    np.testing.assert_allclose(out, np.rot90(img), rtol=1e-6)
+    np.testing.assert_array_equal(m, np.rot90(masks))
+    out, m = bc.transform("flip", img, masks, rng)
+    np.testing.assert_array_equal(m, masks[::-1])
+    with pytest.raises(ValueError, match="unknown condition"):
+        bc.transform("blur", img, masks, rng)
