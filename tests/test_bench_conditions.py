@@ -1,16 +1,10 @@
 """benchmarks/bench_conditions.py transforms the images (and their masks) as it says."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(_DIR))
-_spec = importlib.util.spec_from_file_location("bench_conditions", _DIR / "bench_conditions.py")
-bc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bc)
+from _benchmarks import load_benchmark
+
+bc = load_benchmark("bench_conditions")
 
 
 def _field():

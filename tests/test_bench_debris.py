@@ -1,16 +1,10 @@
 """benchmarks/bench_debris.py adds the specks it says it adds: their number, peak and width."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 from scipy import ndimage as ndi
 
-_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(_DIR))
-_spec = importlib.util.spec_from_file_location("bench_debris", _DIR / "bench_debris.py")
-bd = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bd)
+from _benchmarks import load_benchmark
+
+bd = load_benchmark("bench_debris")
 
 
 def test_specks_have_the_requested_number_peak_and_width():
