@@ -4,8 +4,9 @@ Usage (one core, as reported in docs/benchmarks.md, tenth session)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_conditions.py CONDITION [-v]
 
-Every image (and its masks, where the geometry changes) is transformed, segmented with the defaults of
-``fishcount.segment_nuclei`` and matched at IoU >= 0.5; the pooled F1 is printed (-v: one line per image).
+Every image (and its masks, where the geometry changes) is transformed, then scored as
+``bench_segment.py dsb`` scores it (defaults of ``fishcount.segment_nuclei``, pooled F1 at IoU >= 0.5; -v: one
+line per image).
 Conditions:
 
 * ``none``: as read;
@@ -24,16 +25,12 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import tifffile  # noqa: E402
 
-from fishcount.segment import match_labels, segment_nuclei  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018_fluo_dev"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_segment import bench_dsb  # noqa: E402
 
 
 def transform(condition: str, img: np.ndarray, masks: np.ndarray,
@@ -70,20 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("condition", help="none, offset, pad, sat, noise200, noise50, rot90, flip")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
-    with open(DATA / "manifest.csv") as fh:
-        ids = [r["id"] for r in csv.DictReader(fh)]
-    rng = np.random.default_rng(0)
-    tp = fp = fn = 0
-    for i in ids:
-        img, masks = transform(a.condition, tifffile.imread(DATA / "images" / f"{i}.tif"),
-                               tifffile.imread(DATA / "masks" / f"{i}.tif"), rng)
-        seg = segment_nuclei(img)
-        m = match_labels(masks, seg.labels)
-        tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
-        if a.verbose:
-            print(f"{i[:8]} F1={m['f1']:.3f} d={seg.diameter_px:.1f} ({seg.diameter_source})")
-    print(f"DSB2018 dev, {a.condition}: pooled F1@0.5 = {2 * tp / max(1, 2 * tp + fp + fn):.3f} "
-          f"(TP {tp}, FP {fp}, FN {fn})")
+    rng = np.random.default_rng(0)  # one generator over the images in the manifest's order
+    try:
+        bench_dsb(a.verbose, transform=lambda img, masks: transform(a.condition, img, masks, rng),
+                  label=a.condition)
+    except ValueError as exc:
+        ap.error(str(exc))
     return 0
 
 

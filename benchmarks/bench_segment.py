@@ -129,10 +129,12 @@ def fp_breakdown(true: np.ndarray, pred: np.ndarray) -> dict:
     return out
 
 
-def bench_dsb(verbose: bool = False, zoom: float = 1.0, max_mp: float = 8.0, size_check: bool = True) -> dict:
+def bench_dsb(verbose: bool = False, zoom: float = 1.0, max_mp: float = 8.0, size_check: bool = True,
+              transform=None, label: str = "") -> dict:
     """DSB2018 dev set, no pixel size. ``zoom`` != 1: every image resampled (bilinear; its masks nearest
     neighbour) by that factor first, images that would exceed ``max_mp`` megapixels skipped: the same
-    nuclei imaged at another magnification."""
+    nuclei imaged at another magnification. ``transform(image, masks) -> (image, masks)``: another change
+    of the images (``bench_conditions.py``), named ``label`` in the summary line."""
     root = DATA / "dsb2018_fluo_dev"
     with open(root / "manifest.csv") as fh:
         ids = [r["id"] for r in csv.DictReader(fh)]
@@ -146,6 +148,8 @@ def bench_dsb(verbose: bool = False, zoom: float = 1.0, max_mp: float = 8.0, siz
                 continue
             img = ndi.zoom(img.astype(np.float32), zoom, order=1)
             gt = ndi.zoom(gt, zoom, order=0)
+        if transform is not None:
+            img, gt = transform(img, gt)
         t0 = time.perf_counter()
         seg = segment_nuclei(img, size_check=size_check)
         t_total += time.perf_counter() - t0
@@ -166,7 +170,8 @@ def bench_dsb(verbose: bool = False, zoom: float = 1.0, max_mp: float = 8.0, siz
     res["diameter_within_25pct"] = float(np.mean([abs(r["d_est"] / r["d_true"] - 1) <= 0.25 for r in rows]))
     res["seconds"] = t_total
     zoomed = f", enlarged {zoom}x" if zoom > 1 else f", shrunk to {zoom}x" if zoom < 1 else ""
-    print(f"DSB2018 dev ({len(rows)} images{zoomed}{'' if size_check else ', size check off'}): pooled F1@0.5 = {res['f1']:.3f} (TP {res['tp']}, FP {res['fp']}, "
+    what = f"{len(rows)} images{zoomed}{f', {label}' if label else ''}{'' if size_check else ', size check off'}"
+    print(f"DSB2018 dev ({what}): pooled F1@0.5 = {res['f1']:.3f} (TP {res['tp']}, FP {res['fp']}, "
           f"FN {res['fn']}), mean IoU of matches = {res['mean_iou']:.3f}, median per-image F1 = "
           f"{res['per_image_f1_median']:.3f}, diameter estimate within 25 %: {res['diameter_within_25pct']:.0%}, "
           f"{t_total:.1f} s")
@@ -212,25 +217,31 @@ def _synthetic_field(size: int, d_px: float, seed: int) -> np.ndarray:
     return np.clip(img, 0, 65535).astype(np.uint16)
 
 
+def _best_cpu(img: np.ndarray, pix: float | None, runs: int = 2):
+    """``(best CPU seconds, Segmentation)`` of ``runs`` calls of ``segment_nuclei(img, pixel_size_um=pix)``:
+    CPU time of this process, robust to other jobs on a shared machine."""
+    ts = []
+    for _ in range(runs):
+        t0 = time.process_time()
+        seg = segment_nuclei(img, pixel_size_um=pix)
+        ts.append(time.process_time() - t0)
+    return min(ts), seg
+
+
 def bench_speed() -> dict:
     out = {}
     for size, pix in ((1024, 0.1), (2048, 0.1), (1024, 0.16), (2048, 0.16), (2048, 0.2)):
         d_px = 9.0 / pix
         img = _synthetic_field(size, d_px, 0)
         segment_nuclei(img[:256, :256], pixel_size_um=pix)  # warm-up (imports)
-        ts = []
-        for _ in range(2):  # CPU time of this process: robust to other jobs on a shared machine
-            t0 = time.process_time()
-            seg = segment_nuclei(img, pixel_size_um=pix)
-            ts.append(time.process_time() - t0)
+        best, seg = _best_cpu(img, pix)
+        ts = [best]
         tracemalloc.start()
         segment_nuclei(img, pixel_size_um=pix)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         mp = size * size / 1e6
-        t0 = time.process_time()
-        segment_nuclei(img)
-        t_nopix = time.process_time() - t0
+        t_nopix, _ = _best_cpu(img, None, runs=1)
         out[(size, pix)] = min(ts) / mp
         print(f"{size}x{size} uint16, {pix} µm/px (nucleus {d_px:.0f} px), {seg.n_nuclei} nuclei: "
               f"{min(ts):.3f} s CPU = {min(ts) / mp:.3f} s/MP with pixel size; {t_nopix / mp:.3f} s/MP estimating "
@@ -246,12 +257,8 @@ def bench_speed() -> dict:
         mp = size * size / 1e6
         best = {}
         for with_pix in (True, False):
-            ts = []
-            for _ in range(2):
-                t0 = time.process_time()
-                seg = segment_nuclei(dapi, pixel_size_um=pix if with_pix else None)
-                ts.append(time.process_time() - t0)
-            best[with_pix] = (min(ts) / mp, seg)
+            t, seg = _best_cpu(dapi, pix if with_pix else None)
+            best[with_pix] = (t / mp, seg)
         out[("sim", size, pix, density)] = best[True][0]
         print(f"simulated marrow {size}x{size}, {pix} µm/px, density {density}, {best[True][1].n_nuclei} nuclei: "
               f"{best[True][0]:.3f} s/MP with pixel size; {best[False][0]:.3f} s/MP estimating the scale "
