@@ -15,7 +15,12 @@ Conditions:
   fields);
 * ``sat``: over-exposed, clipped at the 90th percentile of the nucleus pixels;
 * ``noise200`` / ``noise50`` (any ``noiseN``): photon noise, ``Poisson(N img / max + 2)`` as uint16;
-* ``rot90`` / ``flip``: the image and masks rotated by 90 degrees / turned upside down.
+* ``rot90`` / ``flip``: the image and masks rotated by 90 degrees / turned upside down;
+* ``vignette``: uneven illumination, the image times ``1 - 0.6 r^2`` (r = distance from the centre over the
+  half-diagonal: the corners get 40 %);
+* ``gradient``: an additive background ramp from 0 at the left edge to half the image maximum at the right;
+* ``blur``: defocus, a Gaussian of sigma 2 px;
+* ``gamma``: a display-stretched image, ``max (img / max) ** 0.5``.
 """
 from __future__ import annotations
 
@@ -59,12 +64,26 @@ def transform(condition: str, img: np.ndarray, masks: np.ndarray,
         return np.rot90(img).astype(np.float32), np.rot90(masks).copy()
     if condition == "flip":
         return img[::-1].astype(np.float32), masks[::-1].copy()
+    if condition == "vignette":
+        h, w = img.shape
+        yy, xx = np.mgrid[:h, :w]
+        r2 = ((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (((h - 1) / 2) ** 2 + ((w - 1) / 2) ** 2)
+        return (img * (1.0 - 0.6 * r2)).astype(np.float32), masks
+    if condition == "gradient":
+        w = img.shape[1]
+        return (img + 0.5 * img.max() * np.arange(w)[None, :] / max(1, w - 1)).astype(np.float32), masks
+    if condition == "blur":
+        from scipy import ndimage as ndi
+        return ndi.gaussian_filter(img, 2.0).astype(np.float32), masks
+    if condition == "gamma":
+        top = max(1e-12, img.max())
+        return (top * (np.clip(img, 0, None) / top) ** 0.5).astype(np.float32), masks
     raise ValueError(f"unknown condition {condition!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("condition", help="none, offset, pad, sat, noise200, noise50, rot90, flip")
+    ap.add_argument("condition", help="none, offset, pad, sat, noise200, noise50, rot90, flip, vignette, gradient, blur, gamma")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)  # one generator over the images in the manifest's order

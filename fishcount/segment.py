@@ -86,6 +86,7 @@ _DEFAULTS_FILE = Path(__file__).with_name("segment_defaults.toml")
 #: Expected keys of ``segment_defaults.toml``: section -> key -> (type, lower bound, upper bound or None).
 _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
     "scale": {"nucleus_diameter_um": (float, 0.5, 100.0), "scale_peak_min_fraction": (float, 0.0, 1.0),
+              "self_consistent_low": (float, 0.0, 1.0), "self_consistent_high": (float, 1.0, None),
               "min_bright_fraction": (float, 0.0, 1.0), "min_bright_nucleus_areas": (float, 0.0, None),
               "size_check_low": (float, 0.0, 1.0),
               "size_check_high": (float, 1.0, None), "size_check_ratio": (float, 0.1, 2.0),
@@ -224,6 +225,11 @@ MIN_BRIGHT_NUCLEUS_AREAS: float = _D["scale"]["min_bright_nucleus_areas"]
 #: Scale estimate: small regions brighter than bg + this x (typical nucleus - bg) are clipped first
 #: (debris; :func:`_clip_bright`).
 SCALE_BRIGHT_CLIP: float = _D["scale"]["scale_bright_clip"]
+#: Scale estimate when every scale-space peak is a glow (``segment_defaults.toml`` [scale] self_consistent_*:
+#: :func:`_self_consistent_diameter`).
+SELF_CONSISTENT_LOW: float = _D["scale"]["self_consistent_low"]
+SELF_CONSISTENT_HIGH: float = _D["scale"]["self_consistent_high"]
+SELF_CONSISTENT_MAX_WORK_PX: float = 4.0e6  # working pixels per trial (a memory and time bound, not a tuning)
 SCALE_BRIGHT_CLIP_MIN_SHARE: float = _D["scale"]["scale_bright_clip_min_share"]
 SCALE_BRIGHT_CLIP_MAX_SHARE: float = _D["scale"]["scale_bright_clip_max_share"]
 SCALE_BRIGHT_CLIP_MAX_RING: float = _D["scale"]["scale_bright_clip_max_ring"]
@@ -579,6 +585,9 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
        outnumber the nuclei.
        When the objects are more than 2x larger than the scale (a glowing embryo or tissue section is one
        huge object at its own scale), the next smaller scale-space peak is tried the same way.
+    #. When every peak was such a glow (the nuclei of a defocused or over-exposed tissue image leave only a
+       shoulder in ``E``), the scales below the last peak are tried in turn and the one whose objects are
+       closest to its own size is taken (:func:`_self_consistent_diameter`).
 
     Parameters
     ----------
@@ -620,7 +629,43 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
             return float(d1)
         if not (np.isfinite(d1) and d1 > 2.0 * d0):
             break  # only a too-large scale (objects far bigger than it) sends us to a smaller peak
+    else:
+        # every peak was a glow or a tissue outline: the nuclei left no peak of their own, only a shoulder
+        # below it (a defocused or over-exposed tissue image). The scale at which the quick segmentation
+        # finds objects of that same size is the nucleus scale.
+        d_fit = _self_consistent_diameter(img, d0)
+        if np.isfinite(d_fit):
+            return d_fit
     return float(d0)
+
+
+def _self_consistent_diameter(img: np.ndarray, d_max: float) -> float:
+    """The refined diameter (:func:`_refine_diameter`) at the scale below ``d_max`` px where it agrees best
+    with that scale, or nan when none agrees within ``[scale] self_consistent_low``-``self_consistent_high``.
+
+    The scale grid is the scale space's (2^(1/4) steps) from ``d_max`` down to 5.7 px; agreement is the ratio
+    of the refined diameter to the scale, closest to 1 in log. A trial that would segment more than 4 MP
+    (the image enlarged to 24 px per nucleus) runs on the image's central part of that size. Used when every scale-space peak is far larger
+    than the objects segmented at it (the nuclei make only a shoulder in the energy).
+    """
+    lo, hi = SELF_CONSISTENT_LOW, SELF_CONSISTENT_HIGH
+    best, best_err = float("nan"), float("inf")
+    d = d_max / 2 ** 0.25
+    while d >= 2.0 * math.sqrt(2.0) * 2.0 - 1e-6:
+        # small scales are segmented enlarged (24 px per nucleus): on a central crop of at most
+        # SELF_CONSISTENT_MAX_WORK_PX working pixels, so that a large field costs no more than a small one
+        f2 = float(np.clip(24.0 / d, 1.0 / 16.0, 3.0)) ** 2
+        sub = img
+        if img.size * f2 > SELF_CONSISTENT_MAX_WORK_PX:
+            keep = math.sqrt(SELF_CONSISTENT_MAX_WORK_PX / (img.size * f2))
+            h, w = (max(1, int(round(n * keep))) for n in img.shape)
+            y0, x0 = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+            sub = img[y0:y0 + h, x0:x0 + w]
+        d1 = _refine_diameter(sub, d)
+        if np.isfinite(d1) and lo <= d1 / d <= hi and abs(math.log(d1 / d)) < best_err:
+            best, best_err = float(d1), abs(math.log(d1 / d))
+        d /= 2 ** 0.25
+    return best
 
 
 def _peak_diameter(sigmas: list[float], e: np.ndarray, i: int) -> float:

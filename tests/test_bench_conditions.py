@@ -33,5 +33,15 @@ def test_each_condition_transforms_image_and_masks():
     np.testing.assert_array_equal(m, np.rot90(masks))
     out, m = bc.transform("flip", img, masks, rng)
     np.testing.assert_array_equal(m, masks[::-1])
+    out, m = bc.transform("vignette", img, masks, rng)
+    assert out[0, 0] == pytest.approx(0.4 * img[0, 0]) and m is masks
+    assert out[20, 30] == pytest.approx(img[20, 30], rel=1e-3)  # the centre keeps its brightness
+    out, _ = bc.transform("gradient", img, masks, rng)
+    np.testing.assert_allclose(out[:, 0], img[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(out[:, -1], img[:, -1] + 100.0, rtol=1e-6)  # half the maximum, 200
+    out, _ = bc.transform("blur", img, masks, rng)
+    assert out.sum() == pytest.approx(img.sum(), rel=1e-3) and out.max() < img.max()
+    out, _ = bc.transform("gamma", img, masks, rng)
+    assert out.max() == pytest.approx(200.0) and out[0, 0] == pytest.approx(200.0 * (10 / 200) ** 0.5)
     with pytest.raises(ValueError, match="unknown condition"):
-        bc.transform("blur", img, masks, rng)
+        bc.transform("defocus", img, masks, rng)
