@@ -20,7 +20,8 @@ Conditions:
   half-diagonal: the corners get 40 %);
 * ``gradient``: an additive background ramp from 0 at the left edge to half the image maximum at the right;
 * ``blur``: defocus, a Gaussian of sigma 2 px;
-* ``gamma``: a display-stretched image, ``max (img / max) ** 0.5``.
+* ``gamma``: a display-stretched image, ``max (img / max) ** 0.5``;
+* ``hot``: camera hot pixels, one pixel in 2000 (drawn at random) set to 4x the image maximum.
 """
 from __future__ import annotations
 
@@ -78,12 +79,17 @@ def transform(condition: str, img: np.ndarray, masks: np.ndarray,
     if condition == "gamma":
         top = max(1e-12, img.max())
         return (top * (np.clip(img, 0, None) / top) ** 0.5).astype(np.float32), masks
+    if condition == "hot":
+        out = img.copy()
+        hot = rng.random(img.shape) < 1.0 / 2000
+        out[hot] = 4.0 * img.max()
+        return out.astype(np.float32), masks
     raise ValueError(f"unknown condition {condition!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("condition", help="none, offset, pad, sat, noise200, noise50, rot90, flip, vignette, gradient, blur, gamma")
+    ap.add_argument("condition", help="none, offset, pad, sat, noise200, noise50, rot90, flip, vignette, gradient, blur, gamma, hot")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)  # one generator over the images in the manifest's order

@@ -87,6 +87,7 @@ _DEFAULTS_FILE = Path(__file__).with_name("segment_defaults.toml")
 _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
     "scale": {"nucleus_diameter_um": (float, 0.5, 100.0), "scale_peak_min_fraction": (float, 0.0, 1.0),
               "self_consistent_low": (float, 0.0, 1.0), "self_consistent_high": (float, 1.0, None),
+              "hot_pixel_step": (float, 0.0, None),
               "min_bright_fraction": (float, 0.0, 1.0), "min_bright_nucleus_areas": (float, 0.0, None),
               "size_check_low": (float, 0.0, 1.0),
               "size_check_high": (float, 1.0, None), "size_check_ratio": (float, 0.1, 2.0),
@@ -230,6 +231,8 @@ SCALE_BRIGHT_CLIP: float = _D["scale"]["scale_bright_clip"]
 SELF_CONSISTENT_LOW: float = _D["scale"]["self_consistent_low"]
 SELF_CONSISTENT_HIGH: float = _D["scale"]["self_consistent_high"]
 SELF_CONSISTENT_MAX_WORK_PX: float = 4.0e6  # working pixels per trial (a memory and time bound, not a tuning)
+#: Camera hot pixels (``segment_defaults.toml`` [scale] hot_pixel_step): :func:`_hot_pixels_removed`.
+HOT_PIXEL_STEP: float = _D["scale"]["hot_pixel_step"]
 SCALE_BRIGHT_CLIP_MIN_SHARE: float = _D["scale"]["scale_bright_clip_min_share"]
 SCALE_BRIGHT_CLIP_MAX_SHARE: float = _D["scale"]["scale_bright_clip_max_share"]
 SCALE_BRIGHT_CLIP_MAX_RING: float = _D["scale"]["scale_bright_clip_max_ring"]
@@ -331,6 +334,51 @@ def _whole_uint16(img: np.ndarray) -> np.ndarray:
         return img
     u = img.astype(np.uint16)
     return u if np.array_equal(u, img) else img
+
+
+def _hot_pixels_removed(img: np.ndarray) -> tuple[np.ndarray, int]:
+    """Camera hot pixels set to the brightest of their other neighbours: ``(image, how many)``.
+
+    A hot pixel lies above the image's robust range (:func:`_norm_range`, 0.5th-99.8th percentile) by more
+    than ``[scale] hot_pixel_step`` x that range, and as much above every neighbour (of its 8) that is not
+    such a pixel too, with at most 2 of those: single hot or cosmic-ray pixels and pairs of them. No optics
+    images a DAPI structure that sharp (a nucleus of >= 6 px spreads over its neighbours), while a hot pixel
+    at several times the nuclei's brightness compresses the rest of the field and shows up as a speck. A
+    field where more than 0.1 % of the pixels lie that far above the range is left alone (that is content,
+    not a camera defect). ``img`` is not changed: a copy is returned when pixels were set.
+    ``hot_pixel_step = 0`` switches this off.
+    """
+    k = float(HOT_PIXEL_STEP)
+    rng = _norm_range(img) if k > 0 and img.ndim == 2 and min(img.shape) >= 3 else None
+    if rng is None:
+        return img, 0
+    lo, hi = rng
+    step = k * (hi - lo)
+    above = img > hi + step
+    ys, xs = np.nonzero(above)
+    if ys.size == 0 or ys.size > 0.001 * img.size:
+        return img, 0
+    v = img[ys, xs].astype(np.float64)
+    nmax = np.full(ys.size, -np.inf)
+    n_above = np.zeros(ys.size, np.int64)
+    h, w = img.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if not (dy or dx):
+                continue
+            ny, nx = ys + dy, xs + dx
+            inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)  # off the image: no neighbour there
+            ny, nx = np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)
+            nb_above = above[ny, nx] & inside
+            n_above += nb_above
+            vals = np.where(inside & ~nb_above, img[ny, nx].astype(np.float64), -np.inf)
+            np.maximum(nmax, vals, out=nmax)
+    hot = (n_above <= 2) & np.isfinite(nmax) & (v - nmax > step)
+    if not hot.any():
+        return img, 0
+    out = img.copy()
+    out[ys[hot], xs[hot]] = nmax[hot].astype(img.dtype)
+    return out, int(np.count_nonzero(hot))
 
 
 def _norm_range(img: np.ndarray) -> tuple[float, float] | None:
@@ -575,7 +623,8 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
        2 px upwards (ratio 2^(1/4), on an image pyramid so large scales are cheap); its mean squared
        positive response ``E(s)`` peaks where blobs of diameter ``2 sqrt(2) s`` fill the image.
     #. Candidate scales are the interior local maxima of ``E``; a maximum at the largest scale (a glow or
-       a tissue outline, not nuclei) is ignored when interior maxima exist. The smallest candidate whose
+       a tissue outline, not nuclei) is ignored when interior maxima exist. Without any, the candidates are
+       the strongest scale and, when ``E`` falls from it, the smallest (nuclei of ~6 px). The smallest candidate whose
        energy is at least half of the strongest candidate's is taken (textured backgrounds and tissue
        shapes are larger than nuclei; chromatin spots are weaker than nuclei).
     #. Refinement: the image is segmented once at that scale (flattened, local-contrast threshold) and the
@@ -614,7 +663,9 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
     e = np.asarray(energy)
     interior = [i for i in range(1, len(e) - 1) if e[i] >= e[i - 1] and e[i] > e[i + 1]]
     if not interior:
-        interior = [int(np.argmax(e))]
+        # no interior peak: the maxima at the ends are the candidates, the smallest scale's when E falls
+        # from it (nuclei of ~6 px, whose peak lies at or below the grid's first scale) and the strongest
+        interior = sorted({0, int(np.argmax(e))} if e[0] > e[1] else {int(np.argmax(e))})
     best = max(e[i] for i in interior)
     pick = min(i for i in interior if e[i] >= SCALE_PEAK_MIN_FRACTION * best)
     # the picked peak, then the smaller-scale peaks (largest first): the first whose segmentation finds
@@ -4146,6 +4197,7 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
         saturation_value = float(np.iinfo(raw.dtype).max)
     nd_um = DEFAULT_NUCLEUS_DIAMETER_UM if nucleus_diameter_um is None else float(nucleus_diameter_um)
     exact = _whole_uint16(img)  # the same values; 16-bit fast paths for float fields of camera counts
+    exact, n_hot = _hot_pixels_removed(exact)  # single camera hot pixels far above their neighbours
     no_data = _no_data(exact)  # padding around the imaged area (stitched, registered or rotated fields)
     if no_data is not None:
         rows = np.flatnonzero(~no_data[0].all(axis=1))
@@ -4185,7 +4237,7 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
         d, d_src = estimate_nucleus_diameter(exact), "estimated from image"
     used = {"backend": backend, "nucleus_diameter_um": nd_um if d_src == "pixel size" else None,
             "diameter_px": d, "diameter_source": d_src, "saturation_value": saturation_value,
-            "qc": qc_p, "message": ""}
+            "qc": qc_p, "message": "", "hot_pixels": n_hot}
     func = _get_backend(backend)
     if not np.isfinite(d):
         labels = np.zeros(img.shape, np.int32)

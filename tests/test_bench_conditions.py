@@ -43,5 +43,7 @@ def test_each_condition_transforms_image_and_masks():
     assert out.sum() == pytest.approx(img.sum(), rel=1e-3) and out.max() < img.max()
     out, _ = bc.transform("gamma", img, masks, rng)
     assert out.max() == pytest.approx(200.0) and out[0, 0] == pytest.approx(200.0 * (10 / 200) ** 0.5)
+    out, _ = bc.transform("hot", np.ones((200, 200)), np.zeros((200, 200), np.int32), rng)
+    assert set(np.unique(out)) == {1.0, 4.0} and 5 <= np.count_nonzero(out == 4.0) <= 40  # ~20 of 40000
     with pytest.raises(ValueError, match="unknown condition"):
         bc.transform("defocus", img, masks, rng)

@@ -912,6 +912,54 @@ def test_scale_estimate_skips_a_glow_peak_on_real_tissue():
     assert 5.0 < d < 30.0, d
 
 
+def test_scale_estimate_finds_nuclei_at_the_grid_floor_beside_a_glow():
+    """DSB2018 20b20ab0 (an embryo, 289 nuclei) shrunk to half size: its nuclei are ~6 px, so their peak lies
+    at or below the scale space's first scale and the energy falls from there; the only other maximum is
+    the embryo glow at the largest scale. Both ends are candidates (the small end has over half the glow's
+    energy) and the quick segmentation at ~6 px finds ~6-px objects (was 154 px, F1 0)."""
+    from scipy import ndimage as ndi
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018_fluo_dev" / "images"
+    img = ndi.zoom(tifffile.imread(next(root.glob("20b20ab0*.tif"))).astype(np.float32), 0.5, order=1)
+    d = estimate_nucleus_diameter(img)
+    assert 5.0 <= d <= 7.5, d
+
+
+def test_hot_pixels_are_set_to_their_neighbours():
+    """Single hot pixels, a pair and two on the edge go to their brightest other neighbour; a nucleus, a
+    3x3 bright speck and a field with many bright pixels are left alone."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 5, (256, 256)).astype(np.float32)
+    img[_disc((256, 256), 128, 128, 10)] = 1000.0
+    img[20:23, 50:53] = 3000.0  # a 3x3 speck: content, not a hot pixel
+    ref = img.copy()
+    for y, x in ((5, 5), (40, 10), (41, 11), (0, 30), (255, 255)):  # single, a diagonal pair, two on the edge
+        img[y, x] = 8000.0
+    out, n = S._hot_pixels_removed(img)
+    assert n == 5 and out.dtype == img.dtype
+    assert out[5, 5] == max(np.delete(ref[4:7, 4:7].ravel(), 4))  # its brightest neighbour
+    assert out[0, 30] == max(ref[0, 29], ref[0, 31], *ref[1, 29:32])
+    np.testing.assert_array_equal(out[20:23, 50:53], 3000.0)
+    np.testing.assert_array_equal(out[110:147, 110:147], ref[110:147, 110:147])
+    assert out.max() == 3000.0 and img[5, 5] == 8000.0  # the input is not changed
+    many = img.copy()
+    many[::8, ::8] = 8000.0  # 1.6 % of the pixels: not camera defects
+    assert S._hot_pixels_removed(many)[1] == 0
+
+
+def test_hot_pixels_leave_the_segmentation_unchanged():
+    img, truth = _disc_field((192, 192), r=10.0, n=10, seed=4)
+    hot = img.copy()
+    rng = np.random.default_rng(1)
+    ys, xs = rng.integers(0, 192, 20), rng.integers(0, 192, 20)
+    hot[ys, xs] = 6.0 * img.max()
+    clean = segment_nuclei(img)
+    seg = segment_nuclei(hot)
+    assert seg.params["hot_pixels"] == 20 and clean.params["hot_pixels"] == 0
+    assert seg.diameter_px == pytest.approx(clean.diameter_px, rel=0.02)
+    assert match_labels(truth, seg.labels)["f1"] == match_labels(truth, clean.labels)["f1"] == 1.0
+
+
 def test_scale_estimate_ignores_dim_blobs(monkeypatch):
     # eight nuclei (d = 20 px) and sixteen smaller blobs (d = 12 px) at 12 % of their brightness (tissue
     # haze, out-of-plane texture): the blobs outnumber the nuclei, but the size is measured on the objects
