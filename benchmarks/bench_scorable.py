@@ -48,17 +48,18 @@ def export_channel(a: np.ndarray, how: str | None) -> np.ndarray:
 
 
 def field_rows(seed: int, panel, shape=(1024, 1024), give_pixel: bool = True, export: str | None = None,
-               **sim_kwargs) -> dict:
+               analyze_params: dict | None = None, **sim_kwargs) -> dict:
     """One simulated field through ``analyze_field``; ``sim_kwargs`` go to ``simulate_field``,
-    ``give_pixel=False`` hides the pixel size from the pipeline (the scale then comes from the nuclei), and
-    ``export`` stores every channel another way first (:func:`export_channel`)."""
+    ``give_pixel=False`` hides the pixel size from the pipeline (the scale then comes from the nuclei),
+    ``export`` stores every channel another way first (:func:`export_channel`) and ``analyze_params`` go to
+    ``analyze_field``."""
     keys = [f"count_{k}" for k in panel.pattern_keys]
     sim = fc.simulate_field(panel, shape=shape, seed=seed, **sim_kwargs)
     d = {n: export_channel(sim.image[i], export) for i, n in enumerate(sim.channel_names)}
     fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um if give_pixel else None, panel=panel,
                             name=f"f{seed}")
     t0 = time.process_time()
-    res = fc.analyze_field(fld, panel)
+    res = fc.analyze_field(fld, panel, **(analyze_params or {}))
     cpu = time.process_time() - t0
     truth = sim.truth.set_index("label")
     interior = truth[~truth.border]

@@ -131,6 +131,12 @@ class Realism:
         Camera conversion gain: photon (Poisson) noise has variance ``gain x signal`` in ADU²
         (lower gain = less noise for the same ADU level; a camera digitising 4 photo-electrons
         per ADU has 0.25).
+    hot_pixel_fraction : float
+        Fraction of the camera's pixels that are hot (default 0): the same pixels in every channel and
+        plane (a sensor defect), each ``hot_pixel_adu`` brighter. Drawn from their own generator, so the
+        rest of the field is the same as without them.
+    hot_pixel_adu : float
+        What a hot pixel adds, ADU.
     z_step_um : float
         Distance between z planes when ``z_planes > 1``.
     """
@@ -163,6 +169,8 @@ class Realism:
     offset_adu: float = 100.0
     read_noise_adu: float = 2.0
     gain_adu_per_photon: float = 0.5
+    hot_pixel_fraction: float = 0.0
+    hot_pixel_adu: float = 8000.0
     z_step_um: float = 0.4
 
     def validate(self, source: str = "simulate_field") -> "Realism":
@@ -173,6 +181,7 @@ class Realism:
         for name in (
             "touching_fraction", "lobulated_fraction", "other_fraction", "out_of_focus_fraction",
             "dim_fraction", "diffuse_fraction", "failed_hybridization_fraction", "split_fraction", "debris_all_channels_fraction", "illumination_falloff",
+            "hot_pixel_fraction",
         ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -186,7 +195,7 @@ class Realism:
         for name in (
             "defocus_um", "signal_z_sd_um", "chromatin_texture", "dapi_cv", "signal_cv", "signal_sigma_cv",
             "debris_per_1000um2", "autofluorescence_adu", "probe_background_adu", "dapi_background_adu", "offset_adu",
-            "read_noise_adu",
+            "read_noise_adu", "hot_pixel_adu",
         ):
             v = getattr(self, name)
             if not v >= 0:
@@ -860,6 +869,9 @@ def simulate_field(
     if R.read_noise_adu > 0:
         stack += rng.normal(0.0, R.read_noise_adu, size=stack.shape).astype(np.float32)
     stack += R.offset_adu
+    if R.hot_pixel_fraction > 0:  # a sensor defect: the same pixels in every channel and plane
+        hot = np.random.default_rng([seed, 0x407]).random(stack.shape[-2:]) < R.hot_pixel_fraction
+        stack[..., hot] += np.float32(R.hot_pixel_adu)
     image = np.clip(np.rint(stack), 0, 65535).astype(np.uint16)
     if z_planes == 1:
         image = image[0]
