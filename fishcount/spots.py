@@ -44,6 +44,7 @@ from ._stats import median as _median
 
 __all__ = [
     "SPOT_COLUMNS",
+    "remove_hot_pixels",
     "spot_sigma_px",
     "enhance_spots",
     "local_background",
@@ -71,6 +72,79 @@ DOG_RATIO = 1.6
 MIN_AUTO_SNR = 4.5
 #: Candidates below this SNR are not kept at all (far inside the noise).
 CANDIDATE_SNR = 2.5
+
+
+#: A hot pixel's brightest neighbour is at most this fraction of the way from its darkest neighbour to it
+#: (see :func:`remove_hot_pixels`).
+HOT_PIXEL_RATIO = 0.1
+#: ... and it stands this many noise SDs above that brightest neighbour.
+HOT_PIXEL_MIN_SD = 8.0
+
+
+def remove_hot_pixels(image: np.ndarray, max_neighbour_ratio: float = HOT_PIXEL_RATIO,
+                      min_sd: float = HOT_PIXEL_MIN_SD) -> tuple[np.ndarray, int]:
+    """Camera hot pixels (and cosmic-ray hits) set to the brightest of their 8 neighbours.
+
+    A probe signal is imaged through the optics: even a diffraction-limited spot sampled at 0.2 µm/px
+    puts >= ~20 % of its peak height on its nearest pixels. A hot pixel is a single pixel: all of its 8
+    neighbours lie within ``max_neighbour_ratio`` of the way from the darkest of them to it, and it stands
+    ``min_sd`` noise SDs above the brightest (noise: the median absolute difference of horizontally
+    adjacent pixels / (0.6745 sqrt 2), from every 4th row). Left in, each one inside a nucleus counts as a
+    signal: one pixel in 2000 at 4x the brightest signal turned 89 of 265 deletion or monosomy calls on
+    three simulated fields into gains (docs/detection.md). Pixels on the image edge are left alone.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (Y, X) or (Z, Y, X) probe channel, any real dtype (planes are treated one by one).
+    max_neighbour_ratio : float
+        See above; 0 switches the removal off.
+    min_sd : float
+        See above.
+
+    Returns
+    -------
+    (np.ndarray, int)
+        The image (the same object when nothing was removed, else a copy of the same dtype) and the
+        number of pixels set.
+    """
+    img = np.asarray(image)
+    if img.ndim == 3:
+        planes = [remove_hot_pixels(p, max_neighbour_ratio, min_sd) for p in img]
+        n = sum(k for _, k in planes)
+        return (np.stack([p for p, _ in planes]) if n else img), n
+    k = float(max_neighbour_ratio)
+    if k <= 0 or img.ndim != 2 or min(img.shape) < 3:
+        return img, 0
+    f = img.astype(np.float32, copy=False)
+    c, left, right = f[1:-1, 1:-1], f[1:-1, :-2], f[1:-1, 2:]
+    hi, lo = np.maximum(left, right), np.minimum(left, right)
+    # necessary (the row's two neighbours bound the eight's range from inside): c - hi > (1 - k) (c - lo)
+    ys, xs = np.nonzero((c - hi) > np.float32(1.0 - k) * (c - lo))
+    if ys.size == 0:
+        return img, 0
+    ys += 1
+    xs += 1
+    v = img[ys, xs].astype(np.float64)
+    nmax = np.full(ys.size, -np.inf)
+    nmin = np.full(ys.size, np.inf)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                nb = img[ys + dy, xs + dx].astype(np.float64)
+                np.maximum(nmax, nb, out=nmax)
+                np.minimum(nmin, nb, out=nmin)
+    hot = (nmax - nmin) < k * (v - nmin)
+    if not hot.any():
+        return img, 0
+    d = np.diff(f[::4].astype(np.float64), axis=1).ravel()
+    sd = float(np.median(np.abs(d - np.median(d)))) / (0.6745 * np.sqrt(2.0)) if d.size else 0.0
+    hot &= (v - nmax) > min_sd * max(sd, 1e-12)
+    if not hot.any():
+        return img, 0
+    out = img.copy()
+    out[ys[hot], xs[hot]] = nmax[hot].astype(img.dtype)
+    return out, int(np.count_nonzero(hot))
 
 
 def spot_sigma_px(signal_diameter_um: float, pixel_size_um: float) -> float:
