@@ -259,10 +259,17 @@ def bench_speed() -> dict:
         for with_pix in (True, False):
             t, seg = _best_cpu(dapi, pix if with_pix else None)
             best[with_pix] = (t / mp, seg)
+        peaks = {}
+        for with_pix in (True, False):
+            tracemalloc.start()
+            segment_nuclei(dapi, pixel_size_um=pix if with_pix else None)
+            peaks[with_pix] = tracemalloc.get_traced_memory()[1] / dapi.nbytes
+            tracemalloc.stop()
         out[("sim", size, pix, density)] = best[True][0]
         print(f"simulated marrow {size}x{size}, {pix} µm/px, density {density}, {best[True][1].n_nuclei} nuclei: "
               f"{best[True][0]:.3f} s/MP with pixel size; {best[False][0]:.3f} s/MP estimating the scale "
-              f"(d {best[False][1].diameter_px:.0f} px for a nominal {9.0 / pix:.0f})")
+              f"(d {best[False][1].diameter_px:.0f} px for a nominal {9.0 / pix:.0f}); peak traced memory "
+              f"{peaks[True]:.1f}x / {peaks[False]:.1f}x the field's bytes")
     return out
 
 

@@ -456,23 +456,29 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     if max_area is None:
         fl, nf = ndi.label(fg)
         areas = np.sort(np.bincount(fl.ravel(), minlength=nf + 1)[1:])
+        del fl  # (memory: a full-size int32 image less while the rest runs)
         if areas.size == 0:
             return img
         half = np.searchsorted(np.cumsum(areas), 0.5 * areas.sum())
         max_area = max_area_fraction * float(areas[min(half, areas.size - 1)])
     lab, n = ndi.label(over)
+    del over
     area = np.bincount(lab.ravel(), minlength=n + 1)
     small = area <= max_area
     small[0] = False
     if to_level is not None and small.any():
         # the scale estimate: only specks on the background; without a scale, a small bright region among
-        # dimmer foreground may be a nucleus on a haze, or chromatin
+        # dimmer foreground may be a nucleus on a haze, or chromatin. The small regions' labels (others 0)
+        # as uint16 when they fit: the same maxima with half the memory of int32
         r = int(math.ceil(math.sqrt(float(area[small].max()) / math.pi)))
-        inner = _max_box(np.where(np.take(small, lab), lab, 0), 2 * r)
+        lut = np.where(small, np.arange(n + 1), 0).astype(np.uint16 if n < 65536 else np.int32)
+        inner = _max_box(np.take(lut, lab), 2 * r)
         near = _max_box(inner, r)
         ring = (near > 0) & (inner == 0)
+        del inner
         on_fg = np.bincount(near[ring], weights=fg[ring], minlength=n + 1)
         cnt = np.bincount(near[ring], minlength=n + 1)
+        del near, ring
         small &= on_fg <= max_ring_foreground * np.maximum(cnt, 1)
     sel = np.take(small, lab)
     if to_level is None:
@@ -483,8 +489,10 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
         return img
     # the scale estimate: only when the debris holds a share of the foreground's squared contrast (the
     # energy of the scale space) that can move the estimate
-    e_sel = float(np.sum(np.square(img[sel] - np.float32(bg), dtype=np.float64)))
-    e_fg = float(np.sum(np.square(img[fg] - np.float32(bg), dtype=np.float64)))
+    del lab
+    e_sel = _sq_dev_sum(img, sel, bg)
+    e_fg = _sq_dev_sum(img, fg, bg)
+    del fg
     if not min_energy_share * e_fg <= e_sel <= max_energy_share * e_fg:
         return img
     # the whole speck down to that level, not only its core: a core set to it inside a skirt still up to
@@ -492,6 +500,17 @@ def _clip_bright(img: np.ndarray, k: float, max_area: float | None = None,
     low = np.float32(bg + to_level * (nuc - bg))
     np.minimum(img, low, out=img, where=_small_blobs(img > low, sel, max_area) | sel)
     return img
+
+
+def _sq_dev_sum(img: np.ndarray, mask: np.ndarray, bg: float) -> float:
+    """``sum((img[mask] - bg)**2)`` in float64, over blocks of rows (no full-size temporaries: the
+    scale estimate's memory stays within ~10x a 16-bit field's bytes)."""
+    total = 0.0
+    rows = max(1, (1 << 20) // max(1, img.shape[1]))
+    for r0 in range(0, img.shape[0], rows):
+        v = img[r0:r0 + rows][mask[r0:r0 + rows]] - np.float32(bg)
+        total += float(np.sum(np.square(v, dtype=np.float64)))
+    return total
 
 
 def _remove_debris(work: np.ndarray, d: float, p: dict) -> np.ndarray:
