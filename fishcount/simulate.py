@@ -137,6 +137,9 @@ class Realism:
         rest of the field is the same as without them.
     hot_pixel_adu : float
         What a hot pixel adds, ADU.
+    channel_crosstalk : float
+        Fraction of each probe channel's signals also recorded in every other probe channel (filter
+        bleed-through; default 0). Signals only, before noise: the truth is unchanged.
     z_step_um : float
         Distance between z planes when ``z_planes > 1``.
     """
@@ -171,6 +174,7 @@ class Realism:
     gain_adu_per_photon: float = 0.5
     hot_pixel_fraction: float = 0.0
     hot_pixel_adu: float = 8000.0
+    channel_crosstalk: float = 0.0
     z_step_um: float = 0.4
 
     def validate(self, source: str = "simulate_field") -> "Realism":
@@ -181,7 +185,7 @@ class Realism:
         for name in (
             "touching_fraction", "lobulated_fraction", "other_fraction", "out_of_focus_fraction",
             "dim_fraction", "diffuse_fraction", "failed_hybridization_fraction", "split_fraction", "debris_all_channels_fraction", "illumination_falloff",
-            "hot_pixel_fraction",
+            "hot_pixel_fraction", "channel_crosstalk",
         ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -860,6 +864,9 @@ def simulate_field(
             s0 = s["sigma_um"] / px
             sg = s0 * math.sqrt(1.0 + (dz / R.depth_of_field_um) ** 2)
             _add_gaussian(probes[c], s["y"] + pad, s["x"] + pad, s["brightness"] * ch_gain[c] * (s0 / sg) ** 2, sg)
+        if R.channel_crosstalk > 0 and n_sig > 1:  # each probe's signals also seen through the other filters
+            probes = [p + np.float32(R.channel_crosstalk) * sum(q for j, q in enumerate(probes) if j != c)
+                      for c, p in enumerate(probes)]
         for c in range(n_sig):
             content = probes[c] + af_level[c] * af + R.probe_background_adu
             stack[k, c + 1] = content[crop] * illum[c + 1][crop]
