@@ -89,7 +89,8 @@ def transform(condition: str, img: np.ndarray, masks: np.ndarray,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("condition", help="none, offset, pad, sat, noise200, noise50, rot90, flip, vignette, gradient, blur, gamma, hot")
+    ap.add_argument("condition", help="none, offset, pad, sat, noise200, noise50, rot90, flip, vignette, gradient, "
+                                      "blur, gamma, hot")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)  # one generator over the images in the manifest's order

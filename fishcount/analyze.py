@@ -99,7 +99,7 @@ DETECTION_DEFAULTS: dict[str, float] = {
     # inside a nucleus was counted as a signal); 0 = off (fishcount.spots.remove_hot_pixels) [I]
     "hot_pixel_ratio": 0.1,
     # crosstalk between probe channels (filter bleed-through) of deletion and enumeration panels: measured
-    # on the field (fishcount.spots.estimate_crosstalk) and, where a channel shows at least this fraction
+    # on the field (fishcount.spots.crosstalk_at, at the first detection's candidates) and, where a channel shows at least this fraction
     # of another's signals, taken out by linear unmixing before detection (3 % already cost 6 points of
     # scorable nuclei, 10 % made most counts wrong; docs/detection.md); 0 = off [I]
     "crosstalk_min": 0.02,
@@ -207,9 +207,10 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
     """Crosstalk between the probe channels of deletion and enumeration panels (whose probes do not
     co-localise), measured at the candidates already found (:func:`fishcount.spots.crosstalk_at`: each
     channel's brightest candidates inside nuclei, SNR >= ``CROSSTALK_MIN_SNR``, read in every other
-    channel's enhanced image; debris outside nuclei shows in every channel) and unmixed where it reaches ``crosstalk_min`` (:func:`fishcount.spots.unmix_crosstalk`).
-    Returns the field (unmixed or as given), the fractions as ``{"SRC->DST": k}`` and whether it was
-    unmixed (the caller then detects again). 3-D detection is not measured."""
+    channel's enhanced image; debris outside nuclei shows in every channel), and unmixed where it reaches
+    ``crosstalk_min`` (:func:`fishcount.spots.unmix_crosstalk`). Returns the field (unmixed or as given),
+    the fractions as ``{"SRC->DST": k}`` and whether it was unmixed (the caller then detects again).
+    3-D detection is not measured."""
     k_min = float(det["crosstalk_min"])
     if k_min <= 0 or panel.kind not in ("deletion", "enumeration") or len(cands) < 2:
         return fld, {}, False
@@ -225,7 +226,7 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
                         np.clip(np.rint(cand["x"][sel]).astype(np.int64), 0, w - 1))
     est = crosstalk_at(enh, points)
     rec = {f"{a}->{b}": round(v, 4) for (a, b), v in est.items()}
-    use = {pair: v for pair, v in est.items() if v >= k_min}
+    use = {pair: min(v, 0.5) for pair, v in est.items() if v >= k_min}  # (a filter passes < half)
     if not use:
         return fld, rec, False
     return dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, use)), rec, True
@@ -389,9 +390,13 @@ def analyze_field(
     #. Read the field (:func:`fishcount.read_field`; or take a :class:`Field`, a dict of arrays
        ``{"DAPI": ..., "<SIGNAL>": ...}`` or a ``(C, Y, X)`` array in ``channels`` order, default DAPI
        then the panel signals).
+    #. Camera hot pixels are removed from the probe channels (:func:`fishcount.spots.remove_hot_pixels`).
     #. Segment nuclei (:func:`fishcount.segment_nuclei`) unless ``segmentation`` is given.
     #. Per probe channel: candidates (:func:`fishcount.spots.find_candidates`), threshold (manual from
        ``thresholds`` or automatic from the candidates inside nuclei, :func:`fishcount.spots.auto_threshold`).
+       Deletion and enumeration panels: crosstalk between the probe channels is measured at the candidates
+       and, from ``crosstalk_min``, unmixed before the candidates are found again
+       (:func:`fishcount.spots.unmix_crosstalk`).
     #. Lab rules from the panel: split and diffuse signals (:func:`fishcount.spots.merge_split_signals`),
        fusions (:func:`fishcount.spots.pair_fusions`).
     #. Per nucleus counts, pattern, call and scorable (:func:`fishcount.calls.call_nuclei`).

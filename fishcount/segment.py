@@ -715,8 +715,9 @@ def _self_consistent_diameter(img: np.ndarray, d_max: float) -> float:
 
     The scale grid is the scale space's (2^(1/4) steps) from ``d_max`` down to 5.7 px; agreement is the ratio
     of the refined diameter to the scale, closest to 1 in log. A trial that would segment more than 4 MP
-    (the image enlarged to 24 px per nucleus) runs on the image's central part of that size. Used when every scale-space peak is far larger
-    than the objects segmented at it (the nuclei make only a shoulder in the energy).
+    (the image enlarged to 24 px per nucleus) runs on the image's central part of that size. Used when
+    every scale-space peak is far larger than the objects segmented at it (the nuclei make only a shoulder
+    in the energy).
     """
     lo, hi = SELF_CONSISTENT_LOW, SELF_CONSISTENT_HIGH
     best, best_err = float("nan"), float("inf")

@@ -89,12 +89,12 @@ def remove_hot_pixels(image: np.ndarray, max_neighbour_ratio: float = HOT_PIXEL_
     """Camera hot pixels (and cosmic-ray hits) set to the brightest of their 8 neighbours.
 
     A probe signal is imaged through the optics: even a diffraction-limited spot sampled at 0.2 µm/px
-    puts >= ~20 % of its peak height on its nearest pixels. A hot pixel is a single pixel: all of its 8
+    puts >= ~15 % of its peak height on its nearest pixels. A hot pixel is a single pixel: all of its 8
     neighbours lie within ``max_neighbour_ratio`` of the way from the darkest of them to it, and it stands
     ``min_sd`` noise SDs above the brightest (noise: the median absolute difference of horizontally
     adjacent pixels / (0.6745 sqrt 2), from every 4th row). Left in, each one inside a nucleus counts as a
-    signal: one pixel in 2000 at 4x the brightest signal turned 89 of 265 deletion or monosomy calls on
-    three simulated fields into gains (docs/detection.md). Pixels on the image edge are left alone.
+    signal: with one sensor pixel in 2000 hot, count accuracy fell from 0.97 to ~0.2 on simulated fields
+    (``benchmarks/bench_robustness.py``, docs/detection.md). Pixels on the image edge are left alone.
 
     Parameters
     ----------
@@ -234,11 +234,17 @@ def unmix_crosstalk(probes: "dict[str, np.ndarray]", crosstalk: "dict[tuple[str,
         The same names, float32 images.
     """
     names = list(probes)
-    k = len(names)
-    mix = np.eye(k)
+    shapes = {np.shape(probes[n]) for n in names}
+    if len(shapes) > 1:
+        raise ValueError(f"unmix_crosstalk needs probe images of one shape, got {sorted(shapes)}")
+    mix = np.eye(len(names))
     for (src, dst), v in crosstalk.items():
+        if not 0.0 <= float(v) < 1.0:
+            raise ValueError(f"crosstalk {src}->{dst} must be a fraction in [0, 1), got {v}")
         if src in names and dst in names and src != dst:
             mix[names.index(dst), names.index(src)] = float(v)
+    if abs(np.linalg.det(mix)) < 1e-6:
+        raise ValueError(f"crosstalk {crosstalk} cannot be unmixed: the channels would be indistinguishable")
     inv = np.linalg.inv(mix)
     off = [float(np.percentile(np.asarray(probes[n])[..., ::4, ::4], 0.5)) for n in names]
     out = {}

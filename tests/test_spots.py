@@ -715,6 +715,16 @@ def test_crosstalk_both_ways_is_inverted_exactly():
     assert abs(again[("A", "B")]) < 0.012 and abs(again[("B", "A")]) < 0.012
 
 
+def test_unmix_crosstalk_rejects_bad_fractions_and_shapes():
+    a, b = np.zeros((8, 8)), np.zeros((8, 9))
+    with pytest.raises(ValueError, match="one shape"):
+        fc.unmix_crosstalk({"A": a, "B": b}, {})
+    with pytest.raises(ValueError, match=r"A->B must be a fraction"):
+        fc.unmix_crosstalk({"A": a, "B": a}, {("A", "B"): 1.5})
+    with pytest.raises(ValueError, match="cannot be unmixed"):
+        fc.unmix_crosstalk({"A": a, "B": a}, {("A", "B"): 0.9999999, ("B", "A"): 0.9999999})
+
+
 def test_crosstalk_needs_enough_bright_signals():
     probes, _ = _two_channel_field(k_ab=0.1, n=5)
     assert fc.estimate_crosstalk(probes, SIG_PX) == {}
