@@ -64,6 +64,8 @@ CONDITIONS: dict[str, tuple[str, dict, bool]] = {
     "probe channel crosstalk 3 %": ("del5q", {"channel_crosstalk": 0.03}, True),
     "probe channel crosstalk 5 %": ("del5q", {"channel_crosstalk": 0.05}, True),
     "probe channel crosstalk 10 %": ("del5q", {"channel_crosstalk": 0.10}, True),
+    "dual fusion, probe channels 0.3 µm apart": ("bcr_abl1", {"channel_shift_um": 0.3}, True),
+    "dual fusion, probe channels 0.6 µm apart": ("bcr_abl1", {"channel_shift_um": 0.6}, True),
     "camera hot pixels, probe removal off": ("del5q", {"hot_pixel_fraction": 0.0005,
                                                        "analyze_params": {"hot_pixel_ratio": 0.0}}, True),
     "panel del7q": ("del7q", {}, True),

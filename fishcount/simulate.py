@@ -140,6 +140,9 @@ class Realism:
     channel_crosstalk : float
         Fraction of each probe channel's signals also recorded in every other probe channel (filter
         bleed-through; default 0). Signals only, before noise: the truth is unchanged.
+    channel_shift_um : float
+        Lateral (x) offset of the last probe channel's signals, µm (misregistered channels, e.g. filter
+        cubes changed between exposures; default 0). The truth keeps the true positions.
     z_step_um : float
         Distance between z planes when ``z_planes > 1``.
     """
@@ -175,6 +178,7 @@ class Realism:
     hot_pixel_fraction: float = 0.0
     hot_pixel_adu: float = 8000.0
     channel_crosstalk: float = 0.0
+    channel_shift_um: float = 0.0
     z_step_um: float = 0.4
 
     def validate(self, source: str = "simulate_field") -> "Realism":
@@ -199,7 +203,7 @@ class Realism:
         for name in (
             "defocus_um", "signal_z_sd_um", "chromatin_texture", "dapi_cv", "signal_cv", "signal_sigma_cv",
             "debris_per_1000um2", "autofluorescence_adu", "probe_background_adu", "dapi_background_adu", "offset_adu",
-            "read_noise_adu", "hot_pixel_adu",
+            "read_noise_adu", "hot_pixel_adu", "channel_shift_um",
         ):
             v = getattr(self, name)
             if not v >= 0:
@@ -864,6 +868,8 @@ def simulate_field(
             s0 = s["sigma_um"] / px
             sg = s0 * math.sqrt(1.0 + (dz / R.depth_of_field_um) ** 2)
             _add_gaussian(probes[c], s["y"] + pad, s["x"] + pad, s["brightness"] * ch_gain[c] * (s0 / sg) ** 2, sg)
+        if R.channel_shift_um > 0 and n_sig > 1:  # the last probe channel imaged off by a lateral shift
+            probes[-1] = ndi.shift(probes[-1], (0.0, R.channel_shift_um / px), order=1, mode="nearest")
         if R.channel_crosstalk > 0 and n_sig > 1:  # each probe's signals also seen through the other filters
             probes = [p + np.float32(R.channel_crosstalk) * sum(q for j, q in enumerate(probes) if j != c)
                       for c, p in enumerate(probes)]
