@@ -667,10 +667,16 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
     float
         Typical nucleus diameter in pixels of ``dapi``. ``nan`` when nothing stands out of the background.
     """
+    return _estimate_diameter(dapi)[0]
+
+
+def _estimate_diameter(dapi: np.ndarray) -> tuple[float, bool]:
+    """:func:`estimate_nucleus_diameter` and whether a quick segmentation found objects that fit the
+    diameter returned (False: the scale-space peak's own diameter, or nan)."""
     img = _as_2d_float(dapi, "<array>")
     img, flat = _normalize(img)
     if flat:
-        return float("nan")
+        return float("nan"), False
     # debris on the background, lowered to the typical nucleus level (:func:`_clip_bright`)
     img = _clip_bright(img, SCALE_BRIGHT_CLIP, max_area_fraction=float(CLASSICAL_DEFAULTS["bright_clip_max_area"]),
                        to_level=1.0, min_energy_share=SCALE_BRIGHT_CLIP_MIN_SHARE,
@@ -678,7 +684,7 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
                        max_ring_foreground=SCALE_BRIGHT_CLIP_MAX_RING)
     sigmas, energy = _log_energy(img)
     if len(energy) < 3 or not np.any(np.asarray(energy) > 0):
-        return float("nan")
+        return float("nan"), False
     e = np.asarray(energy)
     interior = [i for i in range(1, len(e) - 1) if e[i] >= e[i - 1] and e[i] > e[i + 1]]
     if not interior:
@@ -696,7 +702,7 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
         d0 = _peak_diameter(sigmas, e, i)
         d1 = _refine_diameter(img, d0)
         if np.isfinite(d1) and 0.5 * d0 <= d1 <= 2.0 * d0:
-            return float(d1)
+            return float(d1), True
         if not (np.isfinite(d1) and d1 > 2.0 * d0):
             break  # only a too-large scale (objects far bigger than it) sends us to a smaller peak
     else:
@@ -705,8 +711,8 @@ def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
         # finds objects of that same size is the nucleus scale.
         d_fit = _self_consistent_diameter(img, d0)
         if np.isfinite(d_fit):
-            return d_fit
-    return float(d0)
+            return d_fit, True
+    return float(d0), False
 
 
 def _self_consistent_diameter(img: np.ndarray, d_max: float) -> float:
@@ -4242,6 +4248,7 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
         exact = exact.copy()
         exact[no_data[0]] = no_data[1]
         no_data = no_data[0]
+    fitted = True  # (the estimate's: a quick segmentation found objects of the scale it returns)
     if diameter_px is not None:
         if not (np.isfinite(diameter_px) and diameter_px > 1):
             raise InputError(source, f"diameter_px must be > 1 pixel, got {diameter_px}")
@@ -4254,10 +4261,16 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
             raise InputError(source, f"nuclei would be {d:.1f} px wide at {pixel_size_um} µm/px: "
                                      "check the pixel size (µm, not nm)")
     else:
-        d, d_src = estimate_nucleus_diameter(exact), "estimated from image"
+        d, fitted = _estimate_diameter(exact)
+        d_src = "estimated from image"
     used = {"backend": backend, "nucleus_diameter_um": nd_um if d_src == "pixel size" else None,
             "diameter_px": d, "diameter_source": d_src, "saturation_value": saturation_value,
             "qc": qc_p, "message": "", "hot_pixels": n_hot}
+    if d_src == "estimated from image" and np.isfinite(d) and not fitted:
+        # the quick segmentation found no objects of the scale returned: say so (a defocused, over-exposed
+        # or display-stretched tissue image; the size check below may still find the nuclei's own size)
+        used["message"] = (f"nucleus size uncertain: no scale where the segmented objects fit it (estimate "
+                           f"{d:.1f} px); give the pixel size if the nuclei look wrong")
     func = _get_backend(backend)
     if not np.isfinite(d):
         labels = np.zeros(img.shape, np.int32)

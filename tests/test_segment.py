@@ -627,6 +627,20 @@ def test_real_elongated_nuclei_are_segmented_at_their_own_size():
     assert 15 <= seg.diameter_px <= 22 and seg.params["size_check_ratio"] > 1.25
     # measured 0.711 (0.667 at the estimate, size_check=False)
     assert match_labels(gt, seg.labels)["f1"] >= 0.70
+    assert seg.params["message"] == ""
+
+
+@pytest.mark.slow
+def test_real_tissue_without_a_fitting_scale_says_so():
+    """DSB2018 538b7673 display-stretched (``max (img / max) ** 0.5``): the embryo glow leaves no scale at
+    which the quick segmentation finds objects of that scale's size; the estimate falls back to the glow's
+    scale and the result says the nucleus size is uncertain (as read: no message)."""
+    root = DATA / "dsb2018_fluo_dev"
+    with open(root / "manifest.csv") as fh:
+        full = next(r["id"] for r in csv.DictReader(fh) if r["id"].startswith("538b7673"))
+    img = tifffile.imread(root / "images" / f"{full}.tif").astype(np.float32)
+    seg = segment_nuclei(img.max() * (img / img.max()) ** 0.5)
+    assert seg.params["message"].startswith("nucleus size uncertain") and "give the pixel size" in seg.params["message"]
 
 
 @pytest.mark.slow
