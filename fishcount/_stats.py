@@ -10,6 +10,9 @@ Two Otsu thresholds live here on purpose: :func:`otsu_foreground` is the segment
 scikit-image's ``threshold_otsu`` exactly (float32 counts, its own argmax), used where fishcount's
 results were defined with scikit-image's. Their arithmetic differs, so merging them would change the
 results of one of the two callers.
+
+:func:`neighbour_extremes` (the brightest and darkest of a few pixels' 8 neighbours) serves both hot-pixel
+rules, the DAPI one of the segmentation and the probe one of the detection.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["median", "otsu_foreground", "percentiles", "percentiles_float", "threshold_otsu"]
+__all__ = ["median", "neighbour_extremes", "otsu_foreground", "percentiles", "percentiles_float", "threshold_otsu"]
 
 
 def median(values: np.ndarray) -> np.floating:
@@ -169,3 +172,32 @@ def otsu_foreground(values: np.ndarray, nbins: int = 256) -> float:
     mu1 = (m0[-1] - m0) / np.maximum(w1, 1e-12)
     between = w0 * w1 * (mu0 - mu1) ** 2
     return float(centers[int(np.argmax(between[:-1]))])
+
+
+def neighbour_extremes(img: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                       skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The brightest and darkest of each pixel's 8 neighbours, for a few pixels of a 2-D image.
+
+    Neighbours off the image are not there; neighbours where ``skip`` (bool, ``img``'s shape) is True are
+    counted but not compared. Returns float64 ``(max, min, n_skipped)`` per pixel (``-inf`` / ``inf`` when
+    no neighbour is compared; ``n_skipped`` int64).
+    """
+    h, w = img.shape
+    nmax = np.full(ys.size, -np.inf)
+    nmin = np.full(ys.size, np.inf)
+    n_skip = np.zeros(ys.size, np.int64)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if not (dy or dx):
+                continue
+            ny, nx = ys + dy, xs + dx
+            use = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+            ny, nx = np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)
+            if skip is not None:
+                skipped = skip[ny, nx] & use
+                n_skip += skipped
+                use &= ~skipped
+            vals = img[ny, nx].astype(np.float64)
+            np.maximum(nmax, np.where(use, vals, -np.inf), out=nmax)
+            np.minimum(nmin, np.where(use, vals, np.inf), out=nmin)
+    return nmax, nmin, n_skip

@@ -53,6 +53,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from ._stats import median as _median
+from ._stats import neighbour_extremes as _neighbour_extremes
 from ._stats import otsu_foreground as _otsu
 from ._stats import percentiles as _percentiles
 from ._stats import threshold_otsu as _threshold_otsu
@@ -359,20 +360,7 @@ def _hot_pixels_removed(img: np.ndarray) -> tuple[np.ndarray, int]:
     if ys.size == 0 or ys.size > 0.001 * img.size:
         return img, 0
     v = img[ys, xs].astype(np.float64)
-    nmax = np.full(ys.size, -np.inf)
-    n_above = np.zeros(ys.size, np.int64)
-    h, w = img.shape
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if not (dy or dx):
-                continue
-            ny, nx = ys + dy, xs + dx
-            inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)  # off the image: no neighbour there
-            ny, nx = np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)
-            nb_above = above[ny, nx] & inside
-            n_above += nb_above
-            vals = np.where(inside & ~nb_above, img[ny, nx].astype(np.float64), -np.inf)
-            np.maximum(nmax, vals, out=nmax)
+    nmax, _, n_above = _neighbour_extremes(img, ys, xs, skip=above)  # the others' brightest
     hot = (n_above <= 2) & np.isfinite(nmax) & (v - nmax > step)
     if not hot.any():
         return img, 0

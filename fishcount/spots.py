@@ -41,6 +41,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from ._stats import median as _median
+from ._stats import neighbour_extremes as _neighbour_extremes
 
 __all__ = [
     "SPOT_COLUMNS",
@@ -129,14 +130,7 @@ def remove_hot_pixels(image: np.ndarray, max_neighbour_ratio: float = HOT_PIXEL_
     ys += 1
     xs += 1
     v = img[ys, xs].astype(np.float64)
-    nmax = np.full(ys.size, -np.inf)
-    nmin = np.full(ys.size, np.inf)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                nb = img[ys + dy, xs + dx].astype(np.float64)
-                np.maximum(nmax, nb, out=nmax)
-                np.minimum(nmin, nb, out=nmin)
+    nmax, nmin, _ = _neighbour_extremes(img, ys, xs)  # (interior pixels: all 8 neighbours there)
     hot = (nmax - nmin) < k * (v - nmin)
     if not hot.any():
         return img, 0

@@ -110,3 +110,19 @@ def test_segment_and_spots_use_the_shared_helpers():
     assert segment._median is T.median and spots._median is T.median
     assert segment._percentiles is T.percentiles and segment._threshold_otsu is T.threshold_otsu
     assert segment._otsu is T.otsu_foreground
+
+
+def test_neighbour_extremes_known_answers():
+    from fishcount._stats import neighbour_extremes
+
+    img = np.arange(16, dtype=np.float32).reshape(4, 4)
+    ys, xs = np.array([1, 0, 3]), np.array([1, 0, 3])
+    nmax, nmin, n_skip = neighbour_extremes(img, ys, xs)
+    np.testing.assert_array_equal(nmax, [10, 5, 14])  # (1, 1): 0-2, 4, 6, 8-10; corners: 3 neighbours
+    np.testing.assert_array_equal(nmin, [0, 1, 10])
+    np.testing.assert_array_equal(n_skip, [0, 0, 0])
+    skip = img >= 9
+    nmax, nmin, n_skip = neighbour_extremes(img, ys, xs, skip=skip)
+    np.testing.assert_array_equal(nmax, [8, 5, -np.inf])  # 9 and 10 skipped; (3, 3) has only skipped ones
+    np.testing.assert_array_equal(n_skip, [2, 0, 3])
+    assert nmin[2] == np.inf
