@@ -121,22 +121,28 @@ def remove_hot_pixels(image: np.ndarray, max_neighbour_ratio: float = HOT_PIXEL_
     if k <= 0 or img.ndim != 2 or min(img.shape) < 3:
         return img, 0
     f = img.astype(np.float32, copy=False)
+    d = np.diff(f[::4].astype(np.float64), axis=1).ravel()
+    floor = min_sd * max(float(_median(np.abs(d - _median(d)))) / (0.6745 * np.sqrt(2.0)), 1e-12)
     c, left, right = f[1:-1, 1:-1], f[1:-1, :-2], f[1:-1, 2:]
-    hi, lo = np.maximum(left, right), np.minimum(left, right)
-    # necessary (the row's two neighbours bound the eight's range from inside): c - hi > (1 - k) (c - lo)
-    ys, xs = np.nonzero((c - hi) > np.float32(1.0 - k) * (c - lo))
+    # necessary, from the row's two neighbours (they bound the eight's range from inside): the pixel's rise
+    # over the brighter of them exceeds (1 - k) of its rise over the darker, i.e. c > hi + (1 - k) / k
+    # (hi - lo), and exceeds the noise floor (float32 here, so the floor is relaxed by 0.1 %)
+    hi = np.maximum(left, right)
+    thr = np.minimum(left, right)
+    np.subtract(hi, thr, out=thr)
+    thr *= np.float32((1.0 - k) / k)
+    np.maximum(thr, np.float32(0.999 * floor), out=thr)
+    thr += hi
+    del hi
+    ys, xs = np.nonzero(c > thr)
+    del thr
     if ys.size == 0:
         return img, 0
     ys += 1
     xs += 1
     v = img[ys, xs].astype(np.float64)
     nmax, nmin, _ = _neighbour_extremes(img, ys, xs)  # (interior pixels: all 8 neighbours there)
-    hot = (nmax - nmin) < k * (v - nmin)
-    if not hot.any():
-        return img, 0
-    d = np.diff(f[::4].astype(np.float64), axis=1).ravel()
-    sd = float(np.median(np.abs(d - np.median(d)))) / (0.6745 * np.sqrt(2.0)) if d.size else 0.0
-    hot &= (v - nmax) > min_sd * max(sd, 1e-12)
+    hot = ((nmax - nmin) < k * (v - nmin)) & ((v - nmax) > floor)
     if not hot.any():
         return img, 0
     out = img.copy()
