@@ -4257,8 +4257,8 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
     if d_src == "estimated from image" and np.isfinite(d) and not fitted:
         # the quick segmentation found no objects of the scale returned: say so (a defocused, over-exposed
         # or display-stretched tissue image; the size check below may still find the nuclei's own size)
-        used["message"] = (f"nucleus size uncertain: no scale where the segmented objects fit it (estimate "
-                           f"{d:.1f} px); give the pixel size if the nuclei look wrong")
+        used["message"] = ("nucleus size uncertain: no scale where the segmented objects fit it; give the "
+                           "pixel size if the nuclei look wrong")
     func = _get_backend(backend)
     if not np.isfinite(d):
         labels = np.zeros(img.shape, np.int32)
