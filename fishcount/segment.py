@@ -786,6 +786,7 @@ def _refine_diameter(img: np.ndarray, d0: float) -> float:
     work, _ = _resample(img, factor)
     d = d0 * factor
     flt = _flatten(work, d, CLASSICAL_DEFAULTS)
+    del work  # (memory: the trial holds as few working-size arrays as it can)
     mask = _foreground(flt, d, CLASSICAL_DEFAULTS["local_rel"], CLASSICAL_DEFAULTS["low_frac"],
                        CLASSICAL_DEFAULTS["noise_sigmas"])
     if mask is None:
@@ -802,6 +803,7 @@ def _refine_diameter(img: np.ndarray, d0: float) -> float:
         maxdt = np.sqrt(_label_max(d2, lab, n, labelled_only=True)[1:])
     else:
         maxdt = _label_max(ndi.distance_transform_edt(mask), lab, n)[1:]
+    del d2, mask
     keep = areas >= 0.05 * math.pi * d * d / 4
     if not np.any(keep):
         return float("nan")
@@ -829,7 +831,8 @@ def _flatten(work: np.ndarray, d: float, p: dict) -> np.ndarray:
     # = ndi.grey_opening(sm, size=(bw, bw)): erosion, then dilation (scipy mirrors its window)
     opened = _window_extreme(_window_extreme(sm, bw, np.minimum), bw, np.maximum, bw // 2 - 1 + bw % 2)
     bg = ndi.uniform_filter(opened, size=bw)
-    return sm - bg
+    del opened
+    return np.subtract(sm, bg, out=sm)  # = sm - bg, in sm's own (new) buffer
 
 
 def texture_index(flat: np.ndarray, mask: np.ndarray, d: float, extra_sigma: float = 0.0) -> float:
@@ -936,7 +939,13 @@ def _foreground(flat: np.ndarray, d: float | None = None, rel: float = 0.3, low_
     size = max(3, int(round(d)) | 1)
     local_max = _window_extreme(flat, size, np.maximum)  # = ndi.maximum_filter(flat, size=size)
     above = flat > t_low
-    mask = above & (flat - med > rel * (local_max - med))
+    # = above & (flat - med > rel * (local_max - med)), the same float32 operations, two temporaries fewer
+    local_max -= med
+    local_max *= rel
+    lhs = flat - med
+    mask = np.greater(lhs, local_max, out=np.empty(flat.shape, bool))
+    del lhs, local_max
+    mask &= above
     if own_rel > 0:
         mask = _grow_own_peak(flat, mask, above, med, own_rel)
     return (mask, (t_low, t)) if with_levels else mask
@@ -3081,9 +3090,12 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
     q32 = qs.astype(np.float32)[:, None, None]
     stack = (f[None] >= np.take(lo, obj)[None] + q32 * np.take(span, obj)[None]) & inside[None]
     comp, nc = ndi.label(stack, structure=flat3)
+    del stack
     size = np.bincount(comp.ravel(), minlength=nc + 1)
     size[0] = 0
-    seeds = np.where(np.take(size >= core, comp), comp, 0)
+    comp[~np.take(size >= core, comp)] = 0  # = np.where(np.take(size >= core, comp), comp, 0), in place
+    seeds = comp
+    del comp
     # a dimmer nucleus beside a brighter one: where an object has ONE seed at a level, the rest of it away
     # from the seed, opened (not a halo or a rim), is a seed too (with two or more seeds the object is
     # already split there; a rest piece besides was more often a nucleus' rim than a third nucleus)
@@ -3100,12 +3112,18 @@ def _level_partitions(cand: list, sols: np.ndarray, concave: list, sm: np.ndarra
     # (shifted views per level, :func:`_binary_morph`: ~5x faster than scipy's on the small canvas)
     cross = ndi.generate_binary_structure(2, 1)
     rest = one & ~_binary_morph(seeds > 0, cross)
+    del one
     rest = _binary_morph(_binary_morph(rest, _disk(r), erode=True), _disk(r))
-    rl, nr = ndi.label(rest & inside[None], structure=flat3)
+    rest &= inside[None]
+    rl, nr = ndi.label(rest, structure=flat3)
+    del rest
     if nr:
         rs = np.bincount(rl.ravel(), minlength=nr + 1)
         rs[0] = 0
-        seeds = np.where(np.take(rs >= core, rl), rl + nc, seeds)
+        upd = np.take(rs >= core, rl)
+        seeds[upd] = rl[upd] + nc  # = np.where(upd, rl + nc, seeds), in place
+        del upd
+    del rl
     seen: list[set] = [set() for _ in range(n_obj + 1)]
     options: list[list] = [[] for _ in range(n_obj + 1)]  # (w, level, parts box) per object
     boxes = [(py, py + c[5].shape[0], px, px + c[5].shape[1]) for c, (py, px) in zip(cand, pos)]
