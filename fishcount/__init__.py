@@ -32,8 +32,8 @@ _API: dict[str, str] = {
     "segment_nuclei": "segment", "Segmentation": "segment", "estimate_nucleus_diameter": "segment",
     # spots / calls / pipeline
     "detect_signals": "spots", "merge_split_signals": "spots", "pair_fusions": "spots",
-    "estimate_signal_sigma_px": "spots", "spot_sigma_px": "spots", "remove_hot_pixels": "spots", "estimate_crosstalk": "spots",
-    "unmix_crosstalk": "spots",
+    "estimate_signal_sigma_px": "spots", "spot_sigma_px": "spots", "remove_hot_pixels": "spots",
+    "estimate_crosstalk": "spots", "crosstalk_at": "spots", "unmix_crosstalk": "spots",
     "call_nuclei": "calls",
     "analyze_field": "analyze", "FieldResult": "analyze", "write_field_result": "analyze",
     "estimate_thresholds": "analyze",

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-__all__ = ["median", "neighbour_extremes", "otsu_foreground", "percentiles", "percentiles_float", "threshold_otsu"]
+__all__ = ["median", "neighbour_extremes", "otsu_foreground", "percentiles", "percentiles_float",
+           "threshold_otsu"]
 
 
 def median(values: np.ndarray) -> np.floating:

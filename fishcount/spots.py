@@ -214,7 +214,8 @@ def crosstalk_at(enhanced: "dict[str, np.ndarray]",
     return out
 
 
-def unmix_crosstalk(probes: "dict[str, np.ndarray]", crosstalk: "dict[tuple[str, str], float]") -> dict[str, np.ndarray]:
+def unmix_crosstalk(probes: "dict[str, np.ndarray]",
+                    crosstalk: "dict[tuple[str, str], float]") -> dict[str, np.ndarray]:
     """Probe images with the crosstalk between their channels taken out (linear unmixing).
 
     Each observed channel is its own light plus ``crosstalk[(src, dst)]`` of every other channel ``src``;
