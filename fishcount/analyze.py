@@ -337,6 +337,16 @@ def _signal_size_ratio(field, cands: dict[str, tuple], sigma_px: float) -> tuple
     return (float(np.median(list(per.values()))) if per else None), per
 
 
+def _candidates_unmixed(fld, labels, panel: Panel, pixel_size_um: float, det: Mapping[str, float]):
+    """:func:`_detect_candidates`, and again on the unmixed probe channels when :func:`_without_crosstalk`
+    unmixed them. Returns (field used, (panel used, candidates, size record), crosstalk record, unmixed)."""
+    found = _detect_candidates(fld, labels, panel, pixel_size_um, det)
+    fld, crosstalk, unmixed = _without_crosstalk(fld, panel, found[1], det)
+    if unmixed:
+        found = _detect_candidates(fld, labels, panel, pixel_size_um, det)
+    return fld, found, crosstalk, unmixed
+
+
 def _detect_candidates(field, labels, panel: Panel, pixel_size_um: float,
                        det: Mapping[str, float]) -> tuple[Panel, dict[str, tuple], dict]:
     """Candidates of every probe channel at the panel's signal size, checked against the signals' own size.
@@ -460,10 +470,7 @@ def analyze_field(
 
     t = time.perf_counter()
     px, px_source = _pixel_size(fld, seg)
-    det_pan, cands, size_rec = _detect_candidates(fld, labels, pan, px, det)
-    fld, crosstalk, unmixed = _without_crosstalk(fld, pan, cands, det)
-    if unmixed:
-        det_pan, cands, size_rec = _detect_candidates(fld, labels, pan, px, det)
+    fld, (det_pan, cands, size_rec), crosstalk, unmixed = _candidates_unmixed(fld, labels, pan, px, det)
     zs = _z_scale(fld, det, px)
     qc = seg.qc
     n_nuc = int(len(qc))
@@ -629,10 +636,7 @@ def estimate_thresholds(
         seg = seg if seg is not None else _segment(fld, fld.pixel_size_um, seg_params)
         px, _ = _pixel_size(fld, seg)
         n_nuc += int(len(seg.qc))
-        cands = _detect_candidates(fld, np.asarray(seg.labels), pan, px, det)[1]
-        fld, _, unmixed = _without_crosstalk(fld, pan, cands, det)
-        if unmixed:
-            cands = _detect_candidates(fld, np.asarray(seg.labels), pan, px, det)[1]
+        cands = _candidates_unmixed(fld, np.asarray(seg.labels), pan, px, det)[1][1]
         for name, (cand, _, _) in cands.items():
             pool[name].append(cand["snr"][cand["label"] > 0])
     return {
