@@ -82,6 +82,14 @@ def _lazy(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _nonzero_2d(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(a)`` of a 2-D array, exactly (the same int64 row and column indices in the same
+    order), from the raveled indices: 2-10x faster (numpy's 2-D nonzero is slow on large, sparse masks)."""
+    if a.ndim != 2 or a.shape[1] == 0:
+        return np.nonzero(a)
+    return np.divmod(np.flatnonzero(a), a.shape[1])
+
+
 _DEFAULTS_FILE = Path(__file__).with_name("segment_defaults.toml")
 
 #: Expected keys of ``segment_defaults.toml``: section -> key -> (type, lower bound, upper bound or None).
@@ -356,7 +364,7 @@ def _hot_pixels_removed(img: np.ndarray) -> tuple[np.ndarray, int]:
     lo, hi = rng
     step = k * (hi - lo)
     above = img > hi + step
-    ys, xs = np.nonzero(above)
+    ys, xs = _nonzero_2d(above)
     if ys.size == 0 or ys.size > 0.001 * img.size:
         return img, 0
     v = img[ys, xs].astype(np.float64)
@@ -1377,7 +1385,7 @@ def _binary_morph(mask: np.ndarray, structure: np.ndarray, erode: bool = False) 
     out = np.empty(lead + (h * wp,), bool)
     out[...] = erode  # AND from all True, OR from all False
     op = np.logical_and if erode else np.logical_or
-    for dy, dx in zip(*np.nonzero(structure)):
+    for dy, dx in zip(*_nonzero_2d(structure)):
         s0 = int(dy) * wp + int(dx)
         op(out, pf[..., s0: s0 + h * wp], out=out)  # = op(out, pad[..., dy: dy + h, dx: dx + w])
     return np.ascontiguousarray(out.reshape(lead + (h, wp))[..., :w])
@@ -2041,7 +2049,7 @@ def _edt_at(inside: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     edge[:-1] |= inside[1:]
     edge[:, 1:] |= inside[:, :-1]
     edge[:, :-1] |= inside[:, 1:]
-    by, bx = np.nonzero(edge & out)
+    by, bx = _nonzero_2d(edge & out)
     if by.size == 0:  # nothing inside: every pixel is outside
         return np.zeros(ys.size)
     best = np.empty(ys.size, np.int64)
@@ -2261,7 +2269,7 @@ def _lower_envelope(key: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray
 def _octagon_area(mask: np.ndarray) -> float:
     """Area of the bounding octagon (box and 45° lines through the pixel corners) of a bool mask: an upper
     bound of its convex hull's area, so ``area / octagon`` is a cheap lower bound of the solidity."""
-    yy, xx = np.nonzero(mask)
+    yy, xx = _nonzero_2d(mask)
     y0, y1, x0, x1 = yy.min() - 0.5, yy.max() + 0.5, xx.min() - 0.5, xx.max() + 0.5
     w, h = x1 - x0, y1 - y0
     u, v = xx + yy, xx - yy
@@ -2526,7 +2534,7 @@ def _seam_pairs(parts: np.ndarray, dapi: np.ndarray) -> list[tuple[float, float,
     for ax in (0, 1):
         a = parts[:-1, :] if ax == 0 else parts[:, :-1]
         b = parts[1:, :] if ax == 0 else parts[:, 1:]
-        yy, xx = np.nonzero((a != b) & (a > 0) & (b > 0))
+        yy, xx = _nonzero_2d((a != b) & (a > 0) & (b > 0))
         k = np.minimum(a[yy, xx], b[yy, xx]).astype(np.int64) * (n + 1) + np.maximum(a[yy, xx], b[yy, xx])
         y2, x2 = (yy + 1, xx) if ax == 0 else (yy, xx + 1)
         keys += [k, k]
@@ -2816,7 +2824,7 @@ def _concave_cut(m: np.ndarray, depth_t: float, min_part: float, max_sol: float,
     sel = bnd & (near > 0)
     if not sel.any():
         return None
-    ys, xs = np.nonzero(sel)
+    ys, xs = _nonzero_2d(sel)
     # = ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1][ys, xs]: depth inside the hull
     cid, dep = near[ys, xs], _edt_at(np.pad(hull, 1), ys + 1, xs + 1)
     # the deepest outline pixel of each defect (the first in raster order among equals), defects in order
@@ -3409,7 +3417,7 @@ def _boundaries_end_in_concavities(m: np.ndarray, parts: np.ndarray, concave: np
             ends, ne = ndi.label(bnd & ring, structure=eight)
             ok = 0
             for e in range(1, ne + 1):
-                ys, xs = np.nonzero(ends == e)
+                ys, xs = _nonzero_2d(ends == e)
                 dmin = np.min((concave[:, 0][:, None] - ys[None]) ** 2 + (concave[:, 1][:, None] - xs[None]) ** 2)
                 ok += dmin <= reach * reach
             if ok < n_ends:
@@ -3606,7 +3614,7 @@ def _interpolate_outlines(out: np.ndarray, small: np.ndarray, scale: tuple[float
     x0, nx, fx = taps(out.shape[1], scale[1], w)
     flat = small.ravel()
     a = small[:-1, :-1]
-    ci, cj = np.nonzero((a != small[1:, :-1]) | (a != small[:-1, 1:]) | (a != small[1:, 1:]))  # 2+ labels
+    ci, cj = _nonzero_2d((a != small[1:, :-1]) | (a != small[:-1, 1:]) | (a != small[1:, 1:]))  # 2+ labels
     cnt = ny[ci] * nx[cj]
     keep = cnt > 0
     ci, cj, cnt = ci[keep], cj[keep], cnt[keep]
@@ -3983,7 +3991,7 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
         area = int(m.sum())
         if area < 20:
             continue
-        yy, xx = np.nonzero(m)
+        yy, xx = _nonzero_2d(m)
         cy, cx = yy.mean(), xx.mean()
         cov = _cov_rows(np.stack([yy - cy, xx - cx]))  # = np.cov
         try:
@@ -4011,7 +4019,7 @@ def _two_bodies(labels: np.ndarray, cand: np.ndarray, diameter_px: float, qc: di
     for (j, m, area, hull, bays, n_bays), r_in in zip(bayed, radii):
         # distance from the hull's edge (= ndi.distance_transform_edt(hull)), needed on the bays only
         hull_depth = np.zeros(m.shape)
-        by, bx = np.nonzero(bays)
+        by, bx = _nonzero_2d(bays)
         hull_depth[by, bx] = _edt_at(hull, by, bx)
         depth = _label_max(hull_depth, bays, n_bays)[1:]  # = ndi.maximum(hull_depth, bays, 1..n_bays)
         deep = [int(i) for i in np.argsort(-depth)[:4] if depth[i] >= min_depth * r_in]
