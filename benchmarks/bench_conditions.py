@@ -21,7 +21,12 @@ Conditions:
 * ``gradient``: an additive background ramp from 0 at the left edge to half the image maximum at the right;
 * ``blur``: defocus, a Gaussian of sigma 2 px;
 * ``gamma``: a display-stretched image, ``max (img / max) ** 0.5``;
-* ``hot``: camera hot pixels, one pixel in 2000 (drawn at random) set to 4x the image maximum.
+* ``hot``: camera hot pixels, one pixel in 2000 (drawn at random) set to 4x the image maximum;
+* ``jpeg``: exported as an 8-bit JPEG of quality 70 (min-max stretched) and read back (12th session);
+* ``tiles``: a stitched mosaic, tiles of 128² px each with its own gain (0.6-1.4) and offset (0-10 % of the
+  maximum), as slide scanners that stitch fields without flat-field correction (12th session);
+* ``stripes``: sCMOS row noise, every row offset by its own Gaussian draw (SD 3 % of the maximum) (12th
+  session).
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+STRIPE_SD = float(os.environ.get("STRIPE_SD", "0.03"))
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_segment import bench_dsb  # noqa: E402
@@ -84,13 +91,34 @@ def transform(condition: str, img: np.ndarray, masks: np.ndarray,
         hot = rng.random(img.shape) < 1.0 / 2000
         out[hot] = 4.0 * img.max()
         return out.astype(np.float32), masks
+    if condition == "jpeg":
+        import io
+
+        from PIL import Image
+        lo, hi = img.min(), max(img.max(), img.min() + 1e-12)
+        u8 = np.round(255 * (img - lo) / (hi - lo)).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(u8).save(buf, format="JPEG", quality=70)
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue()))).astype(np.uint8), masks
+    if condition == "tiles":
+        h, w = img.shape
+        out = img.copy()
+        top = img.max()
+        for y0 in range(0, h, 128):
+            for x0 in range(0, w, 128):
+                out[y0:y0 + 128, x0:x0 + 128] = (img[y0:y0 + 128, x0:x0 + 128] * rng.uniform(0.6, 1.4)
+                                                 + rng.uniform(0.0, 0.1) * top)
+        return out.astype(np.float32), masks
+    if condition == "stripes":
+        h = img.shape[0]
+        return (img + STRIPE_SD * img.max() * rng.standard_normal(h)[:, None] + 0.1 * img.max()).astype(np.float32), masks
     raise ValueError(f"unknown condition {condition!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("condition", help="none, offset, pad, sat, noise200, noise50, rot90, flip, vignette, gradient, "
-                                      "blur, gamma, hot")
+                                      "blur, gamma, hot, jpeg, tiles, stripes")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)  # one generator over the images in the manifest's order

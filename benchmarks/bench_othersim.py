@@ -195,11 +195,13 @@ def score(true: np.ndarray, pred: np.ndarray, pressed: np.ndarray, lobed: np.nda
     return m
 
 
-def pipeline(pixels: list[float], elongs: list[tuple[float, float]], n_seeds: int, field_kw: dict) -> None:
+def pipeline(pixels: list[float], elongs: list[tuple[float, float]], n_seeds: int, field_kw: dict,
+             analyze_params: dict | None = None) -> None:
     """The whole pipeline (``analyze_field``, del5q panel) on this generator's nuclei with probe signals
     drawn by ``bench_semisynthetic.generate_probes`` (also independent of ``fishcount.simulate``): count
     accuracy on scorable matched nuclei, share of the true interior nuclei scorable and matched, clone %
-    measured vs true; the same with the true masks as segmentation."""
+    measured vs true; the same with the true masks as segmentation. ``analyze_params``: keyword overrides
+    for ``analyze_field`` (``--analyze KEY=VALUE``)."""
     from collections import Counter
 
     import fishcount as fc
@@ -220,8 +222,9 @@ def pipeline(pixels: list[float], elongs: list[tuple[float, float]], n_seeds: in
                 probes, truth, spots = generate_probes(img.astype(np.float32), true, pix, rng,
                                                        signal_diameter_um=panel.signal_diameter_um)
                 fld = field_from_arrays(img, probes, pix, panel=panel, name=f"f{seed}")
-                r_tm = fc.analyze_field(fld, panel, segmentation=truth_segmentation(true, truth, pix))
-                r_own = fc.analyze_field(fld, panel)
+                ap_ = analyze_params or {}
+                r_tm = fc.analyze_field(fld, panel, segmentation=truth_segmentation(true, truth, pix), **ap_)
+                r_own = fc.analyze_field(fld, panel, **ap_)
                 for name, r in (("own", r_own), ("true masks", r_tm)):
                     e = evaluate(r, truth, true, spots, pix, keys, tracked, Counter(),
                                  true_mask_result=None if name == "true masks" else r_tm)
@@ -248,13 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lobulated", type=float, default=0.0, help="share of segmented (2-4 lobe) nuclei")
     ap.add_argument("--pipeline", action="store_true",
                     help="the whole pipeline with independently drawn del5q probe signals, not segmentation alone")
+    ap.add_argument("--analyze", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --pipeline: an analyze_field keyword (e.g. dim_band=1.0), repeatable")
     a = ap.parse_args(argv)
     pixels = a.pixel or [0.1, 0.16, 0.24]
     elongs = [tuple(a.elong)] if a.elong else [(1.0, 1.3), (1.3, 2.0), (2.0, 3.0)]
     if a.pipeline:
         pipeline(pixels, elongs, a.seeds, dict(touching=a.touching, texture=a.texture, psf_um=a.psf,
                                               photons=a.photons, diam_um=tuple(a.diam),
-                                              brightness=tuple(a.brightness), lobulated=a.lobulated))
+                                              brightness=tuple(a.brightness), lobulated=a.lobulated),
+                 {k: float(v) for k, v in (x.split("=", 1) for x in a.analyze)})
         return 0
     print(f"{'pixel µm':>8s} {'aspect':>9s} {'scale':>10s} {'F1':>6s} {'TP/FP/FN':>14s} {'IoU':>5s} "
           f"{'touching found':>15s} {'lobulated whole':>15s} {'d est/true':>10s} {'s':>5s}")
