@@ -23,9 +23,10 @@ Conditions:
 * ``gamma``: a display-stretched image, ``max (img / max) ** 0.5``;
 * ``hot``: camera hot pixels, one pixel in 2000 (drawn at random) set to 4x the image maximum;
 * ``jpeg``: exported as an 8-bit JPEG of quality 70 (min-max stretched) and read back (12th session);
-* ``tiles``: a stitched mosaic, tiles of 128² px each with its own gain (0.6-1.4) and offset (0-10 % of the
-  maximum), as slide scanners that stitch fields without flat-field correction (12th session);
-* ``stripes``: sCMOS row noise, every row offset by its own Gaussian draw (SD 3 % of the maximum) (12th
+* ``tiles``: a stitched mosaic, tiles of 128² px each with its own gain (0.6-1.4, ``TILE_GAIN`` 0.4) and offset
+  (0-10 % of the maximum, ``TILE_OFFSET`` 0.1), as slide scanners that stitch fields without flat-field correction (12th session);
+* ``stripes``: sCMOS row noise, every row offset by its own Gaussian draw (SD 0.5 % of the
+  maximum, ``STRIPE_SD`` 0.005), plus 10 % of the maximum (12th
   session).
 """
 from __future__ import annotations
@@ -40,7 +41,10 @@ import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-STRIPE_SD = float(os.environ.get("STRIPE_SD", "0.03"))
+# strengths of the stripes and tiles conditions (environment variables, for a sweep)
+STRIPE_SD = float(os.environ.get("STRIPE_SD", "0.005"))
+TILE_GAIN = float(os.environ.get("TILE_GAIN", "0.4"))
+TILE_OFFSET = float(os.environ.get("TILE_OFFSET", "0.1"))
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_segment import bench_dsb  # noqa: E402
@@ -106,8 +110,8 @@ def transform(condition: str, img: np.ndarray, masks: np.ndarray,
         top = img.max()
         for y0 in range(0, h, 128):
             for x0 in range(0, w, 128):
-                out[y0:y0 + 128, x0:x0 + 128] = (img[y0:y0 + 128, x0:x0 + 128] * rng.uniform(0.6, 1.4)
-                                                 + rng.uniform(0.0, 0.1) * top)
+                out[y0:y0 + 128, x0:x0 + 128] = (img[y0:y0 + 128, x0:x0 + 128] * rng.uniform(1 - TILE_GAIN, 1 + TILE_GAIN)
+                                                 + rng.uniform(0.0, TILE_OFFSET) * top)
         return out.astype(np.float32), masks
     if condition == "stripes":
         h = img.shape[0]

@@ -66,6 +66,8 @@ CONDITIONS: dict[str, tuple[str, dict, bool]] = {
     "probe channel crosstalk 10 %": ("del5q", {"channel_crosstalk": 0.10}, True),
     "dual fusion, probe channels 0.3 µm apart": ("bcr_abl1", {"channel_shift_um": 0.3}, True),
     "dual fusion, probe channels 0.6 µm apart": ("bcr_abl1", {"channel_shift_um": 0.6}, True),
+    "dual fusion, 0.6 µm apart, corrected (channel_shifts_um)": (
+        "bcr_abl1", {"channel_shift_um": 0.6, "analyze_params": {"channel_shifts_um": {"BCR": (0.0, 0.6)}}}, True),
     "camera hot pixels, probe removal off": ("del5q", {"hot_pixel_fraction": 0.0005,
                                                        "analyze_params": {"hot_pixel_ratio": 0.0}}, True),
     "panel del7q": ("del7q", {}, True),

@@ -33,6 +33,7 @@ _API: dict[str, str] = {
     # spots / calls / pipeline
     "detect_signals": "spots", "merge_split_signals": "spots", "pair_fusions": "spots",
     "estimate_signal_sigma_px": "spots", "spot_sigma_px": "spots", "remove_hot_pixels": "spots",
+    "correct_channel_shift": "spots", "estimate_channel_shift": "spots",
     "estimate_crosstalk": "spots", "crosstalk_at": "spots", "unmix_crosstalk": "spots",
     "call_nuclei": "calls",
     "analyze_field": "analyze", "FieldResult": "analyze", "write_field_result": "analyze",

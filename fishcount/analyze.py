@@ -41,6 +41,7 @@ from .spots import (
     _merge_groups,
     _pair_fusions,
     auto_threshold,
+    correct_channel_shift,
     crosstalk_at,
     estimate_signal_sigma_px,
     finish_signal_table,
@@ -243,6 +244,35 @@ def _without_hot_pixels(fld, det: Mapping[str, float]) -> tuple[Any, dict[str, i
     return fld, counts
 
 
+def _check_shifts(shifts: "Mapping[str, Any] | None", panel: Panel) -> dict[str, tuple[float, float]]:
+    """``channel_shifts_um`` validated: signal name -> (dy, dx) µm, two finite numbers each."""
+    out = {}
+    for k, v in dict(shifts or {}).items():
+        if k not in panel.signal_names:
+            raise InputError("channel_shifts_um", f"unknown signal {k!r}; panel {panel.id} has "
+                                                  f"{', '.join(panel.signal_names)}")
+        try:
+            dy, dx = (float(x) for x in v)
+        except (TypeError, ValueError):
+            raise InputError("channel_shifts_um", f"{k}: expected (dy, dx) in µm, got {v!r}") from None
+        if not (np.isfinite(dy) and np.isfinite(dx)):
+            raise InputError("channel_shifts_um", f"{k}: expected two finite numbers (dy, dx) in µm, got {v!r}")
+        out[k] = (dy, dx)
+    return out
+
+
+def _without_channel_shifts(fld, shifts: Mapping[str, tuple[float, float]], px: float):
+    """The field with each probe channel in ``shifts`` moved back by its calibrated shift
+    (:func:`fishcount.spots.correct_channel_shift`)."""
+    todo = {k: v for k, v in shifts.items() if v != (0.0, 0.0)}
+    if not todo:
+        return fld
+    probes = dict(fld.probes)
+    for name, shift in todo.items():
+        probes[name] = correct_channel_shift(probes[name], shift, px)
+    return dataclasses.replace(fld, probes=probes)
+
+
 def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
     det = dict(DETECTION_DEFAULTS)
     seg = {}
@@ -393,6 +423,7 @@ def analyze_field(
     thresholds: dict[str, float] | None = None,
     segmentation=None,
     z_plane: int | None = None,
+    channel_shifts_um: "Mapping[str, tuple[float, float]] | None" = None,
     **params: Any,
 ) -> FieldResult:
     """Analyse one field: segment nuclei, detect and count probe signals, call every nucleus.
@@ -429,6 +460,11 @@ def analyze_field(
         A precomputed segmentation of this field (e.g. corrected in napari).
     z_plane : int, optional
         Analyse this z-plane (0-based) of a z-stack file instead of its maximum projection.
+    channel_shifts_um : dict of str to (float, float), optional
+        Calibrated lateral shift of probe channels against DAPI, signal name -> ``(dy, dx)`` µm (where the
+        channel's content appears; ``{"ABL1": (0, 0.3)}``: 0.3 µm too far right). Those channels are moved
+        back before detection (:func:`fishcount.spots.correct_channel_shift`); measure the shift with
+        :func:`fishcount.spots.estimate_channel_shift`. Recorded in ``params["channel_shifts_um"]``.
     **params
         Detection parameters (:data:`DETECTION_DEFAULTS`); all others go to
         :func:`fishcount.segment_nuclei` (e.g. ``backend="cellpose"``, ``nucleus_diameter_um=8``).
@@ -452,6 +488,7 @@ def analyze_field(
         panel = source.panel_id
     pan = load_panel(panel)
     manual = _check_thresholds(thresholds, pan)
+    shifts = _check_shifts(channel_shifts_um, pan)
     det, seg_params = _split_params(params)
     fld = _field_for_detection(source, pan, channels, pixel_size_um, det, z_plane)
     timings["read_s"] = time.perf_counter() - t0
@@ -470,6 +507,7 @@ def analyze_field(
 
     t = time.perf_counter()
     px, px_source = _pixel_size(fld, seg)
+    fld = _without_channel_shifts(fld, shifts, px)
     fld, (det_pan, cands, size_rec), crosstalk, unmixed = _candidates_unmixed(fld, labels, pan, px, det)
     zs = _z_scale(fld, det, px)
     qc = seg.qc
@@ -509,6 +547,7 @@ def analyze_field(
         "signal_size": size_rec,
         "noise": noise,
         "hot_pixels": hot,
+        "channel_shifts_um": {k: list(v) for k, v in shifts.items()},
         "crosstalk": crosstalk,
         "crosstalk_unmixed": unmixed,
         "threshold_source": th_source,
@@ -595,6 +634,7 @@ def estimate_thresholds(
     channels: "list[str] | None" = None,
     pixel_size_um: float | None = None,
     z_plane: int | None = None,
+    channel_shifts_um: "Mapping[str, tuple[float, float]] | None" = None,
     **params: Any,
 ) -> dict[str, float]:
     """One automatic threshold per signal pooled over the fields of one slide or sample.
@@ -613,7 +653,7 @@ def estimate_thresholds(
         Probe panel.
     segmentations : iterable of Segmentation, optional
         Precomputed segmentations, one per field, in the same order.
-    channels, pixel_size_um, z_plane, **params
+    channels, pixel_size_um, z_plane, channel_shifts_um, **params
         As for :func:`analyze_field`.
 
     Returns
@@ -622,6 +662,7 @@ def estimate_thresholds(
         Signal name -> threshold (SNR units).
     """
     pan = load_panel(panel)
+    shifts = _check_shifts(channel_shifts_um, pan)
     det, seg_params = _split_params(params)
     fields = list(fields)
     if not fields:
@@ -635,6 +676,7 @@ def estimate_thresholds(
         fld, _ = _without_hot_pixels(_field_for_detection(src, pan, channels, pixel_size_um, det, z_plane), det)
         seg = seg if seg is not None else _segment(fld, fld.pixel_size_um, seg_params)
         px, _ = _pixel_size(fld, seg)
+        fld = _without_channel_shifts(fld, shifts, px)
         n_nuc += int(len(seg.qc))
         cands = _candidates_unmixed(fld, np.asarray(seg.labels), pan, px, det)[1][1]
         for name, (cand, _, _) in cands.items():

@@ -64,6 +64,29 @@ def _pixel_size_option(f):
     )(f)
 
 
+def _channel_shift_option(f):
+    return click.option(
+        "--channel-shift", "channel_shift", multiple=True, metavar="SIGNAL=DY,DX",
+        help="Calibrated lateral shift of a probe channel against DAPI in µm (where its content appears, "
+             "e.g. BCR=0,0.3: 0.3 µm too far right); the channel is moved back before detection. "
+             "Measure it with `fishcount channel-shift`. Repeatable.",
+    )(f)
+
+
+def _parse_channel_shifts(values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for v in values:
+        name, sep, rest = v.partition("=")
+        try:
+            dy, dx = (float(x) for x in rest.split(","))
+            if not sep or not name.strip():
+                raise ValueError
+        except ValueError:
+            raise FishcountError("--channel-shift", f"expected SIGNAL=DY,DX in µm (e.g. BCR=0,0.3), got {v!r}") from None
+        out[name.strip()] = (dy, dx)
+    return out
+
+
 def _split_channels(channels: str | None) -> list[str] | None:
     if channels is None:
         return None
@@ -357,8 +380,9 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
 @click.option("--z-step", "z_step_um", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
               help="z-stacks: keep every plane and detect signals in 3-D; UM is the z step in µm "
                    "(as `analyze --z-step`). Default: detect on the maximum projection.")
+@_channel_shift_option
 def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria, cutoffs, workers, scheduler,
-            pool_thresholds, no_report, quiet, z_step_um) -> None:
+            pool_thresholds, no_report, quiet, z_step_um, channel_shift) -> None:
     """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
 
     \b
@@ -378,6 +402,9 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
     if z_step_um is not None:  # 3-D detection: read the z-stacks whole, detect with the z step
         read["z_mode"] = "keep"
         params["analyze"] = {"z_step_um": z_step_um}
+    shifts = _parse_channel_shifts(channel_shift)
+    if shifts:
+        params.setdefault("analyze", {})["channel_shifts_um"] = {k: list(v) for k, v in shifts.items()}
     if read:
         params["read"] = read
     res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
@@ -441,8 +468,9 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
                    "projection stay apart); UM is the z step in µm. Default: detect on the maximum projection.")
 @click.option("--z-plane", "z_plane", type=click.IntRange(min=0), default=None, metavar="N",
               help="z-stacks: analyse plane N (0-based) instead of the maximum projection.")
+@_channel_shift_option
 def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool_thresholds, overwrite,
-                no_overlay, z_step_um, z_plane) -> None:
+                no_overlay, z_step_um, z_plane, channel_shift) -> None:
     """Segment nuclei, count probe signals and call every nucleus in each IMAGE.
 
     \b
@@ -455,6 +483,9 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
     if z_step_um is not None and z_plane is not None:
         raise FishcountError("--z-step", "cannot be combined with --z-plane (3-D detection uses every z-plane)")
     zopt = {"z_plane": z_plane, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
+    shifts = _parse_channel_shifts(channel_shift)
+    if shifts:
+        zopt["channel_shifts_um"] = shifts
     pan = load_panel(panel)
     chans = _split_channels(channels)
     manual = _parse_thresholds(threshold)
@@ -477,6 +508,51 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
         calls = nuc.loc[nuc["scorable"], "call"].value_counts().to_dict() if len(nuc) else {}
         summary = ", ".join(f"{k} {v}" for k, v in calls.items())
         click.echo(f"{target}: {len(nuc)} nuclei, {n_ok} scorable ({summary})")
+
+
+# --- channel-shift: measure the lateral shift between two probe channels (fishcount.spots) ----------
+@main.command("channel-shift")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--panel", required=True,
+              help="A panel whose probes co-localise (break-apart or dual fusion), e.g. kmt2a on a normal control.")
+@_channels_option
+@_pixel_size_option
+@click.option("--max-distance", "max_distance_um", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="UM", help="Largest distance of a co-localised pair, µm (default: the panel's fusion distance).")
+def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -> None:
+    """Measure how far one probe channel is imaged off the other, from co-localised signals.
+
+    
+    Image a control whose probes co-localise: a break-apart probe on normal cells (every intact locus
+    is a fusion) or multicolour beads read with a fusion panel. Each field is analysed without any
+    correction; signals of the two channels that are mutual nearest neighbours in one nucleus within
+    --max-distance are paired and the median offset is printed, ready for `--channel-shift`.
+    """
+    import pandas as pd
+
+    from .analyze import analyze_field
+    from .panels import load_panel
+    from .spots import estimate_channel_shift
+
+    pan = load_panel(panel)
+    if not pan.fusion_pair:
+        raise FishcountError("--panel", f"panel {pan.id} has no co-localising probe pair (fusion_pair); use a "
+                                        "break-apart or dual-fusion panel")
+    ref, moved = pan.fusion_pair
+    parts, px = [], None
+    for k, img in enumerate(images):
+        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um)
+        px = float(res.params["pixel_size_um"])
+        parts.append(res.spots.assign(field=k, y=res.spots["y"] * px, x=res.spots["x"] * px))
+    spots = pd.concat(parts, ignore_index=True)
+    reach = max_distance_um if max_distance_um is not None else float(pan.fusion_distance_um)
+    try:  # coordinates are in µm here (fields may differ in pixel size): pixel size 1
+        dy, dx, n = estimate_channel_shift(spots, (ref, moved), 1.0, reach)
+    except ValueError as exc:
+        raise FishcountError(images[0] if len(images) == 1 else f"{len(images)} fields", str(exc)) from None
+    click.echo(f"{moved} relative to {ref}: dy = {dy:+.3f} µm, dx = {dx:+.3f} µm ({n} pairs in {len(images)} "
+               f"field(s), pairs within {reach:g} µm)")
+    click.echo(f"correct with: --channel-shift {moved}={dy:.3f},{dx:.3f}")
 
 
 # --- review (issue 7): reviewer journals -> concordance, rescored samples (fishcount.review) ----------

@@ -46,6 +46,8 @@ from ._stats import neighbour_extremes as _neighbour_extremes
 __all__ = [
     "SPOT_COLUMNS",
     "remove_hot_pixels",
+    "correct_channel_shift",
+    "estimate_channel_shift",
     "estimate_crosstalk",
     "crosstalk_at",
     "unmix_crosstalk",
@@ -155,6 +157,102 @@ def remove_hot_pixels(image: np.ndarray, max_neighbour_ratio: float = HOT_PIXEL_
 CROSSTALK_MIN_SNR = 10.0
 CROSSTALK_MAX_SIGNALS = 200
 CROSSTALK_MIN_SIGNALS = 20
+
+
+def correct_channel_shift(image: np.ndarray, shift_um: tuple[float, float], pixel_size_um: float) -> np.ndarray:
+    """A probe channel moved back by its calibrated lateral shift (chromatic misregistration).
+
+    Each filter set images a little off the others (lateral chromatic aberration, a filter cube's wedge):
+    typically 0.1-0.3 µm, more when cubes are changed between exposures. A fusion is two signals within
+    the panel's ``fusion_distance_um``, so a shift of that order turns fusions into separate signals
+    (simulated dual-fusion fields: 0.6 µm cost 9.6 clone points, docs/detection.md). Labs measure the shift
+    once per microscope and filter set (multicolour beads, or the fusions of a break-apart probe on a
+    normal control, :func:`estimate_channel_shift`) and correct every image by it.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (Y, X) or (Z, Y, X) probe channel, any real dtype (planes are moved one by one).
+    shift_um : (float, float)
+        ``(dy, dx)``: where this channel's content appears relative to the DAPI/reference channel, µm
+        (``(0, 0.3)``: 0.3 µm too far right). The image is moved by ``-shift``.
+    pixel_size_um : float
+        Pixel size, µm.
+
+    Returns
+    -------
+    np.ndarray
+        float32 image of the same shape, linearly interpolated; pixels moved in from outside take the
+        nearest edge value. The input itself when the shift is zero.
+    """
+    dy, dx = (float(v) for v in shift_um)
+    if not (np.isfinite(dy) and np.isfinite(dx)):
+        raise ValueError(f"channel shift must be two finite numbers (dy, dx) in µm, got {shift_um}")
+    if not pixel_size_um > 0:
+        raise ValueError(f"pixel_size_um must be > 0, got {pixel_size_um}")
+    img = np.asarray(image)
+    if dy == 0 and dx == 0:
+        return img
+    move = (-dy / pixel_size_um, -dx / pixel_size_um)
+    f = img.astype(np.float32, copy=False)
+    if f.ndim == 3:
+        return np.stack([ndi.shift(p, move, order=1, mode="nearest") for p in f])
+    return ndi.shift(f, move, order=1, mode="nearest")
+
+
+def estimate_channel_shift(spots: pd.DataFrame, pair: tuple[str, str], pixel_size_um: float,
+                           max_distance_um: float, min_pairs: int = 20) -> tuple[float, float, int]:
+    """The lateral shift of one probe channel against another, from signals that should co-localise.
+
+    For a break-apart probe on a normal control (every intact locus is a fusion) or multicolour beads
+    imaged in both channels: each signal of ``pair[0]`` is paired with the nearest signal of ``pair[1]`` in
+    the same nucleus within ``max_distance_um`` (mutual nearest neighbours), and the shift is the
+    coordinate-wise median of ``pair[1] - pair[0]`` over the pairs, in µm. Give it to
+    :func:`correct_channel_shift` (``channel_shifts_um={pair[1]: shift}``). ``max_distance_um`` must
+    exceed the shift to be measured (use about twice the expected shift, at most the distance between the
+    two probes of a break-apart split).
+
+    Parameters
+    ----------
+    spots : pandas.DataFrame
+        A signal table (``spots.csv``: ``signal``, ``label``, ``y``, ``x`` in px), e.g. pooled over the
+        fields of a control slide (``label`` then unique per field, or a ``field`` column).
+    pair : (str, str)
+        Reference signal and shifted signal names.
+    pixel_size_um : float
+        Pixel size, µm.
+    max_distance_um : float
+        Largest distance of a co-localised pair, µm.
+    min_pairs : int
+        Fewer pairs than this raise ``ValueError`` (the median of a handful says little).
+
+    Returns
+    -------
+    (float, float, int)
+        ``(dy, dx)`` in µm and the number of pairs used.
+    """
+    a_name, b_name = pair
+    if not pixel_size_um > 0 or not max_distance_um > 0:
+        raise ValueError("pixel_size_um and max_distance_um must be > 0")
+    keys = ["field", "label"] if "field" in spots.columns else ["label"]
+    inside = spots[spots["label"] > 0]
+    deltas = []
+    for _, g in inside.groupby(keys, sort=False):
+        a = g.loc[g["signal"] == a_name, ["y", "x"]].to_numpy(np.float64)
+        b = g.loc[g["signal"] == b_name, ["y", "x"]].to_numpy(np.float64)
+        if len(a) == 0 or len(b) == 0:
+            continue
+        r = max_distance_um / pixel_size_um
+        da, ia = cKDTree(b).query(a, distance_upper_bound=r)
+        db, ib = cKDTree(a).query(b, distance_upper_bound=r)
+        for i, (dist, j) in enumerate(zip(da, ia)):
+            if np.isfinite(dist) and ib[j] == i:  # mutual nearest neighbours within reach
+                deltas.append(b[j] - a[i])
+    if len(deltas) < min_pairs:
+        raise ValueError(f"only {len(deltas)} {a_name}/{b_name} pairs within {max_distance_um} µm "
+                         f"(at least {min_pairs} needed to measure a shift)")
+    med = np.median(np.asarray(deltas), axis=0) * pixel_size_um
+    return float(med[0]), float(med[1]), len(deltas)
 
 
 def estimate_crosstalk(probes: "dict[str, np.ndarray]", sigma_px: float) -> dict[tuple[str, str], float]:

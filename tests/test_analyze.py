@@ -308,6 +308,37 @@ def test_cli_analyze(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "o3" / "f1" / "field.json").read_text())["thresholds"]["EGR1"] == 7.0
     assert not (tmp_path / "o3" / "f1" / "overlay.png").exists()
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o4"), "--channel-shift", "D5S23=0.1,-0.2",
+                                  "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    params = json.loads((tmp_path / "o4" / "f1" / "field.json").read_text())["params"]
+    assert params["channel_shifts_um"] == {"D5S23": [0.1, -0.2]}
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o5"), "--channel-shift", "D5S23=0.1"])
+    assert r.exit_code == 2 and "SIGNAL=DY,DX" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o6"), "--channel-shift", "ABL1=0,0.1"])
+    assert r.exit_code == 2 and "unknown signal 'ABL1'" in r.output and "Traceback" not in r.output
+
+
+def test_cli_channel_shift_measures_the_shift(tmp_path):
+    """`fishcount channel-shift` on break-apart control fields whose 5' channel is 0.5 µm off prints the
+    shift of the other channel against it and the option that corrects it; a panel without co-localising
+    probes, or too few pairs, is a one-line error."""
+    paths = []
+    for seed in (1, 2):
+        sim = fc.simulate_field("kmt2a", shape=(384, 384), seed=seed, channel_shift_um=0.5)
+        paths.append(tmp_path / f"c{seed}.ome.tif")
+        fc.write_simulated_field(sim, paths[-1])
+    r = CliRunner().invoke(main, ["channel-shift", *map(str, paths), "--panel", "kmt2a"])
+    assert r.exit_code == 0, r.output
+    line = r.output.splitlines()[0]
+    assert line.startswith("KMT2A_3 relative to KMT2A_5:")
+    dx = float(line.split("dx = ")[1].split(" µm")[0])
+    assert dx == pytest.approx(-0.5, abs=0.08)
+    assert "--channel-shift KMT2A_3=" in r.output
+    r = CliRunner().invoke(main, ["channel-shift", str(paths[0]), "--panel", "del5q"])
+    assert r.exit_code == 2 and "no co-localising probe pair" in r.output
+    r = CliRunner().invoke(main, ["channel-shift", str(paths[0]), "--panel", "kmt2a", "--max-distance", "0.01"])
+    assert r.exit_code == 2 and "pairs within" in r.output and "Traceback" not in r.output
 
 
 def test_overlay_from_tables_read_back_from_csv(tmp_path):

@@ -487,6 +487,15 @@ def test_cli_run_exit_codes(sim_study, tmp_path):
     assert res.output.strip().splitlines() == [f"fishcount: error: {bad}: missing column(s) timepoint, week; "
                                                + batch._MANIFEST_EXAMPLE]
     assert not (tmp_path / "o2").exists()
+    # a calibrated channel shift reaches every field's analysis and is recorded
+    (study / "P01" / "week00" / "field02.ome.tif").unlink()
+    res = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o3"), "--workers", "1", "--quiet",
+                                    "--no-report", "--channel-shift", "D5S23=0,0.2"])
+    assert res.exit_code == 0, res.output
+    run = json.loads((tmp_path / "o3" / "run.json").read_text())
+    assert run["parameters"]["params"]["analyze"]["channel_shifts_um"] == {"D5S23": [0.0, 0.2]}
+    field_json = next((tmp_path / "o3" / "fields").rglob("field.json"))
+    assert json.loads(field_json.read_text())["params"]["channel_shifts_um"] == {"D5S23": [0.0, 0.2]}
 
 
 class _Tty(io.StringIO):

@@ -45,5 +45,15 @@ def test_each_condition_transforms_image_and_masks():
     assert out.max() == pytest.approx(200.0) and out[0, 0] == pytest.approx(200.0 * (10 / 200) ** 0.5)
     out, _ = bc.transform("hot", np.ones((200, 200)), np.zeros((200, 200), np.int32), rng)
     assert set(np.unique(out)) == {1.0, 4.0} and 5 <= np.count_nonzero(out == 4.0) <= 40  # ~20 of 40000
+    out, m = bc.transform("jpeg", img, masks, rng)
+    assert out.dtype == np.uint8 and m is masks and out.shape == img.shape
+    assert abs(float(out[masks == 1].mean()) - 255 * (150 - 10) / 190) < 3  # min-max stretched, then JPEG
+    out, _ = bc.transform("tiles", np.ones((256, 256)), np.zeros((256, 256), np.int32), rng)
+    tiles = [out[y:y + 128, x:x + 128] for y in (0, 128) for x in (0, 128)]
+    assert all(np.ptp(t) == 0 for t in tiles) and len({float(t[0, 0]) for t in tiles}) == 4
+    assert all(1 - bc.TILE_GAIN <= t[0, 0] <= 1 + bc.TILE_GAIN + bc.TILE_OFFSET for t in tiles)
+    out, _ = bc.transform("stripes", np.ones((300, 50)), np.zeros((300, 50), np.int32), rng)
+    assert np.ptp(out, axis=1).max() == 0  # one offset per row
+    assert np.std(out[:, 0]) == pytest.approx(bc.STRIPE_SD, rel=0.2) and np.mean(out) == pytest.approx(1.1, abs=0.01)
     with pytest.raises(ValueError, match="unknown condition"):
         bc.transform("defocus", img, masks, rng)

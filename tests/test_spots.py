@@ -749,3 +749,65 @@ def test_crosstalk_between_probe_channels_is_taken_out_in_the_analysis():
     ba = fc.simulate_field("kmt2a", shape=(256, 256), seed=12, channel_crosstalk=0.1)
     rb = fc.analyze_field(ba.image, "kmt2a", pixel_size_um=ba.pixel_size_um)
     assert rb.params["crosstalk"] == {} and not rb.params["crosstalk_unmixed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# lateral shift between probe channels (chromatic misregistration)
+# ---------------------------------------------------------------------------------------------
+
+def test_channel_shift_moves_a_spot_back():
+    """A spot imaged at (20, 23.5) px in a channel calibrated as (0, +0.35 µm) at 0.1 µm/px is moved back
+    to (20, 20); zero shift returns the input; a 3-D stack moves plane by plane."""
+    img = gauss((40, 48), np.array([[20.0, 23.5]]), amp=1000.0, sigma=1.5)
+    out = fc.correct_channel_shift(img, (0.0, 0.35), 0.1)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    y, x = np.unravel_index(np.argmax(out), out.shape)
+    assert (y, x) == (20, 20)
+    assert fc.correct_channel_shift(img, (0.0, 0.0), 0.1) is img
+    stack = np.stack([img, img])
+    out3 = fc.correct_channel_shift(stack, (0.2, 0.0), 0.1)
+    assert out3.shape == stack.shape and np.unravel_index(np.argmax(out3[1]), img.shape)[0] == 18
+    with pytest.raises(ValueError, match="finite"):
+        fc.correct_channel_shift(img, (np.nan, 0.0), 0.1)
+    with pytest.raises(ValueError, match="pixel_size_um"):
+        fc.correct_channel_shift(img, (0.1, 0.0), 0.0)
+
+
+def test_channel_shift_is_measured_from_fusions_and_corrected():
+    """A break-apart probe (KMT2A) on a field whose 5' channel is imaged 0.6 µm to the right (simulate_field
+    channel_shift_um): the intact loci (fusions) give the shift back; corrected by it, the fusions are
+    co-localised again. A dual-fusion field whose BCR channel is 1 µm off (beyond its 0.8-µm fusion distance)
+    loses its fusions unless corrected."""
+    sim = fc.simulate_field("kmt2a", shape=(512, 512), seed=3, channel_shift_um=0.6)
+    px = sim.pixel_size_um
+    r = fc.analyze_field(sim.image, "kmt2a", pixel_size_um=px)
+    dy, dx, n = fc.estimate_channel_shift(r.spots, ("KMT2A_3", "KMT2A_5"), px, max_distance_um=1.2)
+    assert n >= 20 and abs(dy) < 0.1 and dx == pytest.approx(0.6, abs=0.08)
+    fixed = fc.analyze_field(sim.image, "kmt2a", pixel_size_um=px, channel_shifts_um={"KMT2A_5": (dy, dx)})
+    assert fixed.params["channel_shifts_um"] == {"KMT2A_5": [dy, dx]}
+    dy2, dx2, _ = fc.estimate_channel_shift(fixed.spots, ("KMT2A_3", "KMT2A_5"), px, max_distance_um=1.2)
+    assert abs(dy2) < 0.08 and abs(dx2) < 0.08
+    with pytest.raises(ValueError, match="pairs"):
+        fc.estimate_channel_shift(r.spots, ("KMT2A_3", "KMT2A_5"), px, max_distance_um=1.2, min_pairs=10_000)
+
+    clean = fc.simulate_field("bcr_abl1", shape=(512, 512), seed=4)
+    moved = fc.simulate_field("bcr_abl1", shape=(512, 512), seed=4, channel_shift_um=1.0)
+    r0 = fc.analyze_field(clean.image, "bcr_abl1", pixel_size_um=px).nuclei.set_index("label")
+    r1 = fc.analyze_field(moved.image, "bcr_abl1", pixel_size_um=px).nuclei.set_index("label")
+    r2 = fc.analyze_field(moved.image, "bcr_abl1", pixel_size_um=px,
+                          channel_shifts_um={"BCR": (0.0, 1.0)}).nuclei.set_index("label")
+    common = r0.index.intersection(r1.index).intersection(r2.index)
+    fusions = r0.loc[common, "count_fusion"]
+    same_uncorrected = (fusions == r1.loc[common, "count_fusion"]).mean()
+    same_corrected = (fusions == r2.loc[common, "count_fusion"]).mean()
+    assert same_corrected >= 0.95 and same_uncorrected <= 0.85, (same_uncorrected, same_corrected)
+
+
+def test_channel_shifts_are_validated():
+    img = np.zeros((3, 64, 64), np.float32)
+    with pytest.raises(fc.InputError, match="unknown signal 'XYZ'"):
+        fc.analyze_field(img, "del5q", pixel_size_um=0.16, channel_shifts_um={"XYZ": (0, 0.1)})
+    with pytest.raises(fc.InputError, match=r"EGR1: expected \(dy, dx\)"):
+        fc.analyze_field(img, "del5q", pixel_size_um=0.16, channel_shifts_um={"EGR1": 0.1})
+    with pytest.raises(fc.InputError, match="finite"):
+        fc.analyze_field(img, "del5q", pixel_size_um=0.16, channel_shifts_um={"EGR1": (0.0, float("inf"))})
