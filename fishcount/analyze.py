@@ -58,6 +58,7 @@ __all__ = [
     "FieldResult",
     "analyze_field",
     "estimate_thresholds",
+    "parse_channel_shifts",
     "write_field_result",
 ]
 
@@ -258,6 +259,27 @@ def _check_shifts(shifts: "Mapping[str, Any] | None", panel: Panel) -> dict[str,
         if not (np.isfinite(dy) and np.isfinite(dx)):
             raise InputError("channel_shifts_um", f"{k}: expected two finite numbers (dy, dx) in µm, got {v!r}")
         out[k] = (dy, dx)
+    return out
+
+
+def parse_channel_shifts(values: "str | Iterable[str]") -> dict[str, tuple[float, float]]:
+    """``SIGNAL=DY,DX`` entries (µm) -> ``{signal: (dy, dx)}``, for ``channel_shifts_um``.
+
+    ``values`` is one string (entries separated by ``;`` or whitespace) or an iterable of entries, as the
+    CLI's repeatable ``--channel-shift`` and the napari plugin's text field give them. Raises
+    :class:`~fishcount.errors.InputError` naming the malformed entry.
+    """
+    items = values.replace(";", " ").split() if isinstance(values, str) else list(values)
+    out: dict[str, tuple[float, float]] = {}
+    for v in items:
+        name, sep, rest = str(v).partition("=")
+        try:
+            dy, dx = (float(x) for x in rest.split(","))
+            if not sep or not name.strip():
+                raise ValueError
+        except ValueError:
+            raise InputError("--channel-shift", f"expected SIGNAL=DY,DX in µm (e.g. BCR=0,0.3), got {v!r}") from None
+        out[name.strip()] = (dy, dx)
     return out
 
 

@@ -73,20 +73,6 @@ def _channel_shift_option(f):
     )(f)
 
 
-def _parse_channel_shifts(values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    out: dict[str, tuple[float, float]] = {}
-    for v in values:
-        name, sep, rest = v.partition("=")
-        try:
-            dy, dx = (float(x) for x in rest.split(","))
-            if not sep or not name.strip():
-                raise ValueError
-        except ValueError:
-            raise FishcountError("--channel-shift", f"expected SIGNAL=DY,DX in µm (e.g. BCR=0,0.3), got {v!r}") from None
-        out[name.strip()] = (dy, dx)
-    return out
-
-
 def _split_channels(channels: str | None) -> list[str] | None:
     if channels is None:
         return None
@@ -402,7 +388,9 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
     if z_step_um is not None:  # 3-D detection: read the z-stacks whole, detect with the z step
         read["z_mode"] = "keep"
         params["analyze"] = {"z_step_um": z_step_um}
-    shifts = _parse_channel_shifts(channel_shift)
+    from .analyze import parse_channel_shifts
+
+    shifts = parse_channel_shifts(channel_shift)
     if shifts:
         params.setdefault("analyze", {})["channel_shifts_um"] = {k: list(v) for k, v in shifts.items()}
     if read:
@@ -477,13 +465,13 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
     Writes OUT/<stem>/: nuclei.csv, spots.csv, labels.tif, overlay.png, field.json
     (the versioned output contract, docs/outputs.md).
     """
-    from .analyze import analyze_field, estimate_thresholds, write_field_result
+    from .analyze import analyze_field, estimate_thresholds, parse_channel_shifts, write_field_result
     from .panels import load_panel
 
     if z_step_um is not None and z_plane is not None:
         raise FishcountError("--z-step", "cannot be combined with --z-plane (3-D detection uses every z-plane)")
     zopt = {"z_plane": z_plane, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
-    shifts = _parse_channel_shifts(channel_shift)
+    shifts = parse_channel_shifts(channel_shift)
     if shifts:
         zopt["channel_shifts_um"] = shifts
     pan = load_panel(panel)

@@ -179,6 +179,22 @@ def test_analyse_threshold_override_and_preview(make_napari_viewer, qtbot, sim_f
     assert folder is None and result.thresholds["EGR1"] == 40.0 and result.params["threshold_source"]["EGR1"] == "manual"
 
 
+def test_analyse_channel_shift_field(make_napari_viewer, sim_field):
+    """The calibrated channel shift typed in the widget reaches the analysis; a malformed one is refused."""
+    import fishcount as fc
+
+    viewer = make_napari_viewer()
+    w = _analyse_widget(viewer, sim_field)
+    assert "channel_shifts_um" not in w.params()
+    w.channel_shift.setText("D5S23=0,0.2; EGR1=0.1,0")
+    assert w.params()["channel_shifts_um"] == {"D5S23": (0.0, 0.2), "EGR1": (0.1, 0.0)}
+    result, _ = w.analyse()
+    assert result.params["channel_shifts_um"] == {"D5S23": [0.0, 0.2], "EGR1": [0.1, 0.0]}
+    w.channel_shift.setText("D5S23=0.2")
+    with pytest.raises(fc.InputError, match="SIGNAL=DY,DX"):
+        w.params()
+
+
 def test_analyse_error_is_shown(make_napari_viewer, qtbot, sim_field, tmp_path):
     viewer = make_napari_viewer()
     w = _analyse_widget(viewer, sim_field, tmp_path / "out")

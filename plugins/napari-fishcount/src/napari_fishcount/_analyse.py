@@ -73,6 +73,10 @@ class AnalyseWidget(QWidget):
         self.min_auto_snr = QDoubleSpinBox(decimals=1, minimum=1.0, maximum=50.0, singleStep=0.5)
         self.min_auto_snr.setValue(4.5)
         self.min_auto_snr.setSuffix(" SNR")
+        self.channel_shift = QLineEdit()
+        self.channel_shift.setPlaceholderText("none (e.g. BCR=0,0.3; from `fishcount channel-shift`)")
+        self.channel_shift.setToolTip("Calibrated lateral shift of probe channels against DAPI, µm: SIGNAL=DY,DX, "
+                                      "several separated by ';'. The channel is moved back before detection.")
         self.threshold_form = QFormLayout()
         self.threshold_checks: dict[str, QCheckBox] = {}
         self.threshold_spins: dict[str, QDoubleSpinBox] = {}
@@ -97,6 +101,7 @@ class AnalyseWidget(QWidget):
         pl.addRow("pixel size", self.pixel_size)
         pl.addRow("nucleus diameter", self.nucleus_diameter)
         pl.addRow("lowest automatic threshold", self.min_auto_snr)
+        pl.addRow("channel shift (µm)", self.channel_shift)
         th = QGroupBox("Detection threshold override (SNR, noise units)")
         tl = QVBoxLayout(th)
         tl.addLayout(self.threshold_form)
@@ -213,9 +218,14 @@ class AnalyseWidget(QWidget):
         return fc.field_from_arrays(dapi, probes, self.pixel_size_um(), name=name, panel=self.panel)
 
     def params(self) -> dict:
+        import fishcount as fc
+
         p: dict = {"min_auto_snr": float(self.min_auto_snr.value())}
         if self.nucleus_diameter.value() > 0:
             p["nucleus_diameter_um"] = float(self.nucleus_diameter.value())
+        shifts = fc.parse_channel_shifts(self.channel_shift.text())
+        if shifts:
+            p["channel_shifts_um"] = shifts
         return p
 
     # -- running ---------------------------------------------------------------------------------
