@@ -377,6 +377,7 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
     that cannot be read is recorded in errors.csv and the run goes on; the exit code is then 1
     ("completed with N errors"). Bad arguments, manifest or panel: exit code 2 before any work.
     """
+    from .analyze import parse_channel_shifts
     from .batch import run_batch
 
     params: dict = {}
@@ -388,8 +389,6 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
     if z_step_um is not None:  # 3-D detection: read the z-stacks whole, detect with the z step
         read["z_mode"] = "keep"
         params["analyze"] = {"z_step_um": z_step_um}
-    from .analyze import parse_channel_shifts
-
     shifts = parse_channel_shifts(channel_shift)
     if shifts:
         params.setdefault("analyze", {})["channel_shifts_um"] = {k: list(v) for k, v in shifts.items()}
@@ -510,11 +509,11 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
 def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -> None:
     """Measure how far one probe channel is imaged off the other, from co-localised signals.
 
-    
+    \b
     Image a control whose probes co-localise: a break-apart probe on normal cells (every intact locus
     is a fusion) or multicolour beads read with a fusion panel. Each field is analysed without any
-    correction; signals of the two channels that are mutual nearest neighbours in one nucleus within
-    --max-distance are paired and the median offset is printed, ready for `--channel-shift`.
+    correction; the signals of the two channels are paired one-to-one in each nucleus, closest first,
+    up to --max-distance apart, and the median offset is printed, ready for `--channel-shift`.
     """
     import pandas as pd
 
@@ -527,7 +526,7 @@ def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -
         raise FishcountError("--panel", f"panel {pan.id} has no co-localising probe pair (fusion_pair); use a "
                                         "break-apart or dual-fusion panel")
     ref, moved = pan.fusion_pair
-    parts, px = [], None
+    parts = []
     for k, img in enumerate(images):
         res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um)
         px = float(res.params["pixel_size_um"])

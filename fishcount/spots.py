@@ -205,22 +205,22 @@ def estimate_channel_shift(spots: pd.DataFrame, pair: tuple[str, str], pixel_siz
     """The lateral shift of one probe channel against another, from signals that should co-localise.
 
     For a break-apart probe on a normal control (every intact locus is a fusion) or multicolour beads
-    imaged in both channels: each signal of ``pair[0]`` is paired with the nearest signal of ``pair[1]`` in
-    the same nucleus within ``max_distance_um`` (mutual nearest neighbours), and the shift is the
-    coordinate-wise median of ``pair[1] - pair[0]`` over the pairs, in µm. Give it to
+    imaged in both channels: the counted signals of the two channels are paired one-to-one within each
+    nucleus, closest first, up to ``max_distance_um`` apart (the fusion matching of :func:`pair_fusions`),
+    and the shift is the coordinate-wise median of ``pair[1] - pair[0]`` over the pairs, in µm. Give it to
     :func:`correct_channel_shift` (``channel_shifts_um={pair[1]: shift}``). ``max_distance_um`` must
-    exceed the shift to be measured (use about twice the expected shift, at most the distance between the
-    two probes of a break-apart split).
+    exceed the shift to be measured, and stay below the distance between the two probes of a split.
 
     Parameters
     ----------
     spots : pandas.DataFrame
-        A signal table (``spots.csv``: ``signal``, ``label``, ``y``, ``x`` in px), e.g. pooled over the
-        fields of a control slide (``label`` then unique per field, or a ``field`` column).
+        A signal table (``spots.csv``: ``signal``, ``label``, ``y``, ``x`` in px, ``counts_as``,
+        ``fusion_partner``), e.g. pooled over the fields of a control slide with a ``field`` column
+        (nuclei are told apart by ``field`` and ``label``).
     pair : (str, str)
         Reference signal and shifted signal names.
     pixel_size_um : float
-        Pixel size, µm.
+        Pixel size, µm (1 when ``y``, ``x`` are already in µm).
     max_distance_um : float
         Largest distance of a co-localised pair, µm.
     min_pairs : int
@@ -234,25 +234,24 @@ def estimate_channel_shift(spots: pd.DataFrame, pair: tuple[str, str], pixel_siz
     a_name, b_name = pair
     if not pixel_size_um > 0 or not max_distance_um > 0:
         raise ValueError("pixel_size_um and max_distance_um must be > 0")
-    keys = ["field", "label"] if "field" in spots.columns else ["label"]
-    inside = spots[spots["label"] > 0]
-    deltas = []
-    for _, g in inside.groupby(keys, sort=False):
-        a = g.loc[g["signal"] == a_name, ["y", "x"]].to_numpy(np.float64)
-        b = g.loc[g["signal"] == b_name, ["y", "x"]].to_numpy(np.float64)
-        if len(a) == 0 or len(b) == 0:
-            continue
-        r = max_distance_um / pixel_size_um
-        da, ia = cKDTree(b).query(a, distance_upper_bound=r)
-        db, ib = cKDTree(a).query(b, distance_upper_bound=r)
-        for i, (dist, j) in enumerate(zip(da, ia)):
-            if np.isfinite(dist) and ib[j] == i:  # mutual nearest neighbours within reach
-                deltas.append(b[j] - a[i])
-    if len(deltas) < min_pairs:
-        raise ValueError(f"only {len(deltas)} {a_name}/{b_name} pairs within {max_distance_um} µm "
+    df = spots[spots["label"] > 0]
+    # every counted signal under its own name again (a fusion's two signals: "fusion" / "" in spots.csv)
+    counted = df["counts_as"].astype(str).to_numpy() != ""
+    if "fusion_partner" in df:
+        counted = counted | (df["fusion_partner"].to_numpy() >= 0)
+    counts_as = np.where(counted, df["signal"].to_numpy(), "").astype(object)
+    lab = df["label"].to_numpy(np.int64)
+    if "field" in df:  # one nucleus = one (field, label)
+        lab = df.groupby(["field", "label"], sort=False).ngroup().to_numpy(np.int64) + 1
+    pts = df[["y", "x"]].to_numpy(np.float64)
+    partner, _, _ = _pair_fusions(counts_as.copy(), np.full(len(df), "", object), lab, pts, np.arange(len(df)),
+                                  (a_name, b_name), max_distance_um / pixel_size_um)
+    first = np.flatnonzero((partner >= 0) & (counts_as == a_name)) if partner is not None else np.zeros(0, int)
+    if first.size < min_pairs:
+        raise ValueError(f"only {first.size} {a_name}/{b_name} pairs within {max_distance_um} µm "
                          f"(at least {min_pairs} needed to measure a shift)")
-    med = np.median(np.asarray(deltas), axis=0) * pixel_size_um
-    return float(med[0]), float(med[1]), len(deltas)
+    med = np.median(pts[partner[first]] - pts[first], axis=0) * pixel_size_um
+    return float(med[0]), float(med[1]), int(first.size)
 
 
 def estimate_crosstalk(probes: "dict[str, np.ndarray]", sigma_px: float) -> dict[tuple[str, str], float]:
