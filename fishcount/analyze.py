@@ -246,19 +246,33 @@ def _without_hot_pixels(fld, det: Mapping[str, float]) -> tuple[Any, dict[str, i
 
 
 def _check_shifts(shifts: "Mapping[str, Any] | None", panel: Panel) -> dict[str, tuple[float, float]]:
-    """``channel_shifts_um`` validated: signal name -> (dy, dx) µm, two finite numbers each."""
-    out = {}
+    """``channel_shifts_um`` validated and resolved to the panel's signals: signal -> (dy, dx) µm.
+
+    A key is a signal name or a fluor (case-insensitive; every signal labelled with it): a lab calibrates
+    its filter sets once (``SpectrumGreen``) and gives the same shifts to every panel. A signal named by
+    both its own name and its fluor takes the value given for its name.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    by_fluor: dict[str, tuple[float, float]] = {}
+    fluors = {s.fluor.casefold(): s.fluor for s in panel.signals}
     for k, v in dict(shifts or {}).items():
-        if k not in panel.signal_names:
-            raise InputError("channel_shifts_um", f"unknown signal {k!r}; panel {panel.id} has "
-                                                  f"{', '.join(panel.signal_names)}")
+        if k not in panel.signal_names and str(k).casefold() not in fluors:
+            raise InputError("channel_shifts_um", f"{k!r} is neither a signal nor a fluor of panel {panel.id} "
+                                                  f"(signals {', '.join(panel.signal_names)}; fluors "
+                                                  f"{', '.join(fluors.values())})")
         try:
             dy, dx = (float(x) for x in v)
         except (TypeError, ValueError):
             raise InputError("channel_shifts_um", f"{k}: expected (dy, dx) in µm, got {v!r}") from None
         if not (np.isfinite(dy) and np.isfinite(dx)):
             raise InputError("channel_shifts_um", f"{k}: expected two finite numbers (dy, dx) in µm, got {v!r}")
-        out[k] = (dy, dx)
+        if k in panel.signal_names:
+            out[k] = (dy, dx)
+        else:
+            by_fluor[str(k).casefold()] = (dy, dx)
+    for sig in panel.signals:
+        if sig.name not in out and sig.fluor.casefold() in by_fluor:
+            out[sig.name] = by_fluor[sig.fluor.casefold()]
     return out
 
 
@@ -483,10 +497,11 @@ def analyze_field(
     z_plane : int, optional
         Analyse this z-plane (0-based) of a z-stack file instead of its maximum projection.
     channel_shifts_um : dict of str to (float, float), optional
-        Calibrated lateral shift of probe channels against DAPI, signal name -> ``(dy, dx)`` µm (where the
-        channel's content appears; ``{"ABL1": (0, 0.3)}``: 0.3 µm too far right). Those channels are moved
-        back before detection (:func:`fishcount.spots.correct_channel_shift`); measure the shift with
-        :func:`fishcount.spots.estimate_channel_shift`. Recorded in ``params["channel_shifts_um"]``.
+        Calibrated lateral shift of probe channels against DAPI, signal name or fluor -> ``(dy, dx)`` µm
+        (where the channel's content appears; ``{"ABL1": (0, 0.3)}`` or ``{"SpectrumOrange": (0, 0.3)}``:
+        0.3 µm too far right). Those channels are moved back before detection
+        (:func:`fishcount.spots.correct_channel_shift`); measure the shift with
+        :func:`fishcount.spots.estimate_channel_shift`. Recorded per signal in ``params["channel_shifts_um"]``.
     **params
         Detection parameters (:data:`DETECTION_DEFAULTS`); all others go to
         :func:`fishcount.segment_nuclei` (e.g. ``backend="cellpose"``, ``nucleus_diameter_um=8``).

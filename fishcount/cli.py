@@ -68,8 +68,9 @@ def _channel_shift_option(f):
     return click.option(
         "--channel-shift", "channel_shift", multiple=True, metavar="SIGNAL=DY,DX",
         help="Calibrated lateral shift of a probe channel against DAPI in µm (where its content appears, "
-             "e.g. BCR=0,0.3: 0.3 µm too far right); the channel is moved back before detection. "
-             "Measure it with `fishcount channel-shift`. Repeatable.",
+             "e.g. BCR=0,0.3: 0.3 µm too far right); SIGNAL is a signal or a fluor (SpectrumGreen=0,0.3 "
+             "serves every panel). The channel is moved back before detection. Measure it with "
+             "`fishcount channel-shift`. Repeatable.",
     )(f)
 
 
@@ -537,9 +538,11 @@ def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -
         dy, dx, n = estimate_channel_shift(spots, (ref, moved), 1.0, reach)
     except ValueError as exc:
         raise FishcountError(images[0] if len(images) == 1 else f"{len(images)} fields", str(exc)) from None
-    click.echo(f"{moved} relative to {ref}: dy = {dy:+.3f} µm, dx = {dx:+.3f} µm ({n} pairs in {len(images)} "
-               f"field(s), pairs within {reach:g} µm)")
-    click.echo(f"correct with: --channel-shift {moved}={dy:.3f},{dx:.3f}")
+    fluor = {s.name: s.fluor for s in pan.signals}
+    click.echo(f"{moved} ({fluor[moved]}) relative to {ref} ({fluor[ref]}): dy = {dy:+.3f} µm, dx = {dx:+.3f} µm "
+               f"({n} pairs in {len(images)} field(s), pairs within {reach:g} µm)")
+    click.echo(f"correct with: --channel-shift {moved}={dy:.3f},{dx:.3f} (this panel) or "
+               f"--channel-shift {fluor[moved]}={dy:.3f},{dx:.3f} (every panel with these fluors)")
 
 
 # --- review (issue 7): reviewer journals -> concordance, rescored samples (fishcount.review) ----------

@@ -316,7 +316,12 @@ def test_cli_analyze(tmp_path):
     r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o5"), "--channel-shift", "D5S23=0.1"])
     assert r.exit_code == 2 and "SIGNAL=DY,DX" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o6"), "--channel-shift", "ABL1=0,0.1"])
-    assert r.exit_code == 2 and "unknown signal 'ABL1'" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "'ABL1' is neither a signal nor a fluor" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o7"), "--channel-shift",
+                                  "SpectrumGreen=0,0.2", "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o7" / "f1" / "field.json").read_text())["params"]["channel_shifts_um"] == {
+        "D5S23": [0.0, 0.2]}
 
 
 def test_cli_channel_shift_measures_the_shift(tmp_path):
@@ -331,10 +336,10 @@ def test_cli_channel_shift_measures_the_shift(tmp_path):
     r = CliRunner().invoke(main, ["channel-shift", *map(str, paths), "--panel", "kmt2a"])
     assert r.exit_code == 0, r.output
     line = r.output.splitlines()[0]
-    assert line.startswith("KMT2A_3 relative to KMT2A_5:")
+    assert line.startswith("KMT2A_3 (SpectrumOrange) relative to KMT2A_5 (SpectrumGreen):")
     dx = float(line.split("dx = ")[1].split(" µm")[0])
     assert dx == pytest.approx(-0.5, abs=0.08)
-    assert "--channel-shift KMT2A_3=" in r.output
+    assert "--channel-shift KMT2A_3=" in r.output and "--channel-shift SpectrumOrange=" in r.output
     r = CliRunner().invoke(main, ["channel-shift", str(paths[0]), "--panel", "del5q"])
     assert r.exit_code == 2 and "no co-localising probe pair" in r.output
     r = CliRunner().invoke(main, ["channel-shift", str(paths[0]), "--panel", "kmt2a", "--max-distance", "0.01"])

@@ -805,8 +805,14 @@ def test_channel_shift_is_measured_from_fusions_and_corrected():
 
 def test_channel_shifts_are_validated():
     img = np.zeros((3, 64, 64), np.float32)
-    with pytest.raises(fc.InputError, match="unknown signal 'XYZ'"):
+    with pytest.raises(fc.InputError, match="'XYZ' is neither a signal nor a fluor of panel del5q"):
         fc.analyze_field(img, "del5q", pixel_size_um=0.16, channel_shifts_um={"XYZ": (0, 0.1)})
+    # a fluor names every signal labelled with it; a signal's own name wins over its fluor
+    from fishcount.analyze import _check_shifts
+
+    pan = fc.load_panel("del5q")
+    assert _check_shifts({"spectrumgreen": (0, 0.2)}, pan) == {"D5S23": (0.0, 0.2)}
+    assert _check_shifts({"SpectrumGreen": (0, 0.2), "D5S23": (0.1, 0)}, pan) == {"D5S23": (0.1, 0.0)}
     with pytest.raises(fc.InputError, match=r"EGR1: expected \(dy, dx\)"):
         fc.analyze_field(img, "del5q", pixel_size_um=0.16, channel_shifts_um={"EGR1": 0.1})
     with pytest.raises(fc.InputError, match="finite"):
