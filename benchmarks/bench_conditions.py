@@ -23,8 +23,9 @@ Conditions:
 * ``gamma``: a display-stretched image, ``max (img / max) ** 0.5``;
 * ``hot``: camera hot pixels, one pixel in 2000 (drawn at random) set to 4x the image maximum;
 * ``jpeg``: exported as an 8-bit JPEG of quality 70 (min-max stretched) and read back (12th session);
-* ``tiles``: a stitched mosaic, tiles of 128² px each with its own gain (0.6-1.4, ``TILE_GAIN`` 0.4) and offset
-  (0-10 % of the maximum, ``TILE_OFFSET`` 0.1), as slide scanners that stitch fields without flat-field correction (12th session);
+* ``tiles``: a stitched mosaic, tiles of 128² px each with its own gain (0.6-1.4, ``TILE_GAIN`` 0.4) and
+  offset (0-10 % of the maximum, ``TILE_OFFSET`` 0.1), as slide scanners that stitch fields without
+  flat-field correction (12th session);
 * ``stripes``: sCMOS row noise, every row offset by its own Gaussian draw (SD 0.5 % of the
   maximum, ``STRIPE_SD`` 0.005), plus 10 % of the maximum (12th
   session).
@@ -110,12 +111,13 @@ def transform(condition: str, img: np.ndarray, masks: np.ndarray,
         top = img.max()
         for y0 in range(0, h, 128):
             for x0 in range(0, w, 128):
-                out[y0:y0 + 128, x0:x0 + 128] = (img[y0:y0 + 128, x0:x0 + 128] * rng.uniform(1 - TILE_GAIN, 1 + TILE_GAIN)
-                                                 + rng.uniform(0.0, TILE_OFFSET) * top)
+                gain = rng.uniform(1 - TILE_GAIN, 1 + TILE_GAIN)
+                out[y0:y0 + 128, x0:x0 + 128] = img[y0:y0 + 128, x0:x0 + 128] * gain + rng.uniform(0.0, TILE_OFFSET) * top
         return out.astype(np.float32), masks
     if condition == "stripes":
         h = img.shape[0]
-        return (img + STRIPE_SD * img.max() * rng.standard_normal(h)[:, None] + 0.1 * img.max()).astype(np.float32), masks
+        rows = STRIPE_SD * img.max() * rng.standard_normal(h)[:, None]
+        return (img + rows + 0.1 * img.max()).astype(np.float32), masks
     raise ValueError(f"unknown condition {condition!r}")
 
 

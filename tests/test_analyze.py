@@ -308,8 +308,8 @@ def test_cli_analyze(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "o3" / "f1" / "field.json").read_text())["thresholds"]["EGR1"] == 7.0
     assert not (tmp_path / "o3" / "f1" / "overlay.png").exists()
-    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o4"), "--channel-shift", "D5S23=0.1,-0.2",
-                                  "--no-overlay"])
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o4"),
+                                  "--channel-shift", "D5S23=0.1,-0.2", "--no-overlay"])
     assert r.exit_code == 0, r.output
     params = json.loads((tmp_path / "o4" / "f1" / "field.json").read_text())["params"]
     assert params["channel_shifts_um"] == {"D5S23": [0.1, -0.2]}
