@@ -3919,39 +3919,36 @@ def _centroid_eccentricity_grid(comp: np.ndarray, ry: np.ndarray, rx: np.ndarray
     ny, nx = comp.shape
     r1, ry1, ry2 = (np.bincount(ry, weights=w, minlength=ny) for w in (None, yy, yy * yy))
     c1, cx1, cx2 = (np.bincount(rx, weights=w, minlength=nx) for w in (None, xx, xx * xx))
-    if (n + 1) * ny <= comp.size:
-        # per (label, grid row) sums of the column weights, then per label against the row weights; the
-        # background cells are left out (label 0 is not reported; the other sums are the same to the bit)
-        # from the runs of one label along each grid row: a run's column-weight sums are differences of
-        # prefix sums (whole numbers, so the same sums as cell by cell), far fewer runs than cells when the
-        # grid does not collapse (interpolated outlines, step 8)
-        flat = comp.reshape(-1)
-        change = np.empty(flat.size, bool)
-        change[0] = True
-        np.not_equal(flat[1:], flat[:-1], out=change[1:])
-        change[::nx] = True
-        starts = np.flatnonzero(change)
-        del change
-        lengths = np.diff(np.append(starts, flat.size))
-        lab = flat[starts]
-        fg = lab > 0
-        starts, lengths, lab = starts[fg], lengths[fg], lab[fg]
-        x0 = starts % nx
-        key = lab.astype(np.int64) * ny + starts // nx
-        per = []
-        for c in (c1, cx1, cx2):
-            pre = np.concatenate(([0.0], np.cumsum(c)))
-            per.append(np.bincount(key, weights=pre[x0 + lengths] - pre[x0],
-                                   minlength=(n + 1) * ny)[: (n + 1) * ny].reshape(n + 1, ny))
+    # from the runs of one label along each grid row: a run's column-weight sums are differences of
+    # prefix sums (whole numbers, so the same sums as cell by cell), far fewer runs than cells when the
+    # grid does not collapse (interpolated outlines, step 8); each run's product with its row weight is
+    # summed per label; the background runs are left out (label 0 is not reported; the other sums are
+    # the same to the bit)
+    flat = comp.reshape(-1)
+    if flat.size == 0:
+        z = np.zeros(n + 1)
+        return z, z.copy(), z.copy(), np.zeros(n + 1, np.int64)
+    change = np.empty(flat.size, bool)
+    change[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::nx] = True
+    starts = np.flatnonzero(change)
+    del change
+    lengths = np.diff(np.append(starts, flat.size))
+    lab = flat[starts]
+    fg = lab > 0
+    starts, lengths, lab = starts[fg], lengths[fg], lab[fg]
+    x0 = starts % nx
+    row = starts // nx
+    lab = lab.astype(np.int64)
+    per = []  # each run's sum of the column weights
+    for c in (c1, cx1, cx2):
+        pre = np.concatenate(([0.0], np.cumsum(c)))
+        per.append(pre[x0 + lengths] - pre[x0])
 
-        def lsum(a: np.ndarray, j: int) -> np.ndarray:  # sum over the label of row weight x column weight j
-            return per[j] @ a
-    else:  # many labels on few rows: one sum over the grid per moment
-        flat = comp.ravel()
-
-        def lsum(a: np.ndarray, j: int) -> np.ndarray:
-            b = (c1, cx1, cx2)[j]
-            return np.bincount(flat, weights=np.multiply.outer(a, b).ravel(), minlength=n + 1)[: n + 1]
+    def lsum(a: np.ndarray, j: int) -> np.ndarray:  # sum over the label of row weight x column weight j
+        # run by run (whole-number products and sums below 2**53: the same sums in any order)
+        return np.bincount(lab, weights=a[row] * per[j], minlength=n + 1)[: n + 1]
 
     area = lsum(r1, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
