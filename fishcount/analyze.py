@@ -300,11 +300,10 @@ def parse_channel_shifts(values: "str | Iterable[str]") -> dict[str, tuple[float
 def _without_channel_shifts(fld, shifts: Mapping[str, tuple[float, float]], px: float):
     """The field with each probe channel in ``shifts`` moved back by its calibrated shift
     (:func:`fishcount.spots.correct_channel_shift`)."""
-    todo = {k: v for k, v in shifts.items() if v != (0.0, 0.0)}
-    if not todo:
+    if not any(v != (0.0, 0.0) for v in shifts.values()):
         return fld
     probes = dict(fld.probes)
-    for name, shift in todo.items():
+    for name, shift in shifts.items():  # (a zero shift returns the channel itself)
         probes[name] = correct_channel_shift(probes[name], shift, px)
     return dataclasses.replace(fld, probes=probes)
 

@@ -470,15 +470,15 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
 
     if z_step_um is not None and z_plane is not None:
         raise FishcountError("--z-step", "cannot be combined with --z-plane (3-D detection uses every z-plane)")
-    zopt = {"z_plane": z_plane, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
+    opts = {"z_plane": z_plane, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
     shifts = parse_channel_shifts(channel_shift)
     if shifts:
-        zopt["channel_shifts_um"] = shifts
+        opts["channel_shifts_um"] = shifts
     pan = load_panel(panel)
     chans = _split_channels(channels)
     manual = _parse_thresholds(threshold)
     if pool_thresholds and len(images) > 1:
-        pooled = estimate_thresholds(list(images), pan, channels=chans, pixel_size_um=pixel_size_um, **zopt)
+        pooled = estimate_thresholds(list(images), pan, channels=chans, pixel_size_um=pixel_size_um, **opts)
         manual = {**pooled, **manual}
         click.echo("pooled thresholds: " + ", ".join(f"{k}={v:.2f}" for k, v in pooled.items()))
     if not overwrite:  # refuse before any work is done
@@ -489,7 +489,7 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
             if target.exists():
                 raise FishcountError(target, "outputs already exist; choose another --out folder or pass --overwrite")
     for img in images:
-        res = analyze_field(img, pan, channels=chans, pixel_size_um=pixel_size_um, thresholds=manual or None, **zopt)
+        res = analyze_field(img, pan, channels=chans, pixel_size_um=pixel_size_um, thresholds=manual or None, **opts)
         target = write_field_result(res, out_dir, overwrite=overwrite, overlay=not no_overlay)
         nuc = res.nuclei
         n_ok = int(nuc["scorable"].sum()) if len(nuc) else 0

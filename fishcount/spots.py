@@ -152,13 +152,6 @@ def remove_hot_pixels(image: np.ndarray, max_neighbour_ratio: float = HOT_PIXEL_
     return out, int(np.count_nonzero(hot))
 
 
-#: Crosstalk estimate: the brightest maxima of a channel (at least CROSSTALK_MIN_SNR noise units, at most
-#: CROSSTALK_MAX_SIGNALS of them, at least CROSSTALK_MIN_SIGNALS or no estimate).
-CROSSTALK_MIN_SNR = 10.0
-CROSSTALK_MAX_SIGNALS = 200
-CROSSTALK_MIN_SIGNALS = 20
-
-
 def correct_channel_shift(image: np.ndarray, shift_um: tuple[float, float], pixel_size_um: float) -> np.ndarray:
     """A probe channel moved back by its calibrated lateral shift (chromatic misregistration).
 
@@ -252,6 +245,13 @@ def estimate_channel_shift(spots: pd.DataFrame, pair: tuple[str, str], pixel_siz
                          f"(at least {min_pairs} needed to measure a shift)")
     med = np.median(pts[partner[first]] - pts[first], axis=0) * pixel_size_um
     return float(med[0]), float(med[1]), int(first.size)
+
+
+#: Crosstalk estimate: the brightest maxima of a channel (at least CROSSTALK_MIN_SNR noise units, at most
+#: CROSSTALK_MAX_SIGNALS of them, at least CROSSTALK_MIN_SIGNALS or no estimate).
+CROSSTALK_MIN_SNR = 10.0
+CROSSTALK_MAX_SIGNALS = 200
+CROSSTALK_MIN_SIGNALS = 20
 
 
 def estimate_crosstalk(probes: "dict[str, np.ndarray]", sigma_px: float) -> dict[tuple[str, str], float]:
