@@ -12,7 +12,8 @@ results were defined with scikit-image's. Their arithmetic differs, so merging t
 results of one of the two callers.
 
 :func:`neighbour_extremes` (the brightest and darkest of a few pixels' 8 neighbours) serves both hot-pixel
-rules, the DAPI one of the segmentation and the probe one of the detection.
+rules, the DAPI one of the segmentation and the probe one of the detection. :func:`nonzero_2d` is
+``np.nonzero`` of a 2-D array, index for index, for the large masks of both.
 """
 from __future__ import annotations
 
@@ -202,3 +203,12 @@ def neighbour_extremes(img: np.ndarray, ys: np.ndarray, xs: np.ndarray,
             np.maximum(nmax, np.where(use, vals, -np.inf), out=nmax)
             np.minimum(nmin, np.where(use, vals, np.inf), out=nmin)
     return nmax, nmin, n_skip
+
+
+def nonzero_2d(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(a)`` of a 2-D array, exactly (the same int64 row and column indices in the same
+    order), from the raveled indices when the array is large: 2-4x faster from ~2000 pixels (numpy's 2-D
+    nonzero is slow on large, sparse masks), while on a few hundred pixels the plain call is faster."""
+    if a.ndim != 2 or a.size < 2048 or a.shape[1] == 0:
+        return np.nonzero(a)
+    return np.divmod(np.flatnonzero(a), a.shape[1])

@@ -42,6 +42,7 @@ from scipy.spatial import cKDTree
 
 from ._stats import median as _median
 from ._stats import neighbour_extremes as _neighbour_extremes
+from ._stats import nonzero_2d as _nonzero_2d
 
 __all__ = [
     "SPOT_COLUMNS",
@@ -136,7 +137,7 @@ def remove_hot_pixels(image: np.ndarray, max_neighbour_ratio: float = HOT_PIXEL_
     np.maximum(thr, np.float32(0.999 * floor), out=thr)
     thr += hi
     del hi
-    ys, xs = np.nonzero(c > thr)
+    ys, xs = _nonzero_2d(c > thr)
     del thr
     if ys.size == 0:
         return img, 0
@@ -284,7 +285,7 @@ def estimate_crosstalk(probes: "dict[str, np.ndarray]", sigma_px: float) -> dict
     for n in probes:
         img = np.asarray(probes[n], np.float32)
         e = enh[n] = enhance_spots(img.max(axis=0) if img.ndim == 3 else img, sigma_px)
-        ys, xs = np.nonzero((e > CROSSTALK_MIN_SNR * noise_level(e)) & (e == ndi.maximum_filter(e, size=2 * r + 1)))
+        ys, xs = _nonzero_2d((e > CROSSTALK_MIN_SNR * noise_level(e)) & (e == ndi.maximum_filter(e, size=2 * r + 1)))
         order = np.argsort(e[ys, xs], kind="stable")[::-1][:CROSSTALK_MAX_SIGNALS]
         points[n] = (ys[order], xs[order])
     return crosstalk_at(enh, points)

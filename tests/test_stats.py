@@ -126,3 +126,15 @@ def test_neighbour_extremes_known_answers():
     np.testing.assert_array_equal(nmax, [8, 5, -np.inf])  # 9 and 10 skipped; (3, 3) has only skipped ones
     np.testing.assert_array_equal(n_skip, [2, 0, 3])
     assert nmin[2] == np.inf
+
+
+@pytest.mark.parametrize("shape, frac", [((3, 3), 0.5), ((40, 60), 0.01), ((200, 300), 0.3), ((64, 0), 0.5)])
+def test_nonzero_2d_is_np_nonzero(shape, frac):
+    from fishcount._stats import nonzero_2d
+
+    a = np.random.default_rng(0).random(shape) < frac
+    ys, xs = nonzero_2d(a)
+    ry, rx = np.nonzero(a)
+    np.testing.assert_array_equal(ys, ry)
+    np.testing.assert_array_equal(xs, rx)
+    assert ys.dtype == ry.dtype and xs.dtype == rx.dtype
