@@ -2016,21 +2016,37 @@ def test_concave_split_parameters_are_validated(tmp_path):
             tmp_path, ("concave_part_solidity = 0.9", "concave_part_solidity = 1.5")))
 
 
-def test_distance_to_short_reach_matches_edt():
-    # the truncated separable distance equals scipy's EDT wherever it is within the reach (known answer:
-    # a single pixel at (5, 5) is 5 px from (8, 9)), and is beyond the reach elsewhere
-    fg = np.zeros((12, 14), bool)
-    fg[5, 5] = True
-    out = S._distance_to(fg, 5.0)
-    assert out[8, 9] == np.float32(5.0) and out[5, 5] == 0
+def test_nearest_within_matches_edt_and_takes_the_strictest_of_ties():
+    # known answer: a single object pixel at (5, 5) is 5 px from (8, 9); the distance equals scipy's EDT
+    # wherever it is within the reach and is beyond the reach elsewhere
+    lab = np.zeros((12, 14), np.int32)
+    lab[5, 5] = 1
+    dist, val = S._nearest_within(lab, 5.0, np.array([0, 7], np.float32))
+    assert dist[8, 9] == np.float32(5.0) and dist[5, 5] == 0 and val[8, 9] == 7
+    # two objects equally near (4 px either side of column 6): the larger value wins, whichever comes first
+    lab = np.zeros((9, 13), np.int32)
+    lab[4, 2], lab[4, 10] = 1, 2
+    for value in ([0, 1, 2], [0, 2, 1]):
+        dist, val = S._nearest_within(lab, 4.0, np.array(value, np.float32))
+        assert dist[4, 6] == 4 and val[4, 6] == 2 and val[4, 5] == value[1] and val[4, 7] == value[2]
+    # random labels: the distance is the EDT's, the value the largest among all nearest pixels (brute force)
     rng = np.random.default_rng(3)
-    for reach in (1.0, 2.5, 3.0, float(np.sqrt(10.0)), 6.0):
-        fg = rng.random((30, 37)) < 0.03
-        fg[0, 0] = True
-        ref = ndi.distance_transform_edt(~fg).astype(np.float32)
-        got = S._distance_to(fg, reach)
+    for reach in (1.0, 2.5, 3.0, float(np.sqrt(10.0)), 6.0, 9.5):
+        lab = np.where(rng.random((30, 37)) < 0.03, rng.integers(1, 6, (30, 37)), 0).astype(np.int32)
+        lab[0, 0] = 1
+        value = rng.random(6).astype(np.float32)
+        ref = ndi.distance_transform_edt(lab == 0).astype(np.float32)
+        dist, val = S._nearest_within(lab, reach, value)
         near = ref <= reach
-        assert np.array_equal(got[near], ref[near]) and (got[~near] > reach).all()
+        assert np.array_equal(dist[near], ref[near]) and (dist[~near] > reach).all()
+        ys, xs = np.nonzero(lab)
+        for y, x in zip(*np.nonzero(near)):
+            d2 = (ys - y) ** 2 + (xs - x) ** 2
+            at = d2 == d2.min()
+            if reach < 9:  # the scipy feature-transform fallback (reach > 8 px) keeps one nearest pixel
+                assert val[y, x] == value[lab[ys[at], xs[at]]].max()
+            else:
+                assert val[y, x] in value[lab[ys[at], xs[at]]]
 
 
 def test_dilate_sparse_matches_binary_dilation():
