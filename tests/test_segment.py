@@ -2049,6 +2049,30 @@ def test_nearest_within_matches_edt_and_takes_the_strictest_of_ties():
                 assert val[y, x] in value[lab[ys[at], xs[at]]]
 
 
+def test_meeting_line_leaves_out_the_dimmer_pixel_of_each_meeting_pair():
+    lab = np.array([[1, 1, 2, 2],
+                    [1, 1, 2, 2],
+                    [0, 3, 3, 0]], np.int32)
+    h = np.array([[9, 4, 3, 9],
+                  [9, 5, 5, 9],
+                  [0, 1, 7, 0]], np.float32)
+    line = S._meeting_line(lab, h)
+    # (0,1)-(0,2): 3 < 4 -> (0,2); (1,1)-(1,2) equal -> both; (1,1)-(2,1): 1 < 5 -> (2,1); (1,2)-(2,2): 5 < 7
+    # -> (1,2); a row's end and the next row's start (2 then 1, 2 then 0) are not neighbours
+    expect = np.zeros(lab.shape, bool)
+    expect[0, 2] = expect[1, 1] = expect[1, 2] = expect[2, 1] = True
+    assert np.array_equal(line, expect)
+    # any labels: every 4-neighbour pair of different non-zero labels has a pixel on the line
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        lab = rng.integers(0, 4, (9, 11)).astype(np.int32)
+        line = S._meeting_line(lab, rng.integers(0, 3, lab.shape).astype(np.float32))
+        for a, b, la, lb in ((lab[:-1], lab[1:], line[:-1], line[1:]), (lab[:, :-1], lab[:, 1:], line[:, :-1], line[:, 1:])):
+            meet = (a > 0) & (b > 0) & (a != b)
+            assert (la | lb)[meet].all()
+        assert not line[lab == 0].any()
+
+
 def test_dilate_sparse_matches_binary_dilation():
     m = np.zeros((20, 25), bool)
     m[0, 0] = m[10, 12] = m[10, 13] = m[19, 24] = True
