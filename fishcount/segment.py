@@ -1985,6 +1985,7 @@ def _join_lobes(labels: np.ndarray, flt: np.ndarray, d: float, p: dict) -> np.nd
     dist, need = _nearest_within(labels, gap, np.float32(ratio) * mean.astype(np.float32))
     near_gap = ~fg & (dist <= gap)
     cand = near_gap & (flt >= need)
+    del need
     grown = watershed(dist, labels, mask=fg | cand).astype(np.int32)
     del dist
     keys = []
@@ -2064,35 +2065,39 @@ def _nearest_within(labels: np.ndarray, reach: float, value: np.ndarray) -> tupl
     if r > 8:
         dist, (iy, ix) = ndi.distance_transform_edt(~fg, return_indices=True)
         return dist.astype(np.float32), np.take(val, labels[iy, ix])
-    far = np.int32(4 * r * r + 1)  # > any squared distance inside the window
+    far = np.int16(4 * r * r + 1)  # > any squared distance inside the window (<= 257: int16 holds the sums)
     h, w = fg.shape
-    # the row pass on flat rows framed by r columns of 'far' (a shift by up to r along the flat buffer
+    # the row pass on flat rows framed by r columns of background (a shift by up to r along the flat buffer
     # reads the frame, never the next row): 1-D ufuncs, ~3x faster than on column-shifted 2-D views
-    frame = np.full((h, w + r), far, np.int32)
-    frame[:, :w] = np.where(fg, np.int32(0), far)
+    fgf = np.zeros((h, w + r), bool)
+    fgf[:, :w] = fg
     vframe = np.full((h, w + r), -np.inf, np.float32)
     vframe[:, :w] = np.take(val, labels)
-    f, vf = frame.ravel(), vframe.ravel()
-    row, vrow = frame.copy(), vframe.copy()
-    rf, vrf = row.ravel(), vrow.ravel()
-
-    def take_min(d_dst, v_dst, d_src, v_src, k):
-        c = d_src + k
-        better = c < d_dst
-        tie = c == d_dst
-        np.copyto(d_dst, c, where=better)
-        np.copyto(v_dst, v_src, where=better | (tie & (v_src > v_dst)))
-
+    row = np.where(fgf, np.int16(0), far)
+    vrow = vframe.copy()
+    f, vf, rf, vrf = fgf.ravel(), vframe.ravel(), row.ravel(), vrow.ravel()
     for dx in range(1, min(r, w - 1) + 1):
-        k = np.int32(dx * dx)
-        take_min(rf[dx:], vrf[dx:], f[:-dx], vf[:-dx], k)
-        take_min(rf[:-dx], vrf[:-dx], f[dx:], vf[dx:], k)
+        k = np.int16(dx * dx)
+        for dst, src in ((slice(dx, None), slice(None, -dx)), (slice(None, -dx), slice(dx, None))):
+            # an object pixel dx away: squared distance k
+            better = f[src] & (rf[dst] > k)
+            tie = f[src] & (rf[dst] == k) & (vf[src] > vrf[dst])
+            np.copyto(rf[dst], k, where=better)
+            np.copyto(vrf[dst], vf[src], where=better | tie)
+    del fgf, vframe, f, vf
     d2, near = row.copy(), vrow.copy()
     for dy in range(1, min(r, h - 1) + 1):
-        k = np.int32(dy * dy)
-        take_min(d2[dy:], near[dy:], row[:-dy], vrow[:-dy], k)
-        take_min(d2[:-dy], near[:-dy], row[dy:], vrow[dy:], k)
-    return np.sqrt(d2[:, :w].astype(np.float64)).astype(np.float32), np.ascontiguousarray(near[:, :w])
+        k = np.int16(dy * dy)
+        for dst, src in ((slice(dy, None), slice(None, -dy)), (slice(None, -dy), slice(dy, None))):
+            c = row[src] + k
+            better = c < d2[dst]
+            better |= (c == d2[dst]) & (vrow[src] > near[dst])
+            np.copyto(d2[dst], c, where=better)
+            np.copyto(near[dst], vrow[src], where=better)
+            del c, better
+    # float32 sqrt of the whole number is the float64 one rounded (sqrt is correctly rounded both ways and
+    # 53 >= 2 x 24 + 2, so the double rounding is exact)
+    return np.sqrt(d2[:, :w].astype(np.float32)), np.ascontiguousarray(near[:, :w])
 
 
 def _edt_at(inside: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
