@@ -190,6 +190,21 @@ def test_analyse_channel_shift_field(make_napari_viewer, sim_field):
     assert w.params()["channel_shifts_um"] == {"D5S23": (0.0, 0.2), "EGR1": (0.1, 0.0)}
     result, _ = w.analyse()
     assert result.params["channel_shifts_um"] == {"D5S23": [0.0, 0.2], "EGR1": [0.1, 0.0]}
+    # the probe channels are shown where the analysis saw them: moved back by their shift (world units: µm,
+    # the reader's scale), the data untouched; the preview markers follow their channel
+    data = np.array(viewer.layers["D5S23"].data, copy=True)
+    w.show_result(result)
+    assert viewer.layers["DAPI"].scale[-1] == pytest.approx(0.16)
+    assert np.allclose(viewer.layers["D5S23"].translate[-2:], (0.0, -0.2))
+    assert np.allclose(viewer.layers["EGR1"].translate[-2:], (-0.1, 0.0))
+    assert np.allclose(viewer.layers["DAPI"].translate, 0) and np.array_equal(viewer.layers["D5S23"].data, data)
+    table, th = w.detect_preview("D5S23")
+    w._show_preview("D5S23", table, th)
+    assert np.allclose(viewer.layers["D5S23 preview"].translate, (0.0, -0.2))
+    # analysed again without a shift: back in place
+    w.channel_shift.setText("")
+    w.show_result(w.analyse()[0])
+    assert np.allclose(viewer.layers["D5S23"].translate, 0) and np.allclose(viewer.layers["EGR1"].translate, 0)
     w.channel_shift.setText("D5S23=0.2")
     with pytest.raises(fc.InputError, match="SIGNAL=DY,DX"):
         w.params()

@@ -287,6 +287,7 @@ class AnalyseWidget(QWidget):
         for name in [f"{s} preview" for s in result.panel.signal_names]:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
+        self.align_probe_layers(result.params.get("channel_shifts_um") or {}, px)
         n = result.nuclei
         calls = n.loc[n["scorable"], "call"].value_counts()
         txt = ", ".join(f"{k} {v}" for k, v in calls.items())
@@ -296,6 +297,24 @@ class AnalyseWidget(QWidget):
             + (f"; written to {folder}" if folder else "")
         )
         self.analysed.emit(folder)
+
+    def align_probe_layers(self, shifts_um: dict, pixel_size_um: float | None) -> None:
+        """Show each probe channel where the analysis saw it: its image layer is translated back by the
+        calibrated channel shift (``{signal: (dy, dx)}`` µm, as recorded in ``params["channel_shifts_um"]``),
+        so the signals, their markers and the nuclei outlines line up; no shift puts it back. The layer's
+        data are not changed."""
+        for sig, box in self.channel_boxes.items():
+            name = box.currentText()
+            if name not in self.viewer.layers:
+                continue
+            ly = self.viewer.layers[name]
+            dy, dx = (float(v) for v in shifts_um.get(sig, (0.0, 0.0)))
+            t = np.zeros(ly.ndim)
+            if (dy or dx) and pixel_size_um:
+                # world units: the layer's scale per pixel (µm when the reader set the pixel size, else 1)
+                t[-2] = -dy / float(pixel_size_um) * float(ly.scale[-2])
+                t[-1] = -dx / float(pixel_size_um) * float(ly.scale[-1])
+            ly.translate = t
 
     # -- live preview --------------------------------------------------------------------------
     def _maybe_preview(self, signal: str):
@@ -345,4 +364,7 @@ class AnalyseWidget(QWidget):
             self.viewer.add_points(coords, name=name, scale=scale_of(px), symbol="ring", face_color="transparent",
                                    border_color=signal_color(self.panel, signal), size=6, border_width=0.2,
                                    border_width_is_relative=True)
+        # detected on the channel as stored: drawn where its image layer is shown (align_probe_layers)
+        src = self._layer(self.channel_boxes[signal].currentText()).translate
+        self.viewer.layers[name].translate = np.asarray(src)[-2:]
         self.status.setText(f"{signal}: {len(table)} signals at threshold {threshold:.1f} SNR")
