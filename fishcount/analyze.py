@@ -297,6 +297,47 @@ def parse_channel_shifts(values: "str | Iterable[str]") -> dict[str, tuple[float
     return out
 
 
+def correct_channel_shifts(field: Any, channel_shifts_um: "Mapping[str, Any] | None",
+                           panel: "Panel | str | None" = None, pixel_size_um: float | None = None) -> Any:
+    """The field with its probe channels moved back by their calibrated lateral shifts, as
+    :func:`analyze_field` sees them (``channel_shifts_um``; docs/detection.md).
+
+    Parameters
+    ----------
+    field : fishcount.io.Field
+        The field as read.
+    channel_shifts_um : dict of str to (float, float)
+        ``{signal or fluor: (dy, dx)}`` µm, where each channel's content appears relative to DAPI
+        (``params["channel_shifts_um"]`` of a field result holds them per signal).
+    panel : Panel or str, optional
+        Panel that resolves the keys (default: the field's, else the default panel).
+    pixel_size_um : float, optional
+        Pixel size, µm (default: the field's).
+
+    Returns
+    -------
+    fishcount.io.Field
+        A new field with the shifted channels as float32 (:func:`fishcount.spots.correct_channel_shift`);
+        ``field`` itself when every shift is zero.
+
+    Raises
+    ------
+    InputError
+        A key that is neither a signal nor a fluor of the panel, a malformed shift, or a shift with no
+        pixel size.
+    """
+    pan = panel if isinstance(panel, Panel) else load_panel(panel or getattr(field, "panel_id", None))
+    shifts = _check_shifts(channel_shifts_um, pan)
+    px = pixel_size_um or field.pixel_size_um
+    if any(v != (0.0, 0.0) for v in shifts.values()) and not px:
+        raise InputError(field.path, "a channel shift (µm) needs the pixel size; pass pixel_size_um")
+    missing = [k for k in shifts if k not in field.probes]
+    if missing:
+        raise InputError(field.path, f"no probe channel {', '.join(missing)} to shift (channels: "
+                                     f"{', '.join(field.probes)})")
+    return _without_channel_shifts(field, shifts, float(px) if px else 0.0)
+
+
 def _without_channel_shifts(fld, shifts: Mapping[str, tuple[float, float]], px: float):
     """The field with each probe channel in ``shifts`` moved back by its calibrated shift
     (:func:`fishcount.spots.correct_channel_shift`)."""

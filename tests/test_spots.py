@@ -803,6 +803,24 @@ def test_channel_shift_is_measured_from_fusions_and_corrected():
     assert same_corrected >= 0.95 and same_uncorrected <= 0.85, (same_uncorrected, same_corrected)
 
 
+def test_correct_channel_shifts_moves_a_fields_channels_back():
+    # a field's D5S23 channel 0.32 µm (2 px at 0.16 µm/px) too far right comes back by 2 px; EGR1 untouched
+    rng = np.random.default_rng(2)
+    dapi, egr1, d5 = (rng.random((40, 50)).astype(np.float32) for _ in range(3))
+    f = fc.field_from_arrays(dapi, {"EGR1": egr1, "D5S23": d5}, 0.16, panel="del5q")
+    g = fc.correct_channel_shifts(f, {"SpectrumGreen": (0.0, 0.32)})  # a fluor names its signal
+    assert np.allclose(g.probes["D5S23"][:, :-2], d5[:, 2:], atol=1e-5)
+    assert g.probes["EGR1"] is f.probes["EGR1"] and g.dapi is f.dapi
+    assert fc.correct_channel_shifts(f, {}) is f and fc.correct_channel_shifts(f, None) is f
+    with pytest.raises(fc.InputError, match="'BCR' is neither a signal nor a fluor"):
+        fc.correct_channel_shifts(f, {"BCR": (0, 0.1)})
+    nopix = fc.field_from_arrays(dapi, {"EGR1": egr1, "D5S23": d5}, None, panel="del5q")
+    with pytest.raises(fc.InputError, match="needs the pixel size"):
+        fc.correct_channel_shifts(nopix, {"D5S23": (0, 0.1)})
+    assert np.allclose(fc.correct_channel_shifts(nopix, {"D5S23": (0, 0.32)}, pixel_size_um=0.16).probes["D5S23"],
+                       g.probes["D5S23"])
+
+
 def test_channel_shifts_are_validated():
     img = np.zeros((3, 64, 64), np.float32)
     with pytest.raises(fc.InputError, match="'XYZ' is neither a signal nor a fluor of panel del5q"):

@@ -117,6 +117,36 @@ def test_reader_opens_result_folder_and_study(make_napari_viewer, field_dir, tmp
     assert viewer.layers["nuclei"].metadata["fishcount"]["study_dir"] == str(run)
 
 
+def test_result_of_a_shifted_channel_opens_aligned(make_napari_viewer, sim_field, tmp_path):
+    """A field analysed with a calibrated channel shift: the result folder opens with that channel's image
+    layer moved back by it (where the analysis saw it), and the Review gallery uses it moved back too."""
+    result = fc.analyze_field(fc.read_field(sim_field["image"]), channel_shifts_um={"D5S23": (0.16, -0.32)})
+    folder = fc.write_field_result(result, tmp_path / "shifted")
+    viewer = make_napari_viewer()
+    viewer.open(folder, plugin=PLUGIN)
+    assert np.allclose(viewer.layers["D5S23"].translate, (-0.16, 0.32))  # µm: the reader's scale is µm
+    assert np.allclose(viewer.layers["EGR1"].translate, 0) and np.allclose(viewer.layers["DAPI"].translate, 0)
+    viewer.layers.clear()
+    r = _open_review(viewer, folder)
+    seen = {}
+    import fishcount.overlay as ov
+
+    real = ov.render_gallery
+
+    def spy(res, **kw):
+        seen["d5"] = np.asarray(res.field.probes["D5S23"])
+        return real(res, **kw)
+
+    ov.render_gallery = spy
+    try:
+        r.show_gallery()
+    finally:
+        ov.render_gallery = real
+    assert r.gallery_image is not None
+    expect = fc.correct_channel_shift(fc.read_field(sim_field["image"]).probes["D5S23"], (0.16, -0.32), 0.16)
+    assert np.allclose(seen["d5"], expect)
+
+
 def test_sample_data(make_napari_viewer):
     viewer = make_napari_viewer()
     from napari_fishcount._sample import sample_image_path

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layers import META, labels_layer, points_layers, scale_of, show_outlines
+from ._layers import META, labels_layer, points_layers, scale_of, shift_translate, show_outlines
 
 
 def _image_layers(viewer) -> list:
@@ -308,13 +308,7 @@ class AnalyseWidget(QWidget):
             if name not in self.viewer.layers:
                 continue
             ly = self.viewer.layers[name]
-            dy, dx = (float(v) for v in shifts_um.get(sig, (0.0, 0.0)))
-            t = np.zeros(ly.ndim)
-            if (dy or dx) and pixel_size_um:
-                # world units: the layer's scale per pixel (µm when the reader set the pixel size, else 1)
-                t[-2] = -dy / float(pixel_size_um) * float(ly.scale[-2])
-                t[-1] = -dx / float(pixel_size_um) * float(ly.scale[-1])
-            ly.translate = t
+            ly.translate = shift_translate(shifts_um.get(sig), pixel_size_um, ly.scale, ly.ndim)
 
     # -- live preview --------------------------------------------------------------------------
     def _maybe_preview(self, signal: str):

@@ -57,7 +57,21 @@ def scale_of(pixel_size_um: float | None) -> tuple[float, float]:
     return (p, p)
 
 
-def field_layers(field, panel: Panel, context: dict | None = None) -> list[tuple[Any, dict, str]]:
+def shift_translate(shift_um: Any, pixel_size_um: float | None, scale: Any, ndim: int = 2) -> np.ndarray:
+    """Layer ``translate`` (world units) that shows a probe channel moved back by its calibrated lateral
+    shift ``(dy, dx)`` µm (``params["channel_shifts_um"]``, docs/detection.md), i.e. where the analysis
+    saw it. ``scale``: the layer's scale per pixel (µm with a pixel size, else 1). Zeros without a shift
+    or a pixel size."""
+    t = np.zeros(ndim)
+    dy, dx = (float(v) for v in (shift_um if shift_um is not None else (0.0, 0.0)))
+    if (dy or dx) and pixel_size_um:
+        t[-2] = -dy / float(pixel_size_um) * float(scale[-2])
+        t[-1] = -dx / float(pixel_size_um) * float(scale[-1])
+    return t
+
+
+def field_layers(field, panel: Panel, context: dict | None = None,
+                 channel_shifts_um: dict | None = None) -> list[tuple[Any, dict, str]]:
     """Image layers (one per channel, named like the panel, coloured by fluor, µm scale) of a Field.
 
     Parameters
@@ -66,6 +80,9 @@ def field_layers(field, panel: Panel, context: dict | None = None) -> list[tuple
     panel : Panel
     context : dict, optional
         Extra metadata stored under ``layer.metadata["fishcount"]``.
+    channel_shifts_um : dict, optional
+        ``{signal: (dy, dx)}`` µm the field was analysed with: those channels are shown moved back
+        (:func:`shift_translate`), where the analysis saw them.
 
     Returns
     -------
@@ -84,8 +101,10 @@ def field_layers(field, panel: Panel, context: dict | None = None) -> list[tuple
         img = np.asarray(field.probes[s.name])
         if img.ndim == 3:
             img = img.max(axis=0)
+        shift = (channel_shifts_um or {}).get(s.name)
         out.append((img, {"name": s.name, "colormap": channel_colormap(s.name, signal_color(panel, s.name)),
                           "blending": "additive", "scale": scale,
+                          "translate": shift_translate(shift, field.pixel_size_um, scale),
                           "metadata": {META: {**ctx, "channel": s.name}}, "contrast_limits": _limits(img)}, "image"))
     return out
 

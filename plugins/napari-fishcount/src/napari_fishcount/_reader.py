@@ -149,7 +149,8 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
             field = fc.read_field(ctx["source"], panel=panel, pixel_size_um=px)
             px = px or field.pixel_size_um
             context["pixel_size_um"] = px
-            layers += field_layers(field, panel, context)
+            shifts = ctx["params"].get("channel_shifts_um")
+            layers += field_layers(field, panel, context, shifts if isinstance(shifts, dict) else None)
         except FishcountError:
             pass  # the tables are still reviewable without the image
     labels = read_labels(folder)
