@@ -64,6 +64,17 @@ CONDITIONS: dict[str, tuple[str, dict, bool]] = {
     "probe channel crosstalk 3 %": ("del5q", {"channel_crosstalk": 0.03}, True),
     "probe channel crosstalk 5 %": ("del5q", {"channel_crosstalk": 0.05}, True),
     "probe channel crosstalk 10 %": ("del5q", {"channel_crosstalk": 0.10}, True),
+    "dual fusion, probe channel crosstalk 5 %": ("bcr_abl1", {"channel_crosstalk": 0.05}, True),
+    "dual fusion, probe channel crosstalk 10 %": ("bcr_abl1", {"channel_crosstalk": 0.10}, True),
+    "dual fusion, crosstalk 10 %, calibrated (channel_crosstalk)": (
+        "bcr_abl1", {"channel_crosstalk": 0.10,
+                     "analyze_params": {"channel_crosstalk": {"ABL1->BCR": 0.10, "BCR->ABL1": 0.10}}}, True),
+    "break-apart, probe channel crosstalk 5 %": ("kmt2a", {"channel_crosstalk": 0.05}, True),
+    "break-apart, probe channel crosstalk 10 %": ("kmt2a", {"channel_crosstalk": 0.10}, True),
+    "break-apart, crosstalk 10 %, calibrated (channel_crosstalk)": (
+        "kmt2a", {"channel_crosstalk": 0.10,
+                  "analyze_params": {"channel_crosstalk": {"SpectrumOrange->SpectrumGreen": 0.10,
+                                                           "SpectrumGreen->SpectrumOrange": 0.10}}}, True),
     "dual fusion, probe channels 0.3 µm apart": ("bcr_abl1", {"channel_shift_um": 0.3}, True),
     "dual fusion, probe channels 0.6 µm apart": ("bcr_abl1", {"channel_shift_um": 0.6}, True),
     "dual fusion, 0.6 µm apart, corrected (channel_shifts_um)": (

@@ -297,6 +297,72 @@ def parse_channel_shifts(values: "str | Iterable[str]") -> dict[str, tuple[float
     return out
 
 
+def _check_crosstalk(crosstalk: "Mapping[Any, Any] | None", panel: Panel) -> dict[tuple[str, str], float]:
+    """``channel_crosstalk`` validated and resolved to the panel's signals: ``(src, dst) -> k``.
+
+    A key is ``"SRC->DST"`` or a ``(src, dst)`` pair; each side a signal name or a fluor (case-insensitive;
+    every signal labelled with it), so one calibration of a microscope's filter sets serves every panel
+    with those fluors. A pair named by its signals takes the value given for them over the fluors'. The
+    value is the fraction of ``src``'s light seen through ``dst``'s filter, in [0, 0.5].
+    """
+    fluors = {s.fluor.casefold(): s.fluor for s in panel.signals}
+
+    def side(name: str, key: Any) -> list[str]:
+        name = str(name).strip()
+        if name in panel.signal_names:
+            return [name]
+        hits = [s.name for s in panel.signals if s.fluor.casefold() == name.casefold()]
+        if not hits:
+            raise InputError("channel_crosstalk", f"{key!r}: {name!r} is neither a signal nor a fluor of panel "
+                                                  f"{panel.id} (signals {', '.join(panel.signal_names)}; fluors "
+                                                  f"{', '.join(fluors.values())})")
+        return hits
+
+    by_name: dict[tuple[str, str], float] = {}
+    by_fluor: dict[tuple[str, str], float] = {}
+    for key, v in dict(crosstalk or {}).items():
+        pair = tuple(key) if isinstance(key, (tuple, list)) else tuple(str(key).split("->"))
+        if len(pair) != 2 or not all(str(x).strip() for x in pair):
+            raise InputError("channel_crosstalk", f"{key!r}: expected SRC->DST (signals or fluors)")
+        try:
+            k = float(v)
+        except (TypeError, ValueError):
+            raise InputError("channel_crosstalk", f"{key}: expected a fraction, got {v!r}") from None
+        if not 0.0 <= k <= 0.5:
+            raise InputError("channel_crosstalk", f"{key}: expected a fraction in [0, 0.5] (a filter passes less "
+                                                  f"than half of another dye's light), got {v!r}")
+        named = all(str(x).strip() in panel.signal_names for x in pair)
+        for a in side(pair[0], key):
+            for b in side(pair[1], key):
+                if a == b:
+                    raise InputError("channel_crosstalk", f"{key}: a channel cannot leak into itself")
+                (by_name if named else by_fluor)[(a, b)] = k
+    return {**by_fluor, **by_name}
+
+
+def parse_crosstalk(values: "str | Iterable[str]") -> dict[str, float]:
+    """``SRC:DST=K`` (or ``SRC->DST=K``) entries -> ``{"SRC->DST": k}``, for ``channel_crosstalk``.
+
+    ``values`` is one string (entries separated by ``;`` or whitespace) or an iterable of entries, as the
+    CLI's repeatable ``--crosstalk`` gives them (``:`` needs no quoting in a shell, ``->`` does). Raises
+    :class:`~fishcount.errors.InputError` naming the malformed entry.
+    """
+    items = values.replace(";", " ").split() if isinstance(values, str) else list(values)
+    out: dict[str, float] = {}
+    for v in items:
+        pair, sep, rest = str(v).rpartition("=")
+        src, arrow, dst = pair.partition("->") if "->" in pair else pair.partition(":")
+        try:
+            k = float(rest)
+            if not sep or not arrow or not src.strip() or not dst.strip():
+                raise ValueError
+        except ValueError:
+            raise InputError("--crosstalk", f"expected SRC:DST=K (e.g. SpectrumOrange:SpectrumGreen=0.08), "
+                                            f"got {v!r}") from None
+        out[f"{src.strip()}->{dst.strip()}"] = k
+    return out
+
+
 def correct_channel_shifts(field: Any, channel_shifts_um: "Mapping[str, Any] | None",
                            panel: "Panel | str | None" = None, pixel_size_um: float | None = None) -> Any:
     """The field with its probe channels moved back by their calibrated lateral shifts, as
@@ -443,9 +509,29 @@ def _signal_size_ratio(field, cands: dict[str, tuple], sigma_px: float) -> tuple
     return (float(np.median(list(per.values()))) if per else None), per
 
 
-def _candidates_unmixed(fld, labels, panel: Panel, pixel_size_um: float, det: Mapping[str, float]):
+def _crosstalk_source(calibrated: Mapping, panel: Panel, det: Mapping[str, float], fld) -> str:
+    """How the crosstalk record of a field came about (``params["crosstalk_source"]``, docs/outputs.md)."""
+    if calibrated:
+        return "calibrated (channel_crosstalk)"
+    if float(det["crosstalk_min"]) <= 0:
+        return "off (crosstalk_min = 0)"
+    if panel.kind not in ("deletion", "enumeration"):
+        return f"not measured ({panel.kind} panel: its probes co-localise; give channel_crosstalk)"
+    if any(np.ndim(v) == 3 for v in fld.probes.values()):
+        return "not measured (3-D detection; give channel_crosstalk)"
+    return "measured (this field)"
+
+
+def _candidates_unmixed(fld, labels, panel: Panel, pixel_size_um: float, det: Mapping[str, float],
+                        calibrated: "Mapping[tuple[str, str], float] | None" = None):
     """:func:`_detect_candidates`, and again on the unmixed probe channels when :func:`_without_crosstalk`
-    unmixed them. Returns (field used, (panel used, candidates, size record), crosstalk record, unmixed)."""
+    unmixed them. With ``calibrated`` crosstalk (``{(src, dst): k}``, :func:`_check_crosstalk`) the channels
+    are unmixed by it first and nothing is measured. Returns (field used, (panel used, candidates, size
+    record), crosstalk record, unmixed)."""
+    if calibrated:
+        fld = dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, dict(calibrated)))
+        return (fld, _detect_candidates(fld, labels, panel, pixel_size_um, det),
+                {f"{a}->{b}": float(v) for (a, b), v in calibrated.items()}, True)
     found = _detect_candidates(fld, labels, panel, pixel_size_um, det)
     fld, crosstalk, unmixed = _without_crosstalk(fld, panel, found[1], det)
     if unmixed:
@@ -500,6 +586,7 @@ def analyze_field(
     segmentation=None,
     z_plane: int | None = None,
     channel_shifts_um: "Mapping[str, tuple[float, float]] | None" = None,
+    channel_crosstalk: "Mapping[Any, float] | None" = None,
     **params: Any,
 ) -> FieldResult:
     """Analyse one field: segment nuclei, detect and count probe signals, call every nucleus.
@@ -542,6 +629,14 @@ def analyze_field(
         0.3 µm too far right). Those channels are moved back before detection
         (:func:`fishcount.spots.correct_channel_shift`); measure the shift with
         :func:`fishcount.spots.estimate_channel_shift`. Recorded per signal in ``params["channel_shifts_um"]``.
+    channel_crosstalk : dict, optional
+        Calibrated crosstalk between probe channels (filter bleed-through): ``{"SRC->DST": k}`` or
+        ``{(src, dst): k}``, each side a signal name or a fluor, ``k`` the fraction of ``src``'s light seen
+        through ``dst``'s filter (0-0.5). The probe channels are unmixed by it before detection
+        (:func:`fishcount.spots.unmix_crosstalk`) and nothing is measured. Needed for break-apart and
+        fusion panels, whose co-localised probes hide the crosstalk (deletion and enumeration panels
+        measure it on the field); measure it with ``fishcount crosstalk`` on a deletion-panel slide in the
+        same fluors. Recorded in ``params["crosstalk"]`` with ``params["crosstalk_source"]``.
     **params
         Detection parameters (:data:`DETECTION_DEFAULTS`); all others go to
         :func:`fishcount.segment_nuclei` (e.g. ``backend="cellpose"``, ``nucleus_diameter_um=8``).
@@ -566,6 +661,7 @@ def analyze_field(
     pan = load_panel(panel)
     manual = _check_thresholds(thresholds, pan)
     shifts = _check_shifts(channel_shifts_um, pan)
+    calibrated = _check_crosstalk(channel_crosstalk, pan)
     det, seg_params = _split_params(params)
     fld = _field_for_detection(source, pan, channels, pixel_size_um, det, z_plane)
     timings["read_s"] = time.perf_counter() - t0
@@ -585,7 +681,7 @@ def analyze_field(
     t = time.perf_counter()
     px, px_source = _pixel_size(fld, seg)
     fld = _without_channel_shifts(fld, shifts, px)
-    fld, (det_pan, cands, size_rec), crosstalk, unmixed = _candidates_unmixed(fld, labels, pan, px, det)
+    fld, (det_pan, cands, size_rec), crosstalk, unmixed = _candidates_unmixed(fld, labels, pan, px, det, calibrated)
     zs = _z_scale(fld, det, px)
     qc = seg.qc
     n_nuc = int(len(qc))
@@ -627,6 +723,7 @@ def analyze_field(
         "channel_shifts_um": {k: list(v) for k, v in shifts.items()},
         "crosstalk": crosstalk,
         "crosstalk_unmixed": unmixed,
+        "crosstalk_source": _crosstalk_source(calibrated, pan, det, fld),
         "threshold_source": th_source,
         "threshold_units": "SNR (noise units of the enhanced image)",
         "detection": det,
@@ -712,6 +809,7 @@ def estimate_thresholds(
     pixel_size_um: float | None = None,
     z_plane: int | None = None,
     channel_shifts_um: "Mapping[str, tuple[float, float]] | None" = None,
+    channel_crosstalk: "Mapping[Any, float] | None" = None,
     **params: Any,
 ) -> dict[str, float]:
     """One automatic threshold per signal pooled over the fields of one slide or sample.
@@ -730,7 +828,7 @@ def estimate_thresholds(
         Probe panel.
     segmentations : iterable of Segmentation, optional
         Precomputed segmentations, one per field, in the same order.
-    channels, pixel_size_um, z_plane, channel_shifts_um, **params
+    channels, pixel_size_um, z_plane, channel_shifts_um, channel_crosstalk, **params
         As for :func:`analyze_field`.
 
     Returns
@@ -740,6 +838,7 @@ def estimate_thresholds(
     """
     pan = load_panel(panel)
     shifts = _check_shifts(channel_shifts_um, pan)
+    calibrated = _check_crosstalk(channel_crosstalk, pan)
     det, seg_params = _split_params(params)
     fields = list(fields)
     if not fields:
@@ -755,7 +854,7 @@ def estimate_thresholds(
         px, _ = _pixel_size(fld, seg)
         fld = _without_channel_shifts(fld, shifts, px)
         n_nuc += int(len(seg.qc))
-        cands = _candidates_unmixed(fld, np.asarray(seg.labels), pan, px, det)[1][1]
+        cands = _candidates_unmixed(fld, np.asarray(seg.labels), pan, px, det, calibrated)[1][1]
         for name, (cand, _, _) in cands.items():
             pool[name].append(cand["snr"][cand["label"] > 0])
     return {

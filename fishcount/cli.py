@@ -74,6 +74,16 @@ def _channel_shift_option(f):
     )(f)
 
 
+def _crosstalk_option(f):
+    return click.option(
+        "--crosstalk", "crosstalk", multiple=True, metavar="SRC:DST=K",
+        help="Calibrated crosstalk between probe channels: the fraction K of SRC's light seen through DST's "
+             "filter (e.g. SpectrumOrange:SpectrumGreen=0.08; signals or fluors). The channels are unmixed "
+             "before detection. Needed for break-apart and fusion panels (deletion and enumeration panels "
+             "measure it on each field); measure it with `fishcount crosstalk`. Repeatable.",
+    )(f)
+
+
 def _split_channels(channels: str | None) -> list[str] | None:
     if channels is None:
         return None
@@ -368,8 +378,9 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
               help="z-stacks: keep every plane and detect signals in 3-D; UM is the z step in µm "
                    "(as `analyze --z-step`). Default: detect on the maximum projection.")
 @_channel_shift_option
+@_crosstalk_option
 def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria, cutoffs, workers, scheduler,
-            pool_thresholds, no_report, quiet, z_step_um, channel_shift) -> None:
+            pool_thresholds, no_report, quiet, z_step_um, channel_shift, crosstalk) -> None:
     """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
 
     \b
@@ -378,7 +389,7 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
     that cannot be read is recorded in errors.csv and the run goes on; the exit code is then 1
     ("completed with N errors"). Bad arguments, manifest or panel: exit code 2 before any work.
     """
-    from .analyze import parse_channel_shifts
+    from .analyze import parse_channel_shifts, parse_crosstalk
     from .batch import run_batch
 
     params: dict = {}
@@ -393,6 +404,9 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
     shifts = parse_channel_shifts(channel_shift)
     if shifts:
         params.setdefault("analyze", {})["channel_shifts_um"] = {k: list(v) for k, v in shifts.items()}
+    xt = parse_crosstalk(crosstalk)
+    if xt:
+        params.setdefault("analyze", {})["channel_crosstalk"] = xt
     if read:
         params["read"] = read
     res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
@@ -457,15 +471,16 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--z-plane", "z_plane", type=click.IntRange(min=0), default=None, metavar="N",
               help="z-stacks: analyse plane N (0-based) instead of the maximum projection.")
 @_channel_shift_option
+@_crosstalk_option
 def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool_thresholds, overwrite,
-                no_overlay, z_step_um, z_plane, channel_shift) -> None:
+                no_overlay, z_step_um, z_plane, channel_shift, crosstalk) -> None:
     """Segment nuclei, count probe signals and call every nucleus in each IMAGE.
 
     \b
     Writes OUT/<stem>/: nuclei.csv, spots.csv, labels.tif, overlay.png, field.json
     (the versioned output contract, docs/outputs.md).
     """
-    from .analyze import analyze_field, estimate_thresholds, parse_channel_shifts, write_field_result
+    from .analyze import analyze_field, estimate_thresholds, parse_channel_shifts, parse_crosstalk, write_field_result
     from .panels import load_panel
 
     if z_step_um is not None and z_plane is not None:
@@ -474,6 +489,9 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
     shifts = parse_channel_shifts(channel_shift)
     if shifts:
         opts["channel_shifts_um"] = shifts
+    xt = parse_crosstalk(crosstalk)
+    if xt:
+        opts["channel_crosstalk"] = xt
     pan = load_panel(panel)
     chans = _split_channels(channels)
     manual = _parse_thresholds(threshold)
@@ -543,6 +561,54 @@ def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -
                f"({n} pairs in {len(images)} field(s), pairs within {reach:g} µm)")
     click.echo(f"correct with: --channel-shift {moved}={dy:.3f},{dx:.3f} (this panel) or "
                f"--channel-shift {fluor[moved]}={dy:.3f},{dx:.3f} (every panel with these fluors)")
+
+
+# --- crosstalk: measure the bleed-through between probe channels on a control (fishcount.spots) --------
+@main.command("crosstalk")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--panel", required=True,
+              help="A deletion or enumeration panel (probes that do not co-localise) in the fluors to calibrate, "
+                   "e.g. del5q for SpectrumOrange/SpectrumGreen.")
+@_channels_option
+@_pixel_size_option
+def crosstalk_cmd(images, panel, channels, pixel_size_um) -> None:
+    """Measure the crosstalk between probe channels (filter bleed-through) on control fields.
+
+    \b
+    Image any slide hybridised with a deletion or enumeration probe in the fluors to calibrate, with
+    the filter sets used for the patient images. In each field the brightest signals of each channel
+    are read in the other channel (fishcount.spots.crosstalk_at, as `analyze` does on such panels);
+    the median over the fields is printed, ready for `--crosstalk` on break-apart and fusion panels.
+    """
+    import numpy as np
+
+    from .analyze import analyze_field
+    from .panels import load_panel
+
+    pan = load_panel(panel)
+    if pan.kind not in ("deletion", "enumeration"):
+        raise FishcountError("--panel", f"panel {pan.id} is a {pan.kind} panel: its probes co-localise, which "
+                                        "hides the crosstalk; calibrate on a deletion or enumeration panel")
+    per: dict[str, list[float]] = {}
+    for img in images:
+        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um)
+        for pair, k in (res.params.get("crosstalk") or {}).items():
+            per.setdefault(pair, []).append(float(k))
+    if not per:
+        where = images[0] if len(images) == 1 else f"{len(images)} fields"
+        raise FishcountError(where, "too few bright signals in each channel to measure the crosstalk "
+                                    "(image more or denser control fields)")
+    fluor = {s.name: s.fluor for s in pan.signals}
+    by_name, by_fluor = [], []
+    for pair in sorted(per):
+        k = float(np.median(per[pair]))
+        src, dst = pair.split("->")
+        click.echo(f"{src} ({fluor[src]}) seen through the {dst} ({fluor[dst]}) filter: {k:.3f} "
+                   f"(median of {len(per[pair])} field(s))")
+        by_name.append(f"--crosstalk {src}:{dst}={k:.3f}")
+        by_fluor.append(f"--crosstalk {fluor[src]}:{fluor[dst]}={k:.3f}")
+    click.echo("correct with: " + " ".join(by_fluor) + " (every panel with these fluors) or "
+               + " ".join(by_name) + " (this panel)")
 
 
 # --- review (issue 7): reviewer journals -> concordance, rescored samples (fishcount.review) ----------

@@ -346,6 +346,37 @@ def test_cli_channel_shift_measures_the_shift(tmp_path):
     assert r.exit_code == 2 and "pairs within" in r.output and "Traceback" not in r.output
 
 
+def test_cli_crosstalk_measures_and_analyze_corrects(tmp_path):
+    """`fishcount crosstalk` on deletion-panel control fields with 8 % crosstalk prints the fractions and the
+    options (by fluor and by signal); a co-localising panel is refused; `analyze --crosstalk` records the
+    calibration; a malformed entry is a one-line error."""
+    paths = []
+    for seed in (41, 42):
+        sim = fc.simulate_field("del5q", shape=(384, 384), seed=seed, channel_crosstalk=0.08)
+        paths.append(tmp_path / f"c{seed}.ome.tif")
+        fc.write_simulated_field(sim, paths[-1])
+    r = CliRunner().invoke(main, ["crosstalk", *map(str, paths), "--panel", "del5q"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].startswith("D5S23 (SpectrumGreen) seen through the EGR1 (SpectrumOrange) filter:")
+    assert float(lines[0].split("filter: ")[1].split()[0]) == pytest.approx(0.08, abs=0.025)
+    assert "--crosstalk SpectrumOrange:SpectrumGreen=" in r.output and "--crosstalk EGR1:D5S23=" in r.output
+    r = CliRunner().invoke(main, ["crosstalk", str(paths[0]), "--panel", "kmt2a"])
+    assert r.exit_code == 2 and "co-localise" in r.output
+    ba = fc.simulate_field("kmt2a", shape=(256, 256), seed=3, channel_crosstalk=0.08)
+    fc.write_simulated_field(ba, tmp_path / "ba.ome.tif")
+    r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ba.ome.tif"), "--panel", "kmt2a", "--out",
+                                  str(tmp_path / "out"), "--no-overlay", "--crosstalk", "SpectrumOrange:SpectrumGreen=0.08",
+                                  "--crosstalk", "SpectrumGreen:SpectrumOrange=0.08"])
+    assert r.exit_code == 0, r.output
+    params = json.loads((tmp_path / "out" / "ba" / "field.json").read_text())["params"]
+    assert params["crosstalk"] == {"KMT2A_3->KMT2A_5": 0.08, "KMT2A_5->KMT2A_3": 0.08}
+    assert params["crosstalk_source"] == "calibrated (channel_crosstalk)"
+    r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ba.ome.tif"), "--panel", "kmt2a", "--out",
+                                  str(tmp_path / "out2"), "--crosstalk", "SpectrumOrange=0.08"])
+    assert r.exit_code == 2 and "expected SRC:DST=K" in r.output and "Traceback" not in r.output
+
+
 def test_overlay_from_tables_read_back_from_csv(tmp_path):
     """The napari gallery rebuilds a FieldResult from the CSV files: text booleans must still work."""
     from dataclasses import replace

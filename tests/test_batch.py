@@ -490,12 +490,16 @@ def test_cli_run_exit_codes(sim_study, tmp_path):
     # a calibrated channel shift reaches every field's analysis and is recorded
     (study / "P01" / "week00" / "field02.ome.tif").unlink()
     res = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o3"), "--workers", "1", "--quiet",
-                                    "--no-report", "--channel-shift", "D5S23=0,0.2"])
+                                    "--no-report", "--channel-shift", "D5S23=0,0.2",
+                                    "--crosstalk", "SpectrumOrange:SpectrumGreen=0.05"])
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "o3" / "run.json").read_text())
     assert run["parameters"]["params"]["analyze"]["channel_shifts_um"] == {"D5S23": [0.0, 0.2]}
-    field_json = next((tmp_path / "o3" / "fields").rglob("field.json"))
-    assert json.loads(field_json.read_text())["params"]["channel_shifts_um"] == {"D5S23": [0.0, 0.2]}
+    assert run["parameters"]["params"]["analyze"]["channel_crosstalk"] == {"SpectrumOrange->SpectrumGreen": 0.05}
+    field_json = json.loads(next((tmp_path / "o3" / "fields").rglob("field.json")).read_text())
+    assert field_json["params"]["channel_shifts_um"] == {"D5S23": [0.0, 0.2]}
+    assert field_json["params"]["crosstalk"] == {"EGR1->D5S23": 0.05}
+    assert field_json["params"]["crosstalk_source"] == "calibrated (channel_crosstalk)"
 
 
 class _Tty(io.StringIO):

@@ -238,6 +238,16 @@ def test_analyse_channel_shift_field(make_napari_viewer, sim_field):
     w.channel_shift.setText("D5S23=0.2")
     with pytest.raises(fc.InputError, match="SIGNAL=DY,DX"):
         w.params()
+    # a calibrated crosstalk, typed the same way, reaches the analysis and its record
+    w.channel_shift.setText("")
+    w.crosstalk.setText("SpectrumOrange:SpectrumGreen=0.05; D5S23:EGR1=0.04")
+    assert w.params()["channel_crosstalk"] == {"SpectrumOrange->SpectrumGreen": 0.05, "D5S23->EGR1": 0.04}
+    result, _ = w.analyse()
+    assert result.params["crosstalk"] == {"EGR1->D5S23": 0.05, "D5S23->EGR1": 0.04}
+    assert result.params["crosstalk_source"] == "calibrated (channel_crosstalk)"
+    w.crosstalk.setText("EGR1=0.05")
+    with pytest.raises(fc.InputError, match="SRC:DST=K"):
+        w.params()
 
 
 def test_analyse_error_is_shown(make_napari_viewer, qtbot, sim_field, tmp_path):

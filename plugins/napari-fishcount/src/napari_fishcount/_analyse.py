@@ -77,6 +77,11 @@ class AnalyseWidget(QWidget):
         self.channel_shift.setPlaceholderText("none (e.g. BCR=0,0.3; from `fishcount channel-shift`)")
         self.channel_shift.setToolTip("Calibrated lateral shift of probe channels against DAPI, µm: SIGNAL=DY,DX, "
                                       "several separated by ';'. The channel is moved back before detection.")
+        self.crosstalk = QLineEdit()
+        self.crosstalk.setPlaceholderText("none (e.g. SpectrumOrange:SpectrumGreen=0.08; from `fishcount crosstalk`)")
+        self.crosstalk.setToolTip("Calibrated crosstalk between probe channels: SRC:DST=K, the fraction of SRC's "
+                                  "light seen through DST's filter, several separated by ';'. The channels are "
+                                  "unmixed before detection (needed for break-apart and fusion panels).")
         self.threshold_form = QFormLayout()
         self.threshold_checks: dict[str, QCheckBox] = {}
         self.threshold_spins: dict[str, QDoubleSpinBox] = {}
@@ -102,6 +107,7 @@ class AnalyseWidget(QWidget):
         pl.addRow("nucleus diameter", self.nucleus_diameter)
         pl.addRow("lowest automatic threshold", self.min_auto_snr)
         pl.addRow("channel shift (µm)", self.channel_shift)
+        pl.addRow("crosstalk", self.crosstalk)
         th = QGroupBox("Detection threshold override (SNR, noise units)")
         tl = QVBoxLayout(th)
         tl.addLayout(self.threshold_form)
@@ -226,6 +232,9 @@ class AnalyseWidget(QWidget):
         shifts = fc.parse_channel_shifts(self.channel_shift.text())
         if shifts:
             p["channel_shifts_um"] = shifts
+        crosstalk = fc.parse_crosstalk(self.crosstalk.text())
+        if crosstalk:
+            p["channel_crosstalk"] = crosstalk
         return p
 
     # -- running ---------------------------------------------------------------------------------
