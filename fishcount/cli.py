@@ -64,24 +64,24 @@ def _pixel_size_option(f):
     )(f)
 
 
-def _channel_shift_option(f):
-    return click.option(
-        "--channel-shift", "channel_shift", multiple=True, metavar="SIGNAL=DY,DX",
-        help="Calibrated lateral shift of a probe channel against DAPI in µm (where its content appears, "
-             "e.g. BCR=0,0.3: 0.3 µm too far right); SIGNAL is a signal or a fluor (SpectrumGreen=0,0.3 "
-             "serves every panel). The channel is moved back before detection. Measure it with "
-             "`fishcount channel-shift`. Repeatable.",
-    )(f)
+def _repeatable_option(flag: str, dest: str, metavar: str, help_: str):
+    """A repeatable ``--flag ENTRY`` option (the calibrations below), as a decorator."""
+    return click.option(flag, dest, multiple=True, metavar=metavar, help=help_)
 
 
-def _crosstalk_option(f):
-    return click.option(
-        "--crosstalk", "crosstalk", multiple=True, metavar="SRC:DST=K",
-        help="Calibrated crosstalk between probe channels: the fraction K of SRC's light seen through DST's "
-             "filter (e.g. SpectrumOrange:SpectrumGreen=0.08; signals or fluors). The channels are unmixed "
-             "before detection. Needed for break-apart and fusion panels (deletion and enumeration panels "
-             "measure it on each field); measure it with `fishcount crosstalk`. Repeatable.",
-    )(f)
+_channel_shift_option = _repeatable_option(
+    "--channel-shift", "channel_shift", "SIGNAL=DY,DX",
+    "Calibrated lateral shift of a probe channel against DAPI in µm (where its content appears, "
+    "e.g. BCR=0,0.3: 0.3 µm too far right); SIGNAL is a signal or a fluor (SpectrumGreen=0,0.3 "
+    "serves every panel). The channel is moved back before detection. Measure it with "
+    "`fishcount channel-shift`. Repeatable.")
+
+_crosstalk_option = _repeatable_option(
+    "--crosstalk", "crosstalk", "SRC:DST=K",
+    "Calibrated crosstalk between probe channels: the fraction K of SRC's light seen through DST's "
+    "filter (e.g. SpectrumOrange:SpectrumGreen=0.08; signals or fluors). The channels are unmixed "
+    "before detection. Needed for break-apart and fusion panels (deletion and enumeration panels "
+    "measure it on each field); measure it with `fishcount crosstalk`. Repeatable.")
 
 
 def _split_channels(channels: str | None) -> list[str] | None:

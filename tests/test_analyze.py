@@ -324,15 +324,21 @@ def test_cli_analyze(tmp_path):
         "D5S23": [0.0, 0.2]}
 
 
+def _control_fields(tmp_path, panel, seeds, **sim_kw) -> list:
+    """Simulated 384² control fields written as OME-TIFF (``simulate_field`` keywords), their paths."""
+    paths = []
+    for seed in seeds:
+        sim = fc.simulate_field(panel, shape=(384, 384), seed=seed, **sim_kw)
+        paths.append(tmp_path / f"c{seed}.ome.tif")
+        fc.write_simulated_field(sim, paths[-1])
+    return paths
+
+
 def test_cli_channel_shift_measures_the_shift(tmp_path):
     """`fishcount channel-shift` on break-apart control fields whose 5' channel is 0.5 µm off prints the
     shift of the other channel against it and the option that corrects it; a panel without co-localising
     probes, or too few pairs, is a one-line error."""
-    paths = []
-    for seed in (1, 2):
-        sim = fc.simulate_field("kmt2a", shape=(384, 384), seed=seed, channel_shift_um=0.5)
-        paths.append(tmp_path / f"c{seed}.ome.tif")
-        fc.write_simulated_field(sim, paths[-1])
+    paths = _control_fields(tmp_path, "kmt2a", (1, 2), channel_shift_um=0.5)
     r = CliRunner().invoke(main, ["channel-shift", *map(str, paths), "--panel", "kmt2a"])
     assert r.exit_code == 0, r.output
     line = r.output.splitlines()[0]
@@ -350,11 +356,7 @@ def test_cli_crosstalk_measures_and_analyze_corrects(tmp_path):
     """`fishcount crosstalk` on deletion-panel control fields with 8 % crosstalk prints the fractions and the
     options (by fluor and by signal); a co-localising panel is refused; `analyze --crosstalk` records the
     calibration; a malformed entry is a one-line error."""
-    paths = []
-    for seed in (41, 42):
-        sim = fc.simulate_field("del5q", shape=(384, 384), seed=seed, channel_crosstalk=0.08)
-        paths.append(tmp_path / f"c{seed}.ome.tif")
-        fc.write_simulated_field(sim, paths[-1])
+    paths = _control_fields(tmp_path, "del5q", (41, 42), channel_crosstalk=0.08)
     r = CliRunner().invoke(main, ["crosstalk", *map(str, paths), "--panel", "del5q"])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
