@@ -211,15 +211,20 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
     channel's brightest candidates inside nuclei, SNR >= ``CROSSTALK_MIN_SNR``, read in every other
     channel's enhanced image; debris outside nuclei shows in every channel), and unmixed where it reaches
     ``crosstalk_min`` (:func:`fishcount.spots.unmix_crosstalk`). Returns the field (unmixed or as given),
-    the fractions as ``{"SRC->DST": k}`` and whether it was unmixed (the caller then detects again).
-    3-D detection is not measured."""
+    the fractions as ``{"SRC->DST": k}``, whether it was unmixed (the caller then detects again) and how
+    the record came about (``params["crosstalk_source"]``: measured, or why not). 3-D detection is not
+    measured."""
     k_min = float(det["crosstalk_min"])
-    if k_min <= 0 or panel.kind not in ("deletion", "enumeration") or len(cands) < 2:
-        return fld, {}, False
+    if k_min <= 0:
+        return fld, {}, False, "off (crosstalk_min = 0)"
+    if panel.kind not in ("deletion", "enumeration"):
+        return fld, {}, False, f"not measured ({panel.kind} panel: its probes co-localise; give channel_crosstalk)"
+    if len(cands) < 2:
+        return fld, {}, False, "not measured (one probe channel)"
     enh, points = {}, {}
     for name, (cand, _, resp) in cands.items():
         if "z" in cand or np.ndim(resp) != 2:
-            return fld, {}, False
+            return fld, {}, False, "not measured (3-D detection; give channel_crosstalk)"
         sel = np.flatnonzero((cand["snr"] >= CROSSTALK_MIN_SNR) & (cand["label"] > 0))  # debris left out
         sel = sel[np.argsort(-cand["snr"][sel], kind="stable")[:CROSSTALK_MAX_SIGNALS]]
         h, w = np.shape(resp)
@@ -230,8 +235,8 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
     rec = {f"{a}->{b}": round(v, 4) for (a, b), v in est.items()}
     use = {pair: min(v, 0.5) for pair, v in est.items() if v >= k_min}  # (a filter passes < half)
     if not use:
-        return fld, rec, False
-    return dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, use)), rec, True
+        return fld, rec, False, "measured (this field)"
+    return dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, use)), rec, True, "measured (this field)"
 
 
 def _without_hot_pixels(fld, det: Mapping[str, float]) -> tuple[Any, dict[str, int]]:
@@ -245,6 +250,21 @@ def _without_hot_pixels(fld, det: Mapping[str, float]) -> tuple[Any, dict[str, i
     return fld, counts
 
 
+def _signals_named(name: Any, panel: Panel, where: str, key: Any = None) -> list[str]:
+    """The signals ``name`` stands for in ``panel``: the signal itself, or every signal labelled with that
+    fluor (case-insensitive). Raises :class:`InputError` (``where``; the entry ``key`` named first when it
+    is not ``name`` itself) when it is neither."""
+    name = str(name)
+    if name in panel.signal_names:
+        return [name]
+    hits = [s.name for s in panel.signals if s.fluor.casefold() == name.casefold()]
+    if not hits:
+        lead = "" if key is None else f"{key!r}: "
+        raise InputError(where, f"{lead}{name!r} is neither a signal nor a fluor of panel {panel.id} (signals "
+                                f"{', '.join(panel.signal_names)}; fluors {', '.join(s.fluor for s in panel.signals)})")
+    return hits
+
+
 def _check_shifts(shifts: "Mapping[str, Any] | None", panel: Panel) -> dict[str, tuple[float, float]]:
     """``channel_shifts_um`` validated and resolved to the panel's signals: signal -> (dy, dx) µm.
 
@@ -254,12 +274,8 @@ def _check_shifts(shifts: "Mapping[str, Any] | None", panel: Panel) -> dict[str,
     """
     out: dict[str, tuple[float, float]] = {}
     by_fluor: dict[str, tuple[float, float]] = {}
-    fluors = {s.fluor.casefold(): s.fluor for s in panel.signals}
     for k, v in dict(shifts or {}).items():
-        if k not in panel.signal_names and str(k).casefold() not in fluors:
-            raise InputError("channel_shifts_um", f"{k!r} is neither a signal nor a fluor of panel {panel.id} "
-                                                  f"(signals {', '.join(panel.signal_names)}; fluors "
-                                                  f"{', '.join(fluors.values())})")
+        _signals_named(k, panel, "channel_shifts_um")
         try:
             dy, dx = (float(x) for x in v)
         except (TypeError, ValueError):
@@ -305,19 +321,6 @@ def _check_crosstalk(crosstalk: "Mapping[Any, Any] | None", panel: Panel) -> dic
     with those fluors. A pair named by its signals takes the value given for them over the fluors'. The
     value is the fraction of ``src``'s light seen through ``dst``'s filter, in [0, 0.5].
     """
-    fluors = {s.fluor.casefold(): s.fluor for s in panel.signals}
-
-    def side(name: str, key: Any) -> list[str]:
-        name = str(name).strip()
-        if name in panel.signal_names:
-            return [name]
-        hits = [s.name for s in panel.signals if s.fluor.casefold() == name.casefold()]
-        if not hits:
-            raise InputError("channel_crosstalk", f"{key!r}: {name!r} is neither a signal nor a fluor of panel "
-                                                  f"{panel.id} (signals {', '.join(panel.signal_names)}; fluors "
-                                                  f"{', '.join(fluors.values())})")
-        return hits
-
     by_name: dict[tuple[str, str], float] = {}
     by_fluor: dict[tuple[str, str], float] = {}
     for key, v in dict(crosstalk or {}).items():
@@ -332,8 +335,8 @@ def _check_crosstalk(crosstalk: "Mapping[Any, Any] | None", panel: Panel) -> dic
             raise InputError("channel_crosstalk", f"{key}: expected a fraction in [0, 0.5] (a filter passes less "
                                                   f"than half of another dye's light), got {v!r}")
         named = all(str(x).strip() in panel.signal_names for x in pair)
-        for a in side(pair[0], key):
-            for b in side(pair[1], key):
+        for a in _signals_named(str(pair[0]).strip(), panel, "channel_crosstalk", key):
+            for b in _signals_named(str(pair[1]).strip(), panel, "channel_crosstalk", key):
                 if a == b:
                     raise InputError("channel_crosstalk", f"{key}: a channel cannot leak into itself")
                 (by_name if named else by_fluor)[(a, b)] = k
@@ -509,34 +512,21 @@ def _signal_size_ratio(field, cands: dict[str, tuple], sigma_px: float) -> tuple
     return (float(np.median(list(per.values()))) if per else None), per
 
 
-def _crosstalk_source(calibrated: Mapping, panel: Panel, det: Mapping[str, float], fld) -> str:
-    """How the crosstalk record of a field came about (``params["crosstalk_source"]``, docs/outputs.md)."""
-    if calibrated:
-        return "calibrated (channel_crosstalk)"
-    if float(det["crosstalk_min"]) <= 0:
-        return "off (crosstalk_min = 0)"
-    if panel.kind not in ("deletion", "enumeration"):
-        return f"not measured ({panel.kind} panel: its probes co-localise; give channel_crosstalk)"
-    if any(np.ndim(v) == 3 for v in fld.probes.values()):
-        return "not measured (3-D detection; give channel_crosstalk)"
-    return "measured (this field)"
-
-
 def _candidates_unmixed(fld, labels, panel: Panel, pixel_size_um: float, det: Mapping[str, float],
                         calibrated: "Mapping[tuple[str, str], float] | None" = None):
     """:func:`_detect_candidates`, and again on the unmixed probe channels when :func:`_without_crosstalk`
     unmixed them. With ``calibrated`` crosstalk (``{(src, dst): k}``, :func:`_check_crosstalk`) the channels
     are unmixed by it first and nothing is measured. Returns (field used, (panel used, candidates, size
-    record), crosstalk record, unmixed)."""
+    record), crosstalk record, unmixed, source of the record)."""
     if calibrated:
         fld = dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, dict(calibrated)))
         return (fld, _detect_candidates(fld, labels, panel, pixel_size_um, det),
-                {f"{a}->{b}": float(v) for (a, b), v in calibrated.items()}, True)
+                {f"{a}->{b}": float(v) for (a, b), v in calibrated.items()}, True, "calibrated (channel_crosstalk)")
     found = _detect_candidates(fld, labels, panel, pixel_size_um, det)
-    fld, crosstalk, unmixed = _without_crosstalk(fld, panel, found[1], det)
+    fld, crosstalk, unmixed, source = _without_crosstalk(fld, panel, found[1], det)
     if unmixed:
         found = _detect_candidates(fld, labels, panel, pixel_size_um, det)
-    return fld, found, crosstalk, unmixed
+    return fld, found, crosstalk, unmixed, source
 
 
 def _detect_candidates(field, labels, panel: Panel, pixel_size_um: float,
@@ -681,7 +671,8 @@ def analyze_field(
     t = time.perf_counter()
     px, px_source = _pixel_size(fld, seg)
     fld = _without_channel_shifts(fld, shifts, px)
-    fld, (det_pan, cands, size_rec), crosstalk, unmixed = _candidates_unmixed(fld, labels, pan, px, det, calibrated)
+    fld, (det_pan, cands, size_rec), crosstalk, unmixed, xt_source = _candidates_unmixed(
+        fld, labels, pan, px, det, calibrated)
     zs = _z_scale(fld, det, px)
     qc = seg.qc
     n_nuc = int(len(qc))
@@ -723,7 +714,7 @@ def analyze_field(
         "channel_shifts_um": {k: list(v) for k, v in shifts.items()},
         "crosstalk": crosstalk,
         "crosstalk_unmixed": unmixed,
-        "crosstalk_source": _crosstalk_source(calibrated, pan, det, fld),
+        "crosstalk_source": xt_source,
         "threshold_source": th_source,
         "threshold_units": "SNR (noise units of the enhanced image)",
         "detection": det,

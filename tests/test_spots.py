@@ -746,6 +746,8 @@ def test_crosstalk_between_probe_channels_is_taken_out_in_the_analysis():
     off = fc.analyze_field(mixed.image, "del5q", pixel_size_um=mixed.pixel_size_um, crosstalk_min=0)
     c = off.nuclei.set_index("label")
     assert (a.loc[common, "call"] == c.loc[common, "call"]).mean() < 0.7  # the test sees the harm
+    assert r1.params["crosstalk_source"] == "measured (this field)"
+    assert off.params["crosstalk_source"] == "off (crosstalk_min = 0)" and off.params["crosstalk"] == {}
     ba = fc.simulate_field("kmt2a", shape=(256, 256), seed=12, channel_crosstalk=0.1)
     rb = fc.analyze_field(ba.image, "kmt2a", pixel_size_um=ba.pixel_size_um)
     assert rb.params["crosstalk"] == {} and not rb.params["crosstalk_unmixed"]
