@@ -368,7 +368,8 @@ def test_cli_crosstalk_measures_and_analyze_corrects(tmp_path):
     ba = fc.simulate_field("kmt2a", shape=(256, 256), seed=3, channel_crosstalk=0.08)
     fc.write_simulated_field(ba, tmp_path / "ba.ome.tif")
     r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ba.ome.tif"), "--panel", "kmt2a", "--out",
-                                  str(tmp_path / "out"), "--no-overlay", "--crosstalk", "SpectrumOrange:SpectrumGreen=0.08",
+                                  str(tmp_path / "out"), "--no-overlay",
+                                  "--crosstalk", "SpectrumOrange:SpectrumGreen=0.08",
                                   "--crosstalk", "SpectrumGreen:SpectrumOrange=0.08"])
     assert r.exit_code == 0, r.output
     params = json.loads((tmp_path / "out" / "ba" / "field.json").read_text())["params"]

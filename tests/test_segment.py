@@ -2067,7 +2067,8 @@ def test_meeting_line_leaves_out_the_dimmer_pixel_of_each_meeting_pair():
     for _ in range(20):
         lab = rng.integers(0, 4, (9, 11)).astype(np.int32)
         line = S._meeting_line(lab, rng.integers(0, 3, lab.shape).astype(np.float32))
-        for a, b, la, lb in ((lab[:-1], lab[1:], line[:-1], line[1:]), (lab[:, :-1], lab[:, 1:], line[:, :-1], line[:, 1:])):
+        for a, b, la, lb in ((lab[:-1], lab[1:], line[:-1], line[1:]),
+                             (lab[:, :-1], lab[:, 1:], line[:, :-1], line[:, 1:])):
             meet = (a > 0) & (b > 0) & (a != b)
             assert (la | lb)[meet].all()
         assert not line[lab == 0].any()

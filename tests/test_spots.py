@@ -783,7 +783,8 @@ def test_crosstalk_calibration_is_validated_and_resolved():
     pan = fc.load_panel("bcr_abl1")  # ABL1 SpectrumOrange, BCR SpectrumGreen
     assert _check_crosstalk({"spectrumorange->SpectrumGreen": 0.08}, pan) == {("ABL1", "BCR"): 0.08}
     # a pair named by its signals wins over the same pair named by fluors; tuples work as keys
-    assert _check_crosstalk({("SpectrumOrange", "SpectrumGreen"): 0.08, "ABL1->BCR": 0.05}, pan) == {("ABL1", "BCR"): 0.05}
+    both = {("SpectrumOrange", "SpectrumGreen"): 0.08, "ABL1->BCR": 0.05}
+    assert _check_crosstalk(both, pan) == {("ABL1", "BCR"): 0.05}
     assert _check_crosstalk(None, pan) == {}
     for bad, msg in (({"ABL1->EGR1": 0.1}, "'EGR1' is neither a signal nor a fluor"),
                      ({"ABL1": 0.1}, "expected SRC->DST"),
