@@ -777,6 +777,23 @@ def test_calibrated_crosstalk_unmixes_a_break_apart_panel():
     assert (a["call"] != "normal").sum() > 0  # the clean field has abnormal nuclei to lose
 
 
+def test_calibrated_crosstalk_unmixes_z_stacks_too(tmp_path):
+    """3-D detection measures no crosstalk; a calibration unmixes the z-stack's channels before it."""
+    kw = dict(shape=(256, 256), seed=5, z_planes=5, abnormal_fraction=0.5)
+    paths = {}
+    for name, extra in (("clean", {}), ("mixed", {"channel_crosstalk": 0.1})):
+        sim = fc.simulate_field("kmt2a", **kw, **extra)
+        paths[name] = fc.write_simulated_field(sim, tmp_path / f"{name}.ome.tif")["image"]
+    cal = fc.parse_crosstalk("SpectrumOrange:SpectrumGreen=0.1 SpectrumGreen:SpectrumOrange=0.1")
+    r0, r1, r2 = (fc.analyze_field(paths[n], "kmt2a", z_step_um=0.3, **k)
+                  for n, k in (("clean", {}), ("mixed", {}), ("mixed", {"channel_crosstalk": cal})))
+    assert r2.params["crosstalk_source"].startswith("calibrated") and r2.params["crosstalk_unmixed"]
+    calls = [r.nuclei.set_index("label")["call"] for r in (r0, r1, r2)]
+    common = calls[0].index.intersection(calls[1].index).intersection(calls[2].index)
+    assert (calls[0][common] != "normal").sum() > 0
+    assert (calls[2][common] == calls[0][common]).mean() > (calls[1][common] == calls[0][common]).mean()
+
+
 def test_crosstalk_calibration_is_validated_and_resolved():
     from fishcount.analyze import _check_crosstalk
 
