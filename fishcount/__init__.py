@@ -38,7 +38,7 @@ _API: dict[str, str] = {
     "call_nuclei": "calls",
     "analyze_field": "analyze", "FieldResult": "analyze", "write_field_result": "analyze",
     "estimate_thresholds": "analyze", "parse_channel_shifts": "analyze",
-    "correct_channel_shifts": "analyze", "parse_crosstalk": "analyze",
+    "correct_channel_shifts": "analyze", "parse_crosstalk": "analyze", "channels_as_analysed": "analyze",
     "render_overlay": "overlay", "render_gallery": "overlay",
     # scoring / cut-offs / response / cohort
     "score_sample": "scoring", "score_samples": "scoring", "clopper_pearson": "scoring",

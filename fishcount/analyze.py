@@ -407,6 +407,40 @@ def correct_channel_shifts(field: Any, channel_shifts_um: "Mapping[str, Any] | N
     return _without_channel_shifts(field, shifts, float(px) if px else 0.0)
 
 
+def channels_as_analysed(field: Any, params: Mapping[str, Any], panel: "Panel | str | None" = None) -> Any:
+    """The field's probe channels as :func:`analyze_field` saw them, from a field result's ``params``
+    (``field.json``): moved back by ``channel_shifts_um`` (:func:`correct_channel_shifts`) and unmixed by
+    ``crosstalk`` when ``crosstalk_unmixed`` (:func:`fishcount.spots.unmix_crosstalk`; a measured fraction
+    as recorded, to 4 decimals). For pictures of a result read back from disk (the napari review gallery);
+    camera hot pixels are not removed again.
+
+    Parameters
+    ----------
+    field : fishcount.io.Field
+        The field as read from its source.
+    params : dict
+        ``FieldResult.params`` or ``field.json``'s ``params``.
+    panel : Panel or str, optional
+        Panel of the result (default: the field's).
+
+    Returns
+    -------
+    fishcount.io.Field
+        A new field, or ``field`` itself when the analysis changed no channel.
+    """
+    pan = panel if isinstance(panel, Panel) else load_panel(panel or getattr(field, "panel_id", None))
+    field = correct_channel_shifts(field, params.get("channel_shifts_um") or {}, pan)
+    rec = dict(params.get("crosstalk") or {})
+    if params.get("crosstalk_unmixed") and rec:
+        if str(params.get("crosstalk_source", "")).startswith("calibrated"):
+            mix = _check_crosstalk(rec, pan)
+        else:  # measured: the pairs that reached crosstalk_min were unmixed, at most 0.5 (_without_crosstalk)
+            k_min = float(dict(params.get("detection") or {}).get("crosstalk_min", DETECTION_DEFAULTS["crosstalk_min"]))
+            mix = _check_crosstalk({k: min(float(v), 0.5) for k, v in rec.items() if float(v) >= k_min}, pan)
+        field = dataclasses.replace(field, probes=unmix_crosstalk(field.probes, mix))
+    return field
+
+
 def _without_channel_shifts(fld, shifts: Mapping[str, tuple[float, float]], px: float):
     """The field with each probe channel in ``shifts`` moved back by its calibrated shift
     (:func:`fishcount.spots.correct_channel_shift`)."""

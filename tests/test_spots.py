@@ -1,6 +1,8 @@
 """Signal detection: known answers on small synthetic images, lab rules, automatic threshold."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -792,6 +794,26 @@ def test_calibrated_crosstalk_unmixes_z_stacks_too(tmp_path):
     common = calls[0].index.intersection(calls[1].index).intersection(calls[2].index)
     assert (calls[0][common] != "normal").sum() > 0
     assert (calls[2][common] == calls[0][common]).mean() > (calls[1][common] == calls[0][common]).mean()
+
+
+def test_channels_as_analysed_rebuilds_the_analysed_channels():
+    """From a result's params alone: the calibrated shift and crosstalk give the analysed channels exactly,
+    a measured crosstalk to the rounding of its record; a field the analysis left alone comes back as is."""
+    sim = fc.simulate_field("del5q", shape=(384, 384), seed=12, channel_crosstalk=0.1)
+    f = fc.field_from_arrays(sim.image[0], {"EGR1": sim.image[1], "D5S23": sim.image[2]}, sim.pixel_size_um,
+                             panel="del5q")
+    r = fc.analyze_field(f, channel_crosstalk={"EGR1->D5S23": 0.1, "D5S23->EGR1": 0.1},
+                         channel_shifts_um={"D5S23": (0.0, 0.16)})
+    g = fc.channels_as_analysed(f, json.loads(json.dumps(r.params)))  # as read back from field.json
+    assert all(np.array_equal(g.probes[k], r.field.probes[k]) for k in ("EGR1", "D5S23"))
+    m = fc.analyze_field(f)
+    assert m.params["crosstalk_unmixed"] and m.params["crosstalk_source"] == "measured (this field)"
+    g = fc.channels_as_analysed(f, m.params)
+    for k in ("EGR1", "D5S23"):
+        assert np.allclose(g.probes[k], m.field.probes[k], rtol=0, atol=1e-3 * float(np.ptp(m.field.probes[k])))
+    clean = fc.field_from_arrays(sim.image[0], {"EGR1": sim.image[1], "D5S23": sim.image[2]}, sim.pixel_size_um,
+                                 panel="del5q")
+    assert fc.channels_as_analysed(clean, {"crosstalk": {}, "crosstalk_unmixed": False}) is clean
 
 
 def test_crosstalk_calibration_is_validated_and_resolved():

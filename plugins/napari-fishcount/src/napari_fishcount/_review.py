@@ -608,9 +608,8 @@ class ReviewWidget(QWidget):
         if not src:
             raise ValueError("the field's source image is not known (field.json), so no gallery")
         field = fc.read_field(src, panel=self.state.panel, pixel_size_um=self.pixel_size_um)
-        # the probe channels where the analysis saw them (a calibrated channel shift), under their markers
-        field = fc.correct_channel_shifts(field, self.context.get("params", {}).get("channel_shifts_um"),
-                                          self.state.panel)
+        # the probe channels as the analysis saw them (calibrated shift, unmixed crosstalk), under their markers
+        field = fc.channels_as_analysed(field, self.context.get("params", {}), self.state.panel)
         result = FieldResult(field=field, labels=read_labels(self.folder), nuclei=self.state.nuclei,
                              spots=self.state.spots, thresholds=self.context.get("thresholds", {}),
                              params=self.context.get("params", {}), panel=self.state.panel)
