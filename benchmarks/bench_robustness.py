@@ -66,6 +66,9 @@ CONDITIONS: dict[str, tuple[str, dict, bool]] = {
     "probe channel crosstalk 10 %": ("del5q", {"channel_crosstalk": 0.10}, True),
     "dual fusion, probe channel crosstalk 5 %": ("bcr_abl1", {"channel_crosstalk": 0.05}, True),
     "dual fusion, probe channel crosstalk 10 %": ("bcr_abl1", {"channel_crosstalk": 0.10}, True),
+    "dual fusion, 90 % abnormal": ("bcr_abl1", {"abnormal_fraction": 0.9}, True),
+    "dual fusion, 90 % abnormal, crosstalk 10 %": ("bcr_abl1", {"abnormal_fraction": 0.9,
+                                                              "channel_crosstalk": 0.10}, True),
     "dual fusion, crosstalk 10 %, calibrated (channel_crosstalk)": (
         "bcr_abl1", {"channel_crosstalk": 0.10,
                      "analyze_params": {"channel_crosstalk": {"ABL1->BCR": 0.10, "BCR->ABL1": 0.10}}}, True),

@@ -33,6 +33,8 @@ from .errors import FishcountError, InputError
 from .panels import Panel, load_panel
 from .spots import (
     CANDIDATE_SNR,
+    CROSSTALK_DUAL_FUSION_BELOW,
+    CROSSTALK_DUAL_FUSION_MAX,
     CROSSTALK_MAX_SIGNALS,
     CROSSTALK_MIN_SNR,
     SPOT_COLUMNS,
@@ -207,17 +209,20 @@ def _field_for_detection(source, panel: Panel, channels, pixel_size_um, det: Map
 def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
                        det: Mapping[str, float]) -> tuple[Any, dict[str, float], bool]:
     """Crosstalk between the probe channels of deletion and enumeration panels (whose probes do not
-    co-localise), measured at the candidates already found (:func:`fishcount.spots.crosstalk_at`: each
-    channel's brightest candidates inside nuclei, SNR >= ``CROSSTALK_MIN_SNR``, read in every other
-    channel's enhanced image; debris outside nuclei shows in every channel), and unmixed where it reaches
-    ``crosstalk_min`` (:func:`fishcount.spots.unmix_crosstalk`). Returns the field (unmixed or as given),
-    the fractions as ``{"SRC->DST": k}``, whether it was unmixed (the caller then detects again) and how
+    co-localise) and of dual-fusion panels (a third of whose signals at least stand apart), measured at
+    the candidates already found (:func:`fishcount.spots.crosstalk_at`: each channel's brightest
+    candidates inside nuclei, SNR >= ``CROSSTALK_MIN_SNR``, read in every other channel's enhanced image;
+    debris outside nuclei shows in every channel; the median ratio, on dual-fusion panels of the ratios
+    below ``CROSSTALK_DUAL_FUSION_BELOW``), and unmixed where it reaches ``crosstalk_min``
+    (:func:`fishcount.spots.unmix_crosstalk`; on a dual-fusion panel only up to
+    ``CROSSTALK_DUAL_FUSION_MAX``: more is read as fused signals, not unmixed). Returns the field (unmixed
+    or as given), the fractions as ``{"SRC->DST": k}``, whether it was unmixed (the caller then detects again) and how
     the record came about (``params["crosstalk_source"]``: measured, or why not). 3-D detection is not
     measured."""
     k_min = float(det["crosstalk_min"])
     if k_min <= 0:
         return fld, {}, False, "off (crosstalk_min = 0)"
-    if panel.kind not in ("deletion", "enumeration"):
+    if panel.kind not in ("deletion", "enumeration", "dual-fusion"):
         return fld, {}, False, f"not measured ({panel.kind} panel: its probes co-localise; give channel_crosstalk)"
     if len(cands) < 2:
         return fld, {}, False, "not measured (one probe channel)"
@@ -231,9 +236,11 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
         enh[name] = resp
         points[name] = (np.clip(np.rint(cand["y"][sel]).astype(np.int64), 0, h - 1),
                         np.clip(np.rint(cand["x"][sel]).astype(np.int64), 0, w - 1))
-    est = crosstalk_at(enh, points)
+    est = crosstalk_at(enh, points, CROSSTALK_DUAL_FUSION_BELOW if panel.kind == "dual-fusion" else 1.0)
     rec = {f"{a}->{b}": round(v, 4) for (a, b), v in est.items()}
-    use = {pair: min(v, 0.5) for pair, v in est.items() if v >= k_min}  # (a filter passes < half)
+    # (a filter passes < half; a dual-fusion field whose separate signals are too few reads its fusions)
+    k_max = CROSSTALK_DUAL_FUSION_MAX if panel.kind == "dual-fusion" else np.inf
+    use = {pair: min(v, 0.5) for pair, v in est.items() if k_min <= v <= k_max}
     if not use:
         return fld, rec, False, "measured (this field)"
     return dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, use)), rec, True, "measured (this field)"
@@ -657,10 +664,10 @@ def analyze_field(
         Calibrated crosstalk between probe channels (filter bleed-through): ``{"SRC->DST": k}`` or
         ``{(src, dst): k}``, each side a signal name or a fluor, ``k`` the fraction of ``src``'s light seen
         through ``dst``'s filter (0-0.5). The probe channels are unmixed by it before detection
-        (:func:`fishcount.spots.unmix_crosstalk`) and nothing is measured. Needed for break-apart and
-        fusion panels, whose co-localised probes hide the crosstalk (deletion and enumeration panels
-        measure it on the field); measure it with ``fishcount crosstalk`` on a deletion-panel slide in the
-        same fluors. Recorded in ``params["crosstalk"]`` with ``params["crosstalk_source"]``.
+        (:func:`fishcount.spots.unmix_crosstalk`) and nothing is measured. Needed for break-apart panels,
+        whose co-localised probes hide the crosstalk, and for 3-D detection (deletion, enumeration and
+        dual-fusion panels measure it on the field); measure it with ``fishcount crosstalk`` on a
+        deletion-panel slide in the same fluors. Recorded in ``params["crosstalk"]`` with ``params["crosstalk_source"]``.
     **params
         Detection parameters (:data:`DETECTION_DEFAULTS`); all others go to
         :func:`fishcount.segment_nuclei` (e.g. ``backend="cellpose"``, ``nucleus_diameter_um=8``).

@@ -80,8 +80,8 @@ _crosstalk_option = _repeatable_option(
     "--crosstalk", "crosstalk", "SRC:DST=K",
     "Calibrated crosstalk between probe channels: the fraction K of SRC's light seen through DST's "
     "filter (e.g. SpectrumOrange:SpectrumGreen=0.08; signals or fluors). The channels are unmixed "
-    "before detection. Needed for break-apart and fusion panels (deletion and enumeration panels "
-    "measure it on each field); measure it with `fishcount crosstalk`. Repeatable.")
+    "before detection. Needed for break-apart panels and 3-D detection (deletion, enumeration and "
+    "dual-fusion panels measure it on each field); measure it with `fishcount crosstalk`. Repeatable.")
 
 
 def _split_channels(channels: str | None) -> list[str] | None:
@@ -567,18 +567,18 @@ def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -
 @main.command("crosstalk")
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--panel", required=True,
-              help="A deletion or enumeration panel (probes that do not co-localise) in the fluors to calibrate, "
-                   "e.g. del5q for SpectrumOrange/SpectrumGreen.")
+              help="A deletion, enumeration or dual-fusion panel (probes that stand apart) in the fluors to "
+                   "calibrate, e.g. del5q for SpectrumOrange/SpectrumGreen.")
 @_channels_option
 @_pixel_size_option
 def crosstalk_cmd(images, panel, channels, pixel_size_um) -> None:
     """Measure the crosstalk between probe channels (filter bleed-through) on control fields.
 
     \b
-    Image any slide hybridised with a deletion or enumeration probe in the fluors to calibrate, with
-    the filter sets used for the patient images. In each field the brightest signals of each channel
+    Image any slide hybridised with a deletion, enumeration or dual-fusion probe in the fluors to
+    calibrate, with the filter sets used for the patient images. In each field the brightest signals of each channel
     are read in the other channel (fishcount.spots.crosstalk_at, as `analyze` does on such panels);
-    the median over the fields is printed, ready for `--crosstalk` on break-apart and fusion panels.
+    the median over the fields is printed, ready for `--crosstalk` on break-apart panels and 3-D detection.
     """
     import numpy as np
 
@@ -586,9 +586,10 @@ def crosstalk_cmd(images, panel, channels, pixel_size_um) -> None:
     from .panels import load_panel
 
     pan = load_panel(panel)
-    if pan.kind not in ("deletion", "enumeration"):
+    if pan.kind not in ("deletion", "enumeration", "dual-fusion"):
         raise FishcountError("--panel", f"panel {pan.id} is a {pan.kind} panel: its probes co-localise, which "
-                                        "hides the crosstalk; calibrate on a deletion or enumeration panel")
+                                        "hides the crosstalk; calibrate on a deletion, enumeration or "
+                                        "dual-fusion panel")
     per: dict[str, list[float]] = {}
     for img in images:
         res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um)

@@ -253,6 +253,15 @@ def estimate_channel_shift(spots: pd.DataFrame, pair: tuple[str, str], pixel_siz
 CROSSTALK_MIN_SNR = 10.0
 CROSSTALK_MAX_SIGNALS = 200
 CROSSTALK_MIN_SIGNALS = 20
+#: Dual-fusion panels: at least a third of each channel's signals stand apart from the other channel's
+#: (a normal nucleus shows 2R 2G apart, the classic abnormal one 1R 1G 2F: Vysis BCR/ABL1 DF and PML/RARA
+#: DF patterns, clinical.md §3.4). Those apart read the crosstalk alone (a few %); a fused one reads its
+#: partner, of about its own brightness (the ratio of two signals of log-normal brightness is < 0.5 for
+#: < 10 % of them). So the median of the ratios below 0.5 is the crosstalk. fishcount design choice [I].
+CROSSTALK_DUAL_FUSION_BELOW = 0.5
+#: ... and an estimate above this is taken for fused signals (a field of atypical nuclei whose signals are
+#: nearly all fused), not unmixed: filter sets for FISH pass a few % of the neighbouring dye. [I]
+CROSSTALK_DUAL_FUSION_MAX = 0.25
 
 
 def estimate_crosstalk(probes: "dict[str, np.ndarray]", sigma_px: float) -> dict[tuple[str, str], float]:
@@ -263,8 +272,9 @@ def estimate_crosstalk(probes: "dict[str, np.ndarray]", sigma_px: float) -> dict
     :func:`enhance_spots`, >= 10 noise units; up to 200), the enhanced ``dst`` image is read at the same
     pixel; the median of ``dst / src`` is the crosstalk ``src -> dst``. The median holds only when most
     ``src`` signals have no ``dst`` signal of their own at the same place: probes of separate loci
-    (deletion and enumeration panels). Break-apart and fusion probes co-localise by design, so their
-    channels cannot be measured this way (:func:`fishcount.analyze.analyze_field` does not try). Without
+    (deletion and enumeration panels). Break-apart probes co-localise by design, so their channels cannot
+    be measured this way; :func:`fishcount.analyze.analyze_field` measures dual-fusion panels on their
+    separate signals (:func:`crosstalk_at` with ``below``). Without
     crosstalk the estimate is ~0.005-0.01 on simulated fields (nuclear autofluorescence is seen in every
     channel); with 3 / 5 / 10 % it is 0.036 / 0.057 / 0.105.
 
@@ -292,12 +302,15 @@ def estimate_crosstalk(probes: "dict[str, np.ndarray]", sigma_px: float) -> dict
 
 
 def crosstalk_at(enhanced: "dict[str, np.ndarray]",
-                 points: "dict[str, tuple[np.ndarray, np.ndarray]]") -> dict[tuple[str, str], float]:
+                 points: "dict[str, tuple[np.ndarray, np.ndarray]]",
+                 below: float = 1.0) -> dict[tuple[str, str], float]:
     """The crosstalk fractions of :func:`estimate_crosstalk` from given enhanced images (signal name ->
     (Y, X) :func:`enhance_spots` output) and each channel's bright signals (name -> (rows, columns), int
     pixel positions); channels with fewer than ``CROSSTALK_MIN_SIGNALS`` signals are not measured. A
     point brighter in ``dst`` than in ``src`` is a ``dst`` signal seen through ``src``'s filter (with 10 %
-    crosstalk such copies pass the brightness floor) and is left out of ``src -> dst``."""
+    crosstalk such copies pass the brightness floor) and is left out of ``src -> dst``. ``below``: only
+    ratios under it count (1 by default; less when part of the ``src`` signals have a ``dst`` signal of
+    their own beside them, whose ratios lie above: :data:`CROSSTALK_DUAL_FUSION_BELOW`)."""
     out: dict[tuple[str, str], float] = {}
     for src, (ys, xs) in points.items():
         e = enhanced[src][ys, xs]
@@ -306,7 +319,7 @@ def crosstalk_at(enhanced: "dict[str, np.ndarray]",
                 continue
             r = other[ys, xs] / e
             # a src "signal" brighter in dst is dst's own signal seen through src's filter: not a src signal
-            r = r[np.abs(r) < 1.0]
+            r = r[(np.abs(r) < 1.0) & (r < below)]
             if r.size >= CROSSTALK_MIN_SIGNALS:
                 out[(src, dst)] = float(np.median(r))
     return out

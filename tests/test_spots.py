@@ -755,6 +755,28 @@ def test_crosstalk_between_probe_channels_is_taken_out_in_the_analysis():
     assert rb.params["crosstalk"] == {} and not rb.params["crosstalk_unmixed"]
 
 
+def test_dual_fusion_crosstalk_is_measured_on_its_separate_signals():
+    """A dual-fusion panel keeps a third of its signals apart even at a 100 % clone (classic 1R 1G 2F), so
+    its crosstalk is the low quantile of the ratios: 10 % both ways is measured and unmixed (counts back to
+    the clean field's); clean fields, at 0 % and 100 % abnormal, are not unmixed."""
+    kw = dict(shape=(512, 512), seed=21, abnormal_fraction=0.6)
+    clean = fc.simulate_field("bcr_abl1", **kw)
+    mixed = fc.simulate_field("bcr_abl1", **kw, channel_crosstalk=0.1)
+    r0 = fc.analyze_field(clean.image, "bcr_abl1", pixel_size_um=clean.pixel_size_um)
+    r1 = fc.analyze_field(mixed.image, "bcr_abl1", pixel_size_um=mixed.pixel_size_um)
+    off = fc.analyze_field(mixed.image, "bcr_abl1", pixel_size_um=mixed.pixel_size_um, crosstalk_min=0)
+    assert not r0.params["crosstalk_unmixed"] and r1.params["crosstalk_unmixed"]
+    assert r1.params["crosstalk_source"] == "measured (this field)"
+    assert all(0.06 <= v <= 0.13 for v in r1.params["crosstalk"].values()), r1.params["crosstalk"]
+    a, b, c = (r.nuclei.set_index("label")["call"] for r in (r0, r1, off))
+    common = a.index.intersection(b.index).intersection(c.index)
+    assert (a[common] == b[common]).mean() >= 0.9 and (a[common] == c[common]).mean() < 0.75
+    for ab in (0.0, 1.0):
+        f = fc.simulate_field("bcr_abl1", shape=(512, 512), seed=22, abnormal_fraction=ab)
+        r = fc.analyze_field(f.image, "bcr_abl1", pixel_size_um=f.pixel_size_um)
+        assert not r.params["crosstalk_unmixed"] and all(v < 0.02 for v in r.params["crosstalk"].values())
+
+
 def test_calibrated_crosstalk_unmixes_a_break_apart_panel():
     """A break-apart panel hides its crosstalk (its probes co-localise): 10 % both ways turned the
     rearranged nuclei normal and nothing was measured. Given as a calibration (by fluor), the channels are

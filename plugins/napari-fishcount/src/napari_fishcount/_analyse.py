@@ -81,7 +81,7 @@ class AnalyseWidget(QWidget):
         self.crosstalk.setPlaceholderText("none (e.g. SpectrumOrange:SpectrumGreen=0.08; from `fishcount crosstalk`)")
         self.crosstalk.setToolTip("Calibrated crosstalk between probe channels: SRC:DST=K, the fraction of SRC's "
                                   "light seen through DST's filter, several separated by ';'. The channels are "
-                                  "unmixed before detection (needed for break-apart and fusion panels).")
+                                  "unmixed before detection (needed for break-apart panels and 3-D detection).")
         self.threshold_form = QFormLayout()
         self.threshold_checks: dict[str, QCheckBox] = {}
         self.threshold_spins: dict[str, QDoubleSpinBox] = {}
