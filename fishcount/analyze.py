@@ -216,9 +216,9 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
     below ``CROSSTALK_DUAL_FUSION_BELOW``), and unmixed where it reaches ``crosstalk_min``
     (:func:`fishcount.spots.unmix_crosstalk`; on a dual-fusion panel only up to
     ``CROSSTALK_DUAL_FUSION_MAX``: more is read as fused signals, not unmixed). Returns the field (unmixed
-    or as given), the fractions as ``{"SRC->DST": k}``, whether it was unmixed (the caller then detects again) and how
-    the record came about (``params["crosstalk_source"]``: measured, or why not). 3-D detection is not
-    measured."""
+    or as given), the fractions as ``{"SRC->DST": k}``, whether it was unmixed (the caller then detects
+    again) and how the record came about (``params["crosstalk_source"]``: measured, or why not). 3-D
+    detection is not measured."""
     k_min = float(det["crosstalk_min"])
     if k_min <= 0:
         return fld, {}, False, "off (crosstalk_min = 0)"
@@ -238,12 +238,18 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
                         np.clip(np.rint(cand["x"][sel]).astype(np.int64), 0, w - 1))
     est = crosstalk_at(enh, points, CROSSTALK_DUAL_FUSION_BELOW if panel.kind == "dual-fusion" else 1.0)
     rec = {f"{a}->{b}": round(v, 4) for (a, b), v in est.items()}
-    # (a filter passes < half; a dual-fusion field whose separate signals are too few reads its fusions)
-    k_max = CROSSTALK_DUAL_FUSION_MAX if panel.kind == "dual-fusion" else np.inf
-    use = {pair: min(v, 0.5) for pair, v in est.items() if k_min <= v <= k_max}
+    use = _crosstalk_used(est, panel, k_min)
     if not use:
         return fld, rec, False, "measured (this field)"
     return dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, use)), rec, True, "measured (this field)"
+
+
+def _crosstalk_used(est: Mapping[tuple[str, str], float], panel: Panel, k_min: float) -> dict[tuple[str, str], float]:
+    """The measured fractions that are unmixed: from ``crosstalk_min`` on, at most 0.5 (a filter passes less
+    than half of another dye's light); on a dual-fusion panel only up to ``CROSSTALK_DUAL_FUSION_MAX`` (a
+    field whose separate signals are too few reads its fusions)."""
+    k_max = CROSSTALK_DUAL_FUSION_MAX if panel.kind == "dual-fusion" else np.inf
+    return {pair: min(float(v), 0.5) for pair, v in est.items() if k_min <= float(v) <= k_max}
 
 
 def _without_hot_pixels(fld, det: Mapping[str, float]) -> tuple[Any, dict[str, int]]:
@@ -441,9 +447,10 @@ def channels_as_analysed(field: Any, params: Mapping[str, Any], panel: "Panel | 
     if params.get("crosstalk_unmixed") and rec:
         if str(params.get("crosstalk_source", "")).startswith("calibrated"):
             mix = _check_crosstalk(rec, pan)
-        else:  # measured: the pairs that reached crosstalk_min were unmixed, at most 0.5 (_without_crosstalk)
-            k_min = float(dict(params.get("detection") or {}).get("crosstalk_min", DETECTION_DEFAULTS["crosstalk_min"]))
-            mix = _check_crosstalk({k: min(float(v), 0.5) for k, v in rec.items() if float(v) >= k_min}, pan)
+        else:  # measured: the pairs _without_crosstalk unmixed
+            det = {**DETECTION_DEFAULTS, **dict(params.get("detection") or {})}
+            est = {tuple(str(k).split("->")): float(v) for k, v in rec.items()}
+            mix = _crosstalk_used(est, pan, float(det["crosstalk_min"]))
         field = dataclasses.replace(field, probes=unmix_crosstalk(field.probes, mix))
     return field
 
@@ -667,7 +674,8 @@ def analyze_field(
         (:func:`fishcount.spots.unmix_crosstalk`) and nothing is measured. Needed for break-apart panels,
         whose co-localised probes hide the crosstalk, and for 3-D detection (deletion, enumeration and
         dual-fusion panels measure it on the field); measure it with ``fishcount crosstalk`` on a
-        deletion-panel slide in the same fluors. Recorded in ``params["crosstalk"]`` with ``params["crosstalk_source"]``.
+        deletion-panel slide in the same fluors. Recorded in ``params["crosstalk"]`` with
+        ``params["crosstalk_source"]``.
     **params
         Detection parameters (:data:`DETECTION_DEFAULTS`); all others go to
         :func:`fishcount.segment_nuclei` (e.g. ``backend="cellpose"``, ``nucleus_diameter_um=8``).

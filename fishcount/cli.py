@@ -576,9 +576,10 @@ def crosstalk_cmd(images, panel, channels, pixel_size_um) -> None:
 
     \b
     Image any slide hybridised with a deletion, enumeration or dual-fusion probe in the fluors to
-    calibrate, with the filter sets used for the patient images. In each field the brightest signals of each channel
-    are read in the other channel (fishcount.spots.crosstalk_at, as `analyze` does on such panels);
-    the median over the fields is printed, ready for `--crosstalk` on break-apart panels and 3-D detection.
+    calibrate, with the filter sets used for the patient images. In each field the brightest signals
+    of each channel are read in the other channel (fishcount.spots.crosstalk_at, as `analyze` does on
+    such panels); the median over the fields is printed, ready for `--crosstalk` on break-apart panels
+    and 3-D detection.
     """
     import numpy as np
 
