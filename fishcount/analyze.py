@@ -102,10 +102,11 @@ DETECTION_DEFAULTS: dict[str, float] = {
     # brightest neighbour before detection (optics spread a real signal over its neighbours; each hot pixel
     # inside a nucleus was counted as a signal); 0 = off (fishcount.spots.remove_hot_pixels) [I]
     "hot_pixel_ratio": 0.1,
-    # crosstalk between probe channels (filter bleed-through) of deletion and enumeration panels: measured
-    # on the field (fishcount.spots.crosstalk_at, at the first detection's candidates) and, where a channel
-    # shows at least this fraction of another's signals, taken out by linear unmixing before detection (3 %
-    # already cost 6 points of scorable nuclei, 10 % made most counts wrong; docs/detection.md); 0 = off [I]
+    # crosstalk between probe channels (filter bleed-through) of deletion, enumeration and dual-fusion
+    # panels: measured on the field (fishcount.spots.crosstalk_at, at the first detection's candidates)
+    # and, where a channel shows at least this fraction of another's signals, taken out by linear unmixing
+    # before detection (3 % already cost 6 points of scorable nuclei, 10 % made most counts wrong;
+    # docs/detection.md); 0 = off [I]
     "crosstalk_min": 0.02,
 }
 
