@@ -39,6 +39,7 @@ _API: dict[str, str] = {
     "analyze_field": "analyze", "FieldResult": "analyze", "write_field_result": "analyze",
     "estimate_thresholds": "analyze", "parse_channel_shifts": "analyze",
     "correct_channel_shifts": "analyze", "parse_crosstalk": "analyze", "channels_as_analysed": "analyze",
+    "calibrations_for_panel": "analyze", "check_calibrations": "analyze",
     "render_overlay": "overlay", "render_gallery": "overlay",
     # scoring / cut-offs / response / cohort
     "score_sample": "scoring", "score_samples": "scoring", "clopper_pearson": "scoring",

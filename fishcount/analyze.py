@@ -357,6 +357,53 @@ def _check_crosstalk(crosstalk: "Mapping[Any, Any] | None", panel: Panel) -> dic
     return {**by_fluor, **by_name}
 
 
+def _names_in(name: Any, panel: Panel) -> bool:
+    """Whether ``name`` is a signal or a fluor of ``panel`` (as :func:`_signals_named` resolves it)."""
+    name = str(name)
+    return name in panel.signal_names or any(s.fluor.casefold() == name.casefold() for s in panel.signals)
+
+
+def calibrations_for_panel(analyze_params: Mapping[str, Any], panel: Panel) -> dict[str, Any]:
+    """``analyze_field`` keywords with the calibrations (``channel_shifts_um``, ``channel_crosstalk``)
+    restricted to the entries that name this panel's signals or fluors.
+
+    One calibration of a microscope serves a study whose fields use several panels (``fishcount run``):
+    ``SpectrumOrange:SpectrumGreen=0.08`` means nothing to a one-colour enumeration probe, whose fields then
+    go without it. An entry that fits no panel of the study is an error (:func:`check_calibrations`).
+    """
+    out = dict(analyze_params)
+    shifts = out.get("channel_shifts_um")
+    if shifts:
+        out["channel_shifts_um"] = {k: v for k, v in dict(shifts).items() if _names_in(k, panel)}
+    crosstalk = out.get("channel_crosstalk")
+    if crosstalk:
+        keep = {}
+        for key, v in dict(crosstalk).items():
+            pair = tuple(key) if isinstance(key, (tuple, list)) else tuple(str(key).split("->"))
+            if len(pair) != 2 or all(_names_in(str(x).strip(), panel) for x in pair):
+                keep[key] = v  # (a malformed key is left for analyze_field to report)
+        out["channel_crosstalk"] = keep
+    return out
+
+
+def check_calibrations(analyze_params: Mapping[str, Any], panels: "Iterable[Panel]") -> None:
+    """Raise :class:`InputError` for a calibration entry that names no signal or fluor of any of ``panels``
+    (a typo would otherwise be dropped from every field), or that is malformed."""
+    panels = list(panels)
+    for what, check in (("channel_shifts_um", _check_shifts), ("channel_crosstalk", _check_crosstalk)):
+        for key, v in dict(analyze_params.get(what) or {}).items():
+            errors = []
+            for pan in panels:
+                try:
+                    check({key: v}, pan)
+                    break
+                except InputError as exc:
+                    errors.append(exc)
+            else:
+                if errors:
+                    raise errors[0]
+
+
 def parse_crosstalk(values: "str | Iterable[str]") -> dict[str, float]:
     """``SRC:DST=K`` (or ``SRC->DST=K``) entries -> ``{"SRC->DST": k}``, for ``channel_crosstalk``.
 

@@ -656,16 +656,18 @@ def _sample_key(files: list[tuple[str, ...]], params_hash: str) -> str:
     return hashlib.sha256(json.dumps([params_hash, sorted(fps)]).encode()).hexdigest()
 
 
-def _pooled_thresholds(table: pd.DataFrame, panels: Mapping[str, Panel], params: dict, out: Path, *,
-                       workers: int, scheduler: str | None) -> tuple[dict[str, dict], list[dict]]:
+def _pooled_thresholds(table: pd.DataFrame, panels: Mapping[str, Panel], params_for: Mapping[str, dict], out: Path,
+                       *, workers: int, scheduler: str | None) -> tuple[dict[str, dict], list[dict]]:
     """Pooled thresholds per sample, from ``OUT/thresholds/<sample>.json`` when still valid, else computed
-    (one task per sample). Returns ``{sample: thresholds}`` and the error records."""
+    (one task per sample). ``params_for``: the run's parameters per panel id. Returns ``{sample:
+    thresholds}`` and the error records."""
     cache_dir = out / "thresholds"
     result: dict[str, dict] = {}
     todo: list[tuple[_SampleTask, Path, str]] = []
     for sample, grp in table.groupby("sample", sort=True):
         pid = grp["panel"].iloc[0]
         files = [tuple(fs.split(os.pathsep)) for fs in grp["files"]]
+        params = params_for[pid]
         key = _sample_key(files, _params_hash(panels[pid], params))
         cache = cache_dir / (re.sub(r"[^A-Za-z0-9._\-]+", "_", str(sample)) + ".json")
         try:
@@ -1187,6 +1189,12 @@ def run_batch(
 
     table, table_source = _field_table(folder, manifest, panel)
     panels = {pid: _load_panel_for(pid, folder) for pid in table["panel"].unique()}
+    from .analyze import calibrations_for_panel, check_calibrations
+
+    check_calibrations(dict(params.get("analyze", {})), panels.values())  # a typo fails now, not per field
+    # one microscope calibration for every panel: each panel keeps the entries that name its signals/fluors
+    params_for = {pid: {**params, "analyze": calibrations_for_panel(dict(params.get("analyze", {})), pan)}
+                  if params.get("analyze") else params for pid, pan in panels.items()}
     if respond is None:  # bad criteria / cut-off files fail now, not after hours of analysis
         from .response import load_criteria
 
@@ -1205,7 +1213,7 @@ def run_batch(
     if pool_thresholds:
         t0 = time.perf_counter()
         n_w = workers or default_workers(_estimate_field_bytes(table["path"]))
-        pooled, pre_errors = _pooled_thresholds(table, panels, params, out, workers=n_w, scheduler=scheduler)
+        pooled, pre_errors = _pooled_thresholds(table, panels, params_for, out, workers=n_w, scheduler=scheduler)
         timings["thresholds_s"] = time.perf_counter() - t0
 
     # -- what needs doing
@@ -1213,9 +1221,9 @@ def run_batch(
     skipped: list[str] = []
     for _, row in table.iterrows():
         final = fields_dir / row["field"]
-        p_field = params
+        p_field = params_for[row["panel"]]
         if row["sample"] in pooled:
-            p_field = {**params, "analyze": {**dict(params.get("analyze", {})), "thresholds": pooled[row["sample"]]}}
+            p_field = {**p_field, "analyze": {**dict(p_field.get("analyze", {})), "thresholds": pooled[row["sample"]]}}
         ph = _params_hash(panels[row["panel"]], p_field)
         files = tuple(row["files"].split(os.pathsep))
         if _is_done(final, files, ph):

@@ -18,6 +18,7 @@ import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fishcount as fc
 from fishcount import batch
 from fishcount.batch import infer_layout, read_manifest, run_batch, week_from_timepoint
 from fishcount.errors import InputError, PanelError
@@ -644,3 +645,37 @@ def test_warm_worker_loads_the_code_a_field_needs(tmp_path):
     heavy = ("matplotlib", "tifffile", "imagecodecs", "PIL", "scipy.sparse", "skimage.measure", "skimage.segmentation")
     assert [m for m in new if m.startswith(heavy)] == []
     assert (tmp_path / "f.ome.tif").exists()
+
+
+def test_run_calibrations_serve_every_panel_of_a_study(tmp_path):
+    """One microscope calibration for a study with two panels: the entries a panel has no signal or fluor
+    for are left out of its fields (a one-colour cep8 probe has no SpectrumGreen), not an error per field;
+    an entry that fits no panel of the study stops the run before any work."""
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    study = tmp_path / "study"
+    for pid, patient, seed in (("del5q", "P01", 1), ("cep8", "P02", 2)):
+        (study / patient / "week00").mkdir(parents=True)
+        sim = fc.simulate_field(pid, shape=(192, 192), seed=seed)
+        fc.write_simulated_field(sim, study / patient / "week00" / "field01.ome.tif")
+    m = _manifest(tmp_path, "path,patient,timepoint,week,panel\n"
+                            "P01/week00/field01.ome.tif,P01,week00,0,del5q\n"
+                            "P02/week00/field01.ome.tif,P02,week00,0,cep8\n")
+    args = ["run", str(study), "--manifest", str(m), "--workers", "1", "--quiet", "--no-report",
+            "--crosstalk", "SpectrumOrange:SpectrumGreen=0.05", "--channel-shift", "SpectrumGreen=0,0.1"]
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    got = {}
+    for fj in (tmp_path / "o" / "fields").rglob("field.json"):
+        meta = json.loads(fj.read_text())
+        got[meta["panel"]["id"]] = meta["params"]
+    assert got["del5q"]["crosstalk_source"].startswith("calibrated")
+    assert got["del5q"]["channel_shifts_um"] == {"D5S23": [0.0, 0.1]}
+    assert got["cep8"]["crosstalk_source"] != "calibrated (channel_crosstalk)"
+    assert got["cep8"]["channel_shifts_um"] == {}
+    typo = ["--crosstalk", "SpectrumRed:SpectrumGreen=0.05"]
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "o2")] + typo)
+    assert res.exit_code == 2 and "'SpectrumRed' is neither a signal nor a fluor" in res.output
+    assert not (tmp_path / "o2" / "fields").exists()
