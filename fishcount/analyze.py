@@ -327,6 +327,11 @@ def parse_channel_shifts(values: "str | Iterable[str]") -> dict[str, tuple[float
     return out
 
 
+def _crosstalk_pair(key: Any) -> tuple:
+    """``"SRC->DST"`` or ``(src, dst)`` -> ``(src, dst)`` (any other length when malformed)."""
+    return tuple(key) if isinstance(key, (tuple, list)) else tuple(str(key).split("->"))
+
+
 def _check_crosstalk(crosstalk: "Mapping[Any, Any] | None", panel: Panel) -> dict[tuple[str, str], float]:
     """``channel_crosstalk`` validated and resolved to the panel's signals: ``(src, dst) -> k``.
 
@@ -338,7 +343,7 @@ def _check_crosstalk(crosstalk: "Mapping[Any, Any] | None", panel: Panel) -> dic
     by_name: dict[tuple[str, str], float] = {}
     by_fluor: dict[tuple[str, str], float] = {}
     for key, v in dict(crosstalk or {}).items():
-        pair = tuple(key) if isinstance(key, (tuple, list)) else tuple(str(key).split("->"))
+        pair = _crosstalk_pair(key)
         if len(pair) != 2 or not all(str(x).strip() for x in pair):
             raise InputError("channel_crosstalk", f"{key!r}: expected SRC->DST (signals or fluors)")
         try:
@@ -379,7 +384,7 @@ def calibrations_for_panel(analyze_params: Mapping[str, Any], panel: Panel) -> d
     if crosstalk:
         keep = {}
         for key, v in dict(crosstalk).items():
-            pair = tuple(key) if isinstance(key, (tuple, list)) else tuple(str(key).split("->"))
+            pair = _crosstalk_pair(key)
             if len(pair) != 2 or all(_names_in(str(x).strip(), panel) for x in pair):
                 keep[key] = v  # (a malformed key is left for analyze_field to report)
         out["channel_crosstalk"] = keep
@@ -497,7 +502,7 @@ def channels_as_analysed(field: Any, params: Mapping[str, Any], panel: "Panel | 
             mix = _check_crosstalk(rec, pan)
         else:  # measured: the pairs _without_crosstalk unmixed
             det = {**DETECTION_DEFAULTS, **dict(params.get("detection") or {})}
-            est = {tuple(str(k).split("->")): float(v) for k, v in rec.items()}
+            est = {_crosstalk_pair(k): float(v) for k, v in rec.items()}
             mix = _crosstalk_used(est, pan, float(det["crosstalk_min"]))
         field = dataclasses.replace(field, probes=unmix_crosstalk(field.probes, mix))
     return field
