@@ -264,14 +264,19 @@ def _without_hot_pixels(fld, det: Mapping[str, float]) -> tuple[Any, dict[str, i
     return fld, counts
 
 
-def _signals_named(name: Any, panel: Panel, where: str, key: Any = None) -> list[str]:
+def _signals_for(name: Any, panel: Panel) -> list[str]:
     """The signals ``name`` stands for in ``panel``: the signal itself, or every signal labelled with that
-    fluor (case-insensitive). Raises :class:`InputError` (``where``; the entry ``key`` named first when it
-    is not ``name`` itself) when it is neither."""
+    fluor (case-insensitive); empty when it is neither."""
     name = str(name)
     if name in panel.signal_names:
         return [name]
-    hits = [s.name for s in panel.signals if s.fluor.casefold() == name.casefold()]
+    return [s.name for s in panel.signals if s.fluor.casefold() == name.casefold()]
+
+
+def _signals_named(name: Any, panel: Panel, where: str, key: Any = None) -> list[str]:
+    """:func:`_signals_for`, raising :class:`InputError` (``where``; the entry ``key`` named first when it
+    is not ``name`` itself) when ``name`` is neither a signal nor a fluor of ``panel``."""
+    hits = _signals_for(name, panel)
     if not hits:
         lead = "" if key is None else f"{key!r}: "
         raise InputError(where, f"{lead}{name!r} is neither a signal nor a fluor of panel {panel.id} (signals "
@@ -362,12 +367,6 @@ def _check_crosstalk(crosstalk: "Mapping[Any, Any] | None", panel: Panel) -> dic
     return {**by_fluor, **by_name}
 
 
-def _names_in(name: Any, panel: Panel) -> bool:
-    """Whether ``name`` is a signal or a fluor of ``panel`` (as :func:`_signals_named` resolves it)."""
-    name = str(name)
-    return name in panel.signal_names or any(s.fluor.casefold() == name.casefold() for s in panel.signals)
-
-
 def calibrations_for_panel(analyze_params: Mapping[str, Any], panel: Panel) -> dict[str, Any]:
     """``analyze_field`` keywords with the calibrations (``channel_shifts_um``, ``channel_crosstalk``)
     restricted to the entries that name this panel's signals or fluors.
@@ -379,13 +378,13 @@ def calibrations_for_panel(analyze_params: Mapping[str, Any], panel: Panel) -> d
     out = dict(analyze_params)
     shifts = out.get("channel_shifts_um")
     if shifts:
-        out["channel_shifts_um"] = {k: v for k, v in dict(shifts).items() if _names_in(k, panel)}
+        out["channel_shifts_um"] = {k: v for k, v in dict(shifts).items() if _signals_for(k, panel)}
     crosstalk = out.get("channel_crosstalk")
     if crosstalk:
         keep = {}
         for key, v in dict(crosstalk).items():
             pair = _crosstalk_pair(key)
-            if len(pair) != 2 or all(_names_in(str(x).strip(), panel) for x in pair):
+            if len(pair) != 2 or all(_signals_for(str(x).strip(), panel) for x in pair):
                 keep[key] = v  # (a malformed key is left for analyze_field to report)
         out["channel_crosstalk"] = keep
     return out

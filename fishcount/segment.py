@@ -977,9 +977,10 @@ def _grow_own_peak(flat: np.ndarray, mask: np.ndarray, above: np.ndarray, med: f
     ``-flat`` seeded by the objects, restricted to ``above``, with a line of left-out pixels where two
     objects' growths meet, :func:`_meeting_line`) and keeps the grown pixels that are at least ``own_rel``
     x its OWN peak above ``med``: the dim nucleus recovers its pixels, the bright nucleus' halo (below
-    ``own_rel`` x the bright peak) stays out. Pixels are only added, and two first-pass objects are never joined. With ``own_rel`` equal to the
-    local-contrast ``rel`` (the default), the pixels added are exactly those whose neighbourhood maximum
-    is brighter than their own object's peak, i.e. pixels dominated by ANOTHER object.
+    ``own_rel`` x the bright peak) stays out. Pixels are only added, and two first-pass objects are never
+    joined. With ``own_rel`` equal to the local-contrast ``rel`` (the default), the pixels added are exactly
+    those whose neighbourhood maximum is brighter than their own object's peak, i.e. pixels dominated by
+    ANOTHER object.
 
     Parameters
     ----------
