@@ -156,12 +156,16 @@ class FieldResult:
 # -------------------------------------------------------------------------------------------
 # inputs
 # -------------------------------------------------------------------------------------------
-def _as_field(source, panel: Panel, channels, pixel_size_um, *, z_mode: str = "max", z_plane: int | None = None):
+def _as_field(source, panel: Panel, channels, pixel_size_um, *, z_mode: str = "max", z_plane: int | None = None,
+              axes: str | None = None):
     from . import io as _io
 
     if z_plane is not None and not isinstance(source, (str, os.PathLike, list, tuple)):
         raise InputError(getattr(source, "path", "<array>"),
                          "z_plane (--z-plane) applies when reading a file; pass that plane of the array instead")
+    if axes is not None and not isinstance(source, (str, os.PathLike, list, tuple)):
+        raise InputError(getattr(source, "path", "<array>"),
+                         "axes (--axes) applies when reading a file; an array is read as (C, Y, X)")
 
     if isinstance(source, _io.Field):
         if pixel_size_um is not None and pixel_size_um != source.pixel_size_um:
@@ -188,10 +192,12 @@ def _as_field(source, panel: Panel, channels, pixel_size_um, *, z_mode: str = "m
             )
         d = {n: arr[i] for i, n in enumerate(names)}
         return _as_field(d, panel, None, pixel_size_um)
-    return _io.read_field(source, panel, channels=channels, pixel_size_um=pixel_size_um, z_mode=z_mode, z_plane=z_plane)
+    return _io.read_field(source, panel, channels=channels, pixel_size_um=pixel_size_um, z_mode=z_mode, z_plane=z_plane,
+                          axes=axes)
 
 
-def _field_for_detection(source, panel: Panel, channels, pixel_size_um, det: Mapping[str, float], z_plane):
+def _field_for_detection(source, panel: Panel, channels, pixel_size_um, det: Mapping[str, float], z_plane,
+                         axes: str | None = None):
     """The field read the way detection needs it: z-stack kept for 3-D detection (``z_step_um > 0``),
     one plane (``z_plane``) or the maximum projection (default), with one-line errors for a 3-D request
     on a single-plane field and for 3-D detection combined with one plane."""
@@ -200,7 +206,7 @@ def _field_for_detection(source, panel: Panel, channels, pixel_size_um, det: Map
         raise InputError("z_step_um", "3-D detection (--z-step) uses every z-plane; it cannot be combined with "
                                       "z_plane (--z-plane)")
     mode = "keep" if three_d else ("plane" if z_plane is not None else "max")
-    fld = _as_field(source, panel, channels, pixel_size_um, z_mode=mode, z_plane=z_plane)
+    fld = _as_field(source, panel, channels, pixel_size_um, z_mode=mode, z_plane=z_plane, axes=axes)
     if three_d and not any(v.ndim == 3 and v.shape[0] > 1 for v in fld.probes.values()):
         raise InputError(fld.path, "3-D detection (--z-step / z_step_um) needs a z-stack; this field has a single "
                                    "z-plane (leave --z-step out)")
@@ -677,6 +683,7 @@ def analyze_field(
     z_plane: int | None = None,
     channel_shifts_um: "Mapping[str, tuple[float, float]] | None" = None,
     channel_crosstalk: "Mapping[Any, float] | None" = None,
+    axes: str | None = None,
     **params: Any,
 ) -> FieldResult:
     """Analyse one field: segment nuclei, detect and count probe signals, call every nucleus.
@@ -728,6 +735,9 @@ def analyze_field(
         dual-fusion panels measure it on the field); measure it with ``fishcount crosstalk`` on a
         deletion-panel slide in the same fluors. Recorded in ``params["crosstalk"]`` with
         ``params["crosstalk_source"]``.
+    axes : str, optional
+        The stored axes of the file read (e.g. ``"ZCYX"``), overriding its metadata and the plain-TIFF
+        shape rule (:func:`fishcount.io.read_field`); for files only.
     **params
         Detection parameters (:data:`DETECTION_DEFAULTS`); all others go to
         :func:`fishcount.segment_nuclei` (e.g. ``backend="cellpose"``, ``nucleus_diameter_um=8``).
@@ -754,7 +764,7 @@ def analyze_field(
     shifts = _check_shifts(channel_shifts_um, pan)
     calibrated = _check_crosstalk(channel_crosstalk, pan)
     det, seg_params = _split_params(params)
-    fld = _field_for_detection(source, pan, channels, pixel_size_um, det, z_plane)
+    fld = _field_for_detection(source, pan, channels, pixel_size_um, det, z_plane, axes)
     timings["read_s"] = time.perf_counter() - t0
     fld, hot = _without_hot_pixels(fld, det)
 
@@ -902,6 +912,7 @@ def estimate_thresholds(
     z_plane: int | None = None,
     channel_shifts_um: "Mapping[str, tuple[float, float]] | None" = None,
     channel_crosstalk: "Mapping[Any, float] | None" = None,
+    axes: str | None = None,
     **params: Any,
 ) -> dict[str, float]:
     """One automatic threshold per signal pooled over the fields of one slide or sample.
@@ -920,7 +931,7 @@ def estimate_thresholds(
         Probe panel.
     segmentations : iterable of Segmentation, optional
         Precomputed segmentations, one per field, in the same order.
-    channels, pixel_size_um, z_plane, channel_shifts_um, channel_crosstalk, **params
+    channels, pixel_size_um, z_plane, channel_shifts_um, channel_crosstalk, axes, **params
         As for :func:`analyze_field`.
 
     Returns
@@ -941,7 +952,7 @@ def estimate_thresholds(
     pool: dict[str, list[np.ndarray]] = {s: [] for s in pan.signal_names}
     n_nuc = 0
     for src, seg in zip(fields, segs):
-        fld, _ = _without_hot_pixels(_field_for_detection(src, pan, channels, pixel_size_um, det, z_plane), det)
+        fld, _ = _without_hot_pixels(_field_for_detection(src, pan, channels, pixel_size_um, det, z_plane, axes), det)
         seg = seg if seg is not None else _segment(fld, fld.pixel_size_um, seg_params)
         px, _ = _pixel_size(fld, seg)
         fld = _without_channel_shifts(fld, shifts, px)

@@ -57,6 +57,14 @@ def _channels_option(f):
     )(f)
 
 
+def _axes_option(f):
+    return click.option(
+        "--axes", default=None, metavar="AXES",
+        help="The stored axes, one letter per dimension (C channels, Z planes, Y, X), e.g. ZCYX; "
+             "overrides metadata and the plain-TIFF shape rule (per-channel files: each file's, e.g. ZYX).",
+    )(f)
+
+
 def _pixel_size_option(f):
     return click.option(
         "--pixel-size", "pixel_size_um", type=float, default=None, metavar="UM",
@@ -120,13 +128,14 @@ def panels_cmd(panel: str | None) -> None:
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_panel_option
 @_channels_option
+@_axes_option
 @_pixel_size_option
 @click.option("--z-plane", "z_plane", type=int, default=None, metavar="N",
               help="Use z-plane N (0-based) instead of the max projection of z-stacks.")
 @click.option("--require-pixel-size", is_flag=True,
               help="Report files without a pixel size (in metadata or --pixel-size) as problems.")
-def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_size_um: float | None,
-             z_plane: int | None, require_pixel_size: bool) -> None:
+def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, axes: str | None,
+             pixel_size_um: float | None, z_plane: int | None, require_pixel_size: bool) -> None:
     """Show what fishcount reads from IMAGE files or folders: layout, channels and their mapping to
     the panel's signals (and where the names came from), z-planes, pixel size, intensities.
 
@@ -154,7 +163,7 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, pixel_s
             desc = describe_field(group if len(group) > 1 else group[0], pan, channels=names,
                                   pixel_size_um=pixel_size_um,
                                   z_mode="max" if z_plane is None else "plane", z_plane=z_plane,
-                                  require_pixel_size=require_pixel_size)
+                                  require_pixel_size=require_pixel_size, axes=axes)
         except FishcountError as exc:
             click.echo(f"fishcount: error: {exc}", err=True)
             failed = True
@@ -362,6 +371,7 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
                    "Default FOLDER/manifest.csv, else the layout FOLDER/<patient>/<timepoint>/*.tif.")
 @_panel_option
 @_channels_option
+@_axes_option
 @_pixel_size_option
 @click.option("--criteria", default=None, help="Response criteria: a shipped id (trial_fish, iwg2006_cyto) or a .toml file.")
 @click.option("--cutoffs", default=None, type=click.Path(dir_okay=False),
@@ -379,7 +389,7 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
                    "(as `analyze --z-step`). Default: detect on the maximum projection.")
 @_channel_shift_option
 @_crosstalk_option
-def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria, cutoffs, workers, scheduler,
+def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, criteria, cutoffs, workers, scheduler,
             pool_thresholds, no_report, quiet, z_step_um, channel_shift, crosstalk) -> None:
     """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
 
@@ -396,6 +406,8 @@ def run_cmd(folder, out_dir, manifest, panel, channels, pixel_size_um, criteria,
     read = {}
     if channels:
         read["channels"] = _split_channels(channels)
+    if axes:
+        read["axes"] = axes
     if pixel_size_um is not None:
         read["pixel_size_um"] = pixel_size_um
     if z_step_um is not None:  # 3-D detection: read the z-stacks whole, detect with the z step
@@ -456,6 +468,7 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @_panel_option
 @_channels_option
+@_axes_option
 @_pixel_size_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder; each field is written to OUT/<stem>/.")
@@ -472,7 +485,7 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
               help="z-stacks: analyse plane N (0-based) instead of the maximum projection.")
 @_channel_shift_option
 @_crosstalk_option
-def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool_thresholds, overwrite,
+def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold, pool_thresholds, overwrite,
                 no_overlay, z_step_um, z_plane, channel_shift, crosstalk) -> None:
     """Segment nuclei, count probe signals and call every nucleus in each IMAGE.
 
@@ -485,7 +498,7 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
 
     if z_step_um is not None and z_plane is not None:
         raise FishcountError("--z-step", "cannot be combined with --z-plane (3-D detection uses every z-plane)")
-    opts = {"z_plane": z_plane, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
+    opts = {"z_plane": z_plane, "axes": axes, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
     shifts = parse_channel_shifts(channel_shift)
     if shifts:
         opts["channel_shifts_um"] = shifts
@@ -522,10 +535,11 @@ def analyze_cmd(images, panel, channels, pixel_size_um, out_dir, threshold, pool
 @click.option("--panel", required=True,
               help="A panel whose probes co-localise (break-apart or dual fusion), e.g. kmt2a on a normal control.")
 @_channels_option
+@_axes_option
 @_pixel_size_option
 @click.option("--max-distance", "max_distance_um", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="UM", help="Largest distance of a co-localised pair, µm (default: the panel's fusion distance).")
-def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -> None:
+def channel_shift_cmd(images, panel, channels, axes, pixel_size_um, max_distance_um) -> None:
     """Measure how far one probe channel is imaged off the other, from co-localised signals.
 
     \b
@@ -547,7 +561,7 @@ def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -
     ref, moved = pan.fusion_pair
     parts = []
     for k, img in enumerate(images):
-        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um)
+        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes)
         px = float(res.params["pixel_size_um"])
         parts.append(res.spots.assign(field=k, y=res.spots["y"] * px, x=res.spots["x"] * px))
     spots = pd.concat(parts, ignore_index=True)
@@ -570,8 +584,9 @@ def channel_shift_cmd(images, panel, channels, pixel_size_um, max_distance_um) -
               help="A deletion, enumeration or dual-fusion panel (probes that stand apart) in the fluors to "
                    "calibrate, e.g. del5q for SpectrumOrange/SpectrumGreen.")
 @_channels_option
+@_axes_option
 @_pixel_size_option
-def crosstalk_cmd(images, panel, channels, pixel_size_um) -> None:
+def crosstalk_cmd(images, panel, channels, axes, pixel_size_um) -> None:
     """Measure the crosstalk between probe channels (filter bleed-through) on control fields.
 
     \b
@@ -593,7 +608,7 @@ def crosstalk_cmd(images, panel, channels, pixel_size_um) -> None:
                                         "dual-fusion panel")
     per: dict[str, list[float]] = {}
     for img in images:
-        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um)
+        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes)
         for pair, k in (res.params.get("crosstalk") or {}).items():
             per.setdefault(pair, []).append(float(k))
     if not per:
@@ -660,13 +675,14 @@ def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: str | None) -> Non
 
 
 # --- segment (issue 3): DAPI -> nucleus labels + per-nucleus QC (fishcount.segment) -------------------
-def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_size_um: float | None):
+def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_size_um: float | None,
+                           axes: str | None = None):
     """(dapi, pixel_size_um, saturation_value) of one image: a panel field, or a plain one-channel image."""
     from .errors import InputError
     from .io import read_field
 
     try:
-        f = read_field(path, panel, channels=_split_channels(channels), pixel_size_um=pixel_size_um)
+        f = read_field(path, panel, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes)
         return f.dapi, f.pixel_size_um, f.saturation_value
     except InputError as exc:
         import numpy as np
@@ -677,6 +693,10 @@ def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_s
                 arr = tif.series[0].asarray()
         except Exception:
             raise exc from None
+        if axes is not None:  # the declared axes must fit this image too
+            from .io import _user_axes
+
+            _user_axes(axes, arr.shape, path, None)
         arr = np.squeeze(arr)
         if arr.ndim != 2:
             raise exc from None
@@ -691,6 +711,7 @@ def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_s
 @_pixel_size_option
 @_panel_option
 @_channels_option
+@_axes_option
 @click.option("--backend", default="classical", show_default=True,
               help="Segmentation backend: classical, cellpose, stardist or an installed plug-in.")
 @click.option("--nucleus-diameter", "nucleus_diameter_um", type=float, default=None, metavar="UM",
@@ -698,7 +719,7 @@ def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_s
 @click.option("--diameter-px", "diameter_px", type=float, default=None, metavar="PX",
               help="Typical nucleus diameter in pixels (overrides the pixel size and the estimate).")
 @click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ outputs.")
-def segment_cmd(images, out_dir, pixel_size_um, panel, channels, backend, nucleus_diameter_um, diameter_px,
+def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, nucleus_diameter_um, diameter_px,
                 overwrite) -> None:
     """Segment nuclei in the DAPI channel of each IMAGE.
 
@@ -721,7 +742,7 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, backend, nucleu
             if (t / "labels.tif").exists() or (t / "nuclei_qc.csv").exists():
                 raise FishcountError(t, "outputs already exist; choose another --out folder or pass --overwrite")
     for img, target in zip(images, targets):
-        dapi, pix, sat = _read_dapi_for_segment(img, panel, channels, pixel_size_um)
+        dapi, pix, sat = _read_dapi_for_segment(img, panel, channels, pixel_size_um, axes)
         if dapi.ndim == 3:  # z-stack kept by the reader: segment the maximum projection
             dapi = dapi.max(axis=0)
         seg = segment_nuclei(dapi, pix, backend=backend, saturation_value=sat, source=str(img),

@@ -268,7 +268,9 @@ def _assign_channels(
         source,
         f"the image has {n_channels} channels (or planes: a plain TIFF does not say which) but no channel "
         f"names; give them in file order with "
-        f"--channels (e.g. DAPI,{','.join(panel.signal_names)},...)",
+        f"--channels (e.g. DAPI,{','.join(panel.signal_names)},...)"
+        + (f", or, if they are {n_channels // n_needed} z-planes of {n_needed} channels, declare --axes ZCYX "
+           f"(channel fastest) or CZYX" if n_channels > n_needed and n_channels % n_needed == 0 else ""),
     )
 
 
@@ -499,12 +501,49 @@ def _infer_axes(shape: tuple[int, ...], tf_axes: str, trusted: bool, per_channel
         raise InputError(
             path,
             f"cannot tell which axis of shape {shape} holds channels and which z-planes (plain TIFF "
-            "without OME/ImageJ axes); save it as OME-TIFF or ImageJ hyperstack",
+            "without OME/ImageJ axes); declare them with --axes (e.g. ZCYX) or save it as OME-TIFF or ImageJ "
+            "hyperstack",
         )
-    raise InputError(path, f"cannot interpret a plain TIFF of shape {shape}; save it as OME-TIFF or ImageJ hyperstack")
+    raise InputError(path, f"cannot interpret a plain TIFF of shape {shape}; declare its axes with --axes "
+                           "(e.g. TZCYX) or save it as OME-TIFF or ImageJ hyperstack")
 
 
-def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _Meta:
+def _user_axes(axes: str, shape: tuple[int, ...], path: Path,
+               n_channels: int | None = None) -> tuple[str, tuple[int, ...]]:
+    """The axes a user declared for an image of ``shape`` (``axes=`` / ``--axes``): ``(axes, shape)``,
+    upper-cased and checked: one letter per dimension, each letter once, ``Y`` and ``X`` among them.
+    Letters other than C, Z, Y, X name axes that must have length 1 (checked with the file's own axes).
+
+    A plain multi-page TIFF written without any shape keeps only its page count: ``(pages, Y, X)``. Declared
+    as ``ZCYX`` or ``CZYX`` (one letter more than it has dimensions), its pages are split into
+    ``n_channels`` channels (the ``--channels`` count, else DAPI + the panel's signals) and
+    ``pages / n_channels`` z-planes, in the declared order."""
+    text = str(axes).strip().upper()
+    if not text.isalpha() or not text.isascii():
+        raise InputError(path, f"--axes {axes!r} must be letters, one per dimension (e.g. ZCYX)")
+    twice = sorted({a for a in text if text.count(a) > 1})
+    if twice:
+        raise InputError(path, f"--axes {text} names axis {', '.join(twice)} more than once")
+    for ax in ("Y", "X"):
+        if ax not in text:
+            raise InputError(path, f"--axes {text} has no {ax} axis (the image's rows are Y, its columns X)")
+    shape = tuple(shape)
+    if len(text) == len(shape) + 1 and len(shape) == 3 and text[:2] in ("ZC", "CZ") and n_channels:
+        pages = shape[0]
+        if pages % n_channels:
+            raise InputError(path, f"--axes {text}: the file's {pages} pages cannot be {n_channels} channels "
+                                   f"times a number of z-planes")
+        n_z = pages // n_channels
+        lead = (n_z, n_channels) if text[0] == "Z" else (n_channels, n_z)
+        return text, (*lead, *shape[1:])
+    if len(text) != len(shape):
+        raise InputError(path, f"--axes {text} has {len(text)} letter(s) but the image has {len(shape)} "
+                               f"dimension(s) (shape {shape})")
+    return text, shape
+
+
+def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
+               user_axes: str | None = None) -> _Meta:
     series = tif.series[0]
     shape = tuple(int(s) for s in series.shape)
     dtype = np.dtype(series.dtype)
@@ -536,7 +575,11 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
         trusted = False
         px, py = _resolution_um(page)
         px_source = "TIFF resolution" if px else "none"
-    axes = _infer_axes(shape, series.axes, trusted, per_channel, n_expected, path)
+    if user_axes is not None:  # the user's declaration wins over metadata and the shape rule
+        axes, shape = _user_axes(user_axes, shape, path, None if per_channel else n_expected)
+        notes.append(f"axes {axes} given by the user (stored as {series.axes}, shape {series.shape})")
+    else:
+        axes = _infer_axes(shape, series.axes, trusted, per_channel, n_expected, path)
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_):
         raise InputError(path, f"pixel type {dtype} is not a real intensity (expected integer or float)")
     for ax in ("Y", "X"):
@@ -570,8 +613,9 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None) -> _M
     return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source, tuple(notes))
 
 
-def _open_tiff(path: Path, per_channel: bool, n_expected: int | None):
-    """Open ``path`` with tifffile; return (TiffFile, _Meta). Raises InputError on bad files."""
+def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str | None = None):
+    """Open ``path`` with tifffile; return (TiffFile, _Meta). Raises InputError on bad files. ``axes``: the
+    user's declaration of the stored axes (:func:`_user_axes`), else they are read or inferred."""
     import tifffile
 
     _check_exists(path)
@@ -591,7 +635,7 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None):
             try:
                 if not tif.series:
                     raise InputError(path, "truncated or corrupt TIFF (no readable image in it)")
-                meta = _read_meta(path, tif, per_channel, n_expected)
+                meta = _read_meta(path, tif, per_channel, n_expected, axes)
             except InputError:
                 raise
             except (MemoryError, RecursionError):
@@ -744,6 +788,7 @@ def _read(
     z_mode: str,
     z_plane: int | None,
     require_pixel_size: bool,
+    axes: str | None = None,
 ) -> tuple[Field, dict]:
     """Read a field and return it with extra facts for :func:`describe_field`."""
     pan = load_panel(panel)
@@ -757,7 +802,7 @@ def _read(
     metas: list[_Meta] = []
     if not per_channel:
         path = paths[0]
-        tif, meta = _open_tiff(path, False, n_expected)
+        tif, meta = _open_tiff(path, False, n_expected, axes)
         try:
             _check_z(meta.n_z, z_mode, z_plane, path)
             names, names_source, cmap = _assign_channels(meta.names, meta.names_source, meta.n_c, pan, channels, src)
@@ -765,7 +810,7 @@ def _read(
             n_out_planes = meta.n_z if z_mode == "keep" else 1
             needed = int(np.prod(meta.shape)) * meta.dtype.itemsize + n_needed * n_out_planes * ny * nx * 4
             _check_memory(path, needed, meta.shape, str(meta.dtype))
-            data = _to_czyx(_read_array(path, tif), meta.axes)
+            data = _to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes)
         finally:
             tif.close()
         metas.append(meta)
@@ -776,7 +821,7 @@ def _read(
         sources: set[str] = set()
         arrays: list[np.ndarray] = []
         for path in paths:
-            tif, meta = _open_tiff(path, True, None)
+            tif, meta = _open_tiff(path, True, None, axes)
             try:
                 rgb = meta.n_c > 1 and meta.names_source == "RGB photometric"
                 if meta.n_c != 1 and not rgb:
@@ -794,7 +839,7 @@ def _read(
                 n_out = meta.n_z if z_mode == "keep" else 1
                 _check_memory(path, int(np.prod(meta.shape)) * meta.dtype.itemsize * len(paths) + n_needed * n_out * ny * nx * 4,
                               (len(paths), *meta.shape), str(meta.dtype))
-                czyx = _to_czyx(_read_array(path, tif), meta.axes)
+                czyx = _to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes)
                 # an RGB picture of one channel (grey, or the channel in its display colour): the
                 # brightest of red, green, blue at each pixel is that channel's intensity
                 arrays.append(czyx[:3].max(axis=0) if rgb else czyx[0])
@@ -882,6 +927,7 @@ def read_field(
     z_mode: str = "max",
     z_plane: int | None = None,
     require_pixel_size: bool = False,
+    axes: str | None = None,
 ) -> Field:
     """Read one field of view from a TIFF / OME-TIFF / ImageJ file or a group of per-channel files.
 
@@ -914,6 +960,11 @@ def read_field(
         Plane index (0-based) for ``z_mode="plane"``.
     require_pixel_size : bool
         Raise if no pixel size is known.
+    axes : str, optional
+        The stored image's axes, one letter per dimension in storage order, e.g. ``"ZCYX"``, ``"CZYX"``,
+        ``"YXC"`` (for a group of per-channel files: each file's, e.g. ``"ZYX"``); overrides OME/ImageJ
+        axes and the plain-TIFF shape rule. C = channels, Z = z-planes, Y/X = rows/columns; any other
+        letter names an axis of length 1 (e.g. T). Case-insensitive.
 
     Returns
     -------
@@ -930,7 +981,7 @@ def read_field(
     PanelError
         The panel cannot be loaded.
     """
-    field, _ = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size)
+    field, _ = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes)
     return field
 
 
@@ -1130,12 +1181,13 @@ def describe_field(
     z_mode: str = "max",
     z_plane: int | None = None,
     require_pixel_size: bool = False,
+    axes: str | None = None,
 ) -> dict:
     """What fishcount reads from a field: layout, channels and their mapping, pixel size, intensities.
 
     Parameters
     ----------
-    source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size
+    source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes
         As for :func:`read_field`.
 
     Returns
@@ -1155,7 +1207,7 @@ def describe_field(
     InputError
         As :func:`read_field`.
     """
-    field, extra = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size)
+    field, extra = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes)
     intensity = {}
     for key, img in ((DAPI, field.dapi), *field.probes.items()):
         sat = field.saturation_value

@@ -463,6 +463,37 @@ def test_cli_channels_and_pixel_size(tmp_path):
     assert nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist()
 
 
+def test_cli_axes_reads_an_ambiguous_plain_z_stack_in_every_command(tmp_path):
+    """3 z-planes of 3 channels in a plain TIFF: every reading command refuses to guess, and reads it
+    with --axes ZCYX as the OME-TIFF of the same field."""
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=7, z_planes=3)
+    plain = tmp_path / "study" / "P01" / "baseline" / "z.tif"
+    plain.parent.mkdir(parents=True)
+    tifffile.imwrite(plain, sim.image, photometric="minisblack")  # (Z, C, Y, X), no axis names
+    ome = tmp_path / "z.ome.tif"
+    fc.write_simulated_field(sim, ome)
+    px = ["--pixel-size", str(sim.pixel_size_um)]
+    r = CliRunner().invoke(main, ["analyze", str(plain), "--out", str(tmp_path / "no"), *px])
+    assert r.exit_code == 2 and "declare them with --axes" in r.output and r.output.count("\n") == 1, r.output
+    r = CliRunner().invoke(main, ["info", str(plain), "--axes", "ZCYX"])
+    assert r.exit_code == 0 and "ZCYX" in r.output and "given by the user" in r.output, r.output
+    r = CliRunner().invoke(main, ["analyze", str(plain), "--axes", "ZCYX", "--out", str(tmp_path / "a"), *px])
+    assert r.exit_code == 0, r.output
+    ref = analyze_field(ome, pixel_size_um=sim.pixel_size_um)
+    nuc = pd.read_csv(tmp_path / "a" / "z" / "nuclei.csv")
+    assert nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist() and len(nuc) == len(ref.nuclei)
+    r = CliRunner().invoke(main, ["segment", str(plain), "--axes", "zcyx", "--out", str(tmp_path / "s"), *px])
+    assert r.exit_code == 0, r.output
+    assert tifffile.imread(tmp_path / "s" / "z" / "labels.tif").max() == len(ref.nuclei)
+    r = CliRunner().invoke(main, ["segment", str(plain), "--axes", "CYX", "--out", str(tmp_path / "s2")])
+    assert r.exit_code == 2 and "--axes CYX has 3 letter(s)" in r.output, r.output
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "study"), "--axes", "ZCYX", "--out", str(tmp_path / "run"),
+                                  *px, "--workers", "1", "--no-report", "-q"])
+    assert r.exit_code == 0, r.output
+    run_nuc = pd.read_csv(next((tmp_path / "run" / "fields").rglob("nuclei.csv")))
+    assert run_nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist()
+
+
 def test_z_stack_detected_in_3d(tmp_path):
     sim = fc.simulate_field("del5q", shape=(384, 384), seed=2, z_planes=5)
     path = tmp_path / "z.ome.tif"

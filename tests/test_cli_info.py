@@ -64,6 +64,8 @@ def test_info_bad_input_one_line_exit_2(tmp_path, kind):
         args += ["--channels", ",".join(kwargs["channels"])]
     if "pixel_size_um" in kwargs:
         args += ["--pixel-size", str(kwargs["pixel_size_um"])]
+    if "axes" in kwargs:
+        args += ["--axes", kwargs["axes"]]
     if kwargs.get("z_mode") == "plane":
         args += ["--z-plane", str(kwargs["z_plane"])]
     if kwargs.get("require_pixel_size"):

@@ -216,6 +216,74 @@ def test_plain_4d_channel_axis_found_by_channel_count(tmp_path, axes):
     _expect(f, zcyx)
 
 
+def test_declared_axes_read_a_plain_tiff_the_shape_rule_cannot(tmp_path):
+    """3 channels and 3 planes: the shape cannot tell them apart; axes= (--axes) says which is which."""
+    zcyx = _stack(n_c=3, n_z=3)
+    for axes, stored in (("ZCYX", zcyx), ("CZYX", np.swapaxes(zcyx, 0, 1))):
+        p = tmp_path / f"{axes}.tif"
+        tifffile.imwrite(p, stored, photometric="minisblack")  # shape in the description, no axis names
+        with pytest.raises(InputError, match="declare them with --axes"):
+            fc.read_field(p)
+        f = fc.read_field(p, axes=axes.lower())
+        assert (f.axes, f.n_z) == (axes, 3)
+        _expect(f, zcyx)
+        desc = fio.describe_field(p, axes=axes)
+        assert desc["axes"] == axes and any("given by the user" in n for n in desc["notes"])
+
+
+def test_declared_axes_split_the_pages_of_a_shapeless_multipage_tiff(tmp_path):
+    """A multi-page TIFF written without any shape keeps only its 6 pages: declared ZCYX with --channels
+    (3 names) they are 2 z-planes of 3 channels, channel fastest; declared CZYX, z fastest."""
+    zcyx = _stack(n_c=3, n_z=2)
+    p = _plain(tmp_path / "pages.tif", zcyx.reshape(6, NY, NX))
+    with tifffile.TiffFile(p) as tif:
+        assert tif.series[0].shape == (6, NY, NX)
+    f = fc.read_field(p, axes="ZCYX", channels=NAMES)
+    assert (f.axes, f.n_z, f.shape) == ("ZCYX", 2, (2, 3, NY, NX))
+    _expect(f, zcyx)
+    q = _plain(tmp_path / "pages_cz.tif", np.swapaxes(zcyx, 0, 1).reshape(6, NY, NX))
+    _expect(fc.read_field(q, axes="CZYX"), zcyx)  # 3 channels: DAPI + the panel's two signals
+    with pytest.raises(InputError, match="6 pages cannot be 4 channels"):
+        fc.read_field(p, axes="ZCYX", channels=[*NAMES, "other"])
+
+
+def test_declared_axes_override_what_the_file_says(tmp_path):
+    """A plain 3-D stack is channels by default; declared as a z-stack of a per-channel file it is one;
+    an ImageJ stack saved with its planes as channels is read as declared."""
+    data = _stack(n_z=4)
+    for name, c in (("DAPI", 0), ("EGR1", 1), ("D5S23", 2)):
+        tifffile.imwrite(tmp_path / f"g_{name}.tif", data[:, c], imagej=True, metadata={"axes": "CYX"})
+    group = [tmp_path / f"g_{n}.tif" for n in ("DAPI", "EGR1", "D5S23")]
+    with pytest.raises(InputError, match="must hold one channel"):
+        fc.read_field(group)
+    f = fc.read_field(group, axes="ZYX")
+    assert (f.axes, f.n_z) == ("CZYX", 4)
+    _expect(f, data)
+
+
+def test_declared_axes_on_arrays_are_refused():
+    with pytest.raises(InputError, match="applies when reading a file"):
+        fc.analyze_field(_stack()[0].astype(np.float32), axes="CYX")
+
+
+@settings(max_examples=25, deadline=None)
+@given(order=st.permutations("CZYX"), n_z=st.integers(1, 3), extra=st.sampled_from(["", "T", "Q"]))
+def test_declared_axes_property_any_storage_order_reads_back(tmp_path_factory, order, n_z, extra):
+    """Any storage order of C, Z, Y, X (plus a length-1 axis), declared with axes=, reads the same
+    field as the (Z, C, Y, X) original."""
+    zcyx = _stack(n_z=n_z, seed=n_z)
+    src = "ZCYX"
+    stored = np.transpose(zcyx, [src.index(a) for a in order])
+    axes = "".join(order)
+    if extra:
+        stored, axes = stored[None], extra + axes
+    p = tmp_path_factory.mktemp("ax") / "f.tif"
+    tifffile.imwrite(p, stored, photometric="minisblack")
+    f = fc.read_field(p, axes=axes)
+    assert f.axes == axes and f.n_z == n_z
+    _expect(f, zcyx)
+
+
 def test_per_channel_files_grouped_and_read(tmp_path):
     data = _stack(n_z=2)
     for name, c in (("DAPI", 0), ("EGR1", 1), ("D5S23", 2)):
@@ -487,6 +555,21 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
     if kind == "ambiguous_4d":
         tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
         return p, {}, "cannot tell which axis"
+    if kind == "axes_length":
+        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
+        return p, {"axes": "CYX"}, "--axes CYX has 3 letter(s) but the image has 4 dimension(s)"
+    if kind == "axes_repeated":
+        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
+        return p, {"axes": "ccyx"}, "--axes CCYX names axis C more than once"
+    if kind == "axes_no_x":
+        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
+        return p, {"axes": "ZCYT"}, "has no X axis"
+    if kind == "axes_not_letters":
+        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
+        return p, {"axes": "Z,C,Y,X"}, "must be letters"
+    if kind == "axes_long_other":
+        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
+        return p, {"axes": "TCYX"}, "3 time points"
     if kind == "time_series":
         tifffile.imwrite(p, np.stack([data, data]), imagej=True, metadata={"axes": "TZCYX"})
         return p, {}, "2 time points"
@@ -518,7 +601,8 @@ BAD_KINDS = [
     "not_found", "not_tiff", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
     "corrupt", "too_few_channels", "one_channel",
     "missing_channel", "ambiguous", "ambiguous_name", "unnamed_extra", "channels_count", "no_pixel_size",
-    "bad_pixel_size", "nan", "inf", "complex", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", "time_series",
+    "bad_pixel_size", "nan", "inf", "complex", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", "axes_length",
+    "axes_repeated", "axes_no_x", "axes_not_letters", "axes_long_other", "time_series",
     "too_large", "group_size_mismatch", "group_multichannel_member",
 ]
 
