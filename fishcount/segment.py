@@ -1598,7 +1598,9 @@ def _reconstruct_dilation(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
     offs = np.array([-wf - 1, -wf, -wf + 1, -1, 0, 1, wf - 1, wf, wf + 1], np.intp)
     act = np.flatnonzero(changed)
     stamp = np.empty(r.size, np.intp)  # duplicates: one write per index survives (read back where written)
-    lo_c, hi_c = wf, r.size - wf  # candidates in the frame rows are dropped (their mask is -inf anyway)
+    # candidates in the frame rows are dropped (their mask is -inf anyway), and the frame pixels just inside
+    # them (left of the first row, right of the last): their neighbours would lie outside the buffer
+    lo_c, hi_c = wf + 1, r.size - wf - 1
     while act.size:
         allc = (act[:, None] + offs).ravel()
         allc = allc[(allc >= lo_c) & (allc < hi_c)]

@@ -1360,6 +1360,32 @@ def test_reconstruct_dilation_equals_skimage(shape, seed):
     assert np.array_equal(S.h_maxima(mask, 0.7), _h_maxima_plain(mask, 0.7))
 
 
+@pytest.mark.parametrize("corner", ["bottom-right", "top-left"])
+def test_reconstruct_dilation_reaches_the_corner_pixels_in_the_sparse_phase(corner):
+    """A one-pixel path whose flood reaches a corner pixel after the dense iterations (few pixels change
+    per round): the bottom-right pixel's neighbours lie past the framed buffer's end, which once raised
+    IndexError (any field whose reconstruction ends there could crash segmentation)."""
+    from skimage.morphology import reconstruction
+
+    h = w = 300
+    mask = np.zeros((h, w), np.float32)
+    mask[0, :] = 1.0
+    mask[:, w - 1] = 1.0
+    mask[h - 1, :] = 1.0
+    marker = np.zeros_like(mask)
+    if corner == "bottom-right":
+        marker[0, 0] = 1.0
+    else:  # the flood runs the other way, ending at the first pixel
+        mask[:, 0] = 0.0
+        mask[0, 0] = 1.0
+        mask[1:, 0] = 0.0
+        marker[h - 1, 0] = 1.0
+        mask[h - 1, 0] = 1.0
+    got = S._reconstruct_dilation(marker, mask)
+    ref = reconstruction(marker, mask, method="dilation", footprint=np.ones((3, 3)))
+    assert np.array_equal(got, ref.astype(np.float32)) and got[h - 1, w - 1] == 1.0 and got[0, 0] == 1.0
+
+
 def test_h_maxima_known_answer():
     f = np.zeros((9, 15), np.float32)
     f[4, 3] = 5.0   # rises 5: kept at h = 2
