@@ -700,8 +700,7 @@ def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_s
         arr = np.squeeze(arr)
         if arr.ndim != 2:
             raise exc from None
-        sat = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else None
-        return arr, pixel_size_um, sat
+        return arr, pixel_size_um, None  # segment_nuclei finds the camera's full scale itself
 
 
 @main.command("segment")

@@ -26,7 +26,7 @@ import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -99,9 +99,14 @@ class Field:
     shape : tuple of int
         Stored shape.
     saturation_value : float or None
-        Largest representable value for integer images (e.g. 65535), None for float images.
+        The value at which the camera clips, for integer images: the dtype maximum (e.g. 65535), or a
+        lower camera bit depth's (4095 for 12 bits) from OME ``SignificantBits`` or from the data
+        (:func:`saturation_level`); None for float images.
     panel_id : str
         Id of the panel the channels were matched to.
+    saturation_source : str
+        Where ``saturation_value`` comes from: ``"dtype"``, ``"OME SignificantBits"``,
+        ``"camera bit depth (data maximum)"`` or ``"none"`` (float images).
     """
 
     path: str
@@ -118,6 +123,7 @@ class Field:
     shape: tuple[int, ...]
     saturation_value: float | None
     panel_id: str
+    saturation_source: str = "dtype"
 
 
 # -------------------------------------------------------------------------------------------
@@ -334,6 +340,7 @@ class _Meta:
     pixel_size_y_um: float | None
     pixel_size_source: str
     notes: tuple[str, ...] = ()    # metadata that was present but unusable
+    significant_bits: int | None = None  # OME Pixels@SignificantBits (the camera's bit depth), if stored
 
     @property
     def n_c(self) -> int:
@@ -369,6 +376,20 @@ def _unit_factor(unit: str | None) -> float | None:
         return 1.0
     u = str(unit).strip().replace("\u03bc", "\u00b5")
     return _UNIT_TO_UM.get(u, _UNIT_TO_UM.get(u.lower()))
+
+
+def _ome_significant_bits(xml: str) -> int | None:
+    """OME ``Pixels@SignificantBits`` of the first image (the camera's bit depth), or None."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    try:
+        bits = int(pixels.get("SignificantBits")) if pixels is not None else None
+    except (TypeError, ValueError):
+        return None
+    return bits if bits is not None and bits > 0 else None
 
 
 def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, str, float | None, float | None, str | None]:
@@ -554,11 +575,13 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
     px_source = "none"
     labels = None
     notes: list[str] = []
+    sig_bits = None
     if tif.is_ome and tif.ome_metadata:
         fmt = "OME-TIFF"
         names, names_source, px, py, problem = _ome_info(tif.ome_metadata)
         if problem:
             notes.append(problem)
+        sig_bits = _ome_significant_bits(tif.ome_metadata)
         px_source = "OME PhysicalSizeX" if px else "none"
         trusted = True
     elif tif.is_imagej and tif.imagej_metadata is not None:
@@ -610,7 +633,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
             names, names_source = ("red", "green", "blue", "alpha")[:n_c], "RGB photometric"
     if names is not None and "C" in axes and len(names) != shape[axes.index("C")]:
         names, names_source = None, "none"
-    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source, tuple(notes))
+    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source, tuple(notes), sig_bits)
 
 
 def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str | None = None):
@@ -725,12 +748,52 @@ def _check_z(n_z: int, z_mode: str, z_plane: int | None, path: Path) -> None:
         raise InputError(path, f"z_plane={z_plane} is only used with z_mode='plane' (got z_mode={z_mode!r})")
 
 
-def _saturation(dtype: np.dtype) -> float | None:
+def saturation_level(dtype: Any, max_value: float | None = None,
+                     significant_bits: int | None = None) -> tuple[float | None, str]:
+    """The value at which an integer image's camera clips, and where it comes from.
+
+    Most scientific cameras digitise 12 or 14 bits, stored in 16-bit files, so a saturated pixel reads
+    4095 or 16383, not 65535 (some software shifts the bits up: 65520 for 12 bits). In order:
+
+    #. OME ``SignificantBits`` below the dtype's bits: ``2**bits - 1`` (unless the data exceed it).
+    #. ``max_value`` (the largest stored value of the field) equal to ``2**k - 1`` or to it shifted to the
+       top of the dtype (``(2**k - 1) << (bits - k)``) for k = 10 ... bits - 1: a value the camera gives
+       only at its full scale, so the field holds saturated pixels at it (a field whose brightest pixel
+       is below its camera's full scale has none, whatever the depth).
+    #. Otherwise the dtype's maximum (65535 for uint16, 255 for uint8).
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+        Stored dtype.
+    max_value : float, optional
+        The largest value stored in the field (any channel).
+    significant_bits : int, optional
+        The camera's bit depth from metadata (OME ``Pixels@SignificantBits``).
+
+    Returns
+    -------
+    (float or None, str)
+        The saturation value (None for float images) and its source: ``"dtype"``,
+        ``"OME SignificantBits"``, ``"camera bit depth (data maximum)"`` or ``"none"``.
+    """
+    dtype = np.dtype(dtype)
     if dtype == np.bool_:
-        return 1.0
-    if np.issubdtype(dtype, np.integer):
-        return float(np.iinfo(dtype).max)
-    return None
+        return 1.0, "dtype"
+    if not np.issubdtype(dtype, np.integer):
+        return None, "none"
+    full = int(np.iinfo(dtype).max)
+    bits = int(np.iinfo(dtype).bits) - (1 if np.issubdtype(dtype, np.signedinteger) else 0)
+    if significant_bits is not None and 0 < int(significant_bits) < bits \
+            and (max_value is None or max_value <= 2 ** int(significant_bits) - 1):  # else the metadata is wrong
+        return float(2 ** int(significant_bits) - 1), "OME SignificantBits"
+    if max_value is not None and bits > 10 and max_value < full:
+        top = int(max_value)
+        if top == max_value:
+            for k in range(10, bits):
+                if top in (2 ** k - 1, (2 ** k - 1) << (bits - k)):
+                    return float(top), "camera bit depth (data maximum)"
+    return float(full), "dtype"
 
 
 def _check_values(img: np.ndarray, what: str, source: str) -> None:
@@ -880,16 +943,20 @@ def _read(
 
     out: dict[str, np.ndarray] = {}
     names_t = tuple(names)
+    top = None  # the largest stored value (integer images): the camera's full scale when it is saturated
     for key, stack in stacks.items():
         i = cmap[key]
         label = f"channel {i}" + (f" {names_t[i]!r}" if names_t[i] else "") + f" ({key})"
         # checks on the stored values (before projection, so a NaN in any plane is caught)
         _check_values(stack, label, str(paths[i] if per_channel else src))
+        if np.issubdtype(stack.dtype, np.integer):
+            top = max(top or 0, int(stack.max()))
         img = _project(stack, z_mode, z_plane)
         if img.dtype == np.bool_:
             img = img.astype(np.uint8)
         out[key] = np.ascontiguousarray(img, dtype=np.float32)
     dapi = out.pop(DAPI)
+    sat, sat_source = saturation_level(dtype, top, next((m.significant_bits for m in metas if m.significant_bits), None))
     field = Field(
         path=src,
         stem=_group_stem(paths, pan),
@@ -903,8 +970,9 @@ def _read(
         n_z=metas[0].n_z,
         dtype=str(dtype),
         shape=tuple(shape),
-        saturation_value=_saturation(dtype),
+        saturation_value=sat,
         panel_id=pan.id,
+        saturation_source=sat_source,
     )
     extra = {
         "files": [str(p) for p in paths],
@@ -1045,9 +1113,13 @@ def field_from_arrays(
             raise InputError(name, f"probe image {s} must be real numbers, got dtype {a.dtype}")
         arrays[s] = a
     out = {}
+    top = None
     for k, a in arrays.items():
         _check_values(a, f"{k} image", name)
         out[k] = np.array(a, dtype=np.float32, copy=True)
+        if np.issubdtype(a.dtype, np.integer) and a.dtype == d.dtype:
+            top = max(top or 0, int(a.max()))
+    sat, sat_source = saturation_level(d.dtype, top)
     order = (DAPI, *pan.signal_names)
     return Field(
         path=name,
@@ -1062,8 +1134,9 @@ def field_from_arrays(
         n_z=d.shape[0] if d.ndim == 3 else 1,
         dtype=str(d.dtype),
         shape=(len(order), *d.shape),
-        saturation_value=_saturation(d.dtype),
+        saturation_value=sat,
         panel_id=pan.id,
+        saturation_source=sat_source,
     )
 
 
@@ -1197,7 +1270,7 @@ def describe_field(
         ``channel_names``, ``channel_source`` (``"OME Channel Name"``, ``"OME Channel Name/Fluor"``, ``"ImageJ Labels"``,
         ``"TIFF PageName"``, ``"file names"``, ``"user (--channels)"``, ``"assumed panel order"``),
         ``channel_map`` (key -> {``index``, ``name``}), ``unused_channels``, ``pixel_size_um``,
-        ``pixel_size_y_um``, ``pixel_size_source``, ``saturation_value``, ``panel_id``,
+        ``pixel_size_y_um``, ``pixel_size_source``, ``saturation_value``, ``saturation_source``, ``panel_id``,
         ``intensity`` (key -> {``min``, ``max``, ``mean``, ``saturated_fraction``, ``saturated_pixels``},
         after z handling; saturated = at the dtype maximum)
         and ``notes`` (metadata present but not usable, e.g. a pixel size in an unknown unit).
@@ -1238,6 +1311,7 @@ def describe_field(
         "pixel_size_y_um": extra["pixel_size_y_um"],
         "pixel_size_source": field.pixel_size_source,
         "saturation_value": field.saturation_value,
+        "saturation_source": field.saturation_source,
         "panel_id": field.panel_id,
         "intensity": intensity,
         "notes": extra["notes"],
@@ -1276,6 +1350,8 @@ def format_description(desc: Mapping) -> str:
         if py and abs(py - desc["pixel_size_um"]) > 0.01 * desc["pixel_size_um"]:
             extra = f"; Y is {py:.4g} µm (non-square pixels, X used)"
         lines.append(f"  pixel size:   {desc['pixel_size_um']:.4g} µm [{desc['pixel_size_source']}]{extra}")
+    if desc.get("saturation_value") is not None:
+        lines.append(f"  saturation:   {desc['saturation_value']:.6g} [{desc.get('saturation_source', 'dtype')}]")
     lines.append(f"  panel:        {desc['panel_id']}")
     for note in desc.get("notes", ()):
         lines.append(f"  note:         {note}")

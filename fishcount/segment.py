@@ -4253,8 +4253,9 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
         ``"classical"`` (default, no model), ``"cellpose"``, ``"stardist"`` or any registered/entry-point
         backend.
     saturation_value : float, optional
-        Intensity at which the camera saturates (e.g. 65535 for uint16). Default: the dtype maximum for
-        integer images, none for float images.
+        Intensity at which the camera saturates (e.g. 65535 for uint16). Default for integer images:
+        :func:`fishcount.io.saturation_level` of the image (the dtype maximum, or a 10-15-bit camera's full
+        scale when the image's maximum is exactly that, e.g. 4095); none for float images.
     nucleus_diameter_um : float, optional
         Typical nucleus diameter in µm (default :data:`DEFAULT_NUCLEUS_DIAMETER_UM`); only used with a
         pixel size.
@@ -4297,8 +4298,10 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
         if bad:
             raise InputError(source, f"unknown QC parameter(s) {sorted(bad)}; known: {sorted(QC_DEFAULTS)}")
         qc_p.update({k: float(v) for k, v in qc.items()})
-    if saturation_value is None and np.issubdtype(raw.dtype, np.integer):
-        saturation_value = float(np.iinfo(raw.dtype).max)
+    if saturation_value is None and np.issubdtype(raw.dtype, np.integer) and raw.size:
+        from .io import saturation_level  # the camera's full scale: 4095 for 12 bits in a uint16 image
+
+        saturation_value = saturation_level(raw.dtype, float(raw.max()))[0]
     nd_um = DEFAULT_NUCLEUS_DIAMETER_UM if nucleus_diameter_um is None else float(nucleus_diameter_um)
     exact = _whole_uint16(img)  # the same values; 16-bit fast paths for float fields of camera counts
     exact, n_hot = _hot_pixels_removed(exact)  # single camera hot pixels far above their neighbours

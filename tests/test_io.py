@@ -387,6 +387,53 @@ def test_other_panel_single_signal(tmp_path):
     np.testing.assert_array_equal(f.probes["CEP8"], data[0, 1].astype(np.float32))
 
 
+def test_saturation_level_known_answers():
+    lv = fio.saturation_level
+    assert lv(np.uint16, 4095) == (4095.0, "camera bit depth (data maximum)")
+    assert lv(np.uint16, 16383)[0] == 16383 and lv(np.uint16, 1023)[0] == 1023
+    assert lv(np.uint16, 65520) == (65520.0, "camera bit depth (data maximum)")  # 12 bits shifted up
+    assert lv(np.uint16, 4094) == (65535.0, "dtype") and lv(np.uint16, 65535) == (65535.0, "dtype")
+    assert lv(np.uint16, None) == (65535.0, "dtype") and lv(np.uint16, 511) == (65535.0, "dtype")
+    assert lv(np.uint16, 3000, significant_bits=12) == (4095.0, "OME SignificantBits")
+    assert lv(np.uint16, 5000, significant_bits=12) == (65535.0, "dtype")  # the data say the metadata is wrong
+    assert lv(np.uint16, 3000, significant_bits=16) == (65535.0, "dtype")
+    assert lv(np.uint8, 255) == (255.0, "dtype") and lv(np.uint8, 127) == (255.0, "dtype")
+    assert lv(np.float32, 4095.0) == (None, "none") and lv(np.bool_) == (1.0, "dtype")
+    assert lv(np.int16, 4095)[0] == 4095 and lv(np.int16, 32767) == (32767.0, "dtype")
+
+
+@settings(max_examples=200, deadline=None)
+@given(dtype=st.sampled_from([np.uint8, np.uint16, np.int16, np.uint32]), frac=st.floats(0, 1),
+       bits=st.one_of(st.none(), st.integers(1, 40)))
+def test_saturation_level_property_never_below_the_data(dtype, frac, bits):
+    """Whatever the metadata say, the saturation level is never below the field's largest value, and it
+    is that value or the dtype's (or the stated bit depth's) full scale."""
+    full = int(np.iinfo(dtype).max)
+    top = int(frac * full)
+    level, source = fio.saturation_level(dtype, top, bits)
+    assert level >= top
+    assert level in (full, top) or (source == "OME SignificantBits" and level == 2 ** bits - 1)
+
+
+def test_camera_bit_depth_from_metadata_or_data(tmp_path):
+    data = _stack()  # values 100..2599
+    p = tmp_path / "sb.ome.tif"
+    tifffile.imwrite(p, data[0], metadata={"axes": "CYX", "SignificantBits": 12, "Channel": {"Name": NAMES}})
+    f = fc.read_field(p)
+    assert (f.saturation_value, f.saturation_source) == (4095.0, "OME SignificantBits")
+    clipped = data[0].copy()
+    clipped[0, :3, :] = 4095  # DAPI clipped by a 12-bit camera, in a plain uint16 TIFF
+    q = _plain(tmp_path / "clip.tif", clipped)
+    d = fio.describe_field(q)
+    assert (d["saturation_value"], d["saturation_source"]) == (4095.0, "camera bit depth (data maximum)")
+    assert d["intensity"]["DAPI"]["saturated_pixels"] == 3 * NX
+    assert "saturation:   4095 [camera bit depth (data maximum)]" in fio.format_description(d)
+    plain = fio.describe_field(_plain(tmp_path / "plain.tif", data[0]))
+    assert (plain["saturation_value"], plain["saturation_source"]) == (65535.0, "dtype")
+    arr = fc.field_from_arrays(clipped[0], {"EGR1": clipped[1], "D5S23": clipped[2]})
+    assert arr.saturation_value == 4095.0
+
+
 def test_float_images_keep_values_and_have_no_saturation(tmp_path):
     data = _stack()[0].astype(np.float32) / 7
     p = _ome(tmp_path / "f.ome.tif", data, "CYX", NAMES)
@@ -459,6 +506,8 @@ def test_real_per_channel_files_with_channel_override():
     raw = tifffile.imread(files[1])
     np.testing.assert_array_equal(f.probes["CEP8"], raw.astype(np.float32))
     assert f.stem == "1-162hrh"  # common prefix of the two stems
+    # a 12-bit camera (the foci image reaches 4095 = 2**12 - 1 in two pixels): that is the saturation level
+    assert (f.saturation_value, f.saturation_source) == (4095.0, "camera bit depth (data maximum)")
 
 
 # -------------------------------------------------------------------------------------------

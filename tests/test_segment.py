@@ -147,6 +147,25 @@ def test_blurred_nucleus_is_flagged_out_of_focus():
     assert qc.loc[lab, "focus"] < qc["focus"].drop(lab).min()
 
 
+@pytest.mark.parametrize("bits,shift", [(12, 0), (14, 0), (12, 4)])
+def test_saturated_nucleus_of_a_12_or_14_bit_camera_is_flagged(bits, shift):
+    """A 12- or 14-bit camera in a uint16 image clips at 4095 / 16383 (or 65520 when the software shifts
+    its bits to the top): the nucleus clipped there is flagged saturated without being told the depth."""
+    shape = (160, 160)
+    a = _disc(shape, 50, 50, 14)
+    b = _disc(shape, 110, 110, 14)
+    full = (2 ** bits - 1) << shift
+    img = _render([(a, 0.5), (b, 1.0)], shape, scale=0.3 * full)
+    img[_disc(shape, 110, 110, 12)] = full
+    assert img.dtype == np.uint16 and img.max() == full
+    seg = segment_nuclei(img, diameter_px=28)
+    assert seg.params["saturation_value"] == full
+    qc = seg.qc.set_index("label")
+    lb = np.bincount(seg.labels[b]).argmax()
+    la = np.bincount(seg.labels[a]).argmax()
+    assert "saturated" in qc.loc[lb, "exclusion_reason"] and qc.loc[la, "scorable"]
+
+
 def test_saturated_nucleus_is_flagged():
     shape = (160, 160)
     a = _disc(shape, 50, 50, 14)
