@@ -513,6 +513,16 @@ def test_real_per_channel_files_with_channel_override():
 # -------------------------------------------------------------------------------------------
 # bad input: one InputError naming the file
 # -------------------------------------------------------------------------------------------
+#: bad ``axes=`` declarations for a (3, 3, Y, X) plain TIFF: kind -> (axes, expected message part)
+BAD_AXES = {
+    "axes_length": ("CYX", "--axes CYX has 3 letter(s) but the image has 4 dimension(s)"),
+    "axes_repeated": ("ccyx", "--axes CCYX names axis C more than once"),
+    "axes_no_x": ("ZCYT", "has no X axis"),
+    "axes_not_letters": ("Z,C,Y,X", "must be letters"),
+    "axes_long_other": ("TCYX", "3 time points"),
+}
+
+
 def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
     """A bad input of ``kind`` in folder ``d``: (source, read_field kwargs, expected message part).
 
@@ -604,21 +614,10 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
     if kind == "ambiguous_4d":
         tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
         return p, {}, "cannot tell which axis"
-    if kind == "axes_length":
+    if kind in BAD_AXES:  # a declaration (--axes) that does not fit a (3, 3, Y, X) plain TIFF
         tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
-        return p, {"axes": "CYX"}, "--axes CYX has 3 letter(s) but the image has 4 dimension(s)"
-    if kind == "axes_repeated":
-        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
-        return p, {"axes": "ccyx"}, "--axes CCYX names axis C more than once"
-    if kind == "axes_no_x":
-        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
-        return p, {"axes": "ZCYT"}, "has no X axis"
-    if kind == "axes_not_letters":
-        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
-        return p, {"axes": "Z,C,Y,X"}, "must be letters"
-    if kind == "axes_long_other":
-        tifffile.imwrite(p, _stack(n_c=3, n_z=3), photometric="minisblack")
-        return p, {"axes": "TCYX"}, "3 time points"
+        axes, message = BAD_AXES[kind]
+        return p, {"axes": axes}, message
     if kind == "time_series":
         tifffile.imwrite(p, np.stack([data, data]), imagej=True, metadata={"axes": "TZCYX"})
         return p, {}, "2 time points"
@@ -650,8 +649,7 @@ BAD_KINDS = [
     "not_found", "not_tiff", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
     "corrupt", "too_few_channels", "one_channel",
     "missing_channel", "ambiguous", "ambiguous_name", "unnamed_extra", "channels_count", "no_pixel_size",
-    "bad_pixel_size", "nan", "inf", "complex", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", "axes_length",
-    "axes_repeated", "axes_no_x", "axes_not_letters", "axes_long_other", "time_series",
+    "bad_pixel_size", "nan", "inf", "complex", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", *BAD_AXES, "time_series",
     "too_large", "group_size_mismatch", "group_multichannel_member",
 ]
 
