@@ -378,31 +378,20 @@ def _unit_factor(unit: str | None) -> float | None:
     return _UNIT_TO_UM.get(u, _UNIT_TO_UM.get(u.lower()))
 
 
-def _ome_significant_bits(xml: str) -> int | None:
-    """OME ``Pixels@SignificantBits`` of the first image (the camera's bit depth), or None."""
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return None
-    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-    try:
-        bits = int(pixels.get("SignificantBits")) if pixels is not None else None
-    except (TypeError, ValueError):
-        return None
-    return bits if bits is not None and bits > 0 else None
-
-
-def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, str, float | None, float | None, str | None]:
-    """(channel names, their source, pixel size x µm, pixel size y µm, problem) from the OME-XML of
-    the first image. A channel whose ``Name`` is missing or generic (``Channel:0:1``) is named by
-    its ``Fluor`` attribute when there is one."""
+def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, str, float | None, float | None, str | None, int | None]:
+    """(channel names, their source, pixel size x µm, pixel size y µm, problem, significant bits) from
+    the OME-XML of the first image. A channel whose ``Name`` is missing or generic (``Channel:0:1``) is
+    named by its ``Fluor`` attribute when there is one. Significant bits: ``Pixels@SignificantBits``, the
+    camera's bit depth (None when absent or not a positive whole number)."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        return None, "none", None, None, f"unreadable OME-XML ({_short(exc)})"
+        return None, "none", None, None, f"unreadable OME-XML ({_short(exc)})", None
     pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
     if pixels is None:
-        return None, "none", None, None, None
+        return None, "none", None, None, None, None
+    bits_text = str(pixels.get("SignificantBits", "")).strip()
+    bits = int(bits_text) if bits_text.isdigit() and int(bits_text) > 0 else None
     chans = [el for el in pixels if el.tag.rsplit("}", 1)[-1] == "Channel"]
     names_l: list[str] = []
     used_fluor = False
@@ -432,7 +421,7 @@ def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, str, float | None, floa
             sizes.append(None)
         else:
             sizes.append(v * factor)
-    return names, source, sizes[0], sizes[1], problem
+    return names, source, sizes[0], sizes[1], problem, bits
 
 
 def _ij_unit_factor(unit) -> float | None:
@@ -578,10 +567,9 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
     sig_bits = None
     if tif.is_ome and tif.ome_metadata:
         fmt = "OME-TIFF"
-        names, names_source, px, py, problem = _ome_info(tif.ome_metadata)
+        names, names_source, px, py, problem, sig_bits = _ome_info(tif.ome_metadata)
         if problem:
             notes.append(problem)
-        sig_bits = _ome_significant_bits(tif.ome_metadata)
         px_source = "OME PhysicalSizeX" if px else "none"
         trusted = True
     elif tif.is_imagej and tif.imagej_metadata is not None:
