@@ -944,7 +944,8 @@ def _read(
             img = img.astype(np.uint8)
         out[key] = np.ascontiguousarray(img, dtype=np.float32)
     dapi = out.pop(DAPI)
-    sat, sat_source = saturation_level(dtype, top, next((m.significant_bits for m in metas if m.significant_bits), None))
+    bits = next((m.significant_bits for m in metas if m.significant_bits), None)
+    sat, sat_source = saturation_level(dtype, top, bits)
     field = Field(
         path=src,
         stem=_group_stem(paths, pan),
