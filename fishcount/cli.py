@@ -685,21 +685,12 @@ def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_s
         f = read_field(path, panel, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes)
         return f.dapi, f.pixel_size_um, f.saturation_value
     except InputError as exc:
-        import numpy as np
-        import tifffile
+        from .io import read_one_channel
 
-        try:  # a nuclear-stain-only image (one 2-D channel) is fine for segmentation
-            with tifffile.TiffFile(path) as tif:
-                arr = tif.series[0].asarray()
-        except Exception:
-            raise exc from None
-        if axes is not None:  # the declared axes must fit this image too
-            from .io import _user_axes
-
-            _user_axes(axes, arr.shape, path, None)
-        arr = np.squeeze(arr)
-        if arr.ndim != 2:
-            raise exc from None
+        try:  # a nuclear-stain-only image (one channel) is fine for segmentation
+            arr = read_one_channel(path, axes)
+        except InputError:
+            raise exc from None  # the reading as a panel field says best what does not fit
         return arr, pixel_size_um, None  # segment_nuclei finds the camera's full scale itself
 
 

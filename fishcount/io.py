@@ -53,6 +53,9 @@ DAPI_NAMES: tuple[str, ...] = ("DAPI", "Hoechst", "nuclei", "nuclear", "nucleus"
 
 _TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: Exported pictures read too when named explicitly (never picked up from folders): their signatures.
+_EXPORT_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG"}
+_EXPORT_SUFFIXES = (".png", ".jpeg", ".jpg")
 # names that carry no information about what a channel shows (Bio-Formats / vendor defaults)
 _GENERIC_NAME_RE = re.compile(r"^\s*(?:ch(?:annel)?|c|w|wavelength)?[\s:_#\-]*\d+(?:[\s:_\-]+\d+)*\s*$", re.I)
 # length units -> micrometres (OME UnitsLength symbols, ImageJ unit strings)
@@ -130,7 +133,8 @@ class Field:
 # names
 # -------------------------------------------------------------------------------------------
 def stem_of(path: str | os.PathLike) -> str:
-    """File name without its directory and a ``.ome.tif``/``.ome.tiff``/``.tif``/``.tiff`` ending.
+    """File name without its directory and a ``.ome.tif``/``.ome.tiff``/``.tif``/``.tiff`` ending (or an
+    exported picture's ``.png``/``.jpg``/``.jpeg``).
 
     The ending is matched case-insensitively; other endings are kept.
 
@@ -143,7 +147,7 @@ def stem_of(path: str | os.PathLike) -> str:
     """
     name = Path(path).name
     low = name.lower()
-    for suf in _TIFF_SUFFIXES:
+    for suf in _TIFF_SUFFIXES + _EXPORT_SUFFIXES:
         if low.endswith(suf) and len(name) > len(suf):
             return name[: -len(suf)]
     return name
@@ -355,7 +359,9 @@ class _Meta:
         return self.shape[self.axes.index("Y")], self.shape[self.axes.index("X")]
 
 
-def _check_exists(path: Path) -> None:
+def _check_exists(path: Path) -> str:
+    """Raise InputError unless ``path`` is a readable TIFF, PNG or JPEG file; return ``"TIFF"``, ``"PNG"``
+    or ``"JPEG"`` (from the file's first bytes, not its name)."""
     if not path.exists():
         raise InputError(path, "file not found")
     if path.is_dir():
@@ -367,8 +373,13 @@ def _check_exists(path: Path) -> None:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
     if len(head) < 4:
         raise InputError(path, f"not a TIFF file (only {len(head)} bytes)")
-    if head not in _TIFF_MAGIC:
-        raise InputError(path, f"not a TIFF file (starts with {head!r}; fishcount reads .tif/.ome.tif)")
+    if head in _TIFF_MAGIC:
+        return "TIFF"
+    for magic, kind in _EXPORT_MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    raise InputError(path, f"not a TIFF file (starts with {head!r}; fishcount reads .tif/.ome.tif, and .png/.jpg "
+                           "pictures)")
 
 
 def _unit_factor(unit: str | None) -> float | None:
@@ -552,6 +563,15 @@ def _user_axes(axes: str, shape: tuple[int, ...], path: Path,
     return text, shape
 
 
+def _check_singleton_axes(path: Path, axes: str, shape: tuple[int, ...]) -> None:
+    """Raise InputError when an axis other than C, Z, Y, X (time, RGB samples beside channels, ...) has
+    more than one entry: fishcount reads one field."""
+    for ax, n in zip(axes, shape):
+        if ax not in "CZYX" and n > 1:
+            what = {"T": "time points", "S": "RGB samples per channel"}.get(ax, f"entries along axis {ax}")
+            raise InputError(path, f"image has {n} {what} (axes {axes}, shape {shape}); fishcount reads one field of C, Z, Y, X")
+
+
 def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
                user_axes: str | None = None) -> _Meta:
     series = tif.series[0]
@@ -596,10 +616,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
     for ax in ("Y", "X"):
         if ax not in axes:
             raise InputError(path, f"no {ax} axis in image of shape {shape} (axes {series.axes})")
-    for ax, n in zip(axes, shape):
-        if ax not in "CZYX" and n > 1:
-            what = {"T": "time points", "S": "RGB samples per channel"}.get(ax, f"entries along axis {ax}")
-            raise InputError(path, f"image has {n} {what} (axes {axes}, shape {shape}); fishcount reads one field of C, Z, Y, X")
+    _check_singleton_axes(path, axes, shape)
     if len(set(a for a in axes if a in "CZYX")) != sum(1 for a in axes if a in "CZYX"):
         raise InputError(path, f"cannot interpret axes {series.axes} of shape {shape}")
     # ImageJ slice labels of the first z-plane / time point name the channels
@@ -629,7 +646,8 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str 
     user's declaration of the stored axes (:func:`_user_axes`), else they are read or inferred."""
     import tifffile
 
-    _check_exists(path)
+    if _check_exists(path) != "TIFF":
+        return _open_export(path, per_channel, n_expected, axes)
     log = _TiffLog()
     logger = logging.getLogger("tifffile")
     logger.addHandler(log)
@@ -661,6 +679,91 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str 
     finally:
         logger.removeHandler(log)
     return tif, meta
+
+
+class _Decoded:
+    """A decoded picture standing in for a ``tifffile.TiffFile`` where :func:`_read` reads one:
+    ``series[0].asarray()`` and ``close()``."""
+
+    def __init__(self, data: np.ndarray):
+        self.series = [self]
+        self._data = data
+
+    def asarray(self) -> np.ndarray:
+        return self._data
+
+    def close(self) -> None:
+        self._data = None
+
+
+def _open_export(path: Path, per_channel: bool, n_expected: int | None, axes: str | None):
+    """Decode a PNG or JPEG picture (Pillow) for :func:`_read`: ``(_Decoded, _Meta)``.
+
+    Grey pictures are ``YX`` (8 or 16 bits); colour ones ``YXC`` with channels named red, green, blue
+    (, alpha) as an RGB TIFF's, so that ``--channels`` maps them (e.g. ``EGR1,D5S23,DAPI`` for a
+    composite with DAPI in blue), and a per-channel picture in its display colour is read as the
+    brightest of red, green and blue. Palette pictures are expanded to their colours. Pictures carry no
+    pixel size in µm (give ``--pixel-size``); JPEG compression alters the intensities (prefer the
+    microscope's TIFFs where there are any).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    kind = _check_exists(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else
+                                ("L" if im.mode == "1" else "RGB"))
+            if im.mode == "LA":  # grey + alpha: the grey channel
+                im = im.getchannel(0)
+            data = np.asarray(im)
+            if im.mode in ("I;16", "I;16B", "I;16L"):
+                data = data.astype(np.uint16)
+            n_frames = getattr(im, "n_frames", 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(path, f"truncated or corrupt {kind} ({_short(exc)})") from None
+    if n_frames > 1:
+        raise InputError(path, f"an animated {kind} ({n_frames} frames); fishcount reads one field of C, Z, Y, X")
+    shape = tuple(int(n) for n in data.shape)
+    notes = [f"{kind}: no pixel size in µm (give --pixel-size)"] + (["JPEG: lossy compression alters the "
+                                                                       "intensities"] if kind == "JPEG" else [])
+    names, names_source = None, "none"
+    if axes is not None:
+        decoded = data.shape
+        ax, shape = _user_axes(axes, shape, path, None if per_channel else n_expected)
+        data = data.reshape(shape)
+        notes.append(f"axes {ax} given by the user (decoded as shape {decoded})")
+    else:
+        ax = "YX" if data.ndim == 2 else "YXC"
+    _check_singleton_axes(path, ax, shape)
+    if ax == "YXC" and data.ndim == 3 and data.shape[2] in (3, 4):
+        names, names_source = ("red", "green", "blue", "alpha")[: data.shape[2]], "RGB photometric"
+    meta = _Meta(path, kind, ax, shape, np.dtype(data.dtype), names, names_source, None, None, "none", tuple(notes))
+    return _Decoded(data), meta
+
+
+def read_one_channel(path: "str | os.PathLike", axes: str | None = None) -> np.ndarray:
+    """The image of a one-channel file (a nuclear stain alone, for :func:`fishcount.segment_nuclei`), in its
+    stored dtype: ``(Y, X)``, the maximum projection of a z-stack; a colour picture (RGB TIFF, PNG, JPEG)
+    gives the brightest of red, green and blue at each pixel (grey, or the stain in its display colour).
+
+    Raises
+    ------
+    InputError
+        One line naming the file: not readable, or more than one channel (other than red, green, blue).
+    """
+    path = Path(path)
+    tif, meta = _open_tiff(path, True, None, axes)
+    try:
+        czyx = _to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes)
+    finally:
+        tif.close()
+    if meta.n_c > 1 and meta.names_source != "RGB photometric":
+        raise InputError(path, f"one nuclear-stain channel expected, the image has {meta.n_c} (axes {meta.axes}); "
+                               "name the DAPI channel with --channels or --panel")
+    img = czyx[:3].max(axis=0) if meta.n_c > 1 else czyx[0]
+    return img.max(axis=0) if img.shape[0] > 1 else img[0]
 
 
 def _short(exc: BaseException) -> str:
@@ -990,7 +1093,8 @@ def read_field(
 
     #. The file is checked (exists, TIFF signature, complete) and its axes are worked out: OME and
        ImageJ axes are used as stored; plain TIFFs are read by shape (``YX``, ``CYX``, ``YXC`` with a
-       small last axis, ``ZCYX``/``CZYX`` by the expected channel count).
+       small last axis, ``ZCYX``/``CZYX`` by the expected channel count); ``axes`` overrides both.
+       PNG and JPEG pictures are read too (``YX``, or ``YXC`` named red, green, blue; no pixel size).
     #. Channel names come from ``channels`` if given, else from metadata (OME ``Channel@Name``,
        ImageJ ``Labels``, TIFF ``PageName``; the file-name suffix for per-channel files). They are
        matched case-insensitively to the panel's signal name, aliases and fluor, and to
@@ -1171,7 +1275,8 @@ def find_fields(
     a signal name, alias or fluor of the panel or DAPI/Hoechst/nuclei, are grouped by folder and
     prefix; a group's files are ordered DAPI first, then panel order. Every other file is its own
     field. Folders are searched (not recursively) for ``*.tif``/``*.tiff``; hidden files and
-    simulator truth files (``*_truth*``) are skipped there (files named explicitly are kept).
+    simulator truth files (``*_truth*``) are skipped there (files named explicitly are kept, PNG and
+    JPEG pictures too).
 
     Parameters
     ----------

@@ -494,6 +494,25 @@ def test_cli_axes_reads_an_ambiguous_plain_z_stack_in_every_command(tmp_path):
     assert run_nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist()
 
 
+def test_cli_analyze_an_rgb_composite_png(tmp_path):
+    """A colour composite exported as PNG (EGR1 red, D5S23 green, DAPI blue), mapped with --channels:
+    the same counts as the analysis of its three 8-bit planes."""
+    from PIL import Image
+
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=7)
+    top = np.percentile(sim.image, 99.9, axis=(1, 2))[:, None, None]
+    u8 = np.clip(255.0 * sim.image.astype(np.float64) / top, 0, 255).astype(np.uint8)
+    Image.fromarray(np.stack([u8[1], u8[2], u8[0]], -1)).save(tmp_path / "composite.png")
+    r = CliRunner().invoke(main, ["analyze", str(tmp_path / "composite.png"), "--channels", "EGR1,D5S23,DAPI",
+                                  "--pixel-size", str(sim.pixel_size_um), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    nuc = pd.read_csv(tmp_path / "out" / "composite" / "nuclei.csv")
+    ref = analyze_field({"DAPI": u8[0], "EGR1": u8[1], "D5S23": u8[2]}, pixel_size_um=sim.pixel_size_um)
+    assert len(nuc) == len(ref.nuclei) > 5
+    assert nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist()
+    assert nuc.count_D5S23.tolist() == ref.nuclei.count_D5S23.tolist()
+
+
 def test_z_stack_detected_in_3d(tmp_path):
     sim = fc.simulate_field("del5q", shape=(384, 384), seed=2, z_planes=5)
     path = tmp_path / "z.ome.tif"

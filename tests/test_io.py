@@ -387,6 +387,43 @@ def test_other_panel_single_signal(tmp_path):
     np.testing.assert_array_equal(f.probes["CEP8"], data[0, 1].astype(np.float32))
 
 
+def test_png_and_jpeg_pictures_are_read(tmp_path):
+    """Exported pictures named explicitly: an RGB composite mapped with channels=, 8- and 16-bit grey
+    per-channel PNGs grouped by name, a palette PNG, a JPEG (lossy: close values)."""
+    from PIL import Image
+
+    data = _stack()[0]  # (3, Y, X) uint16: DAPI, EGR1, D5S23
+    u8 = (data // 16).astype(np.uint8)
+    Image.fromarray(np.stack([u8[1], u8[2], u8[0]], -1)).save(tmp_path / "comp.png")  # EGR1 red, D5S23 green
+    f = fc.read_field(tmp_path / "comp.png", channels=["EGR1", "D5S23", "DAPI"])
+    _expect(f, u8[None], order=(0, 1, 2))
+    assert (f.axes, f.dtype, f.stem, f.pixel_size_um, f.saturation_value) == ("YXC", "uint8", "comp", None, 255.0)
+    d = fio.describe_field(tmp_path / "comp.png", channels=["EGR1", "D5S23", "DAPI"], pixel_size_um=0.1)
+    assert d["format"] == "PNG" and d["pixel_size_um"] == 0.1 and any("no pixel size" in n for n in d["notes"])
+    with pytest.raises(InputError, match="no channel for"):  # colours are never guessed as probes
+        fc.read_field(tmp_path / "comp.png")
+    for name, c in (("DAPI", 0), ("EGR1", 1), ("D5S23", 2)):  # 16-bit grey, one file per channel
+        Image.fromarray(data[c]).save(tmp_path / f"g_{name}.png")
+    group = fc.find_fields([tmp_path / f"g_{n}.png" for n in ("D5S23", "DAPI", "EGR1")])
+    assert [[p.name for p in g] for g in group] == [["g_DAPI.png", "g_EGR1.png", "g_D5S23.png"]]
+    g = fc.read_field(group[0])
+    _expect(g, data[None])
+    assert g.dtype == "uint16" and g.stem == "g"
+    np.testing.assert_array_equal(fio.read_one_channel(tmp_path / "g_DAPI.png"), data[0])
+    Image.fromarray(u8[0]).convert("P").save(tmp_path / "pal.png")  # a palette picture of grey levels
+    with Image.open(tmp_path / "pal.png") as im:
+        assert im.mode == "P"
+    np.testing.assert_array_equal(fio.read_one_channel(tmp_path / "pal.png"), u8[0])
+    Image.fromarray(np.stack([u8[1], u8[2], u8[0]], -1)).save(tmp_path / "comp.jpg", quality=100, subsampling=0)
+    j = fc.read_field(tmp_path / "comp.jpg", channels=["EGR1", "D5S23", "DAPI"])
+    assert np.abs(j.dapi - u8[0]).mean() < 3 and any("lossy" in n for n in fio.describe_field(
+        tmp_path / "comp.jpg", channels=["EGR1", "D5S23", "DAPI"])["notes"])
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(u8[0]).save(tmp_path / "sub" / "overlay.png")
+    with pytest.raises(InputError, match="folder holds no .tif/.tiff files"):  # folders: TIFFs only
+        fc.find_fields(tmp_path / "sub")
+
+
 def test_saturation_level_known_answers():
     lv = fio.saturation_level
     assert lv(np.uint16, 4095) == (4095.0, "camera bit depth (data maximum)")
@@ -534,8 +571,19 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
     if kind == "not_found":
         return d / "missing.tif", {}, "file not found"
     if kind == "not_tiff":
-        p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+        p.write_bytes(b"GIF89a" + b"\0" * 64)
         return p, {}, "not a TIFF"
+    if kind == "corrupt_png":
+        q = d / "bad.png"
+        q.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+        return q, {}, "truncated or corrupt PNG"
+    if kind == "corrupt_jpeg":
+        from PIL import Image
+
+        q = d / "bad.jpg"
+        Image.fromarray(data[0, 0].astype(np.uint8)).save(q, quality=90)
+        q.write_bytes(q.read_bytes()[:200])
+        return q, {}, "truncated or corrupt JPEG"
     if kind == "empty_file":
         p.write_bytes(b"")
         return p, {}, "not a TIFF"
@@ -646,7 +694,7 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
 
 
 BAD_KINDS = [
-    "not_found", "not_tiff", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
+    "not_found", "not_tiff", "corrupt_png", "corrupt_jpeg", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
     "corrupt", "too_few_channels", "one_channel",
     "missing_channel", "ambiguous", "ambiguous_name", "unnamed_extra", "channels_count", "no_pixel_size",
     "bad_pixel_size", "nan", "inf", "complex", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", *BAD_AXES, "time_series",

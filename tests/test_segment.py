@@ -631,6 +631,34 @@ def test_real_dsb_images_f1_floor():
     assert f1 >= 0.85, (tp, fp, fn)
 
 
+def test_cli_segment_reads_a_png_as_exported(tmp_path):
+    """DSB2018's images were published as RGBA PNGs (grey in R, G, B): `fishcount segment` on such a
+    picture gives the labels of the same image read from TIFF; a JPEG of it is segmented too."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from fishcount.cli import main
+
+    root = DATA / "dsb2018_fluo_dev"
+    with open(root / "manifest.csv") as fh:
+        full = {r["id"][:8]: r["id"] for r in csv.DictReader(fh)}["003cee89"]
+    img = tifffile.imread(root / "images" / f"{full}.tif")
+    assert img.dtype == np.uint8 and img.ndim == 2
+    rgba = np.stack([img, img, img, np.full_like(img, 255)], -1)
+    Image.fromarray(rgba).save(tmp_path / "003cee89.png")
+    Image.fromarray(img).save(tmp_path / "003cee89_q.jpg", quality=92)
+    r = CliRunner().invoke(main, ["segment", str(tmp_path / "003cee89.png"), str(tmp_path / "003cee89_q.jpg"),
+                                  "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    got = tifffile.imread(tmp_path / "out" / "003cee89" / "labels.tif")
+    assert np.array_equal(got, segment_nuclei(img).labels)
+    gt = tifffile.imread(root / "masks" / f"{full}.tif")
+    assert match_labels(gt, tifffile.imread(tmp_path / "out" / "003cee89_q" / "labels.tif"))["f1"] >= 0.9
+    r = CliRunner().invoke(main, ["segment", str(tmp_path / "003cee89.png"), "--axes", "YX", "--out",
+                                  str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "--axes YX has 2 letter(s) but the image has 3" in r.output, r.output
+
+
 @pytest.mark.slow
 def test_real_elongated_nuclei_are_segmented_at_their_own_size():
     """DSB2018 538b7673 (a fly embryo, no pixel size): elongated nuclei side by side make the scale space
