@@ -646,8 +646,9 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str 
     user's declaration of the stored axes (:func:`_user_axes`), else they are read or inferred."""
     import tifffile
 
-    if _check_exists(path) != "TIFF":
-        return _open_export(path, per_channel, n_expected, axes)
+    kind = _check_exists(path)
+    if kind != "TIFF":
+        return _open_export(path, kind, per_channel, n_expected, axes)
     log = _TiffLog()
     logger = logging.getLogger("tifffile")
     logger.addHandler(log)
@@ -696,8 +697,9 @@ class _Decoded:
         self._data = None
 
 
-def _open_export(path: Path, per_channel: bool, n_expected: int | None, axes: str | None):
-    """Decode a PNG or JPEG picture (Pillow) for :func:`_read`: ``(_Decoded, _Meta)``.
+def _open_export(path: Path, kind: str, per_channel: bool, n_expected: int | None, axes: str | None):
+    """Decode a PNG or JPEG picture (``kind``, from its signature; Pillow) for :func:`_read`:
+    ``(_Decoded, _Meta)``.
 
     Grey pictures are ``YX`` (8 or 16 bits); colour ones ``YXC`` with channels named red, green, blue
     (, alpha) as an RGB TIFF's, so that ``--channels`` maps them (e.g. ``EGR1,D5S23,DAPI`` for a
@@ -708,7 +710,6 @@ def _open_export(path: Path, per_channel: bool, n_expected: int | None, axes: st
     """
     from PIL import Image, UnidentifiedImageError
 
-    kind = _check_exists(path)
     try:
         with Image.open(path) as im:
             im.load()
