@@ -712,6 +712,7 @@ def _open_export(path: Path, kind: str, per_channel: bool, n_expected: int | Non
 
     try:
         with Image.open(path) as im:
+            n_frames = getattr(im, "n_frames", 1)  # (a converted copy no longer knows it)
             im.load()
             if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
                 im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else
@@ -721,7 +722,9 @@ def _open_export(path: Path, kind: str, per_channel: bool, n_expected: int | Non
             data = np.asarray(im)
             if im.mode in ("I;16", "I;16B", "I;16L"):
                 data = data.astype(np.uint16)
-            n_frames = getattr(im, "n_frames", 1)
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"{kind} too large to decode ({_short(exc)}); crop or split it into fields "
+                               "first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(path, f"truncated or corrupt {kind} ({_short(exc)})") from None
     if n_frames > 1:

@@ -424,6 +424,16 @@ def test_png_and_jpeg_pictures_are_read(tmp_path):
         fc.find_fields(tmp_path / "sub")
 
 
+def test_picture_too_large_to_decode_is_one_line_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((NY, NX), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses over 2x this (a decompression bomb)
+    with pytest.raises(InputError, match="PNG too large to decode") as ei:
+        fc.read_field(tmp_path / "big.png")
+    assert str(ei.value).startswith(str(tmp_path / "big.png")) and "\n" not in str(ei.value)
+
+
 def test_saturation_level_known_answers():
     lv = fio.saturation_level
     assert lv(np.uint16, 4095) == (4095.0, "camera bit depth (data maximum)")
@@ -577,6 +587,13 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
         q = d / "bad.png"
         q.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
         return q, {}, "truncated or corrupt PNG"
+    if kind == "animated_png":
+        from PIL import Image
+
+        q = d / "anim.png"
+        frames = [Image.fromarray(np.full((NY, NX), v, np.uint8)) for v in (10, 200)]
+        frames[0].save(q, save_all=True, append_images=frames[1:])
+        return q, {}, "an animated PNG (2 frames)"
     if kind == "corrupt_jpeg":
         from PIL import Image
 
@@ -694,7 +711,7 @@ def make_bad(kind: str, d: Path) -> tuple[object, dict, str]:
 
 
 BAD_KINDS = [
-    "not_found", "not_tiff", "corrupt_png", "corrupt_jpeg", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
+    "not_found", "not_tiff", "corrupt_png", "corrupt_jpeg", "animated_png", "empty_file", "truncated", "truncated_plain", "truncated_data", "corrupt_compressed",
     "corrupt", "too_few_channels", "one_channel",
     "missing_channel", "ambiguous", "ambiguous_name", "unnamed_extra", "channels_count", "no_pixel_size",
     "bad_pixel_size", "nan", "inf", "complex", "all_zero", "zero_channel", "z_plane_range", "ambiguous_4d", *BAD_AXES, "time_series",
