@@ -419,7 +419,14 @@ def _expand(pattern: str, folder: Path, manifest: Path, line: int) -> list[Path]
     base = p if p.is_absolute() else folder / p
     if glob.has_magic(pattern):
         hits = sorted(Path(h) for h in glob.glob(str(base), recursive=True))
-        hits = [h for h in hits if h.is_file() and _is_field_file(h) and not _in_run_folder(h, folder)]
+        # TIFFs, or the exported pictures (PNG, JPEG) the pattern itself names, e.g. P01/week00/*.jpg
+        # (a folder layout is searched for TIFFs only); never files inside a run's output folder
+        from .io import PICTURE_SUFFIXES
+
+        pictures = pattern.lower().endswith(PICTURE_SUFFIXES)
+        hits = [h for h in hits if h.is_file() and not _in_run_folder(h, folder)
+                and (_is_field_file(h) or (pictures and h.name.lower().endswith(PICTURE_SUFFIXES)
+                                           and not _is_truth(h.name) and not h.name.startswith(".")))]
         if not hits:
             raise InputError(manifest, f"line {line}: '{pattern}' matches no field image under {folder}")
         return hits

@@ -55,7 +55,7 @@ _TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: Exported pictures read too when named explicitly (never picked up from folders): their signatures.
 _EXPORT_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG"}
-_EXPORT_SUFFIXES = (".png", ".jpeg", ".jpg")
+PICTURE_SUFFIXES = (".png", ".jpeg", ".jpg")
 # names that carry no information about what a channel shows (Bio-Formats / vendor defaults)
 _GENERIC_NAME_RE = re.compile(r"^\s*(?:ch(?:annel)?|c|w|wavelength)?[\s:_#\-]*\d+(?:[\s:_\-]+\d+)*\s*$", re.I)
 # length units -> micrometres (OME UnitsLength symbols, ImageJ unit strings)
@@ -147,7 +147,7 @@ def stem_of(path: str | os.PathLike) -> str:
     """
     name = Path(path).name
     low = name.lower()
-    for suf in _TIFF_SUFFIXES + _EXPORT_SUFFIXES:
+    for suf in _TIFF_SUFFIXES + PICTURE_SUFFIXES:
         if low.endswith(suf) and len(name) > len(suf):
             return name[: -len(suf)]
     return name

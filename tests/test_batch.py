@@ -132,6 +132,60 @@ def test_manifest_globs_extras_and_defaults(tmp_path):
     assert df["week"].dtype == np.float64
 
 
+def test_manifest_globs_of_pictures_and_the_run_folder(tmp_path):
+    """A glob that names pictures (*.png, *.jpg) lists them, never the overlays of a run folder inside the
+    study; a TIFF glob never lists pictures; the folder layout is TIFFs only."""
+    from PIL import Image
+
+    from fishcount.batch import RUN_MARKER
+
+    for t in ("week00", "week16"):
+        (tmp_path / "P01" / t).mkdir(parents=True)
+        for name in ("f1.jpg", "F2.JPG"):  # the suffix in any case
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "P01" / t / name)
+    run = tmp_path / "P01" / "week00" / "results"
+    (run / "fields").mkdir(parents=True)
+    (run / RUN_MARKER).write_text("{}")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(run / "fields" / "overlay.jpg")
+    m = _manifest(tmp_path, "path,patient,timepoint,week\n"
+                            "P01/week00/**/*.jpg,P01,week00,0\n"
+                            "P01/week16/*.JPG,P01,week16,16\n")
+    df = read_manifest(m)
+    assert df["path"].map(lambda p: Path(p).name).tolist() == ["f1.jpg", "F2.JPG"]
+    assert not df["path"].str.contains("results").any()
+    with pytest.raises(InputError, match="matches no field image"):
+        read_manifest(_manifest(tmp_path, "path,patient,timepoint,week\nP01/week00/*.tif,P01,week00,0\n"))
+
+
+def test_cli_run_on_a_study_of_png_composites(tmp_path):
+    """A study exported as colour PNGs (EGR1 red, D5S23 green, DAPI blue), listed by a manifest glob:
+    `run --channels` analyses every field, with the counts `analyze_field` gives on the same file."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from fishcount.cli import main
+
+    rows = ["path,patient,timepoint,week"]
+    for t, week, seed in (("week00", 0, 3), ("week16", 16, 4)):
+        (tmp_path / "P01" / t).mkdir(parents=True)
+        sim = fc.simulate_field("del5q", shape=(256, 256), seed=seed)
+        top = np.percentile(sim.image, 99.9, axis=(1, 2))[:, None, None]
+        u8 = np.clip(255.0 * sim.image.astype(np.float64) / top, 0, 255).astype(np.uint8)
+        Image.fromarray(np.stack([u8[1], u8[2], u8[0]], -1)).save(tmp_path / "P01" / t / "f1.png")
+        rows.append(f"P01/{t}/*.png,P01,{t},{week}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    px = str(sim.pixel_size_um)
+    r = CliRunner().invoke(main, ["run", str(tmp_path), "--out", str(tmp_path / "run"), "--channels",
+                                  "EGR1,D5S23,DAPI", "--pixel-size", px, "--workers", "1", "--no-report", "-q"])
+    assert r.exit_code == 0, r.output
+    samples = pd.read_csv(tmp_path / "run" / "samples.csv")
+    assert len(samples) == 2 and (samples["nuclei_scored"] > 0).all()
+    ref = fc.analyze_field(tmp_path / "P01" / "week16" / "f1.png", channels=["EGR1", "D5S23", "DAPI"],
+                           pixel_size_um=float(px))
+    nuc = pd.read_csv(tmp_path / "run" / "fields" / "P01" / "week16" / "f1" / "nuclei.csv")
+    assert len(nuc) == len(ref.nuclei) > 0 and nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist()
+
+
 def test_manifest_relative_to_given_folder_and_sample_column(tmp_path):
     study = make_study(tmp_path / "study", patients=("P01",), timepoints=("week00",), fields=2)
     m = _manifest(tmp_path, "patient,timepoint,week,path,sample,slide\n"
