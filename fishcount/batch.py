@@ -98,11 +98,14 @@ def _is_truth(name: str) -> bool:
     return "_truth" in name.lower()
 
 
-def _is_field_file(path: Path) -> bool:
+def _is_field_file(path: Path, pictures: bool = False) -> bool:
+    """A field image by its name: a TIFF (or, with ``pictures``, a PNG or JPEG), not hidden, not a truth file."""
+    from .io import PICTURE_SUFFIXES
+
     name = path.name
     if name.startswith(".") or _is_truth(name):
         return False
-    return name.lower().endswith(FIELD_SUFFIXES)
+    return name.lower().endswith(FIELD_SUFFIXES + (PICTURE_SUFFIXES if pictures else ()))
 
 
 def _in_run_folder(path: Path, folder: Path) -> bool:
@@ -424,9 +427,7 @@ def _expand(pattern: str, folder: Path, manifest: Path, line: int) -> list[Path]
         from .io import PICTURE_SUFFIXES
 
         pictures = pattern.lower().endswith(PICTURE_SUFFIXES)
-        hits = [h for h in hits if h.is_file() and not _in_run_folder(h, folder)
-                and (_is_field_file(h) or (pictures and h.name.lower().endswith(PICTURE_SUFFIXES)
-                                           and not _is_truth(h.name) and not h.name.startswith(".")))]
+        hits = [h for h in hits if h.is_file() and _is_field_file(h, pictures) and not _in_run_folder(h, folder)]
         if not hits:
             raise InputError(manifest, f"line {line}: '{pattern}' matches no field image under {folder}")
         return hits
