@@ -44,7 +44,29 @@ def export_channel(a: np.ndarray, how: str | None) -> np.ndarray:
         return np.clip(np.round((f - lo) / max(hi - lo, 1e-12) * 255), 0, 255).astype(np.uint8)
     if how == "float01":
         return (f / 65535.0).astype(np.float32)
+    if how.startswith("jpeg"):  # "jpeg90": the contrast-stretched 8-bit channel as a grey JPEG of quality 90
+        return _jpeg_roundtrip(export_channel(a, "uint8_stretch"), int(how[4:]))
     raise ValueError(f"unknown export {how!r}")
+
+
+def _jpeg_roundtrip(u8: np.ndarray, quality: int, **save) -> np.ndarray:
+    """``u8`` (Y, X) or (Y, X, 3) saved as a JPEG of ``quality`` (Pillow's defaults: 4:2:0 chroma
+    subsampling for colour) and decoded again by Pillow, as fishcount's reader decodes a JPEG."""
+    import io as _bytes_io
+
+    from PIL import Image
+    buf = _bytes_io.BytesIO()
+    Image.fromarray(u8).save(buf, format="JPEG", quality=quality, **save)
+    with Image.open(_bytes_io.BytesIO(buf.getvalue())) as im:
+        return np.asarray(im).copy()
+
+
+def rgb_composite_jpeg(channels: list[np.ndarray], quality: int) -> list[np.ndarray]:
+    """Three 16-bit channels (red, green, blue order) as one contrast-stretched 8-bit RGB composite JPEG
+    (4:2:0, as most exports), read back as its red, green and blue planes."""
+    rgb = np.stack([export_channel(c, "uint8_stretch") for c in channels], -1)
+    dec = _jpeg_roundtrip(rgb, quality)
+    return [dec[..., k] for k in range(3)]
 
 
 def field_rows(seed: int, panel, shape=(1024, 1024), give_pixel: bool = True, export: str | None = None,
@@ -55,7 +77,12 @@ def field_rows(seed: int, panel, shape=(1024, 1024), give_pixel: bool = True, ex
     ``analyze_field``."""
     keys = [f"count_{k}" for k in panel.pattern_keys]
     sim = fc.simulate_field(panel, shape=shape, seed=seed, **sim_kwargs)
-    d = {n: export_channel(sim.image[i], export) for i, n in enumerate(sim.channel_names)}
+    if export is not None and export.startswith("rgb_jpeg"):  # DAPI blue, first probe red, second green
+        names = list(sim.channel_names)
+        r, g, b = rgb_composite_jpeg([sim.image[1], sim.image[2], sim.image[0]], int(export[8:]))
+        d = {names[1]: r, names[2]: g, names[0]: b}
+    else:
+        d = {n: export_channel(sim.image[i], export) for i, n in enumerate(sim.channel_names)}
     fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um if give_pixel else None, panel=panel,
                             name=f"f{seed}")
     t0 = time.process_time()
