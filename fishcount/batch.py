@@ -215,7 +215,13 @@ def infer_layout(folder: str | os.PathLike, *, panel: str = DEFAULT_PANEL) -> pd
         raise InputError(folder, "study folder not found")
     files = find_study_fields(folder)
     if not files:
-        raise InputError(folder, f"no field images (.tif/.tiff/.ome.tif) found; {_LAYOUT_EXAMPLE}")
+        from .io import PICTURE_SUFFIXES
+
+        pictures = any(f.is_file() and _is_field_file(f, pictures=True) and not _in_run_folder(f, folder)
+                       for f in folder.rglob("*") if f.name.lower().endswith(PICTURE_SUFFIXES))
+        hint = (" (the folder holds PNG/JPEG pictures: list them in a manifest, e.g. "
+                "'P01/week00/*.jpg,P01,week00,0')" if pictures else "")
+        raise InputError(folder, f"no field images (.tif/.tiff/.ome.tif) found{hint}; {_LAYOUT_EXAMPLE}")
     rows = []
     for f in files:
         rel = f.relative_to(folder)

@@ -289,6 +289,10 @@ def test_infer_layout_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no field images.*FOLDER/<patient>/<timepoint>"):
         infer_layout(tmp_path / "empty")
+    (tmp_path / "jpegs" / "P01" / "week00").mkdir(parents=True)
+    (tmp_path / "jpegs" / "P01" / "week00" / "f1.jpg").write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(InputError, match=r"holds PNG/JPEG pictures: list them in a manifest, e\.g\. 'P01/week00/\*\.jpg"):
+        infer_layout(tmp_path / "jpegs")
     flat = tmp_path / "flat"
     _write_field(flat / "field01.tif", 1)
     with pytest.raises(InputError, match="unrecognised folder layout at 'field01.tif'.*e.g. study/P01/week00"):
