@@ -763,11 +763,22 @@ def read_one_channel(path: "str | os.PathLike", axes: str | None = None) -> np.n
         czyx = _to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes)
     finally:
         tif.close()
-    if meta.n_c > 1 and meta.names_source != "RGB photometric":
+    if not _holds_one_channel(meta):
         raise InputError(path, f"one nuclear-stain channel expected, the image has {meta.n_c} (axes {meta.axes}); "
                                "name the DAPI channel with --channels or --panel")
-    img = czyx[:3].max(axis=0) if meta.n_c > 1 else czyx[0]
+    img = _the_one_channel(czyx, meta)
     return img.max(axis=0) if img.shape[0] > 1 else img[0]
+
+
+def _holds_one_channel(meta: _Meta) -> bool:
+    """One channel, or an RGB picture of one (grey, or the channel in its display colour)."""
+    return meta.n_c == 1 or meta.names_source == "RGB photometric"
+
+
+def _the_one_channel(czyx: np.ndarray, meta: _Meta) -> np.ndarray:
+    """(Z, Y, X) of a file that :func:`_holds_one_channel`: in an RGB picture the brightest of red, green,
+    blue at each pixel is that channel's intensity."""
+    return czyx[:3].max(axis=0) if meta.n_c > 1 else czyx[0]
 
 
 def _short(exc: BaseException) -> str:
@@ -981,8 +992,7 @@ def _read(
         for path in paths:
             tif, meta = _open_tiff(path, True, None, axes)
             try:
-                rgb = meta.n_c > 1 and meta.names_source == "RGB photometric"
-                if meta.n_c != 1 and not rgb:
+                if not _holds_one_channel(meta):
                     raise InputError(
                         path, f"a per-channel file must hold one channel, this one has {meta.n_c} (axes {meta.axes})"
                     )
@@ -997,10 +1007,8 @@ def _read(
                 n_out = meta.n_z if z_mode == "keep" else 1
                 _check_memory(path, int(np.prod(meta.shape)) * meta.dtype.itemsize * len(paths) + n_needed * n_out * ny * nx * 4,
                               (len(paths), *meta.shape), str(meta.dtype))
-                czyx = _to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes)
-                # an RGB picture of one channel (grey, or the channel in its display colour): the
-                # brightest of red, green, blue at each pixel is that channel's intensity
-                arrays.append(czyx[:3].max(axis=0) if rgb else czyx[0])
+                arrays.append(_the_one_channel(_to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes),
+                                               meta))
             finally:
                 tif.close()
             metas.append(meta)
@@ -1008,7 +1016,7 @@ def _read(
             if sfx is not None:
                 file_names.append(sfx)
                 sources.add("file names")
-            elif meta.names and not rgb:
+            elif meta.names and meta.n_c == 1:
                 file_names.append(meta.names[0])
                 sources.add(meta.names_source)
             else:
