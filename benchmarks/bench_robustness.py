@@ -57,6 +57,7 @@ CONDITIONS: dict[str, tuple[str, dict, bool]] = {
     "20 % diffuse signals": ("del5q", {"diffuse_fraction": 0.2}, True),
     "strong vignetting (0.6)": ("del5q", {"illumination_falloff": 0.6}, True),
     "70 % abnormal": ("del5q", {"abnormal_fraction": 0.7}, True),
+    "all normal (0 % abnormal: the clone % is the false-call rate)": ("del5q", {"abnormal_fraction": 0.0}, True),
     "8-bit export (min-max)": ("del5q", {"export": "uint8"}, True),
     "8-bit export (contrast-stretched, saturating)": ("del5q", {"export": "uint8_stretch"}, True),
     "float 0-1 export": ("del5q", {"export": "float01"}, True),

@@ -43,11 +43,11 @@ from .spots import (
     _merge_groups,
     _pair_fusions,
     auto_threshold,
+    boundary_nuclei,
     correct_channel_shift,
     crosstalk_at,
     estimate_signal_sigma_px,
     finish_signal_table,
-    near_other_nucleus,
     remove_hot_pixels,
     signal_table,
     spot_sigma_px,
@@ -80,9 +80,10 @@ DETECTION_DEFAULTS: dict[str, float] = {
     # signals up to this many signal diameters outside a nucleus' mask belong to it (segmented outlines
     # are uncertain by a pixel or two and signals sit at the nuclear periphery) [I]
     "snap_diameters": 1.5,
-    # a counted signal within this many signal diameters of ANOTHER nucleus' mask makes its nucleus
-    # "signal_at_boundary" (touching nuclei: the signal cannot be assigned with confidence; overlapping
-    # nuclei "Do not count", clinical.md §3.2) [I]; 0 disables
+    # a counted signal within this many signal diameters of ANOTHER nucleus' mask makes its nucleus and
+    # that other nucleus "signal_at_boundary" (touching nuclei: the signal cannot be assigned with
+    # confidence, so neither count can be trusted; overlapping nuclei "Do not count", clinical.md §3.2)
+    # [I]; 0 disables
     "boundary_diameters": 1.0,
     # lowest automatic threshold, in noise units (see fishcount.spots.MIN_AUTO_SNR)
     "min_auto_snr": 4.5,
@@ -868,9 +869,9 @@ def _signals(parts, used, labels, pan: Panel, px: float, det, responses, zs):
     boundary_labels = empty
     if det["boundary_diameters"] > 0:
         cand_b = is_rep & (lab > 0) & (snr >= th_of)
-        near = near_other_nucleus(cols["y"][cand_b], cols["x"][cand_b], lab[cand_b], labels,
-                                  det["boundary_diameters"] * pan.signal_diameter_um / px)
-        boundary_labels = np.unique(lab[cand_b][near])
+        # both sides: the nucleus holding the signal and each neighbour it may belong to instead
+        boundary_labels = boundary_nuclei(cols["y"][cand_b], cols["x"][cand_b], lab[cand_b], labels,
+                                          det["boundary_diameters"] * pan.signal_diameter_um / px)
     # detected members of groups whose representative is detected; n_merged counts those only
     keep = np.nonzero(detected & detected[rep])[0]
     if keep.size == 0:

@@ -20,8 +20,9 @@ Signal exclusion reasons (clinical.md §3.2 and §6.1 R1):
     slightly different threshold, so the nucleus is "poorly hybridised" (clinical.md §3.2, standard
     practice [U]).
 ``signal_at_boundary``
-    A counted signal at the boundary with a touching nucleus cannot be assigned with confidence
-    (overlapping nuclei "Do not count", clinical.md §3.2; the distance is a design choice [I]).
+    A counted signal at the boundary with a touching nucleus cannot be assigned with confidence, so
+    neither the nucleus holding it nor the touching one is counted (overlapping nuclei "Do not count",
+    clinical.md §3.2; the distance is a design choice [I]).
 """
 from __future__ import annotations
 
@@ -76,8 +77,8 @@ def call_nuclei(
     dim_labels : iterable of int
         Labels of nuclei with a signal in the ambiguity band around the threshold (``dim_signals``).
     boundary_labels : iterable of int
-        Labels of nuclei with a counted signal at the boundary of a touching nucleus
-        (``signal_at_boundary``).
+        Labels of nuclei with a counted signal at the boundary of a touching nucleus, and of the touching
+        nuclei (``signal_at_boundary``; :func:`fishcount.spots.boundary_nuclei`).
 
     Returns
     -------

@@ -61,6 +61,7 @@ __all__ = [
     "auto_threshold",
     "snap_to_nuclei",
     "near_other_nucleus",
+    "boundary_nuclei",
     "detect_signals",
     "merge_split_signals",
     "pair_fusions",
@@ -1065,6 +1066,21 @@ def snap_to_nuclei(
     return out
 
 
+def _labels_within(y: np.ndarray, x: np.ndarray, labels: np.ndarray, distance_px: float) -> np.ndarray:
+    """(N, K) labels of the pixels within ``distance_px`` of each point (a disc of K pixel offsets around its
+    nearest pixel, clipped to the image); (N, 0) when the distance is under one pixel."""
+    h, w = labels.shape
+    r = int(math.floor(distance_px))
+    if r < 1 or len(y) == 0:
+        return np.zeros((len(y), 0), labels.dtype)
+    yi = np.clip(np.rint(y).astype(np.int64), 0, h - 1)
+    xi = np.clip(np.rint(x).astype(np.int64), 0, w - 1)
+    oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
+    inside = (oy**2 + ox**2) <= distance_px**2
+    oy, ox = oy[inside], ox[inside]
+    return labels[np.clip(yi[:, None] + oy, 0, h - 1), np.clip(xi[:, None] + ox, 0, w - 1)]
+
+
 def near_other_nucleus(
     y: np.ndarray, x: np.ndarray, own: np.ndarray, labels: np.ndarray, distance_px: float
 ) -> np.ndarray:
@@ -1086,17 +1102,50 @@ def near_other_nucleus(
     -------
     ndarray of bool, shape (N,)
     """
-    h, w = labels.shape
-    r = int(math.floor(distance_px))
-    if r < 1 or len(y) == 0:
-        return np.zeros(len(y), bool)
-    yi = np.clip(np.rint(y).astype(np.int64), 0, h - 1)
-    xi = np.clip(np.rint(x).astype(np.int64), 0, w - 1)
-    oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
-    inside = (oy**2 + ox**2) <= distance_px**2
-    oy, ox = oy[inside], ox[inside]
-    lab = labels[np.clip(yi[:, None] + oy, 0, h - 1), np.clip(xi[:, None] + ox, 0, w - 1)]
+    lab = _labels_within(y, x, labels, distance_px)
     return ((lab > 0) & (lab != np.asarray(own)[:, None])).any(axis=1)
+
+
+def boundary_nuclei(
+    y: np.ndarray, x: np.ndarray, own: np.ndarray, labels: np.ndarray, distance_px: float
+) -> np.ndarray:
+    """Labels of the nuclei whose counts a signal at a shared boundary makes uncertain.
+
+    A signal within ``distance_px`` of another nucleus' mask (touching nuclei, whose segmented boundary is
+    uncertain by about that much) may belong to either nucleus: the one it was assigned to may hold a
+    signal too many, and each neighbour within reach one too few. Every one of them is returned: the
+    nucleus holding the signal (as :func:`near_other_nucleus`) and each other nucleus whose mask lies
+    within ``distance_px`` of it. (Flagging the holder alone leaves the neighbour that lost the signal to
+    a misplaced boundary scorable, e.g. a normal nucleus read as a deletion.)
+
+    Parameters
+    ----------
+    y, x : ndarray, shape (N,), float
+        Positions of the counted signals, pixels.
+    own : ndarray, shape (N,), int
+        Nucleus each signal is assigned to (0 = none: such a signal flags no nucleus).
+    labels : ndarray of int, shape (Y, X)
+        Nucleus labels, 0 = background.
+    distance_px : float
+        Reach, pixels (under 1: nothing is flagged).
+
+    Returns
+    -------
+    ndarray of int64, shape (M,)
+        Sorted unique labels (> 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((20, 30), np.int32); labels[5:15, 5:15] = 1; labels[5:15, 15:25] = 2
+    >>> boundary_nuclei(np.array([10.0, 10.0]), np.array([14.0, 7.0]), np.array([1, 1]), labels, 2.0).tolist()
+    [1, 2]
+    """
+    own = np.asarray(own, np.int64)
+    lab = _labels_within(y, x, labels, distance_px).astype(np.int64, copy=False)
+    other = (lab > 0) & (lab != own[:, None]) & (own[:, None] > 0)
+    holders = own[other.any(axis=1)]
+    return np.union1d(holders, lab[other]).astype(np.int64)
 
 
 def auto_threshold(

@@ -438,7 +438,9 @@ def test_boundary_rule_can_be_switched_off():
     on = analyze_field(arrays, pixel_size_um=px, segmentation=seg)
     off = analyze_field(arrays, pixel_size_um=px, segmentation=seg,
                         boundary_diameters=0)
-    assert on.nuclei.exclusion_reason.tolist() == ["signal_at_boundary", ""]
+    # the signal at (40, 47) is nucleus 1's, one pixel from nucleus 2: it may be either's, so neither
+    # count is trusted (nucleus 2 may be missing it)
+    assert on.nuclei.exclusion_reason.tolist() == ["signal_at_boundary", "signal_at_boundary"]
     assert off.nuclei.exclusion_reason.tolist() == ["", ""]
     assert off.nuclei.pattern.tolist() == ["2O2G", "2O2G"]
 

@@ -14,6 +14,7 @@ from fishcount.spots import (
     MIN_AUTO_SNR,
     SPOT_COLUMNS,
     auto_threshold,
+    boundary_nuclei,
     detect_signals,
     enhance_spots,
     find_candidates,
@@ -370,6 +371,54 @@ def test_near_other_nucleus():
     assert near_other_nucleus(y, x, own, labels, 3.0).tolist() == [False, True, True, False]
     assert not near_other_nucleus(y, x, own, labels, 0.5).any()
     assert near_other_nucleus(y[:0], x[:0], own[:0], labels, 3.0).shape == (0,)
+
+
+def test_boundary_nuclei_flags_both_sides():
+    """A signal near the shared boundary of two touching nuclei makes both counts uncertain."""
+    labels = np.zeros((40, 50), np.int32)
+    labels[10:20, 10:20] = 1
+    labels[10:20, 20:30] = 2  # touching nucleus 1 on the right
+    labels[10:20, 35:45] = 3  # apart from both (5 px gap)
+    y = np.array([15.0, 15.0, 15.0, 35.0])
+    x = np.array([12.0, 18.5, 27.0, 35.0])
+    own = np.array([1, 1, 2, 0])
+    # the second signal (nucleus 1, 1.5 px from nucleus 2) flags 1 and 2; the third is 3 px from the edge
+    # of nucleus 2 and 8 px from nucleus 3: at 3 px it flags nothing more
+    assert boundary_nuclei(y, x, own, labels, 3.0).tolist() == [1, 2]
+    # at 9 px the third signal reaches nucleus 3 (and nucleus 1): every nucleus is flagged
+    assert boundary_nuclei(y, x, own, labels, 9.0).tolist() == [1, 2, 3]
+    # under one pixel, or without signals: nothing
+    assert boundary_nuclei(y, x, own, labels, 0.5).tolist() == []
+    assert boundary_nuclei(y[:0], x[:0], own[:0], labels, 3.0).tolist() == []
+    # a signal outside every nucleus (label 0) flags none, even beside two nuclei
+    assert boundary_nuclei(np.array([15.0]), np.array([20.0]), np.array([0]), labels, 3.0).tolist() == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.0, 6.0))
+def test_boundary_nuclei_matches_brute_force(seed, dist):
+    """Property, against a brute-force reference: the flagged set is exactly the holders that
+    :func:`near_other_nucleus` finds plus every other nucleus within reach of their signals."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((30, 30), np.int32)
+    for k in range(1, 5):  # four random rectangles, later ones on top
+        y0, x0 = rng.integers(0, 24, 2)
+        labels[y0:y0 + rng.integers(3, 10), x0:x0 + rng.integers(3, 10)] = k
+    y, x = rng.uniform(0, 29, (2, 12))
+    own = labels[np.rint(y).astype(int), np.rint(x).astype(int)]
+    got = set(boundary_nuclei(y, x, own, labels, dist).tolist())
+    near = near_other_nucleus(y, x, own, labels, dist) & (own > 0)
+    assert set(own[near].tolist()) <= got
+    want = set(own[near].tolist())
+    r = int(np.floor(dist))
+    for yy, xx, o in zip(y[near], x[near], own[near]):
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                if dy * dy + dx * dx <= dist * dist:
+                    v = labels[min(max(int(np.rint(yy)) + dy, 0), 29), min(max(int(np.rint(xx)) + dx, 0), 29)]
+                    if v > 0 and v != o:
+                        want.add(int(v))
+    assert got == want
 
 
 def test_3d_detection_separates_signals_overlapping_in_projection():
