@@ -1161,7 +1161,8 @@ def run_batch(
     scheduler : str, optional
         Address of a running Dask scheduler (``tcp://host:8786``); overrides ``workers``.
     params : mapping, optional
-        ``{"read": {...}, "analyze": {...}}`` keyword arguments for ``read_field`` / ``analyze_field``.
+        ``{"read": {...}, "analyze": {...}}`` keyword arguments for ``read_field`` / ``analyze_field``
+        (e.g. ``{"analyze": {"backend": "cellpose", "nucleus_diameter_um": 8}}``).
     criteria : str, optional
         Response criteria id or .toml file (default: the response module's default, ``trial_fish``).
     cutoffs : str, optional
@@ -1189,6 +1190,10 @@ def run_batch(
     ------
     InputError, PanelError
         For a bad folder, manifest, panel or output folder (before any work starts).
+    FishcountError
+        A segmentation backend in ``params["analyze"]`` that cannot run: unknown, its package not
+        installed, or registered in this process only while fields go to worker processes
+        (:func:`fishcount.segment.check_backend`; before any work starts).
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -1206,6 +1211,12 @@ def run_batch(
     from .analyze import calibrations_for_panel, check_calibrations
 
     check_calibrations(dict(params.get("analyze", {})), panels.values())  # a typo fails now, not per field
+    backend = dict(params.get("analyze", {})).get("backend")
+    if backend is not None:  # an unknown or uninstalled backend fails now, not in every field
+        from .segment import check_backend
+
+        many = scheduler is not None or (workers or default_workers(_estimate_field_bytes(table["path"]))) > 1
+        check_backend(str(backend), other_processes=many)
     # one microscope calibration for every panel: each panel keeps the entries that name its signals/fluors
     params_for = {pid: {**params, "analyze": calibrations_for_panel(dict(params.get("analyze", {})), pan)}
                   if params.get("analyze") else params for pid, pan in panels.items()}

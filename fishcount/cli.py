@@ -72,6 +72,43 @@ def _pixel_size_option(f):
     )(f)
 
 
+def _segmentation_options(default_backend: str | None):
+    """``--backend``, ``--nucleus-diameter`` and ``--diameter-px`` (the choices of
+    :func:`fishcount.segment_nuclei`), as one decorator; ``default_backend`` None = not passed on (the
+    library default, classical)."""
+    def deco(f):
+        f = click.option("--diameter-px", "diameter_px", type=click.FloatRange(min=0, min_open=True), default=None,
+                         metavar="PX",
+                         help="Typical nucleus diameter in pixels (overrides the pixel size and the estimate).")(f)
+        f = click.option("--nucleus-diameter", "nucleus_diameter_um", type=click.FloatRange(min=0, min_open=True),
+                         default=None, metavar="UM",
+                         help="Typical nucleus diameter in µm (used with a pixel size; default 9).")(f)
+        return click.option(
+            "--backend", default=default_backend, show_default=default_backend is not None,
+            help="Nucleus segmentation backend: classical" + ("" if default_backend else " (default)")
+                 + ", cellpose, stardist (each needs its own package and model weights) or an installed "
+                   "plug-in (docs/segmentation.md, Backends).")(f)
+    return deco
+
+
+def _segmentation_params(backend: str | None, nucleus_diameter_um: float | None, diameter_px: float | None,
+                         other_processes: bool = False) -> dict:
+    """The segmentation choices given on the command line, as ``analyze_field`` keywords (only those
+    given, so a run's recorded parameters stay those of the defaults otherwise); a backend that could not
+    run fails now (:func:`fishcount.segment.check_backend`)."""
+    out: dict = {}
+    if backend is not None:
+        from .segment import check_backend
+
+        check_backend(backend, other_processes=other_processes)
+        out["backend"] = backend
+    if nucleus_diameter_um is not None:
+        out["nucleus_diameter_um"] = nucleus_diameter_um
+    if diameter_px is not None:
+        out["diameter_px"] = diameter_px
+    return out
+
+
 def _repeatable_option(flag: str, dest: str, metavar: str, help_: str):
     """A repeatable ``--flag ENTRY`` option (the calibrations below), as a decorator."""
     return click.option(flag, dest, multiple=True, metavar=metavar, help=help_)
@@ -389,8 +426,10 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
                    "(as `analyze --z-step`). Default: detect on the maximum projection.")
 @_channel_shift_option
 @_crosstalk_option
+@_segmentation_options(None)
 def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, criteria, cutoffs, workers, scheduler,
-            pool_thresholds, no_report, quiet, z_step_um, channel_shift, crosstalk) -> None:
+            pool_thresholds, no_report, quiet, z_step_um, channel_shift, crosstalk, backend, nucleus_diameter_um,
+            diameter_px) -> None:
     """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
 
     \b
@@ -419,6 +458,9 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
     xt = parse_crosstalk(crosstalk)
     if xt:
         params.setdefault("analyze", {})["channel_crosstalk"] = xt
+    seg = _segmentation_params(backend, nucleus_diameter_um, diameter_px)
+    if seg:
+        params.setdefault("analyze", {}).update(seg)
     if read:
         params["read"] = read
     res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
@@ -485,8 +527,10 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
               help="z-stacks: analyse plane N (0-based) instead of the maximum projection.")
 @_channel_shift_option
 @_crosstalk_option
+@_segmentation_options(None)
 def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold, pool_thresholds, overwrite,
-                no_overlay, z_step_um, z_plane, channel_shift, crosstalk) -> None:
+                no_overlay, z_step_um, z_plane, channel_shift, crosstalk, backend, nucleus_diameter_um,
+                diameter_px) -> None:
     """Segment nuclei, count probe signals and call every nucleus in each IMAGE.
 
     \b
@@ -499,6 +543,7 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
     if z_step_um is not None and z_plane is not None:
         raise FishcountError("--z-step", "cannot be combined with --z-plane (3-D detection uses every z-plane)")
     opts = {"z_plane": z_plane, "axes": axes, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
+    opts.update(_segmentation_params(backend, nucleus_diameter_um, diameter_px))
     shifts = parse_channel_shifts(channel_shift)
     if shifts:
         opts["channel_shifts_um"] = shifts
@@ -702,12 +747,7 @@ def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_s
 @_panel_option
 @_channels_option
 @_axes_option
-@click.option("--backend", default="classical", show_default=True,
-              help="Segmentation backend: classical, cellpose, stardist or an installed plug-in.")
-@click.option("--nucleus-diameter", "nucleus_diameter_um", type=float, default=None, metavar="UM",
-              help="Typical nucleus diameter in µm (used with a pixel size; default 9).")
-@click.option("--diameter-px", "diameter_px", type=float, default=None, metavar="PX",
-              help="Typical nucleus diameter in pixels (overrides the pixel size and the estimate).")
+@_segmentation_options("classical")
 @click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ outputs.")
 def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, nucleus_diameter_um, diameter_px,
                 overwrite) -> None:
@@ -726,6 +766,7 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
     from .io import stem_of
     from .segment import segment_nuclei
 
+    _segmentation_params(backend, nucleus_diameter_um, diameter_px)  # a backend that cannot run fails now
     targets = [out_dir / stem_of(img) for img in images]
     if not overwrite:  # refuse before any work is done
         for t in targets:

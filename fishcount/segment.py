@@ -66,6 +66,7 @@ __all__ = [
     "segment_classical",
     "estimate_nucleus_diameter",
     "available_backends",
+    "check_backend",
     "register_backend",
     "match_labels",
     "load_segment_defaults",
@@ -3737,8 +3738,7 @@ def segment_cellpose(dapi: np.ndarray, diameter_px: float, *, model_type: str = 
     try:
         from cellpose import models  # type: ignore
     except ImportError as exc:
-        raise FishcountError("backend 'cellpose'",
-                             "Cellpose is not installed: pip install cellpose (or use backend='classical')") from exc
+        raise FishcountError("backend 'cellpose'", _BACKEND_PACKAGES["cellpose"][1]) from exc
     try:
         model = models.Cellpose(gpu=gpu, model_type=model_type) if hasattr(models, "Cellpose") else \
             models.CellposeModel(gpu=gpu)
@@ -3757,9 +3757,7 @@ def segment_stardist(dapi: np.ndarray, diameter_px: float, *, model_name: str = 
         from stardist.models import StarDist2D  # type: ignore
         from csbdeep.utils import normalize  # type: ignore
     except ImportError as exc:
-        raise FishcountError("backend 'stardist'",
-                             "StarDist is not installed: pip install stardist tensorflow "
-                             "(or use backend='classical')") from exc
+        raise FishcountError("backend 'stardist'", _BACKEND_PACKAGES["stardist"][1]) from exc
     img = np.asarray(dapi, np.float32)
     factor = float(np.clip(20.0 / diameter_px, 1 / 16, 4))
     work, scale = _resample(img, factor)
@@ -3779,6 +3777,7 @@ _BACKENDS: dict[str, Callable[..., np.ndarray]] = {
     "cellpose": segment_cellpose,
     "stardist": segment_stardist,
 }
+_BUILTIN_BACKENDS = dict(_BACKENDS)
 
 
 def register_backend(name: str, func: Callable[..., np.ndarray]) -> None:
@@ -3803,6 +3802,42 @@ def _entry_point_backends() -> dict[str, Any]:
 def available_backends() -> list[str]:
     """Names of the segmentation backends known (built in, registered, or from entry points)."""
     return sorted(set(_BACKENDS) | set(_entry_point_backends()))
+
+
+#: Packages each built-in deep-learning backend imports (checked by :func:`check_backend`).
+_BACKEND_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "cellpose": (("cellpose",), "Cellpose is not installed: pip install cellpose (or use backend='classical')"),
+    "stardist": (("stardist", "csbdeep"), "StarDist is not installed: pip install stardist tensorflow "
+                                          "(or use backend='classical')"),
+}
+
+
+def check_backend(name: str, *, other_processes: bool = False) -> None:
+    """Fail now, with the reason, when segmentation backend ``name`` could not run.
+
+    For a batch, before hours of work: an unknown name (the available ones are listed), a built-in
+    deep-learning backend whose package is not installed (``pip install cellpose``), or, with
+    ``other_processes`` (fields analysed in worker processes), a backend registered with
+    :func:`register_backend` in this process only: worker processes start afresh and know the built-in
+    backends and the ``fishcount.segmenters`` entry points, not registrations made at run time.
+
+    Raises
+    ------
+    FishcountError
+        ``backend '<name>': <reason>``.
+    """
+    import importlib.util
+
+    func = _get_backend(name)  # unknown -> the error listing the available backends
+    if name in _BACKEND_PACKAGES and _BUILTIN_BACKENDS.get(name) is func:
+        mods, msg = _BACKEND_PACKAGES[name]
+        if any(importlib.util.find_spec(m) is None for m in mods):
+            raise FishcountError(f"backend {name!r}", msg)
+    if other_processes and name in _BACKENDS and _BUILTIN_BACKENDS.get(name) is not _BACKENDS[name] \
+            and name not in _entry_point_backends():
+        raise FishcountError(f"backend {name!r}", "registered in this process only, so the worker processes "
+                             "cannot use it: run with workers=1, or declare it as a 'fishcount.segmenters' "
+                             "entry point of an installed package")
 
 
 def _get_backend(name: str) -> Callable[..., np.ndarray]:

@@ -324,6 +324,52 @@ def test_cli_analyze(tmp_path):
         "D5S23": [0.0, 0.2]}
 
 
+def test_cli_analyze_segmentation_options(tmp_path, monkeypatch):
+    """--backend / --nucleus-diameter / --diameter-px reach segment_nuclei; a backend that cannot run
+    fails before any output is written."""
+    import importlib.util
+
+    from fishcount.segment import register_backend
+
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=7)
+    img = tmp_path / "in" / "f1.ome.tif"
+    fc.write_simulated_field(sim, img)
+    seen = []
+
+    def oracle(dapi, diameter_px, **params):
+        seen.append(diameter_px)
+        return sim.labels
+
+    register_backend("oracle-cli-test", oracle)
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o1"), "--no-overlay",
+                                  "--backend", "oracle-cli-test", "--nucleus-diameter", "8"])
+    assert r.exit_code == 0, r.output
+    assert seen == [pytest.approx(8.0 / sim.pixel_size_um)]
+    seg = json.loads((tmp_path / "o1" / "f1" / "field.json").read_text())["params"]["segmentation"]
+    assert seg["backend"] == "oracle-cli-test" and seg["nucleus_diameter_um"] == 8.0
+    labels = tifffile.imread(tmp_path / "o1" / "f1" / "labels.tif")
+    assert labels.max() == sim.labels.max() and np.array_equal(labels > 0, sim.labels > 0)
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o2"), "--no-overlay",
+                                  "--backend", "oracle-cli-test", "--diameter-px", "33"])
+    assert r.exit_code == 0, r.output
+    assert seen[-1] == pytest.approx(33.0)
+    # without the options nothing is passed on: the recorded backend is the default
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o3"), "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o3" / "f1" / "field.json").read_text())["params"]["segmentation"]["backend"] \
+        == "classical"
+    # refused before any work: an unknown backend, a missing package, a diameter that is not positive
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o4"), "--backend", "nope"])
+    assert r.exit_code == 2 and "fishcount: error: backend 'nope': unknown segmentation backend" in r.output
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "cellpose" else real_find(m, *a))
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o5"), "--backend", "cellpose"])
+    assert r.exit_code == 2 and "pip install cellpose" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o6"), "--nucleus-diameter", "0"])
+    assert r.exit_code == 2 and "--nucleus-diameter" in r.output
+    assert not any((tmp_path / f"o{k}").exists() for k in (4, 5, 6))
+
+
 def _control_fields(tmp_path, panel, seeds, **sim_kw) -> list:
     """Simulated 384² control fields written as OME-TIFF (``simulate_field`` keywords), their paths."""
     paths = []

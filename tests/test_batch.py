@@ -522,6 +522,45 @@ def test_cli_kill_9_then_resume_real_pipeline(sim_study, tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_cli_run_segmentation_options(sim_study, tmp_path):
+    """--backend / --nucleus-diameter reach every field's segmentation and are recorded; a backend that
+    cannot run fails before any work (CLI: exit 2, one line); one registered in this process only is
+    refused when fields go to worker processes."""
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+    from fishcount.errors import FishcountError
+    from fishcount.segment import register_backend, segment_classical
+
+    study = tmp_path / "study"
+    (study / "P01" / "week00").mkdir(parents=True)
+    src = sim_study / "P01" / "week00" / "field01.ome.tif"
+    shutil.copy(src, study / "P01" / "week00")
+    pix = fc.read_field(src).pixel_size_um
+    calls = []
+
+    def spy(dapi, diameter_px, **params):
+        calls.append(diameter_px)
+        return segment_classical(dapi, diameter_px, **params)
+
+    register_backend("spy-run-test", spy)
+    res = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o1"), "--workers", "1", "--quiet",
+                                    "--no-report", "--backend", "spy-run-test", "--nucleus-diameter", "8"])
+    assert res.exit_code == 0, res.output
+    assert calls == [pytest.approx(8.0 / pix)]
+    run = json.loads((tmp_path / "o1" / "run.json").read_text())
+    assert run["parameters"]["params"]["analyze"] == {"backend": "spy-run-test", "nucleus_diameter_um": 8.0}
+    seg = json.loads(next((tmp_path / "o1" / "fields").rglob("field.json")).read_text())["params"]["segmentation"]
+    assert seg["backend"] == "spy-run-test" and seg["nucleus_diameter_um"] == 8.0
+    res = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o2"), "--backend", "nope"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert res.output.startswith("fishcount: error: backend 'nope': unknown segmentation backend")
+    with pytest.raises(FishcountError, match="registered in this process only"):
+        run_batch(study, tmp_path / "o3", workers=2, params={"analyze": {"backend": "spy-run-test"}}, quiet=True)
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    assert len(calls) == 1  # nothing was analysed by the refused runs
+
+
 @pytest.mark.slow
 def test_cli_run_exit_codes(sim_study, tmp_path):
     """Exit 1 'completed with N errors' for a corrupt field among good ones (real pipeline);

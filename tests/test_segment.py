@@ -570,6 +570,31 @@ def test_optional_backends_fail_clearly_when_missing(backend, package, monkeypat
         segment_nuclei(img, diameter_px=20, backend=backend)
 
 
+def test_check_backend_fails_before_any_work(monkeypatch):
+    """Unknown names, missing packages and process-local registrations are refused with the reason."""
+    import importlib.util
+
+    S.check_backend("classical")
+    S.check_backend("classical", other_processes=True)
+    with pytest.raises(FishcountError, match="unknown segmentation backend; available: .*classical"):
+        S.check_backend("nope")
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m in ("cellpose", "stardist", "csbdeep")
+                        else real_find(m, *a))
+    with pytest.raises(FishcountError, match="backend 'cellpose': Cellpose is not installed: pip install cellpose"):
+        S.check_backend("cellpose")
+    with pytest.raises(FishcountError, match="pip install stardist"):
+        S.check_backend("stardist")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: object())  # "installed"
+    S.check_backend("cellpose")
+    S.check_backend("stardist", other_processes=True)
+    # registered at run time: fine in this process, refused for worker processes (they start afresh)
+    register_backend("local-test", lambda dapi, d, **p: np.zeros(np.shape(dapi), np.int32))
+    S.check_backend("local-test")
+    with pytest.raises(FishcountError, match="registered in this process only.*workers=1"):
+        S.check_backend("local-test", other_processes=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # matching helper (used by the benchmark and the real-data test)
 # ---------------------------------------------------------------------------------------------
