@@ -250,6 +250,35 @@ def test_analyse_channel_shift_field(make_napari_viewer, sim_field):
         w.params()
 
 
+def test_analyse_segmentation_backend_choice(make_napari_viewer, sim_field, monkeypatch):
+    """The backend chosen in the widget segments the field; an uninstalled one is refused with the reason."""
+    import importlib.util
+
+    import fishcount as fc
+    from fishcount.segment import register_backend, segment_classical
+
+    calls = []
+
+    def spy(dapi, diameter_px, **params):
+        calls.append(diameter_px)
+        return segment_classical(dapi, diameter_px, **params)
+
+    register_backend("spy-napari-test", spy)
+    viewer = make_napari_viewer()
+    w = _analyse_widget(viewer, sim_field)
+    names = [w.backend_box.itemText(i) for i in range(w.backend_box.count())]
+    assert w.backend_box.currentText() == "classical" and {"cellpose", "stardist", "spy-napari-test"} <= set(names)
+    assert "backend" not in w.params()
+    w.backend_box.setCurrentText("spy-napari-test")
+    result, _ = w.analyse()
+    assert len(calls) == 1 and result.params["segmentation"]["backend"] == "spy-napari-test"
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "cellpose" else real_find(m, *a))
+    w.backend_box.setCurrentText("cellpose")
+    with pytest.raises(fc.FishcountError, match="pip install cellpose"):
+        w.params()
+
+
 def test_analyse_error_is_shown(make_napari_viewer, qtbot, sim_field, tmp_path):
     viewer = make_napari_viewer()
     w = _analyse_widget(viewer, sim_field, tmp_path / "out")

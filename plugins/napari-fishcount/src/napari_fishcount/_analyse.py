@@ -67,6 +67,13 @@ class AnalyseWidget(QWidget):
         self.pixel_size = QDoubleSpinBox(decimals=4, minimum=0.0, maximum=10.0, singleStep=0.01)
         self.pixel_size.setSuffix(" µm/px")
         self.pixel_size.setSpecialValueText("from image")
+        self.backend_box = QComboBox()
+        from fishcount.segment import available_backends
+
+        self.backend_box.addItems(available_backends())
+        self.backend_box.setCurrentText("classical")
+        self.backend_box.setToolTip("Nucleus segmentation backend: classical (no model), or cellpose / stardist / "
+                                    "an installed plug-in (each needs its own package and weights).")
         self.nucleus_diameter = QDoubleSpinBox(decimals=1, minimum=0.0, maximum=100.0, singleStep=0.5)
         self.nucleus_diameter.setSuffix(" µm")
         self.nucleus_diameter.setSpecialValueText("automatic")
@@ -104,6 +111,7 @@ class AnalyseWidget(QWidget):
         pl = QFormLayout(params)
         pl.addRow("panel", self.panel_box)
         pl.addRow("pixel size", self.pixel_size)
+        pl.addRow("segmentation", self.backend_box)
         pl.addRow("nucleus diameter", self.nucleus_diameter)
         pl.addRow("lowest automatic threshold", self.min_auto_snr)
         pl.addRow("channel shift (µm)", self.channel_shift)
@@ -227,6 +235,12 @@ class AnalyseWidget(QWidget):
         import fishcount as fc
 
         p: dict = {"min_auto_snr": float(self.min_auto_snr.value())}
+        backend = self.backend_box.currentText()
+        if backend and backend != "classical":
+            from fishcount.segment import check_backend
+
+            check_backend(backend)  # an uninstalled package: the reason, at once
+            p["backend"] = backend
         if self.nucleus_diameter.value() > 0:
             p["nucleus_diameter_um"] = float(self.nucleus_diameter.value())
         shifts = fc.parse_channel_shifts(self.channel_shift.text())
