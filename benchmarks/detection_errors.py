@@ -24,18 +24,25 @@ from bench_detection import match_labels  # noqa: E402
 from fishcount.io import field_from_arrays  # noqa: E402
 
 
+def simulate_and_analyse(panel, seed: int, shape=(1024, 1024), **sim_kw):
+    """One ``fishcount.simulate`` field (``sim_kw`` to ``simulate_field``) through ``analyze_field`` with its
+    pixel size: ``(sim, result, truth indexed by label, nuclei with column "true": the matched true label,
+    NaN when none)``."""
+    sim = fc.simulate_field(panel, shape=shape, seed=seed, **sim_kw)
+    d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
+    fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um, panel=panel, name=f"f{seed}")
+    res = fc.analyze_field(fld, panel)
+    nuc = res.nuclei.copy()
+    nuc["true"] = nuc.label.map(match_labels(sim.labels, res.labels))
+    return sim, res, sim.truth.set_index("label"), nuc
+
+
 def errors(seeds: range, shape=(1024, 1024)) -> pd.DataFrame:
     panel = fc.load_panel("del5q")
     keys = [f"count_{s}" for s in panel.signal_names]
     rows = []
     for seed in seeds:
-        sim = fc.simulate_field(panel, shape=shape, seed=seed)
-        d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
-        fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um, panel=panel, name=f"f{seed}")
-        res = fc.analyze_field(fld, panel)
-        truth = sim.truth.set_index("label")
-        nuc = res.nuclei.copy()
-        nuc["true"] = nuc.label.map(match_labels(sim.labels, res.labels))
+        sim, res, truth, nuc = simulate_and_analyse(panel, seed, shape)
         areas = np.bincount(sim.labels.ravel())
         for _, r in nuc[nuc.scorable & nuc.true.notna()].iterrows():
             t = truth.loc[int(r.true)]

@@ -28,20 +28,13 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fishcount as fc  # noqa: E402
-from bench_detection import match_labels  # noqa: E402
-from fishcount.io import field_from_arrays  # noqa: E402
+from detection_errors import simulate_and_analyse  # noqa: E402
 
 
 def attribute(seed: int, size: int, verbose: bool = False) -> tuple[int, int, Counter]:
     """``(scored nuclei, false tracked calls, Counter of causes)`` of one all-normal field."""
     panel = fc.load_panel("del5q")
-    sim = fc.simulate_field(panel, shape=(size, size), seed=seed, abnormal_fraction=0.0)
-    d = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
-    fld = field_from_arrays(d.pop("DAPI"), d, sim.pixel_size_um, panel=panel, name=f"f{seed}")
-    res = fc.analyze_field(fld, panel)
-    truth = sim.truth.set_index("label")
-    nuc = res.nuclei.copy()
-    nuc["true"] = nuc.label.map(match_labels(sim.labels, res.labels))
+    sim, res, truth, nuc = simulate_and_analyse(panel, seed, (size, size), abnormal_fraction=0.0)
     scored = nuc[nuc.scorable]
     false = scored[scored.call.isin(panel.tracked_calls)]
     causes: Counter = Counter()
