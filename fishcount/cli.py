@@ -212,6 +212,26 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, axes: s
 
 
 # --- simulate: ground-truth fields (fishcount.simulate) ---------------------------------------
+@main.command("split-series")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FILE...")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the single-image files (OUT/<stem>_s<k>.ome.tif).")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def split_series_cmd(images, out_dir, overwrite) -> None:
+    """Split multi-position TIFFs (several images in one file) into one OME-TIFF per image.
+
+    \b
+    fishcount reads one field per file and refuses a file holding several images of the same
+    shape, so that no position is silently left out. Each image keeps its channel names, pixel
+    size and bit depth. Then run `fishcount info OUT` and analyse OUT as usual.
+    """
+    from .io import split_series
+
+    for img in images:
+        for p in split_series(img, out_dir, overwrite=overwrite):
+            click.echo(f"wrote {p}")
+
+
 @main.command("simulate")
 @_panel_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")

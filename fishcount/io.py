@@ -40,6 +40,7 @@ __all__ = [
     "describe_field",
     "format_description",
     "find_fields",
+    "split_series",
     "stem_of",
     "DAPI",
     "DAPI_NAMES",
@@ -389,16 +390,18 @@ def _unit_factor(unit: str | None) -> float | None:
     return _UNIT_TO_UM.get(u, _UNIT_TO_UM.get(u.lower()))
 
 
-def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, str, float | None, float | None, str | None, int | None]:
+def _ome_info(xml: str, image: int = 0) -> tuple[tuple[str, ...] | None, str, float | None, float | None, str | None,
+                                                int | None]:
     """(channel names, their source, pixel size x µm, pixel size y µm, problem, significant bits) from
-    the OME-XML of the first image. A channel whose ``Name`` is missing or generic (``Channel:0:1``) is
-    named by its ``Fluor`` attribute when there is one. Significant bits: ``Pixels@SignificantBits``, the
-    camera's bit depth (None when absent or not a positive whole number)."""
+    the OME-XML of image ``image`` (0: the first). A channel whose ``Name`` is missing or generic
+    (``Channel:0:1``) is named by its ``Fluor`` attribute when there is one. Significant bits:
+    ``Pixels@SignificantBits``, the camera's bit depth (None when absent or not a positive whole number)."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
         return None, "none", None, None, f"unreadable OME-XML ({_short(exc)})", None
-    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    all_pixels = [el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"]
+    pixels = all_pixels[image] if image < len(all_pixels) else None
     if pixels is None:
         return None, "none", None, None, None, None
     bits_text = str(pixels.get("SignificantBits", "")).strip()
@@ -572,11 +575,33 @@ def _check_singleton_axes(path: Path, axes: str, shape: tuple[int, ...]) -> None
             raise InputError(path, f"image has {n} {what} (axes {axes}, shape {shape}); fishcount reads one field of C, Z, Y, X")
 
 
+def _image_series(tif) -> list:
+    """The full-size images among the series of an open TIFF: the series of the largest shape (most
+    pixels; of equal sizes, series 0's shape first) and its pixel type, in file order. Several of them are
+    the positions of a multi-position acquisition or the scenes of a slide; thumbnails, overview and label
+    pictures are smaller and left out."""
+    def size(s) -> int:
+        return int(np.prod(s.shape, dtype=np.int64))
+
+    top = max(tif.series, key=lambda s: (size(s), s is tif.series[0]))
+    return [s for s in tif.series if tuple(s.shape) == tuple(top.shape) and s.dtype == top.dtype]
+
+
 def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
                user_axes: str | None = None) -> _Meta:
     series = tif.series[0]
     shape = tuple(int(s) for s in series.shape)
     dtype = np.dtype(series.dtype)
+    images = _image_series(tif)
+    if len(images) > 1:  # reading series 0 alone would silently drop the others
+        raise InputError(path, f"holds {len(images)} images of shape {tuple(images[0].shape)} (series: the positions "
+                               "of a multi-position acquisition?); fishcount reads one field per file: split it "
+                               f"first with `fishcount split-series {path.name} --out DIR`")
+    if images[0] is not series:  # series 0 is a thumbnail or overview of the image stored after it
+        k = next(i for i, t in enumerate(tif.series) if t is images[0])
+        raise InputError(path, f"its first image (series 0, shape {shape}) is smaller than series {k} "
+                               f"(shape {tuple(images[0].shape)}); write the full image on its own with "
+                               f"`fishcount split-series {path.name} --out DIR`")
     page = series.pages[0] if len(series.pages) else tif.pages[0]
     names: tuple[str, ...] | None = None
     names_source = "none"
@@ -1351,6 +1376,83 @@ def find_fields(
 # -------------------------------------------------------------------------------------------
 # describing
 # -------------------------------------------------------------------------------------------
+def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
+    """Write each image of a multi-series TIFF (a multi-position OME-TIFF) as its own OME-TIFF.
+
+    fishcount reads one field per file and refuses a file holding several images of the same shape
+    (:func:`read_field`), so that no position is silently left out. This writes
+    ``OUT/<stem>_s<k>.ome.tif`` for every image series ``k`` (the file's series number, 0-based; the
+    series like the first one: reduced-resolution levels, thumbnails and label pictures are left out), with
+    the axes, channel names, pixel size and bit depth the file gives for that image (the OME metadata of
+    image ``k``; the TIFF resolution otherwise). Each file is written atomically; existing ones are never
+    replaced unless ``overwrite``.
+
+    Parameters
+    ----------
+    path : path-like
+        The multi-series TIFF.
+    out_dir : path-like
+        Folder for the single-image files (created).
+    overwrite : bool
+        Replace existing output files.
+
+    Returns
+    -------
+    list of Path
+        The files written, in series order.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or non-TIFF file, or an output file that exists (before anything is written).
+    """
+    import tifffile
+
+    from ._atomic import atomic_path
+
+    path = Path(path)
+    out = Path(out_dir)
+    kind = _check_exists(path)
+    if kind != "TIFF":
+        raise InputError(path, f"a {kind} picture holds one image; nothing to split")
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # noqa: BLE001 - tifffile fails in many ways on damaged files
+        raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
+    with tif:
+        if not tif.series:
+            raise InputError(path, "truncated or corrupt TIFF (no readable image in it)")
+        images = _image_series(tif)
+        index = [next(i for i, t in enumerate(tif.series) if t is s) for s in images]  # OME image = series index
+        stem = stem_of(path)
+        targets = [out / f"{stem}_s{k}.ome.tif" for k in index]
+        if not overwrite:
+            for t in targets:
+                if t.exists():
+                    raise InputError(t, "already exists; choose another --out folder or pass --overwrite")
+        xml = tif.ome_metadata if tif.is_ome else None
+        for k, s, target in zip(index, images, targets):
+            names, _, px, py, _, bits = _ome_info(xml, k) if xml else (None, "none", None, None, None, None)
+            if px is None and not xml:
+                px, py = _resolution_um(s.pages[0] if len(s.pages) else tif.pages[0])
+            axes = "".join(a if a in "TZCYXS" else "Q" for a in s.axes)
+            meta: dict = {"axes": axes}
+            if names is not None and "C" in axes and len(names) == s.shape[axes.index("C")]:
+                meta["Channel"] = {"Name": list(names)}
+            if px:
+                meta.update(PhysicalSizeX=px, PhysicalSizeXUnit="µm", PhysicalSizeY=py or px,
+                            PhysicalSizeYUnit="µm")
+            if bits:
+                meta["SignificantBits"] = bits
+            try:
+                data = s.asarray()
+            except Exception as exc:  # noqa: BLE001 - decoder errors have many types
+                raise InputError(path, f"series {k}: truncated or corrupt TIFF ({_short(exc)})") from None
+            with atomic_path(target) as tmp:
+                tifffile.imwrite(tmp, data, ome=True, metadata=meta, compression="zlib")
+    return targets
+
+
 def describe_field(
     source: "str | os.PathLike | Sequence[str | os.PathLike]",
     panel: "str | Path | Panel | None" = None,

@@ -424,6 +424,83 @@ def test_png_and_jpeg_pictures_are_read(tmp_path):
         fc.find_fields(tmp_path / "sub")
 
 
+def _multi_position(path, images, names=("DAPI", "EGR1", "D5S23"), pixel_sizes=None, thumbnail_first=False):
+    """An OME-TIFF holding several (C, Y, X) images (a multi-position acquisition), optionally with a
+    reduced-resolution thumbnail series first."""
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        if thumbnail_first:
+            tw.write(images[0][:, ::4, ::4], metadata={"axes": "CYX"})
+        for k, im in enumerate(images):
+            px = (pixel_sizes or [0.16] * len(images))[k]
+            tw.write(im, metadata={"axes": "CYX", "Channel": {"Name": list(names)}, "PhysicalSizeX": px,
+                                   "PhysicalSizeY": px})
+
+
+def test_multi_position_file_is_refused_and_split(tmp_path):
+    """A file of several same-shape images is never read as its first one alone (the others would be
+    lost silently); split_series writes one OME-TIFF per image, each with its own metadata."""
+    rng = np.random.default_rng(3)
+    ims = [rng.integers(0, 4000, (3, 40, 48)).astype(np.uint16) for _ in range(3)]
+    src = tmp_path / "positions.ome.tif"
+    _multi_position(src, ims, pixel_sizes=[0.16, 0.1, 0.2], thumbnail_first=True)
+    with pytest.raises(InputError, match=r"holds 3 images of shape \(3, 40, 48\).*fishcount split-series "
+                                         r"positions.ome.tif --out DIR"):
+        fc.read_field(src)
+    with pytest.raises(InputError, match="holds 3 images"):
+        fio.describe_field(src)
+    out = fio.split_series(src, tmp_path / "split")
+    # named by the file's series number (series 0 is the thumbnail, left out); each image its own pixel size
+    assert [p.name for p in out] == ["positions_s1.ome.tif", "positions_s2.ome.tif", "positions_s3.ome.tif"]
+    for p, im, px in zip(out, ims, (0.16, 0.1, 0.2)):
+        f = fc.read_field(p)
+        assert f.channel_names == ("DAPI", "EGR1", "D5S23") and f.pixel_size_um == pytest.approx(px)
+        np.testing.assert_array_equal(f.dapi, im[0].astype(np.float32))
+        np.testing.assert_array_equal(f.probes["D5S23"], im[2].astype(np.float32))
+    with pytest.raises(InputError, match="already exists"):  # nothing replaced silently
+        fio.split_series(src, tmp_path / "split")
+    assert len(fio.split_series(src, tmp_path / "split", overwrite=True)) == 3
+    # one image with a thumbnail after it reads as before; a thumbnail before it is not taken for the field
+    one = tmp_path / "one.ome.tif"
+    with tifffile.TiffWriter(one, ome=True) as tw:
+        tw.write(ims[0], metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "EGR1", "D5S23"]}})
+        tw.write(ims[0][:, ::4, ::4], metadata={"axes": "CYX"})
+    np.testing.assert_array_equal(fc.read_field(one).dapi, ims[0][0].astype(np.float32))
+    late = tmp_path / "late.ome.tif"
+    _multi_position(late, ims[:1], thumbnail_first=True)
+    with pytest.raises(InputError, match=r"series 0, shape \(3, 10, 12\)\) is smaller than series 1"):
+        fc.read_field(late)
+    assert [p.name for p in fio.split_series(late, tmp_path / "s1")] == ["late_s1.ome.tif"]
+    np.testing.assert_array_equal(fc.read_field(tmp_path / "s1" / "late_s1.ome.tif").dapi, ims[0][0].astype(np.float32))
+    # errors name the file
+    with pytest.raises(InputError, match="not found"):
+        fio.split_series(tmp_path / "missing.tif", tmp_path / "x")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "p.png")
+    with pytest.raises(InputError, match="PNG picture holds one image"):
+        fio.split_series(tmp_path / "p.png", tmp_path / "x")
+
+
+def test_cli_split_series(tmp_path):
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    rng = np.random.default_rng(4)
+    ims = [rng.integers(0, 4000, (3, 40, 48)).astype(np.uint16) for _ in range(2)]
+    src = tmp_path / "pos.ome.tif"
+    _multi_position(src, ims)
+    r = CliRunner().invoke(main, ["info", str(src)])
+    assert r.exit_code == 2 and "fishcount split-series pos.ome.tif" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["split-series", str(src), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [f"wrote {tmp_path / 'o' / f'pos_s{k}.ome.tif'}" for k in (0, 1)]
+    r = CliRunner().invoke(main, ["info", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "pos_s0" in r.output and "pos_s1" in r.output
+    r = CliRunner().invoke(main, ["split-series", str(src), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "already exists" in r.output
+
+
 def test_picture_too_large_to_decode_is_one_line_error(tmp_path, monkeypatch):
     from PIL import Image
 
