@@ -91,8 +91,7 @@ def _segmentation_options(default_backend: str | None):
     return deco
 
 
-def _segmentation_params(backend: str | None, nucleus_diameter_um: float | None, diameter_px: float | None,
-                         other_processes: bool = False) -> dict:
+def _segmentation_params(backend: str | None, nucleus_diameter_um: float | None, diameter_px: float | None) -> dict:
     """The segmentation choices given on the command line, as ``analyze_field`` keywords (only those
     given, so a run's recorded parameters stay those of the defaults otherwise); a backend that could not
     run fails now (:func:`fishcount.segment.check_backend`)."""
@@ -100,7 +99,7 @@ def _segmentation_params(backend: str | None, nucleus_diameter_um: float | None,
     if backend is not None:
         from .segment import check_backend
 
-        check_backend(backend, other_processes=other_processes)
+        check_backend(backend)
         out["backend"] = backend
     if nucleus_diameter_um is not None:
         out["nucleus_diameter_um"] = nucleus_diameter_um
@@ -786,7 +785,7 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
     from .io import stem_of
     from .segment import segment_nuclei
 
-    _segmentation_params(backend, nucleus_diameter_um, diameter_px)  # a backend that cannot run fails now
+    seg_kw = _segmentation_params(backend, nucleus_diameter_um, diameter_px)  # a backend that cannot run fails now
     targets = [out_dir / stem_of(img) for img in images]
     if not overwrite:  # refuse before any work is done
         for t in targets:
@@ -796,8 +795,7 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
         dapi, pix, sat = _read_dapi_for_segment(img, panel, channels, pixel_size_um, axes)
         if dapi.ndim == 3:  # z-stack kept by the reader: segment the maximum projection
             dapi = dapi.max(axis=0)
-        seg = segment_nuclei(dapi, pix, backend=backend, saturation_value=sat, source=str(img),
-                             nucleus_diameter_um=nucleus_diameter_um, diameter_px=diameter_px)
+        seg = segment_nuclei(dapi, pix, saturation_value=sat, source=str(img), **seg_kw)
         dtype = np.uint16 if seg.labels.max() <= np.iinfo(np.uint16).max else np.uint32
         target.mkdir(parents=True, exist_ok=True)
         with atomic_path(target / "labels.tif") as tmp:

@@ -575,16 +575,16 @@ def _check_singleton_axes(path: Path, axes: str, shape: tuple[int, ...]) -> None
             raise InputError(path, f"image has {n} {what} (axes {axes}, shape {shape}); fishcount reads one field of C, Z, Y, X")
 
 
-def _image_series(tif) -> list:
-    """The full-size images among the series of an open TIFF: the series of the largest shape (most
-    pixels; of equal sizes, series 0's shape first) and its pixel type, in file order. Several of them are
-    the positions of a multi-position acquisition or the scenes of a slide; thumbnails, overview and label
-    pictures are smaller and left out."""
+def _image_series(tif) -> list[tuple[int, Any]]:
+    """The full-size images among the series of an open TIFF, as ``(series number, series)`` in file
+    order: the series of the largest shape (most pixels; of equal sizes, series 0's shape first) and its
+    pixel type. Several of them are the positions of a multi-position acquisition or the scenes of a slide;
+    thumbnails, overview and label pictures are smaller and left out."""
     def size(s) -> int:
         return int(np.prod(s.shape, dtype=np.int64))
 
     top = max(tif.series, key=lambda s: (size(s), s is tif.series[0]))
-    return [s for s in tif.series if tuple(s.shape) == tuple(top.shape) and s.dtype == top.dtype]
+    return [(k, s) for k, s in enumerate(tif.series) if tuple(s.shape) == tuple(top.shape) and s.dtype == top.dtype]
 
 
 def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
@@ -594,13 +594,12 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
     dtype = np.dtype(series.dtype)
     images = _image_series(tif)
     if len(images) > 1:  # reading series 0 alone would silently drop the others
-        raise InputError(path, f"holds {len(images)} images of shape {tuple(images[0].shape)} (series: the positions "
-                               "of a multi-position acquisition?); fishcount reads one field per file: split it "
-                               f"first with `fishcount split-series {path.name} --out DIR`")
-    if images[0] is not series:  # series 0 is a thumbnail or overview of the image stored after it
-        k = next(i for i, t in enumerate(tif.series) if t is images[0])
-        raise InputError(path, f"its first image (series 0, shape {shape}) is smaller than series {k} "
-                               f"(shape {tuple(images[0].shape)}); write the full image on its own with "
+        raise InputError(path, f"holds {len(images)} images of shape {tuple(images[0][1].shape)} (series: the "
+                               "positions of a multi-position acquisition?); fishcount reads one field per file: "
+                               f"split it first with `fishcount split-series {path.name} --out DIR`")
+    if images[0][0] != 0:  # series 0 is a thumbnail or overview of the image stored after it
+        raise InputError(path, f"its first image (series 0, shape {shape}) is smaller than series {images[0][0]} "
+                               f"(shape {tuple(images[0][1].shape)}); write the full image on its own with "
                                f"`fishcount split-series {path.name} --out DIR`")
     page = series.pages[0] if len(series.pages) else tif.pages[0]
     names: tuple[str, ...] | None = None
@@ -1381,8 +1380,8 @@ def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwri
 
     fishcount reads one field per file and refuses a file holding several images of the same shape
     (:func:`read_field`), so that no position is silently left out. This writes
-    ``OUT/<stem>_s<k>.ome.tif`` for every image series ``k`` (the file's series number, 0-based; the
-    series like the first one: reduced-resolution levels, thumbnails and label pictures are left out), with
+    ``OUT/<stem>_s<k>.ome.tif`` for every full-size image, ``k`` its series number in the file (0-based;
+    the series of the largest shape: thumbnails, overview and label pictures are left out), with
     the axes, channel names, pixel size and bit depth the file gives for that image (the OME metadata of
     image ``k``; the TIFF resolution otherwise). Each file is written atomically; existing ones are never
     replaced unless ``overwrite``.
@@ -1422,16 +1421,15 @@ def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwri
     with tif:
         if not tif.series:
             raise InputError(path, "truncated or corrupt TIFF (no readable image in it)")
-        images = _image_series(tif)
-        index = [next(i for i, t in enumerate(tif.series) if t is s) for s in images]  # OME image = series index
+        images = _image_series(tif)  # (series number = OME image index, series)
         stem = stem_of(path)
-        targets = [out / f"{stem}_s{k}.ome.tif" for k in index]
+        targets = [out / f"{stem}_s{k}.ome.tif" for k, _ in images]
         if not overwrite:
             for t in targets:
                 if t.exists():
                     raise InputError(t, "already exists; choose another --out folder or pass --overwrite")
         xml = tif.ome_metadata if tif.is_ome else None
-        for k, s, target in zip(index, images, targets):
+        for (k, s), target in zip(images, targets):
             names, _, px, py, _, bits = _ome_info(xml, k) if xml else (None, "none", None, None, None, None)
             if px is None and not xml:
                 px, py = _resolution_um(s.pages[0] if len(s.pages) else tif.pages[0])
