@@ -564,6 +564,45 @@ def _segment(field, pixel_size_um, seg_params):
     )
 
 
+#: The nuclei's size at the pixel size over the nominal ``nucleus_diameter_um`` (median equivalent
+#: diameter of the convex nuclei off the edge, in µm, over 9 µm by default) outside this band makes a
+#: field warning that the pixel size looks wrong (e.g. written without the objective's magnification, or
+#: for another objective). Marrow fields read 0.7-1.2 (small 5-8 µm nuclei ~0.7, large 9-15 µm ~1.2;
+#: segment_defaults.toml, size check), so only a ~1.6x disagreement is reported; the segmentation itself
+#: already follows the nuclei (size check) [I].
+SCALE_WARNING_BAND: tuple[float, float] = (0.55, 1.6)
+
+
+def _scale_warnings(seg, px: float, px_source: str, size_rec: dict) -> list[str]:
+    """A warning when the nuclei contradict the pixel size (:data:`SCALE_WARNING_BAND`), with what the
+    signals say; empty otherwise, with fewer than 10 convex nuclei off the edge, and when the pixel size was
+    itself inferred from the nuclei."""
+    qc = getattr(seg, "qc", None)
+    if qc is None or not px or str(px_source).startswith("inferred") or not {"area_px", "solidity"} <= set(qc):
+        return []
+    ok = qc["solidity"].to_numpy() >= 0.9
+    if "touches_border" in qc:
+        ok &= ~qc["touches_border"].to_numpy(bool)
+    if np.count_nonzero(ok) < 10:
+        return []
+    from .segment import DEFAULT_NUCLEUS_DIAMETER_UM
+
+    nominal = float(dict(getattr(seg, "params", {}) or {}).get("nucleus_diameter_um") or DEFAULT_NUCLEUS_DIAMETER_UM)
+    median_um = float(np.median(2.0 * np.sqrt(qc["area_px"].to_numpy(float)[ok] / np.pi))) * px
+    ratio = median_um / nominal
+    lo, hi = SCALE_WARNING_BAND
+    if lo <= ratio <= hi:
+        return []
+    msg = (f"the nuclei measure {median_um:.1f} µm (median) at {px:g} µm per pixel, {ratio:.2g}x the "
+           f"{nominal:g} µm expected: check the pixel size ({px_source})")
+    sig = (size_rec or {}).get("measured_ratio")
+    if sig is not None:
+        msg += f"; the signals measure {sig:.2g}x the panel's {size_rec.get('panel_diameter_um')} µm"
+    if "adjusted to the nuclei" in str(getattr(seg, "diameter_source", "")):
+        msg += "; the nuclei were segmented at their own size, signal distances use the pixel size"
+    return [msg]
+
+
 def _pixel_size(field, seg) -> tuple[float, str]:
     """The field's pixel size, or one inferred from the typical nucleus size when the file has none."""
     if field.pixel_size_um is not None:
@@ -832,6 +871,7 @@ def analyze_field(
         "detection": det,
         "segmentation": {k: v for k, v in dict(getattr(seg, "params", {})).items() if _jsonable(v)},
         "segmentation_diameter_px": float(getattr(seg, "diameter_px", float("nan"))),
+        "warnings": _scale_warnings(seg, px, px_source, size_rec),
         "timings": timings,
     }
     return FieldResult(field=fld, labels=labels, nuclei=nuclei, spots=spots, thresholds=used, params=rec, panel=pan)

@@ -8,7 +8,8 @@ A run turns a folder of FISH fields (many patients, several timepoints) into one
       samples.csv                one row per sample (scoring.score_samples), the input of ``fishcount response``
       response.csv               one row per patient (response.classify_response)
       errors.csv                 file, stage, message: everything that failed (the run goes on)
-      run.json                   versions, parameters, panel and criteria hashes, thresholds used, timings
+      run.json                   versions, parameters, panel and criteria hashes, thresholds used, field
+                                 warnings, timings
       report.html                the clinician's report (fishcount.report)
 
 The runner contains no analysis code: every computation is a call into ``io``, ``analyze``,
@@ -525,7 +526,8 @@ def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Ma
     -------
     dict
         ``n_nuclei``, ``n_scorable``, ``thresholds`` (signal -> threshold), ``pixel_size_um``,
-        ``gallery_error`` (None when ``gallery.png``, the nucleus crops per call, was written).
+        ``gallery_error`` (None when ``gallery.png``, the nucleus crops per call, was written), ``warnings``
+        (the analysis' field warnings, :func:`fishcount.analyze_field`).
     """
     from . import analyze as _analyze
     from . import io as _io
@@ -562,6 +564,7 @@ def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Ma
         "thresholds": {str(k): float(v) for k, v in dict(result.thresholds).items()},
         "pixel_size_um": field.pixel_size_um,
         "gallery_error": gallery_error,
+        "warnings": list(result.params.get("warnings", [])),
     }
 
 
@@ -1084,6 +1087,8 @@ class BatchResult:
         The per-patient table (``response.csv``).
     report : Path or None
         ``report.html`` if written.
+    warnings : dict of str to list of str
+        Field key -> the analysis' warnings for that field (also in ``run.json`` and the report).
     """
 
     out_dir: Path
@@ -1095,6 +1100,7 @@ class BatchResult:
     samples: pd.DataFrame | None
     response: pd.DataFrame | None
     report: Path | None
+    warnings: dict = dataclasses.field(default_factory=dict)
 
     @property
     def n_errors(self) -> int:
@@ -1347,6 +1353,8 @@ def run_batch(
                    "failed": len(failed), "nuclei": int(n_nuclei), "samples": 0 if samples is None else int(len(samples)),
                    "patients": int(table["patient"].nunique()), "errors": int(len(err_df))},
         "thresholds": {k: m.get("summary", {}).get("thresholds", {}) for k, m in markers.items()},
+        # field warnings (analyze_field's params["warnings"], e.g. nuclei that contradict the pixel size)
+        "warnings": {k: w for k, m in markers.items() if (w := m.get("summary", {}).get("warnings"))},
         "timings": {**{k: round(v, 4) for k, v in timings.items()},
                     "per_field_mean_s": round(float(np.mean(field_secs)), 4) if field_secs else None,
                     "per_field_sum_s": round(float(np.sum(field_secs)), 4) if field_secs else None,
@@ -1360,7 +1368,7 @@ def run_batch(
 
         report_path = write_report(out)
     return BatchResult(out, len(table), len(results) - len(failed), len(skipped), len(failed), err_df,
-                       samples, response, report_path)
+                       samples, response, report_path, run["warnings"])
 
 
 def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],

@@ -495,6 +495,9 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
         for name in ("samples.csv", "response.csv", "report.html"):
             if (Path(out_dir) / name).exists():
                 click.echo(f"wrote {Path(out_dir) / name}")
+        if res.warnings:
+            click.echo(f"warning: {len(res.warnings)} field(s) analysed with a warning (run.json, report.html); "
+                       f"first: {next(iter(res.warnings))}: {next(iter(res.warnings.values()))[0]}")
     if res.n_errors:
         click.echo(f"fishcount: completed with {res.n_errors} error(s); see {Path(out_dir) / 'errors.csv'}", err=True)
         sys.exit(1)
@@ -591,6 +594,8 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
         calls = nuc.loc[nuc["scorable"], "call"].value_counts().to_dict() if len(nuc) else {}
         summary = ", ".join(f"{k} {v}" for k, v in calls.items())
         click.echo(f"{target}: {len(nuc)} nuclei, {n_ok} scorable ({summary})")
+        for w in res.params.get("warnings", []):
+            click.echo(f"  warning: {w}")
 
 
 # --- channel-shift: measure the lateral shift between two probe channels (fishcount.spots) ----------

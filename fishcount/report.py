@@ -294,6 +294,11 @@ def _qc_section(samples: pd.DataFrame, run: Mapping, errors: pd.DataFrame | None
             desc.columns = ["signal", "fields", "min", "median", "max"]
         out.append("<h3>Detection thresholds used (per field, SNR units)</h3>" + _table(desc, digits=2))
         out.append("<details><summary>Thresholds of every field</summary>" + _table(tdf, digits=2) + "</details>")
+    warns = run.get("warnings") or {}
+    if warns:
+        wdf = pd.DataFrame([{"field": k, "warning": w} for k, ws in sorted(warns.items()) for w in ws])
+        out.append(f"<h3>Warnings ({len(wdf)})</h3><div class='err'>Analysed, but look at these fields: "
+                   "their results may be wrong.</div>" + _table(wdf))
     if errors is not None and not errors.empty:
         out.append(f"<h3>Errors ({len(errors)})</h3><div class='err'>The run went on without these; "
                    "samples that lost fields are scored on the remaining ones.</div>" + _table(errors))

@@ -370,6 +370,34 @@ def test_cli_analyze_segmentation_options(tmp_path, monkeypatch):
     assert not any((tmp_path / f"o{k}").exists() for k in (4, 5, 6))
 
 
+def test_pixel_size_that_contradicts_the_nuclei_warns(tmp_path):
+    """Nuclei measuring far from 9 µm at the given pixel size (a pixel size without the objective's
+    magnification, or of another objective) give a field warning, printed by the CLI; a right or inferred
+    pixel size gives none."""
+    sim = fc.simulate_field("del5q", shape=(512, 512), seed=5)
+    arrays = {n: sim.image[i] for i, n in enumerate(sim.channel_names)}
+    assert analyze_field(arrays, pixel_size_um=sim.pixel_size_um).params["warnings"] == []
+    big = analyze_field(arrays, pixel_size_um=2.5 * sim.pixel_size_um).params["warnings"]
+    small = analyze_field(arrays, pixel_size_um=sim.pixel_size_um / 2.5).params["warnings"]
+    import re
+
+    def ratio(msgs):
+        assert len(msgs) == 1 and "check the pixel size (user)" in msgs[0], msgs
+        return float(re.search(r"([0-9.]+)x the 9 µm expected", msgs[0]).group(1))
+
+    assert 1.6 < ratio(big) < 3.5 and 0.2 < ratio(small) < 0.55
+    assert analyze_field(arrays).params["warnings"] == []  # no pixel size: inferred from the nuclei
+    img = tmp_path / "f.ome.tif"
+    fc.write_simulated_field(sim, img)
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o"), "--no-overlay",
+                                  "--pixel-size", str(2.5 * sim.pixel_size_um)])
+    assert r.exit_code == 0, r.output
+    assert "  warning: the nuclei measure" in r.output
+    assert json.loads((tmp_path / "o" / "f" / "field.json").read_text())["params"]["warnings"] == big
+    r = CliRunner().invoke(main, ["analyze", str(img), "--out", str(tmp_path / "o2"), "--no-overlay"])
+    assert r.exit_code == 0 and "warning" not in r.output
+
+
 def _control_fields(tmp_path, panel, seeds, **sim_kw) -> list:
     """Simulated 384² control fields written as OME-TIFF (``simulate_field`` keywords), their paths."""
     paths = []

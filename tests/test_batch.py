@@ -561,6 +561,40 @@ def test_cli_run_segmentation_options(sim_study, tmp_path):
     assert len(calls) == 1  # nothing was analysed by the refused runs
 
 
+def test_run_reports_field_warnings(tmp_path):
+    """A field analysed with a warning (here: a pixel size its nuclei contradict) is listed in run.json,
+    the report's QC section and the run's summary; a right pixel size gives none."""
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    from fishcount.simulate import simulate_field, write_simulated_field
+
+    study = tmp_path / "study"
+    sim = simulate_field("del5q", shape=(512, 512), seed=5)  # enough nuclei off the edge to judge their size
+    write_simulated_field(sim, study / "P01" / "week00" / "field01.ome.tif")
+    pix = sim.pixel_size_um
+    res = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o1"), "--workers", "1",
+                                    "--pixel-size", str(3 * pix)])
+    assert res.exit_code == 0, res.output
+    assert "warning: 1 field(s) analysed with a warning (run.json, report.html); first: P01/week00/field01" \
+        in res.output
+    run = json.loads((tmp_path / "o1" / "run.json").read_text())
+    (key, warns), = run["warnings"].items()
+    assert key == "P01/week00/field01" and "check the pixel size" in warns[0]
+    html = (tmp_path / "o1" / "report.html").read_text()
+    assert "Warnings (1)" in html and "check the pixel size" in html
+    # resumed: the warning is kept from the field's marker
+    res = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o1"), "--workers", "1",
+                                    "--pixel-size", str(3 * pix)])
+    assert "1 already done" in res.output and json.loads((tmp_path / "o1" / "run.json").read_text())["warnings"] \
+        == run["warnings"]
+    res = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o2"), "--workers", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o2" / "run.json").read_text())["warnings"] == {}
+    assert "Warnings (" not in (tmp_path / "o2" / "report.html").read_text()
+
+
 @pytest.mark.slow
 def test_cli_run_exit_codes(sim_study, tmp_path):
     """Exit 1 'completed with N errors' for a corrupt field among good ones (real pipeline);
