@@ -44,6 +44,10 @@ CONDITIONS: dict[str, tuple[str, dict, bool]] = {
     "pixel 0.065 µm (100x, sCMOS)": ("del5q", {"pixel_size_um": 0.065}, True),
     "pixel 0.10 µm": ("del5q", {"pixel_size_um": 0.10}, True),
     "pixel 0.24 µm": ("del5q", {"pixel_size_um": 0.24}, True),
+    "wrong pixel size given: 2.5x too large (0.4 µm for 0.16)": (
+        "del5q", {"analyze_params": {"pixel_size_um": 0.4}}, True),
+    "wrong pixel size given: 2.5x too small (0.064 µm for 0.16)": (
+        "del5q", {"analyze_params": {"pixel_size_um": 0.064}}, True),
     "small nuclei 5-8 µm": ("del5q", {"nucleus_diameter_um": (5.0, 8.0)}, True),
     "large nuclei 9-15 µm": ("del5q", {"nucleus_diameter_um": (9.0, 15.0)}, True),
     "dense field (density 0.5)": ("del5q", {"density": 0.5}, True),
@@ -102,7 +106,7 @@ def run_field(panel_id: str, sim_kwargs: dict, give_pixel: bool, seed: int, size
     sc, right, inner = r["scorable"], r["right"], r["inner"]
     return {"n_sc": int(sc.sum()), "n_right": int((right & sc).sum()), "n_sc_inner": int((sc & inner).sum()),
             "n_interior": r["n_interior"], "unmatched_scorable": r["unmatched_scorable"],
-            "clone": r["clone"], "clone_true": r["clone_true"], "cpu": r["cpu"]}
+            "clone": r["clone"], "clone_true": r["clone_true"], "cpu": r["cpu"], "warned": r["warned"]}
 
 
 def main(argv=None) -> int:
@@ -115,7 +119,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     only = [o.strip() for o in a.only.split(",") if o.strip()]
     results = {}
-    print(f"{'condition':48s} {'accuracy':>9s} {'scorable':>9s} {'clone pts':>9s} {'unmatched':>9s} {'CPU s/field':>11s}")
+    print(f"{'condition':48s} {'accuracy':>9s} {'scorable':>9s} {'clone pts':>9s} {'unmatched':>9s} {'CPU s/field':>11s} "
+          f"{'warned':>6s}")
     for name, (panel_id, kw, give_pixel) in CONDITIONS.items():
         if only and not any(o in name for o in only):
             continue
@@ -127,9 +132,12 @@ def main(argv=None) -> int:
         clone_t = 100 * sum(r["clone_true"][0] for r in rows) / max(1, sum(r["clone_true"][1] for r in rows))
         un = sum(r["unmatched_scorable"] for r in rows)
         cpu = sum(r["cpu"] for r in rows) / len(rows)
+        warned = sum(r["warned"] for r in rows)  # fields with a warning (analyze_field params["warnings"])
         results[name] = {"accuracy": acc, "scorable_matched": scor, "n_scorable_matched": n_sc,
-                         "clone_pct": clone, "true_clone_pct": clone_t, "unmatched_scorable": un, "cpu_s_per_field": cpu}
-        print(f"{name:48s} {acc:9.4f} {scor:9.1%} {clone - clone_t:+9.1f} {un:9d} {cpu:11.2f}", flush=True)
+                         "clone_pct": clone, "true_clone_pct": clone_t, "unmatched_scorable": un, "cpu_s_per_field": cpu,
+                         "fields_warned": warned}
+        print(f"{name:48s} {acc:9.4f} {scor:9.1%} {clone - clone_t:+9.1f} {un:9d} {cpu:11.2f} {warned:3d}/{len(rows)}",
+              flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"fields": a.fields, "size": a.size, "seed0": a.seed0,
                                             "results": results}, indent=1))

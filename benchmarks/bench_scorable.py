@@ -101,7 +101,8 @@ def field_rows(seed: int, panel, shape=(1024, 1024), give_pixel: bool = True, ex
             "n_unmatched": len(set(interior.index) - set(matched.true.astype(int))),
             "unmatched_scorable": int((nuc.true.isna() & nuc.scorable).sum()), "cpu": cpu,
             "clone": (int(nuc[nuc.scorable].call.isin(tracked).sum()), int(nuc.scorable.sum())),
-            "clone_true": (int(interior.call.isin(tracked).sum()), len(interior))}
+            "clone_true": (int(interior.call.isin(tracked).sum()), len(interior)),
+            "warned": bool(res.params.get("warnings"))}
 
 
 def summary(rows: list[dict]) -> str:
