@@ -574,21 +574,20 @@ SCALE_WARNING_BAND: tuple[float, float] = (0.55, 1.6)
 
 
 def _scale_warnings(seg, px: float, px_source: str, size_rec: dict) -> list[str]:
-    """A warning when the nuclei contradict the pixel size (:data:`SCALE_WARNING_BAND`), with what the
-    signals say; empty otherwise, with fewer than 10 convex nuclei off the edge, and when the pixel size was
-    itself inferred from the nuclei."""
-    qc = getattr(seg, "qc", None)
-    if qc is None or not px or str(px_source).startswith("inferred") or not {"area_px", "solidity"} <= set(qc):
-        return []
-    ok = qc["solidity"].to_numpy() >= 0.9
-    if "touches_border" in qc:
-        ok &= ~qc["touches_border"].to_numpy(bool)
-    if np.count_nonzero(ok) < 10:
-        return []
-    from .segment import DEFAULT_NUCLEUS_DIAMETER_UM
+    """A warning when the nuclei contradict the pixel size (:data:`SCALE_WARNING_BAND`; their median
+    diameter as the segmentation's size check measures it, convex nuclei off the edge), with what the
+    signals say; empty otherwise, with too few such nuclei, and when the pixel size was itself inferred
+    from the nuclei."""
+    from .segment import DEFAULT_NUCLEUS_DIAMETER_UM, SIZE_CHECK, median_nucleus_diameter_px
 
+    qc = getattr(seg, "qc", None)
+    if qc is None or not px or str(px_source).startswith("inferred") \
+            or not {"area_px", "solidity", "touches_border"} <= set(qc.columns):  # (a caller's own QC table)
+        return []
+    median_um = median_nucleus_diameter_px(qc, SIZE_CHECK["estimate_check_min_solidity"]) * px  # convex ones
+    if not np.isfinite(median_um):
+        return []
     nominal = float(dict(getattr(seg, "params", {}) or {}).get("nucleus_diameter_um") or DEFAULT_NUCLEUS_DIAMETER_UM)
-    median_um = float(np.median(2.0 * np.sqrt(qc["area_px"].to_numpy(float)[ok] / np.pi))) * px
     ratio = median_um / nominal
     lo, hi = SCALE_WARNING_BAND
     if lo <= ratio <= hi:

@@ -4525,6 +4525,19 @@ def _no_data(img: np.ndarray) -> tuple[np.ndarray, float] | None:
     return pad, b
 
 
+def median_nucleus_diameter_px(table: pd.DataFrame, min_solidity: float | None = None) -> float:
+    """Median equivalent diameter (px) of the nuclei of a QC table that do not touch the image edge (and
+    have solidity >= ``min_solidity`` when given: clumps left unsplit would inflate it); NaN with fewer
+    than ``size_check_min_nuclei`` of them. ``table``: :func:`_qc_table` columns ``area_px``,
+    ``touches_border``, ``solidity``."""
+    keep = ~table["touches_border"].to_numpy(bool)
+    if min_solidity is not None:
+        keep &= table["solidity"].to_numpy(float) >= min_solidity
+    if np.count_nonzero(keep) < SIZE_CHECK["size_check_min_nuclei"]:
+        return float("nan")
+    return 2.0 * math.sqrt(float(np.median(table["area_px"].to_numpy(float)[keep])) / math.pi)
+
+
 def _size_check(table: pd.DataFrame, d: float, estimated: bool = False) -> tuple[float | None, float]:
     """Nominal (or estimated) nucleus size vs the nuclei segmented with it: the diameter to segment again
     with (or None) and the ratio measured.
@@ -4570,13 +4583,9 @@ def _size_check(table: pd.DataFrame, d: float, estimated: bool = False) -> tuple
     ratio = 1.0 if estimated else c["size_check_ratio"]
     if _size_check_band(float("nan"), estimated):  # the check is off
         return None, float("nan")
-    keep = ~table["touches_border"].to_numpy(bool)
-    if estimated:
-        keep &= table["solidity"].to_numpy(float) >= c["estimate_check_min_solidity"]
-    if np.count_nonzero(keep) < c["size_check_min_nuclei"]:
+    med = median_nucleus_diameter_px(table, c["estimate_check_min_solidity"] if estimated else None)
+    if not np.isfinite(med):
         return None, float("nan")
-    area = table["area_px"].to_numpy(float)
-    med = 2.0 * math.sqrt(float(np.median(area[keep])) / math.pi)
     r = med / d
     if _size_check_band(r, estimated):
         return None, r
