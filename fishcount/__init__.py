@@ -40,6 +40,7 @@ _API: dict[str, str] = {
     "estimate_thresholds": "analyze", "parse_channel_shifts": "analyze",
     "correct_channel_shifts": "analyze", "parse_crosstalk": "analyze", "channels_as_analysed": "analyze",
     "calibrations_for_panel": "analyze", "check_calibrations": "analyze",
+    "load_settings": "settings", "Settings": "settings", "settings_template": "settings",
     "render_overlay": "overlay", "render_gallery": "overlay",
     # scoring / cut-offs / response / cohort
     "score_sample": "scoring", "score_samples": "scoring", "clopper_pearson": "scoring",

@@ -108,6 +108,29 @@ def _segmentation_params(backend: str | None, nucleus_diameter_um: float | None,
     return out
 
 
+def _settings_option(f):
+    return click.option(
+        "--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        metavar="FILE",
+        help="Laboratory settings (.toml): detection, segmentation and QC values that replace the defaults "
+             "(docs/settings.md; `fishcount settings` prints a template).",
+    )(f)
+
+
+def _settings_params(settings_file: Path | None, backend: str | None, *, segment_only: bool = False) -> dict:
+    """The values of a ``--settings`` file as ``analyze_field`` keywords (``segment_only``: as
+    ``segment_nuclei`` keywords); its [segmentation] table needs the classical backend."""
+    if settings_file is None:
+        return {}
+    from .settings import load_settings
+
+    st = load_settings(settings_file)
+    if st.segmentation and backend not in (None, "classical"):
+        raise FishcountError(settings_file, f"[segmentation] sets classical segmentation parameters, but "
+                                            f"--backend is {backend}; remove the table or use the classical backend")
+    return st.segment_params() if segment_only else st.analyze_params()
+
+
 def _repeatable_option(flag: str, dest: str, metavar: str, help_: str):
     """A repeatable ``--flag ENTRY`` option (the calibrations below), as a decorator."""
     return click.option(flag, dest, multiple=True, metavar=metavar, help=help_)
@@ -132,6 +155,34 @@ def _split_channels(channels: str | None) -> list[str] | None:
     if channels is None:
         return None
     return [c.strip() for c in channels.split(",") if c.strip()]
+
+
+@main.command("settings")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def settings_cmd(file: Path | None) -> None:
+    """Print a settings template (every key at its default), or check a settings FILE.
+
+    \b
+    fishcount settings > lab.toml        a template to edit (all keys commented out)
+    fishcount settings lab.toml          check it and list the values it changes
+    """
+    if file is None:
+        from .settings import settings_template
+
+        click.echo(settings_template(), nl=False)
+        return
+    from .analyze import DETECTION_DEFAULTS
+    from .segment import CLASSICAL_DEFAULTS, QC_DEFAULTS
+    from .settings import load_settings
+
+    st = load_settings(file)
+    click.echo(f"{file}: valid, {st.n_values} value(s) replace the defaults")
+    for table, values, defaults in (("detection", st.detection, DETECTION_DEFAULTS),
+                                    ("segmentation", st.segmentation, CLASSICAL_DEFAULTS),
+                                    ("qc", st.qc, QC_DEFAULTS)):
+        for k, v in values.items():
+            click.echo(f"  [{table}] {k} = {v:g} (default {defaults[k]:g})" if not isinstance(v, str)
+                       else f"  [{table}] {k} = {v} (default {defaults[k]})")
 
 
 @main.command("panels")
@@ -446,9 +497,10 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
 @_channel_shift_option
 @_crosstalk_option
 @_segmentation_options(None)
+@_settings_option
 def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, criteria, cutoffs, workers, scheduler,
             pool_thresholds, no_report, quiet, z_step_um, channel_shift, crosstalk, backend, nucleus_diameter_um,
-            diameter_px) -> None:
+            diameter_px, settings_file) -> None:
     """Analyse every field of a study FOLDER and write pooled tables, response and report.html.
 
     \b
@@ -461,6 +513,9 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
     from .batch import run_batch
 
     params: dict = {}
+    lab = _settings_params(settings_file, backend)  # refused before any work when invalid
+    if lab:
+        params["analyze"] = dict(lab)
     read = {}
     if channels:
         read["channels"] = _split_channels(channels)
@@ -470,7 +525,7 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
         read["pixel_size_um"] = pixel_size_um
     if z_step_um is not None:  # 3-D detection: read the z-stacks whole, detect with the z step
         read["z_mode"] = "keep"
-        params["analyze"] = {"z_step_um": z_step_um}
+        params.setdefault("analyze", {})["z_step_um"] = z_step_um
     shifts = parse_channel_shifts(channel_shift)
     if shifts:
         params.setdefault("analyze", {})["channel_shifts_um"] = {k: list(v) for k, v in shifts.items()}
@@ -550,9 +605,10 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
 @_channel_shift_option
 @_crosstalk_option
 @_segmentation_options(None)
+@_settings_option
 def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold, pool_thresholds, overwrite,
                 no_overlay, z_step_um, z_plane, channel_shift, crosstalk, backend, nucleus_diameter_um,
-                diameter_px) -> None:
+                diameter_px, settings_file) -> None:
     """Segment nuclei, count probe signals and call every nucleus in each IMAGE.
 
     \b
@@ -564,7 +620,8 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
 
     if z_step_um is not None and z_plane is not None:
         raise FishcountError("--z-step", "cannot be combined with --z-plane (3-D detection uses every z-plane)")
-    opts = {"z_plane": z_plane, "axes": axes, **({"z_step_um": z_step_um} if z_step_um is not None else {})}
+    opts = {**_settings_params(settings_file, backend), "z_plane": z_plane, "axes": axes,
+            **({"z_step_um": z_step_um} if z_step_um is not None else {})}
     opts.update(_segmentation_params(backend, nucleus_diameter_um, diameter_px))
     shifts = parse_channel_shifts(channel_shift)
     if shifts:
@@ -772,9 +829,10 @@ def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_s
 @_channels_option
 @_axes_option
 @_segmentation_options("classical")
+@_settings_option
 @click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ outputs.")
 def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, nucleus_diameter_um, diameter_px,
-                overwrite) -> None:
+                settings_file, overwrite) -> None:
     """Segment nuclei in the DAPI channel of each IMAGE.
 
     \b
@@ -790,7 +848,8 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
     from .io import stem_of
     from .segment import segment_nuclei
 
-    seg_kw = _segmentation_params(backend, nucleus_diameter_um, diameter_px)  # a backend that cannot run fails now
+    seg_kw = _settings_params(settings_file, backend, segment_only=True)  # [detection] does not apply here
+    seg_kw.update(_segmentation_params(backend, nucleus_diameter_um, diameter_px))  # a backend that cannot run fails now
     targets = [out_dir / stem_of(img) for img in images]
     if not overwrite:  # refuse before any work is done
         for t in targets:

@@ -279,6 +279,34 @@ def test_analyse_segmentation_backend_choice(make_napari_viewer, sim_field, monk
         w.params()
 
 
+def test_analyse_settings_file(make_napari_viewer, sim_field, tmp_path):
+    """A laboratory settings file named in the widget reaches the analysis; its lowest automatic threshold
+    is shown in its box; a bad file or [segmentation] with another backend is refused with the reason."""
+    import fishcount as fc
+
+    viewer = make_napari_viewer()
+    w = _analyse_widget(viewer, sim_field)
+    lab = tmp_path / "lab.toml"
+    lab.write_text("[detection]\nboundary_diameters = 0\nmin_auto_snr = 6\n[qc]\nmin_focus_vs_median = 0.9\n",
+                   encoding="utf-8")
+    w.settings_file.setText(str(lab))
+    w._settings_changed()
+    assert w.min_auto_snr.value() == 6.0 and "3 value(s)" in w.status.text()
+    assert w.params()["boundary_diameters"] == 0.0 and w.params()["qc"] == {"min_focus_vs_median": 0.9}
+    result, _ = w.analyse()
+    assert result.params["detection"]["boundary_diameters"] == 0.0
+    assert result.params["detection"]["min_auto_snr"] == 6.0
+    assert result.params["segmentation"]["qc"]["min_focus_vs_median"] == 0.9
+    assert not result.nuclei["exclusion_reason"].str.contains("signal_at_boundary").any()
+    lab.write_text("[segmentation]\nworking_diameter_px = 24\n", encoding="utf-8")
+    w.backend_box.setCurrentText("stardist")
+    with pytest.raises(fc.FishcountError, match="sets classical segmentation parameters"):
+        w.params()
+    lab.write_text("[qc]\nmin_focus = -1\n", encoding="utf-8")
+    w._settings_changed()
+    assert "error:" in w.status.text() and "min_focus must be >= 0" in w.status.text()
+
+
 def test_analyse_error_is_shown(make_napari_viewer, qtbot, sim_field, tmp_path):
     viewer = make_napari_viewer()
     w = _analyse_widget(viewer, sim_field, tmp_path / "out")

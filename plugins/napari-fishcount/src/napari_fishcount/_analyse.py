@@ -89,6 +89,10 @@ class AnalyseWidget(QWidget):
         self.crosstalk.setToolTip("Calibrated crosstalk between probe channels: SRC:DST=K, the fraction of SRC's "
                                   "light seen through DST's filter, several separated by ';'. The channels are "
                                   "unmixed before detection (needed for break-apart panels and 3-D detection).")
+        self.settings_file = QLineEdit()
+        self.settings_file.setPlaceholderText("none (a laboratory settings .toml; `fishcount settings`)")
+        self.settings_file.setToolTip("Detection, segmentation and QC values that replace the defaults "
+                                      "(docs/settings.md). Its min_auto_snr is shown above when it sets one.")
         self.threshold_form = QFormLayout()
         self.threshold_checks: dict[str, QCheckBox] = {}
         self.threshold_spins: dict[str, QDoubleSpinBox] = {}
@@ -116,6 +120,7 @@ class AnalyseWidget(QWidget):
         pl.addRow("lowest automatic threshold", self.min_auto_snr)
         pl.addRow("channel shift (µm)", self.channel_shift)
         pl.addRow("crosstalk", self.crosstalk)
+        pl.addRow("settings file", self.settings_file)
         th = QGroupBox("Detection threshold override (SNR, noise units)")
         tl = QVBoxLayout(th)
         tl.addLayout(self.threshold_form)
@@ -134,6 +139,7 @@ class AnalyseWidget(QWidget):
 
         self.panel_box.currentTextChanged.connect(self._rebuild)
         self.run_btn.clicked.connect(self.run)
+        self.settings_file.editingFinished.connect(self._settings_changed)
         self.live_preview.toggled.connect(lambda on: on and self.preview_all())
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
@@ -231,11 +237,37 @@ class AnalyseWidget(QWidget):
         name = str(meta.get("stem") or self.dapi_box.currentText())
         return fc.field_from_arrays(dapi, probes, self.pixel_size_um(), name=name, panel=self.panel)
 
+    def settings(self):
+        """The laboratory settings file named in the widget (:func:`fishcount.load_settings`), or None."""
+        import fishcount as fc
+
+        path = self.settings_file.text().strip()
+        return fc.load_settings(path) if path else None
+
+    def _settings_changed(self) -> None:
+        """Show a settings file's lowest automatic threshold in its box, or why the file is refused."""
+        import fishcount as fc
+
+        try:
+            st = self.settings()
+        except fc.FishcountError as exc:
+            self.status.setText(f"error: {exc}")
+            return
+        if st is not None:
+            if "min_auto_snr" in st.detection:
+                self.min_auto_snr.setValue(st.detection["min_auto_snr"])
+            self.status.setText(f"settings: {st.n_values} value(s) from {st.path}")
+
     def params(self) -> dict:
         import fishcount as fc
 
-        p: dict = {"min_auto_snr": float(self.min_auto_snr.value())}
+        st = self.settings()
         backend = self.backend_box.currentText()
+        p: dict = {} if st is None else st.analyze_params()
+        if st is not None and st.segmentation and backend not in ("", "classical"):
+            raise fc.FishcountError(st.path, f"[segmentation] sets classical segmentation parameters, but the "
+                                             f"backend is {backend}")
+        p["min_auto_snr"] = float(self.min_auto_snr.value())  # (shows the file's value once it is read)
         if backend and backend != "classical":
             from fishcount.segment import check_backend
 
