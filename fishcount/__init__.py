@@ -26,6 +26,7 @@ _API: dict[str, str] = {
     # io
     "read_field": "io", "Field": "io", "field_from_arrays": "io", "describe_field": "io",
     "find_fields": "io", "stem_of": "io", "saturation_level": "io", "read_one_channel": "io",
+    "image_positions": "io", "split_series": "io", "Position": "io", "with_positions": "io",
     # simulate
     "simulate_field": "simulate", "SimulatedField": "simulate", "write_simulated_field": "simulate",
     # segment

@@ -161,10 +161,11 @@ def _as_field(source, panel: Panel, channels, pixel_size_um, *, z_mode: str = "m
               axes: str | None = None):
     from . import io as _io
 
-    if z_plane is not None and not isinstance(source, (str, os.PathLike, list, tuple)):
+    files = (str, os.PathLike, list, tuple, _io.Position)  # sources read from files
+    if z_plane is not None and not isinstance(source, files):
         raise InputError(getattr(source, "path", "<array>"),
                          "z_plane (--z-plane) applies when reading a file; pass that plane of the array instead")
-    if axes is not None and not isinstance(source, (str, os.PathLike, list, tuple)):
+    if axes is not None and not isinstance(source, files):
         raise InputError(getattr(source, "path", "<array>"),
                          "axes (--axes) applies when reading a file; an array is read as (C, Y, X)")
 
@@ -743,8 +744,9 @@ def analyze_field(
 
     Parameters
     ----------
-    source : path, Field, dict of arrays or ndarray (C, Y, X)
-        The field.
+    source : path, Position, Field, dict of arrays or ndarray (C, Y, X)
+        The field: a file (or a list of per-channel files), one image of a multi-position file
+        (:class:`fishcount.io.Position`), or data already read.
     panel : str, path or Panel, optional
         Probe panel; default ``del5q`` (or the panel of a given Field).
     channels : list of str, optional
@@ -1021,6 +1023,7 @@ def _field_json(result: FieldResult) -> dict:
         "output_version": OUTPUT_VERSION,
         "fishcount_version": __version__,
         "source": str(f.path),
+        "series": getattr(f, "series", None),  # the image read from a multi-position file, else None
         "stem": f.stem,
         "shape_yx": [int(v) for v in result.labels.shape],
         "channel_names": list(f.channel_names),

@@ -289,12 +289,32 @@ def _finish_table(df: pd.DataFrame, folder: Path, panel: str, source: str) -> pd
         raise InputError(source, f"patient '{p}' timepoint '{t}' is given more than one week")
     if "files" not in df.columns:
         df["files"] = df["path"]
-    df["field"] = [_field_key([Path(f) for f in fs.split(os.pathsep)], folder) for fs in df["files"]]
+    df = _expand_positions(df)
+    df["field"] = [_field_key([Path(f) for f in fs.split(os.pathsep)], folder)
+                   + ("" if k is None else f"_s{int(k)}") for fs, k in zip(df["files"], df["series"])]
     dup = df["field"].duplicated(keep=False)
     if dup.any():
         raise InputError(source, f"two fields map to the same output key '{df.loc[dup, 'field'].iloc[0]}'")
-    front = ["path", "field", "sample", "patient", "timepoint", "week", "slide", "panel", "files"]
+    front = ["path", "field", "sample", "patient", "timepoint", "week", "slide", "panel", "files", "series"]
     return df[front + [c for c in df.columns if c not in front]].reset_index(drop=True)
+
+
+def _expand_positions(df: pd.DataFrame) -> pd.DataFrame:
+    """Each multi-position TIFF of the table (several full-size images in one file,
+    :func:`fishcount.io.image_positions`) becomes one row per image, its ``series`` number in the
+    ``series`` column (None for every other field): each position is a field of its own sample."""
+    from .io import image_positions
+
+    rows, series = [], []
+    for _, row in df.iterrows():
+        single = os.pathsep not in str(row["files"])
+        ks = image_positions(row["files"]) if single else []
+        for k in ks or [None]:
+            rows.append(row)
+            series.append(k)
+    out = pd.DataFrame(rows).reset_index(drop=True) if rows else df.iloc[0:0].copy()
+    out["series"] = pd.Series(series, dtype=object, index=out.index)
+    return out
 
 
 def _field_key(files: list[Path], folder: Path) -> str:
@@ -635,6 +655,7 @@ class _SampleTask:
     fields: tuple[tuple[str, ...], ...]
     panel: Panel
     params: dict
+    series: tuple = ()   # per field: the image of a multi-position file, or None
 
 
 def _run_sample_thresholds(task: _SampleTask) -> dict:
@@ -645,10 +666,10 @@ def _run_sample_thresholds(task: _SampleTask) -> dict:
 
     base = {"sample": task.sample, "path": task.path, "field": ""}
     fields = []
-    for files in task.fields:
+    for files, k in zip(task.fields, task.series or [None] * len(task.fields)):
         try:
             fields.append(_io.read_field(files[0] if len(files) == 1 else list(files), task.panel,
-                                         **dict(task.params.get("read", {}))))
+                                         **dict(_with_series(task.params, k).get("read", {}))))
         except Exception:  # noqa: BLE001 - reported per field later
             continue
     if not fields:
@@ -685,7 +706,7 @@ def _pooled_thresholds(table: pd.DataFrame, panels: Mapping[str, Panel], params_
         pid = grp["panel"].iloc[0]
         files = [tuple(fs.split(os.pathsep)) for fs in grp["files"]]
         params = params_for[pid]
-        key = _sample_key(files, _params_hash(panels[pid], params))
+        key = _sample_key(files, _params_hash(panels[pid], {**params, "series": list(grp["series"])}))
         cache = cache_dir / (re.sub(r"[^A-Za-z0-9._\-]+", "_", str(sample)) + ".json")
         try:
             c = json.loads(cache.read_text(encoding="utf-8"))
@@ -694,7 +715,8 @@ def _pooled_thresholds(table: pd.DataFrame, panels: Mapping[str, Panel], params_
                 continue
         except (OSError, ValueError, KeyError):
             pass
-        todo.append((_SampleTask(str(sample), str(sample), tuple(files), panels[pid], params), cache, key))
+        todo.append((_SampleTask(str(sample), str(sample), tuple(files), panels[pid], params,
+                                 tuple(grp["series"])), cache, key))
     errors = []
     if todo:
         res, _ = _execute([t for t, _, _ in todo], workers=min(workers, len(todo)), scheduler=scheduler,
@@ -711,6 +733,13 @@ def _pooled_thresholds(table: pd.DataFrame, panels: Mapping[str, Panel], params_
             write_text_atomic(cache, json.dumps({"key": key, "sample": t.sample, "thresholds": r["thresholds"]},
                                                 indent=1))
     return result, errors
+
+
+def _with_series(params: Mapping[str, Any], series: int | None) -> dict:
+    """``params`` with ``read.series`` set for one image of a multi-position file (unchanged otherwise)."""
+    if series is None:
+        return dict(params)
+    return {**params, "read": {**dict(params.get("read", {})), "series": int(series)}}
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
@@ -1029,7 +1058,7 @@ def pool_nuclei(table: pd.DataFrame, out_dir: Path) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    extras = [c for c in table.columns if c not in POOLED_KEY_COLUMNS and c not in ("path", "files")]
+    extras = [c for c in table.columns if c not in POOLED_KEY_COLUMNS and c not in ("path", "files", "series")]
     key_cols = list(POOLED_KEY_COLUMNS) + extras
     schemas = []
     for key in table["field"]:
@@ -1255,6 +1284,7 @@ def run_batch(
         p_field = params_for[row["panel"]]
         if row["sample"] in pooled:
             p_field = {**p_field, "analyze": {**dict(p_field.get("analyze", {})), "thresholds": pooled[row["sample"]]}}
+        p_field = _with_series(p_field, row["series"])
         ph = _params_hash(panels[row["panel"]], p_field)
         files = tuple(row["files"].split(os.pathsep))
         if _is_done(final, files, ph):
@@ -1286,8 +1316,10 @@ def run_batch(
         bar.close()
     timings["fields_s"] = time.perf_counter() - t0
 
+    position = {f: k for f, k in zip(table["field"], table["series"]) if k is not None}
     errors = pre_errors + [
-        {"file": r["path"], "stage": r["stage"], "message": r["message"]} for r in results if r["status"] == "error"
+        {"file": r["path"] + (f" (series {position[r['field']]})" if r["field"] in position else ""),
+         "stage": r["stage"], "message": r["message"]} for r in results if r["status"] == "error"
     ]
     failed = {r["field"] for r in results if r["status"] == "error"}
     ok = table[~table["field"].isin(failed)]

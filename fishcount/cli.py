@@ -243,11 +243,15 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, axes: s
         except FishcountError as exc:
             click.echo(f"fishcount: error: {exc}", err=True)
             failed = True
+    from .io import with_positions
+
     groups = find_fields(found, pan) if found else []
+    # a multi-position file: each position described as the field it is analysed as
+    sources = with_positions(g[0] if len(g) == 1 else g for g in groups)
     shown = 0
-    for group in groups:
+    for source in sources:
         try:
-            desc = describe_field(group if len(group) > 1 else group[0], pan, channels=names,
+            desc = describe_field(source, pan, channels=names,
                                   pixel_size_um=pixel_size_um,
                                   z_mode="max" if z_plane is None else "plane", z_plane=z_plane,
                                   require_pixel_size=require_pixel_size, axes=axes)
@@ -613,7 +617,8 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
 
     \b
     Writes OUT/<stem>/: nuclei.csv, spots.csv, labels.tif, overlay.png, field.json
-    (the versioned output contract, docs/outputs.md).
+    (the versioned output contract, docs/outputs.md). Each position of a multi-position
+    file is a field of its own: OUT/<stem>_s<k>/.
     """
     from .analyze import analyze_field, estimate_thresholds, parse_channel_shifts, parse_crosstalk, write_field_result
     from .panels import load_panel
@@ -629,16 +634,17 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
     xt = parse_crosstalk(crosstalk)
     if xt:
         opts["channel_crosstalk"] = xt
+    from .io import stem_of, with_positions
+
     pan = load_panel(panel)
     chans = _split_channels(channels)
     manual = _parse_thresholds(threshold)
+    images = with_positions(images)  # each position of a multi-position file is a field of its own
     if pool_thresholds and len(images) > 1:
         pooled = estimate_thresholds(list(images), pan, channels=chans, pixel_size_um=pixel_size_um, **opts)
         manual = {**pooled, **manual}
         click.echo("pooled thresholds: " + ", ".join(f"{k}={v:.2f}" for k, v in pooled.items()))
     if not overwrite:  # refuse before any work is done
-        from .io import stem_of
-
         for img in images:
             target = out_dir / stem_of(img)
             if target.exists():
@@ -801,7 +807,7 @@ def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: str | None) -> Non
 
 
 # --- segment (issue 3): DAPI -> nucleus labels + per-nucleus QC (fishcount.segment) -------------------
-def _read_dapi_for_segment(path: Path, panel: str, channels: str | None, pixel_size_um: float | None,
+def _read_dapi_for_segment(path, panel: str, channels: str | None, pixel_size_um: float | None,
                            axes: str | None = None):
     """(dapi, pixel_size_um, saturation_value) of one image: a panel field, or a plain one-channel image."""
     from .errors import InputError
@@ -845,11 +851,12 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
     import tifffile
 
     from ._atomic import atomic_path, write_csv_atomic
-    from .io import stem_of
+    from .io import stem_of, with_positions
     from .segment import segment_nuclei
 
     seg_kw = _settings_params(settings_file, backend, segment_only=True)  # [detection] does not apply here
     seg_kw.update(_segmentation_params(backend, nucleus_diameter_um, diameter_px))  # a backend that cannot run fails now
+    images = with_positions(images)  # each position of a multi-position file on its own: OUT/<stem>_s<k>/
     targets = [out_dir / stem_of(img) for img in images]
     if not overwrite:  # refuse before any work is done
         for t in targets:

@@ -41,6 +41,9 @@ __all__ = [
     "format_description",
     "find_fields",
     "split_series",
+    "image_positions",
+    "with_positions",
+    "Position",
     "stem_of",
     "DAPI",
     "DAPI_NAMES",
@@ -111,6 +114,9 @@ class Field:
     saturation_source : str
         Where ``saturation_value`` comes from: ``"dtype"``, ``"OME SignificantBits"``,
         ``"camera bit depth (data maximum)"`` or ``"none"`` (float images).
+    series : int or None
+        The image (TIFF series number) read from a multi-position file (``read_field(series=)``; ``stem``
+        then ends in ``_s<series>``); None for a file of one image.
     """
 
     path: str
@@ -128,14 +134,37 @@ class Field:
     saturation_value: float | None
     panel_id: str
     saturation_source: str = "dtype"
+    series: int | None = None
+
+
+@dataclass(frozen=True)
+class Position:
+    """One image of a multi-position TIFF, as a source of its own: ``read_field(Position(path, 2))`` is
+    ``read_field(path, series=2)``; :func:`fishcount.analyze_field` and
+    :func:`fishcount.estimate_thresholds` accept it wherever they accept a file path.
+
+    Attributes
+    ----------
+    path : str or path-like
+        The multi-position TIFF.
+    series : int
+        The TIFF series number of the image (:func:`image_positions`).
+    """
+
+    path: "str | os.PathLike"
+    series: int
+
+    def __str__(self) -> str:
+        return f"{self.path} (series {self.series})"
 
 
 # -------------------------------------------------------------------------------------------
 # names
 # -------------------------------------------------------------------------------------------
-def stem_of(path: str | os.PathLike) -> str:
+def stem_of(path: "str | os.PathLike | Position") -> str:
     """File name without its directory and a ``.ome.tif``/``.ome.tiff``/``.tif``/``.tiff`` ending (or an
-    exported picture's ``.png``/``.jpg``/``.jpeg``).
+    exported picture's ``.png``/``.jpg``/``.jpeg``); for a :class:`Position`, that of its file followed by
+    ``_s<series>``.
 
     The ending is matched case-insensitively; other endings are kept.
 
@@ -145,7 +174,11 @@ def stem_of(path: str | os.PathLike) -> str:
     'field01'
     >>> stem_of("field02.TIFF")
     'field02'
+    >>> stem_of(Position("plate.ome.tif", 3))
+    'plate_s3'
     """
+    if isinstance(path, Position):
+        return f"{stem_of(path.path)}_s{int(path.series)}"
     name = Path(path).name
     low = name.lower()
     for suf in _TIFF_SUFFIXES + PICTURE_SUFFIXES:
@@ -346,6 +379,7 @@ class _Meta:
     pixel_size_source: str
     notes: tuple[str, ...] = ()    # metadata that was present but unusable
     significant_bits: int | None = None  # OME Pixels@SignificantBits (the camera's bit depth), if stored
+    series: int = 0                # the TIFF series read (a position of a multi-position file)
 
     @property
     def n_c(self) -> int:
@@ -588,30 +622,39 @@ def _image_series(tif) -> list[tuple[int, Any]]:
 
 
 def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
-               user_axes: str | None = None) -> _Meta:
-    series = tif.series[0]
+               user_axes: str | None = None, want: int | None = None) -> _Meta:
+    images = _image_series(tif)
+    numbers = [k for k, _ in images]
+    notes: list[str] = []
+    if want is not None:  # one position of a multi-position file
+        if want not in numbers:
+            raise InputError(path, f"has no full-size image series {want} (its full-size images are series "
+                                   f"{', '.join(map(str, numbers))})")
+        k = want
+    elif len(images) > 1:  # reading series 0 alone would silently drop the others
+        raise InputError(path, f"holds {len(images)} images of shape {tuple(images[0][1].shape)} (series "
+                               f"{', '.join(map(str, numbers))}: the positions of a multi-position acquisition?); "
+                               "`fishcount analyze` and `fishcount run` analyse each as its own field, in Python "
+                               f"read one with read_field(..., series=K), or split the file with "
+                               f"`fishcount split-series {path.name} --out DIR`")
+    else:
+        k = numbers[0]
+        if k != 0:  # series 0 is a thumbnail or overview of the image stored after it
+            notes.append(f"series 0 (shape {tuple(tif.series[0].shape)}) is a smaller thumbnail or overview; read "
+                         f"the full image, series {k}")
+    series = tif.series[k]
     shape = tuple(int(s) for s in series.shape)
     dtype = np.dtype(series.dtype)
-    images = _image_series(tif)
-    if len(images) > 1:  # reading series 0 alone would silently drop the others
-        raise InputError(path, f"holds {len(images)} images of shape {tuple(images[0][1].shape)} (series: the "
-                               "positions of a multi-position acquisition?); fishcount reads one field per file: "
-                               f"split it first with `fishcount split-series {path.name} --out DIR`")
-    if images[0][0] != 0:  # series 0 is a thumbnail or overview of the image stored after it
-        raise InputError(path, f"its first image (series 0, shape {shape}) is smaller than series {images[0][0]} "
-                               f"(shape {tuple(images[0][1].shape)}); write the full image on its own with "
-                               f"`fishcount split-series {path.name} --out DIR`")
     page = series.pages[0] if len(series.pages) else tif.pages[0]
     names: tuple[str, ...] | None = None
     names_source = "none"
     px = py = None
     px_source = "none"
     labels = None
-    notes: list[str] = []
     sig_bits = None
     if tif.is_ome and tif.ome_metadata:
         fmt = "OME-TIFF"
-        names, names_source, px, py, problem, sig_bits = _ome_info(tif.ome_metadata)
+        names, names_source, px, py, problem, sig_bits = _ome_info(tif.ome_metadata, k)
         if problem:
             notes.append(problem)
         px_source = "OME PhysicalSizeX" if px else "none"
@@ -662,16 +705,21 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
             names, names_source = ("red", "green", "blue", "alpha")[:n_c], "RGB photometric"
     if names is not None and "C" in axes and len(names) != shape[axes.index("C")]:
         names, names_source = None, "none"
-    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source, tuple(notes), sig_bits)
+    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source, tuple(notes), sig_bits, k)
 
 
-def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str | None = None):
+def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str | None = None,
+               series: int | None = None):
     """Open ``path`` with tifffile; return (TiffFile, _Meta). Raises InputError on bad files. ``axes``: the
-    user's declaration of the stored axes (:func:`_user_axes`), else they are read or inferred."""
+    user's declaration of the stored axes (:func:`_user_axes`), else they are read or inferred. ``series``:
+    the image of a multi-position file to read (:func:`_image_series`; default: the file's one full-size
+    image)."""
     import tifffile
 
     kind = _check_exists(path)
     if kind != "TIFF":
+        if series not in (None, 0):
+            raise InputError(path, f"a {kind} picture holds one image; there is no series {series}")
         return _open_export(path, kind, per_channel, n_expected, axes)
     log = _TiffLog()
     logger = logging.getLogger("tifffile")
@@ -689,7 +737,7 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str 
             try:
                 if not tif.series:
                     raise InputError(path, "truncated or corrupt TIFF (no readable image in it)")
-                meta = _read_meta(path, tif, per_channel, n_expected, axes)
+                meta = _read_meta(path, tif, per_channel, n_expected, axes, series)
             except InputError:
                 raise
             except (MemoryError, RecursionError):
@@ -697,7 +745,7 @@ def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str 
             except Exception as exc:  # noqa: BLE001
                 _check_complete(path, tif, log)  # a truncation explains the failure best
                 raise InputError(path, f"truncated or corrupt TIFF ({_short(exc)})") from None
-            _check_complete(path, tif, log)
+            _check_complete(path, tif, log, meta.series)
         except BaseException:
             tif.close()
             raise
@@ -771,7 +819,7 @@ def _open_export(path: Path, kind: str, per_channel: bool, n_expected: int | Non
     return _Decoded(data), meta
 
 
-def read_one_channel(path: "str | os.PathLike", axes: str | None = None) -> np.ndarray:
+def read_one_channel(path: "str | os.PathLike | Position", axes: str | None = None) -> np.ndarray:
     """The image of a one-channel file (a nuclear stain alone, for :func:`fishcount.segment_nuclei`), in its
     stored dtype: ``(Y, X)``, the maximum projection of a z-stack; a colour picture (RGB TIFF, PNG, JPEG)
     gives the brightest of red, green and blue at each pixel (grey, or the stain in its display colour).
@@ -781,10 +829,11 @@ def read_one_channel(path: "str | os.PathLike", axes: str | None = None) -> np.n
     InputError
         One line naming the file: not readable, or more than one channel (other than red, green, blue).
     """
-    path = Path(path)
-    tif, meta = _open_tiff(path, True, None, axes)
+    series = path.series if isinstance(path, Position) else None
+    path = Path(path.path if isinstance(path, Position) else path)
+    tif, meta = _open_tiff(path, True, None, axes, series)
     try:
-        czyx = _to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes)
+        czyx = _to_czyx(_read_array(path, tif, meta.series).reshape(meta.shape), meta.axes)
     finally:
         tif.close()
     if not _holds_one_channel(meta):
@@ -812,14 +861,14 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _check_complete(path: Path, tif, log: _TiffLog) -> None:
-    """Raise InputError if tifffile complained about the file or image data lie beyond its end."""
+def _check_complete(path: Path, tif, log: _TiffLog, series: int = 0) -> None:
+    """Raise InputError if tifffile complained about the file or image data of ``series`` lie beyond its end."""
     bad = [m for m in log.messages if any(w in m.lower() for w in _CORRUPT_WORDS)]
     if bad:
         raise InputError(path, f"truncated or corrupt TIFF ({_short(Exception(bad[0]))})")
     size = path.stat().st_size
     try:
-        pages = list(tif.series[0].pages)
+        pages = list(tif.series[series].pages)
     except Exception:  # noqa: BLE001 - the caller reports the original failure
         return
     for page in pages:
@@ -834,9 +883,9 @@ def _check_complete(path: Path, tif, log: _TiffLog) -> None:
                 )
 
 
-def _read_array(path: Path, tif) -> np.ndarray:
+def _read_array(path: Path, tif, series: int = 0) -> np.ndarray:
     try:
-        return np.asarray(tif.series[0].asarray())
+        return np.asarray(tif.series[series].asarray())
     except MemoryError:
         raise InputError(path, "out of memory while reading the image; crop or split it first") from None
     except Exception as exc:  # noqa: BLE001 - tifffile / imagecodecs decoder errors have many types
@@ -982,11 +1031,20 @@ def _read(
     z_plane: int | None,
     require_pixel_size: bool,
     axes: str | None = None,
+    series: int | None = None,
 ) -> tuple[Field, dict]:
     """Read a field and return it with extra facts for :func:`describe_field`."""
     pan = load_panel(panel)
+    if isinstance(source, Position):
+        if series is not None and series != source.series:
+            raise InputError(source.path, f"series={series!r} contradicts the position's series {source.series}")
+        source, series = source.path, source.series
     paths = _paths_of(source)
     src = str(paths[0])
+    if series is not None and (len(paths) > 1 or isinstance(series, bool) or not isinstance(series, (int, np.integer))
+                               or series < 0):
+        raise InputError(src, f"series={series!r}: a series number (>= 0) of one multi-position file is expected"
+                         + (", not of a group of per-channel files" if len(paths) > 1 else ""))
     user_px = _check_pixel_size(pixel_size_um, src)
     n_needed = 1 + len(pan.signals)
     n_expected = len(channels) if channels is not None else n_needed
@@ -995,7 +1053,7 @@ def _read(
     metas: list[_Meta] = []
     if not per_channel:
         path = paths[0]
-        tif, meta = _open_tiff(path, False, n_expected, axes)
+        tif, meta = _open_tiff(path, False, n_expected, axes, series)
         try:
             _check_z(meta.n_z, z_mode, z_plane, path)
             names, names_source, cmap = _assign_channels(meta.names, meta.names_source, meta.n_c, pan, channels, src)
@@ -1003,7 +1061,7 @@ def _read(
             n_out_planes = meta.n_z if z_mode == "keep" else 1
             needed = int(np.prod(meta.shape)) * meta.dtype.itemsize + n_needed * n_out_planes * ny * nx * 4
             _check_memory(path, needed, meta.shape, str(meta.dtype))
-            data = _to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes)
+            data = _to_czyx(_read_array(path, tif, meta.series).reshape(meta.shape), meta.axes)
         finally:
             tif.close()
         metas.append(meta)
@@ -1087,7 +1145,7 @@ def _read(
     sat, sat_source = saturation_level(dtype, top, bits)
     field = Field(
         path=src,
-        stem=_group_stem(paths, pan),
+        stem=_group_stem(paths, pan) + (f"_s{int(series)}" if series is not None else ""),
         dapi=dapi,
         probes={s: out[s] for s in pan.signal_names},
         pixel_size_um=px,
@@ -1101,6 +1159,7 @@ def _read(
         saturation_value=sat,
         panel_id=pan.id,
         saturation_source=sat_source,
+        series=None if series is None else int(series),
     )
     extra = {
         "files": [str(p) for p in paths],
@@ -1109,6 +1168,7 @@ def _read(
         "pixel_size_y_um": py if user_px is None else None,
         "z_mode": z_mode,
         "z_plane": z_plane,
+        "series": None if series is None else int(series),
         "notes": [f"{m.path.name}: {n}" if per_channel else n for m in metas for n in m.notes],
     }
     return field, extra
@@ -1124,6 +1184,7 @@ def read_field(
     z_plane: int | None = None,
     require_pixel_size: bool = False,
     axes: str | None = None,
+    series: int | None = None,
 ) -> Field:
     """Read one field of view from a TIFF / OME-TIFF / ImageJ file or a group of per-channel files.
 
@@ -1143,8 +1204,9 @@ def read_field(
 
     Parameters
     ----------
-    source : path or sequence of paths
-        One multi-channel file, or one file per channel (e.g. from :func:`find_fields`).
+    source : path, sequence of paths or Position
+        One multi-channel file, one file per channel (e.g. from :func:`find_fields`), or one image of a
+        multi-position file (:class:`Position`).
     panel : str, path or Panel, optional
         Probe panel (id, .toml file or Panel); default ``del5q``.
     channels : sequence of str, optional
@@ -1162,6 +1224,12 @@ def read_field(
         ``"YXC"`` (for a group of per-channel files: each file's, e.g. ``"ZYX"``); overrides OME/ImageJ
         axes and the plain-TIFF shape rule. C = channels, Z = z-planes, Y/X = rows/columns; any other
         letter names an axis of length 1 (e.g. T). Case-insensitive.
+    series : int, optional
+        A multi-position TIFF (several full-size images, e.g. the positions of a multi-position OME-TIFF):
+        the series number of the image to read (:func:`image_positions` lists them); the field's ``stem``
+        is then ``<file stem>_s<series>``. Without it such a file is refused (reading its first image alone
+        would drop the others). A file whose series 0 is a smaller thumbnail or overview of one full image
+        is read as that image.
 
     Returns
     -------
@@ -1178,7 +1246,7 @@ def read_field(
     PanelError
         The panel cannot be loaded.
     """
-    field, _ = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes)
+    field, _ = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes, series)
     return field
 
 
@@ -1375,11 +1443,56 @@ def find_fields(
 # -------------------------------------------------------------------------------------------
 # describing
 # -------------------------------------------------------------------------------------------
+def image_positions(path: str | os.PathLike) -> list[int]:
+    """The series numbers of the full-size images of a multi-position TIFF (the ``series`` values of
+    :func:`read_field`), in file order; ``[]`` for a file of one image (thumbnails, overview and label
+    pictures beside it do not count), a picture, or a file that cannot be opened (:func:`read_field` then
+    says why).
+
+    Parameters
+    ----------
+    path : path-like
+        A TIFF / OME-TIFF file.
+
+    Returns
+    -------
+    list of int
+        Two or more series numbers, or ``[]``.
+    """
+    import tifffile
+
+    p = Path(path)
+    if not p.name.lower().endswith((".tif", ".tiff")) or not p.is_file():
+        return []
+    try:
+        with tifffile.TiffFile(p) as tif:
+            numbers = [k for k, _ in _image_series(tif)] if tif.series else []
+    except Exception:  # noqa: BLE001 - a damaged file is reported when it is read
+        return []
+    return numbers if len(numbers) > 1 else []
+
+
+def with_positions(sources: Iterable) -> list:
+    """``sources`` with every multi-position TIFF replaced by its images (:class:`Position`, in series
+    order); other sources (files of one image, per-channel groups, arrays) are kept as they are.
+
+    Examples
+    --------
+    >>> with_positions(["field01.ome.tif"])  # a file that does not exist is left to read_field
+    ['field01.ome.tif']
+    """
+    out: list = []
+    for src in sources:
+        ks = image_positions(src) if isinstance(src, (str, os.PathLike)) else []
+        out.extend([Position(src, k) for k in ks] if ks else [src])
+    return out
+
+
 def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
     """Write each image of a multi-series TIFF (a multi-position OME-TIFF) as its own OME-TIFF.
 
-    fishcount reads one field per file and refuses a file holding several images of the same shape
-    (:func:`read_field`), so that no position is silently left out. This writes
+    fishcount reads each position of such a file as its own field (:func:`read_field` ``series=``; ``fishcount
+    analyze`` and ``run`` do so by themselves); files of one image each suit other tools too. This writes
     ``OUT/<stem>_s<k>.ome.tif`` for every full-size image, ``k`` its series number in the file (0-based;
     the series of the largest shape: thumbnails, overview and label pictures are left out), with
     the axes, channel names, pixel size and bit depth the file gives for that image (the OME metadata of
@@ -1461,12 +1574,13 @@ def describe_field(
     z_plane: int | None = None,
     require_pixel_size: bool = False,
     axes: str | None = None,
+    series: int | None = None,
 ) -> dict:
     """What fishcount reads from a field: layout, channels and their mapping, pixel size, intensities.
 
     Parameters
     ----------
-    source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes
+    source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes, series
         As for :func:`read_field`.
 
     Returns
@@ -1486,7 +1600,7 @@ def describe_field(
     InputError
         As :func:`read_field`.
     """
-    field, extra = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes)
+    field, extra = _read(source, panel, channels, pixel_size_um, z_mode, z_plane, require_pixel_size, axes, series)
     intensity = {}
     for key, img in ((DAPI, field.dapi), *field.probes.items()):
         sat = field.saturation_value
@@ -1509,6 +1623,7 @@ def describe_field(
         "n_z": field.n_z,
         "z_mode": extra["z_mode"],
         "z_plane": extra["z_plane"],
+        "series": extra["series"],
         "channel_names": field.channel_names,
         "channel_source": extra["channel_source"],
         "channel_map": {k: {"index": i, "name": field.channel_names[i]} for k, i in field.channel_map.items()},
@@ -1529,6 +1644,8 @@ def format_description(desc: Mapping) -> str:
     lines = [f"{desc['stem']}"]
     files = desc["files"]
     lines.append(f"  {'files:' if len(files) > 1 else 'file:':14s}{', '.join(files)}")
+    if desc.get("series") is not None:
+        lines.append(f"  position:     series {desc['series']} of a multi-position file")
     lines.append(f"  format:       {desc['format']}, axes {desc['axes']}, shape {tuple(desc['shape'])}, {desc['dtype']}")
     if desc["n_z"] > 1:
         how = {"max": "max projection", "keep": "kept as a stack"}.get(desc["z_mode"], f"plane {desc['z_plane']} used")

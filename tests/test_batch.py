@@ -810,3 +810,116 @@ def test_run_calibrations_serve_every_panel_of_a_study(tmp_path):
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "o2")] + typo)
     assert res.exit_code == 2 and "'SpectrumRed' is neither a signal nor a fluor" in res.output
     assert not (tmp_path / "o2" / "fields").exists()
+
+
+def _plate(path: Path, seeds=(21, 22, 23), thumbnail_first=False, shape=(256, 256)):
+    """A multi-position OME-TIFF of simulated fields (one series per position); returns the simulations."""
+    sims = [fc.simulate_field("del5q", shape=shape, seed=s) for s in seeds]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        if thumbnail_first:
+            tw.write(sims[0].image[:, ::4, ::4], metadata={"axes": "CYX"})
+        for sim in sims:
+            tw.write(sim.image, metadata={"axes": "CYX", "Channel": {"Name": list(sim.channel_names)},
+                                          "PhysicalSizeX": sim.pixel_size_um, "PhysicalSizeY": sim.pixel_size_um})
+    return sims
+
+
+def test_run_analyses_each_position_of_a_multi_position_file(tmp_path):
+    """A multi-position file in the study is one field per position (fields/<...>/<stem>_s<k>/), each read
+    from its own image; resumes; pooled thresholds read every position; a failing position names its series."""
+    study = tmp_path / "study"
+    sims = _plate(study / "P01" / "week00" / "plate.ome.tif", thumbnail_first=True)
+    single = fc.simulate_field("del5q", shape=(256, 256), seed=24)
+    fc.write_simulated_field(single, study / "P01" / "week00" / "field09.ome.tif")
+    table = infer_layout(study)
+    assert list(table["field"]) == ["P01/week00/field09", "P01/week00/plate_s1", "P01/week00/plate_s2",
+                                    "P01/week00/plate_s3"]
+    assert list(table["series"]) == [None, 1, 2, 3]
+    r = run_batch(study, tmp_path / "o", workers=1, quiet=True, report=False)
+    assert (r.n_done, r.n_failed) == (4, 0)
+    for k, sim in zip((1, 2, 3), sims):
+        d = tmp_path / "o" / "fields" / "P01" / "week00" / f"plate_s{k}"
+        fj = json.loads((d / "field.json").read_text())
+        assert fj["series"] == k and fj["stem"] == f"plate_s{k}"
+        # the labels are those of this position's own image
+        assert np.array_equal(tifffile.imread(d / "labels.tif"),
+                              fc.segment_nuclei(sim.image[0], sim.pixel_size_um).labels)
+    nuclei = pd.read_parquet(tmp_path / "o" / "nuclei.parquet")
+    assert "series" not in nuclei.columns and nuclei["field"].nunique() == 4
+    samples = pd.read_csv(tmp_path / "o" / "samples.csv")
+    assert len(samples) == 1 and samples["nuclei_total"].iloc[0] == len(nuclei)
+    r2 = run_batch(study, tmp_path / "o", workers=1, quiet=True, report=False)
+    assert (r2.n_done, r2.n_skipped) == (0, 4)
+    # pooled thresholds: every position read (the sample's thresholds come from all four fields)
+    r3 = run_batch(study, tmp_path / "p", workers=1, quiet=True, report=False, pool_thresholds=True)
+    assert r3.n_failed == 0 and len(r3.errors) == 0
+    fields = [fc.read_field(study / "P01" / "week00" / "field09.ome.tif")] + \
+        [fc.read_field(study / "P01" / "week00" / "plate.ome.tif", series=k) for k in (1, 2, 3)]
+    th = json.loads((tmp_path / "p" / "thresholds" / "P01_week00.json").read_text())["thresholds"]
+    assert th == pytest.approx(fc.estimate_thresholds(fields, "del5q"))
+
+    def fail_two(path, out_dir, panel, params):
+        if params.get("read", {}).get("series") == 2:
+            raise batch.StageError("read", "broken position")
+        return batch.process_field(path, out_dir, panel, params)
+
+    r4 = run_batch(study, tmp_path / "q", workers=1, quiet=True, report=False, analyze=fail_two)
+    err = pd.read_csv(tmp_path / "q" / "errors.csv")
+    assert r4.n_failed == 1 and err["file"].tolist() == [f"{study / 'P01' / 'week00' / 'plate.ome.tif'} (series 2)"]
+
+
+def test_cli_analyze_info_and_segment_expand_positions(tmp_path):
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    src = tmp_path / "plate.ome.tif"
+    sims = _plate(src, seeds=(31, 32), shape=(200, 200))
+    r = CliRunner().invoke(main, ["info", str(src)])
+    assert r.exit_code == 0, r.output
+    assert "plate_s0\n" in r.output and "plate_s1\n" in r.output and "position:     series 1 of a multi-position" \
+        in r.output
+    r = CliRunner().invoke(main, ["analyze", str(src), "--out", str(tmp_path / "a"), "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    for k, sim in enumerate(sims):
+        assert json.loads((tmp_path / "a" / f"plate_s{k}" / "field.json").read_text())["series"] == k
+        assert np.array_equal(tifffile.imread(tmp_path / "a" / f"plate_s{k}" / "labels.tif"),
+                              fc.segment_nuclei(sim.image[0], sim.pixel_size_um).labels)
+    # refused before any work when one position's output exists
+    r = CliRunner().invoke(main, ["analyze", str(src), "--out", str(tmp_path / "a"), "--no-overlay"])
+    assert r.exit_code == 2 and "plate_s0: outputs already exist" in r.output
+    r = CliRunner().invoke(main, ["analyze", str(src), "--out", str(tmp_path / "b"), "--no-overlay",
+                                  "--pool-thresholds"])
+    assert r.exit_code == 0 and "pooled thresholds:" in r.output
+    r = CliRunner().invoke(main, ["segment", str(src), "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["plate_s0", "plate_s1"]
+    # one channel per position (a DAPI-only plate): read_one_channel of each position
+    dapi_only = tmp_path / "dapi.ome.tif"
+    with tifffile.TiffWriter(dapi_only, ome=True) as tw:
+        for sim in sims:
+            tw.write(sim.image[0], metadata={"axes": "YX"})
+    r = CliRunner().invoke(main, ["segment", str(dapi_only), "--out", str(tmp_path / "s2"), "--pixel-size",
+                                  str(sims[0].pixel_size_um)])
+    assert r.exit_code == 0, r.output
+    for k, sim in enumerate(sims):
+        assert np.array_equal(tifffile.imread(tmp_path / "s2" / f"dapi_s{k}" / "labels.tif"),
+                              fc.segment_nuclei(sim.image[0], sim.pixel_size_um).labels)
+
+
+def test_position_source_and_with_positions(tmp_path):
+    from fishcount.io import Position, stem_of, with_positions
+
+    src = tmp_path / "plate.ome.tif"
+    sims = _plate(src, seeds=(41, 42), shape=(160, 160))
+    assert with_positions([src, tmp_path / "missing.tif"]) == [Position(src, 0), Position(src, 1),
+                                                                tmp_path / "missing.tif"]
+    assert stem_of(Position(src, 1)) == "plate_s1" and str(Position(src, 1)) == f"{src} (series 1)"
+    res = fc.analyze_field(Position(src, 1))
+    assert res.field.stem == "plate_s1" and res.field.series == 1
+    np.testing.assert_array_equal(res.field.dapi, sims[1].image[0].astype(np.float32))
+    with pytest.raises(InputError, match="contradicts the position's series 1"):
+        fc.read_field(Position(src, 1), series=0)
+    with pytest.raises(InputError, match="not of a group of per-channel files"):
+        fc.read_field([src, src], series=0)

@@ -443,11 +443,26 @@ def test_multi_position_file_is_refused_and_split(tmp_path):
     ims = [rng.integers(0, 4000, (3, 40, 48)).astype(np.uint16) for _ in range(3)]
     src = tmp_path / "positions.ome.tif"
     _multi_position(src, ims, pixel_sizes=[0.16, 0.1, 0.2], thumbnail_first=True)
-    with pytest.raises(InputError, match=r"holds 3 images of shape \(3, 40, 48\).*fishcount split-series "
+    with pytest.raises(InputError, match=r"holds 3 images of shape \(3, 40, 48\) \(series 1, 2, 3: .*"
+                                         r"read_field\(\.\.\., series=K\).*fishcount split-series "
                                          r"positions.ome.tif --out DIR"):
         fc.read_field(src)
     with pytest.raises(InputError, match="holds 3 images"):
         fio.describe_field(src)
+    # each position read on its own, with its own metadata, named <stem>_s<k>
+    assert fc.image_positions(src) == [1, 2, 3]
+    for k, im, px in zip((1, 2, 3), ims, (0.16, 0.1, 0.2)):
+        f = fc.read_field(src, series=k)
+        assert f.stem == f"positions_s{k}" and f.series == k and f.pixel_size_um == pytest.approx(px)
+        np.testing.assert_array_equal(f.dapi, im[0].astype(np.float32))
+        np.testing.assert_array_equal(f.probes["EGR1"], im[1].astype(np.float32))
+    assert fio.describe_field(src, series=3)["series"] == 3 and fio.describe_field(src, series=3)["stem"] == \
+        "positions_s3"
+    with pytest.raises(InputError, match=r"has no full-size image series 0 \(its full-size images are series "
+                                         r"1, 2, 3\)"):
+        fc.read_field(src, series=0)  # the thumbnail
+    with pytest.raises(InputError, match=r"series=-1: a series number \(>= 0\)"):
+        fc.read_field(src, series=-1)
     out = fio.split_series(src, tmp_path / "split")
     # named by the file's series number (series 0 is the thumbnail, left out); each image its own pixel size
     assert [p.name for p in out] == ["positions_s1.ome.tif", "positions_s2.ome.tif", "positions_s3.ome.tif"]
@@ -465,10 +480,15 @@ def test_multi_position_file_is_refused_and_split(tmp_path):
         tw.write(ims[0], metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "EGR1", "D5S23"]}})
         tw.write(ims[0][:, ::4, ::4], metadata={"axes": "CYX"})
     np.testing.assert_array_equal(fc.read_field(one).dapi, ims[0][0].astype(np.float32))
+    assert fc.image_positions(one) == [] and fc.read_field(one).series is None
+    # a thumbnail before the one full image: the full image is read, and the description says so
     late = tmp_path / "late.ome.tif"
     _multi_position(late, ims[:1], thumbnail_first=True)
-    with pytest.raises(InputError, match=r"series 0, shape \(3, 10, 12\)\) is smaller than series 1"):
-        fc.read_field(late)
+    assert fc.image_positions(late) == []
+    f = fc.read_field(late)
+    np.testing.assert_array_equal(f.dapi, ims[0][0].astype(np.float32))
+    assert f.stem == "late" and f.series is None and f.shape == (3, 40, 48)
+    assert any("series 0 (shape (3, 10, 12)) is a smaller thumbnail" in n for n in fio.describe_field(late)["notes"])
     assert [p.name for p in fio.split_series(late, tmp_path / "s1")] == ["late_s1.ome.tif"]
     np.testing.assert_array_equal(fc.read_field(tmp_path / "s1" / "late_s1.ome.tif").dapi, ims[0][0].astype(np.float32))
     # errors name the file
@@ -490,8 +510,8 @@ def test_cli_split_series(tmp_path):
     ims = [rng.integers(0, 4000, (3, 40, 48)).astype(np.uint16) for _ in range(2)]
     src = tmp_path / "pos.ome.tif"
     _multi_position(src, ims)
-    r = CliRunner().invoke(main, ["info", str(src)])
-    assert r.exit_code == 2 and "fishcount split-series pos.ome.tif" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["info", str(src)])  # each position described as the field it is read as
+    assert r.exit_code == 0 and "pos_s0\n" in r.output and "pos_s1\n" in r.output
     r = CliRunner().invoke(main, ["split-series", str(src), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines() == [f"wrote {tmp_path / 'o' / f'pos_s{k}.ome.tif'}" for k in (0, 1)]
