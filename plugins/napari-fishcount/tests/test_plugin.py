@@ -117,6 +117,23 @@ def test_reader_opens_result_folder_and_study(make_napari_viewer, field_dir, tmp
     assert viewer.layers["nuclei"].metadata["fishcount"]["study_dir"] == str(run)
 
 
+def test_result_of_a_multi_position_field_opens_its_own_image(make_napari_viewer, tmp_path):
+    """A result folder of one position of a multi-position file shows that position's image."""
+    import tifffile
+
+    sims = [fc.simulate_field("del5q", shape=(160, 160), seed=s) for s in (51, 52)]
+    src = tmp_path / "plate.ome.tif"
+    with tifffile.TiffWriter(src, ome=True) as tw:
+        for sim in sims:
+            tw.write(sim.image, metadata={"axes": "CYX", "Channel": {"Name": list(sim.channel_names)},
+                                          "PhysicalSizeX": sim.pixel_size_um, "PhysicalSizeY": sim.pixel_size_um})
+    folder = fc.write_field_result(fc.analyze_field(fc.Position(src, 1)), tmp_path / "out")
+    assert folder.name == "plate_s1"
+    viewer = make_napari_viewer()
+    viewer.open(folder, plugin=PLUGIN)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["DAPI"].data), sims[1].image[0].astype(np.float32))
+
+
 def test_result_of_a_shifted_channel_opens_aligned(make_napari_viewer, sim_field, tmp_path):
     """A field analysed with a calibrated channel shift: the result folder opens with that channel's image
     layer moved back by it (where the analysis saw it), and the Review gallery uses it moved back too."""

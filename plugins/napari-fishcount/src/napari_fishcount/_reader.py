@@ -85,8 +85,9 @@ def field_metadata(folder: Path) -> dict:
 
 
 def field_context(folder: Path) -> dict:
-    """Source image, panel id and pixel size of a field result folder, from its ``field.json``
-    (``source``, ``panel.id``, ``params.pixel_size_um``; docs/outputs.md)."""
+    """Source image (and its ``series`` in a multi-position file), panel id and pixel size of a field result
+    folder, from its ``field.json`` (``source``, ``series``, ``panel.id``, ``params.pixel_size_um``;
+    docs/outputs.md)."""
     meta = field_metadata(folder)
     src = meta.get("source") or meta.get("path")
     panel = meta.get("panel")
@@ -104,7 +105,9 @@ def field_context(folder: Path) -> dict:
         src = str(sp)
     else:
         src = None
-    return {"source": src, "panel": str(panel) if panel else None,
+    series = meta.get("series")  # the image of a multi-position file the field was read from
+    return {"source": src, "series": series if isinstance(series, int) and not isinstance(series, bool) else None,
+            "panel": str(panel) if panel else None,
             "pixel_size_um": float(px) if isinstance(px, (int, float)) and px > 0 else None,
             "thresholds": meta.get("thresholds") if isinstance(meta.get("thresholds"), dict) else {},
             "params": params}
@@ -146,7 +149,7 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
     px = ctx["pixel_size_um"]
     if ctx["source"] and Path(ctx["source"]).exists():
         try:
-            field = fc.read_field(ctx["source"], panel=panel, pixel_size_um=px)
+            field = fc.read_field(ctx["source"], panel=panel, pixel_size_um=px, series=ctx["series"])
             px = px or field.pixel_size_um
             context["pixel_size_um"] = px
             shifts = ctx["params"].get("channel_shifts_um")
