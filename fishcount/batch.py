@@ -42,7 +42,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,9 @@ from . import __version__
 from ._atomic import atomic_open, atomic_path, write_csv_atomic, write_text_atomic
 from .errors import FishcountError, InputError
 from .panels import DEFAULT_PANEL, Panel, load_panel
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = [
     "read_manifest",
@@ -1168,6 +1171,7 @@ def run_batch(
     respond: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     report: bool = True,
     quiet: bool = False,
+    settings: "Settings | str | os.PathLike | None" = None,
 ) -> BatchResult:
     """Run fishcount over a study folder: every field, then pooled tables, response and report.
 
@@ -1216,6 +1220,10 @@ def run_batch(
         Write ``report.html``.
     quiet : bool
         No progress bar (there is none anyway when stderr is not a terminal).
+    settings : Settings or path, optional
+        A laboratory settings file (:func:`fishcount.load_settings`): its detection, segmentation and QC
+        values are analysis parameters of every field (under those of ``params["analyze"]``); its path,
+        SHA-256 and values are recorded in ``run.json`` (``settings``). Checked before any work starts.
 
     Returns
     -------
@@ -1237,6 +1245,19 @@ def run_batch(
     if not folder.is_dir():
         raise InputError(folder, "study folder not found")
     params = dict(params or {})
+    settings_info = None
+    if settings is not None:  # a bad file fails now, before any work
+        from .settings import Settings, load_settings
+
+        st = settings if isinstance(settings, Settings) else load_settings(settings)
+        if st.segmentation and dict(params.get("analyze", {})).get("backend", "classical") != "classical":
+            raise InputError(st.path or "<settings>", "[segmentation] sets classical segmentation parameters, but "
+                             f"the backend is {params['analyze']['backend']}")
+        lab = st.analyze_params()
+        if lab:
+            params["analyze"] = {**lab, **dict(params.get("analyze", {}))}
+        settings_info = {"path": st.path, "sha256": st.sha256,
+                         "values": {"detection": st.detection, "segmentation": st.segmentation, "qc": st.qc}}
     analyze = analyze or process_field
     if workers is not None and workers < 1:
         raise InputError("--workers", f"must be at least 1, got {workers}")
@@ -1373,6 +1394,7 @@ def run_batch(
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
         "study_folder": str(folder.resolve()),
+        "settings": settings_info,
         "field_table_source": table_source,
         "parameters": _jsonable({"panel": panel, "params": params, "workers": workers, "scheduler": scheduler,
                                  "criteria": criteria, "cutoffs": cutoffs,

@@ -517,9 +517,6 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
     from .batch import run_batch
 
     params: dict = {}
-    lab = _settings_params(settings_file, backend)  # refused before any work when invalid
-    if lab:
-        params["analyze"] = dict(lab)
     read = {}
     if channels:
         read["channels"] = _split_channels(channels)
@@ -543,7 +540,7 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
         params["read"] = read
     res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
                     params=params, criteria=criteria, cutoffs=cutoffs, pool_thresholds=pool_thresholds,
-                    report=not no_report, quiet=quiet)
+                    report=not no_report, quiet=quiet, settings=settings_file)
     if not quiet:
         click.echo(f"{res.n_fields} fields: {res.n_done} analysed, {res.n_skipped} already done, "
                    f"{res.n_failed} failed")

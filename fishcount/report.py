@@ -317,6 +317,11 @@ def _meta_section(run: Mapping) -> str:
     pan = run.get("panel", {})
     if pan:
         rows.append(("panel", f"{pan.get('id', '')} (sha256 {pan.get('sha256', '')[:16]}…)"))
+    st = run.get("settings")
+    if isinstance(st, dict):
+        n = sum(len(v) for v in (st.get("values") or {}).values())
+        rows.append(("laboratory settings", f"{st.get('path', '')} (sha256 {str(st.get('sha256', ''))[:16]}…, "
+                                            f"{n} value(s) replace the defaults)"))
     crit = run.get("criteria", {})
     if crit:
         rows.append(("response criteria", ", ".join(f"{k}={v}" for k, v in crit.items() if not isinstance(v, dict))))

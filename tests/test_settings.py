@@ -168,6 +168,8 @@ def test_cli_run_with_settings_records_and_redoes(tmp_path):
     assert r.exit_code == 0, r.output
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["parameters"]["params"]["analyze"] == {"boundary_diameters": 1.5}
+    assert run["settings"]["path"] == str(lab) and len(run["settings"]["sha256"]) == 64
+    assert run["settings"]["values"] == {"detection": {"boundary_diameters": 1.5}, "segmentation": {}, "qc": {}}
     fj = next((tmp_path / "o" / "fields").rglob("field.json"))
     assert json.loads(fj.read_text())["params"]["detection"]["boundary_diameters"] == 1.5
     r = CliRunner().invoke(main, [*args, "--settings", str(lab)])
@@ -181,6 +183,23 @@ def test_cli_run_with_settings_records_and_redoes(tmp_path):
     r = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o2"), "--settings",
                                   str(tmp_path / "nope.toml")])
     assert r.exit_code == 2 and "settings file not found" in r.output and not (tmp_path / "o2").exists()
+    seg_lab = _write(tmp_path, "[segmentation]\nworking_diameter_px = 24\n", "seg.toml")
+    from fishcount.segment import register_backend, segment_classical
+
+    register_backend("settings-test", segment_classical)
+    r = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o3"), "--settings", str(seg_lab),
+                                  "--backend", "settings-test", "--workers", "1"])
+    assert r.exit_code == 2 and "[segmentation] sets classical segmentation parameters" in r.output
+    assert not (tmp_path / "o3").exists()
+    # explicit analysis parameters in Python win over the file's; the report names the file
+    from fishcount.batch import run_batch
+
+    run_batch(study, tmp_path / "o4", workers=1, quiet=True, settings=lab,
+              params={"analyze": {"boundary_diameters": 2.0}})
+    fj = next((tmp_path / "o4" / "fields").rglob("field.json"))
+    assert json.loads(fj.read_text())["params"]["detection"]["boundary_diameters"] == 2.0
+    html = (tmp_path / "o4" / "report.html").read_text(encoding="utf-8")
+    assert "laboratory settings" in html and str(lab) in html
 
 
 def test_cli_settings_template_and_check(tmp_path):
