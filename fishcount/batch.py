@@ -814,9 +814,8 @@ def _estimate_field_bytes(paths: Iterable[str]) -> int:
     best = 0
     for p in list(paths)[:8]:
         try:
-            with tifffile.TiffFile(p) as tf:
-                s = tf.series[0]
-                best = max(best, int(np.prod(s.shape)) * 4)
+            with tifffile.TiffFile(p) as tf:  # the largest image (a thumbnail may come first)
+                best = max(best, max(int(np.prod(s.shape)) for s in tf.series) * 4)
         except Exception:  # noqa: BLE001 - unreadable files are reported by the workers
             best = max(best, os.path.getsize(p) * 2 if os.path.exists(p) else 0)
     return best
