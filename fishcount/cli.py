@@ -668,7 +668,8 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
 @_pixel_size_option
 @click.option("--max-distance", "max_distance_um", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="UM", help="Largest distance of a co-localised pair, µm (default: the panel's fusion distance).")
-def channel_shift_cmd(images, panel, channels, axes, pixel_size_um, max_distance_um) -> None:
+@_settings_option
+def channel_shift_cmd(images, panel, channels, axes, pixel_size_um, max_distance_um, settings_file) -> None:
     """Measure how far one probe channel is imaged off the other, from co-localised signals.
 
     \b
@@ -683,6 +684,7 @@ def channel_shift_cmd(images, panel, channels, axes, pixel_size_um, max_distance
     from .panels import load_panel
     from .spots import estimate_channel_shift
 
+    lab = _settings_params(settings_file, None)
     pan = load_panel(panel)
     if not pan.fusion_pair:
         raise FishcountError("--panel", f"panel {pan.id} has no co-localising probe pair (fusion_pair); use a "
@@ -690,7 +692,8 @@ def channel_shift_cmd(images, panel, channels, axes, pixel_size_um, max_distance
     ref, moved = pan.fusion_pair
     parts = []
     for k, img in enumerate(images):
-        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes)
+        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes,
+                            **lab)
         px = float(res.params["pixel_size_um"])
         parts.append(res.spots.assign(field=k, y=res.spots["y"] * px, x=res.spots["x"] * px))
     spots = pd.concat(parts, ignore_index=True)
@@ -715,7 +718,8 @@ def channel_shift_cmd(images, panel, channels, axes, pixel_size_um, max_distance
 @_channels_option
 @_axes_option
 @_pixel_size_option
-def crosstalk_cmd(images, panel, channels, axes, pixel_size_um) -> None:
+@_settings_option
+def crosstalk_cmd(images, panel, channels, axes, pixel_size_um, settings_file) -> None:
     """Measure the crosstalk between probe channels (filter bleed-through) on control fields.
 
     \b
@@ -730,6 +734,7 @@ def crosstalk_cmd(images, panel, channels, axes, pixel_size_um) -> None:
     from .analyze import analyze_field
     from .panels import load_panel
 
+    lab = _settings_params(settings_file, None)
     pan = load_panel(panel)
     if pan.kind not in ("deletion", "enumeration", "dual-fusion"):
         raise FishcountError("--panel", f"panel {pan.id} is a {pan.kind} panel: its probes co-localise, which "
@@ -737,7 +742,8 @@ def crosstalk_cmd(images, panel, channels, axes, pixel_size_um) -> None:
                                         "dual-fusion panel")
     per: dict[str, list[float]] = {}
     for img in images:
-        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes)
+        res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes,
+                            **lab)
         for pair, k in (res.params.get("crosstalk") or {}).items():
             per.setdefault(pair, []).append(float(k))
     if not per:

@@ -225,3 +225,19 @@ def test_settings_in_python_match_keywords():
                          qc={"min_focus_vs_median": 0.9})
     pd.testing.assert_frame_equal(a.nuclei, b.nuclei)
     assert np.array_equal(a.labels, b.labels)
+
+
+def test_calibration_commands_take_settings(tmp_path):
+    """channel-shift and crosstalk analyse their control fields with the laboratory's settings too."""
+    sim = fc.simulate_field("kmt2a", shape=(384, 384), seed=2)
+    img = tmp_path / "c.ome.tif"
+    fc.write_simulated_field(sim, img)
+    strict = _write(tmp_path, "[detection]\nmin_auto_snr = 400\n")  # no signal reaches it: no pairs
+    r = CliRunner().invoke(main, ["channel-shift", str(img), "--panel", "kmt2a"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["channel-shift", str(img), "--panel", "kmt2a", "--settings", str(strict)])
+    assert r.exit_code == 2 and "pairs within" in r.output
+    bad = _write(tmp_path, "[qc]\nmin_solidity = 3\n", "bad.toml")
+    for cmd, panel in (("channel-shift", "kmt2a"), ("crosstalk", "del5q")):
+        r = CliRunner().invoke(main, [cmd, str(img), "--panel", panel, "--settings", str(bad)])
+        assert r.exit_code == 2 and "[qc] min_solidity must be between 0 and 1" in r.output
