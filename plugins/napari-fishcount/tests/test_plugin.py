@@ -132,6 +132,15 @@ def test_result_of_a_multi_position_field_opens_its_own_image(make_napari_viewer
     viewer = make_napari_viewer()
     viewer.open(folder, plugin=PLUGIN)
     np.testing.assert_array_equal(np.asarray(viewer.layers["DAPI"].data), sims[1].image[0].astype(np.float32))
+    # the file itself: every position's channels, the first shown; the Analyse widget maps the first
+    viewer.layers.clear()
+    viewer.open(src, plugin=PLUGIN)
+    assert [ly.name for ly in viewer.layers] == [f"{c} [s{k}]" for k in (0, 1) for c in ("DAPI", "EGR1", "D5S23")]
+    assert [ly.visible for ly in viewer.layers] == [True] * 3 + [False] * 3
+    np.testing.assert_array_equal(np.asarray(viewer.layers["EGR1 [s1]"].data), sims[1].image[1].astype(np.float32))
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Analyse")
+    assert w.dapi_box.currentText() == "DAPI [s0]" and w.channel_boxes["D5S23"].currentText() == "D5S23 [s0]"
+    assert w.field().stem == "plate_s0"
 
 
 def test_result_of_a_shifted_channel_opens_aligned(make_napari_viewer, sim_field, tmp_path):

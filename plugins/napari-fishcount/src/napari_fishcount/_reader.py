@@ -1,7 +1,8 @@
 """Reader: FISH fields (through :func:`fishcount.read_field`) and fishcount result folders.
 
 * An image file (``.tif``, ``.tiff``, ``.ome.tif``) becomes one Image layer per channel, named
-  ``DAPI`` and by the panel's signal names, coloured by fluor, with the pixel size (µm) as scale.
+  ``DAPI`` and by the panel's signal names, coloured by fluor, with the pixel size (µm) as scale. A
+  multi-position file gives every position's layers, named ``DAPI [s<k>]`` etc. (the first position shown).
 * A field result folder (``nuclei.csv`` + ``spots.csv``, the ``fishcount analyze`` output) becomes
   the field's channels (when the source image is found), the ``nuclei`` Labels layer coloured by
   call, and one Points layer per signal. The layers' ``metadata["fishcount"]["field_dir"]`` tells
@@ -63,9 +64,20 @@ def read_image(path: "str | list[str]", panel: str | None = None) -> list[tuple[
 
     if isinstance(path, (list, tuple)):
         path = path[0]
-    field = fc.read_field(path, panel=panel)
-    p = fc.load_panel(field.panel_id or panel)
-    return field_layers(field, p, {"image": str(path)})
+    positions = fc.image_positions(path)
+    if not positions:
+        field = fc.read_field(path, panel=panel)
+        p = fc.load_panel(field.panel_id or panel)
+        return field_layers(field, p, {"image": str(path)})
+    # a multi-position file: every position's channels, named "<channel> [s<k>]", the first one shown (each
+    # position is a field of its own, as `fishcount analyze` reads it; the Analyse widget maps the first)
+    layers: list = []
+    for i, k in enumerate(positions):
+        field = fc.read_field(fc.Position(path, k), panel=panel)
+        p = fc.load_panel(field.panel_id or panel)
+        for data, kw, kind in field_layers(field, p, {"image": str(path), "series": k}):
+            layers.append((data, {**kw, "name": f"{kw['name']} [s{k}]", "visible": i == 0}, kind))
+    return layers
 
 
 def field_metadata(folder: Path) -> dict:
