@@ -345,11 +345,17 @@ def bench_sim(n_fields: int = 6, verbose: bool = False) -> dict | None:
         sw, st = sum(r["touch_split"] for r in rs), sum(r["touch_total"] for r in rs)
         res.update(lobulated_whole=lw / max(1, lt), touching_split=sw / max(1, st))
         out[with_pix] = res
+        from fishcount.scoring import clopper_pearson
+
+        def ci(k: int, n: int) -> str:  # exact 95 % interval of a proportion (fishcount.scoring)
+            lo, hi = clopper_pearson(k, n) if n else (float("nan"), float("nan"))
+            return f"[{lo:.1%}, {hi:.1%}]"
+
         print(f"simulated marrow ({len(rs)} fields 768², 0.11/0.16/0.22 µm/px, "
               f"{'pixel size given' if with_pix else 'no pixel size'}): F1@0.5 = {res['f1']:.3f} "
               f"(TP {res['tp']}, FP {res['fp']}, FN {res['fn']}), mean IoU {res['mean_iou']:.3f}, "
-              f"lobulated whole {lw}/{lt} = {res['lobulated_whole']:.1%}, touching split {sw}/{st} = "
-              f"{res['touching_split']:.1%}")
+              f"lobulated whole {lw}/{lt} = {res['lobulated_whole']:.1%} {ci(lw, lt)}, touching split {sw}/{st} = "
+              f"{res['touching_split']:.1%} {ci(sw, st)}")
     return out
 
 
@@ -435,13 +441,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="dsb: resample every image (and its masks) by this factor first (default 1)")
     ap.add_argument("--max-mp", type=float, default=8.0, help="dsb with --zoom: skip larger results (default 8)")
     ap.add_argument("--no-size-check", action="store_true", help="dsb: segment_nuclei(size_check=False)")
+    ap.add_argument("--fields", type=int, default=6,
+                    help="sim: number of simulated fields, seeds 0..N-1 (default 6; benchmark seeds only, the dev "
+                         "seeds are 100+)")
     a = ap.parse_args(argv)
     if a.what in ("dsb", "all"):
         bench_dsb(a.verbose, a.zoom, a.max_mp, not a.no_size_check)
     if a.what in ("stardist", "all"):
         bench_stardist()
     if a.what in ("sim", "all"):
-        bench_sim(verbose=a.verbose)
+        bench_sim(n_fields=a.fields, verbose=a.verbose)
     if a.what in ("speed", "all"):
         bench_speed()
     if a.what == "figures":

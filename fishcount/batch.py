@@ -709,7 +709,9 @@ def _pooled_thresholds(table: pd.DataFrame, panels: Mapping[str, Panel], params_
         pid = grp["panel"].iloc[0]
         files = [tuple(fs.split(os.pathsep)) for fs in grp["files"]]
         params = params_for[pid]
-        key = _sample_key(files, _params_hash(panels[pid], {**params, "series": list(grp["series"])}))
+        series = list(grp["series"])  # (in the key only when the sample holds positions: old caches stay valid)
+        key = _sample_key(files, _params_hash(panels[pid], {**params, "series": series}
+                                              if any(k is not None for k in series) else params))
         cache = cache_dir / (re.sub(r"[^A-Za-z0-9._\-]+", "_", str(sample)) + ".json")
         try:
             c = json.loads(cache.read_text(encoding="utf-8"))
@@ -1249,9 +1251,7 @@ def run_batch(
         from .settings import Settings, load_settings
 
         st = settings if isinstance(settings, Settings) else load_settings(settings)
-        if st.segmentation and dict(params.get("analyze", {})).get("backend", "classical") != "classical":
-            raise InputError(st.path or "<settings>", "[segmentation] sets classical segmentation parameters, but "
-                             f"the backend is {params['analyze']['backend']}")
+        st.check_backend(dict(params.get("analyze", {})).get("backend"))
         lab = st.analyze_params()
         if lab:
             params["analyze"] = {**lab, **dict(params.get("analyze", {}))}

@@ -125,9 +125,7 @@ def _settings_params(settings_file: Path | None, backend: str | None, *, segment
     from .settings import load_settings
 
     st = load_settings(settings_file)
-    if st.segmentation and backend not in (None, "classical"):
-        raise FishcountError(settings_file, f"[segmentation] sets classical segmentation parameters, but "
-                                            f"--backend is {backend}; remove the table or use the classical backend")
+    st.check_backend(backend)
     return st.segment_params() if segment_only else st.analyze_params()
 
 

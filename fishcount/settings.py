@@ -89,6 +89,14 @@ class Settings:
         """How many values the settings override."""
         return len(self.detection) + len(self.segmentation) + len(self.qc)
 
+    def check_backend(self, backend: str | None) -> None:
+        """Raise :class:`InputError` (naming the file) when the ``[segmentation]`` table, parameters of the
+        classical backend, is set but ``backend`` is another one (None = the default, classical)."""
+        if self.segmentation and backend not in (None, "", "classical"):
+            raise InputError(self.path or "<settings>", f"[segmentation] sets classical segmentation parameters, "
+                                                        f"but the backend is {backend}; remove the table or use "
+                                                        "the classical backend")
+
     def analyze_params(self) -> dict[str, Any]:
         """The settings as keyword arguments of :func:`fishcount.analyze_field` (detection and classical
         parameters flat, QC thresholds as ``qc={...}``); empty tables give nothing."""

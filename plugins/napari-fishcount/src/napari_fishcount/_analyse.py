@@ -263,10 +263,10 @@ class AnalyseWidget(QWidget):
 
         st = self.settings()
         backend = self.backend_box.currentText()
-        p: dict = {} if st is None else st.analyze_params()
-        if st is not None and st.segmentation and backend not in ("", "classical"):
-            raise fc.FishcountError(st.path, f"[segmentation] sets classical segmentation parameters, but the "
-                                             f"backend is {backend}")
+        p: dict = {}
+        if st is not None:
+            st.check_backend(backend)
+            p = st.analyze_params()
         p["min_auto_snr"] = float(self.min_auto_snr.value())  # (shows the file's value once it is read)
         if backend and backend != "classical":
             from fishcount.segment import check_backend
