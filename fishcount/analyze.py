@@ -1023,7 +1023,7 @@ def _field_json(result: FieldResult) -> dict:
         "output_version": OUTPUT_VERSION,
         "fishcount_version": __version__,
         "source": str(f.path),
-        "series": getattr(f, "series", None),  # the image read from a multi-position file, else None
+        "series": f.series,  # the image read from a multi-position file, else None
         "stem": f.stem,
         "shape_yx": [int(v) for v in result.labels.shape],
         "channel_names": list(f.channel_names),
