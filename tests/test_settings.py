@@ -75,6 +75,8 @@ def test_load_settings_missing_or_unreadable(tmp_path):
 def test_ranges_cover_every_detection_parameter_and_defaults_are_valid():
     """The template's defaults pass validation: every documented default lies in its own range."""
     assert set(DETECTION_RANGES) == set(DETECTION_DEFAULTS)
+    # analyze_field routes a keyword by name (detection, else segmentation): the tables must never share one
+    assert not set(DETECTION_DEFAULTS) & set(CLASSICAL_DEFAULTS)
     text = settings_template()
     assert "z_step_um" not in text
     uncommented = "\n".join(line[2:] if line.startswith("# ") and " = " in line else line
