@@ -611,14 +611,34 @@ def _check_singleton_axes(path: Path, axes: str, shape: tuple[int, ...]) -> None
 
 def _image_series(tif) -> list[tuple[int, Any]]:
     """The full-size images among the series of an open TIFF, as ``(series number, series)`` in file
-    order: the series of the largest shape (most pixels; of equal sizes, series 0's shape first) and its
-    pixel type. Several of them are the positions of a multi-position acquisition or the scenes of a slide;
-    thumbnails, overview and label pictures are smaller and left out."""
+    order. The largest series (most pixels; of equal sizes, series 0 first) is one; any other series of
+    the same pixel type and the same dimensions other than Y and X (channels, z-planes) whose Y and X
+    are both more than half of the largest's is another: the positions of a multi-position acquisition
+    or the scenes of a slide (which may differ a little in size). Thumbnails, overview and label pictures
+    are at most half as wide and high, or of another pixel type (8-bit RGB), and are left out."""
     def size(s) -> int:
         return int(np.prod(s.shape, dtype=np.int64))
 
+    def split(s) -> tuple[tuple[int, ...], tuple[int, int]]:  # (other dimensions, (Y, X))
+        shape, axes = tuple(int(n) for n in s.shape), str(getattr(s, "axes", ""))
+        if len(axes) == len(shape) and "Y" in axes and "X" in axes:
+            iy, ix = axes.index("Y"), axes.index("X")
+            return tuple(n for i, n in enumerate(shape) if i not in (iy, ix)), (shape[iy], shape[ix])
+        if len(shape) < 2:
+            return shape, (1, 1)
+        return shape[:-2], (shape[-2], shape[-1])
+
     top = max(tif.series, key=lambda s: (size(s), s is tif.series[0]))
-    return [(k, s) for k, s in enumerate(tif.series) if tuple(s.shape) == tuple(top.shape) and s.dtype == top.dtype]
+    rest, (ty, tx) = split(top)
+    out = []
+    for k, s in enumerate(tif.series):
+        if s is top:
+            out.append((k, s))
+            continue
+        r, (y, x) = split(s)
+        if s.dtype == top.dtype and r == rest and 2 * y > ty and 2 * x > tx:
+            out.append((k, s))
+    return out
 
 
 def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
@@ -632,7 +652,8 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
                                    f"{', '.join(map(str, numbers))})")
         k = want
     elif len(images) > 1:  # reading series 0 alone would silently drop the others
-        raise InputError(path, f"holds {len(images)} images of shape {tuple(images[0][1].shape)} (series "
+        shapes = sorted({tuple(int(n) for n in im.shape) for _, im in images})
+        raise InputError(path, f"holds {len(images)} images of shape {' / '.join(map(str, shapes))} (series "
                                f"{', '.join(map(str, numbers))}: the positions of a multi-position acquisition?); "
                                "`fishcount analyze` and `fishcount run` analyse each as its own field, in Python "
                                f"read one with read_field(..., series=K), or split the file with "

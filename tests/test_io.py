@@ -501,6 +501,26 @@ def test_multi_position_file_is_refused_and_split(tmp_path):
         fio.split_series(tmp_path / "p.png", tmp_path / "x")
 
 
+def test_positions_of_other_sizes_are_positions_thumbnails_are_not(tmp_path):
+    """Scenes of a slide may differ a little in size: each is a position; a thumbnail (at most half as wide
+    and high) or an 8-bit RGB label picture beside them is not."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 4000, (3, 40, 48)).astype(np.uint16)
+    b = rng.integers(0, 4000, (3, 36, 44)).astype(np.uint16)
+    src = tmp_path / "scenes.ome.tif"
+    with tifffile.TiffWriter(src, ome=True) as tw:
+        tw.write(a[:, ::2, ::2], metadata={"axes": "CYX"})  # a half-size overview
+        for im in (a, b):
+            tw.write(im, metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "EGR1", "D5S23"]}})
+        tw.write(rng.integers(0, 255, (30, 30, 3)).astype(np.uint8), photometric="rgb",
+                 metadata={"axes": "YXS"})  # a label picture
+    assert fc.image_positions(src) == [1, 2]
+    with pytest.raises(InputError, match=r"holds 2 images of shape \(3, 36, 44\) / \(3, 40, 48\) \(series 1, 2"):
+        fc.read_field(src)
+    np.testing.assert_array_equal(fc.read_field(src, series=2).dapi, b[0].astype(np.float32))
+    assert [p.name for p in fio.split_series(src, tmp_path / "o")] == ["scenes_s1.ome.tif", "scenes_s2.ome.tif"]
+
+
 def test_cli_split_series(tmp_path):
     from click.testing import CliRunner
 
