@@ -273,9 +273,9 @@ def split_series_cmd(images, out_dir, overwrite) -> None:
     """Split multi-position TIFFs (several images in one file) into one OME-TIFF per image.
 
     \b
-    fishcount reads one field per file and refuses a file holding several images of the same
-    shape, so that no position is silently left out. Each image keeps its channel names, pixel
-    size and bit depth. Then run `fishcount info OUT` and analyse OUT as usual.
+    `fishcount analyze`, `segment`, `info` and `run` read each position of such a file as a field
+    of its own already; split it for other tools, or to keep one file per field. Each image keeps
+    its channel names, pixel size and bit depth (thumbnails and label pictures are left out).
     """
     from .io import split_series
 

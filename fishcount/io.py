@@ -1515,7 +1515,7 @@ def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwri
     fishcount reads each position of such a file as its own field (:func:`read_field` ``series=``; ``fishcount
     analyze`` and ``run`` do so by themselves); files of one image each suit other tools too. This writes
     ``OUT/<stem>_s<k>.ome.tif`` for every full-size image, ``k`` its series number in the file (0-based;
-    the series of the largest shape: thumbnails, overview and label pictures are left out), with
+    the full-size series, :func:`image_positions`: thumbnails, overview and label pictures are left out), with
     the axes, channel names, pixel size and bit depth the file gives for that image (the OME metadata of
     image ``k``; the TIFF resolution otherwise). Each file is written atomically; existing ones are never
     replaced unless ``overwrite``.
