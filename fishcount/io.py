@@ -336,6 +336,10 @@ class _TiffLog(logging.Handler):
 
 # words in tifffile's log messages that mean missing bytes (not merely odd metadata)
 _CORRUPT_WORDS = ("offset", "failed to read", "truncat", "corrupt", "not enough", "unexpected end")
+#: tifffile's complaint that another file of a multi-file OME-TIFF dataset is missing: not a fault of the
+#: file read (its own image is complete; the other files' images are never read from it).
+_OTHER_FILE_MISSING = re.compile(r"OME series failed to read '([^']+)'.*FileNotFoundError")
+_OTHER_FILES_COUNT = re.compile(r"OME series failed to read \d+ files?$")
 
 
 def _available_memory_bytes() -> int | None:
@@ -609,6 +613,19 @@ def _check_singleton_axes(path: Path, axes: str, shape: tuple[int, ...]) -> None
             raise InputError(path, f"image has {n} {what} (axes {axes}, shape {shape}); fishcount reads one field of C, Z, Y, X")
 
 
+def _in_this_file(tif, series) -> bool:
+    """Whether the image data of a TIFF series are stored in the open file ``tif`` itself (not in another
+    file of a multi-file OME-TIFF dataset, whose every file describes all of the dataset's images)."""
+    try:
+        parent = series.pages[0].parent
+    except Exception:  # noqa: BLE001 - no readable page: leave the judgement to the reading
+        return True
+    if parent is None or parent is tif:
+        return True
+    here, there = getattr(tif.filehandle, "path", None), getattr(parent.filehandle, "path", None)
+    return here is None or there is None or os.path.abspath(here) == os.path.abspath(there)
+
+
 def _image_series(tif) -> list[tuple[int, Any]]:
     """The full-size images among the series of an open TIFF, as ``(series number, series)`` in file
     order. The largest series (most pixels; of equal sizes, series 0 first) is one; any other series of
@@ -628,10 +645,14 @@ def _image_series(tif) -> list[tuple[int, Any]]:
             return shape, (1, 1)
         return shape[:-2], (shape[-2], shape[-1])
 
-    top = max(tif.series, key=lambda s: (size(s), s is tif.series[0]))
+    # one file of a multi-file OME-TIFF dataset describes every file's images: only its own count
+    own = [s for s in tif.series if _in_this_file(tif, s)] or list(tif.series)
+    top = max(own, key=lambda s: (size(s), s is tif.series[0]))
     rest, (ty, tx) = split(top)
     out = []
     for k, s in enumerate(tif.series):
+        if not any(s is o for o in own):
+            continue
         if s is top:
             out.append((k, s))
             continue
@@ -660,7 +681,10 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
                                f"`fishcount split-series {path.name} --out DIR`")
     else:
         k = numbers[0]
-        if k != 0:  # series 0 is a thumbnail or overview of the image stored after it
+        if k != 0 and not _in_this_file(tif, tif.series[0]):
+            notes.append(f"one file of a multi-file OME-TIFF dataset ({len(tif.series)} images described): read the "
+                         f"image stored in this file, series {k}")
+        elif k != 0:  # series 0 is a thumbnail or overview of the image stored after it
             notes.append(f"series 0 (shape {tuple(tif.series[0].shape)}) is a smaller thumbnail or overview; read "
                          f"the full image, series {k}")
     series = tif.series[k]
@@ -884,7 +908,9 @@ def _short(exc: BaseException) -> str:
 
 def _check_complete(path: Path, tif, log: _TiffLog, series: int = 0) -> None:
     """Raise InputError if tifffile complained about the file or image data of ``series`` lie beyond its end."""
-    bad = [m for m in log.messages if any(w in m.lower() for w in _CORRUPT_WORDS)]
+    bad = [m for m in log.messages if any(w in m.lower() for w in _CORRUPT_WORDS)
+           and not ((o := _OTHER_FILE_MISSING.search(m)) and Path(o.group(1)).name != path.name)
+           and not _OTHER_FILES_COUNT.search(m.strip())]
     if bad:
         raise InputError(path, f"truncated or corrupt TIFF ({_short(Exception(bad[0]))})")
     size = path.stat().st_size

@@ -521,6 +521,61 @@ def test_positions_of_other_sizes_are_positions_thumbnails_are_not(tmp_path):
     assert [p.name for p in fio.split_series(src, tmp_path / "o")] == ["scenes_s1.ome.tif", "scenes_s2.ome.tif"]
 
 
+def _multi_file_ome(folder, images, names=("DAPI", "EGR1", "D5S23")):
+    """A multi-file OME-TIFF dataset (as Micro-Manager writes one file per position): file k holds image k,
+    and every file's OME-XML describes all images, each pointing at its file by UUID."""
+    import uuid
+
+    uuids = [f"urn:uuid:{uuid.uuid4()}" for _ in images]
+    files = [f"pos{k}.ome.tif" for k in range(len(images))]
+    c, y, x = images[0].shape
+    chans = "".join(f'<Channel ID="Channel:{{k}}:{i}" Name="{n}" SamplesPerPixel="1"/>' for i, n in enumerate(names))
+    body = "".join(
+        f'<Image ID="Image:{k}"><Pixels ID="Pixels:{k}" DimensionOrder="XYCZT" Type="uint16" SizeX="{x}" '
+        f'SizeY="{y}" SizeC="{c}" SizeZ="1" SizeT="1" PhysicalSizeX="0.16" PhysicalSizeY="0.16">'
+        + chans.replace("{k}", str(k))
+        + f'<TiffData FirstC="0" IFD="0" PlaneCount="{c}"><UUID FileName="{files[k]}">{uuids[k]}</UUID></TiffData>'
+        '</Pixels></Image>' for k in range(len(images)))
+    for k, im in enumerate(images):
+        xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
+               f'UUID="{uuids[k]}">{body}</OME>')
+        with tifffile.TiffWriter(folder / files[k]) as tw:
+            for ch in range(c):
+                tw.write(im[ch], description=xml if ch == 0 else None, photometric="minisblack", metadata=None)
+    return [folder / f for f in files]
+
+
+def test_multi_file_ome_dataset_reads_each_file_as_its_own_image(tmp_path):
+    """Every file of a multi-file OME-TIFF dataset describes all its images; each file is one field (its
+    own image), never every position again; a file copied out alone still reads."""
+    rng = np.random.default_rng(6)
+    ims = [rng.integers(0, 4000, (3, 40, 48)).astype(np.uint16) for _ in range(3)]
+    (tmp_path / "ds").mkdir()
+    files = _multi_file_ome(tmp_path / "ds", ims)
+    for f, im in zip(files, ims):
+        assert fc.image_positions(f) == []
+        field = fc.read_field(f)
+        assert field.stem == f.name[:-8] and field.series is None and field.pixel_size_um == pytest.approx(0.16)
+        np.testing.assert_array_equal(field.dapi, im[0].astype(np.float32))
+        np.testing.assert_array_equal(field.probes["D5S23"], im[2].astype(np.float32))
+    assert any("multi-file OME-TIFF dataset (3 images described)" in n for n in fio.describe_field(files[2])["notes"])
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    import shutil
+
+    shutil.copy(files[1], alone / files[1].name)  # the other files missing: not a fault of this one
+    np.testing.assert_array_equal(fc.read_field(alone / files[1].name).dapi, ims[1][0].astype(np.float32))
+    # a run over the dataset: one field per file
+    from fishcount.batch import infer_layout
+
+    day = tmp_path / "study" / "P01" / "week00"
+    day.mkdir(parents=True)
+    for f in files:
+        shutil.copy(f, day / f.name)
+    table = infer_layout(tmp_path / "study")
+    assert list(table["field"]) == [f"P01/week00/pos{k}" for k in range(3)] and list(table["series"]) == [None] * 3
+
+
 def test_cli_split_series(tmp_path):
     from click.testing import CliRunner
 
