@@ -645,19 +645,16 @@ def _image_series(tif) -> list[tuple[int, Any]]:
             return shape, (1, 1)
         return shape[:-2], (shape[-2], shape[-1])
 
+    series = list(tif.series)
     # one file of a multi-file OME-TIFF dataset describes every file's images: only its own count
-    own = [s for s in tif.series if _in_this_file(tif, s)] or list(tif.series)
-    top = max(own, key=lambda s: (size(s), s is tif.series[0]))
+    own = [k for k, s in enumerate(series) if _in_this_file(tif, s)] or list(range(len(series)))
+    top = series[max(own, key=lambda k: (size(series[k]), k == 0))]
     rest, (ty, tx) = split(top)
     out = []
-    for k, s in enumerate(tif.series):
-        if not any(s is o for o in own):
-            continue
-        if s is top:
-            out.append((k, s))
-            continue
+    for k in own:
+        s = series[k]
         r, (y, x) = split(s)
-        if s.dtype == top.dtype and r == rest and 2 * y > ty and 2 * x > tx:
+        if s is top or (s.dtype == top.dtype and r == rest and 2 * y > ty and 2 * x > tx):
             out.append((k, s))
     return out
 
