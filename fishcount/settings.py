@@ -73,7 +73,7 @@ class Settings:
     qc : dict of str to float
         Nucleus QC thresholds (keys of :data:`fishcount.segment.QC_DEFAULTS`).
     path : str
-        The file read ("" for settings built in Python).
+        The file read, absolute ("" for settings built in Python).
     sha256 : str
         SHA-256 of the file's bytes ("" for settings built in Python).
     """
@@ -207,7 +207,7 @@ def load_settings(path: str | os.PathLike) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(src, f"not a valid TOML settings file: {exc}") from None
     s = validate_settings(data, str(src))
-    return Settings(detection=s.detection, segmentation=s.segmentation, qc=s.qc, path=str(src),
+    return Settings(detection=s.detection, segmentation=s.segmentation, qc=s.qc, path=str(src.resolve()),
                     sha256=hashlib.sha256(raw).hexdigest())
 
 
