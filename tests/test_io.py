@@ -1164,3 +1164,48 @@ def test_damaged_files_give_input_error_or_a_correct_field(tmp_path_factory, dat
         assert "damaged.tif" in str(exc) and "\n" not in str(exc)
     else:
         assert f.dapi.shape == (NY, NX) and set(f.probes) == {"EGR1", "D5S23"}
+
+
+@pytest.mark.parametrize("panel", ["del5q", "kmt2a"])
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 2, 0), (2, 1, 0), (1, 0, 2)])
+def test_unnamed_channels_find_the_nuclear_stain_by_content(tmp_path, panel, order):
+    """A plain TIFF without channel names is read in the panel's order, DAPI first, unless the first channel
+    is plainly a probe and another plainly the nuclear stain: then that one is DAPI, the signals keep the
+    panel's order over the rest, and the description says so."""
+    sim = fc.simulate_field(panel, shape=(320, 320), seed=4)
+    p = tmp_path / "plain.tif"
+    tifffile.imwrite(p, sim.image[list(order)])
+    f = fc.read_field(p, panel, pixel_size_um=sim.pixel_size_um)
+    np.testing.assert_array_equal(f.dapi, sim.image[0].astype(np.float32))
+    d = fio.describe_field(p, panel)
+    if order[0] == 0:
+        assert d["channel_source"] == "assumed panel order" and not d["notes"]
+        assert [f.channel_map[k] for k in f.probes] == [1, 2]
+    else:
+        j = order.index(0)
+        assert d["channel_source"] == f"assumed panel order, DAPI = channel {j} by content"
+        assert any(n.startswith(f"no channel names: channel {j} holds the nuclear stain") for n in d["notes"])
+        # the signals in the panel's order over the remaining channels (which is which cannot be seen)
+        assert [f.channel_map[k] for k in f.probes] == [i for i in range(3) if i != j]
+
+
+def test_nuclear_stain_by_content_keeps_the_order_when_unclear():
+    """Two nucleus-like channels, or a first channel that is not plainly a probe: the panel order stands."""
+    from fishcount.io import _nuclear_stain_by_content
+    from fishcount.panels import load_panel
+
+    pan = load_panel("del5q")
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:256, :256]
+    blobs = np.clip(sum(((yy - cy) ** 2 + (xx - cx) ** 2 < 15 ** 2).astype(float)
+                        for cy, cx in rng.uniform(20, 236, (12, 2))), 0, 1)  # ~12 nuclei, 10-15 % of the field
+    nuc = 100 + 1000 * blobs + rng.normal(0, 5, (256, 256))
+    spots = 100 + rng.normal(0, 5, (256, 256))
+    for cy, cx in rng.integers(1, 255, (50, 2)):  # 3x3 signals, ~0.7 % of the field
+        spots[cy - 1: cy + 2, cx - 1: cx + 2] += 2000
+    order = {"DAPI": 0, "EGR1": 1, "D5S23": 2}
+    for chans in ([spots, nuc, nuc.copy()], [nuc * 0 + 100 + 400 * blobs, spots, nuc]):
+        assert _nuclear_stain_by_content(order, "assumed panel order", chans, pan) == (order, "assumed panel order", [])
+    # named channels are never moved
+    assert _nuclear_stain_by_content(order, "OME Channel Name", [spots, spots, nuc], pan)[0] == order
+    assert _nuclear_stain_by_content(order, "assumed panel order", [spots, spots, nuc], pan)[0]["DAPI"] == 2
