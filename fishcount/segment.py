@@ -193,22 +193,29 @@ def load_segment_defaults(path: str | os.PathLike | None = None) -> dict[str, di
         if unknown:
             raise FishcountError(src, f"[{section}] unknown key(s) {sorted(unknown)}")
         out[section] = {}
-        for key, (typ, lo, hi) in keys.items():
+        for key, spec in keys.items():
             if key not in table:
                 raise FishcountError(src, f"[{section}] missing key {key!r}")
-            v = table[key]
-            if typ is str:
-                if key == "markers" and v not in _MARKERS:
-                    raise FishcountError(src, f"[{section}] {key} must be one of {_MARKERS}, got {v!r}")
-                out[section][key] = v
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise FishcountError(src, f"[{section}] {key} must be a number, got {v!r}")
-            if v < lo or (hi is not None and v > hi):
-                rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-                raise FishcountError(src, f"[{section}] {key} must be {rng}, got {v!r}")
-            out[section][key] = float(v)
+            out[section][key] = check_parameter(section, key, table[key], spec, src)
     return out
+
+
+def check_parameter(section: str, key: str, value: Any, spec: tuple[type, float, float | None],
+                    source: Any, error: type[FishcountError] = FishcountError) -> Any:
+    """One value of a ``[section]`` table against its ``(type, low, high)`` spec (:data:`_SCHEMA`; ``high``
+    None = unbounded): the value as float (``markers``: one of :data:`_MARKERS`, as given). Raises
+    ``error(source, ...)`` naming the table and the key for a value of the wrong type, NaN or out of range."""
+    typ, lo, hi = spec
+    if typ is str:
+        if key == "markers" and value not in _MARKERS:
+            raise error(source, f"[{section}] {key} must be one of {_MARKERS}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise error(source, f"[{section}] {key} must be a number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise error(source, f"[{section}] {key} must be {rng}, got {value!r}")
+    return float(value)
 
 
 _D = load_segment_defaults()

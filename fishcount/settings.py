@@ -24,7 +24,6 @@ prints a template with every key and its default.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -125,22 +124,6 @@ def _schemas() -> dict[str, dict[str, tuple[type, float, float | None]]]:
             "segmentation": dict(_SCHEMA["classical"]), "qc": dict(_SCHEMA["qc"])}
 
 
-def _check_value(table: str, key: str, value: Any, spec: tuple[type, float, float | None], source: str) -> Any:
-    typ, lo, hi = spec
-    if typ is str:
-        from .segment import _MARKERS
-
-        if key == "markers" and value not in _MARKERS:
-            raise InputError(source, f"[{table}] {key} must be one of {', '.join(_MARKERS)}, got {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(source, f"[{table}] {key} must be a number, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo:g}" if hi is None else f"between {lo:g} and {hi:g}"
-        raise InputError(source, f"[{table}] {key} must be {rng}, got {value!r}")
-    return float(value)
-
-
 def validate_settings(data: Mapping[str, Any], source: str = "<settings>") -> Settings:
     """Check a settings mapping (the parsed TOML) and return :class:`Settings`.
 
@@ -150,6 +133,8 @@ def validate_settings(data: Mapping[str, Any], source: str = "<settings>") -> Se
         An unknown table or key, a table that is not a table, a value of the wrong type or out of range;
         the message names ``source`` and the key.
     """
+    from .segment import check_parameter
+
     check_schema_version(data, source, InputError)
     check_fields(data, ("schema_version", *_TABLES), source, InputError)
     schemas = _schemas()
@@ -161,7 +146,8 @@ def validate_settings(data: Mapping[str, Any], source: str = "<settings>") -> Se
         for key in sorted(set(values) & set(_NOT_SETTINGS)):
             raise InputError(source, f"[{table}] {key}: {_NOT_SETTINGS[key]}")
         check_fields(values, set(schemas[table]) - set(_NOT_SETTINGS), source, InputError, prefix=f"[{table}] ")
-        out[table] = {k: _check_value(table, k, v, schemas[table][k], source) for k, v in values.items()}
+        out[table] = {k: check_parameter(table, k, v, schemas[table][k], source, InputError)
+                      for k, v in values.items()}
     seg = out["segmentation"]
     if "level_split_low" in seg or "level_split_high" in seg:
         from .segment import CLASSICAL_DEFAULTS

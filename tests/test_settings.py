@@ -44,13 +44,13 @@ def test_load_settings_known_values(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("[detection]\nboundary_diameter = 2\n", "[detection] unknown field(s) boundary_diameter"),
-    ("[detection]\nboundary_diameters = -1\n", "[detection] boundary_diameters must be between 0 and 10, got -1"),
+    ("[detection]\nboundary_diameters = -1\n", "[detection] boundary_diameters must be in [0.0, 10.0], got -1"),
     ("[detection]\nmin_auto_snr = \"high\"\n", "[detection] min_auto_snr must be a number"),
     ("[detection]\nmin_auto_snr = true\n", "[detection] min_auto_snr must be a number"),
     ("[detection]\nmin_auto_snr = nan\n", "[detection] min_auto_snr must be a number"),
     ("[detection]\nz_step_um = 0.3\n", "[detection] z_step_um: the z step belongs to the images"),
-    ("[qc]\nmin_solidity = 1.5\n", "[qc] min_solidity must be between 0 and 1, got 1.5"),
-    ("[segmentation]\nmarkers = \"stardist\"\n", "[segmentation] markers must be one of dt, log"),
+    ("[qc]\nmin_solidity = 1.5\n", "[qc] min_solidity must be in [0.0, 1.0], got 1.5"),
+    ("[segmentation]\nmarkers = \"stardist\"\n", "[segmentation] markers must be one of ('dt', 'log')"),
     ("[segmentation]\nlevel_split_low = 0.8\nlevel_split_high = 0.5\n", "level_split_low (0.8) must not exceed"),
     ("[scale]\nnucleus_diameter_um = 8\n", "unknown field(s) scale"),
     ("detection = 3\n", "[detection] must be a table"),
@@ -242,4 +242,4 @@ def test_calibration_commands_take_settings(tmp_path):
     bad = _write(tmp_path, "[qc]\nmin_solidity = 3\n", "bad.toml")
     for cmd, panel in (("channel-shift", "kmt2a"), ("crosstalk", "del5q")):
         r = CliRunner().invoke(main, [cmd, str(img), "--panel", panel, "--settings", str(bad)])
-        assert r.exit_code == 2 and "[qc] min_solidity must be between 0 and 1" in r.output
+        assert r.exit_code == 2 and "[qc] min_solidity must be in [0.0, 1.0]" in r.output
