@@ -78,6 +78,9 @@ MANIFEST_REQUIRED: tuple[str, ...] = ("path", "patient", "timepoint", "week")
 MANIFEST_OPTIONAL: tuple[str, ...] = ("panel", "sample", "slide")
 #: Columns the runner adds in front of every pooled nucleus row.
 POOLED_KEY_COLUMNS: tuple[str, ...] = ("sample", "patient", "timepoint", "week", "slide", "panel", "field", "source")
+#: Columns of the field table that say where a field is read from: never carried into the pooled nuclei or
+#: the samples (a field's ``series`` in a multi-position file is in its key, ``<stem>_s<k>``).
+_WHERE_COLUMNS: tuple[str, ...] = ("path", "files", "series")
 
 MARKER = "_done.json"
 #: How long to wait for a ``--scheduler`` to answer.
@@ -1062,7 +1065,7 @@ def pool_nuclei(table: pd.DataFrame, out_dir: Path) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    extras = [c for c in table.columns if c not in POOLED_KEY_COLUMNS and c not in ("path", "files", "series")]
+    extras = [c for c in table.columns if c not in POOLED_KEY_COLUMNS and c not in _WHERE_COLUMNS]
     key_cols = list(POOLED_KEY_COLUMNS) + extras
     schemas = []
     for key in table["field"]:
@@ -1441,7 +1444,7 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
             s.insert(0, "panel", panels[pid].id)
         parts.append(s)
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    meta_cols = [c for c in ok.columns if c not in ("path", "files", "field", "panel", "slide", "source")]
+    meta_cols = [c for c in ok.columns if c not in (*_WHERE_COLUMNS, "field", "panel", "slide", "source")]
     meta = ok[meta_cols].drop_duplicates("sample")
     missing = [c for c in meta_cols if c != "sample" and c not in samples.columns]
     if "sample" in samples.columns and missing:

@@ -848,7 +848,7 @@ def test_run_analyses_each_position_of_a_multi_position_file(tmp_path):
     nuclei = pd.read_parquet(tmp_path / "o" / "nuclei.parquet")
     assert "series" not in nuclei.columns and nuclei["field"].nunique() == 4
     samples = pd.read_csv(tmp_path / "o" / "samples.csv")
-    assert len(samples) == 1 and samples["nuclei_total"].iloc[0] == len(nuclei)
+    assert len(samples) == 1 and samples["nuclei_total"].iloc[0] == len(nuclei) and "series" not in samples.columns
     r2 = run_batch(study, tmp_path / "o", workers=1, quiet=True, report=False)
     assert (r2.n_done, r2.n_skipped) == (0, 4)
     # pooled thresholds: every position read (the sample's thresholds come from all four fields)
