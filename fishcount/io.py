@@ -306,8 +306,14 @@ def _nuclear_stain_by_content(cmap: dict[str, int], names_source: str, channels:
     frac = [_bright_fraction(c) for c in channels]
     j = int(np.argmax(frac))
     others = max(f for i, f in enumerate(frac) if i != j)
-    if (j == cmap[DAPI] or frac[cmap[DAPI]] > PROBE_MAX_BRIGHT_FRACTION or frac[j] < NUCLEAR_MIN_BRIGHT_FRACTION
+    first = frac[cmap[DAPI]]
+    if (j == cmap[DAPI] or first > PROBE_MAX_BRIGHT_FRACTION or frac[j] < NUCLEAR_MIN_BRIGHT_FRACTION
             or frac[j] < NUCLEAR_BRIGHT_RATIO * others):
+        if first <= PROBE_MAX_BRIGHT_FRACTION:  # kept, but it does not look like a nuclear stain: say so
+            return cmap, names_source, [
+                f"no channel names: channel {cmap[DAPI]}, taken as DAPI, does not look like a nuclear stain "
+                f"(bright area {first:.1%} of the field; nuclei fill 4-11 %) and no other channel plainly "
+                "does; give --channels"]
         return cmap, names_source, []
     order = [j] + [i for i in range(len(channels)) if i != j]
     new = {k: order[pos] for pos, k in enumerate((DAPI, *panel.signal_names))}

@@ -1204,8 +1204,11 @@ def test_nuclear_stain_by_content_keeps_the_order_when_unclear():
     for cy, cx in rng.integers(1, 255, (50, 2)):  # 3x3 signals, ~0.7 % of the field
         spots[cy - 1: cy + 2, cx - 1: cx + 2] += 2000
     order = {"DAPI": 0, "EGR1": 1, "D5S23": 2}
-    for chans in ([spots, nuc, nuc.copy()], [nuc * 0 + 100 + 400 * blobs, spots, nuc]):
-        assert _nuclear_stain_by_content(order, "assumed panel order", chans, pan) == (order, "assumed panel order", [])
+    kept, src, notes = _nuclear_stain_by_content(order, "assumed panel order", [spots, nuc, nuc.copy()], pan)
+    assert (kept, src) == (order, "assumed panel order")  # two nucleus-like channels: which one is not clear
+    assert len(notes) == 1 and "channel 0, taken as DAPI, does not look like a nuclear stain" in notes[0]
+    assert _nuclear_stain_by_content(order, "assumed panel order", [nuc, spots, spots.copy()], pan) == \
+        (order, "assumed panel order", [])  # DAPI first, as assumed: nothing to say
     # named channels are never moved
     assert _nuclear_stain_by_content(order, "OME Channel Name", [spots, spots, nuc], pan)[0] == order
     assert _nuclear_stain_by_content(order, "assumed panel order", [spots, spots, nuc], pan)[0]["DAPI"] == 2
