@@ -247,18 +247,21 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
                         np.clip(np.rint(cand["x"][sel]).astype(np.int64), 0, w - 1))
     est = crosstalk_at(enh, points, CROSSTALK_DUAL_FUSION_BELOW if panel.kind == "dual-fusion" else 1.0)
     rec = {f"{a}->{b}": round(v, 4) for (a, b), v in est.items()}
-    use = _crosstalk_used(est, panel, k_min)
+    use = _crosstalk_used(est, panel, k_min, getattr(fld, "colour_composite", False))
     if not use:
         return fld, rec, False, "measured (this field)"
     return dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, use)), rec, True, "measured (this field)"
 
 
-def _crosstalk_used(est: Mapping[tuple[str, str], float], panel: Panel, k_min: float) -> dict[tuple[str, str], float]:
+def _crosstalk_used(est: Mapping[tuple[str, str], float], panel: Panel, k_min: float,
+                    composite: bool = False) -> dict[tuple[str, str], float]:
     """The measured fractions that are unmixed: from ``crosstalk_min`` on, at most 0.5 (a filter passes less
-    than half of another dye's light); on a dual-fusion panel only up to ``CROSSTALK_DUAL_FUSION_MAX`` (a
-    field whose separate signals are too few reads its fusions)."""
+    than half of another dye's light), in a colour composite (``Field.colour_composite``) at most 1 (a probe
+    displayed orange is red plus 55 % green; yellow, red plus all of it); on a dual-fusion panel only up to
+    ``CROSSTALK_DUAL_FUSION_MAX`` (a field whose separate signals are too few reads its fusions)."""
     k_max = CROSSTALK_DUAL_FUSION_MAX if panel.kind == "dual-fusion" else np.inf
-    return {pair: min(float(v), 0.5) for pair, v in est.items() if k_min <= float(v) <= k_max}
+    cap = 1.0 if composite else 0.5
+    return {pair: min(float(v), cap) for pair, v in est.items() if k_min <= float(v) <= k_max}
 
 
 def _without_hot_pixels(fld, det: Mapping[str, float]) -> tuple[Any, dict[str, int]]:
@@ -510,7 +513,7 @@ def channels_as_analysed(field: Any, params: Mapping[str, Any], panel: "Panel | 
         else:  # measured: the pairs _without_crosstalk unmixed
             det = {**DETECTION_DEFAULTS, **dict(params.get("detection") or {})}
             est = {_crosstalk_pair(k): float(v) for k, v in rec.items()}
-            mix = _crosstalk_used(est, pan, float(det["crosstalk_min"]))
+            mix = _crosstalk_used(est, pan, float(det["crosstalk_min"]), getattr(field, "colour_composite", False))
         field = dataclasses.replace(field, probes=unmix_crosstalk(field.probes, mix))
     return field
 

@@ -117,6 +117,11 @@ class Field:
     series : int or None
         The image (TIFF series number) read from a multi-position file (``read_field(series=)``; ``stem``
         then ends in ``_s<series>``); None for a file of one image.
+    colour_composite : bool
+        The channels are the red, green and blue planes of an 8-bit colour picture (an exported
+        composite, TIFF, PNG or JPEG): their intensities are display values, and a probe shown in a mixed
+        colour (orange = red + half green) appears in two planes (:func:`fishcount.analyze_field` then
+        unmixes up to the whole of it, not only a filter's bleed-through).
     """
 
     path: str
@@ -135,6 +140,7 @@ class Field:
     panel_id: str
     saturation_source: str = "dtype"
     series: int | None = None
+    colour_composite: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,6 +285,78 @@ NUCLEAR_MIN_BRIGHT_FRACTION = 0.03
 NUCLEAR_BRIGHT_RATIO = 3.0
 PROBE_MAX_BRIGHT_FRACTION = 0.015
 
+#: ``names_source`` of an 8-bit colour picture whose planes were assigned by display colour.
+RGB_BY_COLOUR = "RGB composite, by display colour"
+#: A panel signal's display ``color`` picks the plane of a colour composite when one primary dominates it by
+#: at least this factor (orange #ff8c00: red 255 vs green 140, 1.8x; gold #ffd700, 1.2x, and aqua #00ffff
+#: pick none).
+COLOUR_DOMINANCE = 1.5
+#: The blue plane of a colour composite read by display colour must show at least this many times the bright
+#: area (:func:`_bright_fraction`) of the red and the green plane. Measured on simulated composites of three
+#: panels (each channel stretched to 8 bits): blue 0.063-0.121, probe planes 0.011-0.016 (5-10x); with DAPI
+#: displayed light blue (30 % of it in red and green too) the probe planes 0.016-0.034 (2.1-7x); planes of
+#: noise or a grey picture saved as RGB about 1x.
+COMPOSITE_BRIGHT_RATIO = 2.0
+
+
+def _dominant_primary(colour: str) -> int | None:
+    """0, 1 or 2 for a ``#rrggbb`` colour that is plainly red, green or blue (:data:`COLOUR_DOMINANCE`)."""
+    m = re.fullmatch(r"#?([0-9a-fA-F]{6})", colour.strip())
+    if not m:
+        return None
+    rgb = [int(m.group(1)[i:i + 2], 16) for i in (0, 2, 4)]
+    top = int(np.argmax(rgb))
+    rest = max(v for i, v in enumerate(rgb) if i != top)
+    return top if rgb[top] > 0 and rgb[top] >= COLOUR_DOMINANCE * rest else None
+
+
+def _composite_by_colour(panel: Panel) -> dict[str, int] | None:
+    """Planes of a colour composite (red 0, green 1, blue 2) for DAPI (blue: the nuclear stain is displayed
+    blue) and each panel signal (the primary of its display ``color``, e.g. SpectrumOrange #ff8c00 red,
+    SpectrumGreen #00e000 green); None when a signal has no plain primary, two share one, or one is blue."""
+    cmap = {DAPI: 2}
+    for s in panel.signals:
+        k = _dominant_primary(s.color or "")
+        if k is None or k in cmap.values():
+            return None
+        cmap[s.name] = k
+    return cmap
+
+
+def _confirm_composite(cmap: dict[str, int], names_source: str, channels: list[np.ndarray], panel: Panel,
+                       source: str) -> list[str]:
+    """A colour composite mapped by display colour: the blue plane must look like the nuclear stain (a
+    bright area of at least :data:`NUCLEAR_MIN_BRIGHT_FRACTION` and :data:`COMPOSITE_BRIGHT_RATIO` times the
+    red and green planes'); returns the note that says how the planes were read.
+
+    Raises
+    ------
+    InputError
+        The blue plane does not look like a nuclear stain (then the colours are not the panel's)."""
+    if names_source != RGB_BY_COLOUR:
+        return []
+    frac = [_bright_fraction(c) for c in channels[:3]]
+    b = frac[cmap[DAPI]]
+    if b < NUCLEAR_MIN_BRIGHT_FRACTION or b < COMPOSITE_BRIGHT_RATIO * max(f for i, f in enumerate(frac)
+                                                                       if i != cmap[DAPI]):
+        shown = ", ".join(f"{n} {f:.1%}" for n, f in zip(("red", "green", "blue"), frac))
+        raise InputError(
+            source,
+            f"colour composite without channel names: the blue plane does not look like the nuclear stain "
+            f"(bright area {shown}; nuclei fill 4-11 % of a field); name the planes with --channels, e.g. "
+            f"--channels {','.join(_planes_named(panel, len(channels)))}")
+    plane = ("red", "green", "blue")
+    shown = ", ".join(f"{s.name} = {plane[cmap[s.name]]} ({s.color})" for s in panel.signals)
+    return [f"colour composite without channel names: DAPI = blue, {shown}, by the panel's display colours; "
+            "give --channels if the picture shows the probes in other colours"]
+
+
+def _planes_named(panel: Panel, n_channels: int = 3) -> list[str]:
+    """Example ``--channels`` for a colour composite: the panel's signals in red and green, DAPI blue (and
+    ``alpha`` for its fourth plane)."""
+    names = [s.name for s in panel.signals[:2]] + ["none"] * max(0, 2 - len(panel.signals))
+    return names[:2] + [DAPI] + ["alpha"] * (n_channels - 3)
+
 
 def _bright_fraction(stack: np.ndarray) -> float:
     """Fraction of an image's pixels above half-way from its median to its 99.9th percentile (a z-stack:
@@ -358,6 +436,19 @@ def _assign_channels(
             f"too few channels for panel {panel.id}: the image has {n_channels}, the panel needs "
             f"{n_needed} (DAPI + {', '.join(panel.signal_names)}){found}",
         )
+    if names_source == "RGB photometric" and names is not None:
+        by_colour = _composite_by_colour(panel)
+        if by_colour is not None:
+            return tuple(names), RGB_BY_COLOUR, by_colour
+        try:
+            return tuple(names), names_source, _match_channels(names, panel, source)
+        except InputError:
+            colours = ", ".join(f"{s.name} {s.color or 'none'}" for s in panel.signals)
+            raise InputError(
+                source,
+                f"colour composite: panel {panel.id}'s display colours ({colours}) do not say which of red and "
+                f"green holds which probe; name the planes with --channels, e.g. "
+                f"--channels {','.join(_planes_named(panel, n_channels))}") from None
     if named:
         return tuple(names), names_source, _match_channels(names, panel, source)
     if n_channels == n_needed:
@@ -1165,7 +1256,9 @@ def _read(
         finally:
             tif.close()
         metas.append(meta)
-        cmap, names_source, found = _nuclear_stain_by_content(cmap, names_source, list(data), pan)
+        found = _confirm_composite(cmap, names_source, list(data), pan, src)
+        cmap, names_source, more = _nuclear_stain_by_content(cmap, names_source, list(data), pan)
+        found += more
         stacks = {k: data[i] for k, i in cmap.items()}
         axes, shape, dtype = meta.axes, meta.shape, meta.dtype
     else:
@@ -1262,6 +1355,7 @@ def _read(
         panel_id=pan.id,
         saturation_source=sat_source,
         series=None if series is None else int(series),
+        colour_composite=not per_channel and metas[0].names_source == "RGB photometric",
     )
     extra = {
         "files": [str(p) for p in paths],

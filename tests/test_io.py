@@ -183,8 +183,9 @@ def test_rgb_photograph_channels_named_by_colour(tmp_path):
     data = (_stack()[0] // 16).astype(np.uint8)  # channels 0,1,2 -> R,G,B
     p = tmp_path / "rgb.tif"
     tifffile.imwrite(p, np.moveaxis(data, 0, -1), photometric="rgb")
-    # blue is DAPI and green D5S23, but nothing says which channel is EGR1: an error, not a guess
-    with pytest.raises(InputError, match="no channel for EGR1"):
+    # read by display colour only when the blue plane looks like a nuclear stain; this one is noise
+    with pytest.raises(InputError, match="rgb.tif: colour composite .* blue plane does not look like the nuclear "
+                                         "stain .* --channels EGR1,D5S23,DAPI"):
         fc.read_field(p)
     f = fc.read_field(p, channels=["EGR1", "D5S23", "DAPI"])
     _expect(f, data[None], order=(2, 0, 1))
@@ -388,7 +389,8 @@ def test_other_panel_single_signal(tmp_path):
 
 
 def test_png_and_jpeg_pictures_are_read(tmp_path):
-    """Exported pictures named explicitly: an RGB composite mapped with channels=, 8- and 16-bit grey
+    """Exported pictures named explicitly: an RGB composite mapped with channels= (by display colour only
+    when its blue plane looks like a nuclear stain; test_colour_composite_*), 8- and 16-bit grey
     per-channel PNGs grouped by name, a palette PNG, a JPEG (lossy: close values)."""
     from PIL import Image
 
@@ -400,7 +402,7 @@ def test_png_and_jpeg_pictures_are_read(tmp_path):
     assert (f.axes, f.dtype, f.stem, f.pixel_size_um, f.saturation_value) == ("YXC", "uint8", "comp", None, 255.0)
     d = fio.describe_field(tmp_path / "comp.png", channels=["EGR1", "D5S23", "DAPI"], pixel_size_um=0.1)
     assert d["format"] == "PNG" and d["pixel_size_um"] == 0.1 and any("no pixel size" in n for n in d["notes"])
-    with pytest.raises(InputError, match="no channel for"):  # colours are never guessed as probes
+    with pytest.raises(InputError, match="blue plane does not look like"):  # noise: no colour mapping
         fc.read_field(tmp_path / "comp.png")
     for name, c in (("DAPI", 0), ("EGR1", 1), ("D5S23", 2)):  # 16-bit grey, one file per channel
         Image.fromarray(data[c]).save(tmp_path / f"g_{name}.png")
@@ -1212,3 +1214,97 @@ def test_nuclear_stain_by_content_keeps_the_order_when_unclear():
     # named channels are never moved
     assert _nuclear_stain_by_content(order, "OME Channel Name", [spots, spots, nuc], pan)[0] == order
     assert _nuclear_stain_by_content(order, "assumed panel order", [spots, spots, nuc], pan)[0]["DAPI"] == 2
+
+
+def _composite(sim, orange: bool = False) -> np.ndarray:
+    """A simulated del(5q) field as an 8-bit colour composite: DAPI blue, EGR1 red (or orange: red plus
+    55 % of it in green, as #ff8c00 displays it), D5S23 green; each channel stretched to 0-255."""
+    u8 = [np.clip((c - np.percentile(c, 1)) / (np.percentile(c, 99.5) - np.percentile(c, 1)) * 255, 0, 255)
+          for c in sim.image.astype(float)]
+    dapi, egr1, d5s23 = u8
+    green = np.clip(d5s23 + (140 / 255) * egr1, 0, 255) if orange else d5s23
+    return np.round(np.stack([egr1, green, dapi], -1)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["tif", "png", "png_rgba"])
+def test_colour_composite_read_by_display_colour(tmp_path, kind):
+    """An 8-bit colour composite without --channels: DAPI blue, each probe the primary of its panel display
+    colour (EGR1 #ff8c00 red, D5S23 #00e000 green), with a note; --channels still wins."""
+    from PIL import Image
+
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=3)
+    rgb = _composite(sim)
+    p = tmp_path / f"comp.{kind[:3]}"
+    if kind == "tif":
+        tifffile.imwrite(p, rgb, photometric="rgb")
+    else:
+        data = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], -1) if kind == "png_rgba" else rgb
+        Image.fromarray(data).save(p)
+    f = fc.read_field(p)
+    assert f.channel_map == {"DAPI": 2, "EGR1": 0, "D5S23": 1} and f.colour_composite
+    np.testing.assert_array_equal(f.dapi, rgb[..., 2].astype(np.float32))
+    np.testing.assert_array_equal(f.probes["EGR1"], rgb[..., 0].astype(np.float32))
+    d = fio.describe_field(p)
+    assert d["channel_source"] == fio.RGB_BY_COLOUR
+    assert any("DAPI = blue, EGR1 = red (#ff8c00), D5S23 = green (#00e000)" in n for n in d["notes"])
+    g = fc.read_field(p, channels=["D5S23", "EGR1", "DAPI", "alpha"][: len(f.channel_names)])  # the user's win
+    assert g.channel_map == {"DAPI": 2, "EGR1": 1, "D5S23": 0} and g.colour_composite
+    # a 16-bit three-channel TIFF is never a colour composite
+    q = tmp_path / "plain16.tif"
+    tifffile.imwrite(q, np.moveaxis(sim.image, 0, 0))
+    assert not fc.read_field(q).colour_composite
+
+
+def test_colour_composite_orange_probe_unmixed_in_full(tmp_path):
+    """A probe displayed orange puts 55 % of itself in the green plane: the measured crosstalk is unmixed
+    in full in a composite (a filter's bleed-through is capped at 0.5), so the green probe's counts match
+    those of the same composite drawn in pure red."""
+    from PIL import Image
+
+    sim = fc.simulate_field("del5q", shape=(512, 512), seed=5)
+    counts = {}
+    for orange in (False, True):
+        p = tmp_path / f"c{int(orange)}.png"
+        Image.fromarray(_composite(sim, orange)).save(p)
+        res = fc.analyze_field(p, pixel_size_um=sim.pixel_size_um)
+        if orange:
+            assert res.params["crosstalk_unmixed"] and 0.5 < res.params["crosstalk"]["EGR1->D5S23"] < 0.65
+        counts[orange] = res.nuclei.set_index("label")["count_D5S23"]
+    same = (counts[True] == counts[False]).mean()
+    assert same >= 0.9, same
+
+
+def test_colour_composite_refused_when_colours_do_not_decide(tmp_path):
+    """A panel whose display colours do not name a red and a green probe (aqua, gold), or whose DAPI plane is
+    not blue: one line naming the file and the way out, never a guess."""
+    import tomllib
+
+    from fishcount.panels import load_panel as lp
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=3)
+    rgb = _composite(sim)
+    p = tmp_path / "comp.tif"
+    tifffile.imwrite(p, rgb, photometric="rgb")
+    text = (Path(fc.__file__).parent / "panels" / "del5q.toml").read_text()
+    user = tmp_path / "aqua.toml"
+    user.write_text(text.replace('color = "#00e000"', 'color = "#00ffff"').replace('id = "del5q"', 'id = "aqua5q"'))
+    assert tomllib.loads(user.read_text())["id"] == "aqua5q"
+    with pytest.raises(InputError, match=r"comp.tif: colour composite: panel aqua5q's display colours \(EGR1 "
+                                         r"#ff8c00, D5S23 #00ffff\) do not say .* --channels EGR1,D5S23,DAPI$"):
+        fc.read_field(p, lp(user))
+    assert fc.read_field(p, lp(user), channels=["EGR1", "D5S23", "DAPI"]).channel_map["DAPI"] == 2
+    swapped = tmp_path / "dapi_red.tif"  # the nuclear stain in red: the blue plane is a probe
+    tifffile.imwrite(swapped, rgb[..., ::-1].copy(), photometric="rgb")
+    with pytest.raises(InputError, match="dapi_red.tif: colour composite .* blue plane does not look like"):
+        fc.read_field(swapped)
+
+
+@given(st.tuples(*[st.integers(0, 255)] * 3))
+def test_property_dominant_primary(rgb):
+    """A colour picks a plane exactly when its largest component is at least 1.5x each other one."""
+    k = fio._dominant_primary("#%02x%02x%02x" % rgb)
+    top = max(rgb)
+    others = sorted(rgb)[:2]
+    if top > 0 and top >= fio.COLOUR_DOMINANCE * others[1] and rgb.count(top) == 1:
+        assert k == rgb.index(top)
+    else:
+        assert k is None
