@@ -56,7 +56,7 @@ def _stages(dapi: np.ndarray, diameter_px: float, **params) -> list[tuple[str, n
     typical_area = math.pi * d * d / 4.0
     min_area = max(4, int(p["min_area_fraction"] * typical_area))
     mask, gaps = S._fill_holes_but_gaps(mask, flt, levels, max(1, int(round(0.1 * d))))
-    mask = ndi.binary_opening(mask, structure=S._disk(max(1, int(round(d / 12)))))
+    mask = S._opened(mask, max(1, int(round(d / 12))), int(p["opening_keep_radius_px"]), min_area)
     mask = S._remove_small(mask, min_area)
     out = [("mask", ndi.label(mask)[0].astype(np.int32))]
     lab = S._split(mask, flt, d, p)

@@ -359,13 +359,14 @@ def test_interpolated_outlines_are_the_bilinear_argmax(seed, h, w, k):
 def test_large_nucleus_outline_is_not_stair_stepped():
     """A 180-px nucleus segmented at the working scale (9x smaller): the enlarged outline follows the
     disc instead of 9-px steps, which cost solidity (nearest-neighbour enlargement: 0.957; the disc
-    itself: 0.992; the working-scale outline's own wobble stays)."""
+    itself: 0.992; the working-scale outline's own wobble stays: 0.969, and 0.965 since step 4's opening
+    keeps the outline detail a 1-px disc keeps)."""
     shape = (300, 310)
     m = _disc(shape, 150, 152, 90.0)
     img = _render([(m, 0.8)], shape, blur=3.0, seed=4)
     seg = segment_nuclei(img, diameter_px=180.0)
     assert seg.n_nuclei == 1
-    assert seg.qc["solidity"].iloc[0] >= 0.965
+    assert seg.qc["solidity"].iloc[0] >= 0.962
 
 
 
@@ -697,8 +698,9 @@ def test_real_elongated_nuclei_are_segmented_at_their_own_size():
     seg = segment_nuclei(img)
     assert seg.diameter_source == "estimated from image, adjusted to the nuclei"
     assert 15 <= seg.diameter_px <= 22 and seg.params["size_check_ratio"] > 1.25
-    # measured 0.711 (0.667 at the estimate, size_check=False)
-    assert match_labels(gt, seg.labels)["f1"] >= 0.70
+    # measured 0.711 (0.667 at the estimate, size_check=False); 0.697 since step 4's opening keeps slender
+    # lobes (opening_keep_radius_px; DSB2018 pooled unchanged at 0.852-0.853)
+    assert match_labels(gt, seg.labels)["f1"] >= 0.69
     assert seg.params["message"] == ""
 
 
