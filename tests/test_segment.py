@@ -2913,3 +2913,48 @@ def test_cov_rows_equals_numpy():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # one observation: no degrees of freedom
             assert np.array_equal(S._cov_rows(other), np.cov(other), equal_nan=True)
+
+
+def test_opening_keeps_slender_lobes_but_not_specks():
+    """Step 4's opening (``_opened``): a 3-px-wide lobe 12 px long on a nucleus body survives a 1-px disc but
+    not the 2-px one and is kept; the same bar alone (a slender speck) is not; a small object of the 2-px
+    opening below ``min_area`` is not grown by its slender pieces; keep radius 0 is the plain opening."""
+    from fishcount.segment import _disk, _opened
+
+    m = np.zeros((60, 80), bool)
+    yy, xx = np.mgrid[:60, :80]
+    m |= (yy - 30) ** 2 + (xx - 20) ** 2 <= 10 ** 2          # body, r = 10
+    m[29:32, 30:42] = True                                    # slender lobe, 3 px wide, attached
+    m[5:8, 55:75] = True                                      # a slender speck on its own
+    m |= (yy - 45) ** 2 + (xx - 60) ** 2 <= 3 ** 2            # a small object (29 px) ...
+    m[44:47, 63:75] = True                                    # ... with a slender tail
+    plain = ndi.binary_opening(m, structure=_disk(2))
+    np.testing.assert_array_equal(_opened(m, 2, 0), plain)
+    assert not plain[29:32, 33:42].any() and not plain[5:8, 55:75].any()  # the 2-px disc erases both bars
+    out = _opened(m, 2, 1, min_area=40)
+    assert out[29:32, 33:41].all() and out[30, 41]            # the lobe is back (the 1-px disc rounds its tip)
+    assert not out[5:8, 55:75].any()                          # the speck is not
+    small = (yy - 45) ** 2 + (xx - 60) ** 2 <= 3 ** 2
+    assert not out[44:47, 65:75].any() and not (out & small).any()  # the small object stays as small as it was
+    assert not (out & ~m).any()                               # nothing outside the mask
+    assert out[plain & (xx < 50)].all()                       # all the plain opening kept of the nucleus
+    # with min_area 0 the small object is a body and keeps its tail
+    assert _opened(m, 2, 1, min_area=0)[44:47, 65:74].all()
+
+
+def test_lobe_on_a_slender_strand_stays_with_its_nucleus():
+    """A nucleus (d = 40 px) whose terminal lobe hangs on a strand 6 px (0.15 d) wide: one label holding body,
+    strand and lobe. Without step 4's keep radius the d/12 opening cut the strand and the lobe came out as
+    a second nucleus (a halved count for a clinical scorer)."""
+    shape = (120, 140)
+    yy, xx = np.mgrid[:120, :140]
+    body = (yy - 60) ** 2 + (xx - 50) ** 2 <= 15 ** 2
+    strand = ((yy - 60) / 3.0) ** 2 + ((xx - 80) / 16) ** 2 <= 1
+    lobe = ((yy - 60) / 6.0) ** 2 + ((xx - 98) / 7) ** 2 <= 1
+    img = _render([(body | strand | lobe, 0.8)], shape, blur=1.0, seed=4)
+    seg = segment_nuclei(img, diameter_px=40.0)
+    assert seg.n_nuclei == 1
+    k = seg.labels[60, 50]
+    assert k > 0 and (seg.labels[strand] == k).mean() > 0.95 and (seg.labels[lobe] == k).mean() > 0.95
+    old = segment_nuclei(img, diameter_px=40.0, opening_keep_radius_px=0)
+    assert old.n_nuclei == 2 and (old.labels[lobe] == old.labels[60, 50]).mean() < 0.05
