@@ -766,3 +766,47 @@ def test_signals_of_the_panels_size_keep_the_panels_size():
     assert 0.95 <= rec["measured_ratio"] <= 1.3  # the simulator's signals: ~1.1 (defocus and size spread)
     assert set(rec["per_channel_ratio"]) == {"EGR1", "D5S23"}
     json.dumps(res.params["signal_size"])  # recorded in the outputs as it is
+
+
+def test_probe_saturation_share_known_answer():
+    """``_probe_saturation``: the share of counted signals (inside a nucleus, counted) whose brightest pixel
+    within one pixel of the centre reaches the full scale; uncounted and outside signals do not count."""
+    from types import SimpleNamespace
+
+    from fishcount.analyze import _probe_saturation
+
+    pan = fc.load_panel("del5q")
+    egr1 = np.zeros((20, 20), np.float32)
+    egr1[5, 6] = 255  # one pixel off the first signal's centre: saturated
+    egr1[15, 15] = 255  # under an uncounted signal
+    fld = SimpleNamespace(saturation_value=255.0, probes={"EGR1": egr1, "D5S23": np.zeros((20, 20), np.float32)})
+    spots = pd.DataFrame({"label": [1, 1, 0, 2, 1], "signal": ["EGR1", "EGR1", "EGR1", "EGR1", "D5S23"],
+                          "y": [5.2, 10.0, 5.0, 15.0, 3.0], "x": [5.4, 10.0, 6.0, 15.0, 3.0],
+                          "counts_as": ["EGR1", "EGR1", "EGR1", "", "D5S23"]})
+    shares, warnings = _probe_saturation(fld, spots, pan)
+    assert shares == {"EGR1": 0.5, "D5S23": 0.0} and warnings == []  # 2 counted EGR1 signals: too few to warn
+    many = pd.concat([spots.iloc[:2]] * 6, ignore_index=True)
+    shares, warnings = _probe_saturation(fld, many, pan)
+    assert shares["EGR1"] == 0.5 and len(warnings) == 1
+    assert warnings[0].startswith("EGR1: 50% of its 12 counted signals reach the camera's full scale (255)")
+    assert _probe_saturation(SimpleNamespace(saturation_value=None, probes={}), spots, pan) == ({}, [])
+
+
+def test_saturated_probe_export_is_warned_not_the_camera_image():
+    """A contrast-stretched 8-bit export saturates most signals (~85 %): the field is analysed with a warning
+    per probe and ``params["probe_saturation"]``; the 16-bit image of the same field has none."""
+    sim = fc.simulate_field("del5q", shape=(384, 384), seed=300)
+
+    def stretched(a):
+        lo, hi = np.percentile(a, [1.0, 99.5])
+        return np.clip(np.round((a - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+
+    raw = analyze_field(field_from_arrays(sim.image[0], {"EGR1": sim.image[1], "D5S23": sim.image[2]},
+                                          sim.pixel_size_um, panel="del5q", name="raw"))
+    assert raw.params["probe_saturation"] == {"EGR1": 0.0, "D5S23": 0.0} and raw.params["warnings"] == []
+    exp = analyze_field(field_from_arrays(stretched(sim.image[0]), {"EGR1": stretched(sim.image[1]),
+                                          "D5S23": stretched(sim.image[2])}, sim.pixel_size_um, panel="del5q",
+                                          name="export"))
+    assert all(v > 0.5 for v in exp.params["probe_saturation"].values())
+    assert [w.split(":")[0] for w in exp.params["warnings"]] == ["EGR1", "D5S23"]
+    assert all("reach the camera's full scale (255)" in w for w in exp.params["warnings"])
