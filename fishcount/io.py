@@ -818,6 +818,12 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
         k = want
     elif len(images) > 1:  # reading series 0 alone would silently drop the others
         shapes = sorted({tuple(int(n) for n in im.shape) for _, im in images})
+        if per_channel:  # one file of a per-channel group: positions are not read across a group's files
+            raise InputError(path, f"holds {len(images)} images of shape {' / '.join(map(str, shapes))} (series "
+                                   f"{', '.join(map(str, numbers))}), but a file of a per-channel group must hold "
+                                   "one image: split each channel's file (`fishcount split-series FILE --out DIR` "
+                                   "writes <stem>_s<k>.ome.tif) and name each position's files <field>_<channel> "
+                                   "(e.g. pos3_DAPI.ome.tif, pos3_EGR1.ome.tif) so that they group")
         raise InputError(path, f"holds {len(images)} images of shape {' / '.join(map(str, shapes))} (series "
                                f"{', '.join(map(str, numbers))}: the positions of a multi-position acquisition?); "
                                "`fishcount analyze` and `fishcount run` analyse each as its own field, in Python "

@@ -1308,3 +1308,17 @@ def test_property_dominant_primary(rgb):
         assert k == rgb.index(top)
     else:
         assert k is None
+
+
+def test_per_channel_files_of_several_positions_are_refused_with_the_way_out(tmp_path):
+    """A per-channel group whose files each hold several positions: one line naming the file, saying that a
+    group's files must hold one image each and how to split and name them (series= is for one file)."""
+    for name in ("DAPI", "EGR1", "D5S23"):
+        with tifffile.TiffWriter(tmp_path / f"f_{name}.ome.tif", ome=True) as tw:
+            for k in range(2):
+                tw.write(_stack(n_c=1, seed=k)[0, 0], metadata={"axes": "YX"})
+    group = fc.find_fields(tmp_path)
+    assert [[p.name for p in g] for g in group] == [["f_DAPI.ome.tif", "f_EGR1.ome.tif", "f_D5S23.ome.tif"]]
+    with pytest.raises(InputError, match=r"f_DAPI.ome.tif: holds 2 images .* a file of a per-channel group must "
+                                         r"hold one image: split each channel's file \(`fishcount split-series"):
+        fc.read_field(group[0])
