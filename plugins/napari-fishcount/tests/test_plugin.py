@@ -99,6 +99,31 @@ def test_reader_claims_only_what_fishcount_reads(tmp_path, sim_field):
     assert napari_get_reader(str(sim_field["folder"])) is not None
 
 
+def test_reader_opens_a_colour_composite_picture(make_napari_viewer, tmp_path):
+    """A PNG colour composite (DAPI blue, EGR1 red, D5S23 green) opens as the panel's channels, read by
+    display colour; a grey picture and a colour picture that is not a FISH composite are left to napari."""
+    from PIL import Image
+
+    from napari_fishcount._reader import napari_get_reader
+
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=3)
+    u8 = [np.clip((c - np.percentile(c, 1)) / (np.percentile(c, 99.5) - np.percentile(c, 1)) * 255, 0, 255)
+          for c in sim.image.astype(float)]
+    rgb = np.round(np.stack([u8[1], u8[2], u8[0]], -1)).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "comp.png")
+    Image.fromarray(rgb[..., 2]).save(tmp_path / "grey.png")
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "photo.jpg")
+    assert napari_get_reader(str(tmp_path / "grey.png")) is None
+    assert napari_get_reader(str(tmp_path / "photo.jpg")) is None
+    assert napari_get_reader(str(tmp_path / "comp.png")) is not None
+    viewer = make_napari_viewer()
+    layers = viewer.open(tmp_path / "comp.png", plugin=PLUGIN)
+    assert [ly.name for ly in layers] == ["DAPI", "EGR1", "D5S23"]
+    np.testing.assert_array_equal(viewer.layers["EGR1"].data, rgb[..., 0])
+    np.testing.assert_array_equal(viewer.layers["DAPI"].data, rgb[..., 2])
+
+
 def test_reader_opens_result_folder_and_study(make_napari_viewer, field_dir, tmp_path):
     viewer = make_napari_viewer()
     viewer.open(field_dir, plugin=PLUGIN)

@@ -3,6 +3,8 @@
 * An image file (``.tif``, ``.tiff``, ``.ome.tif``) becomes one Image layer per channel, named
   ``DAPI`` and by the panel's signal names, coloured by fluor, with the pixel size (µm) as scale. A
   multi-position file gives every position's layers, named ``DAPI [s<k>]`` etc. (the first position shown).
+  A PNG or JPEG colour composite (DAPI blue, probes in their display colours) is read the same way; other
+  pictures are left to napari's own reader.
 * A field result folder (``nuclei.csv`` + ``spots.csv``, the ``fishcount analyze`` output) becomes
   the field's channels (when the source image is found), the ``nuclei`` Labels layer coloured by
   call, and one Points layer per signal. The layers' ``metadata["fishcount"]["field_dir"]`` tells
@@ -24,6 +26,8 @@ from fishcount.errors import FishcountError
 from ._layers import META, field_layers, labels_layer, points_layers
 
 _IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
+#: Pictures opened as FISH fields only when they are colour composites of one (:func:`_is_fish_composite`).
+_PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: File names a field result folder may keep its label image under (first found wins).
 LABEL_FILES = ("labels.tif", "labels.tiff", "nuclei_labels.tif", "labels.ome.tif", "labels.npy")
 #: JSON files of a field result folder that may record the source image and panel.
@@ -55,7 +59,21 @@ def napari_get_reader(path: "str | list[str]") -> Callable | None:
         return None
     if p.name.lower().endswith(_IMAGE_SUFFIXES):
         return read_image
+    if p.name.lower().endswith(_PICTURE_SUFFIXES) and _is_fish_composite(p):
+        return read_image
     return None
+
+
+def _is_fish_composite(path: Path) -> bool:
+    """A PNG / JPEG picture that fishcount reads as a FISH field by itself: a colour composite whose blue
+    plane looks like the nuclear stain (:func:`fishcount.read_field`, by display colour). Other pictures
+    (screenshots, photographs, grey images) are left to napari's own reader."""
+    from fishcount.io import RGB_BY_COLOUR, describe_field
+
+    try:
+        return describe_field(path).get("channel_source") == RGB_BY_COLOUR
+    except (FishcountError, OSError, ValueError):
+        return False
 
 
 def read_image(path: "str | list[str]", panel: str | None = None) -> list[tuple[Any, dict, str]]:
