@@ -644,7 +644,7 @@ def _probe_saturation(field, spots, pan: Panel) -> tuple[dict[str, float], list[
         share = float(np.mean(top >= sat))
         shares[name] = round(share, 4)
         if share >= PROBE_SATURATION_WARN and len(sel) >= PROBE_SATURATION_MIN_SIGNALS:
-            warnings.append(f"{name}: {share:.0%} of its {len(sel)} counted signals reach the camera's full scale "
+            warnings.append(f"{name}: {share:.0%} of its {len(sel)} counted signals reach the image's full scale "
                             f"({sat:g}): saturated signals close together can merge into one; lower the exposure "
                             "(or export without contrast stretching)")
     return shares, warnings

@@ -788,7 +788,7 @@ def test_probe_saturation_share_known_answer():
     many = pd.concat([spots.iloc[:2]] * 6, ignore_index=True)
     shares, warnings = _probe_saturation(fld, many, pan)
     assert shares["EGR1"] == 0.5 and len(warnings) == 1
-    assert warnings[0].startswith("EGR1: 50% of its 12 counted signals reach the camera's full scale (255)")
+    assert warnings[0].startswith("EGR1: 50% of its 12 counted signals reach the image's full scale (255)")
     assert _probe_saturation(SimpleNamespace(saturation_value=None, probes={}), spots, pan) == ({}, [])
 
 
@@ -809,4 +809,4 @@ def test_saturated_probe_export_is_warned_not_the_camera_image():
                                           name="export"))
     assert all(v > 0.5 for v in exp.params["probe_saturation"].values())
     assert [w.split(":")[0] for w in exp.params["warnings"]] == ["EGR1", "D5S23"]
-    assert all("reach the camera's full scale (255)" in w for w in exp.params["warnings"])
+    assert all("reach the image's full scale (255)" in w for w in exp.params["warnings"])
