@@ -2958,3 +2958,25 @@ def test_lobe_on_a_slender_strand_stays_with_its_nucleus():
     assert k > 0 and (seg.labels[strand] == k).mean() > 0.95 and (seg.labels[lobe] == k).mean() > 0.95
     old = segment_nuclei(img, diameter_px=40.0, opening_keep_radius_px=0)
     assert old.n_nuclei == 2 and (old.labels[lobe] == old.labels[60, 50]).mean() < 0.05
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), fill=st.floats(0.3, 0.7), min_area=st.integers(0, 60))
+def test_property_opening_keeps_within_the_mask_and_all_nucleus_bodies(seed, fill, min_area):
+    """``_opened`` on random blobby masks: never outside the mask; everything the plain opening keeps of its
+    objects of at least ``min_area`` px is kept; nothing of its smaller objects; keep radius 0 is the plain
+    opening; what is added lies in the mask opened by the small disc."""
+    from fishcount.segment import _disk, _opened
+
+    rng = np.random.default_rng(seed)
+    m = ndi.gaussian_filter(rng.standard_normal((48, 56)), 2.0)
+    m = m > np.quantile(m, 1 - fill)
+    plain = ndi.binary_opening(m, structure=_disk(2))
+    np.testing.assert_array_equal(_opened(m, 2, 0, min_area), plain)
+    out = _opened(m, 2, 1, min_area)
+    assert not (out & ~m).any()
+    comp, n = ndi.label(plain)
+    size = np.bincount(comp.ravel(), minlength=n + 1)
+    body = (size >= min_area)[comp] & (comp > 0)
+    assert out[body].all() and not (out & plain & ~body).any()
+    assert not (out & ~plain & ~ndi.binary_opening(m, structure=_disk(1))).any()
