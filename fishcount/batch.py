@@ -307,14 +307,15 @@ def _finish_table(df: pd.DataFrame, folder: Path, panel: str, source: str) -> pd
 
 def _expand_positions(df: pd.DataFrame) -> pd.DataFrame:
     """Each multi-position TIFF of the table (several full-size images in one file,
-    :func:`fishcount.io.image_positions`) becomes one row per image, its ``series`` number in the
-    ``series`` column (None for every other field): each position is a field of its own sample."""
+    :func:`fishcount.io.image_positions`), and each per-channel group whose files hold the same positions,
+    becomes one row per image, its ``series`` number in the ``series`` column (None for every other field):
+    each position is a field of its own sample."""
     from .io import image_positions
 
     rows, series = [], []
     for _, row in df.iterrows():
-        single = os.pathsep not in str(row["files"])
-        ks = image_positions(row["files"]) if single else []
+        files = str(row["files"]).split(os.pathsep)
+        ks = image_positions(files[0] if len(files) == 1 else files)
         for k in ks or [None]:
             rows.append(row)
             series.append(k)

@@ -151,16 +151,18 @@ class Position:
 
     Attributes
     ----------
-    path : str or path-like
-        The multi-position TIFF.
+    path : str or path-like, or tuple of them
+        The multi-position TIFF, or the files of a per-channel group that each hold the same positions.
     series : int
         The TIFF series number of the image (:func:`image_positions`).
     """
 
-    path: "str | os.PathLike"
+    path: "str | os.PathLike | tuple[str | os.PathLike, ...]"
     series: int
 
     def __str__(self) -> str:
+        if isinstance(self.path, (list, tuple)):  # the files of a per-channel group
+            return f"{self.path[0]} (+{len(self.path) - 1} channel files) (series {self.series})"
         return f"{self.path} (series {self.series})"
 
 
@@ -184,6 +186,9 @@ def stem_of(path: "str | os.PathLike | Position") -> str:
     'plate_s3'
     """
     if isinstance(path, Position):
+        if isinstance(path.path, (list, tuple)):  # a per-channel group: its files' common stem
+            stems = [stem_of(p) for p in path.path]
+            return f"{os.path.commonprefix(stems).rstrip('_-. ') or stems[0]}_s{int(path.series)}"
         return f"{stem_of(path.path)}_s{int(path.series)}"
     name = Path(path).name
     low = name.lower()
@@ -818,12 +823,12 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
         k = want
     elif len(images) > 1:  # reading series 0 alone would silently drop the others
         shapes = sorted({tuple(int(n) for n in im.shape) for _, im in images})
-        if per_channel:  # one file of a per-channel group: positions are not read across a group's files
+        if per_channel:  # one file of a per-channel group whose files hold several positions
             raise InputError(path, f"holds {len(images)} images of shape {' / '.join(map(str, shapes))} (series "
-                                   f"{', '.join(map(str, numbers))}), but a file of a per-channel group must hold "
-                                   "one image: split each channel's file (`fishcount split-series FILE --out DIR` "
-                                   "writes <stem>_s<k>.ome.tif) and name each position's files <field>_<channel> "
-                                   "(e.g. pos3_DAPI.ome.tif, pos3_EGR1.ome.tif) so that they group")
+                                   f"{', '.join(map(str, numbers))}): each position of a per-channel group is a "
+                                   "field of its own (`fishcount run` and `fishcount info` read them so, when every "
+                                   "file of the group holds the same positions); in Python read one with "
+                                   "read_field(files, series=K) or list them with fc.with_positions([files])")
         raise InputError(path, f"holds {len(images)} images of shape {' / '.join(map(str, shapes))} (series "
                                f"{', '.join(map(str, numbers))}: the positions of a multi-position acquisition?); "
                                "`fishcount analyze` and `fishcount run` analyse each as its own field, in Python "
@@ -1238,10 +1243,9 @@ def _read(
         source, series = source.path, source.series
     paths = _paths_of(source)
     src = str(paths[0])
-    if series is not None and (len(paths) > 1 or isinstance(series, bool) or not isinstance(series, (int, np.integer))
-                               or series < 0):
-        raise InputError(src, f"series={series!r}: a series number (>= 0) of one multi-position file is expected"
-                         + (", not of a group of per-channel files" if len(paths) > 1 else ""))
+    if series is not None and (isinstance(series, bool) or not isinstance(series, (int, np.integer)) or series < 0):
+        raise InputError(src, f"series={series!r}: a series number (>= 0) of a multi-position file (or of every "
+                              "file of a per-channel group) is expected")
     user_px = _check_pixel_size(pixel_size_um, src)
     n_needed = 1 + len(pan.signals)
     n_expected = len(channels) if channels is not None else n_needed
@@ -1272,7 +1276,7 @@ def _read(
         sources: set[str] = set()
         arrays: list[np.ndarray] = []
         for path in paths:
-            tif, meta = _open_tiff(path, True, None, axes)
+            tif, meta = _open_tiff(path, True, None, axes, series)
             try:
                 if not _holds_one_channel(meta):
                     raise InputError(
@@ -1289,7 +1293,8 @@ def _read(
                 n_out = meta.n_z if z_mode == "keep" else 1
                 _check_memory(path, int(np.prod(meta.shape)) * meta.dtype.itemsize * len(paths) + n_needed * n_out * ny * nx * 4,
                               (len(paths), *meta.shape), str(meta.dtype))
-                arrays.append(_the_one_channel(_to_czyx(_read_array(path, tif).reshape(meta.shape), meta.axes),
+                arrays.append(_the_one_channel(_to_czyx(_read_array(path, tif, meta.series).reshape(meta.shape),
+                                                        meta.axes),
                                                meta))
             finally:
                 tif.close()
@@ -1645,16 +1650,17 @@ def find_fields(
 # -------------------------------------------------------------------------------------------
 # describing
 # -------------------------------------------------------------------------------------------
-def image_positions(path: str | os.PathLike) -> list[int]:
+def image_positions(path: "str | os.PathLike | Sequence[str | os.PathLike]") -> list[int]:
     """The series numbers of the full-size images of a multi-position TIFF (the ``series`` values of
     :func:`read_field`), in file order; ``[]`` for a file of one image (thumbnails, overview and label
     pictures beside it do not count), a picture, or a file that cannot be opened (:func:`read_field` then
-    says why).
+    says why). For a per-channel group (a list of files), the positions every one of its files holds
+    alike; ``[]`` when they differ (:func:`read_field` then says which file is not of one image).
 
     Parameters
     ----------
-    path : path-like
-        A TIFF / OME-TIFF file.
+    path : path-like or sequence of path-like
+        A TIFF / OME-TIFF file, or the files of a per-channel group.
 
     Returns
     -------
@@ -1663,6 +1669,9 @@ def image_positions(path: str | os.PathLike) -> list[int]:
     """
     import tifffile
 
+    if isinstance(path, (list, tuple)):
+        each = [image_positions(p) for p in path]
+        return each[0] if path and all(e == each[0] for e in each) else []
     p = Path(path)
     if not p.name.lower().endswith((".tif", ".tiff")) or not p.is_file():
         return []
@@ -1676,7 +1685,8 @@ def image_positions(path: str | os.PathLike) -> list[int]:
 
 def with_positions(sources: Iterable) -> list:
     """``sources`` with every multi-position TIFF replaced by its images (:class:`Position`, in series
-    order); other sources (files of one image, per-channel groups, arrays) are kept as they are.
+    order), and every per-channel group whose files hold the same positions by one group per position;
+    other sources (files of one image, groups of such files, arrays) are kept as they are.
 
     Examples
     --------
@@ -1685,8 +1695,9 @@ def with_positions(sources: Iterable) -> list:
     """
     out: list = []
     for src in sources:
-        ks = image_positions(src) if isinstance(src, (str, os.PathLike)) else []
-        out.extend([Position(src, k) for k in ks] if ks else [src])
+        group = isinstance(src, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in src)
+        ks = image_positions(src) if isinstance(src, (str, os.PathLike)) or group else []
+        out.extend([Position(tuple(src) if group else src, k) for k in ks] if ks else [src])
     return out
 
 

@@ -869,6 +869,30 @@ def test_run_analyses_each_position_of_a_multi_position_file(tmp_path):
     assert r4.n_failed == 1 and err["file"].tolist() == [f"{study / 'P01' / 'week00' / 'plate.ome.tif'} (series 2)"]
 
 
+def test_run_analyses_each_position_of_a_per_channel_group(tmp_path):
+    """One file per channel, each holding the same two positions: one field per position
+    (fields/<...>/<field>_s<k>/), read from that position of every channel's file; resumes."""
+    study = tmp_path / "study" / "P01" / "week00"
+    study.mkdir(parents=True)
+    sims = [fc.simulate_field("del5q", shape=(256, 256), seed=s) for s in (31, 32)]
+    for c, name in enumerate(sims[0].channel_names):
+        with tifffile.TiffWriter(study / f"pos_{name}.ome.tif", ome=True) as tw:
+            for sim in sims:
+                tw.write(sim.image[c], metadata={"axes": "YX", "PhysicalSizeX": sim.pixel_size_um,
+                                                 "PhysicalSizeY": sim.pixel_size_um})
+    table = infer_layout(tmp_path / "study")
+    assert list(table["field"]) == ["P01/week00/pos_s0", "P01/week00/pos_s1"] and list(table["series"]) == [0, 1]
+    r = run_batch(tmp_path / "study", tmp_path / "o", workers=1, quiet=True, report=False)
+    assert (r.n_done, r.n_failed) == (2, 0)
+    for k, sim in enumerate(sims):
+        d = tmp_path / "o" / "fields" / "P01" / "week00" / f"pos_s{k}"
+        assert json.loads((d / "field.json").read_text())["series"] == k
+        assert np.array_equal(tifffile.imread(d / "labels.tif"),
+                              fc.segment_nuclei(sim.image[0], sim.pixel_size_um).labels)
+    r2 = run_batch(tmp_path / "study", tmp_path / "o", workers=1, quiet=True, report=False)
+    assert (r2.n_done, r2.n_skipped) == (0, 2)
+
+
 def test_cli_analyze_info_and_segment_expand_positions(tmp_path):
     from click.testing import CliRunner
 
@@ -921,5 +945,5 @@ def test_position_source_and_with_positions(tmp_path):
     np.testing.assert_array_equal(res.field.dapi, sims[1].image[0].astype(np.float32))
     with pytest.raises(InputError, match="contradicts the position's series 1"):
         fc.read_field(Position(src, 1), series=0)
-    with pytest.raises(InputError, match="not of a group of per-channel files"):
-        fc.read_field([src, src], series=0)
+    with pytest.raises(InputError, match="a per-channel file must hold one channel"):  # series= of a group
+        fc.read_field([src, src], series=0)  # reads that series of every file; these hold 3 channels each

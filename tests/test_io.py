@@ -1310,15 +1310,28 @@ def test_property_dominant_primary(rgb):
         assert k is None
 
 
-def test_per_channel_files_of_several_positions_are_refused_with_the_way_out(tmp_path):
-    """A per-channel group whose files each hold several positions: one line naming the file, saying that a
-    group's files must hold one image each and how to split and name them (series= is for one file)."""
-    for name in ("DAPI", "EGR1", "D5S23"):
+def test_per_channel_files_of_several_positions_are_fields_of_their_own(tmp_path):
+    """A per-channel group whose files each hold the same two positions: each position is a field of its own
+    (read_field(files, series=k), with_positions, image_positions, stem ``<field>_s<k>``); without a series the
+    refusal names the file and the way; files that hold different positions are not expanded."""
+    data = [_stack(n_c=3, seed=k)[0] for k in range(2)]  # position k: (3, Y, X), DAPI/EGR1/D5S23
+    for c, name in enumerate(("DAPI", "EGR1", "D5S23")):
         with tifffile.TiffWriter(tmp_path / f"f_{name}.ome.tif", ome=True) as tw:
             for k in range(2):
-                tw.write(_stack(n_c=1, seed=k)[0, 0], metadata={"axes": "YX"})
+                tw.write(data[k][c], metadata={"axes": "YX"})
     group = fc.find_fields(tmp_path)
     assert [[p.name for p in g] for g in group] == [["f_DAPI.ome.tif", "f_EGR1.ome.tif", "f_D5S23.ome.tif"]]
-    with pytest.raises(InputError, match=r"f_DAPI.ome.tif: holds 2 images .* a file of a per-channel group must "
-                                         r"hold one image: split each channel's file \(`fishcount split-series"):
+    assert fc.image_positions(group[0]) == [0, 1]
+    pos = fc.with_positions(group)
+    assert [(p.series, fio.stem_of(p)) for p in pos] == [(0, "f_s0"), (1, "f_s1")]
+    for k, p in enumerate(pos):
+        f = fc.read_field(p)
+        _expect(f, data[k][None])
+        assert (f.stem, f.series) == (f"f_s{k}", k)
+    assert "(+2 channel files) (series 1)" in str(pos[1])
+    with pytest.raises(InputError, match=r"f_DAPI.ome.tif: holds 2 images .* each position of a per-channel "
+                                         r"group is a field of its own .* read_field\(files, series=K\)"):
         fc.read_field(group[0])
+    with tifffile.TiffWriter(tmp_path / "f_D5S23.ome.tif", ome=True) as tw:  # one position only
+        tw.write(data[0][2], metadata={"axes": "YX"})
+    assert fc.image_positions(group[0]) == [] and fc.with_positions(group) == group
