@@ -1073,6 +1073,7 @@ def _field_json(result: FieldResult) -> dict:
         "output_version": OUTPUT_VERSION,
         "fishcount_version": __version__,
         "source": str(f.path),
+        "files": list(getattr(f, "files", ()) or ()),  # every file read (each channel's, for a group)
         "series": f.series,  # the image read from a multi-position file, else None
         "stem": f.stem,
         "shape_yx": [int(v) for v in result.labels.shape],

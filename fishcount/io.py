@@ -117,6 +117,9 @@ class Field:
     series : int or None
         The image (TIFF series number) read from a multi-position file (``read_field(series=)``; ``stem``
         then ends in ``_s<series>``); None for a file of one image.
+    files : tuple of str
+        Every file the field was read from: the one file, or each channel's file of a per-channel group
+        (in the group's order); empty for data given as arrays.
     colour_composite : bool
         The channels are the red, green and blue planes of an 8-bit colour picture (an exported
         composite, TIFF, PNG or JPEG): their intensities are display values, and a probe shown in a mixed
@@ -141,6 +144,7 @@ class Field:
     saturation_source: str = "dtype"
     series: int | None = None
     colour_composite: bool = False
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1367,6 +1371,7 @@ def _read(
         saturation_source=sat_source,
         series=None if series is None else int(series),
         colour_composite=not per_channel and metas[0].names_source == "RGB photometric",
+        files=tuple(str(p) for p in paths),
     )
     extra = {
         "files": [str(p) for p in paths],

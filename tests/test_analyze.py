@@ -174,6 +174,7 @@ def test_write_field_result_contract(tmp_path):
     meta = json.loads((out / "field.json").read_text())
     assert meta["output_version"] == OUTPUT_VERSION and meta["thresholds"] == res.thresholds
     assert meta["n_nuclei"] == len(nuc) and meta["panel"]["id"] == "del5q"
+    assert meta["files"] == []  # data given as arrays: no file read
     # every counted signal is in a nucleus and counts match the nuclei table
     counted = sp[sp.counts_as == "EGR1"].groupby("label").size()
     got = nuc.set_index("label").count_EGR1
@@ -810,3 +811,21 @@ def test_saturated_probe_export_is_warned_not_the_camera_image():
     assert all(v > 0.5 for v in exp.params["probe_saturation"].values())
     assert [w.split(":")[0] for w in exp.params["warnings"]] == ["EGR1", "D5S23"]
     assert all("reach the image's full scale (255)" in w for w in exp.params["warnings"])
+
+
+def test_field_json_lists_every_file_read(tmp_path):
+    """field.json ``files``: the one file read, or each channel's file of a per-channel group (in the
+    group's order), so that the field can be read again as it was (napari's result folders do)."""
+    sim = fc.simulate_field("del5q", shape=(160, 160), seed=2)
+    for c, name in enumerate(sim.channel_names):
+        tifffile.imwrite(tmp_path / f"g_{name}.tif", sim.image[c])
+    group = fc.find_fields(tmp_path)
+    res = analyze_field(group[0], pixel_size_um=sim.pixel_size_um)
+    assert list(res.field.files) == [str(p) for p in group[0]]
+    meta = json.loads((write_field_result(res, tmp_path / "o") / "field.json").read_text())
+    assert meta["files"] == [str(tmp_path / f"g_{n}.tif") for n in ("DAPI", "EGR1", "D5S23")]
+    assert meta["source"] == meta["files"][0]
+    one = tmp_path / "one" / "f.ome.tif"
+    fc.write_simulated_field(sim, one)
+    res1 = analyze_field(one)
+    assert json.loads((write_field_result(res1, tmp_path / "o1") / "field.json").read_text())["files"] == [str(one)]

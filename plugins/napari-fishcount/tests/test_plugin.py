@@ -124,6 +124,36 @@ def test_reader_opens_a_colour_composite_picture(make_napari_viewer, tmp_path):
     np.testing.assert_array_equal(viewer.layers["DAPI"].data, rgb[..., 2])
 
 
+def test_result_of_a_per_channel_group_opens_with_its_channels(make_napari_viewer, tmp_path, monkeypatch):
+    """A field read from one file per channel: its result folder opens with every channel (field.json
+    ``files``), also when the run was started elsewhere (relative paths) and for an older folder whose
+    field.json names only the first file (the group is found again beside it)."""
+    import json
+
+    import tifffile
+
+    sim = fc.simulate_field("del5q", shape=(128, 128), seed=6)
+    study = tmp_path / "study" / "P1" / "w0"
+    study.mkdir(parents=True)
+    for c, name in enumerate(sim.channel_names):
+        tifffile.imwrite(study / f"f1_{name}.tif", sim.image[c])
+    monkeypatch.chdir(tmp_path)  # a run started in tmp_path: field.json holds relative paths
+    fc.run_batch("study", "run", workers=1, quiet=True, report=False,
+                 params={"read": {"pixel_size_um": sim.pixel_size_um}})
+    d = tmp_path / "run" / "fields" / "P1" / "w0" / "f1"
+    assert len(json.loads((d / "field.json").read_text())["files"]) == 3
+    monkeypatch.chdir(Path(__file__).parent)  # opened from elsewhere
+    viewer = make_napari_viewer()
+    names = [ly.name for ly in viewer.open(d, plugin=PLUGIN)]
+    assert names[:3] == ["DAPI", "EGR1", "D5S23"] and "nuclei" in names
+    np.testing.assert_array_equal(viewer.layers["D5S23"].data, sim.image[2])
+    meta = json.loads((d / "field.json").read_text())
+    del meta["files"]  # as written before field.json listed them
+    (d / "field.json").write_text(json.dumps(meta))
+    viewer.layers.clear()
+    assert [ly.name for ly in viewer.open(d, plugin=PLUGIN)][:3] == ["DAPI", "EGR1", "D5S23"]
+
+
 def test_reader_opens_result_folder_and_study(make_napari_viewer, field_dir, tmp_path):
     viewer = make_napari_viewer()
     viewer.open(field_dir, plugin=PLUGIN)

@@ -114,6 +114,34 @@ def field_metadata(folder: Path) -> dict:
     return meta
 
 
+def _located(path: str, folder: Path) -> str:
+    """A source path from ``field.json``: as written when absolute, else the first of the result folder, its
+    ancestors (the folder a run was started in holds the run folder) and the working directory that holds
+    it (a relative path written by a run started elsewhere)."""
+    sp = Path(path)
+    if not sp.is_absolute():
+        for base in (folder, *folder.resolve().parents, Path.cwd()):
+            if (base / sp).is_file():
+                sp = base / sp
+                break
+    return str(sp)
+
+
+def _source_group(source: str, panel) -> "str | list[str]":
+    """The per-channel group a single source file belongs to (its folder's files grouped as
+    :func:`fishcount.find_fields` groups them), for result folders written before ``field.json`` listed
+    ``files``; the file itself when it is not one of a group."""
+    import fishcount as fc
+
+    try:
+        for group in fc.find_fields(Path(source).parent, panel):
+            if len(group) > 1 and any(Path(g).resolve() == Path(source).resolve() for g in group):
+                return [str(g) for g in group]
+    except FishcountError:
+        pass
+    return source
+
+
 def field_context(folder: Path) -> dict:
     """Source image (and its ``series`` in a multi-position file), panel id and pixel size of a field result
     folder, from its ``field.json`` (``source``, ``series``, ``panel.id``, ``params.pixel_size_um``;
@@ -126,21 +154,19 @@ def field_context(folder: Path) -> dict:
     params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
     px = params.get("pixel_size_um", meta.get("pixel_size_um"))
     if isinstance(src, str) and src and not src.startswith("<"):
-        sp = Path(src.split(os.pathsep)[0])
-        if not sp.is_absolute():
-            for base in (folder, folder.parent, Path.cwd()):
-                if (base / sp).is_file():
-                    sp = base / sp
-                    break
-        src = str(sp)
+        src = _located(src.split(os.pathsep)[0], folder)
     else:
         src = None
+    files = meta.get("files")  # every file read: each channel's file of a per-channel group
+    listed = isinstance(files, list) and bool(files) and all(isinstance(f, str) and f for f in files)
+    if listed and len(files) > 1:
+        src = [_located(f, folder) for f in files]
     series = meta.get("series")  # the image of a multi-position file the field was read from
     return {"source": src, "series": series if isinstance(series, int) and not isinstance(series, bool) else None,
             "panel": str(panel) if panel else None,
             "pixel_size_um": float(px) if isinstance(px, (int, float)) and px > 0 else None,
             "thresholds": meta.get("thresholds") if isinstance(meta.get("thresholds"), dict) else {},
-            "params": params}
+            "params": params, "files_listed": listed}
 
 
 def read_labels(folder: Path) -> np.ndarray | None:
@@ -177,9 +203,12 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
     context = {"field_dir": str(folder), "panel": panel.id, "study_dir": study, "pixel_size_um": ctx["pixel_size_um"]}
     layers: list = []
     px = ctx["pixel_size_um"]
-    if ctx["source"] and Path(ctx["source"]).exists():
+    src = ctx["source"]
+    if isinstance(src, str) and not ctx["files_listed"] and Path(src).exists():
+        src = _source_group(src, panel)  # an older result folder of a per-channel group names one file
+    if src and all(Path(f).exists() for f in ([src] if isinstance(src, str) else src)):
         try:
-            field = fc.read_field(ctx["source"], panel=panel, pixel_size_um=px, series=ctx["series"])
+            field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
             px = px or field.pixel_size_um
             context["pixel_size_um"] = px
             shifts = ctx["params"].get("channel_shifts_um")
