@@ -154,6 +154,26 @@ def test_result_of_a_per_channel_group_opens_with_its_channels(make_napari_viewe
     assert [ly.name for ly in viewer.open(d, plugin=PLUGIN)][:3] == ["DAPI", "EGR1", "D5S23"]
 
 
+def test_result_opens_with_the_channels_mapped_as_analysed(make_napari_viewer, tmp_path):
+    """A file without channel names analysed with channels= (here D5S23, EGR1, DAPI): reading it alone would
+    map the probes in the panel's order; the result folder opens each channel under the name it was
+    analysed as (field.json ``channel_map``), so a reviewer never sees one probe's image under another's
+    signals."""
+    import tifffile
+
+    sim = fc.simulate_field("del5q", shape=(128, 128), seed=8)
+    raw = sim.image[[2, 1, 0]]  # D5S23, EGR1, DAPI, unnamed
+    tifffile.imwrite(tmp_path / "plain.tif", raw)
+    res = fc.analyze_field(tmp_path / "plain.tif", channels=["D5S23", "EGR1", "DAPI"],
+                           pixel_size_um=sim.pixel_size_um)
+    d = fc.write_field_result(res, tmp_path / "o")
+    assert fc.read_field(tmp_path / "plain.tif").channel_map != res.field.channel_map  # alone: panel order
+    viewer = make_napari_viewer()
+    viewer.open(d, plugin=PLUGIN)
+    for name, i in (("DAPI", 2), ("EGR1", 1), ("D5S23", 0)):
+        np.testing.assert_array_equal(viewer.layers[name].data, raw[i])
+
+
 def test_reader_opens_result_folder_and_study(make_napari_viewer, field_dir, tmp_path):
     viewer = make_napari_viewer()
     viewer.open(field_dir, plugin=PLUGIN)

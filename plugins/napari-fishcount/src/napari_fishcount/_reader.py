@@ -142,6 +142,23 @@ def _source_group(source: str, panel) -> "str | list[str]":
     return source
 
 
+def _as_analysed(field, src, panel, px, ctx: dict):
+    """The field with the channels mapped as the analysis mapped them (field.json ``channel_map``): a mapping
+    given with ``--channels`` to a file without channel names is not found again by reading it alone, and the
+    image layers would show one probe's channel under another's name. Read again with those names when the
+    maps differ."""
+    import fishcount as fc
+
+    want = ctx.get("channel_map")
+    n = len(field.channel_names)
+    if not want or dict(field.channel_map) == want or not all(isinstance(i, int) and 0 <= i < n for i in want.values()):
+        return field
+    names = ["none"] * n
+    for key, i in want.items():
+        names[i] = key
+    return fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"], channels=names)
+
+
 def field_context(folder: Path) -> dict:
     """Source image (and its ``series`` in a multi-position file), panel id and pixel size of a field result
     folder, from its ``field.json`` (``source``, ``series``, ``panel.id``, ``params.pixel_size_um``;
@@ -166,7 +183,8 @@ def field_context(folder: Path) -> dict:
             "panel": str(panel) if panel else None,
             "pixel_size_um": float(px) if isinstance(px, (int, float)) and px > 0 else None,
             "thresholds": meta.get("thresholds") if isinstance(meta.get("thresholds"), dict) else {},
-            "params": params, "files_listed": listed}
+            "params": params, "files_listed": listed,
+            "channel_map": cmap if isinstance(cmap := meta.get("channel_map"), dict) else None}
 
 
 def read_labels(folder: Path) -> np.ndarray | None:
@@ -209,6 +227,7 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
     if src and all(Path(f).exists() for f in ([src] if isinstance(src, str) else src)):
         try:
             field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
+            field = _as_analysed(field, src, panel, px, ctx)
             px = px or field.pixel_size_um
             context["pixel_size_um"] = px
             shifts = ctx["params"].get("channel_shifts_um")
