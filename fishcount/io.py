@@ -424,10 +424,13 @@ def _assign_channels(
     if channels is not None:
         channels = [str(c).strip() for c in channels]
         if len(channels) != n_channels:
+            shown = (f" ({', '.join(names)}: name the alpha plane too, e.g. {','.join(channels)},alpha)"
+                     if names_source == "RGB photometric" and names is not None and len(names) == 4
+                     and len(channels) == 3 else "")
             raise InputError(
                 source,
                 f"--channels gives {len(channels)} name(s) ({', '.join(channels)}) but the image has "
-                f"{n_channels} channel(s)",
+                f"{n_channels} channel(s){shown}",
             )
         return tuple(channels), "user (--channels)", _match_channels(channels, panel, source)
     named = names is not None and not all(_is_generic(n) for n in names)

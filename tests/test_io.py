@@ -1248,6 +1248,10 @@ def test_colour_composite_read_by_display_colour(tmp_path, kind):
     assert d["channel_source"] == fio.RGB_BY_COLOUR
     assert any("DAPI = blue, EGR1 = red (#ff8c00), D5S23 = green (#00e000)" in n for n in d["notes"])
     g = fc.read_field(p, channels=["D5S23", "EGR1", "DAPI", "alpha"][: len(f.channel_names)])  # the user's win
+    if kind == "png_rgba":  # three names for four planes: the message names the alpha plane
+        with pytest.raises(InputError, match=r"has 4 channel\(s\) \(red, green, blue, alpha: name the alpha plane "
+                                             r"too, e.g. D5S23,EGR1,DAPI,alpha\)"):
+            fc.read_field(p, channels=["D5S23", "EGR1", "DAPI"])
     assert g.channel_map == {"DAPI": 2, "EGR1": 1, "D5S23": 0} and g.colour_composite
     # a 16-bit three-channel TIFF is never a colour composite
     q = tmp_path / "plain16.tif"
