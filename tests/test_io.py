@@ -1290,7 +1290,8 @@ def test_colour_composite_refused_when_colours_do_not_decide(tmp_path):
     tifffile.imwrite(p, rgb, photometric="rgb")
     text = (Path(fc.__file__).parent / "panels" / "del5q.toml").read_text()
     user = tmp_path / "aqua.toml"
-    user.write_text(text.replace('color = "#00e000"', 'color = "#00ffff"').replace('id = "del5q"', 'id = "aqua5q"'))
+    user.write_text(text.replace('color = "#00e000"', 'color = "#00ffff"').replace('id = "del5q"', 'id = "aqua5q"')
+                    .replace('"green", "FITC"', '"aqua"'))  # an aqua probe: neither green by colour nor by name
     assert tomllib.loads(user.read_text())["id"] == "aqua5q"
     with pytest.raises(InputError, match=r"comp.tif: colour composite: panel aqua5q's display colours \(EGR1 "
                                          r"#ff8c00, D5S23 #00ffff\) do not say .* --channels EGR1,D5S23,DAPI$"):
@@ -1339,3 +1340,16 @@ def test_per_channel_files_of_several_positions_are_fields_of_their_own(tmp_path
     with tifffile.TiffWriter(tmp_path / "f_D5S23.ome.tif", ome=True) as tw:  # one position only
         tw.write(data[0][2], metadata={"axes": "YX"})
     assert fc.image_positions(group[0]) == [] and fc.with_positions(group) == group
+
+
+@pytest.mark.parametrize("panel", ["del5q", "bcr_abl1", "tp53"])
+@pytest.mark.parametrize("names", [("Blue", "Red", "Green"), ("DAPI", "Cy3", "FITC"), ("DAPI", "TRITC", "green")])
+def test_filter_and_dye_channel_names_map_the_orange_and_green_probes(tmp_path, panel, names):
+    """Microscope channels named by filter colour (Red, Green, Blue) or by dye (Cy3 / TRITC for the orange
+    probe, FITC for the green one): every shipped two-colour panel maps them without --channels."""
+    pan = load_panel(panel)
+    data = _stack()[0]
+    p = _ome(tmp_path / "f.ome.tif", data, "CYX", list(names))
+    f = fc.read_field(p, panel)
+    orange, green = pan.signal_names  # panel order: the orange probe first
+    assert f.channel_map == {"DAPI": 0, orange: 1, green: 2}
