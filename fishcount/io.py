@@ -319,6 +319,30 @@ def _dominant_primary(colour: str) -> int | None:
     return top if rgb[top] > 0 and rgb[top] >= COLOUR_DOMINANCE * rest else None
 
 
+#: ``names_source`` of an ImageJ file whose channels are named by their display colour tables.
+LUT_COLOURS = "ImageJ LUT colours"
+
+
+def _lut_colours(luts: Any, n_channels: int) -> tuple[str, ...] | None:
+    """``("blue", "red", "green")``-style names of an ImageJ file's channels from their display colour
+    tables (the colour of each table's brightest entry, :func:`_dominant_primary`), when there is one table
+    per channel and each is a different plain primary; None otherwise (grey, cyan, "Fire" tables...)."""
+    if not isinstance(luts, (list, tuple)) or len(luts) != n_channels or not 2 <= n_channels <= 3:
+        return None
+    words = ("red", "green", "blue")
+    out = []
+    for lut in luts:
+        a = np.asarray(lut)
+        if a.ndim != 2 or a.shape[0] != 3 or a.shape[1] < 2:
+            return None
+        k = _dominant_primary("#%02x%02x%02x" % tuple(int(v) >> (8 if a.dtype.itemsize > 1 else 0) & 255
+                                                      for v in a[:, -1]))
+        if k is None:
+            return None
+        out.append(words[k])
+    return tuple(out) if len(set(out)) == len(out) else None
+
+
 def _composite_by_colour(panel: Panel) -> dict[str, int] | None:
     """Planes of a colour composite (red 0, green 1, blue 2) for DAPI (blue: the nuclear stain is displayed
     blue) and each panel signal (the primary of its display ``color``, e.g. SpectrumOrange #ff8c00 red,
@@ -335,8 +359,8 @@ def _composite_by_colour(panel: Panel) -> dict[str, int] | None:
 def _confirm_composite(cmap: dict[str, int], names_source: str, channels: list[np.ndarray], panel: Panel,
                        source: str) -> list[str]:
     """A colour composite mapped by display colour: the blue plane must look like the nuclear stain (a
-    bright area of at least :data:`NUCLEAR_MIN_BRIGHT_FRACTION` and :data:`COMPOSITE_BRIGHT_RATIO` times the
-    red and green planes'); returns the note that says how the planes were read.
+    bright area at least :data:`COMPOSITE_BRIGHT_RATIO` times the red and the green plane's: a sparse field's
+    nuclei may fill under 2 % of it); returns the note that says how the planes were read.
 
     Raises
     ------
@@ -346,18 +370,37 @@ def _confirm_composite(cmap: dict[str, int], names_source: str, channels: list[n
         return []
     frac = [_bright_fraction(c) for c in channels[:3]]
     b = frac[cmap[DAPI]]
-    if b < NUCLEAR_MIN_BRIGHT_FRACTION or b < COMPOSITE_BRIGHT_RATIO * max(f for i, f in enumerate(frac)
-                                                                       if i != cmap[DAPI]):
+    if not b > 0 or b < COMPOSITE_BRIGHT_RATIO * max(f for i, f in enumerate(frac) if i != cmap[DAPI]):
         shown = ", ".join(f"{n} {f:.1%}" for n, f in zip(("red", "green", "blue"), frac))
         raise InputError(
             source,
             f"colour composite without channel names: the blue plane does not look like the nuclear stain "
-            f"(bright area {shown}; nuclei fill 4-11 % of a field); name the planes with --channels, e.g. "
+            f"(bright area {shown}; nuclei show at least {COMPOSITE_BRIGHT_RATIO:g}x the probes'); name the planes "
+            f"with --channels, e.g. "
             f"--channels {','.join(_planes_named(panel, len(channels)))}")
     plane = ("red", "green", "blue")
     shown = ", ".join(f"{s.name} = {plane[cmap[s.name]]} ({s.color})" for s in panel.signals)
     return [f"colour composite without channel names: DAPI = blue, {shown}, by the panel's display colours; "
             "give --channels if the picture shows the probes in other colours"]
+
+
+def _confirm_lut_colours(cmap: dict[str, int], names_source: str, channels: list[np.ndarray], panel: Panel,
+                         notes: list[str]) -> tuple[dict[str, int], str, list[str]]:
+    """Channels mapped by their ImageJ display colours: kept when the channel shown blue looks like the
+    nuclear stain (as a composite's blue plane must, :data:`COMPOSITE_BRIGHT_RATIO`); otherwise taken as
+    unnamed (the panel's order, then :func:`_nuclear_stain_by_content`), with a note."""
+    if names_source != LUT_COLOURS:
+        return cmap, names_source, notes
+    frac = [_bright_fraction(c) for c in channels]
+    d = cmap[DAPI]
+    rest = max((f for i, f in enumerate(frac) if i != d), default=0.0)
+    if frac[d] > 0 and frac[d] >= COMPOSITE_BRIGHT_RATIO * rest:
+        shown = ", ".join(f"{k} = channel {i}" for k, i in cmap.items())
+        return cmap, names_source, notes + [f"no channel names: channels mapped by their ImageJ display colours "
+                                             f"({shown}); give --channels if the colours are not the probes'"]
+    order = (DAPI, *panel.signal_names)
+    return ({k: i for i, k in enumerate(order)}, "assumed panel order",
+            notes + ["ImageJ display colours ignored: the channel shown blue does not look like a nuclear stain"])
 
 
 def _planes_named(panel: Panel, n_channels: int = 3) -> list[str]:
@@ -461,6 +504,11 @@ def _assign_channels(
                 f"colour composite: panel {panel.id}'s display colours ({colours}) do not say which of red and "
                 f"green holds which probe; name the planes with --channels, e.g. "
                 f"--channels {','.join(_planes_named(panel, n_channels))}") from None
+    if names_source == LUT_COLOURS and names is not None:
+        try:
+            return tuple(names), names_source, _match_channels(names, panel, source)
+        except InputError:  # colours that do not name the panel's channels: as if unnamed
+            names, names_source, named = None, "none", False
     if named:
         return tuple(names), names_source, _match_channels(names, panel, source)
     if n_channels == n_needed:
@@ -858,6 +906,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
     px = py = None
     px_source = "none"
     labels = None
+    luts = None
     sig_bits = None
     if tif.is_ome and tif.ome_metadata:
         fmt = "OME-TIFF"
@@ -871,6 +920,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
         ij = tif.imagej_metadata
         trusted = True
         labels = ij.get("Labels")  # slice labels in stack order (channel fastest)
+        luts = ij.get("LUTs")  # display colour tables, one per channel (Fiji composites)
         factor = _ij_unit_factor(ij.get("unit"))
         if factor is not None:
             px, py = _resolution_um(page, ij_unit=factor)
@@ -898,6 +948,11 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
         first = tuple((str(lb or "").strip().splitlines() or [""])[0].strip() for lb in labels[: shape[axes.index("C")]])
         if any(first):
             names, names_source = first, "ImageJ Labels"
+    # ImageJ display colours: a channel shown in plain red, green or blue is named so (Fiji composites)
+    if names is None and "C" in axes:
+        colours = _lut_colours(luts, shape[axes.index("C")])
+        if colours is not None:
+            names, names_source = colours, LUT_COLOURS
     # plain multi-page files: page names (tag 285) as channel names
     if names is None and not trusted and "C" in axes and axes.index("C") == 0 and len(tif.pages) == shape[0]:
         pn = [p.tags.get("PageName") for p in tif.pages]
@@ -1274,6 +1329,7 @@ def _read(
             tif.close()
         metas.append(meta)
         found = _confirm_composite(cmap, names_source, list(data), pan, src)
+        cmap, names_source, found = _confirm_lut_colours(cmap, names_source, list(data), pan, found)
         cmap, names_source, more = _nuclear_stain_by_content(cmap, names_source, list(data), pan)
         found += more
         stacks = {k: data[i] for k, i in cmap.items()}

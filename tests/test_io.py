@@ -1353,3 +1353,29 @@ def test_filter_and_dye_channel_names_map_the_orange_and_green_probes(tmp_path, 
     f = fc.read_field(p, panel)
     orange, green = pan.signal_names  # panel order: the orange probe first
     assert f.channel_map == {"DAPI": 0, orange: 1, green: 2}
+
+
+def _lut(r, g, b):
+    return np.stack([np.linspace(0, v, 256) for v in (r, g, b)]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("order,luts,expect,source", [
+    ((1, 0, 2), [(255, 0, 0), (0, 0, 255), (0, 255, 0)], {"DAPI": 1, "EGR1": 0, "D5S23": 2}, "ImageJ LUT colours"),
+    ((2, 1, 0), [(0, 255, 0), (255, 0, 0), (0, 0, 255)], {"DAPI": 2, "EGR1": 1, "D5S23": 0}, "ImageJ LUT colours"),
+    ((0, 1, 2), [(255, 255, 255)] * 3, {"DAPI": 0, "EGR1": 1, "D5S23": 2}, "assumed panel order"),  # grey tables
+    ((0, 1, 2), [(255, 0, 0), (0, 0, 255), (0, 255, 0)], {"DAPI": 0, "EGR1": 1, "D5S23": 2}, "assumed panel order"),
+])
+def test_imagej_display_colours_name_unlabelled_channels(tmp_path, order, luts, expect, source):
+    """A Fiji composite without channel labels: channels shown in plain blue / red / green are DAPI and the
+    orange / green probes; grey tables, or a blue table on a channel that is not a nuclear stain (last case:
+    EGR1 shown blue), leave the channels unnamed (the panel's order, DAPI found by content)."""
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=3)  # a sparse field: nuclei fill ~2 %
+    p = tmp_path / "fiji.tif"
+    tifffile.imwrite(p, sim.image[list(order)], imagej=True, metadata={"axes": "CYX", "LUTs": [_lut(*c) for c in luts]})
+    f = fc.read_field(p)
+    assert f.channel_map == expect
+    np.testing.assert_array_equal(f.dapi, sim.image[0].astype(np.float32))
+    d = fio.describe_field(p)
+    assert d["channel_source"] == source
+    if source == "ImageJ LUT colours":
+        assert any("mapped by their ImageJ display colours" in n for n in d["notes"])
