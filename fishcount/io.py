@@ -369,8 +369,7 @@ def _confirm_composite(cmap: dict[str, int], names_source: str, channels: list[n
     if names_source != RGB_BY_COLOUR:
         return []
     frac = [_bright_fraction(c) for c in channels[:3]]
-    b = frac[cmap[DAPI]]
-    if not b > 0 or b < COMPOSITE_BRIGHT_RATIO * max(f for i, f in enumerate(frac) if i != cmap[DAPI]):
+    if not _stands_out(frac, cmap[DAPI]):
         shown = ", ".join(f"{n} {f:.1%}" for n, f in zip(("red", "green", "blue"), frac))
         raise InputError(
             source,
@@ -385,22 +384,29 @@ def _confirm_composite(cmap: dict[str, int], names_source: str, channels: list[n
 
 
 def _confirm_lut_colours(cmap: dict[str, int], names_source: str, channels: list[np.ndarray], panel: Panel,
-                         notes: list[str]) -> tuple[dict[str, int], str, list[str]]:
+                         notes: list[str], source: str) -> tuple[dict[str, int], str, list[str]]:
     """Channels mapped by their ImageJ display colours: kept when the channel shown blue looks like the
     nuclear stain (as a composite's blue plane must, :data:`COMPOSITE_BRIGHT_RATIO`); otherwise taken as
     unnamed (the panel's order, then :func:`_nuclear_stain_by_content`), with a note."""
     if names_source != LUT_COLOURS:
         return cmap, names_source, notes
-    frac = [_bright_fraction(c) for c in channels]
-    d = cmap[DAPI]
-    rest = max((f for i, f in enumerate(frac) if i != d), default=0.0)
-    if frac[d] > 0 and frac[d] >= COMPOSITE_BRIGHT_RATIO * rest:
+    if _stands_out([_bright_fraction(c) for c in channels], cmap[DAPI]):
         shown = ", ".join(f"{k} = channel {i}" for k, i in cmap.items())
         return cmap, names_source, notes + [f"no channel names: channels mapped by their ImageJ display colours "
                                              f"({shown}); give --channels if the colours are not the probes'"]
+    ignored = "ImageJ display colours ignored: the channel shown blue does not look like a nuclear stain"
     order = (DAPI, *panel.signal_names)
-    return ({k: i for i, k in enumerate(order)}, "assumed panel order",
-            notes + ["ImageJ display colours ignored: the channel shown blue does not look like a nuclear stain"])
+    if len(channels) != len(order):  # unnamed channels are taken in the panel's order only when they fit it
+        raise InputError(source, f"{ignored}, and the image has {len(channels)} channels for the {len(order)} of "
+                                 f"panel {panel.id}; give them in file order with --channels")
+    return {k: i for i, k in enumerate(order)}, "assumed panel order", notes + [ignored]
+
+
+def _stands_out(frac: list[float], k: int) -> bool:
+    """Whether channel ``k``'s bright area (:func:`_bright_fraction`) is at least
+    :data:`COMPOSITE_BRIGHT_RATIO` times every other channel's: the nuclear stain among probe channels."""
+    rest = max((f for i, f in enumerate(frac) if i != k), default=0.0)
+    return frac[k] > 0 and frac[k] >= COMPOSITE_BRIGHT_RATIO * rest
 
 
 def _planes_named(panel: Panel, n_channels: int = 3) -> list[str]:
@@ -1329,7 +1335,7 @@ def _read(
             tif.close()
         metas.append(meta)
         found = _confirm_composite(cmap, names_source, list(data), pan, src)
-        cmap, names_source, found = _confirm_lut_colours(cmap, names_source, list(data), pan, found)
+        cmap, names_source, found = _confirm_lut_colours(cmap, names_source, list(data), pan, found, src)
         cmap, names_source, more = _nuclear_stain_by_content(cmap, names_source, list(data), pan)
         found += more
         stacks = {k: data[i] for k, i in cmap.items()}

@@ -1379,3 +1379,16 @@ def test_imagej_display_colours_name_unlabelled_channels(tmp_path, order, luts, 
     assert d["channel_source"] == source
     if source == "ImageJ LUT colours":
         assert any("mapped by their ImageJ display colours" in n for n in d["notes"])
+
+
+def test_imagej_display_colours_that_do_not_hold_refuse_a_misfit_channel_count(tmp_path):
+    """A blue table on a probe channel of a 3-channel file read with a 2-channel panel: the colours are
+    ignored and, the channels not fitting the panel, the file is refused with the way out (one line)."""
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=3)
+    p = tmp_path / "fiji.tif"
+    tifffile.imwrite(p, sim.image, imagej=True,
+                     metadata={"axes": "CYX", "LUTs": [_lut(255, 0, 0), _lut(0, 0, 255), _lut(0, 255, 0)]})
+    with pytest.raises(InputError, match=r"fiji.tif: ImageJ display colours ignored: the channel shown blue does not "
+                                         r"look like a nuclear stain, and the image has 3 channels for the 2 of panel "
+                                         r"cep8; give them in file order with --channels$"):
+        fc.read_field(p, "cep8")
