@@ -1343,10 +1343,12 @@ def test_per_channel_files_of_several_positions_are_fields_of_their_own(tmp_path
 
 
 @pytest.mark.parametrize("panel", ["del5q", "bcr_abl1", "tp53"])
-@pytest.mark.parametrize("names", [("Blue", "Red", "Green"), ("DAPI", "Cy3", "FITC"), ("DAPI", "TRITC", "green")])
+@pytest.mark.parametrize("names", [("Blue", "Red", "Green"), ("DAPI", "Cy3", "FITC"), ("DAPI", "TRITC", "green"),
+                                   ("DAPI", "RFP", "GFP"), ("Hoechst", "Texas Red", "FITC")])
 def test_filter_and_dye_channel_names_map_the_orange_and_green_probes(tmp_path, panel, names):
-    """Microscope channels named by filter colour (Red, Green, Blue) or by dye (Cy3 / TRITC for the orange
-    probe, FITC for the green one): every shipped two-colour panel maps them without --channels."""
+    """Microscope channels named by filter colour (Red, Green, Blue), by dye (Cy3 / TRITC / Texas Red for the
+    orange probe, FITC for the green one) or by filter cube (RFP / GFP): every shipped two-colour panel maps
+    them without --channels."""
     pan = load_panel(panel)
     data = _stack()[0]
     p = _ome(tmp_path / "f.ome.tif", data, "CYX", list(names))
