@@ -222,11 +222,16 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
     layers: list = []
     px = ctx["pixel_size_um"]
     src = ctx["source"]
-    if isinstance(src, str) and not ctx["files_listed"] and Path(src).exists():
-        src = _source_group(src, panel)  # an older result folder of a per-channel group names one file
     if src and all(Path(f).exists() for f in ([src] if isinstance(src, str) else src)):
         try:
-            field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
+            try:
+                field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
+            except FishcountError:
+                if not isinstance(src, str) or ctx["files_listed"]:
+                    raise
+                # an older result folder of a per-channel group: its field.json names the first file only
+                src = _source_group(src, panel)
+                field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
             field = _as_analysed(field, src, panel, px, ctx)
             px = px or field.pixel_size_um
             context["pixel_size_um"] = px
