@@ -35,7 +35,7 @@ _API: dict[str, str] = {
     "detect_signals": "spots", "merge_split_signals": "spots", "pair_fusions": "spots",
     "estimate_signal_sigma_px": "spots", "spot_sigma_px": "spots", "remove_hot_pixels": "spots",
     "correct_channel_shift": "spots", "estimate_channel_shift": "spots",
-    "estimate_crosstalk": "spots", "crosstalk_at": "spots", "unmix_crosstalk": "spots",
+    "estimate_crosstalk": "spots", "crosstalk_at": "spots", "unmix_crosstalk": "spots", "display_mixing": "spots",
     "call_nuclei": "calls",
     "analyze_field": "analyze", "FieldResult": "analyze", "write_field_result": "analyze",
     "estimate_thresholds": "analyze", "parse_channel_shifts": "analyze",

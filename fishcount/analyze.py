@@ -51,6 +51,7 @@ from .spots import (
     remove_hot_pixels,
     signal_table,
     spot_sigma_px,
+    display_mixing,
     unmix_crosstalk,
 )
 
@@ -231,6 +232,17 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
     k_min = float(det["crosstalk_min"])
     if k_min <= 0:
         return fld, {}, False, "off (crosstalk_min = 0)"
+    if getattr(fld, "colour_composite", False) and len(fld.probes) >= 2 and all(
+            np.ndim(v) == 2 for v in fld.probes.values()):
+        # a colour composite: a display colour mixes the planes in every pixel, co-localised signals
+        # included, so it is read for every kind of panel (fishcount.spots.display_mixing)
+        source = "measured (colour composite display mixing)"
+        est = display_mixing(fld.probes)
+        rec = {f"{a}->{b}": round(v, 4) for (a, b), v in est.items()}
+        use = _crosstalk_used(est, panel, k_min, True)
+        if not use:
+            return fld, rec, False, source
+        return dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, use)), rec, True, source
     if panel.kind not in ("deletion", "enumeration", "dual-fusion"):
         return fld, {}, False, f"not measured ({panel.kind} panel: its probes co-localise; give channel_crosstalk)"
     if len(cands) < 2:
@@ -253,14 +265,27 @@ def _without_crosstalk(fld, panel: Panel, cands: dict[str, tuple],
     return dataclasses.replace(fld, probes=unmix_crosstalk(fld.probes, use)), rec, True, "measured (this field)"
 
 
+#: The display mixing unmixed in a colour composite: from COMPOSITE_MIXING_MIN (a display colour mixes planes
+#: by a large share, orange #ff8c00 by 0.55, or not at all; the lower envelope reads 0.05-0.10 where the
+#: probes co-localise in most signals, break-apart panels: seventeenth session, bench_composite.py) up to
+#: COMPOSITE_MIXING_MAX (a probe shown yellow would put all of its light in two planes, which no unmixing
+#: can tell apart).
+COMPOSITE_MIXING_MIN = 0.15
+COMPOSITE_MIXING_MAX = 0.9
+
+
 def _crosstalk_used(est: Mapping[tuple[str, str], float], panel: Panel, k_min: float,
                     composite: bool = False) -> dict[tuple[str, str], float]:
     """The measured fractions that are unmixed: from ``crosstalk_min`` on, at most 0.5 (a filter passes less
-    than half of another dye's light), in a colour composite (``Field.colour_composite``) at most 1 (a probe
-    displayed orange is red plus 55 % green; yellow, red plus all of it); on a dual-fusion panel only up to
-    ``CROSSTALK_DUAL_FUSION_MAX`` (a field whose separate signals are too few reads its fusions)."""
-    k_max = CROSSTALK_DUAL_FUSION_MAX if panel.kind == "dual-fusion" else np.inf
-    cap = 1.0 if composite else 0.5
+    than half of another dye's light); on a dual-fusion panel only up to ``CROSSTALK_DUAL_FUSION_MAX`` (a
+    field whose separate signals are too few reads its fusions). In a colour composite
+    (``Field.colour_composite``; the display mixing, :func:`fishcount.spots.display_mixing`, holds in
+    co-localised signals too) any kind of panel, from :data:`COMPOSITE_MIXING_MIN` up to
+    :data:`COMPOSITE_MIXING_MAX` (a probe displayed orange is red plus 55 % of it in green)."""
+    k_max = CROSSTALK_DUAL_FUSION_MAX if panel.kind == "dual-fusion" and not composite else np.inf
+    cap = COMPOSITE_MIXING_MAX if composite else 0.5
+    if composite:
+        k_min = max(k_min, COMPOSITE_MIXING_MIN)
     return {pair: min(float(v), cap) for pair, v in est.items() if k_min <= float(v) <= k_max}
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "estimate_channel_shift",
     "estimate_crosstalk",
     "crosstalk_at",
+    "display_mixing",
     "unmix_crosstalk",
     "spot_sigma_px",
     "enhance_spots",
@@ -323,6 +324,66 @@ def crosstalk_at(enhanced: "dict[str, np.ndarray]",
             r = r[(np.abs(r) < 1.0) & (r < below)]
             if r.size >= CROSSTALK_MIN_SIGNALS:
                 out[(src, dst)] = float(np.median(r))
+    return out
+
+
+#: Display mixing of a colour composite (:func:`display_mixing`): the pixels of a plane at least this
+#: fraction of the way to its 99.9th percentile (above its median) are its bright signal pixels, and the
+#: mixing into another plane is this percentile of that plane's ratio to them (a lower envelope: a probe's
+#: own light in the other plane only adds to it), from at least DISPLAY_MIXING_MIN_PIXELS pixels.
+DISPLAY_MIXING_BRIGHT = 0.5
+DISPLAY_MIXING_PERCENTILE = 1.0
+DISPLAY_MIXING_MIN_PIXELS = 50
+
+
+def display_mixing(planes: "dict[str, np.ndarray]") -> dict[tuple[str, str], float]:
+    """How much of each plane of a colour composite a display colour put into each other plane.
+
+    A probe shown orange (#ff8c00) is its red plane's light plus 55 % of it in the green plane, in every
+    pixel. Unlike a filter's bleed-through this holds where the probes co-localise too (break-apart and
+    fusion signals), so it is read as the lower envelope of ``dst / src`` over ``src``'s bright pixels
+    (:data:`DISPLAY_MIXING_BRIGHT`, :data:`DISPLAY_MIXING_PERCENTILE`; each plane's median taken off
+    first): a ``dst`` probe beside or under a ``src`` signal only raises the ratio, and the ``src`` pixels
+    away from any ``dst`` signal give the mixing itself (0 for a probe shown in a pure primary).
+
+    Parameters
+    ----------
+    planes : dict of str to ndarray
+        Signal name -> (Y, X) plane of the composite (display values, e.g. uint8).
+
+    Returns
+    -------
+    dict of (str, str) to float
+        ``(src, dst) -> fraction`` in [0, 1], for every ordered pair whose ``src`` has enough bright pixels.
+    """
+    flat = {k: np.asarray(v, np.float32).reshape(-1) for k, v in planes.items()}
+    base = {k: float(np.median(v[:: max(1, v.size // 250_000)])) for k, v in flat.items()}
+    flat = {k: v - np.float32(base[k]) for k, v in flat.items()}
+    out = _lower_envelopes(flat)
+    # the weaker direction of each pair again, with the stronger taken out: the bright pixels of an orange
+    # probe's green copy are bright green pixels too, and would make green look mixed into red
+    for (src, dst), k in list(out.items()):
+        back = out.get((dst, src))
+        if back is not None and k > back and k > 0:
+            cleaned = {dst: flat[dst] - np.float32(k) * flat[src], src: flat[src]}
+            out[(dst, src)] = _lower_envelopes(cleaned).get((dst, src), back)
+    return out
+
+
+def _lower_envelopes(flat: "dict[str, np.ndarray]") -> dict[tuple[str, str], float]:
+    """:func:`display_mixing`'s ratio per ordered pair of background-free 1-D planes."""
+    out: dict[tuple[str, str], float] = {}
+    for src, sf in flat.items():
+        top = float(np.percentile(sf, 99.9))
+        if not top > 0:
+            continue
+        sel = np.flatnonzero(sf >= DISPLAY_MIXING_BRIGHT * top)
+        if sel.size < DISPLAY_MIXING_MIN_PIXELS:
+            continue
+        for dst, dv in flat.items():
+            if dst != src:
+                ratio = dv[sel] / sf[sel]
+                out[(src, dst)] = float(np.clip(np.percentile(ratio, DISPLAY_MIXING_PERCENTILE), 0.0, 1.0))
     return out
 
 
