@@ -675,6 +675,18 @@ def _probe_saturation(field, spots, pan: Panel) -> tuple[dict[str, float], list[
     return shares, warnings
 
 
+def _jpeg_warnings(field, pan: Panel) -> list[str]:
+    """A warning for a JPEG colour composite of a break-apart or dual-fusion panel: JPEG keeps colour at half
+    resolution, so the two colours of a split signal blur into each other and rearrangements read as intact
+    (simulated break-apart composites: clone 23.9 % vs 29.9 % true; docs/benchmarks.md "Colour composites")."""
+    files = getattr(field, "files", ()) or ()
+    if not (getattr(field, "colour_composite", False) and pan.kind in ("break-apart", "dual-fusion") and files
+            and str(files[0]).lower().endswith((".jpg", ".jpeg"))):
+        return []
+    return [f"JPEG colour composite of a {pan.kind} panel: JPEG blurs colour at half resolution, so split and "
+            "fused signals are told apart less well (rearrangements under-called); use TIFF or PNG exports"]
+
+
 def _pixel_size(field, seg) -> tuple[float, str]:
     """The field's pixel size, or one inferred from the typical nucleus size when the file has none."""
     if field.pixel_size_um is not None:
@@ -947,7 +959,7 @@ def analyze_field(
         "segmentation": {k: v for k, v in dict(getattr(seg, "params", {})).items() if _jsonable(v)},
         "segmentation_diameter_px": float(getattr(seg, "diameter_px", float("nan"))),
         "probe_saturation": saturated,
-        "warnings": _scale_warnings(seg, px, px_source, size_rec) + saturation_warnings,
+        "warnings": _scale_warnings(seg, px, px_source, size_rec) + saturation_warnings + _jpeg_warnings(as_read, pan),
         "timings": timings,
     }
     return FieldResult(field=fld, labels=labels, nuclei=nuclei, spots=spots, thresholds=used, params=rec, panel=pan)

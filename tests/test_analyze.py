@@ -876,3 +876,19 @@ def test_composite_of_co_localising_probes_drawn_orange_counts_as_drawn_red(tmp_
             assert res.params["crosstalk_unmixed"]
         calls[orange] = res.nuclei.set_index("label")["call"]
     assert (calls[True] == calls[False]).mean() >= 0.9
+
+
+def test_jpeg_composite_of_a_fusion_panel_is_warned(tmp_path):
+    """A JPEG colour composite of a break-apart panel carries a field warning (JPEG's half-resolution colour
+    blurs split signals together); the same as PNG, and a JPEG composite of a deletion panel, do not."""
+    from PIL import Image
+
+    for panel, suffix, warned in (("kmt2a", "jpg", True), ("kmt2a", "png", False), ("del5q", "jpg", False)):
+        sim = fc.simulate_field(panel, shape=(256, 256), seed=4)
+        u8 = [np.clip((c - np.percentile(c, 1)) / (np.percentile(c, 99.5) - np.percentile(c, 1)) * 255, 0, 255)
+              for c in sim.image.astype(float)]
+        p = tmp_path / f"{panel}.{suffix}"
+        Image.fromarray(np.round(np.stack([u8[1], u8[2], u8[0]], -1)).astype(np.uint8)).save(p)
+        res = analyze_field(p, panel, pixel_size_um=sim.pixel_size_um)
+        got = [w for w in res.params["warnings"] if w.startswith("JPEG colour composite")]
+        assert bool(got) == warned, (panel, suffix, res.params["warnings"])
