@@ -191,8 +191,7 @@ def stem_of(path: "str | os.PathLike | Position") -> str:
     """
     if isinstance(path, Position):
         if isinstance(path.path, (list, tuple)):  # a per-channel group: its files' common stem
-            stems = [stem_of(p) for p in path.path]
-            return f"{os.path.commonprefix(stems).rstrip('_-. ') or stems[0]}_s{int(path.series)}"
+            return f"{_common_stem(path.path)}_s{int(path.series)}"
         return f"{stem_of(path.path)}_s{int(path.series)}"
     name = Path(path).name
     low = name.lower()
@@ -1288,8 +1287,13 @@ def _group_stem(paths: Sequence[Path], panel: Panel) -> str:
     prefixes = {_split_channel_suffix(stem_of(p), panel)[0] for p in paths}
     if len(prefixes) == 1 and None not in prefixes:
         return prefixes.pop()
-    common = os.path.commonprefix([stem_of(p) for p in paths]).rstrip("_-. ")
-    return common or stem_of(paths[0])
+    return _common_stem(paths)
+
+
+def _common_stem(paths: Sequence) -> str:
+    """The common beginning of the files' stems (:func:`stem_of`) without trailing ``_-. ``, else the first's."""
+    stems = [stem_of(p) for p in paths]
+    return os.path.commonprefix(stems).rstrip("_-. ") or stems[0]
 
 
 def _read(
