@@ -51,6 +51,7 @@ from .spots import (
     remove_hot_pixels,
     signal_table,
     spot_sigma_px,
+    _labels_within,
     display_mixing,
     unmix_crosstalk,
 )
@@ -659,13 +660,8 @@ def _probe_saturation(field, spots, pan: Panel) -> tuple[dict[str, float], list[
         sel = counted[counted["signal"].to_numpy() == name]
         if len(sel) == 0:
             continue
-        h, w = img.shape
-        yc = np.rint(sel["y"].to_numpy()).astype(np.int64)
-        xc = np.rint(sel["x"].to_numpy()).astype(np.int64)
-        top = np.full(len(sel), -np.inf)
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                top = np.maximum(top, img[np.clip(yc + dy, 0, h - 1), np.clip(xc + dx, 0, w - 1)])
+        # the 3 x 3 pixels around each centre (a disc of radius 1.5 px; spots._labels_within samples any image)
+        top = _labels_within(sel["y"].to_numpy(), sel["x"].to_numpy(), img, 1.5).max(axis=1)
         share = float(np.mean(top >= sat))
         shares[name] = round(share, 4)
         if share >= PROBE_SATURATION_WARN and len(sel) >= PROBE_SATURATION_MIN_SIGNALS:
