@@ -22,12 +22,11 @@ from typing import Any, Callable
 import numpy as np
 
 from fishcount.errors import FishcountError
+from fishcount.io import PICTURE_SUFFIXES
 
 from ._layers import META, field_layers, labels_layer, points_layers
 
 _IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
-#: Pictures opened as FISH fields only when they are colour composites of one (:func:`_is_fish_composite`).
-_PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: File names a field result folder may keep its label image under (first found wins).
 LABEL_FILES = ("labels.tif", "labels.tiff", "nuclei_labels.tif", "labels.ome.tif", "labels.npy")
 #: JSON files of a field result folder that may record the source image and panel.
@@ -59,7 +58,7 @@ def napari_get_reader(path: "str | list[str]") -> Callable | None:
         return None
     if p.name.lower().endswith(_IMAGE_SUFFIXES):
         return read_image
-    if p.name.lower().endswith(_PICTURE_SUFFIXES) and _is_fish_composite(p):
+    if p.name.lower().endswith(PICTURE_SUFFIXES) and _is_fish_composite(p):  # only colour composites of a field
         return read_image
     return None
 
