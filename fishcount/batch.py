@@ -487,12 +487,14 @@ def _field_table(
 # per-field work (runs on a worker)
 # -------------------------------------------------------------------------------------------------
 class StageError(Exception):
-    """A field failed at a named stage (``read``, ``analyze``, ``write``)."""
+    """A field failed at a named stage (``read``, ``analyze``, ``write``); ``source``: the file at fault
+    when it is not the field's first one (one file of a per-channel group)."""
 
-    def __init__(self, stage: str, message: str):
+    def __init__(self, stage: str, message: str, source: str | None = None):
         super().__init__(message)
         self.stage = stage
         self.message = message
+        self.source = source
 
 
 def field_fingerprint(path: str | os.PathLike, *, with_hash: bool = True) -> dict:
@@ -562,7 +564,7 @@ def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Ma
     try:
         field = _io.read_field(path, panel=panel, **dict(params.get("read", {})))
     except FishcountError as exc:
-        raise StageError("read", exc.reason) from None
+        raise StageError("read", exc.reason, exc.source) from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file must not stop the run
         raise StageError("read", f"{type(exc).__name__}: {exc}") from None
     try:
@@ -623,7 +625,8 @@ def _run_task(task: _Task) -> dict:
         try:
             fp = _fingerprint_files(task.files)
         except OSError as exc:
-            raise StageError("read", f"cannot read file ({exc.strerror or exc})") from None
+            raise StageError("read", f"cannot read file ({exc.strerror or exc})",
+                             None if exc.filename is None else str(exc.filename)) from None
         source = task.path if len(task.files) == 1 else list(task.files)
         summary = task.analyze(source, tmp, task.panel, task.params)
         summary = dict(summary or {})
@@ -645,6 +648,8 @@ def _run_task(task: _Task) -> dict:
         return {**base, "status": "done", "seconds": seconds, "summary": marker["summary"]}
     except StageError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if exc.source in task.files:  # the file of a per-channel group that is at fault, not its first
+            base["path"] = exc.source
         return {**base, "status": "error", "stage": exc.stage, "message": exc.message,
                 "seconds": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - failure isolation: record and go on
@@ -1154,9 +1159,15 @@ def _check_out_dir(out: Path, folder: Path) -> None:
         raise InputError(
             out, "output folder is not empty and holds no fishcount run; choose a new or empty --out folder"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"cannot create output folder ({exc.strerror or exc})") from None
     if not (out / RUN_MARKER).exists():
-        write_text_atomic(out / RUN_MARKER, "fishcount run folder; safe to resume into\n")
+        try:
+            write_text_atomic(out / RUN_MARKER, "fishcount run folder; safe to resume into\n")
+        except OSError as exc:
+            raise InputError(out, f"cannot write in output folder ({exc.strerror or exc})") from None
 
 
 def run_batch(

@@ -893,6 +893,27 @@ def test_run_analyses_each_position_of_a_per_channel_group(tmp_path):
     assert (r2.n_done, r2.n_skipped) == (0, 2)
 
 
+def test_run_errors_name_the_bad_file_of_a_per_channel_group(tmp_path):
+    """errors.csv names the file of a per-channel group that is at fault (not the group's first file), and
+    a group whose files hold different positions names the odd one and what each holds."""
+    study = tmp_path / "study" / "P01" / "week00"
+    study.mkdir(parents=True)
+    sim = fc.simulate_field("del5q", shape=(128, 128), seed=31)
+    for c, name in enumerate(sim.channel_names):
+        tifffile.imwrite(study / f"dt_{name}.tif", sim.image[c].astype(np.uint8 if name == "EGR1" else np.uint16))
+        with tifffile.TiffWriter(study / f"pos_{name}.ome.tif", ome=True) as tw:
+            for _ in range(2 if name == "EGR1" else 3):
+                tw.write(sim.image[c], metadata={"axes": "YX"})
+    run_batch(tmp_path / "study", tmp_path / "o", workers=1, quiet=True, report=False)
+    err = pd.read_csv(tmp_path / "o" / "errors.csv").set_index("file")
+    bad = str(tmp_path / "study" / "P01" / "week00" / "dt_EGR1.tif")
+    assert err.loc[bad, "message"] == "dtype uint8 differs from uint16 of dt_DAPI.tif"
+    with pytest.raises(InputError, match=r"pos_EGR1.ome.tif: holds 2 images \(series 0, 1\) but pos_D5S23.ome.tif "
+                                         r"holds 3 images \(series 0, 1, 2\): every file of a per-channel group must "
+                                         r"hold the same positions$"):
+        fc.read_field(sorted(study.glob("pos_*")))
+
+
 def test_cli_analyze_info_and_segment_expand_positions(tmp_path):
     from click.testing import CliRunner
 
