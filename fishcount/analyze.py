@@ -1107,6 +1107,7 @@ def _field_json(result: FieldResult) -> dict:
         "fishcount_version": __version__,
         "source": str(f.path),
         "files": list(getattr(f, "files", ()) or ()),  # every file read (each channel's, for a group)
+        "working_dir": os.getcwd(),  # what relative paths in source / files are relative to
         "series": f.series,  # the image read from a multi-position file, else None
         "stem": f.stem,
         "shape_yx": [int(v) for v in result.labels.shape],

@@ -154,6 +154,31 @@ def test_result_of_a_per_channel_group_opens_with_its_channels(make_napari_viewe
     assert [ly.name for ly in viewer.open(d, plugin=PLUGIN)][:3] == ["DAPI", "EGR1", "D5S23"]
 
 
+def test_result_written_outside_the_working_dir_finds_its_images_or_says_why(make_napari_viewer, tmp_path,
+                                                                           monkeypatch):
+    """A run started in one folder writing its results somewhere else: field.json's relative paths are found
+    through its ``working_dir``; when the images are gone, the tables open alone with a warning that says so."""
+    import tifffile
+
+    sim = fc.simulate_field("del5q", shape=(128, 128), seed=6)
+    start = tmp_path / "bench"
+    (start / "study" / "P1" / "w0").mkdir(parents=True)
+    for c, name in enumerate(sim.channel_names):
+        tifffile.imwrite(start / "study" / "P1" / "w0" / f"f1_{name}.tif", sim.image[c])
+    monkeypatch.chdir(start)
+    fc.run_batch("study", tmp_path / "elsewhere" / "run", workers=1, quiet=True, report=False,
+                 params={"read": {"pixel_size_um": sim.pixel_size_um}})
+    d = tmp_path / "elsewhere" / "run" / "fields" / "P1" / "w0" / "f1"
+    monkeypatch.chdir(Path(__file__).parent)
+    viewer = make_napari_viewer()
+    assert [ly.name for ly in viewer.open(d, plugin=PLUGIN)][:3] == ["DAPI", "EGR1", "D5S23"]
+    shutil.rmtree(start / "study")
+    viewer.layers.clear()
+    with pytest.warns(UserWarning, match=r"image is not found .*f1_DAPI\.tif.*nuclei and signals only"):
+        names = [ly.name for ly in viewer.open(d, plugin=PLUGIN)]
+    assert "DAPI" not in names and "nuclei" in names
+
+
 def test_result_opens_with_the_channels_mapped_as_analysed(make_napari_viewer, tmp_path):
     """A file without channel names analysed with channels= (here D5S23, EGR1, DAPI): reading it alone would
     map the probes in the panel's order; the result folder opens each channel under the name it was

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -113,13 +114,14 @@ def field_metadata(folder: Path) -> dict:
     return meta
 
 
-def _located(path: str, folder: Path) -> str:
-    """A source path from ``field.json``: as written when absolute, else the first of the result folder, its
-    ancestors (the folder a run was started in holds the run folder) and the working directory that holds
-    it (a relative path written by a run started elsewhere)."""
+def _located(path: str, folder: Path, working_dir: "str | None" = None) -> str:
+    """A source path from ``field.json``: as written when absolute, else the first of the analysis' working
+    directory (``field.json`` ``working_dir``), the result folder, its ancestors (the folder a run was started
+    in holds the run folder) and the working directory that holds it (older result folders)."""
     sp = Path(path)
     if not sp.is_absolute():
-        for base in (folder, *folder.resolve().parents, Path.cwd()):
+        first = (Path(working_dir),) if working_dir else ()
+        for base in (*first, folder, *folder.resolve().parents, Path.cwd()):
             if (base / sp).is_file():
                 sp = base / sp
                 break
@@ -169,14 +171,15 @@ def field_context(folder: Path) -> dict:
         panel = panel.get("id") or panel.get("path")
     params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
     px = params.get("pixel_size_um", meta.get("pixel_size_um"))
+    wd = meta.get("working_dir") if isinstance(meta.get("working_dir"), str) else None
     if isinstance(src, str) and src and not src.startswith("<"):
-        src = _located(src.split(os.pathsep)[0], folder)
+        src = _located(src.split(os.pathsep)[0], folder, wd)
     else:
         src = None
     files = meta.get("files")  # every file read: each channel's file of a per-channel group
     listed = isinstance(files, list) and bool(files) and all(isinstance(f, str) and f for f in files)
     if listed and len(files) > 1:
-        src = [_located(f, folder) for f in files]
+        src = [_located(f, folder, wd) for f in files]
     series = meta.get("series")  # the image of a multi-position file the field was read from
     return {"source": src, "series": series if isinstance(series, int) and not isinstance(series, bool) else None,
             "panel": str(panel) if panel else None,
@@ -221,7 +224,11 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
     layers: list = []
     px = ctx["pixel_size_um"]
     src = ctx["source"]
-    if src and all(Path(f).exists() for f in ([src] if isinstance(src, str) else src)):
+    missing = [f for f in ([src] if isinstance(src, str) else src or []) if not Path(f).exists()]
+    if missing:  # the tables are still reviewable without the image; say why it is not shown
+        warnings.warn(f"{folder}: the field's image is not found ({missing[0]}); showing nuclei and signals only",
+                      stacklevel=2)
+    elif src:
         try:
             try:
                 field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
@@ -236,8 +243,9 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
             context["pixel_size_um"] = px
             shifts = ctx["params"].get("channel_shifts_um")
             layers += field_layers(field, panel, context, shifts if isinstance(shifts, dict) else None)
-        except FishcountError:
-            pass  # the tables are still reviewable without the image
+        except FishcountError as exc:  # the tables are still reviewable without the image
+            warnings.warn(f"{folder}: the field's image cannot be read ({exc}); showing nuclei and signals only",
+                          stacklevel=2)
     labels = read_labels(folder)
     if labels is not None:
         layers.append(labels_layer(labels, panel, state.nuclei, px, context, blind=blind))
