@@ -17,7 +17,8 @@ EXIT_USER_ERROR = 2
 
 
 class _Group(click.Group):
-    """A click group that turns FishcountError into a one-line message and exit code 2."""
+    """A click group that turns FishcountError (and a refused file operation, OSError) into a one-line
+    message and exit code 2."""
 
     def invoke(self, ctx):
         try:
@@ -27,6 +28,10 @@ class _Group(click.Group):
             sys.exit(EXIT_USER_ERROR)
         except MemoryError:
             click.echo("fishcount: error: out of memory (try fewer workers or smaller fields)", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except OSError as exc:  # a file or folder the system refused (permissions, a full disk): one line too
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"fishcount: error: {where}{exc.strerror or exc}", err=True)
             sys.exit(EXIT_USER_ERROR)
 
 
@@ -155,6 +160,45 @@ def _split_channels(channels: str | None) -> list[str] | None:
     return [c.strip() for c in channels.split(",") if c.strip()]
 
 
+def _field_sources(images, pan, channels: str | None) -> list:
+    """The fields of IMAGE arguments: per-channel files grouped and folders searched (``find_fields``; with
+    ``--channels`` a group's files stay in the order given, the order the names follow), every position of
+    a multi-position file a field of its own (``with_positions``)."""
+    from .io import find_fields, with_positions
+
+    groups = find_fields(list(images), pan, keep_order=channels is not None)
+    return with_positions(g[0] if len(g) == 1 else g for g in groups)
+
+
+def _source_name(src) -> str:
+    """A field source as a user names it: its file, its files (a per-channel group), with its series."""
+    from .io import Position
+
+    if isinstance(src, Position):
+        return f"{_source_name(src.path)} (series {src.series})"
+    if isinstance(src, (list, tuple)):
+        return " + ".join(str(f) for f in src)
+    return str(src)
+
+
+def _output_targets(sources, out_dir: Path) -> list[Path]:
+    """OUT/<stem> of every field; two fields of the same stem (``a/field01.tif`` and ``b/field01.tif``, or
+    ``red.png`` and ``red.tif``) are refused before any work, naming both: one would replace the other."""
+    from .io import stem_of
+
+    targets: list[Path] = []
+    seen: dict[str, object] = {}
+    for src in sources:
+        key = stem_of(src)
+        if key.casefold() in seen:
+            raise FishcountError(out_dir / key, f"two inputs would be written here, {_source_name(seen[key.casefold()])} "
+                                                f"and {_source_name(src)}; rename one or analyse them into "
+                                                f"different --out folders")
+        seen[key.casefold()] = src
+        targets.append(out_dir / key)
+    return targets
+
+
 @main.command("settings")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def settings_cmd(file: Path | None) -> None:
@@ -241,11 +285,8 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, axes: s
         except FishcountError as exc:
             click.echo(f"fishcount: error: {exc}", err=True)
             failed = True
-    from .io import with_positions
-
-    groups = find_fields(found, pan) if found else []
     # a multi-position file: each position described as the field it is analysed as
-    sources = with_positions(g[0] if len(g) == 1 else g for g in groups)
+    sources = _field_sources(found, pan, channels) if found else []
     shown = 0
     for source in sources:
         try:
@@ -269,18 +310,21 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, axes: s
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the single-image files (OUT/<stem>_s<k>.ome.tif).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-def split_series_cmd(images, out_dir, overwrite) -> None:
+@_panel_option
+def split_series_cmd(images, out_dir, overwrite, panel) -> None:
     """Split multi-position TIFFs (several images in one file) into one OME-TIFF per image.
 
     \b
     `fishcount analyze`, `segment`, `info` and `run` read each position of such a file as a field
     of its own already; split it for other tools, or to keep one file per field. Each image keeps
     its channel names, pixel size and bit depth (thumbnails and label pictures are left out).
+    A per-channel file keeps its channel last (scan_DAPI.ome.tif -> scan_s0_DAPI.ome.tif), so the
+    files of one position group again.
     """
     from .io import split_series
 
     for img in images:
-        for p in split_series(img, out_dir, overwrite=overwrite):
+        for p in split_series(img, out_dir, overwrite=overwrite, panel=panel):
             click.echo(f"wrote {p}")
 
 
@@ -613,7 +657,8 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
     \b
     Writes OUT/<stem>/: nuclei.csv, spots.csv, labels.tif, overlay.png, field.json
     (the versioned output contract, docs/outputs.md). Each position of a multi-position
-    file is a field of its own: OUT/<stem>_s<k>/.
+    file is a field of its own: OUT/<stem>_s<k>/. Per-channel files (field01_DAPI.tif,
+    field01_EGR1.tif, ...) or their folder are one field, OUT/field01/.
     """
     from .analyze import analyze_field, estimate_thresholds, parse_channel_shifts, parse_crosstalk, write_field_result
     from .panels import load_panel
@@ -629,19 +674,17 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
     xt = parse_crosstalk(crosstalk)
     if xt:
         opts["channel_crosstalk"] = xt
-    from .io import stem_of, with_positions
-
     pan = load_panel(panel)
     chans = _split_channels(channels)
     manual = _parse_thresholds(threshold)
-    images = with_positions(images)  # each position of a multi-position file is a field of its own
+    images = _field_sources(images, pan, channels)  # per-channel files grouped; each position a field of its own
+    targets = _output_targets(images, out_dir)
     if pool_thresholds and len(images) > 1:
         pooled = estimate_thresholds(list(images), pan, channels=chans, pixel_size_um=pixel_size_um, **opts)
         manual = {**pooled, **manual}
         click.echo("pooled thresholds: " + ", ".join(f"{k}={v:.2f}" for k, v in pooled.items()))
     if not overwrite:  # refuse before any work is done
-        for img in images:
-            target = out_dir / stem_of(img)
+        for target in targets:
             if target.exists():
                 raise FishcountError(target, "outputs already exist; choose another --out folder or pass --overwrite")
     for img in images:
@@ -852,13 +895,14 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
     import tifffile
 
     from ._atomic import atomic_path, write_csv_atomic
-    from .io import stem_of, with_positions
+    from .panels import load_panel
     from .segment import segment_nuclei
 
     seg_kw = _settings_params(settings_file, backend, segment_only=True)  # [detection] does not apply here
     seg_kw.update(_segmentation_params(backend, nucleus_diameter_um, diameter_px))  # a backend that cannot run fails now
-    images = with_positions(images)  # each position of a multi-position file on its own: OUT/<stem>_s<k>/
-    targets = [out_dir / stem_of(img) for img in images]
+    # per-channel files grouped; each position of a multi-position file on its own: OUT/<stem>_s<k>/
+    images = _field_sources(images, load_panel(panel), channels)
+    targets = _output_targets(images, out_dir)
     if not overwrite:  # refuse before any work is done
         for t in targets:
             if (t / "labels.tif").exists() or (t / "nuclei_qc.csv").exists():

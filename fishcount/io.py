@@ -173,10 +173,11 @@ class Position:
 # -------------------------------------------------------------------------------------------
 # names
 # -------------------------------------------------------------------------------------------
-def stem_of(path: "str | os.PathLike | Position") -> str:
+def stem_of(path: "str | os.PathLike | Position | Sequence[str | os.PathLike]") -> str:
     """File name without its directory and a ``.ome.tif``/``.ome.tiff``/``.tif``/``.tiff`` ending (or an
     exported picture's ``.png``/``.jpg``/``.jpeg``); for a :class:`Position`, that of its file followed by
-    ``_s<series>``.
+    ``_s<series>``; for a per-channel group (a list of files), the common beginning of its files' stems
+    (:attr:`Field.stem`).
 
     The ending is matched case-insensitively; other endings are kept.
 
@@ -188,7 +189,11 @@ def stem_of(path: "str | os.PathLike | Position") -> str:
     'field02'
     >>> stem_of(Position("plate.ome.tif", 3))
     'plate_s3'
+    >>> stem_of(["f1_DAPI.tif", "f1_EGR1.tif"])
+    'f1'
     """
+    if isinstance(path, (list, tuple)):
+        return _common_stem(path) if len(path) > 1 else stem_of(path[0])
     if isinstance(path, Position):
         if isinstance(path.path, (list, tuple)):  # a per-channel group: its files' common stem
             return f"{_common_stem(path.path)}_s{int(path.series)}"
@@ -219,13 +224,14 @@ def _is_generic(name: str) -> bool:
 
 
 def _match_level(name: str, term: str) -> int:
-    """2 = the name is the term, 1 = the term is a whole word of the name, 0 = no match."""
+    """2 = the name is the term, 1 = the term is a whole word of the name, 0 = no match. A word after
+    "far" or "near" is not that word ("Far Red" is a Cy5-like channel, not red)."""
     n, t = _norm(name), _norm(term)
     if not t:
         return 0
     if n == t:
         return 2
-    if re.search(rf"(?<![a-z0-9]){re.escape(t)}(?![a-z0-9])", n):
+    if re.search(rf"(?<![a-z0-9])(?<!far[ -])(?<!near[ -]){re.escape(t)}(?![a-z0-9])", n):
         return 1
     return 0
 
@@ -322,24 +328,63 @@ def _dominant_primary(colour: str) -> int | None:
 LUT_COLOURS = "ImageJ LUT colours"
 
 
-def _lut_colours(luts: Any, n_channels: int) -> tuple[str, ...] | None:
-    """``("blue", "red", "green")``-style names of an ImageJ file's channels from their display colour
-    tables (the colour of each table's brightest entry, :func:`_dominant_primary`), when there is one table
-    per channel and each is a different plain primary; None otherwise (grey, cyan, "Fire" tables...)."""
-    if not isinstance(luts, (list, tuple)) or len(luts) != n_channels or not 2 <= n_channels <= 3:
+def _lut_words(luts: Any, n_channels: int) -> list[str] | None:
+    """The display colour of each channel's ImageJ colour table (the colour of its brightest entry):
+    ``"red"``, ``"green"`` or ``"blue"`` when plainly that primary (:func:`_dominant_primary`), ``"grey"``,
+    else ``"#rrggbb"``; None without one table per channel."""
+    if not isinstance(luts, (list, tuple)) or len(luts) != n_channels or n_channels < 2:
         return None
-    words = ("red", "green", "blue")
     out = []
     for lut in luts:
         a = np.asarray(lut)
         if a.ndim != 2 or a.shape[0] != 3 or a.shape[1] < 2:
             return None
-        k = _dominant_primary("#%02x%02x%02x" % tuple(int(v) >> (8 if a.dtype.itemsize > 1 else 0) & 255
-                                                      for v in a[:, -1]))
-        if k is None:
-            return None
-        out.append(words[k])
-    return tuple(out) if len(set(out)) == len(out) else None
+        rgb = tuple(int(v) >> (8 if a.dtype.itemsize > 1 else 0) & 255 for v in a[:, -1])
+        hexa = "#%02x%02x%02x" % rgb
+        k = _dominant_primary(hexa)
+        if k is not None:
+            out.append(_PRIMARIES[k])
+            continue
+        lo, hi = min(rgb), max(max(rgb), 1)
+        two = [i for i, v in enumerate(rgb) if v >= 0.6 * hi]
+        out.append("grey" if hi - lo <= 0.1 * hi else
+                   {(0, 2): "magenta", (1, 2): "cyan", (0, 1): "yellow"}.get(tuple(two), hexa) if lo <= 0.4 * hi
+                   else hexa)
+    return out
+
+
+_PRIMARIES = ("red", "green", "blue")
+
+
+def _lut_colours(words: list[str] | None) -> tuple[str, ...] | None:
+    """Channel names from ImageJ display colours (:func:`_lut_words`): two to four channels, each shown in a
+    different plain primary (red, green, blue) but at most one in another colour (grey, magenta, Fire...),
+    named by those colours; None otherwise. The one channel in another colour is the one panel channel the
+    others leave, when there is exactly one (:func:`_by_elimination`), else ignored."""
+    if words is None or not 2 <= len(words) <= 4:
+        return None
+    plain = [w for w in words if w in _PRIMARIES]
+    if len(set(plain)) != len(plain) or len(words) - len(plain) > 1:
+        return None
+    return tuple(words)
+
+
+def _by_elimination(names: Sequence[str], panel: Panel, source: str) -> dict[str, int]:
+    """:func:`_match_channels` of ImageJ display-colour names (:func:`_lut_colours`); the one channel not in a
+    plain primary, in a file of exactly the panel's channels, is the panel channel (DAPI or a signal) the
+    others leave, when exactly one fits."""
+    other = [i for i, n in enumerate(names) if n not in _PRIMARIES]
+    if not other or len(names) != 1 + len(panel.signals):
+        return _match_channels(names, panel, source)
+    fits = []
+    for key in _channel_terms(panel):
+        try:
+            fits.append(_match_channels([key if i in other else n for i, n in enumerate(names)], panel, source))
+        except InputError:
+            continue
+    if len(fits) != 1:
+        raise InputError(source, "ImageJ display colours do not name every channel")
+    return fits[0]
 
 
 def _composite_by_colour(panel: Panel) -> dict[str, int] | None:
@@ -383,17 +428,24 @@ def _confirm_composite(cmap: dict[str, int], names_source: str, channels: list[n
 
 
 def _confirm_lut_colours(cmap: dict[str, int], names_source: str, channels: list[np.ndarray], panel: Panel,
-                         notes: list[str], source: str) -> tuple[dict[str, int], str, list[str]]:
-    """Channels mapped by their ImageJ display colours: kept when the channel shown blue looks like the
+                         notes: list[str], source: str,
+                         names: Sequence[str] = ()) -> tuple[dict[str, int], str, list[str]]:
+    """Channels mapped by their ImageJ display colours: kept when the channel mapped to DAPI looks like the
     nuclear stain (as a composite's blue plane must, :data:`COMPOSITE_BRIGHT_RATIO`); otherwise taken as
-    unnamed (the panel's order, then :func:`_nuclear_stain_by_content`), with a note."""
+    unnamed (the panel's order, then :func:`_nuclear_stain_by_content`), with a note. ``names``: the colour
+    of each channel (:func:`_lut_colours`), to say which one was mapped by elimination."""
     if names_source != LUT_COLOURS:
         return cmap, names_source, notes
-    if _stands_out([_bright_fraction(c) for c in channels], cmap[DAPI]):
-        shown = ", ".join(f"{k} = channel {i}" for k, i in cmap.items())
+    used = sorted(set(cmap.values()))  # a channel no colour maps (a 4th, e.g. transmitted light) is no probe
+    if _stands_out([_bright_fraction(channels[i]) for i in used], used.index(cmap[DAPI])):
+        shown = ", ".join(f"{k} = channel {i}" + (f" ({names[i]}, the one left)" if i < len(names)
+                                                   and names[i] not in _PRIMARIES else "")
+                          for k, i in cmap.items())
+        unused = "".join(f"; channel {i} ({names[i] if i < len(names) else '?'}) not used"
+                         for i in range(len(channels)) if i not in used)
         return cmap, names_source, notes + [f"no channel names: channels mapped by their ImageJ display colours "
-                                             f"({shown}); give --channels if the colours are not the probes'"]
-    ignored = "ImageJ display colours ignored: the channel shown blue does not look like a nuclear stain"
+                                             f"({shown}{unused}); give --channels if the colours are not the probes'"]
+    ignored = "ImageJ display colours ignored: the channel mapped to DAPI does not look like a nuclear stain"
     order = (DAPI, *panel.signal_names)
     if len(channels) != len(order):  # unnamed channels are taken in the panel's order only when they fit it
         raise InputError(source, f"{ignored}, and the image has {len(channels)} channels for the {len(order)} of "
@@ -459,6 +511,24 @@ def _nuclear_stain_by_content(cmap: dict[str, int], names_source: str, channels:
     return new, f"assumed panel order, DAPI = channel {j} by content", [note]
 
 
+def _user_stain_check(cmap: dict[str, int], names_source: str, channels: list) -> list[str]:
+    """A note when ``--channels`` names as DAPI a channel that looks like a probe channel while another
+    plainly holds the nuclear stain (:data:`PROBE_MAX_BRIGHT_FRACTION`, :data:`NUCLEAR_MIN_BRIGHT_FRACTION`,
+    :data:`NUCLEAR_BRIGHT_RATIO`): the names always win, but a slip (the red plane of a composite named DAPI)
+    would count signals in the wrong image."""
+    if names_source != "user (--channels)" or len(channels) < 2:
+        return []
+    frac = [_bright_fraction(c) for c in channels]
+    j = int(np.argmax(frac))
+    others = max(f for i, f in enumerate(frac) if i != j)
+    first = frac[cmap[DAPI]]
+    if (j == cmap[DAPI] or first > PROBE_MAX_BRIGHT_FRACTION or frac[j] < NUCLEAR_MIN_BRIGHT_FRACTION
+            or frac[j] < NUCLEAR_BRIGHT_RATIO * others):
+        return []
+    return [f"--channels names channel {cmap[DAPI]} DAPI, but it does not look like a nuclear stain (bright area "
+            f"{first:.1%} of the field) and channel {j} does ({frac[j]:.1%}); check --channels"]
+
+
 def _assign_channels(
     names: Sequence[str] | None,
     names_source: str,
@@ -511,7 +581,7 @@ def _assign_channels(
                 f"--channels {','.join(_planes_named(panel, n_channels))}") from None
     if names_source == LUT_COLOURS and names is not None:
         try:
-            return tuple(names), names_source, _match_channels(names, panel, source)
+            return tuple(names), names_source, _by_elimination(names, panel, source)
         except InputError:  # colours that do not name the panel's channels: as if unnamed
             names, names_source, named = None, "none", False
     if named:
@@ -522,7 +592,7 @@ def _assign_channels(
         return shown, "assumed panel order", {k: i for i, k in enumerate(order)}
     raise InputError(
         source,
-        f"the image has {n_channels} channels (or planes: a plain TIFF does not say which) but no channel "
+        f"the image has {n_channels} channels (or planes, where the file does not say which) but no channel "
         f"names; give them in file order with "
         f"--channels (e.g. DAPI,{','.join(panel.signal_names)},...)"
         + (f", or, if they are {n_channels // n_needed} z-planes of {n_needed} channels, declare --axes ZCYX "
@@ -622,14 +692,16 @@ def _check_exists(path: Path) -> str:
             head = fh.read(4)
     except OSError as exc:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+    named = "PNG picture" if path.name.lower().endswith(".png") else "JPEG picture" if path.name.lower().endswith(
+        (".jpg", ".jpeg")) else "TIFF file"  # what the name promises
     if len(head) < 4:
-        raise InputError(path, f"not a TIFF file (only {len(head)} bytes)")
+        raise InputError(path, f"not a {named} (only {len(head)} bytes)")
     if head in _TIFF_MAGIC:
         return "TIFF"
     for magic, kind in _EXPORT_MAGIC.items():
         if head.startswith(magic):
             return kind
-    raise InputError(path, f"not a TIFF file (starts with {head!r}; fishcount reads .tif/.ome.tif, and .png/.jpg "
+    raise InputError(path, f"not a {named} (starts with {head!r}; fishcount reads .tif/.ome.tif, and .png/.jpg "
                            "pictures)")
 
 
@@ -955,9 +1027,13 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
             names, names_source = first, "ImageJ Labels"
     # ImageJ display colours: a channel shown in plain red, green or blue is named so (Fiji composites)
     if names is None and "C" in axes:
-        colours = _lut_colours(luts, shape[axes.index("C")])
+        words = _lut_words(luts, shape[axes.index("C")])
+        colours = _lut_colours(words)
         if colours is not None:
             names, names_source = colours, LUT_COLOURS
+        elif words is not None:
+            notes.append(f"ImageJ display colours ({', '.join(words)}) do not say which channel is which: the "
+                         "channels are read as unnamed ones")
     # plain multi-page files: page names (tag 285) as channel names
     if names is None and not trusted and "C" in axes and axes.index("C") == 0 and len(tif.pages) == shape[0]:
         pn = [p.tags.get("PageName") for p in tif.pages]
@@ -1296,6 +1372,23 @@ def _common_stem(paths: Sequence) -> str:
     return os.path.commonprefix(stems).rstrip("_-. ") or stems[0]
 
 
+def _check_same_positions(paths: Sequence[Path]) -> None:
+    """Raise an InputError naming the file whose positions (:func:`image_positions`) differ from the
+    others' in a per-channel group; return when they all hold the same."""
+    pos = [tuple(image_positions(p)) for p in paths]
+    if len(set(pos)) < 2:
+        return
+    common = max(set(pos), key=pos.count)
+    odd = next(i for i, q in enumerate(pos) if q != common)
+    ref = pos.index(common)
+
+    def held(q: tuple) -> str:
+        return f"{len(q)} images (series {', '.join(map(str, q))})" if q else "one image"
+
+    raise InputError(paths[odd], f"holds {held(pos[odd])} but {Path(paths[ref]).name} holds {held(common)}: "
+                                 "every file of a per-channel group must hold the same positions")
+
+
 def _read(
     source,
     panel: "str | Path | Panel | None",
@@ -1339,9 +1432,9 @@ def _read(
             tif.close()
         metas.append(meta)
         found = _confirm_composite(cmap, names_source, list(data), pan, src)
-        cmap, names_source, found = _confirm_lut_colours(cmap, names_source, list(data), pan, found, src)
+        cmap, names_source, found = _confirm_lut_colours(cmap, names_source, list(data), pan, found, src, names)
         cmap, names_source, more = _nuclear_stain_by_content(cmap, names_source, list(data), pan)
-        found += more
+        found += more + _user_stain_check(cmap, names_source, list(data))
         stacks = {k: data[i] for k, i in cmap.items()}
         axes, shape, dtype = meta.axes, meta.shape, meta.dtype
     else:
@@ -1349,7 +1442,12 @@ def _read(
         sources: set[str] = set()
         arrays: list[np.ndarray] = []
         for path in paths:
-            tif, meta = _open_tiff(path, True, None, axes, series)
+            try:
+                tif, meta = _open_tiff(path, True, None, axes, series)
+            except InputError:
+                if series is None:
+                    _check_same_positions(paths)  # files of different positions: say which, not only this one
+                raise
             try:
                 if not _holds_one_channel(meta):
                     raise InputError(
@@ -1386,6 +1484,7 @@ def _read(
             file_names if any(file_names) else None, names_source, len(paths), pan, channels, src
         )
         cmap, names_source, found = _nuclear_stain_by_content(cmap, names_source, arrays, pan)
+        found += _user_stain_check(cmap, names_source, arrays)
         stacks = {k: arrays[i] for k, i in cmap.items()}
         axes = "C" + metas[0].axes
         shape = (len(paths), *metas[0].shape)
@@ -1653,6 +1752,8 @@ def _is_tiff_name(p: Path) -> bool:
 def find_fields(
     paths_or_dirs: "str | os.PathLike | Sequence[str | os.PathLike]",
     panel: "str | Path | Panel | None" = None,
+    *,
+    keep_order: bool = False,
 ) -> list[list[Path]]:
     """Group image files into fields: one multi-channel file, or the per-channel files of a field.
 
@@ -1669,6 +1770,9 @@ def find_fields(
         Files and/or folders.
     panel : str, path or Panel, optional
         Panel whose channel names are recognised in file names; default ``del5q``.
+    keep_order : bool
+        Keep a group's files in the order given (a folder's: sorted by name) instead of DAPI first, then
+        panel order: for channel names given in that order (``--channels``).
 
     Returns
     -------
@@ -1705,13 +1809,13 @@ def find_fields(
     order = {k: i for i, k in enumerate(_channel_terms(pan))}
     groups: dict[tuple[str, str], list[tuple[int, Path]]] = {}
     singles: list[list[Path]] = []
-    for f in unique:
+    for n, f in enumerate(unique):
         prefix, suffix = _split_channel_suffix(stem_of(f), pan)
         if prefix is None:
             singles.append([f])
             continue
         key = next(k for k, ts in _channel_terms(pan).items() if any(_norm(t) == _norm(suffix) for t in ts))
-        groups.setdefault((str(f.parent), prefix.casefold()), []).append((order[key], f))
+        groups.setdefault((str(f.parent), prefix.casefold()), []).append((n if keep_order else order[key], f))
     out = list(singles)
     for members in groups.values():
         if len(members) == 1:
@@ -1775,7 +1879,8 @@ def with_positions(sources: Iterable) -> list:
     return out
 
 
-def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
+def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
+                 panel: "str | Path | Panel | None" = None) -> list[Path]:
     """Write each image of a multi-series TIFF (a multi-position OME-TIFF) as its own OME-TIFF.
 
     fishcount reads each position of such a file as its own field (:func:`read_field` ``series=``; ``fishcount
@@ -1784,7 +1889,9 @@ def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwri
     the full-size series, :func:`image_positions`: thumbnails, overview and label pictures are left out), with
     the axes, channel names, pixel size and bit depth the file gives for that image (the OME metadata of
     image ``k``; the TIFF resolution otherwise). Each file is written atomically; existing ones are never
-    replaced unless ``overwrite``.
+    replaced unless ``overwrite``. A per-channel file (``scan_DAPI.ome.tif``, a channel name of ``panel``
+    or DAPI after the last ``_`` or ``-``) keeps its channel at the end, ``OUT/scan_s<k>_DAPI.ome.tif``, so
+    the files of one position group again (:func:`find_fields`).
 
     Parameters
     ----------
@@ -1794,6 +1901,8 @@ def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwri
         Folder for the single-image files (created).
     overwrite : bool
         Replace existing output files.
+    panel : str, path or Panel, optional
+        Panel whose channel names are recognised at the end of the file name; default ``del5q``.
 
     Returns
     -------
@@ -1823,7 +1932,9 @@ def split_series(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwri
             raise InputError(path, "truncated or corrupt TIFF (no readable image in it)")
         images = _image_series(tif)  # (series number = OME image index, series)
         stem = stem_of(path)
-        targets = [out / f"{stem}_s{k}.ome.tif" for k, _ in images]
+        prefix, channel = _split_channel_suffix(stem, load_panel(panel))
+        targets = [out / (f"{stem}_s{k}.ome.tif" if prefix is None else
+                          f"{prefix}_s{k}{stem[len(prefix):len(prefix) + 1]}{channel}.ome.tif") for k, _ in images]
         if not overwrite:
             for t in targets:
                 if t.exists():

@@ -325,6 +325,73 @@ def test_cli_analyze(tmp_path):
         "D5S23": [0.0, 0.2]}
 
 
+def test_cli_analyze_and_segment_read_per_channel_files_and_refuse_two_fields_of_one_stem(tmp_path):
+    """`analyze` and `segment` group per-channel files (given one by one or as their folder) into one field,
+    as `info` and `run` do; two inputs that would be written to the same OUT/<stem> are refused before any
+    work, naming both (one would silently replace the other, even with --overwrite)."""
+    sim = fc.simulate_field("del5q", shape=(192, 192), seed=7)
+    pc = tmp_path / "pc"
+    pc.mkdir()
+    for c, name in enumerate(sim.channel_names):
+        tifffile.imwrite(pc / f"f1_{name}.tif", sim.image[c])
+    files = [str(pc / f"f1_{n}.tif") for n in ("EGR1", "DAPI", "D5S23")]
+    r = CliRunner().invoke(main, ["analyze", *files, "--out", str(tmp_path / "o1"), "--pixel-size",
+                                  str(sim.pixel_size_um), "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "o1" / "f1" / "field.json").read_text())
+    assert meta["channel_map"] == {"DAPI": 0, "EGR1": 1, "D5S23": 2} and len(meta["files"]) == 3
+    assert meta["working_dir"] == str(Path.cwd())
+    r = CliRunner().invoke(main, ["analyze", str(pc), "--out", str(tmp_path / "o2"), "--pixel-size",
+                                  str(sim.pixel_size_um), "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "o1" / "f1" / "nuclei.csv"),
+                                  pd.read_csv(tmp_path / "o2" / "f1" / "nuclei.csv"))
+    r = CliRunner().invoke(main, ["segment", str(pc), "--out", str(tmp_path / "s1"), "--pixel-size",
+                                  str(sim.pixel_size_um)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s1" / "f1" / "labels.tif").exists()
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        fc.write_simulated_field(sim, tmp_path / sub / "field01.ome.tif")
+    pair = [str(tmp_path / "a" / "field01.ome.tif"), str(tmp_path / "b" / "field01.ome.tif")]
+    for cmd in ("analyze", "segment"):
+        r = CliRunner().invoke(main, [cmd, *pair, "--out", str(tmp_path / "dup"), "--overwrite"])
+        assert r.exit_code == 2, r.output
+        assert r.stderr.strip() == (f"fishcount: error: {tmp_path / 'dup' / 'field01'}: two inputs would be written "
+                                    f"here, {pair[0]} and {pair[1]}; rename one or analyse them into different "
+                                    f"--out folders")
+        assert not (tmp_path / "dup").exists()
+
+
+def test_cli_info_channels_name_per_channel_files_in_the_order_given(tmp_path):
+    """--channels names per-channel files in the order given on the command line, not in the order
+    fishcount would sort the group (DAPI first)."""
+    sim = fc.simulate_field("del5q", shape=(128, 128), seed=7)
+    for c in range(3):
+        tifffile.imwrite(tmp_path / f"f1_{sim.channel_names[c]}.tif", sim.image[c])
+    order = ["EGR1", "DAPI", "D5S23"]
+    r = CliRunner().invoke(main, ["info", *[str(tmp_path / f"f1_{n}.tif") for n in order], "--channels",
+                                  ",".join(order)])
+    assert r.exit_code == 0, r.output
+    assert "DAPI       <- channel 1 'DAPI'" in r.stdout and "EGR1       <- channel 0 'EGR1'" in r.stdout
+
+
+def test_cli_refused_file_operation_is_one_line(tmp_path, monkeypatch):
+    """A file or folder the system refuses (permissions, a full disk) ends any command with one line that
+    names it, not a traceback."""
+    import fishcount.analyze as an
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "o" / "f1"))
+
+    monkeypatch.setattr(an, "write_field_result", refuse)
+    sim = fc.simulate_field("del5q", shape=(128, 128), seed=7)
+    fc.write_simulated_field(sim, tmp_path / "f1.ome.tif")
+    r = CliRunner().invoke(main, ["analyze", str(tmp_path / "f1.ome.tif"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.stderr.strip() == f"fishcount: error: {tmp_path / 'o' / 'f1'}: Permission denied"
+
+
 def test_cli_analyze_segmentation_options(tmp_path, monkeypatch):
     """--backend / --nucleus-diameter / --diameter-px reach segment_nuclei; a backend that cannot run
     fails before any output is written."""

@@ -1,6 +1,7 @@
 """Reading fields: every layout made on the fly with tifffile, every bad input, matching properties."""
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 
@@ -596,6 +597,20 @@ def test_cli_split_series(tmp_path):
     assert r.exit_code == 0 and "pos_s0" in r.output and "pos_s1" in r.output
     r = CliRunner().invoke(main, ["split-series", str(src), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "already exists" in r.output
+    # per-channel files of several positions: the channel stays last, so each position's files group again
+    for c, name in enumerate(("DAPI", "EGR1", "D5S23")):
+        with tifffile.TiffWriter(tmp_path / f"scan_{name}.ome.tif", ome=True) as tw:
+            for im in ims:
+                tw.write(im[c], metadata={"axes": "YX"})
+        r = CliRunner().invoke(main, ["split-series", str(tmp_path / f"scan_{name}.ome.tif"), "--out",
+                                      str(tmp_path / "pc")])
+        assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "pc").iterdir()) == sorted(
+        f"scan_s{k}_{n}.ome.tif" for k in (0, 1) for n in ("DAPI", "EGR1", "D5S23"))
+    assert [[p.name for p in g] for g in fio.find_fields(tmp_path / "pc")] == [
+        [f"scan_s{k}_{n}.ome.tif" for n in ("DAPI", "EGR1", "D5S23")] for k in (0, 1)]
+    np.testing.assert_array_equal(fc.read_field(fio.find_fields(tmp_path / "pc")[1]).probes["D5S23"],
+                                  ims[1][2].astype(np.float32))
 
 
 def test_picture_too_large_to_decode_is_one_line_error(tmp_path, monkeypatch):
@@ -1029,7 +1044,8 @@ def test_informative_names_are_not_generic(name):
 @pytest.mark.parametrize(
     "name, term, level",
     [("EGR1", "egr1", 2), (" dapi ", "DAPI", 2), ("LSI EGR1 SpectrumOrange", "EGR1", 1),
-     ("Hoechst 33342", "Hoechst", 1), ("EGR1x", "EGR1", 0), ("xEGR1", "EGR1", 0), ("C1-DAPI", "DAPI", 1)],
+     ("Hoechst 33342", "Hoechst", 1), ("EGR1x", "EGR1", 0), ("xEGR1", "EGR1", 0), ("C1-DAPI", "DAPI", 1),
+     ("Far Red", "red", 0), ("far-red (Cy5)", "red", 0), ("Texas Red", "red", 1), ("Red (Cy3)", "red", 1)],
 )
 def test_match_level_whole_words(name, term, level):
     assert fio._match_level(name, term) == level
@@ -1253,6 +1269,14 @@ def test_colour_composite_read_by_display_colour(tmp_path, kind):
                                              r"too, e.g. D5S23,EGR1,DAPI,alpha\)"):
             fc.read_field(p, channels=["D5S23", "EGR1", "DAPI"])
     assert g.channel_map == {"DAPI": 2, "EGR1": 1, "D5S23": 0} and g.colour_composite
+    right = fio.describe_field(p, channels=["D5S23", "EGR1", "DAPI", "alpha"][: len(f.channel_names)])
+    assert not any("--channels names" in n for n in right["notes"])
+    # the names always win, but a plane named DAPI that is plainly a probe's is pointed out
+    wrong = fio.describe_field(p, channels=["DAPI", "EGR1", "D5S23", "alpha"][: len(f.channel_names)])
+    assert wrong["channel_source"] == "user (--channels)" and wrong["channel_map"]["DAPI"]["index"] == 0
+    assert any(re.fullmatch(r"--channels names channel 0 DAPI, but it does not look like a nuclear stain \(bright "
+                            r"area \d\.\d% of the field\) and channel 2 does \(\d+\.\d%\); check --channels", n)
+               for n in wrong["notes"]), wrong["notes"]
     # a 16-bit three-channel TIFF is never a colour composite
     q = tmp_path / "plain16.tif"
     tifffile.imwrite(q, np.moveaxis(sim.image, 0, 0))
@@ -1366,6 +1390,9 @@ def _lut(r, g, b):
     ((2, 1, 0), [(0, 255, 0), (255, 0, 0), (0, 0, 255)], {"DAPI": 2, "EGR1": 1, "D5S23": 0}, "ImageJ LUT colours"),
     ((0, 1, 2), [(255, 255, 255)] * 3, {"DAPI": 0, "EGR1": 1, "D5S23": 2}, "assumed panel order"),  # grey tables
     ((0, 1, 2), [(255, 0, 0), (0, 0, 255), (0, 255, 0)], {"DAPI": 0, "EGR1": 1, "D5S23": 2}, "assumed panel order"),
+    # one table in another colour: the channel the others leave (DAPI shown grey; EGR1 shown magenta)
+    ((0, 2, 1), [(255, 255, 255), (0, 255, 0), (255, 0, 0)], {"DAPI": 0, "EGR1": 2, "D5S23": 1}, "ImageJ LUT colours"),
+    ((0, 2, 1), [(0, 0, 255), (0, 255, 0), (255, 0, 255)], {"DAPI": 0, "EGR1": 2, "D5S23": 1}, "ImageJ LUT colours"),
 ])
 def test_imagej_display_colours_name_unlabelled_channels(tmp_path, order, luts, expect, source):
     """A Fiji composite without channel labels: channels shown in plain blue / red / green are DAPI and the
@@ -1381,6 +1408,25 @@ def test_imagej_display_colours_name_unlabelled_channels(tmp_path, order, luts, 
     assert d["channel_source"] == source
     if source == "ImageJ LUT colours":
         assert any("mapped by their ImageJ display colours" in n for n in d["notes"])
+        if len(set(map(tuple, luts)) & {(255, 255, 255), (255, 0, 255)}):
+            assert any("the one left)" in n for n in d["notes"])
+    elif luts[0] == luts[1]:  # grey tables: said, not silently dropped
+        assert any("ImageJ display colours (grey, grey, grey) do not say which channel is which" in n
+                   for n in d["notes"])
+
+
+def test_imagej_display_colours_leave_a_fourth_channel_unused(tmp_path):
+    """Blue / red / green tables and a grey fourth channel (transmitted light): the three colours name the
+    panel's channels, the fourth is not used, and the note says so."""
+    sim = fc.simulate_field("del5q", shape=(256, 256), seed=3)
+    bf = np.random.default_rng(0).integers(1000, 1050, sim.image[0].shape).astype(sim.image.dtype)
+    p = tmp_path / "fiji4.tif"
+    tifffile.imwrite(p, np.stack([sim.image[0], sim.image[2], sim.image[1], bf]), imagej=True,
+                     metadata={"axes": "CYX", "LUTs": [_lut(0, 0, 255), _lut(0, 255, 0), _lut(255, 0, 0),
+                                                       _lut(255, 255, 255)]})
+    f = fc.read_field(p)
+    assert f.channel_map == {"DAPI": 0, "EGR1": 2, "D5S23": 1}
+    assert any("channel 3 (grey) not used" in n for n in fio.describe_field(p)["notes"])
 
 
 def test_imagej_display_colours_that_do_not_hold_refuse_a_misfit_channel_count(tmp_path):
@@ -1390,7 +1436,17 @@ def test_imagej_display_colours_that_do_not_hold_refuse_a_misfit_channel_count(t
     p = tmp_path / "fiji.tif"
     tifffile.imwrite(p, sim.image, imagej=True,
                      metadata={"axes": "CYX", "LUTs": [_lut(255, 0, 0), _lut(0, 0, 255), _lut(0, 255, 0)]})
-    with pytest.raises(InputError, match=r"fiji.tif: ImageJ display colours ignored: the channel shown blue does not "
+    with pytest.raises(InputError, match=r"fiji.tif: ImageJ display colours ignored: the channel mapped to DAPI does not "
                                          r"look like a nuclear stain, and the image has 3 channels for the 2 of panel "
                                          r"cep8; give them in file order with --channels$"):
         fc.read_field(p, "cep8")
+
+
+@pytest.mark.parametrize("name,kind", [("h.png", "PNG picture"), ("h.JPG", "JPEG picture"), ("h.tif", "TIFF file")])
+def test_a_file_that_is_not_what_its_name_says_is_named_by_its_name(tmp_path, name, kind):
+    (tmp_path / name).write_text("hello, not an image")
+    with pytest.raises(InputError, match=rf"{re.escape(name)}: not a {kind} \(starts with b'hell'"):
+        fc.read_field(tmp_path / name)
+    (tmp_path / name).write_bytes(b"ab")
+    with pytest.raises(InputError, match=rf"{re.escape(name)}: not a {kind} \(only 2 bytes\)$"):
+        fc.read_field(tmp_path / name)
