@@ -119,3 +119,15 @@ def test_info_saturation_is_reported(tmp_path):
     assert "D5S23      <- channel 2 'D5S23'" in r.stdout
     assert f"{2 * data.shape[-1]} px saturated = {100 * 2 / 24:.3g}%" in r.stdout
     assert r.stdout.count("saturated") == 1
+
+
+def test_python_dash_m_fishcount_is_the_command():
+    """``python -m fishcount`` runs the same command line (where the script is not on PATH)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fishcount", "info", "no-such-file.tif"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "fishcount: error: no-such-file.tif: file not found"
+    r = subprocess.run([sys.executable, "-m", "fishcount", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("Usage: fishcount ")
