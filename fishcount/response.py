@@ -371,17 +371,22 @@ def _normalise(samples: pd.DataFrame, cutoffs: CutoffSet | None, source: str) ->
             raise InputError(source, f"row {i + 2}, column 'patient': empty patient id")
     out["patient"] = [str(v).strip() for v in pat.tolist()]
 
+    def shown(r) -> str:
+        if pd.isna(r):
+            return "an empty cell"
+        return repr(r.item() if isinstance(r, np.generic) else r)
+
     def numeric(col: str, integer: bool, lo: float | None = None, hi: float | None = None) -> np.ndarray:
         vals = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
         for i, (v, r) in enumerate(zip(vals, df[col].tolist())):
-            if np.isnan(v):
-                raise InputError(source, f"row {i + 2}, column '{col}': expected a number, got {r!r}")
+            if not np.isfinite(v):
+                raise InputError(source, f"row {i + 2}, column '{col}': expected a number, got {shown(r)}")
             if integer and v != int(v):
-                raise InputError(source, f"row {i + 2}, column '{col}': expected a whole number, got {r!r}")
+                raise InputError(source, f"row {i + 2}, column '{col}': expected a whole number, got {shown(r)}")
             if lo is not None and v < lo:
-                raise InputError(source, f"row {i + 2}, column '{col}': must be >= {lo:g}, got {r!r}")
+                raise InputError(source, f"row {i + 2}, column '{col}': must be >= {lo:g}, got {shown(r)}")
             if hi is not None and v > hi:
-                raise InputError(source, f"row {i + 2}, column '{col}': must be <= {hi:g}, got {r!r}")
+                raise InputError(source, f"row {i + 2}, column '{col}': must be <= {hi:g}, got {shown(r)}")
         return vals
 
     out["week"] = numeric("week", False)
@@ -393,7 +398,11 @@ def _normalise(samples: pd.DataFrame, cutoffs: CutoffSet | None, source: str) ->
         raise InputError(source, f"row {i + 2}, column 'nuclei_abnormal': {out['nuclei_abnormal'][i]} abnormal > "
                                  f"{out['nuclei_scored'][i]} scored nuclei")
     out["timepoint"] = df["timepoint"].astype(str).where(df["timepoint"].notna(), "") if "timepoint" in df else ""
-    out["panel"] = df["panel"].astype(str).where(df["panel"].notna(), "") if "panel" in df else ""
+    out["panel"] = df["panel"].astype(str).str.strip().where(df["panel"].notna(), "") if "panel" in df else ""
+    blank = np.flatnonzero(out["panel"].to_numpy() == "") if "panel" in df else np.array([], int)
+    if 0 < blank.size < len(out):  # a blank cell would make a patient's sample another panel's, silently
+        raise InputError(source, f"row {int(blank[0]) + 2}, column 'panel': empty, while other rows name a panel "
+                                 f"(e.g. {out['panel'][out['panel'] != ''].iloc[0]!r}); fill it in")
     out["other_positive"] = (df["other_positive"].fillna("").astype(str) if "other_positive" in df else "")
     n = out["nuclei_scored"].to_numpy()
     if cutoffs is None and "cutoff_pct" in df.columns:
@@ -533,6 +542,7 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
         r["fraction_of_baseline"] = F / B if B > 0 else math.nan
         new_abn = _split(r["other_positive"]) - base_other
         cat = NE
+        undecided = False  # a limited-N sample whose CI does not decide the category (R5): its events still count
         for cand in c.categories:
             if cand.name in blocked:
                 continue
@@ -548,25 +558,26 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
                     and not r["ci_high_pct"] <= cand.max_fraction_of_baseline * B + _EPS):
                 r["flags"].append(f"limited N: CI upper {r['ci_high_pct']:.1f}% crosses "
                                   f"{100 * cand.max_fraction_of_baseline:g}% of baseline; {cand.name} not assessable")
-                cat = NE
+                cat, undecided = NE, True
                 break
             cat = cand.name
             break
         if r["adequacy"] == "limited":
             r["flags"].append(f"limited N={r['nuclei_scored']}")
             flags.append(f"limited N at week {_wk(r['week'])}")
-        if cat == NE:
+        if cat == NE and not undecided:
             r["category"] = cat
             continue
-        # events use the state before this sample (R11)
+        # events use the state before this sample (R11); a sample whose category the CI leaves open still
+        # shows a loss of response it plainly has (after major, any sample above the cut-off: R11)
         reset = False
         for e in c.events:
             if e.after and period_best not in e.after:
                 continue
             if e.when == "positive":
                 hit = r["positive"]
-            elif e.when == "nadir_factor":
-                hit = math.isfinite(nadir) and F >= e.factor * nadir - _EPS
+            elif e.when == "nadir_factor":  # an increase is only measured above the cut-off (a nadir of 0 %)
+                hit = math.isfinite(nadir) and F >= e.factor * nadir - _EPS and r["positive"]
             else:
                 hit = bool(new_abn - reported_new)
             if not hit:
@@ -580,6 +591,8 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
             if e.sets_category is not None:
                 cat, reset = e.sets_category, True
         r["category"] = cat
+        if cat == NE:  # undecided and no loss of response: neither best response nor nadir
+            continue
         rk = c.rank(cat)
         if rk > best_rank:
             best_rank, best_name, best_week = rk, cat, r["week"]
@@ -593,9 +606,26 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
     # best response and its confirmation (R12, R14)
     confirmed = ""
     if base_ok and best_name in c.response_categories and c.confirmation_min_weeks is not None:
-        later = [r for r in follow if r["week"] >= best_week + c.confirmation_min_weeks - _EPS
-                 and r["adequacy"] == "adequate" and r["category"] != NE]
-        confirmed = "confirmed" if later and c.rank(later[0]["category"]) >= best_rank else "unconfirmed"
+        # R14 for every time the best category was reached (a response lost and regained, then held, was a
+        # confirmed response): the next adequate sample >= min_weeks later is at least as good, and no
+        # evaluable sample in between is worse ("responses must last")
+        confirmed = "unconfirmed"
+        for i, r0 in enumerate(follow):
+            if r0["category"] != best_name:
+                continue
+            ok = False
+            for r in follow[i + 1:]:
+                if r["category"] in ("", NE):
+                    continue
+                if c.rank(r["category"]) < best_rank:
+                    break
+                if r["week"] >= r0["week"] + c.confirmation_min_weeks - _EPS and r["adequacy"] == "adequate":
+                    ok = True
+                    break
+            if ok:
+                confirmed = "confirmed"
+                best_week = r0["week"]
+                break
     if base_ok and best_rank < 0:
         flags.append("no evaluable on-treatment sample")
     # primary endpoint (R12, R13: no imputation)
@@ -698,6 +728,12 @@ def classify_response(
     t = _normalise(samples, cs, source)
     epw = c.endpoint_week if endpoint_week is None else float(endpoint_week)
     win = c.endpoint_window_weeks if endpoint_window_weeks is None else float(endpoint_window_weeks)
+    if not math.isfinite(epw):
+        raise InputError(None, f"the endpoint week (--endpoint-week, endpoint_week=) must be a finite number of "
+                               f"weeks, got {endpoint_week!r}")
+    if not (math.isfinite(win) and win >= 0):
+        raise InputError(None, f"the endpoint window (--window, endpoint_window_weeks=) must be a finite number of "
+                               f"weeks >= 0, got {endpoint_window_weeks!r}")
     t = t.sort_values(["panel", "patient", "week"], kind="mergesort").reset_index(drop=True)
     prows, trows = [], []
     for _, g in t.groupby(["panel", "patient"], sort=True):

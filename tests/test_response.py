@@ -165,12 +165,70 @@ def test_iwg2006_set_and_new_abnormal():
     res = classify_response(s, criteria="iwg2006_cyto")
     t = res.timepoints.set_index("week")
     assert t.loc[8, "category"] == "complete"
-    assert t.loc[16, "category"] == "none"  # "without appearance of new ones"
+    # "without appearance of new ones": not complete, but still "at least 50 % reduction" (clinical.md §2.1), so
+    # partial; a cleared clone with a new abnormality is never worse than a smaller fall without one
+    assert t.loc[16, "category"] == "partial"
     assert "clonal evolution (FISH) (gain5) at week 16" in res.patients.loc[0, "events"]
     trial = classify_response(s).timepoints.set_index("week")
     assert trial.loc[16, "category"] == "major"  # the trial set does not require it (R10 optional rule)
     p2 = classify_response(table({"P": [(0, 120, 200), (16, 60, 200)]}), criteria="iwg2006_cyto").patients
     assert p2.loc[0, "best_response"] == "partial"
+    s3 = table({"N1": [(0, 120, 200), (16, 2, 200)], "N2": [(0, 120, 200), (16, 40, 200)]})
+    s3["other_positive"] = ["", "gain5", "", "gain5"]
+    p3 = classify_response(s3, criteria="iwg2006_cyto").patients.set_index("patient")
+    assert list(p3["best_response"]) == ["partial", "partial"]
+    # a partial response whose nadir is 0 %: no "progression" until the clone is back above the cut-off
+    s4 = table({"Z": [(0, 120, 200), (8, 0, 200), (12, 0, 200), (16, 30, 200)]})
+    s4["other_positive"] = ["", "gain5", "", ""]
+    t4 = classify_response(s4, criteria="iwg2006_cyto")
+    assert list(t4.timepoints.set_index("week")["category"].iloc[1:]) == ["partial", "complete", "none"]
+    assert "cytogenetic relapse at week 16" in t4.patients.loc[0, "events"]
+    assert "progression" not in t4.patients.loc[0, "events"]
+
+
+def test_relapse_after_major_in_a_limited_sample_whose_ci_leaves_minor_open():
+    """R11 after R5: a limited-N sample plainly above the cut-off after major is a relapse, even when its CI
+    does not decide minor vs none; the best response is then confirmed only by a later, held response."""
+    p, t = classify([(0, 118, 200), (8, 4, 200), (12, 40, 150)])
+    assert t.loc[12, "category"] == "none" and "cytogenetic relapse" in t.loc[12, "flags"]
+    assert "cytogenetic relapse at week 12" in p["events"] and p.best_response == "major"
+    p, t = classify([(0, 118, 200), (8, 4, 200), (12, 40, 150), (16, 4, 200)])
+    assert p.best_confirmed == "unconfirmed"  # 8 -> 16 is not "lasting": a relapse in between
+    # the undecided sample alone (no major before it): not evaluable, and it is neither best nor nadir
+    p, t = classify([(0, 118, 200), (12, 40, 150)])
+    assert t.loc[12, "category"] == "not_evaluable" and p.best_response == "not_evaluable"
+
+
+def test_best_response_confirmed_when_regained_and_held():
+    """R14 for every time the best category is reached: major lost at week 8, regained at 12 and held at 16
+    is a confirmed major response (best_week 12)."""
+    p, _ = classify([(0, 120, 200), (4, 2, 200), (8, 30, 200), (12, 2, 200), (16, 2, 200)])
+    assert (p.best_response, p.best_confirmed, p.best_week) == ("major", "confirmed", 12)
+    p, _ = classify([(0, 120, 200), (4, 2, 200), (6, 30, 200), (8, 2, 200)])  # 4 -> 8, lost at 6
+    assert (p.best_confirmed, p.best_week) == ("unconfirmed", 4)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda s: s.assign(week=[0, float("inf")]), r"row 3, column 'week': expected a number, got inf"),
+    (lambda s: s.assign(nuclei_scored=[200, float("nan")]), r"row 3, column 'nuclei_scored': expected a number, got "
+                                                             r"an empty cell"),
+    (lambda s: s.assign(nuclei_abnormal=[120, 1.5]), r"row 3, column 'nuclei_abnormal': expected a whole number, "
+                                                     r"got 1.5$"),
+    (lambda s: s.assign(panel=["del5q", None]), r"row 3, column 'panel': empty, while other rows name a panel "
+                                                r"\(e.g. 'del5q'\); fill it in"),
+])
+def test_samples_table_cells_that_cannot_be_used_are_one_line_errors(mutate, match):
+    s = mutate(table({"P": [(0, 120, 200), (16, 10, 200)]}))
+    with pytest.raises(InputError, match=match):
+        classify_response(s)
+
+
+@pytest.mark.parametrize("kw,match", [({"endpoint_week": float("nan")}, "endpoint week"),
+                                      ({"endpoint_window_weeks": -1}, "endpoint window"),
+                                      ({"endpoint_window_weeks": float("inf")}, "endpoint window")])
+def test_endpoint_overrides_are_checked(kw, match):
+    with pytest.raises(InputError, match=match):
+        classify_response(table({"P": [(0, 120, 200), (16, 10, 200)]}), **kw)
 
 
 def test_multiple_panels_are_separate_rows():
