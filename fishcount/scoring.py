@@ -545,13 +545,21 @@ def score_sample(
 
     pops = []
     if positive:
-        for c in sorted(panel.tracked_calls, key=lambda c: (-call_counts[c], c)):
-            if call_counts[c]:
-                pops.append((modal(c), call_counts[c]))
+        # each tracked pattern has its own cut-off (clinical.md §6.1 R3): a pattern within its normal range is
+        # not an abnormal population; when none is above its own but the union is, all present are listed
+        own = [c for c in panel.tracked_calls if call_counts[c] and (tracked[c]["positive"]
+                                                                      or cs.rule_for(c) is None)]
+        if not any(tracked[c]["positive"] for c in panel.tracked_calls):
+            own = [c for c in panel.tracked_calls if call_counts[c]]
+        for c in sorted(own, key=lambda c: (-call_counts[c], c)):
+            pops.append((modal(c), call_counts[c]))
     for c in other:
         pops.append((modal(c), call_counts[c]))
     normal = modal(panel.normal_call)
-    iscn = iscn_string(panel, n, pops, normal_counts=normal, template=iscn_template)
+    adequacy = adequacy_for_n(n, adequate_nuclei, limited_nuclei)
+    # no result from too few nuclei (clinical.md §6.1 R5: N < limited is inevaluable; R7 reports N with it)
+    iscn = "" if adequacy == "not_evaluable" else iscn_string(panel, n, pops, normal_counts=normal,
+                                                               template=iscn_template)
     if "pattern" in scored.columns:
         patt = Counter(scored["pattern"].astype(str).tolist())
     elif cnt is not None:
@@ -568,7 +576,7 @@ def score_sample(
     return SampleScore(
         keys=dict(keys or {}), panel=panel.id, nuclei_total=int(len(nuclei)), nuclei_scored=n,
         call_counts=call_counts, nuclei_abnormal=int(k), clone_pct=pct, ci_low_pct=100 * lo, ci_high_pct=100 * hi,
-        tracked=tracked, adequacy=adequacy_for_n(n, adequate_nuclei, limited_nuclei), cutoff_pct=cut,
+        tracked=tracked, adequacy=adequacy, cutoff_pct=cut,
         cutoff_method=cs.label, cutoff_validated=cs.validated, positive=positive, other_positive=tuple(other),
         iscn=iscn, patterns=patterns, exclusions=dict(sorted(excl.items())), caveat=caveat,
     )

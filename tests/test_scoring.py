@@ -187,6 +187,22 @@ def test_score_sample_known_answer():
     assert NOT_VALIDATED in s.caveat and "karyotyping" in s.caveat
 
 
+def test_iscn_lists_only_populations_above_their_own_cutoff_and_none_for_too_few_nuclei():
+    """R3: a tracked pattern within its own normal range is no population (one monosomy-5 nucleus beside a
+    del(5q) clone); when only the union is above its cut-off every tracked pattern present is listed. R5: an
+    inevaluable sample (N < 100, N = 0) gets no ISCN result, not a normal one."""
+    s = score_sample(nuclei({"normal": 79, "del5q": 120, "monosomy5": 1}), DEL5Q)
+    assert s.positive and not s.tracked["monosomy5"]["positive"]
+    assert s.iscn == "nuc ish(D5S23,D5S721x2,EGR1x1)[120/200]"
+    u = score_sample(nuclei({"normal": 190, "del5q": 5, "monosomy5": 5}), DEL5Q)  # 2.5 % each, 5 % together
+    assert u.positive and not u.tracked["del5q"]["positive"] and not u.tracked["monosomy5"]["positive"]
+    assert u.iscn == "nuc ish(D5S23,D5S721x2,EGR1x1)[5/200]/(D5S23,D5S721,EGR1)x1[5/200]"
+    for counts in ({"normal": 99}, {"normal": 40, "del5q": 50}, {}):
+        s = score_sample(nuclei(counts), DEL5Q) if counts else score_sample(nuclei({"normal": 2}).iloc[:0], DEL5Q)
+        assert s.adequacy == "not_evaluable" and s.iscn == ""
+    assert score_sample(nuclei({"normal": 100}), DEL5Q).iscn == "nuc ish(D5S23,D5S721,EGR1)x2[100]"
+
+
 def test_positive_means_strictly_above_cutoff():
     # binomial cut-off at 1 % FP rate, N = 200: 5 nuclei = 2.5 % (clinical.md §3.3); equal is not positive
     rule = CutoffRule("binomial", 0.95, 200, mean_rate=0.01)
@@ -290,6 +306,8 @@ def test_pipeline_nuclei_table_scores_consistently():
     assert row.nuclei_abnormal == row.n_del5q + row.n_monosomy5
     assert row.ci_low_pct <= row.clone_pct <= row.ci_high_pct
     assert sum(json.loads(row.patterns).values()) == row.nuclei_scored
+    assert row.nuclei_scored < 100 and row.adequacy == "not_evaluable" and row.iscn == ""  # no result from < 100
+    row = score_samples(nuc, DEL5Q, adequate_nuclei=10, limited_nuclei=5).iloc[0]
     parsed = parse_iscn(row.iscn)
     assert all(p["total"] == row.nuclei_scored for p in parsed)
 
