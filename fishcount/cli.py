@@ -448,7 +448,7 @@ def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, o
               show_default=True, help="How kmax follows the sample's N (betainv/exact): docs/scoring.md.")
 @click.option("--lab", "laboratory", default="", help="Laboratory name written into the file.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="cutoffs.toml to write.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--overwrite", "--force", "force", is_flag=True, help="Replace an existing --out file (--force: the same).")
 def cutoff_cmd(controls, panel, method, confidence, kmax_at_n, laboratory, out, force) -> None:
     """Compute laboratory cut-offs from normal CONTROLS (nuclei.csv files or samples tables).
 
@@ -487,7 +487,7 @@ def cutoff_cmd(controls, panel, method, confidence, kmax_at_n, laboratory, out, 
 @click.option("--clinical-criteria", default="iwg2006_mds", show_default=True,
               help="Clinical criteria set for --clinical: iwg2006_mds, iwg2023_hr_mds, eln2022_aml or a .toml file.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--force", is_flag=True, help="Overwrite existing response files in --out.")
+@click.option("--overwrite", "--force", "force", is_flag=True, help="Replace existing response files in --out (--force: the same).")
 def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plots, clinical_csv, clinical_criteria,
                  out, force) -> None:
     """Classify cytogenetic response per patient from SAMPLES.csv (one row per sample).

@@ -335,6 +335,22 @@ def _int_column(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
     return vals.to_numpy(dtype=float)
 
 
+def _check_counts(df: pd.DataFrame, cols: list[str], source: str) -> None:
+    """Whole numbers >= 0 in ``cols``, each at most ``nuclei_scored``: else an InputError naming the file,
+    its row (CSV line) and column, before files are pooled (the pooled table's rows are no file's)."""
+    n = pd.to_numeric(df["nuclei_scored"], errors="coerce").to_numpy(dtype=float)
+    for col in cols:
+        raw = df[col].tolist()
+        vals = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        for i, (v, r) in enumerate(zip(vals, raw)):
+            where = f"row {i + 2}, column '{col}'"
+            if not np.isfinite(v) or v < 0 or v != round(v):
+                got = "an empty cell" if pd.isna(r) else repr(r.item() if isinstance(r, np.generic) else r)
+                raise InputError(source, f"{where}: expected a whole number >= 0, got {got}")
+            if col != "nuclei_scored" and np.isfinite(n[i]) and v > n[i]:
+                raise InputError(source, f"{where}: {int(v)} nuclei > {int(n[i])} scored (nuclei_scored)")
+
+
 def controls_from_tables(paths: Sequence[str | PathLike], panel) -> pd.DataFrame:
     """Read control tables into one row per control sample (``nuclei_scored``, ``n_<call>``...).
 
@@ -367,6 +383,8 @@ def controls_from_tables(paths: Sequence[str | PathLike], panel) -> pd.DataFrame
             for c in panel.call_names:  # a call column left out counts 0 nuclei
                 if f"n_{c}" not in df.columns:
                     df[f"n_{c}"] = 0
+            _check_counts(df, ["nuclei_scored"] + [f"n_{c}" for c in panel.call_names]
+                          + (["nuclei_abnormal"] if "nuclei_abnormal" in df.columns else []), str(p))
             if "nuclei_abnormal" not in df.columns:
                 df["nuclei_abnormal"] = sum((pd.to_numeric(df[f"n_{c}"], errors="coerce") for c in panel.tracked_calls), 0)
             df["control_file"] = str(p)

@@ -1,6 +1,7 @@
 """Laboratory cut-offs: clinical.md §3.3 tables, §6.3 vector 7, per-N recomputation, TOML files, CLI."""
 from __future__ import annotations
 
+import re
 import tomllib
 
 import numpy as np
@@ -215,6 +216,18 @@ def test_controls_from_nuclei_and_samples_tables(tmp_path):
     with pytest.raises(InputError, match="not a control table") as ei:
         controls_from_tables([bad], "del5q")
     assert str(bad) in str(ei.value)
+    # a bad count names its own file, row (CSV line) and column, not the pooled table's
+    for counts, msg in (([200, 200], None), ([3, -1], r"row 3, column 'n_del5q': expected a whole number >= 0, "
+                                                        r"got -1$"),
+                        ([3, 250], r"row 3, column 'n_del5q': 250 nuclei > 200 scored \(nuclei_scored\)$"),
+                        ([3, 1.5], r"row 3, column 'n_del5q': expected a whole number >= 0, got 1.5$")):
+        c = tmp_path / "c3.csv"
+        pd.DataFrame({"nuclei_scored": [200, 200], "n_del5q": counts}).to_csv(c, index=False)
+        if msg is None:
+            assert len(controls_from_tables([b, c], "del5q")) == 3
+            continue
+        with pytest.raises(InputError, match=re.escape(str(c)) + ": " + msg):
+            controls_from_tables([b, c], "del5q")
 
 
 def test_cli_cutoff(tmp_path):
