@@ -769,7 +769,8 @@ def classify_clinical_response(
     #. The baseline of a patient is its latest row with ``week <= 0``; earlier rows are "pre-baseline".
     #. Each on-treatment row (week > 0) with the values in ``assessment_requires`` gets the first category whose
        condition is true, in the order of the criteria file; a condition that depends on a missing value makes the
-       row "not_assessed" (it is never guessed).
+       row "not_assessed" (it is never guessed), unless every such category is better than a response that holds
+       (``marrow_response``): then the row is that response, a certain lower bound, with a note.
     #. Categories with a minimum duration (IWG 2006: CR/PR/mCR >= 4 weeks, SD > 8 weeks) are confirmed by a later
        assessed row at least as good, reached before any worse one; unconfirmed responses fall back to the
        fallback category (SD / no response) when that one is itself satisfied (``effective_category``).
@@ -842,15 +843,27 @@ def classify_clinical_response(
             if need:
                 nt.append(f"not assessed: no {', '.join(need)}")
             else:
+                # a category that depends on a missing value is skipped only when every such one is better than
+                # the category that then holds and that one is a response (marrow_response): the row is certainly
+                # at least that response (a lower bound, not a guess). An open worse category (e.g. PD), or a
+                # non-response holding (SD, no response: it would read as a definite one), leaves it not assessed
+                open_: list[tuple[Category, set[str]]] = []
                 for c in crit.categories:
                     miss: set[str] = set()
                     res = True if c.when is None else evaluate(c.when, ctx, nt, miss)
                     if res is None:
-                        nt.append(f"not assessed: {c.name} depends on missing {', '.join(sorted(miss))}")
-                        break
+                        open_.append((c, miss))
+                        continue
                     if res:
-                        cat = c
+                        if not open_ or (c.name in crit.marrow_response and all(o.rank < c.rank for o, _ in open_)):
+                            cat = c
+                            for o, m in open_:
+                                nt.append(f"{o.name} not assessed (depends on missing {', '.join(sorted(m))}): "
+                                          f"at least {c.name}")
                         break
+                if cat is None and open_:
+                    o, m = open_[0]
+                    nt.append(f"not assessed: {o.name} depends on missing {', '.join(sorted(m))}")
             cats.append(cat.name if cat else NOT_ASSESSED)
             ranks.append(cat.rank if cat else None)
             notes.append(nt)

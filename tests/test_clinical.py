@@ -339,9 +339,25 @@ def test_iwg2023_counts_within_two_weeks_of_the_marrow():
     # the nearest row wins (week 9 over week 6.5)
     df = table((6.5, counts_only), (8, dict(blank, marrow_blasts_pct=2.0)), (9, dict(counts_only, hb_g_dl=9.0)), base=HR)
     assert cat_at(df, "iwg2023_hr_mds", week=8) == "CRh"
-    # IWG 2006 has no such window: the marrow row is not assessed
+    # IWG 2006 has no such window: CR and PR are not assessed at the marrow row, which is at least mCR (a marrow
+    # criterion only, a response whatever the counts), so it is mCR with a note, never CR
     df = table((7, dict(GOOD, marrow_blasts_pct=nan)), (8, dict(blank, marrow_blasts_pct=2.0)))
-    assert cat_at(df, "iwg2006_mds", week=8) == "not_assessed"
+    tp = classify_clinical_response(df, "iwg2006_mds")
+    row = tp[tp["week"] == 8].iloc[0]
+    assert row["category"] == "mCR" and "CR not assessed (depends on missing" in row["notes"] \
+        and "at least mCR" in row["notes"]
+
+
+def test_a_response_certain_despite_missing_values_is_a_lower_bound_not_not_assessed():
+    """Marrow 12 % -> 3 % with Hb missing: CR depends on Hb, but mCR (IWG 2006) / CRh (IWG 2023) holds whatever
+    it is, so the row is that response with a note; an open worse category or a non-response keeps it
+    not assessed (the lower bound must be a response)."""
+    nan = np.nan
+    df = table((8, dict(C23, marrow_blasts_pct=3.0, hb_g_dl=nan)), base=dict(BASE, marrow_blasts_pct=12.0))
+    for crit, cat in (("iwg2006_mds", "mCR"), ("iwg2023_hr_mds", "CRh")):
+        tp = classify_clinical_response(df, crit)
+        row = tp[tp["week"] == 8].iloc[0]
+        assert row["category"] == cat and f"at least {cat}" in row["notes"], (crit, row.to_dict())
     # baseline counts from a pretreatment row within the window
     base_rows = table((8, dict(C23, marrow_blasts_pct=2.0)), base=dict(HR, hb_g_dl=nan))
     pre = base_rows.iloc[[0]].assign(week=-1.0, marrow_blasts_pct=nan, hb_g_dl=8.0)
