@@ -291,11 +291,12 @@ def test_shadowed_call_and_unknown_panel(tmp_path):
         simulate_field("no_such_panel", shape=(64, 64))
     toml = (fc.load_panel("del5q").path)
     text = open(toml, encoding="utf-8").read()
-    # a second call with the normal pattern can never be reached (first match wins)
+    # a second call with the normal pattern can never be reached (first match wins): the panel is refused
+    # when it is loaded, before the simulator could draw such nuclei
     text += '\n[[calls]]\nname = "shadow"\npattern = { EGR1 = 2, D5S23 = 2 }\nabnormal = true\n'
     p = tmp_path / "shadow.toml"
     p.write_text(text, encoding="utf-8")
-    with pytest.raises(InputError, match="shadowed"):
+    with pytest.raises(PanelError, match=r"\(shadow\) can never be called"):
         simulate_field(p, shape=(64, 64), n_nuclei=1, pattern_mix={"shadow": 1})
 
 

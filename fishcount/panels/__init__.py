@@ -19,6 +19,8 @@ Example
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -183,7 +185,7 @@ class Panel:
     signal_diameter_um : float
         Typical diameter of one signal; sets the spot filter scale.
     split_distance_um : float
-        Two same-colour signals closer than this count as one (split-signal rule).
+        Two same-colour signals at most this far apart (≤) count as one (split-signal rule).
     fusion_distance_um : float or None
         A target and partner signal within this distance form one fused signal (fusion panels).
     max_signals_per_channel : int
@@ -297,9 +299,56 @@ def _require(d: Mapping, key: str, typ, source: str, where: str = ""):
     if typ is float and isinstance(val, int) and not isinstance(val, bool):
         val = float(val)
     if not isinstance(val, typ) or isinstance(val, bool) and typ is not bool:
-        tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise PanelError(source, f"field '{where}{key}' must be {tname}, got {type(val).__name__}")
+        raise PanelError(source, f"field '{where}{key}' must be {_TYPE_WORDS.get(typ, 'of another type')}, got "
+                                 f"{_TYPE_WORDS.get(type(val), type(val).__name__)} {val!r}")
     return val
+
+
+#: How a type is named in a panel file's error message (TOML words, not Python's).
+_TYPE_WORDS = {str: "a string", float: "a number", int: "a whole number", bool: "true or false", list: "a list",
+               Mapping: "a table", dict: "a table"}
+
+
+def _number(d: Mapping, key: str, default: float, source: str, where: str = "") -> float:
+    """A finite number field (TOML integer or float; not a string, not true/false), else ``default``."""
+    val = d.get(key, default)
+    if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+        raise PanelError(source, f"field '{where}{key}' must be a finite number, got {val!r}")
+    return float(val)
+
+
+def _fields(d: Mapping, known: set[str], source: str, where: str) -> None:
+    """Unknown fields of a sub-table are errors too (a typo such as ``tracked_call`` must not pass)."""
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise PanelError(source, f"unknown field(s) {', '.join(repr(where + u) for u in unknown)}; known: "
+                                 f"{', '.join(sorted(known))}")
+
+
+def _check_rule_table(calls: list, signals: list, fusion_pair, max_signals: int, source: str) -> None:
+    """Every call must be the first match of some scorable count vector (each colour present, fused signals
+    counting for both of their colours, clinical.md §6.1 R1): a rule shadowed by earlier ones, or one that
+    needs a colour to be missing, could never be called, and a pattern without conditions would take every
+    nucleus."""
+    keys = [s.name for s in signals] + ([FUSION] if fusion_pair else [])
+    names = [s.name for s in signals]
+    reached: set[str] = set()
+    for vec in itertools.product(range(max_signals + 2), repeat=len(keys)):
+        counts = dict(zip(keys, vec))
+        fused = counts.get(FUSION, 0)
+        seen = {n: counts[n] + (fused if fusion_pair and n in fusion_pair else 0) for n in names}
+        if any(v < 1 or v > max_signals for v in seen.values()):
+            continue  # unscorable: missing colour or too many signals
+        for c in calls:
+            if c.matches(counts):
+                reached.add(c.name)
+                break
+    for i, c in enumerate(calls):
+        if c.name not in reached:
+            raise PanelError(source, f"calls[{i}] ({c.name}) can never be called: every scorable pattern it covers "
+                                     f"is matched by an earlier call, or it needs a colour to be missing (a nucleus "
+                                     f"without a signal of each colour is unscorable, clinical.md §6.1 R1)"
+                             + (f"; earlier calls: {', '.join(o.name for o in calls[:i])}" if i else ""))
 
 
 def _str_list(d: Mapping, key: str, source: str, where: str = "") -> tuple[str, ...]:
@@ -312,8 +361,8 @@ def _str_list(d: Mapping, key: str, source: str, where: str = "") -> tuple[str, 
 
 
 def _positive(val: float, key: str, source: str) -> float:
-    if not val > 0:
-        raise PanelError(source, f"field '{key}' must be > 0 µm, got {val}")
+    if not (val > 0 and math.isfinite(val)):
+        raise PanelError(source, f"field '{key}' must be a finite number > 0 µm, got {val}")
     return float(val)
 
 
@@ -333,6 +382,8 @@ def panel_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None = N
     }
     check_fields(data, known, source, PanelError)
     check_schema_version(data, source, PanelError)
+    signal_fields = {"name", "locus", "probes", "fluor", "role", "letter", "aliases", "color"}
+    call_fields = {"name", "pattern", "abnormal", "description", "source"}
     pid = _require(data, "id", str, source)
     if not _NAME_RE.match(pid):
         raise PanelError(source, f"id {pid!r} must start with a letter and use letters, digits, '_' or '-'")
@@ -348,6 +399,7 @@ def panel_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None = N
         where = f"signals[{i}]."
         if not isinstance(s, Mapping):
             raise PanelError(source, f"signals[{i}] must be a table")
+        _fields(s, signal_fields, source, where)
         name = _require(s, "name", str, source, where)
         if not _NAME_RE.match(name) or name.lower() in ("dapi", FUSION):
             raise PanelError(source, f"{where}name {name!r} is not a valid signal name")
@@ -375,14 +427,20 @@ def panel_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None = N
     if dupes:
         raise PanelError(source, f"duplicate signal name(s): {', '.join(sorted(dupes))}")
     letters = [s.letter for s in signals]
-    if len(set(letters)) != len(letters):
-        raise PanelError(source, f"signal letters must differ: {letters}")
+    if len({x.upper() for x in letters}) != len(letters):
+        raise PanelError(source, f"signal letters must differ (in any case): {letters}")
+    for s_ in signals:  # an alias that is another signal's name, or the counterstain's, would map the wrong channel
+        clash = [a for a in s_.aliases if a.casefold() in {o.name.casefold() for o in signals if o is not s_}
+                 or a.casefold() in ("dapi", "hoechst")]
+        if clash:
+            raise PanelError(source, f"signal {s_.name}: alias {clash[0]!r} names another channel")
 
     rules = data.get("rules", {})
     if not isinstance(rules, Mapping):
         raise PanelError(source, "'rules' must be a table")
     signal_diameter = _positive(_require(rules, "signal_diameter_um", float, source, "rules."), "rules.signal_diameter_um", source)
-    split = _positive(float(rules.get("split_distance_um", signal_diameter)), "rules.split_distance_um", source)
+    split = _positive(_number(rules, "split_distance_um", signal_diameter, source, "rules."), "rules.split_distance_um",
+                      source)
     fusion_pair = None
     fusion_distance = None
     if kind in ("break-apart", "dual-fusion"):
@@ -407,10 +465,15 @@ def panel_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None = N
         where = f"calls[{i}]."
         if not isinstance(c, Mapping):
             raise PanelError(source, f"calls[{i}] must be a table")
+        _fields(c, call_fields, source, where)
         cname = _require(c, "name", str, source, where)
         if not _NAME_RE.match(cname):
             raise PanelError(source, f"{where}name {cname!r} is not a valid call name")
         pat = _require(c, "pattern", Mapping, source, where)
+        if not pat:
+            raise PanelError(source, f"{where}pattern is empty: it would take every nucleus; give the counts")
+        if not isinstance(c.get("abnormal", False), bool):
+            raise PanelError(source, f"field '{where}abnormal' must be true or false, got {c['abnormal']!r}")
         bad = sorted(set(pat) - keys)
         if bad:
             raise PanelError(source, f"{where}pattern uses unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(keys))}")
@@ -427,18 +490,26 @@ def panel_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None = N
     cnames = [c.name for c in calls]
     if len(set(cnames)) != len(cnames):
         raise PanelError(source, f"duplicate call names: {cnames}")
-    default_call = str(data.get("default_call", "atypical"))
-    normal_call = str(data.get("normal_call", "normal"))
+    default_call = data.get("default_call", "atypical")
+    if not isinstance(default_call, str) or not _NAME_RE.match(default_call) or default_call in cnames:
+        raise PanelError(source, f"default_call {default_call!r} must be a name of its own for patterns no call "
+                                 f"matches (e.g. 'atypical'), not one of the calls {cnames}")
+    normal_call = data.get("normal_call", "normal")
     if normal_call not in cnames:
         raise PanelError(source, f"normal_call {normal_call!r} is not one of the calls {cnames}")
-    scoring = data.get("scoring", {})
-    tracked = _str_list(scoring, "tracked_calls", source, "scoring.") if isinstance(scoring, Mapping) else ()
+    scoring = _require(data, "scoring", Mapping, source)
+    _fields(scoring, {"tracked_calls"}, source, "scoring.")
+    tracked = _str_list(scoring, "tracked_calls", source, "scoring.")
+    if not tracked:
+        raise PanelError(source, "scoring.tracked_calls must name the call(s) that make up the clone (e.g. "
+                                 "[\"del5q\", \"monosomy5\"]); without them every clone is 0 %")
     for t in tracked:
         if t not in cnames:
             raise PanelError(source, f"scoring.tracked_calls names {t!r}, which is not a call of this panel")
     iscn_order = _str_list(data, "iscn_order", source) or tuple(names)
     if sorted(iscn_order) != sorted(names):
         raise PanelError(source, f"iscn_order must list each signal once: {list(iscn_order)} vs {names}")
+    _check_rule_table(calls, signals, fusion_pair, int(max_signals), source)
 
     return Panel(
         id=pid,
