@@ -606,15 +606,25 @@ def mark_unscorable(state: ReviewState, label: int, reason: str, reviewer: str, 
     return _finish(state, n, state.spots, e)
 
 
-def restore_scorable(state: ReviewState, label: int, reviewer: str, time: str | None = None) -> ReviewState:
-    """Undo an exclusion: the nucleus is scorable again with the call its counts give."""
+_COUNT_EDITS = ("add_signal", "delete_signal", "move_signal")
+
+
+def restore_scorable(state: ReviewState, label: int, reviewer: str, time: str | None = None,
+                     call: str | None = None) -> ReviewState:
+    """Undo an exclusion: the nucleus is scorable again, with the call a reviewer set for it (``set_call``
+    after its last recount: an exclusion does not undo it), else the call its counts give. ``call``: the
+    call to restore to (a journal's replay gives the recorded one)."""
     before = _snapshot(state, label)
     n = state.nuclei.copy()
     i = _row_index(state, label)
     counts = before["counts"]
+    if call is None:
+        last = next((e for e in reversed(state.edits) if e.label == int(label)
+                     and e.action in ("set_call", *_COUNT_EDITS)), None)
+        call = before["call"] if last is not None and last.action == "set_call" else state.panel.call_for(counts)
     n.at[i, "scorable"] = True
     n.at[i, "exclusion_reason"] = ""
-    n.at[i, "call"] = state.panel.call_for(counts)
+    n.at[i, "call"] = call
     n.at[i, "pattern"] = state.panel.pattern_string(counts)
     after = {**before, "scorable": True, "exclusion_reason": "", "call": n.at[i, "call"], "pattern": n.at[i, "pattern"]}
     e = _edit(state, "restore", label, reviewer, before, after, time)
@@ -749,7 +759,7 @@ def apply_edit(state: ReviewState, edit: ReviewEdit, source: str = "journal") ->
         elif edit.action == "unscorable":
             new = mark_unscorable(state, edit.label, a["exclusion_reason"], edit.reviewer, edit.time)
         elif edit.action == "restore":
-            new = restore_scorable(state, edit.label, edit.reviewer, edit.time)
+            new = restore_scorable(state, edit.label, edit.reviewer, edit.time, call=a.get("call"))
         elif edit.action == "add_signal":
             new = add_signal(state, edit.label, a["signal"], a["y"], a["x"], edit.reviewer, edit.time, spot_id=a["spot_id"])
         elif edit.action == "delete_signal":

@@ -2,6 +2,7 @@
 two-reader concordance. Hand-made del(5q) tables with known answers."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -189,6 +190,30 @@ def test_set_call_unscorable_restore():
     assert (_row(s, 2)["scorable"], _row(s, 2)["call"]) == (True, "del5q")
     assert [e.action for e in s.edits] == ["set_call", "unscorable", "restore"]
     assert [e.seq for e in s.edits] == [1, 2, 3]
+
+
+def test_restore_keeps_a_call_the_reviewer_set_and_replays_old_journals():
+    """Restore undoes an exclusion, not the reviewer's call: set_call -> unscorable -> restore gives the set
+    call back (a recount in between gives the counts' call); a journal replays to the call it recorded."""
+    s = rv.set_call(_state(), 2, "normal", "ann")
+    s = rv.mark_unscorable(s, 2, "out of focus", "ann")
+    s = rv.restore_scorable(s, 2, "ann")
+    assert (_row(s, 2)["scorable"], _row(s, 2)["call"]) == (True, "normal")
+    t = rv.set_call(_state(), 2, "normal", "ann")
+    t = rv.add_signal(t, 2, "EGR1", 14.0, 14.0, "ann")  # a recount after the set call: the counts decide again
+    t = rv.mark_unscorable(t, 2, "out of focus", "ann")
+    t = rv.restore_scorable(t, 2, "ann")
+    assert _row(t, 2)["call"] == _state().panel.call_for(t.edits[-1].before["counts"])
+    replayed = _state()
+    for e in s.edits:
+        replayed = rv.apply_edit(replayed, e)
+    assert _row(replayed, 2)["call"] == "normal"
+    old = s.edits[-1]  # a journal written before: its restore recorded the counts' call
+    old = dataclasses.replace(old, after={**old.after, "call": "del5q"})
+    replayed = _state()
+    for e in [*s.edits[:-1], old]:
+        replayed = rv.apply_edit(replayed, e)
+    assert _row(replayed, 2)["call"] == "del5q"
 
 
 @pytest.mark.parametrize(
