@@ -665,13 +665,14 @@ def test_review_errors_are_reported_not_raised(make_napari_viewer, field_dir, tm
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
     w.reviewer.setText("no spaces allowed")
-    with pytest.raises(InputError, match="must be 1-64 letters"):
-        w.open(field_dir)
+    w.open(field_dir)  # shown in the widget, never raised into the viewer
+    assert "must be 1-64 letters" in w.last_error and "cannot open:" in w.saved_label.text()
     w.reviewer.setText("ann")
-    with pytest.raises(InputError, match="not a fishcount field result folder"):
-        w.open(tmp_path)
+    w.open(tmp_path)
+    assert "not a fishcount field result folder" in w.last_error and "cannot open:" in w.saved_label.text()
+    assert w.state is None
     w.open(field_dir)
-    assert not w.set_call("bogus") and "not a call of panel" in w.last_error
+    assert not w.set_call("bogus") and "not a call of panel" in w.last_error and "not done:" in w.saved_label.text()
     assert not w.move_selected_to_cursor() and "exactly one signal" in w.last_error
     # a journal that cannot be written: the edit is dropped, the reviewer is told
     jp = rv.journal_path(field_dir, "ann")
@@ -712,3 +713,96 @@ def test_screenshots(make_napari_viewer, qtbot, sim_field, field_dir, tmp_path):
     r.show_gallery()
     assert r.gallery_image is not None and r.gallery_image.shape[2] == 3
     _save(viewer, qtbot, "napari_review.png", tmp_path)
+
+
+def _run_of_two_fields(field_dir, tmp_path) -> Path:
+    run = tmp_path / "run"
+    for name in ("field01", "field02"):
+        shutil.copytree(field_dir, run / "fields" / "P01" / "week00" / name)
+    return run
+
+
+def test_review_of_a_run_survives_a_refused_field_and_a_drag_across_a_switch(make_napari_viewer, qtbot, field_dir,
+                                                                            tmp_path):
+    """Picking a field whose journal is refused leaves the field under review (and the box) as they were; a drag
+    not yet journalled when the field changes is journalled in the field it was made in."""
+    run = _run_of_two_fields(field_dir, tmp_path)
+    (run / "fields" / "P01" / "week00" / "field02" / "review.ann.jsonl").write_text("not json\n")
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
+    w.reviewer.setText("ann")
+    w.open(run)
+    first = w.folder
+    w.field_box.setCurrentIndex(1)
+    w.field_box.activated.emit(1)  # field02: refused
+    assert w.folder == first and w.field_box.currentText() == "P01/week00/field01"
+    assert "cannot open:" in w.saved_label.text() and "not valid JSON" in w.last_error
+    (run / "fields" / "P01" / "week00" / "field02" / "review.ann.jsonl").unlink()
+    sig = f"{w.state.panel.signal_names[0]} signals"
+    ly = viewer.layers[sig]
+    sid = int(ly.features["spot_id"].iloc[0])
+    d = ly.data.copy()
+    d[0] = d[0] + 0.3  # a small drag within its nucleus, not yet journalled (300 ms timer)
+    ly.data = d
+    assert w._pending_moves
+    w.field_box.setCurrentIndex(1)
+    w.field_box.activated.emit(1)
+    assert w.folder.name == "field02" and not w._pending_moves
+    j1 = rv.read_journal(rv.journal_path(first, "ann"))
+    assert [(e.action, e.after.get("spot_id")) for e in j1] == [("move_signal", sid)]
+    assert not rv.journal_path(w.folder, "ann").exists() or not rv.read_journal(rv.journal_path(w.folder, "ann"))
+
+
+def test_review_keys_work_whatever_layer_is_selected_and_the_name_is_fixed_when_opened(make_napari_viewer,
+                                                                                     field_dir):
+    """c/n/b/u/x are the review's keys with a Labels or an Image layer selected too (napari's layer keymaps
+    come first); the reviewer's name is the one the field was opened with until Open is pressed again."""
+    from napari.utils.action_manager import action_manager  # noqa: F401 (napari's key dispatch)
+
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
+    w.reviewer.setText("ann")
+    w.open(field_dir)
+    def bound(layer, key):
+        return next((f for k, f in layer.keymap.items() if str(k).lower() == key), None)
+
+    for ly in viewer.layers:
+        assert all(bound(ly, k) for k in "cnbux"), ly.name
+    viewer.layers.selection.active = viewer.layers["nuclei"]
+    n0 = len(w.state.edits)
+    bound(viewer.layers["nuclei"], "c")(viewer.layers["nuclei"])  # what napari runs for "c" on this layer
+    assert len(w.state.edits) == n0 + 1 and w.state.edits[-1].action == "confirm"
+    w.reviewer.setText("bob")
+    assert "reviewing as ann; press Open to review as bob" in w.saved_label.text()
+    assert w.confirm() and w.state.edits[-1].reviewer == "ann"
+    assert not rv.journal_path(field_dir, "bob").exists()
+
+
+def test_review_blind_mode_hides_automated_exclusions_and_an_empty_field_says_so(make_napari_viewer, field_dir,
+                                                                                tmp_path):
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
+    w.reviewer.setText("ann")
+    w.blind.setChecked(True)
+    w.open(field_dir)
+    auto = w.state.nuclei[~w.state.nuclei["scorable"]]
+    assert len(auto)
+    w.go_to(int(auto["label"].iloc[0]))
+    assert "unscorable" not in w.info.text() and "signals:" in w.info.text()
+    w.mark_unscorable("overlapping")
+    assert "unscorable (reviewer: overlapping)" in w.info.text()  # the reader's own mark stays visible
+    empty = tmp_path / "empty"
+    shutil.copytree(field_dir, empty)
+    (empty / "review.ann.jsonl").unlink()  # the journal of the edit above belongs to the nuclei removed here
+    for name in ("nuclei.csv", "spots.csv"):
+        df = pd.read_csv(empty / name, keep_default_na=False)
+        df.iloc[:0].to_csv(empty / name, index=False)
+    import tifffile
+
+    tifffile.imwrite(empty / "labels.tif", np.zeros_like(tifffile.imread(field_dir / "labels.tif")))
+    w.blind.setChecked(False)
+    w.open(empty)
+    assert w.last_error is None and w.state is not None and w.current is None, w.last_error
+    for act in (w.confirm, lambda: w.set_call("normal"), lambda: w.mark_unscorable("x"), w.restore,
+                w.add_signal_at_cursor):
+        assert not act() and w.last_error == "no nucleus in this field"

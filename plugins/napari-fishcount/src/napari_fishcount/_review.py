@@ -65,6 +65,7 @@ class ReviewWidget(QWidget):
         self._move_timer.setSingleShot(True)
         self._move_timer.setInterval(300)  # a drag ends 300 ms after the last move event
         self._move_timer.timeout.connect(self.commit_pending_moves)
+        self.opened_reviewer: str | None = None  # the name the open field's journal is written under
 
         self.reviewer = QLineEdit()
         self.reviewer.setPlaceholderText("your name (letters, digits, _.-)")
@@ -190,13 +191,34 @@ class ReviewWidget(QWidget):
         self.save_btn.clicked.connect(self.save_tables)
         self.recompute_btn.clicked.connect(self.recompute_samples)
         self.compare_btn.clicked.connect(lambda: self.compare(self.compare_box.currentText()))
-        for key, fn in (("c", self.confirm), ("n", self.go_next), ("b", self.go_previous),
-                        ("u", self.go_next_unreviewed), ("x", lambda: self.mark_unscorable(self.reason_box.currentText()))):
+        self._keys = (("c", self.confirm), ("n", self.go_next), ("b", self.go_previous),
+                      ("u", self.go_next_unreviewed),
+                      ("x", lambda: self.mark_unscorable(self.reason_box.currentText())))
+        for key, fn in self._keys:
             self.viewer.bind_key(key, lambda _v, f=fn: f(), overwrite=True)
+        # napari's layer keymaps come first (Labels: b, x; Image: c), so the review keys are bound on every
+        # layer too, or they would do something else whenever such a layer is selected
+        for ly in self.viewer.layers:
+            self._bind_review_keys(ly)
         self._set_enabled(False)
         self._guess_folder()
         # results opened or analysed later (reader, Analyse widget) fill in the folder to review
-        self.viewer.layers.events.inserted.connect(lambda _e: self.state is None and self._guess_folder())
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.reviewer.textChanged.connect(self._on_reviewer_typed)
+
+    def _bind_review_keys(self, layer) -> None:
+        for key, fn in self._keys:
+            layer.bind_key(key, lambda _ly, f=fn: f(), overwrite=True)
+
+    def _on_layer_inserted(self, event) -> None:
+        self._bind_review_keys(event.value)
+        if self.state is None:
+            self._guess_folder()
+
+    def _on_reviewer_typed(self, text: str) -> None:
+        if self.opened_reviewer is not None and text.strip() != self.opened_reviewer:
+            self.saved_label.setText(f"reviewing as {self.opened_reviewer}; press Open to review as "
+                                     f"{text.strip() or '(no name)'}")
 
     # -- opening -------------------------------------------------------------------------------
     def _guess_folder(self):
@@ -214,14 +236,20 @@ class ReviewWidget(QWidget):
             w.setEnabled(on)
         self.recompute_btn.setEnabled(on and self.study is not None)
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, exc: Exception, what: str = "not saved") -> None:
+        """Show an error in the widget (never raised into the viewer); ``what`` says what did not happen."""
         self.last_error = str(exc)
-        self.saved_label.setText(f"<span style='color:#ff6b6b'>not saved: {exc}</span>")
+        self.saved_label.setText(f"<span style='color:#ff6b6b'>{what}: {exc}</span>")
 
-    def _reviewer(self) -> str:
+    def _typed_reviewer(self) -> str:
         from fishcount.review import _check_reviewer
 
         return _check_reviewer(self.reviewer.text())
+
+    def _reviewer(self) -> str:
+        """The reviewer whose journal the open field writes to: fixed when it was opened (typing another name
+        takes effect with Open, never half-way through a field)."""
+        return self.opened_reviewer if self.opened_reviewer is not None else self._typed_reviewer()
 
     def open(self, folder: "str | Path | None" = None) -> None:
         """Open a field result folder (or a run folder: its first field) for review by the named reviewer,
@@ -230,7 +258,7 @@ class ReviewWidget(QWidget):
 
         self.last_error = None
         try:
-            reviewer = self._reviewer()
+            reviewer = self._typed_reviewer()
             if folder is None:
                 self._guess_folder()
                 folder = self.folder_edit.text().strip()
@@ -254,12 +282,19 @@ class ReviewWidget(QWidget):
                 self.field_box.setVisible(False)
             self._load(p, reviewer)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a crash of the viewer
-            self._fail(exc)
-            raise
+            self._fail(exc, "cannot open")
 
     def _open_study_field(self, key: str) -> None:
-        if self.study is not None and key:
+        if self.study is None or not key:
+            return
+        try:
             self._load(self.study / "fields" / key, self._reviewer())
+        except Exception as exc:  # noqa: BLE001 - the field under review stays, and the box says so
+            self._fail(exc, "cannot open")
+            if self.folder is not None:
+                self.field_box.blockSignals(True)
+                self.field_box.setCurrentText(self.folder.relative_to(self.study / "fields").as_posix())
+                self.field_box.blockSignals(False)
 
     def _load(self, folder: Path, reviewer: str) -> None:
         from fishcount import review as rv
@@ -267,8 +302,12 @@ class ReviewWidget(QWidget):
         from ._reader import field_context, field_result_layers
 
         ctx = field_context(folder)
-        state = rv.open_review(folder, reviewer, ctx["panel"], field=folder.name)
+        state = rv.open_review(folder, reviewer, ctx["panel"], field=folder.name)  # refused: nothing changes
+        if self._pending_moves:  # a drag of the field being left is journalled there, not in the next one
+            self._move_timer.stop()
+            self.commit_pending_moves()
         self.state, self.folder, self.context = state, folder, ctx
+        self.opened_reviewer = reviewer
         self.folder_edit.setText(str(self.study or folder))
         # (re)build the layers of this field in the reviewed state
         # results layers of a previous field go; image layers the user opened stay (when the field's
@@ -387,14 +426,23 @@ class ReviewWidget(QWidget):
         try:
             new = fn(self.state, *args)
         except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
+            self._fail(exc, "not done")
             return False
         return self._commit(new)
+
+    def _need_current(self) -> bool:
+        """Whether there is a current nucleus to edit; else says why (a field without nuclei)."""
+        if self.state is not None and self.current is None:
+            self._fail(ValueError("no nucleus in this field" if not self.order else "no nucleus selected"), "not done")
+            return False
+        return self.state is not None
 
     def confirm(self) -> bool:
         """Confirm the current nucleus as it is and go to the next unreviewed one."""
         from fishcount import review as rv
 
+        if not self._need_current():
+            return False
         ok = self._do(lambda s: rv.confirm(s, self.current, self._reviewer()))
         if ok:
             self.go_next_unreviewed()
@@ -403,22 +451,30 @@ class ReviewWidget(QWidget):
     def set_call(self, call: str) -> bool:
         from fishcount import review as rv
 
+        if not self._need_current():
+            return False
         return self._do(lambda s: rv.set_call(s, self.current, call, self._reviewer()))
 
     def mark_unscorable(self, reason: str) -> bool:
         from fishcount import review as rv
 
+        if not self._need_current():
+            return False
         return self._do(lambda s: rv.mark_unscorable(s, self.current, reason, self._reviewer()))
 
     def restore(self) -> bool:
         from fishcount import review as rv
 
+        if not self._need_current():
+            return False
         return self._do(lambda s: rv.restore_scorable(s, self.current, self._reviewer()))
 
     def add_signal(self, signal: str, y: float, x: float) -> bool:
         """Add a ``signal`` at pixel ``(y, x)`` to the current nucleus."""
         from fishcount import review as rv
 
+        if not self._need_current():
+            return False
         return self._do(lambda s: rv.add_signal(s, self.current, signal, float(y), float(x), self._reviewer()))
 
     def delete_signal(self, spot_id: int) -> bool:
@@ -433,7 +489,8 @@ class ReviewWidget(QWidget):
         if self.state is not None and "nuclei" in self.viewer.layers:
             row = self.state.spots[self.state.spots["spot_id"] == int(spot_id)]
             if len(row) and self.label_at(y, x) != int(row["label"].iloc[0]):
-                self._fail(ValueError("a signal can only move within its nucleus (delete it and add it in the other)"))
+                self._fail(ValueError("a signal can only move within its nucleus (delete it and add it in the other)"),
+                           "not done")
                 return False
         return self._do(lambda s: rv.move_signal(s, int(spot_id), float(y), float(x), self._reviewer()))
 
@@ -467,7 +524,7 @@ class ReviewWidget(QWidget):
     def move_selected_to_cursor(self) -> bool:
         ids = self.selected_spot_ids()
         if len(ids) != 1:
-            self._fail(ValueError("select exactly one signal to move"))
+            self._fail(ValueError("select exactly one signal to move"), "not done")
             return False
         y, x = self._cursor_px()
         return self.move_signal(ids[0], y, x)
@@ -497,7 +554,7 @@ class ReviewWidget(QWidget):
                 y, x = (float(v) for v in layer.data[i][-2:])
                 label = self.label_at(y, x)
                 if label == 0:
-                    self._fail(ValueError("a signal must be placed inside a nucleus"))
+                    self._fail(ValueError("a signal must be placed inside a nucleus"), "not done")
                     ok = False
                     continue
                 ok = self._do(lambda s, lab=label, y=y, x=x: rv.add_signal(s, lab, signal, y, x, self._reviewer())) and ok
@@ -557,6 +614,8 @@ class ReviewWidget(QWidget):
         self._show_tally()
 
     def _show_current(self) -> None:
+        from fishcount import review as rv
+
         if self.state is None or self.current is None:
             self.info.setText("no nucleus")
             return
@@ -568,7 +627,11 @@ class ReviewWidget(QWidget):
         if not self.blind.isChecked():
             lines.append(f"pattern {r['pattern']} · call <b>{r['call']}</b> (automated: {r['call_auto']})")
         if not bool(r["scorable"]):
-            lines.append(f"unscorable: {r['exclusion_reason']}")
+            reason = str(r["exclusion_reason"])
+            if not self.blind.isChecked():
+                lines.append(f"unscorable: {reason}")
+            elif reason.startswith(rv.REVIEWER_REASON_PREFIX):  # blind: the reader's own exclusion, not the automated
+                lines.append(f"unscorable ({reason})")
         self.info.setText("<br>".join(lines))
         if not self.blind.isChecked():
             self.call_box.setCurrentText(str(r["call"]))
@@ -619,7 +682,7 @@ class ReviewWidget(QWidget):
         try:
             img = np.ascontiguousarray(self.gallery())
         except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
+            self._fail(exc, "cannot show the gallery")
             return
         self.gallery_image = img
         h, w, _ = img.shape
@@ -635,7 +698,7 @@ class ReviewWidget(QWidget):
         try:
             paths = rv.write_reviewed(self.state, self.folder, self._reviewer())
         except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
+            self._fail(exc, "not written")
             return None
         self.saved_label.setText(f"written {paths[0].name}, {paths[1].name}")
         return paths
@@ -646,13 +709,13 @@ class ReviewWidget(QWidget):
         from fishcount import review as rv
 
         if self.study is None:
-            self._fail(ValueError("open a fishcount run folder to recompute its samples"))
+            self._fail(ValueError("open a fishcount run folder to recompute its samples"), "not done")
             return None
         try:
             path, done = rv.write_reviewed_samples(self.study, self._reviewer())
             resp = rv.write_reviewed_response(self.study, self._reviewer())
         except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
+            self._fail(exc, "not written")
             return None
         self.saved_label.setText(f"written {path.name} and {resp.name} ({len(done)} reviewed field(s))")
         return path
@@ -660,7 +723,7 @@ class ReviewWidget(QWidget):
     def _refresh_compare(self) -> None:
         from fishcount import review as rv
 
-        me = self.reviewer.text().strip()
+        me = self._reviewer()
         self.compare_box.clear()
         self.compare_box.addItems([r for r in rv.list_journals(self.folder) if r != me])
 
@@ -672,7 +735,7 @@ class ReviewWidget(QWidget):
             b = rv.open_review(self.folder, other, self.state.panel, field=self.state.field)
             c = rv.concordance(self.state, b, reader_a=self._reviewer(), reader_b=other)
         except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
+            self._fail(exc, "cannot compare")
             return None
         self.concordance_label.setText(c.summary())
         return c
