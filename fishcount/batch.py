@@ -148,7 +148,14 @@ def find_study_fields(folder: str | os.PathLike) -> list[Path]:
     """
     folder = Path(folder)
     out = []
-    for root, dirs, files in os.walk(folder):
+    seen: set[str] = set()
+    # symlinked patient / timepoint folders are followed (a study assembled from links), each real folder once
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up (a loop) or to a folder already searched
+            dirs[:] = []
+            continue
+        seen.add(real)
         if RUN_MARKER in files:  # a fishcount output folder inside the study: not input
             dirs[:] = []
             continue
@@ -160,11 +167,15 @@ def find_study_fields(folder: str | os.PathLike) -> list[Path]:
     return sorted(out)
 
 
+# unit, then the number after an optional space or "_" ("week16", "week_16"); a negative number after a
+# separator ("day_-7", "d -14", "week--2"). "day-7" (day 7 or day -7?) matches none and is refused with a hint.
+_NUMBER = r"(?:[\s_]?(?P<pos>\d+(?:\.\d+)?)|[\s_\-]-(?P<neg>\d+(?:\.\d+)?))"
 _WEEK_PATTERNS: tuple[tuple[re.Pattern, float], ...] = (
-    (re.compile(r"^(?:w|wk|week)[\s_\-]?(\d+(?:\.\d+)?)$", re.I), 1.0),
-    (re.compile(r"^(?:d|day)[\s_\-]?(\d+(?:\.\d+)?)$", re.I), 1.0 / 7.0),
-    (re.compile(r"^(?:m|mo|month)[\s_\-]?(\d+(?:\.\d+)?)$", re.I), 52.0 / 12.0),
+    (re.compile(rf"^(?:w|wk|week){_NUMBER}$", re.I), 1.0),
+    (re.compile(rf"^(?:d|day){_NUMBER}$", re.I), 1.0 / 7.0),
+    (re.compile(rf"^(?:m|mo|month){_NUMBER}$", re.I), 52.0 / 12.0),
 )
+_AMBIGUOUS_MINUS = re.compile(r"^(?:w|wk|week|d|day|m|mo|month)-\d", re.I)
 _BASELINE_NAMES = {"baseline", "screening", "pre", "pretreatment", "diagnosis", "bl"}
 
 
@@ -172,7 +183,8 @@ def week_from_timepoint(timepoint: str) -> float | None:
     """The study week encoded in a timepoint folder name, or None if the name encodes none.
 
     ``week16``, ``wk16``, ``w16``, ``week_16`` -> 16; ``day28`` / ``d28`` -> 4; ``month3`` / ``m3``
-    -> 13.0 (52/12 weeks per month); ``baseline``, ``screening``, ``pre``, ``diagnosis`` -> 0.
+    -> 13.0 (52/12 weeks per month); ``baseline``, ``screening``, ``pre``, ``diagnosis`` -> 0; a negative
+    number after a separator, ``day_-7`` / ``d -14`` -> -1 / -2. ``day-7`` (day 7 or day -7?) encodes none.
 
     Parameters
     ----------
@@ -190,7 +202,8 @@ def week_from_timepoint(timepoint: str) -> float | None:
     for pat, factor in _WEEK_PATTERNS:
         m = pat.match(name)
         if m:
-            return round(float(m.group(1)) * factor, 4)
+            v = float(m.group("pos")) if m.group("pos") is not None else -float(m.group("neg"))
+            return round(v * factor, 4) + 0.0  # + 0.0: never -0.0
     return None
 
 
@@ -242,8 +255,11 @@ def infer_layout(folder: str | os.PathLike, *, panel: str = DEFAULT_PANEL) -> pd
         if week is None:
             raise InputError(
                 folder / patient / timepoint,
-                f"cannot tell the week from timepoint folder '{timepoint}'; name it like week00, week16, day28, "
-                "month3 or baseline, or give --manifest manifest.csv with a week column",
+                (f"timepoint folder '{timepoint}' is ambiguous: is the '-' a separator or a minus? name it "
+                 f"{timepoint.replace('-', '')} or {timepoint.replace('-', '_-', 1)}, or give --manifest "
+                 "manifest.csv with a week column") if _AMBIGUOUS_MINUS.match(timepoint) else
+                (f"cannot tell the week from timepoint folder '{timepoint}'; name it like week00, week16, day28, "
+                 "month3 or baseline, or give --manifest manifest.csv with a week column"),
             )
         rows.append({"path": str(f), "patient": patient, "timepoint": timepoint, "week": week})
     df = pd.DataFrame(rows)
@@ -293,6 +309,16 @@ def _finish_table(df: pd.DataFrame, folder: Path, panel: str, source: str) -> pd
     if len(bad):
         p, t = bad.index[0]
         raise InputError(source, f"patient '{p}' timepoint '{t}' is given more than one week")
+    # the response needs one sample per patient, panel and week: two would only be refused after the analysis
+    per_week = df.groupby(["panel", "patient", "week"])["sample"].unique()
+    bad = per_week[per_week.map(len) > 1]
+    if len(bad):
+        (_, p, w), samples = bad.index[0], sorted(bad.iloc[0])
+        tps = [sorted(df.loc[df["sample"] == s_, "timepoint"].unique())[0] for s_ in samples]
+        raise InputError(source, f"patient '{p}' has two samples at week {w:g}: "
+                                 + " and ".join(f"'{s_}' (timepoint '{t}')" for s_, t in zip(samples, tps))
+                                 + "; one sample per patient and week (rename a timepoint, or give the weeks "
+                                   "in a manifest)")
     if "files" not in df.columns:
         df["files"] = df["path"]
     df = _expand_positions(df)
@@ -300,7 +326,10 @@ def _finish_table(df: pd.DataFrame, folder: Path, panel: str, source: str) -> pd
                    + ("" if k is None else f"_s{int(k)}") for fs, k in zip(df["files"], df["series"])]
     dup = df["field"].duplicated(keep=False)
     if dup.any():
-        raise InputError(source, f"two fields map to the same output key '{df.loc[dup, 'field'].iloc[0]}'")
+        key = df.loc[dup, "field"].iloc[0]
+        two = df.loc[df["field"] == key, "path"].tolist()[:2]
+        raise InputError(source, f"two fields map to the same output key '{key}': {two[0]} and {two[1]} (output "
+                                 "folders keep letters, digits and . _ -, the rest becomes _); rename one")
     front = ["path", "field", "sample", "patient", "timepoint", "week", "slide", "panel", "files", "series"]
     return df[front + [c for c in df.columns if c not in front]].reset_index(drop=True)
 
@@ -331,14 +360,20 @@ def _field_key(files: list[Path], folder: Path) -> str:
     if len(files) > 1:
         stem = os.path.commonprefix([_field_stem(f.name) for f in files]).rstrip("_-. ") or _field_stem(path.name)
         path = path.parent / stem
-    try:
-        rel = path.resolve().relative_to(folder.resolve())
+    try:  # as laid out under the study folder (a symlinked file or folder in it keeps its place)
+        rel = Path(os.path.abspath(path)).relative_to(Path(os.path.abspath(folder)))
         parts = list(rel.parts)
-    except ValueError:  # outside the study folder: a stable, unique key from the absolute path
-        h = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
-        parts = ["_external", f"{h}_{path.name}"]
+        if ".." in parts:
+            raise ValueError
+    except ValueError:
+        try:
+            rel = path.resolve().relative_to(folder.resolve())
+            parts = list(rel.parts)
+        except ValueError:  # outside the study folder: a stable, unique key from the absolute path
+            h = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+            parts = ["_external", f"{h}_{path.name}"]
     parts[-1] = _field_stem(parts[-1])
-    safe = [re.sub(r"[^A-Za-z0-9._\-]+", "_", p) for p in parts]
+    safe = [re.sub(r"[^\w.\-]+", "_", p) for p in parts]  # \w: letters of any script (田中, Åse) stay
     return "/".join(safe)
 
 
@@ -408,6 +443,7 @@ def read_manifest(
         raise InputError(manifest, f"manifest has a header but no rows; {_MANIFEST_EXAMPLE}")
     records = []
     seen: dict[str, int] = {}
+    checked: set[str] = set()
     for i, r in enumerate(body, start=2):  # line numbers as a spreadsheet shows them
         if len(r) != len(header):
             raise InputError(manifest, f"line {i} has {len(r)} values, the header has {len(header)}")
@@ -423,6 +459,12 @@ def read_manifest(
             raise InputError(manifest, f"line {i}: week {rec['week']!r} is not a number of weeks")
         rec["week"] = week
         row_panel = rec.get("panel") or panel
+        if row_panel not in checked:  # an unknown panel names the manifest line, not just the panel
+            try:
+                _load_panel_for(row_panel, folder)
+            except FishcountError as exc:
+                raise InputError(manifest, f"line {i}: panel {row_panel!r}: {exc.reason}") from None
+            checked.add(row_panel)
         for files in _group_files(_expand(rec["path"], folder, manifest, i), _panel_ref(row_panel, folder)):
             for f in files:
                 key = str(f.resolve())
@@ -800,9 +842,13 @@ def _is_done(final: Path, files: tuple[str, ...], params_hash: str) -> bool:
         m = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if m.get("marker_version") != MARKER_VERSION or m.get("params_hash") != params_hash:
+    if not isinstance(m, dict) or m.get("marker_version") != MARKER_VERSION or m.get("params_hash") != params_hash:
         return False
+    if not (final / "nuclei.csv").is_file():
+        return False  # a marker without its table (removed by hand): redo the field
     rec = m.get("input", {})
+    if not isinstance(rec, dict):
+        return False
     try:
         now = _fingerprint_files(files, with_hash=False)
     except OSError:
@@ -822,10 +868,12 @@ def _estimate_field_bytes(paths: Iterable[str]) -> int:
     """Uncompressed bytes of the largest of a few fields (from TIFF headers), as float32."""
     import tifffile
 
+    from .io import quiet_tifffile
+
     best = 0
     for p in list(paths)[:8]:
         try:
-            with tifffile.TiffFile(p) as tf:  # the largest image (a thumbnail may come first)
+            with quiet_tifffile(), tifffile.TiffFile(p) as tf:  # the largest image (a thumbnail may come first)
                 best = max(best, max(int(np.prod(s.shape)) for s in tf.series) * 4)
         except Exception:  # noqa: BLE001 - unreadable files are reported by the workers
             best = max(best, os.path.getsize(p) * 2 if os.path.exists(p) else 0)
@@ -855,6 +903,10 @@ def default_workers(field_bytes: int = 0) -> int:
     return max(1, min(cores, by_memory))
 
 
+#: A Dask scheduler address: [protocol://]host:port (IPv6 hosts in brackets).
+_SCHEDULER_RE = re.compile(r"^(?:[a-z][a-z0-9+.\-]*://)?(?:\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$")
+
+
 def _execute(
     tasks: list,
     *,
@@ -882,7 +934,7 @@ def _execute(
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise InputError(scheduler, f"cannot connect to the Dask scheduler ({exc})") from None
         engine = {"engine": "dask-distributed", "scheduler": scheduler,
                   "workers": len(client.scheduler_info().get("workers", {}))}
@@ -1149,6 +1201,48 @@ class BatchResult:
         return int(len(self.errors))
 
 
+RUN_LOCK = ".fishcount-run.lock"
+
+
+def _acquire_run_lock(out: Path) -> Path:
+    """Take the run folder's lock (a file holding ``<pid> <host>``): a second run writing into the same folder
+    would delete the first one's temporary field folders and mix their tables. A lock left by a process that
+    is gone (killed) is taken over."""
+    import socket
+
+    import psutil
+
+    lock, host = out / RUN_LOCK, socket.gethostname()
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid_s, owner = lock.read_text(encoding="utf-8").split()[:2]
+                pid = int(pid_s)
+            except (OSError, ValueError):
+                pid, owner = -1, host
+            if owner != host:
+                raise InputError(out, f"another fishcount run (process {pid} on {owner}) is writing into this "
+                                      f"folder; wait for it, or delete {RUN_LOCK} if it is gone") from None
+            if pid != os.getpid() and psutil.pid_exists(pid):
+                raise InputError(out, f"another fishcount run (process {pid}) is writing into this folder; wait "
+                                      "for it or choose another --out") from None
+            lock.unlink(missing_ok=True)  # left by a run that is gone
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()} {host}\n")
+        return lock
+    raise InputError(out, f"cannot take the run lock {RUN_LOCK}")
+
+
+def _release_run_lock(lock: Path) -> None:
+    try:
+        lock.unlink()
+    except OSError:
+        pass
+
+
 def _check_out_dir(out: Path, folder: Path) -> None:
     """Refuse to write into a folder that holds something other than a fishcount run."""
     if out.resolve() == folder.resolve():
@@ -1275,6 +1369,10 @@ def run_batch(
     analyze = analyze or process_field
     if workers is not None and workers < 1:
         raise InputError("--workers", f"must be at least 1, got {workers}")
+    if scheduler is not None and not _SCHEDULER_RE.match(str(scheduler)):
+        raise InputError(scheduler, "not a Dask scheduler address: give tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
+    if panel.lower().endswith(".toml") and not Path(panel).is_absolute() and Path(panel).is_file():
+        panel = str(Path(panel).resolve())  # --panel FILE: from the working directory, as `fishcount analyze`
 
     table, table_source = _field_table(folder, manifest, panel)
     panels = {pid: _load_panel_for(pid, folder) for pid in table["panel"].unique()}
@@ -1299,149 +1397,158 @@ def run_batch(
 
         load_cutoffs(cutoffs)
     _check_out_dir(out, folder)
-    fields_dir = out / "fields"
-    _cleanup_stale(fields_dir)
-    timings["setup_s"] = time.perf_counter() - t_start
-
-    pre_errors: list[dict] = []
-    pooled: dict[str, dict] = {}
-    if pool_thresholds:
-        t0 = time.perf_counter()
-        n_w = workers or default_workers(_estimate_field_bytes(table["path"]))
-        pooled, pre_errors = _pooled_thresholds(table, panels, params_for, out, workers=n_w, scheduler=scheduler)
-        timings["thresholds_s"] = time.perf_counter() - t0
-
-    # -- what needs doing
-    tasks: list[_Task] = []
-    skipped: list[str] = []
-    for _, row in table.iterrows():
-        final = fields_dir / row["field"]
-        p_field = params_for[row["panel"]]
-        if row["sample"] in pooled:
-            p_field = {**p_field, "analyze": {**dict(p_field.get("analyze", {})), "thresholds": pooled[row["sample"]]}}
-        p_field = _with_series(p_field, row["series"])
-        ph = _params_hash(panels[row["panel"]], p_field)
-        files = tuple(row["files"].split(os.pathsep))
-        if _is_done(final, files, ph):
-            skipped.append(row["field"])
-        else:
-            tasks.append(_Task(row["path"], files, row["field"], str(final), panels[row["panel"]], p_field, ph,
-                               analyze))
-
-    if workers is None:
-        workers = min(default_workers(_estimate_field_bytes(t.path for t in tasks)), len(tasks)) if tasks else 1
-
-    from tqdm import tqdm
-
-    show = not quiet and sys.stderr.isatty()
-    bar = tqdm(total=len(table), initial=len(skipped), unit="field", desc="fields", disable=not show,
-               dynamic_ncols=True)
-    n_err = 0
-
-    def _progress(r: dict) -> None:
-        nonlocal n_err
-        n_err += r["status"] == "error"
-        bar.set_postfix_str(f"{n_err} errors" if n_err else "", refresh=False)
-        bar.update(1)
-
-    t0 = time.perf_counter()
+    lock = _acquire_run_lock(out)  # one run at a time in a run folder
     try:
-        results, engine = _execute(tasks, workers=workers, scheduler=scheduler, progress=_progress)
-    finally:
-        bar.close()
-    timings["fields_s"] = time.perf_counter() - t0
+        fields_dir = out / "fields"
+        _cleanup_stale(fields_dir)
+        timings["setup_s"] = time.perf_counter() - t_start
 
-    position = {f: k for f, k in zip(table["field"], table["series"]) if k is not None}
-    errors = pre_errors + [
-        {"file": r["path"] + (f" (series {position[r['field']]})" if r["field"] in position else ""),
-         "stage": r["stage"], "message": r["message"]} for r in results if r["status"] == "error"
-    ]
-    failed = {r["field"] for r in results if r["status"] == "error"}
-    ok = table[~table["field"].isin(failed)]
-    # fields that failed leave their sample with fewer (or no) fields: say so
-    for s, grp in table.groupby("sample", sort=False):
-        if grp["field"].isin(failed).all():
-            errors.append({"file": s, "stage": "sample",
-                           "message": "no field of this sample could be analysed; sample not scored"})
+        pre_errors: list[dict] = []
+        pooled: dict[str, dict] = {}
+        if pool_thresholds:
+            t0 = time.perf_counter()
+            n_w = workers or default_workers(_estimate_field_bytes(table["path"]))
+            pooled, pre_errors = _pooled_thresholds(table, panels, params_for, out, workers=n_w, scheduler=scheduler)
+            timings["thresholds_s"] = time.perf_counter() - t0
 
-    # -- pool, score, respond
-    t0 = time.perf_counter()
-    n_nuclei = pool_nuclei(ok, out)
-    timings["pool_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    samples = response = None
-    criteria_info: dict[str, Any] = {}
-    if len(ok):
-        import pyarrow.parquet as pq
+        # -- what needs doing
+        tasks: list[_Task] = []
+        skipped: list[str] = []
+        for _, row in table.iterrows():
+            final = fields_dir / row["field"]
+            p_field = params_for[row["panel"]]
+            if row["sample"] in pooled:
+                p_field = {**p_field, "analyze": {**dict(p_field.get("analyze", {})), "thresholds": pooled[row["sample"]]}}
+            p_field = _with_series(p_field, row["series"])
+            ph = _params_hash(panels[row["panel"]], p_field)
+            files = tuple(row["files"].split(os.pathsep))
+            if _is_done(final, files, ph):
+                skipped.append(row["field"])
+            else:
+                tasks.append(_Task(row["path"], files, row["field"], str(final), panels[row["panel"]], p_field, ph,
+                                   analyze))
 
-        nuclei = pq.read_table(out / "nuclei.parquet").to_pandas()
-        samples = _score(nuclei, ok, panels, score, cutoffs)
-        del nuclei
-        write_csv_atomic(samples, out / "samples.csv")
-        response, criteria_info = _respond(samples, criteria, cutoffs, respond, out)
-        if response is not None:
-            write_csv_atomic(response, out / "response.csv")
-    timings["score_s"] = time.perf_counter() - t0
+        if workers is None:
+            workers = min(default_workers(_estimate_field_bytes(t.path for t in tasks)), len(tasks)) if tasks else 1
 
-    # tables this run did not produce must not survive from an earlier run
-    produced = {"samples.csv": samples is not None, "response.csv": response is not None,
-                "response_timepoints.csv": response is not None and respond is None,
-                "report.html": False}
-    for name, made in produced.items():
-        if not made and (out / name).exists():
-            (out / name).unlink()
-    err_df = pd.DataFrame(errors, columns=["file", "stage", "message"])
-    write_csv_atomic(err_df, out / "errors.csv")
+        from tqdm import tqdm
 
-    # -- run.json
-    markers = {}
-    for key in ok["field"]:
+        show = not quiet and sys.stderr.isatty()
+        bar = tqdm(total=len(table), initial=len(skipped), unit="field", desc="fields", disable=not show,
+                   dynamic_ncols=True)
+        n_err = 0
+
+        def _progress(r: dict) -> None:
+            nonlocal n_err
+            n_err += r["status"] == "error"
+            bar.set_postfix_str(f"{n_err} error{'s' if n_err > 1 else ''}" if n_err else "", refresh=False)
+            bar.update(1)
+
+        t0 = time.perf_counter()
         try:
-            markers[key] = json.loads((fields_dir / key / MARKER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
-    field_secs = [m.get("seconds") for m in markers.values() if m.get("seconds") is not None]
-    field_cpu = [m.get("cpu_seconds") for m in markers.values() if m.get("cpu_seconds") is not None]
-    timings["total_s"] = time.perf_counter() - t_start
-    run = {
-        "fishcount_version": __version__,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": _versions(),
-        "study_folder": str(folder.resolve()),
-        "settings": settings_info,
-        "field_table_source": table_source,
-        "parameters": _jsonable({"panel": panel, "params": params, "workers": workers, "scheduler": scheduler,
-                                 "criteria": criteria, "cutoffs": cutoffs,
-                                 "pool_thresholds": pool_thresholds}),
-        "engine": engine,
-        "panels": {pid: {"id": p.id, "name": p.name, "path": p.path, "sha256": p.sha256} for pid, p in panels.items()},
-        "panel": {"id": panels[next(iter(panels))].id, "sha256": panels[next(iter(panels))].sha256},
-        "criteria": criteria_info,
-        "counts": {"fields": int(len(table)), "analysed": int(len(results) - len(failed)), "skipped": len(skipped),
-                   "failed": len(failed), "nuclei": int(n_nuclei), "samples": 0 if samples is None else int(len(samples)),
-                   "patients": int(table["patient"].nunique()), "errors": int(len(err_df))},
-        "thresholds": {k: m.get("summary", {}).get("thresholds", {}) for k, m in markers.items()},
-        # field warnings (analyze_field's params["warnings"], e.g. nuclei that contradict the pixel size)
-        "warnings": {k: w for k, m in markers.items() if (w := m.get("summary", {}).get("warnings"))},
-        "timings": {**{k: round(v, 4) for k, v in timings.items()},
-                    "per_field_mean_s": round(float(np.mean(field_secs)), 4) if field_secs else None,
-                    "per_field_sum_s": round(float(np.sum(field_secs)), 4) if field_secs else None,
-                    "per_field_cpu_mean_s": round(float(np.mean(field_cpu)), 4) if field_cpu else None},
-    }
-    write_text_atomic(out / "run.json", json.dumps(run, indent=1, sort_keys=False))
+            results, engine = _execute(tasks, workers=workers, scheduler=scheduler, progress=_progress)
+        finally:
+            bar.close()
+        timings["fields_s"] = time.perf_counter() - t0
 
-    report_path = None
-    if report and samples is not None:
-        from .report import write_report
+        position = {f: k for f, k in zip(table["field"], table["series"]) if k is not None}
+        errors = pre_errors + [
+            {"file": r["path"] + (f" (series {position[r['field']]})" if r["field"] in position else ""),
+             "stage": r["stage"], "message": r["message"]} for r in results if r["status"] == "error"
+        ]
+        failed = {r["field"] for r in results if r["status"] == "error"}
+        ok = table[~table["field"].isin(failed)]
+        # fields that failed leave their sample with fewer (or no) fields: say so
+        lost = []
+        for s, grp in table.groupby("sample", sort=False):
+            if grp["field"].isin(failed).all():
+                lost.append(s)
+                errors.append({"file": s, "stage": "sample",
+                               "message": "no field of this sample could be analysed; scored as 0 nuclei (not evaluable)"})
+        lost_rows = table[table["sample"].isin(lost)]
 
-        report_path = write_report(out)
-    return BatchResult(out, len(table), len(results) - len(failed), len(skipped), len(failed), err_df,
-                       samples, response, report_path, run["warnings"])
+        # -- pool, score, respond
+        t0 = time.perf_counter()
+        n_nuclei = pool_nuclei(ok, out)
+        timings["pool_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        samples = response = None
+        criteria_info: dict[str, Any] = {}
+        if len(ok):
+            import pyarrow.parquet as pq
+
+            nuclei = pq.read_table(out / "nuclei.parquet").to_pandas()
+            samples = _score(nuclei, ok, panels, score, cutoffs, failed=lost_rows)
+            del nuclei
+            write_csv_atomic(samples, out / "samples.csv")
+            response, criteria_info = _respond(samples, criteria, cutoffs, respond, out)
+            if response is not None:
+                write_csv_atomic(response, out / "response.csv")
+        timings["score_s"] = time.perf_counter() - t0
+
+        # tables this run did not produce must not survive from an earlier run
+        produced = {"samples.csv": samples is not None, "response.csv": response is not None,
+                    "response_timepoints.csv": response is not None and respond is None,
+                    "report.html": False}
+        for name, made in produced.items():
+            if not made and (out / name).exists():
+                (out / name).unlink()
+        err_df = pd.DataFrame(errors, columns=["file", "stage", "message"])
+        write_csv_atomic(err_df, out / "errors.csv")
+
+        # -- run.json
+        markers = {}
+        for key in ok["field"]:
+            try:
+                markers[key] = json.loads((fields_dir / key / MARKER).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass
+        field_secs = [m.get("seconds") for m in markers.values() if m.get("seconds") is not None]
+        field_cpu = [m.get("cpu_seconds") for m in markers.values() if m.get("cpu_seconds") is not None]
+        timings["total_s"] = time.perf_counter() - t_start
+        run = {
+            "fishcount_version": __version__,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": _versions(),
+            "study_folder": str(folder.resolve()),
+            "settings": settings_info,
+            "field_table_source": table_source,
+            "parameters": _jsonable({"panel": panel, "params": params, "workers": workers, "scheduler": scheduler,
+                                     "criteria": criteria, "cutoffs": cutoffs,
+                                     "pool_thresholds": pool_thresholds}),
+            "engine": engine,
+            "panels": {pid: {"id": p.id, "name": p.name, "path": p.path, "sha256": p.sha256} for pid, p in panels.items()},
+            "panel": {"id": panels[next(iter(panels))].id, "sha256": panels[next(iter(panels))].sha256},
+            "criteria": criteria_info,
+            "counts": {"fields": int(len(table)), "analysed": int(len(results) - len(failed)), "skipped": len(skipped),
+                       "failed": len(failed), "nuclei": int(n_nuclei), "samples": 0 if samples is None else int(len(samples)),
+                       "patients": int(table["patient"].nunique()), "errors": int(len(err_df))},
+            "thresholds": {k: m.get("summary", {}).get("thresholds", {}) for k, m in markers.items()},
+            # field warnings (analyze_field's params["warnings"], e.g. nuclei that contradict the pixel size)
+            "warnings": {k: w for k, m in markers.items() if (w := m.get("summary", {}).get("warnings"))},
+            "timings": {**{k: round(v, 4) for k, v in timings.items()},
+                        "per_field_mean_s": round(float(np.mean(field_secs)), 4) if field_secs else None,
+                        "per_field_sum_s": round(float(np.sum(field_secs)), 4) if field_secs else None,
+                        "per_field_cpu_mean_s": round(float(np.mean(field_cpu)), 4) if field_cpu else None},
+        }
+        write_text_atomic(out / "run.json", json.dumps(run, indent=1, sort_keys=False))
+
+        report_path = None
+        if report and samples is not None:
+            from .report import write_report
+
+            report_path = write_report(out)
+        return BatchResult(out, len(table), len(results) - len(failed), len(skipped), len(failed), err_df,
+                           samples, response, report_path, run["warnings"])
+    finally:
+        _release_run_lock(lock)
 
 
 def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
-           score: Callable | None, cutoffs: str | None = None) -> pd.DataFrame:
-    """Score each panel's samples; carry patient/timepoint/week/slide and extras onto each sample row."""
+           score: Callable | None, cutoffs: str | None = None, failed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Score each panel's samples; carry patient/timepoint/week/slide and extras onto each sample row.
+    ``failed``: the table rows of samples none of whose fields could be analysed (scored from 0 nuclei)."""
+    default_score = score is None
     if score is None:
         import functools
 
@@ -1455,15 +1562,37 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
         if "panel" not in s.columns:
             s.insert(0, "panel", panels[pid].id)
         parts.append(s)
+    if failed is not None and len(failed) and default_score:
+        # a sample none of whose fields could be read is still a sample of the study: scored from 0 nuclei
+        # (inevaluable), so its patient stays in response.csv and the report (intention to treat, R8/R13)
+        from .scoring import SAMPLE_KEYS, score_sample
+
+        empty = pd.DataFrame({"call": pd.Series(dtype=str), "scorable": pd.Series(dtype=bool)})
+        rows = []
+        for sname, grp in failed.groupby("sample", sort=False):
+            pid = str(grp["panel"].iloc[0])
+            kd = {k: grp[k].iloc[0] for k in SAMPLE_KEYS if k in grp.columns}
+            kd["sample"] = sname
+            rows.append(score_sample(empty, panels[pid], cutoffs, keys=kd).to_row())
+        parts.append(pd.DataFrame(rows))
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if failed is not None and len(failed):
+        ok = pd.concat([ok, failed], ignore_index=True)  # their meta columns; n_fields counts analysed ones only
     meta_cols = [c for c in ok.columns if c not in (*_WHERE_COLUMNS, "field", "panel", "slide", "source")]
-    meta = ok[meta_cols].drop_duplicates("sample")
+
+    def _joined(v: pd.Series):  # fields of one sample that disagree in an extra column: every value, not the first
+        vals = list(dict.fromkeys(x for x in v.tolist() if not (isinstance(x, float) and math.isnan(x)) and x != ""))
+        return vals[0] if len(vals) == 1 else ("; ".join(map(str, vals)) if vals else v.iloc[0])
+
+    meta = ok[meta_cols].groupby("sample", sort=False, as_index=False).agg(_joined)
     missing = [c for c in meta_cols if c != "sample" and c not in samples.columns]
     if "sample" in samples.columns and missing:
         samples = samples.merge(meta[["sample"] + missing], on="sample", how="left")
-    nf = ok.groupby("sample").size().rename("n_fields")
+    analysed = ok if failed is None or not len(failed) else ok[~ok["field"].isin(failed["field"])]
+    nf = analysed.groupby("sample").size().rename("n_fields")
     if "sample" in samples.columns and "n_fields" not in samples.columns:
         samples = samples.merge(nf, left_on="sample", right_index=True, how="left")
+        samples["n_fields"] = samples["n_fields"].fillna(0).astype(int)
     return samples
 
 

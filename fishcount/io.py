@@ -17,6 +17,7 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -614,6 +615,20 @@ class _TiffLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self._thread:
             self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """While a TIFF header is only looked at (positions, sizes), tifffile's complaints about a damaged file are
+    not printed (Python's last-resort handler would write them between the progress lines): the file is
+    reported, once and in one line, when it is read. Handlers the user configured still get them."""
+    logger = logging.getLogger("tifffile")
+    h = logging.NullHandler()
+    logger.addHandler(h)
+    try:
+        yield
+    finally:
+        logger.removeHandler(h)
 
 
 # words in tifffile's log messages that mean missing bytes (not merely odd metadata)
@@ -1854,7 +1869,7 @@ def image_positions(path: "str | os.PathLike | Sequence[str | os.PathLike]") -> 
     if not p.name.lower().endswith((".tif", ".tiff")) or not p.is_file():
         return []
     try:
-        with tifffile.TiffFile(p) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(p) as tif:
             numbers = [k for k, _ in _image_series(tif)] if tif.series else []
     except Exception:  # noqa: BLE001 - a damaged file is reported when it is read
         return []

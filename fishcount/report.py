@@ -112,6 +112,22 @@ def _slug(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in str(s))
 
 
+def _anchors(names: Sequence[str]) -> dict[str, str]:
+    """A unique HTML id per patient: ``patient-<slug>``, with ``-2``, ``-3``... when two slugs meet (``P 1``
+    and ``P-1`` both give ``P-1``; a link must not jump to the other patient)."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for n in names:
+        base = f"patient-{_slug(n)}"
+        a, k = base, 1
+        while a in used:
+            k += 1
+            a = f"{base}-{k}"
+        used.add(a)
+        out[n] = a
+    return out
+
+
 def _json_cell(v: Any) -> dict:
     if isinstance(v, str) and v.strip().startswith("{"):
         try:
@@ -180,8 +196,9 @@ _RESPONSE_HIGHLIGHT = ("best_response", "best_week", "endpoint_response", "respo
 
 def _patient_section(patient: str, ps: pd.DataFrame, resp: pd.Series | None, run_dir: Path,
                      fields: pd.DataFrame | None, panel_calls: Sequence[str], tps: pd.DataFrame | None,
-                     criteria) -> str:
-    out = [f"<section class='patient' id='patient-{_slug(patient)}'><h2>Patient {_e(patient)}</h2>"]
+                     criteria, anchor: str | None = None) -> str:
+    out = [f"<section class='patient' id='{_e(anchor or 'patient-' + _slug(patient))}'><h2>Patient {_e(patient)}"
+           f"</h2>"]
     if resp is not None:
         items = []
         for k in _RESPONSE_HIGHLIGHT:
@@ -399,7 +416,8 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     except Exception:  # noqa: BLE001 - a custom panel file may have moved; order calls by name then
         panel_calls = []
     caveats = sorted({str(c) for c in samples.get("caveat", pd.Series(dtype=str)).dropna()}) or [_FALLBACK_CAVEAT]
-    title = title or f"fishcount report: {panel_id}"
+    all_panels = sorted(samples["panel"].dropna().astype(str).unique()) if "panel" in samples.columns else []
+    title = title or f"fishcount report: {', '.join(all_panels) if len(all_panels) > 1 else panel_id}"
 
     patients = sorted(samples["patient"].astype(str).unique())
     resp_by = {}
@@ -413,7 +431,8 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     n_err = 0 if errors is None else len(errors)
     if n_err:
         body.append(f"<div class='err'>This run completed with {n_err} error(s); see <a href='#qc'>Quality control</a>.</div>")
-    body.append("<nav>" + "".join(f"<a href='#patient-{_slug(p)}'>{_e(p)}</a>" for p in patients)
+    anchors = _anchors(patients)
+    body.append("<nav>" + "".join(f"<a href='#{_e(anchors[p])}'>{_e(p)}</a>" for p in patients)
                 + "<a href='#qc'>QC</a><a href='#run'>run</a></nav>")
     # summary
     if response is not None and not response.empty:
@@ -434,7 +453,8 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         tps = None
         if timepoints is not None and "patient" in timepoints.columns:
             tps = timepoints[timepoints["patient"].astype(str) == p]
-        body.append(_patient_section(p, ps, resp_by.get(p), run_dir, fields, panel_calls, tps, criteria))
+        body.append(_patient_section(p, ps, resp_by.get(p), run_dir, fields, panel_calls, tps, criteria,
+                                     anchor=anchors[p]))
     body.append(_qc_section(samples, run, errors))
     body.append(_meta_section(run))
     page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -232,7 +232,7 @@ def test_manifest_missing_file_and_bad_panel(tmp_path):
         read_manifest(tmp_path / "nope.csv")
     make_study(tmp_path, patients=("P01",))
     m = _manifest(tmp_path, "path,patient,timepoint,week,panel\nP01/week00/field01.ome.tif,P01,week00,0,nopanel\n")
-    with pytest.raises(PanelError, match="unknown panel"):
+    with pytest.raises(InputError, match=r"manifest.csv: line 2: panel 'nopanel': unknown panel"):
         read_manifest(m)
     bad = tmp_path / "manifest_latin1.csv"
     bad.write_bytes("path,patient,timepoint,week\nP01/week00/field01.ome.tif,Jos\xe9,week00,0\n".encode("latin-1"))
@@ -268,6 +268,7 @@ def test_manifest_property_one_row_per_listed_file(tmp_path_factory, entries, ne
 @pytest.mark.parametrize("name, week", [
     ("week16", 16.0), ("wk4", 4.0), ("w08", 8.0), ("Week_12", 12.0), ("baseline", 0.0), ("screening", 0.0),
     ("day28", 4.0), ("d14", 2.0), ("month3", 13.0), ("week2.5", 2.5), ("visit3", None), ("16", None), ("", None),
+    ("day_-7", -1.0), ("d -14", -2.0), ("week--2", -2.0), ("day-7", None), ("week-2", None), ("d-14", None),
 ])
 def test_week_from_timepoint(name, week):
     assert week_from_timepoint(name) == week
@@ -968,3 +969,115 @@ def test_position_source_and_with_positions(tmp_path):
         fc.read_field(Position(src, 1), series=0)
     with pytest.raises(InputError, match="a per-channel file must hold one channel"):  # series= of a group
         fc.read_field([src, src], series=0)  # reads that series of every file; these hold 3 channels each
+
+
+# ---------------------------------------------------------------------------------------------
+# layouts and run-folder edge cases a trial analyst meets
+# ---------------------------------------------------------------------------------------------
+def test_layout_follows_symlinked_folders_and_refuses_two_samples_at_one_week(tmp_path):
+    """A patient folder that is a symbolic link is part of the study (its key as laid out); two timepoints of
+    one patient at the same week are refused before any work, naming both."""
+    study = make_study(tmp_path / "study", patients=("P01",), fields=1)
+    make_study(tmp_path / "elsewhere", patients=("P09",), fields=1)
+    (study / "P09").symlink_to(tmp_path / "elsewhere" / "P09", target_is_directory=True)
+    (study / "P09" / "loop").symlink_to(study, target_is_directory=True)  # a loop is searched once
+    t = infer_layout(study)
+    assert sorted(t["field"]) == ["P01/week00/field01", "P01/week16/field01", "P09/week00/field01",
+                                  "P09/week16/field01"]
+    _write_field(study / "P01" / "bl" / "field01.ome.tif", 99)
+    with pytest.raises(InputError, match=r"patient 'P01' has two samples at week 0: 'P01_bl' \(timepoint 'bl'\) and "
+                                         r"'P01_week00' \(timepoint 'week00'\); one sample per patient and week"):
+        run_batch(study, tmp_path / "out", **FAKES)
+    assert not (tmp_path / "out").exists()  # nothing was done
+    shutil.rmtree(study / "P01" / "bl")
+    _write_field(study / "P01" / "day-7" / "field01.ome.tif", 98)
+    with pytest.raises(InputError, match=r"timepoint folder 'day-7' is ambiguous: .* name it day7 or day_-7"):
+        infer_layout(study)
+
+
+def test_output_keys_keep_any_script_and_a_collision_names_both_files(tmp_path):
+    study = tmp_path / "study"
+    for p in ("田中", "佐藤"):
+        _write_field(study / p / "week00" / "f.ome.tif", 1)
+    assert sorted(infer_layout(study)["field"]) == ["佐藤/week00/f", "田中/week00/f"]
+    _write_field(study / "P 1" / "week00" / "a.ome.tif", 2)
+    _write_field(study / "P_1" / "week00" / "a.ome.tif", 3)
+    with pytest.raises(InputError, match=r"two fields map to the same output key 'P_1/week00/a': .*P 1.*a.ome.tif "
+                                         r"and .*P_1.*a.ome.tif"):
+        infer_layout(study)
+
+
+def test_run_keeps_a_patient_whose_fields_all_failed_and_redoes_a_field_without_its_table(tmp_path):
+    """Intention to treat: a patient none of whose fields could be read stays in samples.csv (0 nuclei),
+    response.csv (not evaluable) and the report; a completion marker without nuclei.csv, or one that is not a
+    JSON object, means the field is redone (never a crash, never a stale table)."""
+    sims = {"P1": (31, 32), "P2": (33, 34)}
+    study = tmp_path / "study"
+    for p, seeds in sims.items():
+        for t, seed in zip(("week00", "week16"), seeds):
+            sim = fc.simulate_field("del5q", shape=(192, 192), seed=seed)
+            fc.write_simulated_field(sim, study / p / t / "f1.ome.tif")
+    for t in ("week00", "week16"):
+        (study / "P2" / t / "f1.ome.tif").write_bytes(b"not a tiff at all")
+    out = tmp_path / "run"
+    r = run_batch(study, out, workers=1, quiet=True)
+    assert r.n_failed == 2
+    samples = pd.read_csv(out / "samples.csv")
+    p2 = samples[samples["patient"] == "P2"]
+    assert len(p2) == 2 and (p2["nuclei_scored"] == 0).all() and (p2["n_fields"] == 0).all()
+    resp = pd.read_csv(out / "response.csv").set_index("patient")
+    assert resp.loc["P2", "best_response"] == "not_evaluable" and "baseline inadequate (N=0)" in resp.loc["P2", "flags"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "id='patient-P2'" in html and "2 patients" in html
+    field = out / "fields" / "P1" / "week00" / "f1"
+    (field / "nuclei.csv").unlink()
+    (out / "fields" / "P1" / "week16" / "f1" / batch.MARKER).write_text("[]")
+    r2 = run_batch(study, out, workers=1, quiet=True, report=False)
+    assert r2.n_done == 2 and (field / "nuclei.csv").is_file()
+
+
+def test_run_refuses_a_bad_scheduler_address_and_a_second_run_in_the_same_folder(tmp_path, monkeypatch):
+    study = make_study(tmp_path / "study", patients=("P01",), fields=1)
+    for bad in ("localhost", "nonsense"):
+        with pytest.raises(InputError, match="not a Dask scheduler address: give tcp://HOST:PORT"):
+            run_batch(study, tmp_path / "out", scheduler=bad, **FAKES)
+    assert not (tmp_path / "out").exists()
+    out = tmp_path / "out"
+    run_batch(study, out, **FAKES)
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / batch.RUN_LOCK).write_text(f"{other.pid} {__import__('socket').gethostname()}\n")
+        with pytest.raises(InputError, match=rf"another fishcount run \(process {other.pid}\) is writing into this "
+                                             r"folder"):
+            run_batch(study, out, **FAKES)
+    finally:
+        other.kill()
+        other.wait()
+    r = run_batch(study, out, **FAKES)  # the lock of a process that is gone is taken over
+    assert r.n_skipped == 2 and not (out / batch.RUN_LOCK).exists()
+
+
+def test_run_panel_file_from_the_working_directory_and_extra_columns_that_disagree(tmp_path, monkeypatch):
+    study = make_study(tmp_path / "study", patients=("P01",), fields=2)
+    shutil.copy(load_panel("del5q").path, tmp_path / "mine.toml")
+    monkeypatch.chdir(tmp_path)
+    lines = ["path,patient,timepoint,week,site"]
+    for t, w in (("week00", 0), ("week16", 16)):
+        for f, site in ((1, "Oslo"), (2, "Bergen" if t == "week00" else "Oslo")):
+            lines.append(f"P01/{t}/field{f:02d}.ome.tif,P01,{t},{w},{site}")
+    (study / "manifest.csv").write_text("\n".join(lines) + "\n")
+    run_batch("study", tmp_path / "out", panel="mine.toml", analyze=fake_analyze, quiet=True, report=False)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert str(tmp_path / "mine.toml") in json.dumps(run)
+    samples = pd.read_csv(tmp_path / "out" / "samples.csv").set_index("sample")
+    assert samples.loc["P01_week00", "site"] == "Oslo; Bergen" and samples.loc["P01_week16", "site"] == "Oslo"
+
+
+def test_report_anchors_are_unique_per_patient():
+    from fishcount.report import _anchors
+
+    assert _anchors(["P 1", "P-1", "P_1", "P-1x"]) == {"P 1": "patient-P-1", "P-1": "patient-P-1-2",
+                                                       "P_1": "patient-P_1", "P-1x": "patient-P-1x"}
