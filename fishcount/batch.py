@@ -125,14 +125,6 @@ def _in_run_folder(path: Path, folder: Path) -> bool:
     return False
 
 
-def _field_stem(name: str) -> str:
-    low = name.lower()
-    for suf in FIELD_SUFFIXES:
-        if low.endswith(suf):
-            return name[: -len(suf)]
-    return Path(name).stem
-
-
 def find_study_fields(folder: str | os.PathLike) -> list[Path]:
     """All field image files under ``folder`` (recursively), sorted, truth files and hidden files excluded.
 
@@ -356,10 +348,9 @@ def _expand_positions(df: pd.DataFrame) -> pd.DataFrame:
 def _field_key(files: list[Path], folder: Path) -> str:
     """Output sub-folder of one field: its path under the study folder without the image suffix
     (for a per-channel group, the common prefix of its file names)."""
-    path = files[0]
-    if len(files) > 1:
-        stem = os.path.commonprefix([_field_stem(f.name) for f in files]).rstrip("_-. ") or _field_stem(path.name)
-        path = path.parent / stem
+    from .io import stem_of
+
+    path = files[0].parent / stem_of(files)  # a per-channel group: its files' common stem (as Field.stem)
     try:  # as laid out under the study folder (a symlinked file or folder in it keeps its place)
         rel = Path(os.path.abspath(path)).relative_to(Path(os.path.abspath(folder)))
         parts = list(rel.parts)
@@ -372,7 +363,6 @@ def _field_key(files: list[Path], folder: Path) -> str:
         except ValueError:  # outside the study folder: a stable, unique key from the absolute path
             h = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
             parts = ["_external", f"{h}_{path.name}"]
-    parts[-1] = _field_stem(parts[-1])
     safe = [re.sub(r"[^\w.\-]+", "_", p) for p in parts]  # \w: letters of any script (田中, Åse) stay
     return "/".join(safe)
 
