@@ -1456,6 +1456,7 @@ def run_batch(
                 errors.append({"file": s, "stage": "sample",
                                "message": "no field of this sample could be analysed; scored as 0 nuclei (not evaluable)"})
         lost_rows = table[table["sample"].isin(lost)]
+        sample_warnings: dict[str, list[str]] = {}
 
         # -- pool, score, respond
         t0 = time.perf_counter()
@@ -1468,7 +1469,16 @@ def run_batch(
             import pyarrow.parquet as pq
 
             nuclei = pq.read_table(out / "nuclei.parquet").to_pandas()
-            samples = _score(nuclei, ok, panels, score, cutoffs, failed=lost_rows)
+            # a sample whose fields were analysed but hold no nucleus has no row in the pooled table: it is
+            # scored from 0 nuclei too (never dropped from samples, response and report), with a warning
+            seen = set(nuclei["sample"].astype(str)) if "sample" in nuclei.columns else set()
+            empty = ok[~ok["sample"].astype(str).isin(seen)]
+            for s_name, grp in empty.groupby("sample", sort=False):
+                sample_warnings[f"sample {s_name}"] = [
+                    f"no nucleus found in its {len(grp)} field(s) ({', '.join(grp['field'])}); scored as 0 nuclei "
+                    "(not evaluable)"]
+            samples = _score(nuclei, ok, panels, score, cutoffs,
+                             failed=pd.concat([lost_rows, empty], ignore_index=True) if len(empty) else lost_rows)
             del nuclei
             write_csv_atomic(samples, out / "samples.csv")
             response, criteria_info = _respond(samples, criteria, cutoffs, respond, out)
@@ -1515,7 +1525,8 @@ def run_batch(
                        "patients": int(table["patient"].nunique()), "errors": int(len(err_df))},
             "thresholds": {k: m.get("summary", {}).get("thresholds", {}) for k, m in markers.items()},
             # field warnings (analyze_field's params["warnings"], e.g. nuclei that contradict the pixel size)
-            "warnings": {k: w for k, m in markers.items() if (w := m.get("summary", {}).get("warnings"))},
+            "warnings": {**{k: w for k, m in markers.items() if (w := m.get("summary", {}).get("warnings"))},
+                         **sample_warnings},
             "timings": {**{k: round(v, 4) for k, v in timings.items()},
                         "per_field_mean_s": round(float(np.mean(field_secs)), 4) if field_secs else None,
                         "per_field_sum_s": round(float(np.sum(field_secs)), 4) if field_secs else None,
@@ -1566,8 +1577,9 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
             rows.append(score_sample(empty, panels[pid], cutoffs, keys=kd).to_row())
         parts.append(pd.DataFrame(rows))
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    nf = ok.groupby("sample").size().rename("n_fields")  # the fields analysed (ok holds no failed field)
     if failed is not None and len(failed):
-        ok = pd.concat([ok, failed], ignore_index=True)  # their meta columns; n_fields counts analysed ones only
+        ok = pd.concat([ok, failed], ignore_index=True).drop_duplicates("field")  # for their meta columns
     meta_cols = [c for c in ok.columns if c not in (*_WHERE_COLUMNS, "field", "panel", "slide", "source")]
 
     def _joined(v: pd.Series):  # fields of one sample that disagree in an extra column: every value, not the first
@@ -1578,8 +1590,6 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
     missing = [c for c in meta_cols if c != "sample" and c not in samples.columns]
     if "sample" in samples.columns and missing:
         samples = samples.merge(meta[["sample"] + missing], on="sample", how="left")
-    analysed = ok if failed is None or not len(failed) else ok[~ok["field"].isin(failed["field"])]
-    nf = analysed.groupby("sample").size().rename("n_fields")
     if "sample" in samples.columns and "n_fields" not in samples.columns:
         samples = samples.merge(nf, left_on="sample", right_index=True, how="left")
         samples["n_fields"] = samples["n_fields"].fillna(0).astype(int)

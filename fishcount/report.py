@@ -50,7 +50,7 @@ th{background:#f0f1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #ddd}nav a{margin-right:10px}
 details{margin:6px 0}summary{cursor:pointer;font-weight:600}code{font-size:.95em}
 .iscn{font-family:ui-monospace,Menlo,Consolas,monospace}
-td.iscn{word-break:break-all;min-width:16em;font-size:.95em}
+td.iscn{min-width:16em;font-size:.95em}
 """
 
 
@@ -91,8 +91,11 @@ def _table(df: pd.DataFrame, *, digits: int = 1, cls: str = "") -> str:
         cells = []
         for v, iscn in zip(rec, is_iscn):
             num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            cls = " class=iscn" if iscn else " class=num" if num else ""
-            cells.append(f"<td{cls}>{_e(_fmt(v, digits))}</td>")
+            td = " class=iscn" if iscn else " class=num" if num else ""
+            text = _e(_fmt(v, digits))
+            if iscn:  # break a long nuc ish string after a comma or slash, never inside a probe name
+                text = text.replace(",", ",<wbr>").replace("/", "/<wbr>")
+            cells.append(f"<td{td}>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -309,13 +312,14 @@ def _qc_section(samples: pd.DataFrame, run: Mapping, errors: pd.DataFrame | None
         desc = tdf[sigs].describe().loc[["count", "min", "50%", "max"]].T.reset_index() if sigs else pd.DataFrame()
         if not desc.empty:
             desc.columns = ["signal", "fields", "min", "median", "max"]
+            desc["fields"] = desc["fields"].astype(int)
         out.append("<h3>Detection thresholds used (per field, SNR units)</h3>" + _table(desc, digits=2))
         out.append("<details><summary>Thresholds of every field</summary>" + _table(tdf, digits=2) + "</details>")
     warns = run.get("warnings") or {}
     if warns:
         wdf = pd.DataFrame([{"field": k, "warning": w} for k, ws in sorted(warns.items()) for w in ws])
-        out.append(f"<h3>Warnings ({len(wdf)})</h3><div class='err'>Analysed, but look at these fields: "
-                   "their results may be wrong.</div>" + _table(wdf))
+        out.append(f"<h3>Warnings ({len(wdf)})</h3><div class='err'>Analysed, but look at these fields and "
+                   "samples: their results may be wrong or missing.</div>" + _table(wdf))
     if errors is not None and not errors.empty:
         out.append(f"<h3>Errors ({len(errors)})</h3><div class='err'>The run went on without these; "
                    "samples that lost fields are scored on the remaining ones.</div>" + _table(errors))

@@ -1081,3 +1081,24 @@ def test_report_anchors_are_unique_per_patient():
 
     assert _anchors(["P 1", "P-1", "P_1", "P-1x"]) == {"P 1": "patient-P-1", "P-1": "patient-P-1-2",
                                                        "P_1": "patient-P_1", "P-1x": "patient-P-1x"}
+
+
+def test_run_keeps_a_sample_whose_fields_hold_no_nucleus(tmp_path):
+    """A field analysed without error but holding no nucleus leaves its sample in samples.csv (0 nuclei, not
+    evaluable), the response and the report, with a warning naming the sample and its fields."""
+    study = tmp_path / "study"
+    fc.write_simulated_field(fc.simulate_field("del5q", shape=(192, 192), seed=31), study / "P1" / "week00" / "f1.ome.tif")
+    fc.write_simulated_field(fc.simulate_field("del5q", shape=(192, 192), seed=32, n_nuclei=0),
+                             study / "P1" / "week16" / "f1.ome.tif")
+    out = tmp_path / "run"
+    r = run_batch(study, out, workers=1, quiet=True)
+    assert r.n_failed == 0
+    samples = pd.read_csv(out / "samples.csv").set_index("sample")
+    assert samples.loc["P1_week16", "nuclei_scored"] == 0 and samples.loc["P1_week16", "adequacy"] == "not_evaluable"
+    assert samples.loc["P1_week16", "n_fields"] == 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["warnings"]["sample P1_week16"] == ["no nucleus found in its 1 field(s) (P1/week16/f1); scored as 0 "
+                                                   "nuclei (not evaluable)"]
+    t = pd.read_csv(out / "response_timepoints.csv")
+    assert 16 in set(t["week"])
+    assert "sample P1_week16" in (out / "report.html").read_text(encoding="utf-8")
