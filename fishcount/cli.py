@@ -864,10 +864,11 @@ def _read_dapi_for_segment(path, panel: str, channels: str | None, pixel_size_um
         from .io import read_one_channel
 
         try:  # a nuclear-stain-only image (one channel) is fine for segmentation
-            arr = read_one_channel(path, axes)
+            arr, px = read_one_channel(path, axes, return_pixel_size=True)
         except InputError:
             raise exc from None  # the reading as a panel field says best what does not fit
-        return arr, pixel_size_um, None  # segment_nuclei finds the camera's full scale itself
+        # the user's pixel size wins, else the file's own; segment_nuclei finds the camera's full scale itself
+        return arr, pixel_size_um if pixel_size_um is not None else px, None
 
 
 @main.command("segment")

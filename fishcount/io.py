@@ -70,7 +70,7 @@ _UNIT_TO_UM: dict[str, float] = {
     "\\u00b5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "pm": 1e-6,
     "å": 1e-4, "angstrom": 1e-4, "in": 25400.0, "inch": 25400.0,
 }
-# plausible pixel sizes of a microscope image, µm; an inch-based TIFF resolution outside this
+# plausible pixel sizes of a microscope image, µm; an inch- or centimetre-based TIFF resolution outside this
 # range is a screen/print DPI (72, 96, 300 dpi), not a calibration
 _PLAUSIBLE_PIXEL_UM = (0.005, 20.0)
 _MAX_SMALL_CHANNEL_AXIS = 8  # a last axis this small (and much smaller than Y, X) is channels (YXC)
@@ -808,10 +808,9 @@ def _resolution_um(page, ij_unit=None) -> tuple[float | None, float | None]:
             runit = int(runit.value) if runit is not None else 2
         except (TypeError, ValueError):
             runit = 1
-        if runit == 3:  # centimetre
-            out.append(1e4 / per_unit)
-        elif runit == 2:  # inch: only a calibration if it gives a microscope-scale pixel
-            um = 25400.0 / per_unit
+        if runit in (2, 3):  # inch / centimetre: only a calibration if it gives a microscope-scale pixel (a
+            # screen or print resolution, 72-300 dpi or 118 px/cm, or 1/100 px/cm, gives tens of µm to metres)
+            um = (25400.0 if runit == 2 else 1e4) / per_unit
             out.append(um if _PLAUSIBLE_PIXEL_UM[0] <= um <= _PLAUSIBLE_PIXEL_UM[1] else None)
         else:
             out.append(None)
@@ -856,8 +855,9 @@ def _infer_axes(shape: tuple[int, ...], tf_axes: str, trusted: bool, per_channel
         a, b = shape[0], shape[1]
         if n_expected is not None and (a == n_expected) != (b == n_expected):
             return "CZYX" if a == n_expected else "ZCYX"
-        if "S" in tf_axes and len(tf_axes) == 4 and tf_axes.index("S") in (0, 1):
-            # planar RGB samples (tifffile's old default for a 3- or 4-long axis) mark the channels
+        if "S" in tf_axes and len(tf_axes) == 4 and tf_axes.index("S") in (0, 1) and a != b:
+            # planar RGB samples (tifffile's old default for a 3- or 4-long axis) mark the channels; with two
+            # axes of one length (3 channels x 3 planes) tifffile marks either, so that says nothing
             return "CZYX" if tf_axes.index("S") == 0 else "ZCYX"
         raise InputError(
             path,
@@ -1177,10 +1177,25 @@ def _open_export(path: Path, kind: str, per_channel: bool, n_expected: int | Non
     return _Decoded(data), meta
 
 
-def read_one_channel(path: "str | os.PathLike | Position", axes: str | None = None) -> np.ndarray:
+def read_one_channel(path: "str | os.PathLike | Position", axes: str | None = None, *,
+                     return_pixel_size: bool = False):
     """The image of a one-channel file (a nuclear stain alone, for :func:`fishcount.segment_nuclei`), in its
     stored dtype: ``(Y, X)``, the maximum projection of a z-stack; a colour picture (RGB TIFF, PNG, JPEG)
     gives the brightest of red, green and blue at each pixel (grey, or the stain in its display colour).
+
+    Parameters
+    ----------
+    path : path-like or Position
+        The file (or one position of a multi-position file).
+    axes : str, optional
+        The stored axes, when the file does not say (as ``--axes``).
+    return_pixel_size : bool
+        Also return the file's pixel size in µm (OME, ImageJ or TIFF resolution; None when it has none).
+
+    Returns
+    -------
+    np.ndarray or (np.ndarray, float or None)
+        ``(Y, X)`` image; with ``return_pixel_size``, ``(image, pixel_size_um)``.
 
     Raises
     ------
@@ -1198,7 +1213,8 @@ def read_one_channel(path: "str | os.PathLike | Position", axes: str | None = No
         raise InputError(path, f"one nuclear-stain channel expected, the image has {meta.n_c} (axes {meta.axes}); "
                                "name the DAPI channel with --channels or --panel")
     img = _the_one_channel(czyx, meta)
-    return img.max(axis=0) if img.shape[0] > 1 else img[0]
+    img = img.max(axis=0) if img.shape[0] > 1 else img[0]
+    return (img, meta.pixel_size_um) if return_pixel_size else img
 
 
 def _holds_one_channel(meta: _Meta) -> bool:

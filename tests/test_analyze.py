@@ -959,3 +959,21 @@ def test_jpeg_composite_of_a_fusion_panel_is_warned(tmp_path):
         res = analyze_field(p, panel, pixel_size_um=sim.pixel_size_um)
         got = [w for w in res.params["warnings"] if w.startswith("JPEG colour composite")]
         assert bool(got) == warned, (panel, suffix, res.params["warnings"])
+
+
+def test_cli_segment_reads_the_pixel_size_of_a_one_channel_file(tmp_path):
+    """A nuclear-stain-only OME-TIFF or ImageJ file gives its own pixel size to `fishcount segment` (areas in
+    µm², the nominal nucleus size), as a panel field does; --pixel-size still wins."""
+    u = fc.simulate_field("del5q", shape=(192, 192), seed=1).image
+    tifffile.imwrite(tmp_path / "d.ome.tif", u[0], ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.16,
+                                                                         "PhysicalSizeY": 0.16})
+    tifffile.imwrite(tmp_path / "ij.tif", u[0], imagej=True, resolution=(1 / 0.16, 1 / 0.16),
+                     metadata={"unit": "micron"})
+    for name, stem in (("d.ome.tif", "d"), ("ij.tif", "ij")):
+        r = CliRunner().invoke(main, ["segment", str(tmp_path / name), "--out", str(tmp_path / "o")])
+        assert r.exit_code == 0, r.output
+        assert "(0.16 µm/px, nucleus 56.2 px (pixel size" in r.output
+        assert pd.read_csv(tmp_path / "o" / stem / "nuclei_qc.csv")["area_um2"].notna().all()
+    r = CliRunner().invoke(main, ["segment", str(tmp_path / "d.ome.tif"), "--out", str(tmp_path / "o2"),
+                                  "--pixel-size", "0.2"])
+    assert r.exit_code == 0 and "(0.2 µm/px" in r.output

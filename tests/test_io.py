@@ -170,6 +170,10 @@ def test_tiff_resolution_in_centimetres_and_ignored_screen_dpi(tmp_path):
     assert f.pixel_size_um == pytest.approx(0.2) and f.pixel_size_source == "TIFF resolution"
     q = _plain(tmp_path / "dpi.tif", data[0], resolution=(72, 72), resolutionunit="INCH")
     assert fc.read_field(q).pixel_size_um is None
+    # 300 dpi written in centimetres (118.11 px/cm) and CellProfiler's 1/100 px/cm are no calibration either
+    for res in (118.11, 0.01):
+        c = _plain(tmp_path / f"cm{res}.tif", data[0], resolution=(res, res), resolutionunit="CENTIMETER")
+        assert fc.read_field(c).pixel_size_um is None
 
 
 def test_yxc_small_last_axis(tmp_path):
@@ -1450,3 +1454,15 @@ def test_a_file_that_is_not_what_its_name_says_is_named_by_its_name(tmp_path, na
     (tmp_path / name).write_bytes(b"ab")
     with pytest.raises(InputError, match=rf"{re.escape(name)}: not a {kind} \(only 2 bytes\)$"):
         fc.read_field(tmp_path / name)
+
+
+def test_plain_tiff_of_three_channels_by_three_planes_is_refused_not_guessed(tmp_path):
+    """(3, 3, Y, X) in a plain TIFF: tifffile marks one 3-long axis as planar samples whichever holds the
+    channels, so that says nothing; fishcount asks for --axes, and reads the declared order right."""
+    z = fc.simulate_field("del5q", shape=(96, 96), seed=1, z_planes=3).image  # Z, C, Y, X
+    p = tmp_path / "czyx.tif"
+    tifffile.imwrite(p, np.ascontiguousarray(z.transpose(1, 0, 2, 3)))
+    with pytest.raises(InputError, match=r"cannot tell which axis of shape \(3, 3, 96, 96\) holds channels"):
+        fc.read_field(p)
+    f = fc.read_field(p, axes="CZYX", z_mode="keep")
+    np.testing.assert_array_equal(f.dapi, z[:, 0].astype(np.float32))
