@@ -603,6 +603,27 @@ def _segment(field, pixel_size_um, seg_params):
 SCALE_WARNING_BAND: tuple[float, float] = (0.55, 1.6)
 
 
+def _yield_warnings(seg, nuclei: pd.DataFrame) -> list[str]:
+    """A warning when the field gives nothing to count: no nucleus found (with the segmentation's own
+    message), or not one nucleus scorable (with the commonest reasons), so that a field never quietly
+    contributes 0 to a sample."""
+    if len(nuclei) == 0:
+        why = str(dict(getattr(seg, "params", {}) or {}).get("message") or "")
+        return [f"no nucleus found{': ' + why if why else ''}; check the DAPI channel (--channels), the image and "
+                "the pixel size"]
+    from .calls import as_bool
+
+    if as_bool(nuclei["scorable"]).any():
+        return []
+    reasons: dict[str, int] = {}
+    for r in nuclei["exclusion_reason"].astype(str):
+        for part in filter(None, (x.strip() for x in r.split(";"))):
+            reasons[part] = reasons.get(part, 0) + 1
+    top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+    return [f"none of the {len(nuclei)} nuclei is scorable ({top}); check the exposure, the probe channels "
+            "(--channels) and the pixel size"]
+
+
 def _scale_warnings(seg, px: float, px_source: str, size_rec: dict) -> list[str]:
     """A warning when the nuclei contradict the pixel size (:data:`SCALE_WARNING_BAND`; their median
     diameter as the segmentation's size check measures it, convex nuclei off the edge), with what the
@@ -955,7 +976,8 @@ def analyze_field(
         "segmentation": {k: v for k, v in dict(getattr(seg, "params", {})).items() if _jsonable(v)},
         "segmentation_diameter_px": float(getattr(seg, "diameter_px", float("nan"))),
         "probe_saturation": saturated,
-        "warnings": _scale_warnings(seg, px, px_source, size_rec) + saturation_warnings + _jpeg_warnings(as_read, pan),
+        "warnings": (_yield_warnings(seg, nuclei) + _scale_warnings(seg, px, px_source, size_rec)
+                     + saturation_warnings + _jpeg_warnings(as_read, pan)),
         "timings": timings,
     }
     return FieldResult(field=fld, labels=labels, nuclei=nuclei, spots=spots, thresholds=used, params=rec, panel=pan)

@@ -1360,6 +1360,9 @@ def _check_values(img: np.ndarray, what: str, source: str) -> None:
         raise InputError(source, f"{what} contains {n_nan} NaN and {n_inf} infinite pixel(s); fishcount needs finite intensities")
     if not np.any(img):
         raise InputError(source, f"{what} is empty (all pixels are 0)")
+    lo, hi = img.min(), img.max()
+    if lo == hi:  # a channel written as a constant (an export placeholder, a failed acquisition) holds no image
+        raise InputError(source, f"{what} is constant (every pixel is {lo.item():g}): no image was recorded in it")
 
 
 def _check_pixel_size(pixel_size_um, source) -> float | None:

@@ -977,3 +977,27 @@ def test_cli_segment_reads_the_pixel_size_of_a_one_channel_file(tmp_path):
     r = CliRunner().invoke(main, ["segment", str(tmp_path / "d.ome.tif"), "--out", str(tmp_path / "o2"),
                                   "--pixel-size", "0.2"])
     assert r.exit_code == 0 and "(0.2 µm/px" in r.output
+
+
+def test_a_field_with_nothing_to_count_says_so(tmp_path):
+    """No nucleus found, or not one scorable: a field warning (printed by `fishcount analyze`), never a quiet
+    "0 nuclei"; a constant channel is refused like an empty one."""
+    sim = fc.simulate_field("del5q", shape=(192, 192), seed=1)
+    noise = np.random.default_rng(0).normal(100, 3, sim.image[0].shape).astype(np.float32)  # a DAPI of noise only
+    res = analyze_field(field_from_arrays(noise, {"EGR1": sim.image[1], "D5S23": sim.image[2]},
+                                          pixel_size_um=sim.pixel_size_um))
+    assert len(res.nuclei) == 0
+    assert res.params["warnings"][0].startswith("no nucleus found") and "pixel size" in res.params["warnings"][0]
+    const = sim.image.copy()
+    const[1] = 100  # a constant probe channel
+    tifffile.imwrite(tmp_path / "c.ome.tif", const, ome=True, metadata={
+        "axes": "CYX", "Channel": {"Name": list(sim.channel_names)}, "PhysicalSizeX": sim.pixel_size_um,
+        "PhysicalSizeY": sim.pixel_size_um})
+    with pytest.raises(InputError, match=r"c.ome.tif: channel 1 .*EGR1.* is constant \(every pixel is 100\): no "
+                                         r"image was recorded in it"):
+        fc.read_field(tmp_path / "c.ome.tif")
+    nuc = pd.DataFrame({"label": [1, 2], "scorable": [False, False], "exclusion_reason": ["saturated", "saturated;border"]})
+    from fishcount.analyze import _yield_warnings
+
+    assert _yield_warnings(None, nuc) == ["none of the 2 nuclei is scorable (saturated 2, border 1); check the "
+                                          "exposure, the probe channels (--channels) and the pixel size"]
