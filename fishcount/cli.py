@@ -913,6 +913,13 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
         if dapi.ndim == 3:  # z-stack kept by the reader: segment the maximum projection
             dapi = dapi.max(axis=0)
         seg = segment_nuclei(dapi, pix, saturation_value=sat, source=str(img), **seg_kw)
+        from .analyze import _scale_warnings
+
+        from .io import _pixel_size_notes
+
+        src = "pixel size given" if pixel_size_um else "file metadata"
+        warns = (_scale_warnings(seg, pix, src, {}) or _pixel_size_notes(pix, "user" if pixel_size_um else src)) \
+            if pix else []
         dtype = np.uint16 if seg.labels.max() <= np.iinfo(np.uint16).max else np.uint32
         target.mkdir(parents=True, exist_ok=True)
         with atomic_path(target / "labels.tif") as tmp:
@@ -922,3 +929,5 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
             f"({seg.diameter_source})"
         msg = f"; {seg.params['message']}" if seg.params.get("message") else ""
         click.echo(f"{target}: {seg.n_nuclei} nuclei, {seg.n_scorable} scorable ({scale}){msg}")
+        for w in warns:
+            click.echo(f"  warning: {w}")

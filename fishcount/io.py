@@ -2067,8 +2067,22 @@ def describe_field(
         "saturation_source": field.saturation_source,
         "panel_id": field.panel_id,
         "intensity": intensity,
-        "notes": extra["notes"],
+        "notes": extra["notes"] + _pixel_size_notes(field.pixel_size_um, field.pixel_size_source),
     }
+
+
+#: FISH images are taken at about 0.06-0.3 µm per pixel (60-100x objectives); outside
+#: TYPICAL_FISH_PIXEL_UM a pixel size is likely a default (ImageJ's 1 µm) or another objective's, and
+#: ``info`` says so (it cannot measure the nuclei without segmenting; ``analyze`` then checks against them).
+TYPICAL_FISH_PIXEL_UM = (0.03, 0.5)
+
+
+def _pixel_size_notes(px: float | None, source: str) -> list[str]:
+    if px is None or source == "user" or TYPICAL_FISH_PIXEL_UM[0] <= px <= TYPICAL_FISH_PIXEL_UM[1]:
+        return []
+    d = 9.0 / px
+    return [f"pixel size {px:g} µm ({source}) is unusual for FISH (about 0.06-0.3 µm): a 9 µm nucleus would be "
+            f"{d:.3g} px wide; check the calibration (ImageJ writes 1 µm when none was set) or give --pixel-size"]
 
 
 def format_description(desc: Mapping) -> str:

@@ -131,3 +131,19 @@ def test_python_dash_m_fishcount_is_the_command():
     assert r.returncode == 2 and r.stderr.strip() == "fishcount: error: no-such-file.tif: file not found"
     r = subprocess.run([sys.executable, "-m", "fishcount", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("Usage: fishcount ")
+
+
+def test_info_and_segment_point_out_an_unusual_pixel_size(tmp_path):
+    """ImageJ writes 1 µm per pixel when no calibration was set: info notes it and segment warns (a FISH image
+    is about 0.06-0.3 µm per pixel); a pixel size the user typed is theirs."""
+    import fishcount as fc
+
+    u = fc.simulate_field("del5q", shape=(128, 128), seed=1).image
+    p = tmp_path / "ij1um.tif"
+    tifffile.imwrite(p, u, imagej=True, resolution=(1, 1), metadata={"axes": "CYX", "unit": "micron"})
+    r = _run(p)
+    assert r.exit_code == 0 and "note:         pixel size 1 µm (ImageJ) is unusual for FISH" in r.stdout
+    r = CliRunner().invoke(main, ["segment", str(p), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "warning: pixel size 1 µm (file metadata) is unusual for FISH" in r.output
+    r = CliRunner().invoke(main, ["segment", str(p), "--out", str(tmp_path / "o2"), "--pixel-size", "0.16"])
+    assert r.exit_code == 0 and "warning" not in r.output
