@@ -39,9 +39,11 @@ demo: setup
 test: setup apt
 	$(BIN)/python -m pytest -n 2 -q
 
+# The headline benchmarks (by hand, minutes; results and commands in docs/benchmarks.md). The Big-FISH
+# comparison of bench_detection.py needs its own venv: see the script's docstring.
 bench: setup
-	$(BIN)/pip install --quiet big-fish-reloaded
-	$(BIN)/python benchmarks/run_all.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_segment.py all
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_robustness.py --fields 2 --only defaults
 
 clean:
 	rm -rf $(VENV) $(OUT)

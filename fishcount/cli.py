@@ -681,8 +681,10 @@ def analyze_cmd(images, panel, channels, axes, pixel_size_um, out_dir, threshold
     targets = _output_targets(images, out_dir)
     if pool_thresholds and len(images) > 1:
         pooled = estimate_thresholds(list(images), pan, channels=chans, pixel_size_um=pixel_size_um, **opts)
+        given = dict(manual)
         manual = {**pooled, **manual}
-        click.echo("pooled thresholds: " + ", ".join(f"{k}={v:.2f}" for k, v in pooled.items()))
+        click.echo("pooled thresholds: " + ", ".join(
+            f"{k}={v:.2f}" + (" (--threshold)" if k in given else "") for k, v in manual.items()))
     if not overwrite:  # refuse before any work is done
         for target in targets:
             if target.exists():
