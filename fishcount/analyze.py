@@ -1156,7 +1156,8 @@ def _write_labels(labels: np.ndarray, path: Path) -> None:
 
 
 def write_field_result(
-    result: FieldResult, out_dir: "str | os.PathLike", *, overwrite: bool = False, overlay: bool = True
+    result: FieldResult, out_dir: "str | os.PathLike", *, overwrite: bool = False, overlay: bool = True,
+    title: str | None = None,
 ) -> Path:
     """Write one field's outputs to ``out_dir/<stem>/`` (output contract v1, docs/outputs.md).
 
@@ -1174,6 +1175,8 @@ def write_field_result(
         Replace an existing ``out_dir/<stem>/``. Without it an existing folder is an error.
     overlay : bool
         Render ``overlay.png``.
+    title : str, optional
+        The overlay's name of the field (default its stem; ``fishcount run`` gives ``patient/timepoint/field``).
 
     Returns
     -------
@@ -1203,7 +1206,7 @@ def write_field_result(
         if overlay:
             from .overlay import render_overlay, save_png
 
-            save_png(render_overlay(result), tmp / "overlay.png")
+            save_png(render_overlay(result, title=title), tmp / "overlay.png")
         write_text_atomic(tmp / "field.json", json.dumps(_field_json(result), indent=2, default=str) + "\n")
         # temporary files are private (0600/0700); outputs get the usual permissions under the umask
         umask = os.umask(0)

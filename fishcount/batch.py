@@ -604,7 +604,8 @@ def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Ma
     except FishcountError as exc:
         raise StageError("analyze", exc.reason) from None
     try:
-        written = Path(_analyze.write_field_result(result, Path(out_dir) / "_write"))
+        written = Path(_analyze.write_field_result(result, Path(out_dir) / "_write",
+                                                   title=params.get("overlay_title")))
         for item in written.iterdir():  # flatten: the runner names the field folder itself
             os.replace(item, Path(out_dir) / item.name)
         shutil.rmtree(Path(out_dir) / "_write", ignore_errors=True)
@@ -660,7 +661,8 @@ def _run_task(task: _Task) -> dict:
             raise StageError("read", f"cannot read file ({exc.strerror or exc})",
                              None if exc.filename is None else str(exc.filename)) from None
         source = task.path if len(task.files) == 1 else list(task.files)
-        summary = task.analyze(source, tmp, task.panel, task.params)
+        # the overlay names the field as the run does (patient/timepoint/field); not part of the params hash
+        summary = task.analyze(source, tmp, task.panel, {**task.params, "overlay_title": task.field})
         summary = dict(summary or {})
         if not (tmp / "nuclei.csv").is_file():
             raise StageError("write", "the analysis wrote no nuclei.csv")

@@ -5,6 +5,7 @@ Both return RGB ``uint8`` arrays built with numpy (fast on 2048² fields); text 
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -21,12 +22,18 @@ _TILE_PIXELS = 1 << 17
 
 __all__ = ["render_overlay", "render_gallery", "save_png", "composite", "call_colors"]
 
-#: Outline colours of calls (cycled for panels with more calls); unscorable nuclei are grey.
-_CALL_PALETTE = ("#ff00ff", "#ff3030", "#ffff00", "#4da6ff", "#ff9ecf", "#b266ff", "#c8ff64", "#ffa64d")
-_NORMAL_COLOR = "#00ffff"
+#: Outline colours of calls (cycled for panels with more calls); unscorable nuclei are grey. Paul Tol's
+#: "bright" qualitative scheme (then two of his "muted"), chosen to stay apart for colour-blind readers
+#: (deuteranopia, protanopia); normal is Tol's cyan, the default call white.
+_CALL_PALETTE = ("#ee6677", "#ccbb44", "#aa3377", "#228833", "#4477aa", "#882255", "#44aa99", "#999933")
+_NORMAL_COLOR = "#66ccee"
 _ATYPICAL_COLOR = "#ffffff"
 _UNSCORABLE_COLOR = "#7f7f7f"
-_FUSION_COLOR = "#ffff66"
+#: Fused signals (an orange-green pair counted as one): a white double ring, unlike any call colour.
+_FUSION_COLOR = "#ffffff"
+#: Marker shape per probe, in panel order: two probes of similar colours (orange and green look alike to
+#: colour-blind readers) are told apart by shape.
+_SIGNAL_SHAPES = ("circle", "square", "diamond")
 _DAPI_COLOR = "#3f5fff"
 _HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
@@ -137,11 +144,13 @@ class _Composer:
             rgb[ry[m] - y0, rx[m] - x0] = color
         return rgb
 
-    def add_rings(self, ys: np.ndarray, xs: np.ndarray, color: np.ndarray, radius: float) -> None:
-        """Queue 1-px rings around points (drawn by :meth:`region`, later rings on top)."""
+    def add_rings(self, ys: np.ndarray, xs: np.ndarray, color: np.ndarray, radius: float,
+                  shape: str = "circle") -> None:
+        """Queue 1-px markers (``circle``, ``square``, ``diamond``) around points (drawn by :meth:`region`,
+        later markers on top)."""
         if len(ys) == 0:
             return
-        ry, rx = _ring_pixels(ys, xs, radius, self.dapi.shape)
+        ry, rx = _ring_pixels(ys, xs, radius, self.dapi.shape, shape)
         self.rings.append((ry, rx, np.asarray(color)))
 
 
@@ -173,12 +182,21 @@ def _outline_colors(labels: np.ndarray, nuclei: pd.DataFrame, panel) -> np.ndarr
     return lut
 
 
-def _ring_pixels(ys: np.ndarray, xs: np.ndarray, radius: float, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels (rows, cols; int64) of 1-px rings around points, inside an image of ``shape`` (Y, X, ...)."""
+def _ring_pixels(ys: np.ndarray, xs: np.ndarray, radius: float, shape: tuple,
+                 kind: str = "circle") -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (rows, cols; int64) of 1-px markers around points, inside an image of ``shape`` (Y, X, ...):
+    a ``circle`` of ``radius``, a ``square`` of half-side 0.9 x radius, a ``diamond`` of half-diagonal 1.2 x
+    radius (about the same area)."""
     n = max(12, int(2 * np.pi * radius * 1.5))
-    ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    ry = np.rint(ys[:, None] + radius * np.sin(ang)[None, :]).astype(np.int64).ravel()
-    rx = np.rint(xs[:, None] + radius * np.cos(ang)[None, :]).astype(np.int64).ravel()
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    if kind == "square":  # the unit circle's points pushed out to the square's edge
+        k = 0.9 * radius / np.maximum(np.abs(np.sin(t)), np.abs(np.cos(t)))
+    elif kind == "diamond":
+        k = 1.2 * radius / (np.abs(np.sin(t)) + np.abs(np.cos(t)))
+    else:
+        k = np.full(n, float(radius))
+    ry = np.rint(ys[:, None] + (k * np.sin(t))[None, :]).astype(np.int64).ravel()
+    rx = np.rint(xs[:, None] + (k * np.cos(t))[None, :]).astype(np.int64).ravel()
     ok = (ry >= 0) & (rx >= 0) & (ry < shape[0]) & (rx < shape[1])
     return ry[ok], rx[ok]
 
@@ -200,8 +218,10 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _legend(width: int, entries: Sequence[tuple[str, str]], title: str, scale: float) -> np.ndarray:
-    """A legend strip (H, width, 3) uint8: colour swatches with labels, wrapped over lines."""
+def _legend(width: int, entries: Sequence[tuple], title: str, scale: float) -> np.ndarray:
+    """A legend strip (H, width, 3) uint8: swatches with labels, wrapped over lines. An entry is ``(text,
+    colour)`` (a box: a nucleus outline) or ``(text, colour, shape)`` with shape ``circle``, ``square``,
+    ``diamond`` or ``double`` (the signal markers)."""
     from PIL import Image, ImageDraw
 
     fs = max(10, int(round(14 * scale)))
@@ -211,30 +231,47 @@ def _legend(width: int, entries: Sequence[tuple[str, str]], title: str, scale: f
     draw0 = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     x, y, lines = pad, pad + fs + pad, 1
     pos = []
-    for text, color in entries:
+    for entry in entries:
+        text, color = entry[0], entry[1]
+        shape = entry[2] if len(entry) > 2 else "box"
         w = int(draw0.textlength(text, font=font)) + fs + 3 * pad
         if x + w > width and x > pad:
             x, y, lines = pad, y + fs + pad, lines + 1
-        pos.append((x, y, text, color))
+        pos.append((x, y, text, color, shape))
         x += w
     height = y + fs + pad
     img = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(img)
     draw.text((pad, pad), title, fill=(255, 255, 255), font=font)
-    for x, y, text, color in pos:
+    lw = max(2, fs // 6)
+    for x, y, text, color, shape in pos:
         c = tuple(int(v * 255) for v in _rgb(color))
-        draw.rectangle([x, y + 2, x + fs - 2, y + fs - 2], outline=c, width=max(2, fs // 6))
+        box = [x, y + 2, x + fs - 2, y + fs - 2]
+        cx, cy, r = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, (fs - 4) / 2
+        if shape in ("circle", "double"):
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=c, width=max(1, lw // 2))
+            if shape == "double":
+                draw.ellipse([cx - r / 2, cy - r / 2, cx + r / 2, cy + r / 2], outline=c, width=1)
+        elif shape == "square":
+            draw.rectangle([cx - 0.8 * r, cy - 0.8 * r, cx + 0.8 * r, cy + 0.8 * r], outline=c, width=max(1, lw // 2))
+        elif shape == "diamond":
+            draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], outline=c, width=max(1, lw // 2))
+        else:
+            draw.rectangle(box, outline=c, width=lw)
         draw.text((x + fs + pad // 2, y), text, fill=(255, 255, 255), font=font)
     return np.asarray(img, np.uint8)
 
 
 def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None = None,
-                   tile_rows: int | None = None) -> np.ndarray:
-    """The field overlay: composite image, nucleus outlines coloured by call, signals ringed per colour.
+                   tile_rows: int | None = None, title: str | None = None) -> np.ndarray:
+    """The field overlay: composite image, nucleus outlines coloured by call, signals marked per probe.
 
+    Each probe has its colour and its own marker shape (circle, square, diamond, in panel order), so two
+    probes of similar colours stay apart for colour-blind readers; fused signals get a white double ring.
     Unscorable nuclei are outlined grey and their interior is greyed out; signals outside nuclei are
-    drawn dimmer; fused signals get a yellow ring. A legend strip below the image lists calls (with
-    nucleus counts), signals and the threshold used per signal.
+    drawn dimmer. With a pixel size, a scale bar (µm) sits in the lower right corner. A legend strip below
+    the image names the field, lists calls (with nucleus counts), signals and the threshold used per signal,
+    and says so when no nucleus was found.
 
     Parameters
     ----------
@@ -247,6 +284,8 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
     tile_rows : int, optional
         Rows rendered at a time (default: tiles of about 128 Ki pixels). The picture does not depend
         on it; it bounds the float64 working memory to one tile instead of several whole-field copies.
+    title : str, optional
+        The legend's name of the field (default its file stem; a run gives ``patient/timepoint/field``).
 
     Returns
     -------
@@ -264,26 +303,66 @@ def render_overlay(result, *, legend: bool = True, ring_radius_px: float | None 
     r = ring_radius_px if ring_radius_px is not None else max(3.0, 2.5 * sigma)
     sp = result.spots
     if len(sp):
-        counted = sp["counts_as"].astype(str).to_numpy()
-        for s in result.panel.signals:
-            m = (sp["signal"].to_numpy() == s.name) & (counted == s.name)
-            ctx.add_rings(sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"), r)
-            out = (sp["signal"].to_numpy() == s.name) & (sp["label"].to_numpy() == 0)
-            ctx.add_rings(sp["y"].to_numpy()[out], sp["x"].to_numpy()[out], 0.5 * _rgb(s.color or "#ffffff"), r)
-        fm = counted == "fusion"
-        ctx.add_rings(sp["y"].to_numpy()[fm], sp["x"].to_numpy()[fm], _rgb(_FUSION_COLOR), r + 1.5)
+        _add_signal_marks(ctx, sp, result.panel, r)
     h, w = labels.shape
-    strip = _legend_strip(result, w) if legend else np.zeros((0, w, 3), np.uint8)
+    strip = _legend_strip(result, w, title) if legend else np.zeros((0, w, 3), np.uint8)
     img = np.empty((h + strip.shape[0], w, 3), np.uint8)
     img[h:] = strip
     step = max(1, int(tile_rows) if tile_rows is not None else _TILE_PIXELS // max(w, 1))
     for y0 in range(0, h, step):  # row tiles: one tile's float64 RGB at a time, not the whole field's
         y1 = min(h, y0 + step)
         img[y0:y1] = (ctx.region(y0, y1, 0, w) * 255 + 0.5).astype(np.uint8)
+    px = result.params.get("pixel_size_um") if isinstance(result.params, dict) else None
+    if px and not str(result.params.get("pixel_size_source", "")).startswith("inferred"):
+        _scale_bar(img[:h], float(px))
     return img
 
 
-def _legend_strip(result, width: int) -> np.ndarray:
+def _add_signal_marks(ctx: "_Composer", sp: pd.DataFrame, panel, r: float) -> None:
+    """Queue the markers of a spots table: each probe's counted signals in its colour and shape, those
+    outside every nucleus at half brightness, fused signals as a white double ring."""
+    counted = sp["counts_as"].astype(str).to_numpy()
+    sig, lab = sp["signal"].to_numpy(), sp["label"].to_numpy()
+    ys, xs = sp["y"].to_numpy(), sp["x"].to_numpy()
+    for k, s in enumerate(panel.signals):
+        shape = _SIGNAL_SHAPES[k % len(_SIGNAL_SHAPES)]
+        m = (sig == s.name) & (counted == s.name)
+        ctx.add_rings(ys[m], xs[m], _rgb(s.color or "#ffffff"), r, shape)
+        out = (sig == s.name) & (lab == 0)
+        ctx.add_rings(ys[out], xs[out], 0.5 * _rgb(s.color or "#ffffff"), r, shape)
+    fm = counted == "fusion"
+    ctx.add_rings(ys[fm], xs[fm], _rgb(_FUSION_COLOR), r + 1.5)
+    ctx.add_rings(ys[fm], xs[fm], _rgb(_FUSION_COLOR), r + 3.0)
+
+
+def _scale_bar(img: np.ndarray, px_um: float) -> None:
+    """Draw (in place) a white scale bar with its length in µm in the lower right corner of ``img`` (H, W, 3)
+    uint8: a round length (1, 2, 5 x 10^k µm) about a tenth of the width."""
+    from PIL import Image, ImageDraw
+
+    h, w = img.shape[:2]
+    target = 0.12 * w * px_um
+    if target <= 0 or h < 40 or w < 80:
+        return
+    e = 10 ** math.floor(math.log10(target))
+    length_um = max((m * e for m in (1, 2, 5) if m * e <= target), default=e)
+    n = max(2, int(round(length_um / px_um)))
+    fs = max(10, int(round(12 * max(1.0, w / 1024))))
+    pad = fs // 2
+    y1 = h - pad
+    x1 = w - pad
+    box = img[max(0, y1 - fs - 3 * pad - 4):h, max(0, x1 - max(n, 4 * fs) - pad):w]
+    pil = Image.fromarray(np.ascontiguousarray(box))
+    d = ImageDraw.Draw(pil)
+    bx1, by1 = pil.width - pad, pil.height - pad
+    d.rectangle([bx1 - n, by1 - max(2, fs // 4), bx1, by1], fill=(255, 255, 255))
+    text = f"{length_um:g} µm"
+    tw = d.textlength(text, font=_font(fs))
+    d.text((bx1 - (n + tw) / 2, by1 - max(2, fs // 4) - fs - 5), text, fill=(255, 255, 255), font=_font(fs))
+    box[:] = np.asarray(pil)
+
+
+def _legend_strip(result, width: int, name: str | None = None) -> np.ndarray:
     """The overlay's legend strip (H, width, 3) uint8: calls with counts, signals with thresholds."""
     nuc = result.nuclei
     cc = call_colors(result.panel)
@@ -291,13 +370,21 @@ def _legend_strip(result, width: int) -> np.ndarray:
     vc = scor["call"].value_counts() if len(scor) else pd.Series(dtype=int)
     entries = [(f"{c} ({int(vc.get(c, 0))})", cc[c]) for c in result.panel.call_names]
     entries.append((f"unscorable ({len(nuc) - len(scor)})", _UNSCORABLE_COLOR))
-    for s in result.panel.signals:
+    for k, s in enumerate(result.panel.signals):
         t = result.thresholds.get(s.name)
-        entries.append((f"{s.name} signal (threshold {t:.1f})" if t is not None else s.name, s.color or "#ffffff"))
+        entries.append((f"{s.name} signal (threshold {t:.1f})" if t is not None else s.name, s.color or "#ffffff",
+                        _SIGNAL_SHAPES[k % len(_SIGNAL_SHAPES)]))
     if result.panel.fusion_pair:
-        entries.append(("fusion", _FUSION_COLOR))
+        # break-apart: a fused pair is the intact (normal) allele; dual fusion: the fusion gene
+        entries.append(("fused (intact)" if result.panel.kind == "break-apart" else "fusion", _FUSION_COLOR,
+                        "double"))
+    entries.append(("dim marker: signal outside a nucleus", "#808080", "circle"))
     scale = max(1.0, width / 1024)
-    title = f"{result.field.stem} - panel {result.panel.id} - {len(nuc)} nuclei, {len(scor)} scorable"
+    title = f"{name or result.field.stem} - panel {result.panel.id} - {len(nuc)} nuclei, {len(scor)} scorable"
+    if len(nuc) == 0:
+        why = str(dict(result.params.get("segmentation", {}) or {}).get("message") or "") \
+            if isinstance(result.params, dict) else ""
+        title += " - NO NUCLEUS FOUND" + (f" ({why})" if why else "")
     return _legend(width, entries, title, scale)
 
 
@@ -351,12 +438,11 @@ def render_gallery(
     ctx = _Composer(dapi, probes, colors)
     ctx.labels = labels
     ctx.lut = _outline_colors(labels, nuc, result.panel)
+    if len(nuc):  # as in the overlay: unscorable nuclei greyed out
+        ctx.grey_labels = nuc.loc[~_scorable(nuc), "label"].to_numpy(np.int64)
     sp = result.spots
-    if len(sp):
-        for s in result.panel.signals:
-            m = sp["counts_as"].astype(str).to_numpy() == s.name
-            ctx.add_rings(sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color or "#ffffff"),
-                          max(3.0, 2.5 * float(result.params.get("signal_sigma_px", 1.5))))
+    if len(sp):  # the same markers as the overlay (shape per probe, fused signals as a double ring)
+        _add_signal_marks(ctx, sp, result.panel, max(3.0, 2.5 * float(result.params.get("signal_sigma_px", 1.5))))
     h, w = labels.shape
     scor = _scorable(nuc) if len(nuc) else np.zeros(0, bool)
     if calls is None:
@@ -369,11 +455,13 @@ def render_gallery(
     label_w = max(120, crop_px)
     tiles = []
     for name, sub in rows:
+        total = len(sub)
         if len(sub) > per_call:
             sub = sub.iloc[np.sort(rng.choice(len(sub), per_call, replace=False))]
         row = np.zeros((crop_px, label_w + per_call * (crop_px + 2), 3), np.uint8)
         tag = Image.new("RGB", (label_w, crop_px))
-        ImageDraw.Draw(tag).text((4, 4), f"{name}\n({len(sub)} shown)", fill=(255, 255, 255), font=_font(12))
+        shown = f"{len(sub)} of {total} shown" if total > len(sub) else f"all {total}"
+        ImageDraw.Draw(tag).text((4, 4), f"{name}\n({shown})", fill=(255, 255, 255), font=_font(12))
         row[:, :label_w] = np.asarray(tag)
         for i, (cy, cx) in enumerate(zip(sub["centroid_y"].to_numpy(), sub["centroid_x"].to_numpy())):
             # the crop is centred on the nucleus; outside the field it is black

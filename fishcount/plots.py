@@ -26,7 +26,7 @@ __all__ = ["plot_trajectory", "save_trajectory", "CATEGORY_COLORS"]
 #: Marker colour per response category (other names are grey).
 CATEGORY_COLORS = {
     "major": "#1a9850", "complete": "#1a9850",
-    "minor": "#91cf60", "partial": "#91cf60",
+    "minor": "#4dac26", "partial": "#4dac26",
     "none": "#d73027", "not_evaluable": "#999999", "": "#4575b4",
 }
 
@@ -45,7 +45,7 @@ def plot_trajectory(timepoints: pd.DataFrame, patient: Mapping | None = None, cr
     criteria : Criteria, optional
         For the endpoint window and the title.
     ax : matplotlib Axes, optional
-        Draw into this axes; a new figure (7 × 4 in) otherwise.
+        Draw into this axes; a new figure (8.4 × 4.2 in, the legend beside the axes) otherwise.
 
     Returns
     -------
@@ -53,7 +53,7 @@ def plot_trajectory(timepoints: pd.DataFrame, patient: Mapping | None = None, cr
     """
     tp = timepoints.sort_values("week")
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        fig, ax = plt.subplots(figsize=(8.4, 4.2), dpi=110)
     else:
         fig = ax.figure
     wk = tp["week"].to_numpy(dtype=float)
@@ -62,16 +62,29 @@ def plot_trajectory(timepoints: pd.DataFrame, patient: Mapping | None = None, cr
     hi = tp["ci_high_pct"].to_numpy(dtype=float)
     ax.plot(wk, pct, "-", color="#4575b4", lw=1, zorder=1)
     roles = tp["role"].fillna("").astype(str) if "role" in tp else pd.Series([""] * len(tp))
-    for w, p, l_, h, cat, role in zip(wk, pct, lo, hi, tp["category"].fillna("").astype(str), roles):
+    adequacy = tp["adequacy"].fillna("").astype(str) if "adequacy" in tp else pd.Series([""] * len(tp))
+    limited_shown = False
+    for w, p, l_, h, cat, role, adq in zip(wk, pct, lo, hi, tp["category"].fillna("").astype(str), roles, adequacy):
         if math.isnan(p):
             continue
         col = CATEGORY_COLORS.get(cat, "#555555")
-        ax.errorbar([w], [p], yerr=[[p - l_], [h - p]], fmt="o", color=col, ecolor=col, capsize=4, ms=7, zorder=3)
+        hollow = adq == "limited"  # 100-199 nuclei (clinical.md §6.1 R5): classified, but flagged
+        ax.errorbar([w], [p], yerr=[[p - l_], [h - p]], fmt="o", color=col, ecolor=col, capsize=4, ms=7, zorder=3,
+                    mfc="white" if hollow else col, mew=1.5,
+                    label="limited N (100-199 nuclei)" if hollow and not limited_shown else None)
+        limited_shown |= hollow
         label = cat or role
         if label:
             ax.annotate(label, (w, h), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8, color=col)
-    ax.step(wk, tp["cutoff_pct"].to_numpy(dtype=float), where="mid", ls="--", color="#7f7f7f", lw=1.2,
-            label="cut-off for N (positive = above)")
+    # each sample's own cut-off (it depends on its N): a short dash at the sample, never a line through weeks
+    # without a sample
+    cut = tp["cutoff_pct"].to_numpy(dtype=float)
+    gaps = [b - a for a, b in zip(wk[:-1], wk[1:]) if b > a]
+    half = 0.35 * min(gaps) if gaps else 1.0
+    ok = ~pd.isna(cut)
+    if ok.any():
+        ax.hlines(cut[ok], wk[ok] - half, wk[ok] + half, linestyles="--", color="#7f7f7f", lw=1.4,
+                  label="cut-off for its N (positive = above)")
     if patient is not None and not pd.isna(patient.get("baseline_pct", math.nan)):
         ax.axhline(0.5 * float(patient["baseline_pct"]), ls=":", color="#fc8d59", lw=1.2, label="50 % of baseline")
     if criteria is not None:
@@ -91,7 +104,9 @@ def plot_trajectory(timepoints: pd.DataFrame, patient: Mapping | None = None, cr
 
         title = f"{txt('patient')}: best {txt('best_response')}"
         bw = patient.get("best_week", math.nan)
-        if not pd.isna(bw):
+        responded = bool(patient.get("responder_best", True)) if "responder_best" in patient else \
+            txt("best_response") not in ("none", "not_evaluable", "")
+        if not pd.isna(bw) and responded:
             title += f" (week {float(bw):g}{', ' + txt('best_confirmed') if txt('best_confirmed') else ''})"
         title += f"; endpoint {txt('endpoint_response')}"
         if txt("events"):
@@ -99,12 +114,12 @@ def plot_trajectory(timepoints: pd.DataFrame, patient: Mapping | None = None, cr
     if criteria is not None:
         title += f"  [{criteria.id}]"
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside: never on a point
     foot = FISH_CAVEAT
     if patient is not None and not bool(patient.get("cutoff_validated", True)):
         foot += f" Note: {NOT_VALIDATED}."
-    fig.text(0.01, 0.005, foot, fontsize=5.5, color="#555555", wrap=True)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.01, 0.005, foot, fontsize=7, color="#555555", wrap=True)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 

@@ -208,10 +208,12 @@ def test_overlay_and_gallery_images():
 
 def _whole_field_picture(res, *, overlay: bool) -> np.ndarray:
     """Reference: the overlay (or the gallery's source picture) rendered on the whole field at once in
-    float64, the way it was before tiling; uint8 (Y, X, 3)."""
+    float64, the way it was before tiling; uint8 (Y, X, 3). Both grey unscorable nuclei and mark signals
+    alike (shape per probe, dim outside nuclei, fused as a double ring); the overlay adds its scale bar."""
     from skimage.segmentation import find_boundaries
 
-    from fishcount.overlay import _DAPI_COLOR, _FUSION_COLOR, _outline_colors, _rgb, _scorable
+    from fishcount.overlay import (_DAPI_COLOR, _FUSION_COLOR, _SIGNAL_SHAPES, _outline_colors, _rgb, _ring_pixels,
+                                   _scale_bar, _scorable)
 
     def norm(img, lo_pct, hi_pct):
         step = max(1, int(np.sqrt(img.size / 250_000)))
@@ -219,36 +221,34 @@ def _whole_field_picture(res, *, overlay: bool) -> np.ndarray:
         hi = hi if hi > lo else lo + 1.0
         return np.clip((img.astype(np.float32) - lo) / (hi - lo), 0, 1)
 
-    def rings(rgb, ys, xs, color, radius):
-        n = max(12, int(2 * np.pi * radius * 1.5))
-        ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
-        ry = np.rint(ys[:, None] + radius * np.sin(ang)[None, :]).astype(np.int64).ravel()
-        rx = np.rint(xs[:, None] + radius * np.cos(ang)[None, :]).astype(np.int64).ravel()
-        ok = (ry >= 0) & (rx >= 0) & (ry < rgb.shape[0]) & (rx < rgb.shape[1])
-        rgb[ry[ok], rx[ok]] = color
+    def rings(rgb, ys, xs, color, radius, kind="circle"):
+        ry, rx = _ring_pixels(ys, xs, radius, rgb.shape, kind)
+        rgb[ry, rx] = color
 
     f, labels, nuc, sp = res.field, res.labels, res.nuclei, res.spots
     rgb = norm(f.dapi, 1.0, 99.8)[..., None] * (0.6 * _rgb(_DAPI_COLOR))
     for s in res.panel.signals:
         rgb = rgb + norm(f.probes[s.name], 50.0, 99.95)[..., None] * _rgb(s.color)
     rgb = np.clip(rgb, 0, 1)
-    if overlay:
-        grey = np.isin(labels, nuc.loc[~_scorable(nuc), "label"].to_numpy())
-        rgb[grey] = rgb[grey].mean(axis=1, keepdims=True) * 0.6
+    grey = np.isin(labels, nuc.loc[~_scorable(nuc), "label"].to_numpy())
+    rgb[grey] = rgb[grey].mean(axis=1, keepdims=True) * 0.6
     edge = find_boundaries(labels, mode="inner")
     rgb[edge] = _outline_colors(labels, nuc, res.panel)[labels[edge]]
     r = max(3.0, 2.5 * float(res.params["signal_sigma_px"]))
     counted = sp["counts_as"].astype(str).to_numpy()
-    for s in res.panel.signals:
-        m = (counted == s.name) & ((sp["signal"].to_numpy() == s.name) if overlay else True)
-        rings(rgb, sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color), r)
-        if overlay:
-            out = (sp["signal"].to_numpy() == s.name) & (sp["label"].to_numpy() == 0)
-            rings(rgb, sp["y"].to_numpy()[out], sp["x"].to_numpy()[out], 0.5 * _rgb(s.color), r)
-    if overlay:
-        rings(rgb, sp["y"].to_numpy()[counted == "fusion"], sp["x"].to_numpy()[counted == "fusion"],
-              _rgb(_FUSION_COLOR), r + 1.5)
-    return (rgb * 255 + 0.5).astype(np.uint8)
+    for k, s in enumerate(res.panel.signals):
+        kind = _SIGNAL_SHAPES[k % len(_SIGNAL_SHAPES)]
+        m = (counted == s.name) & (sp["signal"].to_numpy() == s.name)
+        rings(rgb, sp["y"].to_numpy()[m], sp["x"].to_numpy()[m], _rgb(s.color), r, kind)
+        out = (sp["signal"].to_numpy() == s.name) & (sp["label"].to_numpy() == 0)
+        rings(rgb, sp["y"].to_numpy()[out], sp["x"].to_numpy()[out], 0.5 * _rgb(s.color), r, kind)
+    fm = counted == "fusion"
+    for rr in (r + 1.5, r + 3.0):
+        rings(rgb, sp["y"].to_numpy()[fm], sp["x"].to_numpy()[fm], _rgb(_FUSION_COLOR), rr)
+    img = (rgb * 255 + 0.5).astype(np.uint8)
+    if overlay and res.params.get("pixel_size_um"):
+        _scale_bar(img, float(res.params["pixel_size_um"]))
+    return img
 
 
 def test_overlay_rendered_in_tiles_equals_whole_field_rendering():
