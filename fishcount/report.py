@@ -190,7 +190,7 @@ _SAMPLE_COLS = [
     ("timepoint", "timepoint"), ("week", "week"), ("nuclei_scored", "N scored"),
     ("nuclei_abnormal", "clone nuclei"), ("clone_pct", "clone %"), ("ci_low_pct", "95% CI low"),
     ("ci_high_pct", "95% CI high"), ("cutoff_pct", "cut-off % (for N)"), ("positive", "positive"),
-    ("adequacy", "adequacy"), ("iscn", "ISCN"),
+    ("adequacy", "adequacy"), ("n_fields", "fields analysed"), ("iscn", "ISCN"),
 ]
 _TEXT_FIELDS = ("events", "flags", "best_confirmed", "best_response", "endpoint_response", "baseline_status")
 _RESPONSE_HIGHLIGHT = ("best_response", "best_week", "endpoint_response", "response", "category",
@@ -304,7 +304,9 @@ def _qc_section(samples: pd.DataFrame, run: Mapping, errors: pd.DataFrame | None
     ex_df = pd.DataFrame(ex_rows)
     if not ex_df.empty:
         ex_df = ex_df.fillna(0)
-    out.append("<h3>Nuclei excluded per reason</h3>" + _table(ex_df, digits=0))
+    out.append("<h3>Nuclei excluded per reason</h3><p class='muted'>A nucleus can be excluded for several "
+               "reasons at once (e.g. at the border and out of focus), so the reason columns can add up to more "
+               "than <i>excluded</i>.</p>" + _table(ex_df, digits=0))
     th = run.get("thresholds", {}) or {}
     if th:
         sigs = sorted({s for v in th.values() for s in (v or {})})
