@@ -161,7 +161,10 @@ def points_layers(spots: pd.DataFrame, panel: Panel, pixel_size_um: float | None
     px = float(pixel_size_um) if pixel_size_um else None
     size_px = max(3.0, 1.6 * panel.signal_diameter_um / px) if px else 6.0
     out = []
-    for s in panel.signals:
+    # one shape per probe, as in overlay.png (fishcount.overlay._SIGNAL_SHAPES): orange and green look alike
+    # to colour-blind readers
+    symbols = ("ring", "square", "diamond")
+    for k, s in enumerate(panel.signals):
         sub = shown[shown["signal"] == s.name]
         coords = sub[["y", "x"]].to_numpy(dtype=float).reshape(-1, 2)
         feats = pd.DataFrame({"spot_id": sub["spot_id"].to_numpy(dtype=np.int64) if "spot_id" in sub else np.arange(len(sub)),
@@ -169,7 +172,7 @@ def points_layers(spots: pd.DataFrame, panel: Panel, pixel_size_um: float | None
         out.append((coords, {
             "name": f"{s.name} signals", "scale": scale_of(pixel_size_um), "size": size_px,
             "face_color": "transparent", "border_color": signal_color(panel, s.name), "border_width": 0.15,
-            "border_width_is_relative": True, "features": feats, "symbol": "ring",
+            "border_width_is_relative": True, "features": feats, "symbol": symbols[k % len(symbols)],
             "metadata": {META: {**dict(context or {}), "signal": s.name}},
         }, "points"))
     return out
