@@ -7,9 +7,9 @@ This module only orchestrates :mod:`fishcount.io`, :mod:`fishcount.segment`, :mo
 Example
 -------
 >>> import fishcount as fc                                    # doctest: +SKIP
->>> result = fc.analyze_field("field01.ome.tif", panel="del5q")
->>> result.nuclei[["label", "pattern", "call", "scorable"]].head()
->>> fc.write_field_result(result, "results")                 # results/field01/...
+>>> result = fc.analyze_field("field01.ome.tif", panel="del5q")  # doctest: +SKIP
+>>> result.nuclei[["label", "pattern", "call", "scorable"]].head()  # doctest: +SKIP
+>>> fc.write_field_result(result, "results")                 # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -354,6 +354,24 @@ def parse_channel_shifts(values: "str | Iterable[str]") -> dict[str, tuple[float
     ``values`` is one string (entries separated by ``;`` or whitespace) or an iterable of entries, as the
     CLI's repeatable ``--channel-shift`` and the napari plugin's text field give them. Raises
     :class:`~fishcount.errors.InputError` naming the malformed entry.
+
+    Parameters
+    ----------
+    values : str or iterable of str
+        ``SIGNAL=DY,DX`` entries: a signal name or fluor, then the lateral shift of that channel against DAPI
+        in µm, ``dy`` (rows, down) and ``dx`` (columns, right), e.g. ``"BCR=0,0.3; SpectrumOrange=0.1,-0.2"``.
+
+    Returns
+    -------
+    dict of str to (float, float)
+        ``{signal or fluor: (dy, dx)}`` in µm, in entry order (a repeated name keeps its last value); names are
+        not checked against a panel here (see :func:`check_calibrations`).
+
+    Raises
+    ------
+    InputError
+        An entry without ``=``, with an empty name, or without exactly two numbers after it (source
+        ``--channel-shift``).
     """
     items = values.replace(";", " ").split() if isinstance(values, str) else list(values)
     out: dict[str, tuple[float, float]] = {}
@@ -411,6 +429,21 @@ def calibrations_for_panel(analyze_params: Mapping[str, Any], panel: Panel) -> d
     One calibration of a microscope serves a study whose fields use several panels (``fishcount run``):
     ``SpectrumOrange:SpectrumGreen=0.08`` means nothing to a one-colour enumeration probe, whose fields then
     go without it. An entry that fits no panel of the study is an error (:func:`check_calibrations`).
+
+    Parameters
+    ----------
+    analyze_params : mapping of str to Any
+        Keyword arguments of :func:`analyze_field`, possibly with ``channel_shifts_um`` (``{signal or fluor:
+        (dy, dx)}``, µm) and ``channel_crosstalk`` (``{"SRC->DST" or (src, dst): fraction}``).
+    panel : Panel
+        The panel of the field to analyse.
+
+    Returns
+    -------
+    dict of str to Any
+        A shallow copy of ``analyze_params`` in which ``channel_shifts_um`` keeps only the entries whose key is a
+        signal or fluor of ``panel``, and ``channel_crosstalk`` only the pairs whose both sides are (malformed
+        keys are kept, for :func:`analyze_field` to report); other keywords unchanged. Values are not validated.
     """
     out = dict(analyze_params)
     shifts = out.get("channel_shifts_um")
@@ -429,7 +462,28 @@ def calibrations_for_panel(analyze_params: Mapping[str, Any], panel: Panel) -> d
 
 def check_calibrations(analyze_params: Mapping[str, Any], panels: "Iterable[Panel]") -> None:
     """Raise :class:`InputError` for a calibration entry that names no signal or fluor of any of ``panels``
-    (a typo would otherwise be dropped from every field), or that is malformed."""
+    (a typo would otherwise be dropped from every field), or that is malformed.
+
+    Parameters
+    ----------
+    analyze_params : mapping of str to Any
+        Keyword arguments of :func:`analyze_field`; only ``channel_shifts_um`` (``{signal or fluor: (dy, dx)}``,
+        µm) and ``channel_crosstalk`` (``{"SRC->DST" or (src, dst): fraction in [0, 0.5]}``) are checked.
+    panels : iterable of Panel
+        The panels of the study; each entry must be valid for at least one of them. With no panels nothing is
+        checked.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    InputError
+        For the first entry valid for none of ``panels``: the error of its check against the first panel (an
+        unknown signal / fluor, a shift that is not two finite numbers, a crosstalk key that is not
+        ``SRC->DST``, a fraction outside [0, 0.5], or a channel leaking into itself).
+    """
     panels = list(panels)
     for what, check in (("channel_shifts_um", _check_shifts), ("channel_crosstalk", _check_crosstalk)):
         for key, v in dict(analyze_params.get(what) or {}).items():
@@ -451,6 +505,25 @@ def parse_crosstalk(values: "str | Iterable[str]") -> dict[str, float]:
     ``values`` is one string (entries separated by ``;`` or whitespace) or an iterable of entries, as the
     CLI's repeatable ``--crosstalk`` gives them (``:`` needs no quoting in a shell, ``->`` does). Raises
     :class:`~fishcount.errors.InputError` naming the malformed entry.
+
+    Parameters
+    ----------
+    values : str or iterable of str
+        ``SRC:DST=K`` or ``SRC->DST=K`` entries: source and destination signal names or fluors, and ``K``, the
+        fraction (dimensionless) of the source dye's light seen through the destination's filter, e.g.
+        ``"SpectrumOrange:SpectrumGreen=0.08"``.
+
+    Returns
+    -------
+    dict of str to float
+        ``{"SRC->DST": k}`` in entry order (a repeated pair keeps its last value). Names and the range of ``k``
+        ([0, 0.5]) are checked later, against a panel (:func:`check_calibrations`, :func:`analyze_field`).
+
+    Raises
+    ------
+    InputError
+        An entry without ``=``, without a ``:`` or ``->`` separator, with an empty side, or whose ``K`` is not a
+        number (source ``--crosstalk``).
     """
     items = values.replace(";", " ").split() if isinstance(values, str) else list(values)
     out: dict[str, float] = {}

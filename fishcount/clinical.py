@@ -530,6 +530,17 @@ def load_clinical_criteria(criteria: str | PathLike | ClinicalCriteria = "iwg200
     """Load a clinical criteria set: a shipped id (``iwg2006_mds``, ``iwg2023_hr_mds``, ``eln2022_aml``), a
     ``.toml`` file, or an already loaded :class:`ClinicalCriteria` (returned as is).
 
+    Parameters
+    ----------
+    criteria : str, path-like or ClinicalCriteria, default ``"iwg2006_mds"``
+        A shipped id (see :func:`list_clinical_criteria`), the path of a criteria ``.toml`` file (any value that
+        ends in ``.toml`` or names an existing file is read as a path), or a :class:`ClinicalCriteria`.
+
+    Returns
+    -------
+    ClinicalCriteria
+        The parsed criteria set; ``path`` is the file read and ``sha256`` the hash of its bytes.
+
     Raises
     ------
     CriteriaError
@@ -560,6 +571,18 @@ def load_clinical_criteria(criteria: str | PathLike | ClinicalCriteria = "iwg200
 # -------------------------------------------------------------------------------------------
 def read_clinical_csv(path: str | PathLike) -> pd.DataFrame:
     """Read and validate a clinical values CSV (see module docstring); every cell is checked.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file (``CLINICAL.csv``): one row per patient and week, with the columns of the module docstring.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`validate_clinical_table`: ``patient`` (str), ``week`` (float, weeks since treatment start),
+        the value columns as float64 in their units (NaN = missing), the optional true/false columns as object
+        (True / False / None); rows in file order, index 0..n-1.
 
     Raises
     ------
@@ -946,6 +969,15 @@ def summarize_clinical_response(
 ) -> pd.DataFrame:
     """Best clinical response per patient from :func:`classify_clinical_response` output.
 
+    Parameters
+    ----------
+    timepoints : DataFrame
+        Output of :func:`classify_clinical_response` (one row per patient and week, with ``patient, week,
+        category, effective_category, events`` and the improvement columns of ``criteria``), not re-validated.
+    criteria : str, path-like or ClinicalCriteria, default ``"iwg2006_mds"``
+        The criteria set the timepoints were classified with (see :func:`load_clinical_criteria`); it gives the
+        category ranking, the marrow-response categories and the improvement columns.
+
     Returns
     -------
     DataFrame
@@ -953,7 +985,15 @@ def summarize_clinical_response(
         best_response_unconfirmed, marrow_response (bool), <hi_e, hi_p, hi_n>, events, flags``.
         ``best_response`` is the best effective (duration-confirmed) category, ``not_evaluable`` when there is no
         baseline or no assessed, confirmed timepoint. HI columns: ``yes`` / ``unconfirmed`` / ``no`` /
-        ``not_eligible`` / ``not_assessable``.
+        ``not_eligible`` / ``not_assessable``. Patients are sorted by id; ``baseline_week`` and ``best_week``
+        are in weeks since treatment start (NaN when absent).
+
+    Raises
+    ------
+    CriteriaError
+        ``criteria`` cannot be loaded (see :func:`load_clinical_criteria`).
+    KeyError
+        ``timepoints`` lacks a column listed above.
     """
     crit = load_clinical_criteria(criteria)
     rank = {c.name: c.rank for c in crit.categories}
@@ -1025,6 +1065,8 @@ def overall_trial_response(
         Output of :func:`summarize_clinical_response` (``patient``, ``best_response``, ``marrow_response``).
     fish_column : str
         Column of ``fish_df`` with the FISH response used (``best_response`` or ``endpoint_response``).
+    source : str, default ``"<response table>"``
+        Name of ``fish_df`` (e.g. the path of ``response.csv``), used in error messages.
 
     Returns
     -------
@@ -1033,6 +1075,12 @@ def overall_trial_response(
         clinical_best_response, marrow_response, overall_response`` (bool) and ``response_basis``
         (``major`` / ``minor`` (or ``complete`` / ``partial``) / ``marrow-only`` / ``none``). A patient missing from one table counts as a
         non-responder on that side, and ``flags`` says so.
+
+    Raises
+    ------
+    InputError
+        A required column is missing from either table, or ``fish_df`` has duplicate patient rows (per
+        ``patient`` and ``panel`` when it has a ``panel`` column).
     """
     for col in ("patient", fish_column):
         if col not in fish_df.columns:

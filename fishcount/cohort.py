@@ -196,7 +196,31 @@ def validate_response_table(df: pd.DataFrame, source: str = "<table>", *,
 
 def read_response_table(path: str | PathLike, *, response_column: str = "best_response",
                         panel: str | None = None) -> pd.DataFrame:
-    """Read and validate a per-patient response CSV (``response.csv``); see :func:`validate_response_table`."""
+    """Read and validate a per-patient response CSV (``response.csv``); see :func:`validate_response_table`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file (e.g. ``response.csv`` of ``fishcount response``), read with every cell as text.
+    response_column : str, default ``"best_response"``
+        Column holding the FISH response (``major`` / ``minor`` / ``none`` / ``not_evaluable``; IWG 2006
+        ``complete`` / ``partial`` are read as ``major`` / ``minor``), e.g. ``endpoint_response``.
+    panel : str, optional
+        With a ``panel`` column holding several panels, the one to keep (rows of other panels are dropped).
+
+    Returns
+    -------
+    DataFrame
+        One row per patient, index reset to ``0..n-1``: ``patient`` (stripped text ids), the normalised response
+        column(s) (blank = ``not_evaluable``) and bool ``marrow_response`` / ``completed`` /
+        ``overall_response`` where present; other columns are kept as text.
+
+    Raises
+    ------
+    InputError
+        The file is missing or not readable as CSV, or the table is invalid (see
+        :func:`validate_response_table`); the message names the file, line and column.
+    """
     return validate_response_table(_read_csv(path), str(path), response_column=response_column, panel=panel)
 
 
@@ -280,6 +304,10 @@ def cohort_summary(
         With a ``panel`` column holding several panels, the one to summarise.
     confidence_level : float
         Of the exact CI (0.95).
+    source : str, default ``"<response table>"``
+        Name of the response table (e.g. its file path), used in error messages.
+    covariates_source : str, default ``"<covariates>"``
+        Name of the covariates table (e.g. its file path), used in error messages.
 
     Returns
     -------
@@ -287,6 +315,13 @@ def cohort_summary(
         One row per group × population × measure: ``group_by, group, population, measure, responders, n,
         rate_pct, ci_low_pct, ci_high_pct, ci_method, denominator``. ``group`` is ``all`` for the whole cohort.
         Completer rows are present only when completion is known (``completed`` or ``endpoint_response``).
+
+    Raises
+    ------
+    InputError
+        Invalid response table (see :func:`validate_response_table`) or covariates (no ``patient`` column, empty
+        or duplicate ids, non-boolean ``completed``, column names that clash with the response table), or
+        ``group_by`` not a column of either.
     """
     df = validate_response_table(response_df, source, response_column=response_column, panel=panel)
     df = _merge_covariates(df, covariates, covariates_source)
@@ -405,6 +440,25 @@ def compare_counts(
         Responders and patients per group (``0 <= responders <= totals``).
     groups : sequence of str, optional
         Group labels (default ``group 1``, ``group 2`` ...).
+    measure : str, optional
+        Label of the response measure compared (e.g. ``overall``, one of :data:`MEASURES`); only recorded in the
+        result and its ``tests`` table, it does not change the computation.
+    population : str, optional
+        Label of the denominator (``ITT`` or ``completers``); only recorded, as ``measure``.
+    group_by : str, optional
+        Name of the grouping column (e.g. ``TP53``); only recorded, as ``measure``, and named in error messages.
+
+    Returns
+    -------
+    GroupComparison
+        ``table``: one row per group (in the given order) with ``group, responders, non_responders, n,
+        rate_pct, ci_low_pct, ci_high_pct`` (rates and exact 95 % Clopper–Pearson CIs in percent);
+        ``tests``: two rows, Fisher's exact test then Pearson's χ², with columns ``group_by, population,
+        measure, test, statistic, statistic_name, dof, p_value, min_expected, warning`` (Fisher's statistic is
+        the odds ratio for 2 × 2, else the probability of the observed table; ``dof`` is NaN for Fisher);
+        ``warnings``: expected counts below 5, a Monte Carlo p-value (more than :data:`MAX_EXACT_TABLES`
+        tables), or no variation (all or no patients responded: statistics NaN, Fisher P = 1, χ² P = NaN);
+        ``measure``, ``population``, ``group_by`` as given; ``notes`` empty.
 
     Raises
     ------
@@ -498,14 +552,29 @@ def compare_groups(
         One of :data:`MEASURES` (default ``overall``).
     population : str
         ``ITT`` (default) or ``completers``.
+    response_column : str, default ``"best_response"``
+        FISH response column: ``best_response`` or ``endpoint_response`` (IWG 2006 ``complete`` / ``partial``
+        count as ``major`` / ``minor``).
+    panel : str, optional
+        With a ``panel`` column holding several panels, the one to compare.
     include_missing : bool
         Keep patients without a group value as a group ``(missing)`` (default: leave them out and say so in
         ``notes``).
+    source : str, default ``"<response table>"``
+        Name of the response table (e.g. its file path), used in error messages.
+    covariates_source : str, default ``"<covariates>"``
+        Name of the covariates table (e.g. its file path), used in error messages.
 
     Returns
     -------
     GroupComparison
         Contingency table and the two named tests (see :func:`compare_counts`).
+
+    Raises
+    ------
+    InputError
+        Unknown ``measure`` or ``population``; ``completers`` without a ``completed`` or ``endpoint_response``
+        column; an invalid response table or covariates; ``group_by`` not found; fewer than two groups left.
     """
     if measure not in MEASURES:
         raise InputError(source, f"unknown measure {measure!r}; one of {', '.join(MEASURES)}")

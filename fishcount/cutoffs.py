@@ -265,6 +265,9 @@ def compute_cutoffs(
         How kmax follows N for ``betainv``/``exact`` (module docstring).
     source : str
         Name used in error messages.
+    laboratory : str, optional
+        Name of the laboratory the controls come from; stored as ``CutoffSet.laboratory`` (and written to the
+        cut-offs file by :func:`write_cutoffs`), not used in the computation.
 
     Returns
     -------
@@ -469,6 +472,18 @@ def cutoffs_from_dict(data: Mapping, source: str = "<dict>") -> CutoffSet:
 def load_cutoffs(path: str | PathLike | CutoffSet | None = None) -> CutoffSet:
     """Load a cut-offs TOML file; ``None`` gives the shipped provisional default.
 
+    Parameters
+    ----------
+    path : str, path-like, CutoffSet or None, default None
+        A cut-offs ``.toml`` file (format: ``docs/scoring.md``, as written by :func:`write_cutoffs`); a
+        :class:`CutoffSet` is returned as is; ``None`` gives :func:`provisional_cutoffs`.
+
+    Returns
+    -------
+    CutoffSet
+        The cut-offs, with ``path`` set to the file read (``validated`` as the file says; always False for the
+        provisional default).
+
     Raises
     ------
     InputError
@@ -533,7 +548,32 @@ def cutoffs_to_toml(cs: CutoffSet, controls_files: Sequence[str] = ()) -> str:
 
 
 def write_cutoffs(cs: CutoffSet, path: str | PathLike, controls_files: Sequence[str] = (), overwrite: bool = False) -> Path:
-    """Write ``cs`` as TOML atomically; refuse to overwrite an existing file unless ``overwrite``."""
+    """Write ``cs`` as TOML atomically; refuse to overwrite an existing file unless ``overwrite``.
+
+    Parameters
+    ----------
+    cs : CutoffSet
+        The cut-offs to write (e.g. from :func:`compute_cutoffs`).
+    path : str or path-like
+        The ``.toml`` file to write (format: ``docs/scoring.md``, readable by :func:`load_cutoffs`).
+    controls_files : sequence of str, optional
+        Names of the control tables the cut-offs were computed from, recorded as ``controls_files``.
+    overwrite : bool, default False
+        Replace an existing file at ``path``.
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises
+    ------
+    InputError
+        ``path`` exists and ``overwrite`` is False, or the serialised TOML does not read back as valid cut-offs
+        (nothing is written then).
+    OSError
+        The file cannot be written.
+    """
     p = Path(path)
     if p.exists() and not overwrite:
         raise InputError(p, "exists already; choose another --out or pass --force")

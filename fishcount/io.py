@@ -182,6 +182,19 @@ def stem_of(path: "str | os.PathLike | Position | Sequence[str | os.PathLike]") 
 
     The ending is matched case-insensitively; other endings are kept.
 
+    Parameters
+    ----------
+    path : str, path-like, Position or sequence of str / path-like
+        A file name or path (need not exist), a :class:`Position` of a multi-position TIFF (or of a per-channel
+        group), or a non-empty list / tuple of the files of a per-channel group (one file: its own stem).
+
+    Returns
+    -------
+    str
+        The stem: the base name without the image ending; ``<stem>_s<series>`` for a :class:`Position`; for a
+        group, the common prefix of the files' stems without trailing ``_``, ``-``, ``.`` or spaces (the first
+        file's stem when they share none).
+
     Examples
     --------
     >>> stem_of("/data/field01.ome.tif")
@@ -1899,6 +1912,19 @@ def with_positions(sources: Iterable) -> list:
     """``sources`` with every multi-position TIFF replaced by its images (:class:`Position`, in series
     order), and every per-channel group whose files hold the same positions by one group per position;
     other sources (files of one image, groups of such files, arrays) are kept as they are.
+
+    Parameters
+    ----------
+    sources : iterable
+        Image sources as :func:`read_field` takes them: file paths (str or path-like), lists / tuples of the
+        paths of a per-channel group, arrays or other objects (passed through untouched).
+
+    Returns
+    -------
+    list
+        The sources in order, each multi-position TIFF (or group) expanded in place into one
+        ``Position(path, series)`` per full-size image (:func:`image_positions`; a group's paths as a tuple).
+        Missing, unreadable or single-image files are kept as given, for :func:`read_field` to report.
 
     Examples
     --------

@@ -306,6 +306,18 @@ def criteria_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None 
 def load_criteria(criteria: "str | PathLike | Criteria | None" = None) -> Criteria:
     """Load a criteria set by shipped id (``"trial_fish"``, ``"iwg2006_cyto"``) or TOML path.
 
+    Parameters
+    ----------
+    criteria : str, path-like, Criteria or None, default None
+        A shipped id (see :func:`list_criteria`), the path of a criteria ``.toml`` file (a value ending in
+        ``.toml``, containing ``/`` or naming an existing file is taken as a path), or a :class:`Criteria`
+        (returned as is). ``None`` gives the default set, ``trial_fish``.
+
+    Returns
+    -------
+    Criteria
+        The parsed criteria set; ``path`` is the file read and ``sha256`` the hash of its bytes.
+
     Raises
     ------
     CriteriaError
@@ -747,6 +759,33 @@ def response_table(samples: pd.DataFrame, criteria=None, cutoffs=None, **kwargs)
     """The per-patient ``response.csv`` table only (for joining clinical responses by ``patient``).
 
     Same parameters as :func:`classify_response`.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        One row per sample: ``patient``, ``week`` (weeks since treatment start; baseline ≤ 0),
+        ``nuclei_scored``, ``nuclei_abnormal`` and the optional columns of :func:`classify_response`.
+    criteria : str, path-like or Criteria, optional
+        Criteria set id or file (default ``trial_fish``; see :func:`load_criteria`).
+    cutoffs : CutoffSet, str or path-like, optional
+        Laboratory cut-offs (see :func:`load_cutoffs`); without them and without a ``cutoff_pct`` column the
+        provisional, non-validated default is used.
+    **kwargs
+        Passed on to :func:`classify_response`: ``endpoint_week``, ``endpoint_window_weeks`` (float, weeks) and
+        ``source`` (table name for error messages).
+
+    Returns
+    -------
+    DataFrame
+        ``ResponseResult.patients``: one row per panel and patient, sorted by panel and patient, with the
+        columns listed in :func:`classify_response` (``best_response``, ``endpoint_response``, ...).
+
+    Raises
+    ------
+    InputError
+        Invalid samples table or endpoint (see :func:`classify_response`).
+    CriteriaError
+        Unknown or invalid criteria set.
     """
     return classify_response(samples, criteria, cutoffs, **kwargs).patients
 
@@ -777,15 +816,32 @@ def write_response(res: ResponseResult, out_dir: str | PathLike, source: str = "
 
     Every file is written atomically; existing outputs are never overwritten unless ``overwrite``.
 
+    Parameters
+    ----------
+    res : ResponseResult
+        Output of :func:`classify_response`.
+    out_dir : str or path-like
+        Output directory (created if needed); plots go to its ``plots/`` subdirectory, one PNG per patient
+        (and panel).
+    source : str, optional
+        Name of the input table, printed in ``response.txt``.
+    plots : bool, default True
+        Also write the per-patient trajectory plots (:func:`fishcount.plots.save_trajectory`).
+    overwrite : bool, default False
+        Replace existing ``response.csv`` / ``response_timepoints.csv`` / ``response.txt``.
+
     Returns
     -------
     list of Path
-        The files written.
+        The files written: the plots (if any), then ``response.csv``, ``response_timepoints.csv``,
+        ``response.txt``.
 
     Raises
     ------
     InputError
         If an output exists and ``overwrite`` is False.
+    OSError
+        A file cannot be written.
     """
     out = Path(out_dir)
     targets = [out / "response.csv", out / "response_timepoints.csv", out / "response.txt"]

@@ -297,11 +297,20 @@ def _split_top(s: str, sep: str) -> list[str]:
 def parse_iscn(text: str) -> list[dict]:
     """Parse a ``nuc ish`` string written by :func:`iscn_string` (any shipped style).
 
+    Parameters
+    ----------
+    text : str
+        An ISCN interphase FISH result starting with ``nuc ish`` (surrounding whitespace ignored), one or more
+        ``/``-separated populations each ending in ``[n/N]`` or ``[N]``, e.g.
+        ``"nuc ish(EGR1x1,D5S23x2)[150/200]"``.
+
     Returns
     -------
     list of dict
         One per population: ``copies`` (probe -> copy number), ``fusions`` (list of
         ``(a, "con"|"sep", b, x)``), ``n`` (nuclei, None for a normal result) and ``total``.
+        ``copies`` maps str -> int; in ``fusions`` ``a``, ``b`` are probe names and ``x`` (int) the number of
+        such signals; ``n`` and ``total`` (nuclei scored) are ints, in the order of the string.
 
     Raises
     ------

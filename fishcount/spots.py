@@ -312,7 +312,32 @@ def crosstalk_at(enhanced: "dict[str, np.ndarray]",
     point brighter in ``dst`` than in ``src`` is a ``dst`` signal seen through ``src``'s filter (with 10 %
     crosstalk such copies pass the brightness floor) and is left out of ``src -> dst``. ``below``: only
     ratios under it count (1 by default; less when part of the ``src`` signals have a ``dst`` signal of
-    their own beside them, whose ratios lie above: :data:`CROSSTALK_DUAL_FUSION_BELOW`)."""
+    their own beside them, whose ratios lie above: :data:`CROSSTALK_DUAL_FUSION_BELOW`).
+
+    Parameters
+    ----------
+    enhanced : dict of str to ndarray
+        Signal name -> (Y, X) float spot-enhanced image (:func:`enhance_spots`, noise-scaled units), all of the
+        same shape; every channel is a possible ``dst``.
+    points : dict of str to (ndarray, ndarray)
+        Signal name -> ``(rows, columns)``, two 1-D int arrays of the pixel positions of that channel's bright
+        signals (local maxima, e.g. at least :data:`CROSSTALK_MIN_SNR` noise units); each name must be a key of
+        ``enhanced``.
+    below : float, default 1.0
+        Only ratios ``dst / src`` below this count (and always only those with ``|ratio| < 1``); e.g.
+        :data:`CROSSTALK_DUAL_FUSION_BELOW` on dual-fusion panels.
+
+    Returns
+    -------
+    dict of (str, str) to float
+        ``(src, dst) -> fraction`` (dimensionless; the median of the kept ratios) for every ordered pair of
+        distinct channels with at least :data:`CROSSTALK_MIN_SIGNALS` kept ratios; other pairs are absent.
+
+    Raises
+    ------
+    KeyError
+        A name of ``points`` is not in ``enhanced``.
+    """
     out: dict[tuple[str, str], float] = {}
     for src, (ys, xs) in points.items():
         e = enhanced[src][ys, xs]
