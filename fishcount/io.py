@@ -504,12 +504,9 @@ def _nuclear_stain_by_content(cmap: dict[str, int], names_source: str, channels:
     microscope's ``EGR1, D5S23, DAPI``). Returns ``(cmap, names_source, notes)``; unchanged otherwise."""
     if names_source != "assumed panel order" or len(channels) < 2:
         return cmap, names_source, []
-    frac = [_bright_fraction(c) for c in channels]
-    j = int(np.argmax(frac))
-    others = max(f for i, f in enumerate(frac) if i != j)
+    frac, j, others = _stain_elsewhere(cmap[DAPI], channels)
     first = frac[cmap[DAPI]]
-    if (j == cmap[DAPI] or first > PROBE_MAX_BRIGHT_FRACTION or frac[j] < NUCLEAR_MIN_BRIGHT_FRACTION
-            or frac[j] < NUCLEAR_BRIGHT_RATIO * others):
+    if j is None:
         if first <= PROBE_MAX_BRIGHT_FRACTION:  # kept, but it does not look like a nuclear stain: say so
             return cmap, names_source, [
                 f"no channel names: channel {cmap[DAPI]}, taken as DAPI, does not look like a nuclear stain "
@@ -532,15 +529,24 @@ def _user_stain_check(cmap: dict[str, int], names_source: str, channels: list) -
     would count signals in the wrong image."""
     if names_source != "user (--channels)" or len(channels) < 2:
         return []
+    frac, j, _ = _stain_elsewhere(cmap[DAPI], channels)
+    if j is None:
+        return []
+    return [f"--channels names channel {cmap[DAPI]} DAPI, but it does not look like a nuclear stain (bright area "
+            f"{frac[cmap[DAPI]]:.1%} of the field) and channel {j} does ({frac[j]:.1%}); check --channels"]
+
+
+def _stain_elsewhere(dapi: int, channels: list) -> tuple[list[float], int | None, float]:
+    """``(bright fractions, j, others)``: ``j`` the channel that plainly holds the nuclear stain while channel
+    ``dapi`` plainly does not (:data:`PROBE_MAX_BRIGHT_FRACTION`, :data:`NUCLEAR_MIN_BRIGHT_FRACTION`,
+    :data:`NUCLEAR_BRIGHT_RATIO` x every other channel), else None; ``others`` the largest other fraction."""
     frac = [_bright_fraction(c) for c in channels]
     j = int(np.argmax(frac))
     others = max(f for i, f in enumerate(frac) if i != j)
-    first = frac[cmap[DAPI]]
-    if (j == cmap[DAPI] or first > PROBE_MAX_BRIGHT_FRACTION or frac[j] < NUCLEAR_MIN_BRIGHT_FRACTION
+    if (j == dapi or frac[dapi] > PROBE_MAX_BRIGHT_FRACTION or frac[j] < NUCLEAR_MIN_BRIGHT_FRACTION
             or frac[j] < NUCLEAR_BRIGHT_RATIO * others):
-        return []
-    return [f"--channels names channel {cmap[DAPI]} DAPI, but it does not look like a nuclear stain (bright area "
-            f"{first:.1%} of the field) and channel {j} does ({frac[j]:.1%}); check --channels"]
+        return frac, None, others
+    return frac, j, others
 
 
 def _assign_channels(
