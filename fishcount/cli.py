@@ -406,13 +406,21 @@ def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, o
     summary = cohort_summary(resp, covariates=cov, group_by=group_by, response_column=response_column,
                              source=response_csv, covariates_source=str(covariates_csv))
     comparisons = []
+    skipped: list[str] = []
     if group_by:
         pops = summary["population"].unique().tolist()
         for pop in pops:
-            for m in MEASURES:
-                comparisons.append(compare_groups(resp, group_by, covariates=cov, measure=m, population=pop,
-                                                  response_column=response_column, source=response_csv,
-                                                  covariates_source=str(covariates_csv)))
+            try:
+                for m in MEASURES:
+                    comparisons.append(compare_groups(resp, group_by, covariates=cov, measure=m, population=pop,
+                                                      response_column=response_column, source=response_csv,
+                                                      covariates_source=str(covariates_csv)))
+            except InputError as exc:
+                if pop == "ITT" or "group(s)" not in exc.reason:
+                    raise
+                # e.g. every completer in one group: the ITT comparison stands, this one cannot be made
+                comparisons = [c for c in comparisons if c.population != pop]
+                skipped.append(f"{pop} comparison by {group_by} not made: {exc.reason}")
     out = Path(out_dir) if out_dir else None
     names = ["cohort_summary.csv"] + (["cohort_groups.csv", "cohort_tests.csv"] if comparisons else [])
     existing = [str(out / n) for n in names if out is not None and (out / n).exists()]
@@ -423,6 +431,11 @@ def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, o
         if c.measure == "overall" or c.population == "ITT":
             click.echo("")
             click.echo(format_comparison(c))
+    from .cohort import unmatched_covariates
+
+    for note in skipped + unmatched_covariates(resp, cov):
+        click.echo("")
+        click.echo(f"note: {note}")
     click.echo("")
     click.echo(FISH_CAVEAT)
     if out is not None:
@@ -434,6 +447,9 @@ def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, o
             targets["cohort_tests.csv"] = pd.concat([c.tests for c in comparisons], ignore_index=True)
         for name, df in targets.items():
             write_csv_atomic(df, out / name)
+        for stale in ("cohort_groups.csv", "cohort_tests.csv"):  # of an earlier --group-by run: not these results
+            if stale not in targets and (out / stale).exists():
+                (out / stale).unlink()
         click.echo(f"wrote {', '.join(str(out / n) for n in targets)}")
 
 

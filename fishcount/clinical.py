@@ -1122,8 +1122,14 @@ def overall_trial_response(
     if "baseline_status" in merged.columns:
         merged.loc[right, "baseline_status"] = "missing"
     if "panel" in merged.columns:
-        panels = merged["panel"].dropna().unique()
-        merged["panel"] = merged["panel"].fillna(panels[0] if len(panels) == 1 else "")
+        panels = [p for p in fish["panel"].dropna().astype(str).unique() if p.strip()]
+        if len(panels) > 1 and right.any():
+            # a patient with clinical values only is in the cohort of every panel (intention to treat): one row
+            # per panel, so that no panel's denominator loses them
+            extra = [merged[right].assign(panel=p) for p in panels]
+            merged = pd.concat([merged[~right], *extra], ignore_index=True)
+        else:
+            merged["panel"] = merged["panel"].fillna(panels[0] if len(panels) == 1 else "")
     merged["marrow_response"] = merged["marrow_response"].fillna(False).astype(bool)
     merged["clinical_best_response"] = merged["clinical_best_response"].fillna(NOT_EVALUABLE)
     fishv = merged[fish_column].astype(str).str.strip().str.lower()
@@ -1210,8 +1216,13 @@ def format_clinical(clin: ClinicalResult, overall: pd.DataFrame | None = None) -
         if p["flags"]:
             lines.append(f"    flags: {p['flags']}")
     if overall is not None and "overall_response" in overall.columns:
-        n, k = len(overall), int(overall["overall_response"].sum())
-        basis = overall["response_basis"].value_counts()
+        # per patient (a patient scored with several panels has one row per panel): responder in any panel,
+        # counted once, under their best basis
+        rank = {b: i for i, b in enumerate((*FISH_RESPONDERS, "marrow-only", "none"))}
+        per = overall.assign(_r=overall["response_basis"].map(lambda b: rank.get(b, len(rank)))) \
+            .sort_values("_r").drop_duplicates("patient")
+        n, k = len(per), int(per["overall_response"].sum())
+        basis = per["response_basis"].value_counts()
         lines += ["", f"Overall trial response (FISH major ∪ minor ∪ marrow response, clinical.md §6.2 R15): "
                       f"{k}/{n} patients ("
                       + ", ".join(f"{b} {int(basis.get(b, 0))}" for b in FISH_RESPONDERS + ("marrow-only",)

@@ -22,6 +22,7 @@ from fishcount.cohort import (
     compare_counts,
     compare_groups,
     exact_ci,
+    format_summary,
     read_covariates,
     read_response_table,
     validate_response_table,
@@ -347,3 +348,64 @@ def test_docstring_examples_run():
 
     res = doctest.testmod(fishcount.cohort)
     assert res.attempted >= 3 and res.failed == 0
+
+
+def test_cohort_csv_lines_trailing_commas_and_extra_values(tmp_path):
+    """A trailing comma never shifts a row under the wrong columns; a row with more values than the header
+    is refused; error line numbers are the file's, blank lines counted."""
+    e = tmp_path / "e.csv"
+    e.write_text("patient,best_response\nP1,major,\nP2,minor,\n")
+    s = cohort_summary(read_response_table(e)).set_index(["population", "measure"])
+    assert s.loc[("ITT", "major"), "responders"] == 1 and s.loc[("ITT", "minor"), "responders"] == 1
+    e.write_text("patient,best_response\nA,major,x\nB,none\n")
+    with pytest.raises(InputError, match=r"e.csv: line 2: 3 values for the 2 columns of the header"):
+        read_response_table(e)
+    e.write_text("patient,best_response\nA,major\n\nB,none\nC,maybe\n")
+    with pytest.raises(InputError, match=r"line 5, column best_response: 'maybe' is not one of"):
+        read_response_table(e)
+
+
+def test_cohort_itt_keeps_every_patient_of_a_panel_and_counts_a_patient_once():
+    """--panel: a patient scored with another panel only (or with clinical values only) is in that panel's
+    intention-to-treat denominator as FISH not evaluable; the overall count is per patient, not per row."""
+    resp = pd.DataFrame({"patient": ["P1", "P1", "P2"], "panel": ["del5q", "tp53", "tp53"],
+                         "best_response": ["major", "none", "minor"]})
+    s = cohort_summary(resp, panel="del5q").set_index(["population", "measure"])
+    assert s.loc[("ITT", "major"), "n"] == 2 and s.loc[("ITT", "major"), "responders"] == 1
+    fish = pd.DataFrame({"patient": ["P1", "P1", "P2", "P2"], "panel": ["del5q", "tp53"] * 2,
+                         "best_response": ["major", "none", "minor", "none"]})
+    clin = pd.DataFrame({"patient": ["P1", "P2", "P3"], "best_response": ["CR", "SD", "mCR"],
+                         "marrow_response": [True, False, True]})
+    o = fc.overall_trial_response(fish, clin)
+    assert sorted(o.loc[o["patient"] == "P3", "panel"]) == ["del5q", "tp53"]
+    s = cohort_summary(o, panel="del5q").set_index(["population", "measure"])
+    assert (s.loc[("ITT", "overall"), "responders"], s.loc[("ITT", "overall"), "n"]) == (3, 3)
+    assert s.loc[("ITT", "marrow_only"), "responders"] == 1
+
+
+def test_cohort_marrow_response_covariate_and_completers_in_one_group(tmp_path):
+    resp = pd.DataFrame({"patient": list("ABCD"), "best_response": ["major", "none", "none", "none"]})
+    cov = pd.DataFrame({"patient": list("ABC"), "marrow_response": ["false", "true", "false"]})
+    s = cohort_summary(resp, covariates=cov).set_index(["population", "measure"])
+    assert [int(s.loc[("ITT", m), "responders"]) for m in ("marrow", "marrow_only", "overall")] == [1, 1, 2]
+    r = tmp_path / "r.csv"
+    r.write_text("patient,best_response,completed,tp53\nA,major,true,mut\nB,none,true,mut\nC,minor,false,wt\n"
+                 "D,none,false,wt\n")
+    c = tmp_path / "c.csv"
+    c.write_text("patient,age\nA,60\nd,70\n")
+    res = CliRunner().invoke(main, ["cohort", str(r), "--group-by", "tp53", "--covariates", str(c)])
+    assert res.exit_code == 0, res.output
+    assert "note: completers comparison by tp53 not made: column tp53 has 1 group(s)" in res.output
+    assert "note: covariates patient 'd' is in no response row (the response table has 'D': ids are " \
+           "case-sensitive)" in res.output
+    lines = format_summary(cohort_summary(resp, confidence_level=0.9))
+    assert "90% CI" in lines and "95% CI" not in lines
+
+
+def test_fisher_freeman_halton_is_exact_when_few_non_responders():
+    """Enumerating the smaller row: 2995/2998/2990 of 3000 responders is 171 tables, exact (not Monte Carlo)."""
+    c = fc.compare_counts([2995, 2998, 2990], [3000] * 3)
+    fisher = c.tests.iloc[0]
+    assert fisher["p_value"] == pytest.approx(0.065154, abs=1e-5) and not any("Monte Carlo" in w for w in c.warnings)
+    flipped = fc.compare_counts([5, 2, 10], [3000] * 3).tests.iloc[0]["p_value"]
+    assert fisher["p_value"] == pytest.approx(flipped, rel=1e-9)
