@@ -424,6 +424,17 @@ def test_analyse_settings_file(make_napari_viewer, sim_field, tmp_path):
     assert result.params["detection"]["min_auto_snr"] == 6.0
     assert result.params["segmentation"]["qc"]["min_focus_vs_median"] == 0.9
     assert not result.nuclei["exclusion_reason"].str.contains("signal_at_boundary").any()
+    # the file's exact value (not the box's rounding), also before the box is refreshed; a file without one
+    # brings the default back; a value the user typed wins
+    lab.write_text("[detection]\nmin_auto_snr = 5.255\n", encoding="utf-8")
+    assert w.params()["min_auto_snr"] == 5.255
+    w._settings_changed()
+    assert w.params()["min_auto_snr"] == 5.255 and w.min_auto_snr.value() == pytest.approx(5.255, abs=0.006)
+    lab.write_text("[qc]\nmin_focus_vs_median = 0.9\n", encoding="utf-8")
+    w._settings_changed()
+    assert w.params()["min_auto_snr"] == 4.5 and w.min_auto_snr.value() == 4.5
+    w.min_auto_snr.setValue(7.0)
+    assert w.params()["min_auto_snr"] == 7.0
     lab.write_text("[segmentation]\nworking_diameter_px = 24\n", encoding="utf-8")
     w.backend_box.setCurrentText("stardist")
     with pytest.raises(fc.FishcountError, match="sets classical segmentation parameters"):

@@ -77,9 +77,14 @@ class AnalyseWidget(QWidget):
         self.nucleus_diameter = QDoubleSpinBox(decimals=1, minimum=0.0, maximum=100.0, singleStep=0.5)
         self.nucleus_diameter.setSuffix(" µm")
         self.nucleus_diameter.setSpecialValueText("automatic")
-        self.min_auto_snr = QDoubleSpinBox(decimals=1, minimum=1.0, maximum=50.0, singleStep=0.5)
+        self.min_auto_snr = QDoubleSpinBox(decimals=2, minimum=0.01, maximum=1000.0, singleStep=0.5)
         self.min_auto_snr.setValue(4.5)
         self.min_auto_snr.setSuffix(" SNR")
+        # the box is the user's once they change it; until then a settings file's value is used exactly (not the
+        # box's rounding), also when the file was named but the box not yet refreshed
+        self._snr_user_set = False
+        self._snr_programmatic = False
+        self.min_auto_snr.valueChanged.connect(self._snr_edited)
         self.channel_shift = QLineEdit()
         self.channel_shift.setPlaceholderText("none (e.g. BCR=0,0.3; from `fishcount channel-shift`)")
         self.channel_shift.setToolTip("Calibrated lateral shift of probe channels against DAPI, µm: SIGNAL=DY,DX, "
@@ -244,18 +249,32 @@ class AnalyseWidget(QWidget):
         path = self.settings_file.text().strip()
         return fc.load_settings(path) if path else None
 
+    def _snr_edited(self, _value) -> None:
+        if not self._snr_programmatic:
+            self._snr_user_set = True
+
+    def _show_snr(self, value: float) -> None:
+        self._snr_programmatic = True
+        try:
+            self.min_auto_snr.setValue(float(value))
+        finally:
+            self._snr_programmatic = False
+        self._snr_user_set = False
+
     def _settings_changed(self) -> None:
-        """Show a settings file's lowest automatic threshold in its box, or why the file is refused."""
+        """Show a settings file's lowest automatic threshold in its box (the default when the file sets none),
+        or why the file is refused."""
         import fishcount as fc
+        from fishcount.analyze import DETECTION_DEFAULTS
 
         try:
             st = self.settings()
         except fc.FishcountError as exc:
             self.status.setText(f"error: {exc}")
             return
+        self._show_snr(st.detection.get("min_auto_snr", DETECTION_DEFAULTS["min_auto_snr"]) if st is not None
+                       else DETECTION_DEFAULTS["min_auto_snr"])
         if st is not None:
-            if "min_auto_snr" in st.detection:
-                self.min_auto_snr.setValue(st.detection["min_auto_snr"])
             self.status.setText(f"settings: {st.n_values} value(s) from {st.path}")
 
     def params(self) -> dict:
@@ -267,7 +286,10 @@ class AnalyseWidget(QWidget):
         if st is not None:
             st.check_backend(backend)
             p = st.analyze_params()
-        p["min_auto_snr"] = float(self.min_auto_snr.value())  # (shows the file's value once it is read)
+        file_snr = st.detection.get("min_auto_snr") if st is not None else None
+        # the file's exact value unless the user changed the box (which then wins, as --threshold would)
+        p["min_auto_snr"] = float(file_snr) if file_snr is not None and not self._snr_user_set \
+            else float(self.min_auto_snr.value())
         if backend and backend != "classical":
             from fishcount.segment import check_backend
 
