@@ -1354,8 +1354,10 @@ def run_batch(
         st = settings if isinstance(settings, Settings) else load_settings(settings)
         st.check_backend(dict(params.get("analyze", {})).get("backend"))
         lab = st.analyze_params()
-        if lab:
-            params["analyze"] = {**lab, **dict(params.get("analyze", {}))}
+        if lab:  # the caller's values win over the file's, key by key (a qc dict adds to the file's [qc])
+            mine = dict(params.get("analyze", {}))
+            params["analyze"] = {**lab, **mine, **{k: {**lab[k], **mine[k]} for k in mine
+                                                   if isinstance(mine[k], Mapping) and isinstance(lab.get(k), Mapping)}}
         settings_info = {"path": st.path, "sha256": st.sha256,
                          "values": {"detection": st.detection, "segmentation": st.segmentation, "qc": st.qc}}
     analyze = analyze or process_field

@@ -4305,6 +4305,30 @@ def _qc_table(dapi: np.ndarray, labels: np.ndarray, pixel_size_um: float | None,
 # public entry point
 # --------------------------------------------------------------------------------------------------
 
+def _checked_labels(labels: np.ndarray, shape: tuple, backend: str) -> np.ndarray:
+    """A backend's labels as int32, checked: the field's shape, whole numbers (integer or boolean-free
+    integral floats), no negative values, at most 2^31 - 1 (else an error naming the backend, never a silent
+    truncation, wrap or a mask taken for one nucleus)."""
+    where = f"backend {backend!r}"
+    if labels.shape != shape:
+        raise FishcountError(where, f"returned labels of shape {labels.shape}, expected {shape}")
+    if labels.dtype == np.bool_:
+        raise FishcountError(where, "returned a boolean mask, expected integer labels (one number per nucleus; "
+                                    "e.g. skimage.measure.label(mask))")
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
+            raise FishcountError(where, f"returned {labels.dtype} labels that are not whole numbers (NaN, inf "
+                                        "or fractions); expected integer labels")
+    elif not np.issubdtype(labels.dtype, np.integer):
+        raise FishcountError(where, f"returned labels of dtype {labels.dtype}, expected integers")
+    if labels.size and labels.min() < 0:
+        raise FishcountError(where, f"returned negative labels (min {labels.min()}); 0 is background, nuclei 1, 2, ...")
+    if labels.size and labels.max() > np.iinfo(np.int32).max:
+        raise FishcountError(where, f"returned a label {labels.max()} above {np.iinfo(np.int32).max}; relabel "
+                                    "them 1..n (skimage.segmentation.relabel_sequential)")
+    return labels.astype(np.int32, copy=False)
+
+
 def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, backend: str = "classical",
                    saturation_value: float | None = None, nucleus_diameter_um: float | None = None,
                    diameter_px: float | None = None, qc: dict[str, float] | None = None,
@@ -4432,11 +4456,16 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
             used["classical"] = {**CLASSICAL_DEFAULTS, **params}
         else:
             used[backend] = dict(params)
-        labels = np.asarray(func(exact if backend == "classical" else img, d, **params))
-        if labels.shape != img.shape:
-            raise FishcountError(f"backend {backend!r}", f"returned labels of shape {labels.shape}, "
-                                 f"expected {img.shape}")
-        labels = _outside_removed(labels.astype(np.int32, copy=False), no_data)
+        try:
+            labels = np.asarray(func(exact if backend == "classical" else img, d, **params))
+        except FishcountError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plug-in's failure, named (one line, not its traceback)
+            if backend == "classical":
+                raise
+            raise FishcountError(f"backend {backend!r}", f"failed: {type(exc).__name__}: {exc}") from exc
+        labels = _checked_labels(labels, img.shape, backend)
+        labels = _outside_removed(labels, no_data)
         if labels.max() == 0:
             used["message"] = "no nuclei found"
     table = _qc_table(exact, labels, pixel_size_um, d if np.isfinite(d) else 1.0, saturation_value, qc_p, no_data)

@@ -554,6 +554,28 @@ def test_custom_backend_shares_scale_and_qc():
         register_backend("x", 3)
 
 
+@pytest.mark.parametrize("make, match", [
+    (lambda t: -t, r"negative labels \(min -"),
+    (lambda t: t.astype(np.int32) - 1, r"negative labels \(min -1\)"),
+    (lambda t: np.where(t > 0, t + 0.5, 0.0), "not whole numbers"),
+    (lambda t: np.where(t > 0, np.nan, 0.0), "not whole numbers"),
+    (lambda t: t > 0, "boolean mask"),
+    (lambda t: np.where(t > 0, t.astype(np.uint32) + 2**31, 0).astype(np.uint32), "above 2147483647"),
+])
+def test_a_backends_bad_labels_are_one_line_errors_naming_it(make, match):
+    """A plug-in's labels are checked, never silently truncated, wrapped or taken as one nucleus; an
+    exception inside the plug-in is named too."""
+    img, truth = _disc_field(n=3)
+    register_backend("bad-labels-test", lambda dapi, d, **p: make(truth))
+    with pytest.raises(FishcountError, match=r"^backend 'bad-labels-test': .*" + match):
+        segment_nuclei(img, diameter_px=20, backend="bad-labels-test")
+    register_backend("raises-test", lambda dapi, d, **p: 1 / 0)
+    with pytest.raises(FishcountError, match=r"^backend 'raises-test': failed: ZeroDivisionError"):
+        segment_nuclei(img, diameter_px=20, backend="raises-test")
+    register_backend("float-ok-test", lambda dapi, d, **p: truth.astype(np.float32))
+    assert segment_nuclei(img, diameter_px=20, backend="float-ok-test").n_nuclei == truth.max()
+
+
 @pytest.mark.parametrize("backend, package", [("cellpose", "cellpose"), ("stardist", "stardist")])
 def test_optional_backends_fail_clearly_when_missing(backend, package, monkeypatch):
     import builtins

@@ -202,6 +202,13 @@ def test_cli_run_with_settings_records_and_redoes(tmp_path):
     assert json.loads(fj.read_text())["params"]["detection"]["boundary_diameters"] == 2.0
     html = (tmp_path / "o4" / "report.html").read_text(encoding="utf-8")
     assert "laboratory settings" in html and str(lab) in html
+    # a qc dict in params adds to the file's [qc], key by key (it does not drop the file's other values)
+    qlab = _write(tmp_path, "[qc]\nmin_focus_vs_median = 0.3\nmax_area_fraction = 5.0\n", "q.toml")
+    run_batch(study, tmp_path / "o5", workers=1, quiet=True, report=False, settings=qlab,
+              params={"analyze": {"qc": {"max_area_fraction": 6.0}}})
+    fj = next((tmp_path / "o5" / "fields").rglob("field.json"))
+    qc = json.loads(fj.read_text())["params"]["segmentation"]["qc"]
+    assert qc["min_focus_vs_median"] == 0.3 and qc["max_area_fraction"] == 6.0
 
 
 def test_cli_settings_template_and_check(tmp_path):
