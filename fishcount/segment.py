@@ -96,7 +96,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
               "size_check_high": (float, 1.0, None), "size_check_ratio": (float, 0.1, 2.0),
               "size_check_min_nuclei": (float, 1.0, None), "estimate_check_low": (float, 0.0, 1.0),
               "estimate_check_high": (float, 1.0, None), "estimate_check_min_solidity": (float, 0.0, 1.0),
-              "size_check_max_passes": (float, 0.0, 10.0),
+              "size_check_max_passes": (int, 0.0, 10.0),
               "no_data_min_fraction": (float, 0.0, 1.0), "no_data_opening_px": (float, 1.0, None),
               "no_data_min_step_sigmas": (float, 0.0, None), "no_data_max_inside": (float, 0.0, 1.0),
               "scale_bright_clip": (float, 0.0, None),
@@ -109,7 +109,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "local_rel": (float, 0.0, 1.0),
         "own_peak_rel": (float, 0.0, 1.0),
         "low_frac": (float, 0.0, 1.0), "noise_sigmas": (float, 0.0, None), "h_diameters": (float, 0.0, None),
-        "opening_keep_radius_px": (float, 0.0, None),
+        "opening_keep_radius_px": (int, 0.0, None),
         "markers": (str, 0, None), "markers_half_resolution_above_px": (float, 0.0, None),
         "log_sigma_diameters": (float, 0.01, 2.0), "log_h": (float, 0.0, None),
         "intensity_weight": (float, 0.0, None), "intensity_sigma_diameters": (float, 0.0, 2.0),
@@ -132,7 +132,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float | None]]] = {
         "concave_smooth_min_solidity_gain": (float, -1.0, 1.0),
         "concave_subpixel_depth": (float, 0.0, None),
         "bright_clip": (float, 0.0, None), "bright_clip_max_area": (float, 0.0, None),
-        "level_split_levels": (float, 0.0, 100.0), "level_split_low": (float, 0.0, 1.0),
+        "level_split_levels": (int, 0.0, 100.0), "level_split_low": (float, 0.0, 1.0),
         "level_split_high": (float, 0.0, 1.0), "level_split_min_area": (float, 0.0, None),
         "level_split_smooth_diameters": (float, 0.0, 1.0), "level_split_core_area": (float, 0.0, None),
         "level_split_gap_diameters": (float, 0.0, 1.0), "level_split_part_solidity": (float, 0.0, 1.0),
@@ -213,6 +213,8 @@ def check_parameter(section: str, key: str, value: Any, spec: tuple[type, float,
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise error(source, f"[{section}] {key} must be a number, got {value!r}")
+    if typ is int and value != int(value):  # a count: 2.5 levels would silently become 2
+        raise error(source, f"[{section}] {key} must be a whole number, got {value!r}")
     if value < lo or (hi is not None and value > hi):
         rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
         raise error(source, f"[{section}] {key} must be {rng}, got {value!r}")

@@ -52,6 +52,8 @@ def test_load_settings_known_values(tmp_path):
     ("[qc]\nmin_solidity = 1.5\n", "[qc] min_solidity must be in [0.0, 1.0], got 1.5"),
     ("[segmentation]\nmarkers = \"stardist\"\n", "[segmentation] markers must be one of ('dt', 'log')"),
     ("[segmentation]\nlevel_split_low = 0.8\nlevel_split_high = 0.5\n", "level_split_low (0.8) must not exceed"),
+    ("[segmentation]\nlevel_split_levels = 2.5\n", "[segmentation] level_split_levels must be a whole number, got 2.5"),
+    ("[segmentation]\nopening_keep_radius_px = 1.5\n", "opening_keep_radius_px must be a whole number, got 1.5"),
     ("[scale]\nnucleus_diameter_um = 8\n", "unknown field(s) scale"),
     ("detection = 3\n", "[detection] must be a table"),
     ("schema_version = 2\n", "schema_version 2 is not supported"),
