@@ -334,7 +334,8 @@ def split_series_cmd(images, out_dir, overwrite, panel) -> None:
 @click.option("--fields", "n_fields", type=click.IntRange(min=1), default=1, show_default=True, help="Number of fields.")
 @click.option("--abnormal-fraction", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
               help="Fraction of nuclei with a tracked (clone) call.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of field 1; field k uses seed + k - 1.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of field 1; field k uses seed + k - 1.")
 @click.option("--shape", default="1024,1024", show_default=True, metavar="Y,X", help="Field size in pixels.")
 @click.option("--pixel-size", "pixel_size_um", type=float, default=None, metavar="UM",
               help="Pixel size in µm (default 0.16).")
@@ -370,7 +371,7 @@ def simulate_cmd(panel, out_dir, n_fields, abnormal_fraction, seed, shape, pixel
     out = Path(out_dir)
     width = max(2, len(str(n_fields)))
     for k in range(n_fields):
-        sim = simulate_field(panel, shape=yx, pixel_size_um=pixel_size_um or DEFAULT_PIXEL_SIZE_UM,
+        sim = simulate_field(panel, shape=yx, pixel_size_um=DEFAULT_PIXEL_SIZE_UM if pixel_size_um is None else pixel_size_um,
                              abnormal_fraction=abnormal_fraction, n_nuclei=n_nuclei, seed=seed + k,
                              z_planes=z_planes, **realism)
         written = write_simulated_field(sim, out / f"{prefix}{k + 1:0{width}d}.ome.tif", overwrite=overwrite)

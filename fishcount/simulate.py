@@ -182,8 +182,18 @@ class Realism:
     z_step_um: float = 0.4
 
     def validate(self, source: str = "simulate_field") -> "Realism":
-        """Check ranges; raise :class:`InputError` naming the bad option."""
-        lo, hi = self.nucleus_diameter_um
+        """Check types and ranges; raise :class:`InputError` naming the bad option (never a numpy error from
+        deep inside the simulation)."""
+        nd = self.nucleus_diameter_um
+        if not isinstance(nd, (tuple, list)) or len(nd) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in nd):
+            raise InputError(source, f"nucleus_diameter_um must be two finite numbers (lo, hi) µm, e.g. 6,12; got {nd!r}")
+        lo, hi = nd
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name != "nucleus_diameter_um" and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                    or not math.isfinite(v)):
+                raise InputError(source, f"{f.name} must be one finite number, got {v!r}")
         if not 0 < lo <= hi:
             raise InputError(source, f"nucleus_diameter_um must be (lo, hi) with 0 < lo <= hi µm, got {self.nucleus_diameter_um}")
         for name in (
@@ -543,8 +553,8 @@ def simulate_field(
     bad = sorted(set(realism) - known)
     if bad:
         raise InputError(src, f"unknown realism option(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
-    if "nucleus_diameter_um" in realism:
-        realism = dict(realism, nucleus_diameter_um=tuple(float(v) for v in realism["nucleus_diameter_um"]))
+    if "nucleus_diameter_um" in realism and isinstance(realism["nucleus_diameter_um"], (list, tuple)):
+        realism = dict(realism, nucleus_diameter_um=tuple(realism["nucleus_diameter_um"]))  # validated next
     R = Realism(**realism).validate(src)
     try:
         H, W = (int(v) for v in shape)
@@ -567,13 +577,17 @@ def simulate_field(
     z_planes = int(z_planes)
     if n_nuclei is not None and (int(n_nuclei) != n_nuclei or n_nuclei < 0):
         raise InputError(src, f"n_nuclei must be a whole number >= 0, got {n_nuclei!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(src, f"seed must be a whole number >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
 
     # ---- which calls ---------------------------------------------------------------------
     reach = _reachable(pnl, np.random.default_rng([seed, 7]))
     mix = dict(pattern_mix) if pattern_mix is not None else {c: 1.0 for c in pnl.tracked_calls}
     if abnormal_fraction > 0 and not mix:
-        raise InputError(src, f"panel {pnl.id} has no tracked_calls; give pattern_mix (calls: {', '.join(pnl.call_names)})")
+        raise InputError(src, (f"pattern_mix is empty" if pattern_mix is not None else
+                               f"panel {pnl.id} has no tracked_calls") + f"; give pattern_mix with at least one call "
+                              f"(calls: {', '.join(pnl.call_names)})")
     for c, w in mix.items():
         if c not in pnl.call_names:
             raise InputError(src, f"pattern_mix names {c!r}, not a call of panel {pnl.id} ({', '.join(pnl.call_names)})")
@@ -583,6 +597,11 @@ def simulate_field(
             raise InputError(src, f"call {c!r} of panel {pnl.id} is shadowed by earlier calls; no count vector gives it")
     if mix and sum(mix.values()) <= 0 and abnormal_fraction > 0:
         raise InputError(src, "pattern_mix weights sum to 0")
+    if abnormal_fraction > 0 and pattern_mix is not None and not any(
+            w > 0 and c in pnl.abnormal_calls for c, w in mix.items() if isinstance(w, (int, float))):
+        raise InputError(src, f"pattern_mix {dict(mix)} names no abnormal call of panel {pnl.id} with a weight > 0, "
+                              f"so abnormal_fraction={abnormal_fraction:g} would give no abnormal nucleus (abnormal: "
+                              f"{', '.join(pnl.abnormal_calls)})")
     others = [c for c in pnl.call_names
               if c != pnl.normal_call and c not in mix and c not in pnl.tracked_calls and c != pnl.default_call
               and reach[c] is not None]

@@ -472,3 +472,17 @@ def test_split_and_fused_parts_stay_inside_their_nucleus():
         sim = simulate_field(pid, shape=(160, 160), seed=seed, abnormal_fraction=0.5, split_fraction=split,
                              n_nuclei=4, touching_fraction=0.5, z_planes=1 + seed % 3, out_of_focus_fraction=0.3)
         check_consistent(sim, fc.load_panel(pid))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(seed=-1), r"seed must be a whole number >= 0, got -1"),
+    (dict(nucleus_diameter_um=9), r"nucleus_diameter_um must be two finite numbers"),
+    (dict(nucleus_diameter_um=(6, 9, 12)), r"nucleus_diameter_um must be two finite numbers"),
+    (dict(density="0.3"), r"density must be one finite number, got '0.3'"),
+    (dict(signal_peak_adu=float("inf")), r"signal_peak_adu must be one finite number, got inf"),
+    (dict(pattern_mix={}), r"pattern_mix is empty; give pattern_mix with at least one call"),
+    (dict(pattern_mix={"normal": 1}, abnormal_fraction=0.5), r"pattern_mix \{'normal': 1\} names no abnormal call of panel del5q"),
+])
+def test_simulate_options_that_cannot_work_are_one_line_errors(kw, match):
+    with pytest.raises(InputError, match=r"^simulate_field: " + match):
+        simulate_field("del5q", shape=(96, 96), **kw)
