@@ -676,6 +676,12 @@ def _segment(field, pixel_size_um, seg_params):
 SCALE_WARNING_BAND: tuple[float, float] = (0.55, 1.6)
 
 
+def _option_warnings(seg) -> list[str]:
+    """The segmentation's word that an option was ignored (a nucleus diameter in µm without a pixel size)."""
+    msg = str(dict(getattr(seg, "params", {}) or {}).get("message") or "")
+    return [msg] if msg.startswith("nucleus_diameter_um needs a pixel size") else []
+
+
 def _yield_warnings(seg, nuclei: pd.DataFrame) -> list[str]:
     """A warning when the field gives nothing to count: no nucleus found (with the segmentation's own
     message), or not one nucleus scorable (with the commonest reasons), so that a field never quietly
@@ -1049,7 +1055,7 @@ def analyze_field(
         "segmentation": {k: v for k, v in dict(getattr(seg, "params", {})).items() if _jsonable(v)},
         "segmentation_diameter_px": float(getattr(seg, "diameter_px", float("nan"))),
         "probe_saturation": saturated,
-        "warnings": (_yield_warnings(seg, nuclei) + _scale_warnings(seg, px, px_source, size_rec)
+        "warnings": (_yield_warnings(seg, nuclei) + _option_warnings(seg) + _scale_warnings(seg, px, px_source, size_rec)
                      + saturation_warnings + _jpeg_warnings(as_read, pan)),
         "timings": timings,
     }

@@ -29,6 +29,11 @@ class _Group(click.Group):
         except MemoryError:
             click.echo("fishcount: error: out of memory (try fewer workers or smaller fields)", err=True)
             sys.exit(EXIT_USER_ERROR)
+        except BrokenPipeError:  # `fishcount settings | head`: the reader stopped; nothing is wrong
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as exc:  # a file or folder the system refused (permissions, a full disk): one line too
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"fishcount: error: {where}{exc.strerror or exc}", err=True)
@@ -218,13 +223,15 @@ def settings_cmd(file: Path | None) -> None:
     from .settings import load_settings
 
     st = load_settings(file)
-    click.echo(f"{file}: valid, {st.n_values} value(s) replace the defaults")
-    for table, values, defaults in (("detection", st.detection, DETECTION_DEFAULTS),
-                                    ("segmentation", st.segmentation, CLASSICAL_DEFAULTS),
-                                    ("qc", st.qc, QC_DEFAULTS)):
-        for k, v in values.items():
-            click.echo(f"  [{table}] {k} = {v:g} (default {defaults[k]:g})" if not isinstance(v, str)
-                       else f"  [{table}] {k} = {v} (default {defaults[k]})")
+    tables = (("detection", st.detection, DETECTION_DEFAULTS), ("segmentation", st.segmentation, CLASSICAL_DEFAULTS),
+              ("qc", st.qc, QC_DEFAULTS))
+    changed = [(t, k, v, d[k]) for t, values, d in tables for k, v in values.items() if v != d[k]]
+    same = st.n_values - len(changed)
+    click.echo(f"{file}: valid, {len(changed)} value(s) differ from the defaults"
+               + (f" ({same} more set to their default)" if same else ""))
+    for table, k, v, dflt in changed:
+        click.echo(f"  [{table}] {k} = {v:g} (default {dflt:g})" if not isinstance(v, str)
+                   else f"  [{table}] {k} = {v} (default {dflt})")
 
 
 @main.command("panels")

@@ -4435,14 +4435,22 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
             raise InputError(source, f"nucleus_diameter_um must be > 0, got {nucleus_diameter_um}")
         d, d_src = nd_um / float(pixel_size_um), "pixel size"
         if d < 3:
-            raise InputError(source, f"nuclei would be {d:.1f} px wide at {pixel_size_um} µm/px: "
-                                     "check the pixel size (µm, not nm)")
+            what = "the nucleus diameter (nucleus_diameter_um)" if nucleus_diameter_um is not None \
+                else "the pixel size (µm, not nm)"
+            raise InputError(source, f"nuclei would be {d:.1f} px wide at {pixel_size_um} µm/px and "
+                                     f"{nd_um:g} µm: check {what}")
     else:
         d, fitted = _estimate_diameter(exact)
         d_src = "estimated from image"
+    if nucleus_diameter_um is not None and not (0.5 <= float(nucleus_diameter_um) <= 100.0):
+        raise InputError(source, f"nucleus_diameter_um must be 0.5-100 µm (marrow nuclei are ~6-12), got "
+                                 f"{nucleus_diameter_um}")  # the range of segment_defaults.toml [scale]
     used = {"backend": backend, "nucleus_diameter_um": nd_um if d_src == "pixel size" else None,
             "diameter_px": d, "diameter_source": d_src, "saturation_value": saturation_value,
             "qc": qc_p, "message": "", "hot_pixels": n_hot}
+    if nucleus_diameter_um is not None and d_src == "estimated from image":
+        used["message"] = ("nucleus_diameter_um needs a pixel size: ignored, the nucleus size was estimated from "
+                           "the image (give the pixel size, or diameter_px)")
     if d_src == "estimated from image" and np.isfinite(d) and not fitted:
         # the quick segmentation found no objects of the scale returned: say so (a defocused, over-exposed
         # or display-stretched tissue image; the size check below may still find the nuclei's own size)

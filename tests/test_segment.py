@@ -3002,3 +3002,15 @@ def test_property_opening_keeps_within_the_mask_and_all_nucleus_bodies(seed, fil
     body = (size >= min_area)[comp] & (comp > 0)
     assert out[body].all() and not (out & plain & ~body).any()
     assert not (out & ~plain & ~ndi.binary_opening(m, structure=_disk(1))).any()
+
+
+def test_nucleus_diameter_option_is_checked_and_never_silently_ignored():
+    img, truth = _disc_field(n=3)
+    seg = segment_nuclei(img, nucleus_diameter_um=7)  # no pixel size: estimated, and said so
+    assert seg.diameter_source.startswith("estimated") and seg.params["message"].startswith(
+        "nucleus_diameter_um needs a pixel size: ignored")
+    with pytest.raises(InputError, match=r"nucleus_diameter_um must be 0.5-100 µm"):
+        segment_nuclei(img, pixel_size_um=0.2, nucleus_diameter_um=200)
+    with pytest.raises(InputError, match=r"nuclei would be 0.5 px wide at 0.2 µm/px and 0.1 µm: check the nucleus "
+                                         r"diameter"):
+        segment_nuclei(img, pixel_size_um=0.2, nucleus_diameter_um=0.1)

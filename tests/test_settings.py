@@ -219,9 +219,13 @@ def test_cli_settings_template_and_check(tmp_path):
     lab = _write(tmp_path, "[detection]\nboundary_diameters = 1.5\n[segmentation]\nmarkers = \"log\"\n")
     r = CliRunner().invoke(main, ["settings", str(lab)])
     assert r.exit_code == 0, r.output
-    assert f"{lab}: valid, 2 value(s) replace the defaults" in r.output
+    assert f"{lab}: valid, 2 value(s) differ from the defaults" in r.output
     assert "[detection] boundary_diameters = 1.5 (default 1)" in r.output
     assert "[segmentation] markers = log (default dt)" in r.output
+    same = _write(tmp_path, "[detection]\nboundary_diameters = 1.5\nmin_auto_snr = 4.5\n", "same.toml")
+    r = CliRunner().invoke(main, ["settings", str(same)])  # a value at its default is not listed as a change
+    assert f"{same}: valid, 1 value(s) differ from the defaults (1 more set to their default)" in r.output
+    assert "min_auto_snr" not in r.output
     r = CliRunner().invoke(main, ["settings", str(tmp_path / "nope.toml")])
     assert r.exit_code == 2 and "settings file not found" in r.output
 
