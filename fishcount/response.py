@@ -586,8 +586,8 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
         for e in c.events:
             if e.after and period_best not in e.after:
                 continue
-            if e.when == "positive":
-                hit = r["positive"]
+            if e.when == "positive":  # an undecided limited sample must be above the cut-off beyond its CI (R5)
+                hit = r["positive"] and (not undecided or r["ci_low_pct"] > r["cutoff_pct"] + _EPS)
             elif e.when == "nadir_factor":  # an increase is only measured above the cut-off (a nadir of 0 %)
                 hit = math.isfinite(nadir) and F >= e.factor * nadir - _EPS and r["positive"]
             else:

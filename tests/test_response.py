@@ -197,6 +197,9 @@ def test_relapse_after_major_in_a_limited_sample_whose_ci_leaves_minor_open():
     # the undecided sample alone (no major before it): not evaluable, and it is neither best nor nadir
     p, t = classify([(0, 118, 200), (12, 40, 150)])
     assert t.loc[12, "category"] == "not_evaluable" and p.best_response == "not_evaluable"
+    # undecided, and its CI reaches below the cut-off too (8 % at N=150, CI 4.2-13.6, cut-off 4.99): no relapse
+    p, t = classify([(0, 40, 200), (8, 2, 200), (12, 12, 150)])
+    assert t.loc[12, "category"] == "not_evaluable" and "relapse" not in p["events"]
 
 
 def test_best_response_confirmed_when_regained_and_held():
