@@ -225,10 +225,13 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
     px = ctx["pixel_size_um"]
     src = ctx["source"]
     missing = [f for f in ([src] if isinstance(src, str) else src or []) if not Path(f).exists()]
-    if missing:  # the tables are still reviewable without the image; say why it is not shown
+    # a field analysed from napari layers names a layer, not a file: nothing to find, nothing to say
+    named_files = ctx["files_listed"] or any(str(f).lower().endswith((".tif", ".tiff", *PICTURE_SUFFIXES))
+                                             for f in missing)
+    if missing and named_files:  # the tables are still reviewable without the image; say why it is not shown
         warnings.warn(f"{folder}: the field's image is not found ({missing[0]}); showing nuclei and signals only",
                       stacklevel=2)
-    elif src:
+    elif src and not missing:
         try:
             try:
                 field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
