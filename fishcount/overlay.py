@@ -210,8 +210,16 @@ def _draw_rings(rgb: np.ndarray, ys: np.ndarray, xs: np.ndarray, color: np.ndarr
 
 
 def _font(size: int):
+    """DejaVu Sans (shipped with matplotlib: it has µ, which Pillow's default font draws as a box), else
+    Pillow's default font."""
     from PIL import ImageFont
 
+    try:
+        from matplotlib import get_data_path
+
+        return ImageFont.truetype(os.path.join(get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), size)
+    except (ImportError, OSError):
+        pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
