@@ -1389,7 +1389,11 @@ def run_batch(
     if score is None or respond is None:
         from .cutoffs import load_cutoffs
 
-        load_cutoffs(cutoffs)
+        cs = load_cutoffs(cutoffs)
+        wrong = sorted(p.id for p in panels.values() if cutoffs is not None and cs.panel not in ("*", p.id))
+        if wrong:  # scoring would refuse them only after every field was analysed
+            raise InputError(cs.path or str(cutoffs), f"cut-offs are for panel {cs.panel!r}, not {wrong[0]!r} (the "
+                                                      "study's panel); give that panel's cut-offs")
     _check_out_dir(out, folder)
     lock = _acquire_run_lock(out)  # one run at a time in a run folder
     try:

@@ -377,6 +377,11 @@ def controls_from_tables(paths: Sequence[str | PathLike], panel) -> pd.DataFrame
     frames = []
     for p in paths:
         df = read_table(p)
+        if "panel" in df.columns:  # controls of another panel would give a file of this panel's name
+            named = sorted({str(v).strip() for v in df["panel"].dropna() if str(v).strip()})
+            if named and named != [panel.id]:
+                raise InputError(p, f"controls of panel {', '.join(named)} (column panel), but the cut-offs are "
+                                    f"computed for panel {panel.id}; give --panel {named[0]}")
         if "call" in df.columns:
             scored = score_samples(df, panel, source=str(p))
             scored["control_file"] = str(p)

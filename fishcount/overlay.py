@@ -214,12 +214,15 @@ def _font(size: int):
     Pillow's default font."""
     from PIL import ImageFont
 
-    try:
-        from matplotlib import get_data_path
+    import importlib.util
 
-        return ImageFont.truetype(os.path.join(get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), size)
-    except (ImportError, OSError):
-        pass
+    spec = importlib.util.find_spec("matplotlib")  # found, not imported (a worker keeps matplotlib unloaded)
+    if spec is not None and spec.origin:
+        try:
+            return ImageFont.truetype(os.path.join(os.path.dirname(spec.origin), "mpl-data", "fonts", "ttf",
+                                                   "DejaVuSans.ttf"), size)
+        except OSError:
+            pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1

@@ -436,6 +436,11 @@ def _normalise(samples: pd.DataFrame, cutoffs: CutoffSet | None, source: str) ->
         out["cutoff_pct"], out["cutoff_validated"], out["cutoff_method"] = cut, val, method
     else:
         cs = load_cutoffs(cutoffs)
+        named = sorted({p for p in out["panel"] if p})
+        other = [p for p in named if cs.panel not in ("*", p)]
+        if other:  # as score_sample: another panel's cut-offs would pass for validated ones
+            raise InputError(cs.path or source, f"cut-offs are for panel {cs.panel!r}, not {other[0]!r} (samples "
+                                                f"table column panel)")
         out["cutoff_pct"] = [cutoff_for_n(cs.clone, int(k)) if k else math.nan for k in n]
         out["cutoff_validated"] = cs.validated
         out["cutoff_method"] = cs.label

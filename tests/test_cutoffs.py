@@ -278,3 +278,28 @@ def test_cutoffs_toml_round_trip(method, conf, n_ref, controls, kmax, rate, sd, 
     assert back.validated == validated
     for n in (50, 200, 500):
         assert cutoff_for_n(back.clone, n) == pytest.approx(cutoff_for_n(rule, n))
+
+
+def test_cutoffs_of_another_panel_are_refused_everywhere(tmp_path):
+    """Controls of another panel, a cut-offs file of another panel in `response`, and in `run` before any work."""
+    import fishcount as fc
+    from fishcount.batch import run_batch
+    from fishcount.response import classify_response
+
+    ctl = tmp_path / "ctl.csv"
+    ctl.write_text("sample,panel,nuclei_scored,nuclei_abnormal,n_trisomy8\nC1,cep8,200,2,2\nC2,cep8,200,1,1\n")
+    with pytest.raises(InputError, match=r"ctl.csv: controls of panel cep8 \(column panel\), but the cut-offs are "
+                                         r"computed for panel del5q; give --panel cep8"):
+        controls_from_tables([ctl], "del5q")
+    cs = compute_cutoffs(controls_from_tables([ctl], "cep8"), "cep8")
+    toml = tmp_path / "c.toml"
+    write_cutoffs(cs, toml)
+    s = pd.DataFrame({"patient": ["P1", "P1"], "week": [0, 16], "panel": ["del5q", "del5q"],
+                      "nuclei_scored": [200, 200], "nuclei_abnormal": [100, 8]})
+    with pytest.raises(InputError, match=r"cut-offs are for panel 'cep8', not 'del5q'"):
+        classify_response(s, cutoffs=toml)
+    study = tmp_path / "study" / "P1" / "week00"
+    fc.write_simulated_field(fc.simulate_field("del5q", shape=(96, 96), seed=1), study / "f1.ome.tif")
+    with pytest.raises(InputError, match=r"cut-offs are for panel 'cep8', not 'del5q' \(the study's panel\)"):
+        run_batch(tmp_path / "study", tmp_path / "out", cutoffs=toml, quiet=True)
+    assert not (tmp_path / "out").exists()

@@ -190,3 +190,10 @@ def test_cli_panels(tmp_path):
     assert r.exit_code == 0 and "del17p" in r.output
     r = CliRunner().invoke(main, ["panels", "nope"])
     assert r.exit_code == 2 and "unknown panel" in r.output and "Traceback" not in r.output
+
+
+def test_a_folder_named_like_a_panel_does_not_hide_it(tmp_path, monkeypatch):
+    """`fishcount simulate --panel cep8 --out cep8` makes a folder cep8: --panel cep8 is still the shipped panel."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cep8").mkdir()
+    assert load_panel("cep8").id == "cep8"

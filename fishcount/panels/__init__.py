@@ -557,7 +557,8 @@ def load_panel(panel: "str | Path | Panel | None" = None) -> Panel:
     if panel is None:
         panel = DEFAULT_PANEL
     p = Path(panel)
-    if p.suffix.lower() == ".toml" or p.exists() or "/" in str(panel) or "\\" in str(panel):
+    # a file named like a panel is that file; a folder of that name (e.g. `simulate --out cep8`) is not a panel
+    if p.suffix.lower() == ".toml" or p.is_file() or "/" in str(panel) or "\\" in str(panel):
         path = p
         if not path.exists():
             raise PanelError(path, "panel file not found")
