@@ -1001,3 +1001,11 @@ def test_a_field_with_nothing_to_count_says_so(tmp_path):
 
     assert _yield_warnings(None, nuc) == ["none of the 2 nuclei is scorable (saturated 2, border 1); check the "
                                           "exposure, the probe channels (--channels) and the pixel size"]
+
+
+@pytest.mark.parametrize("z", [1e-4, float("inf"), float("nan"), -0.4, 400.0])
+def test_an_implausible_z_step_is_refused_before_any_work(z):
+    """0.4 µm typed in mm (0.0004) made 3-D detection run for minutes and gigabytes; inf crashed."""
+    sim = fc.simulate_field("del5q", shape=(96, 96), seed=1, z_planes=3)
+    with pytest.raises(InputError, match=r"--z-step: the z step must be 0 \(detect on the projection\) or 0.01-20 µm"):
+        analyze_field(sim.to_field(), z_step_um=z)
