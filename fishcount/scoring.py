@@ -552,6 +552,17 @@ def score_sample(
         uniq, k_ = np.unique(cnt[m], axis=0, return_counts=True)
         return {key: int(v) for key, v in zip(keys_, uniq[int(np.argmax(k_))])}
 
+    def populations(c: str) -> list[tuple[dict[str, int], int]]:
+        """The nuclei of call ``c`` as ISCN populations: one per distinct count vector (a call defined by a
+        range, e.g. a variant of 2O2G1F / 1O2G1F, lists each pattern with its own nuclei), most frequent first;
+        the call's rule when no counts are given."""
+        m = call_arr == c
+        if cnt is None or not m.any():
+            return [(_rule_counts(panel, c), call_counts[c])]
+        uniq, k_ = np.unique(cnt[m], axis=0, return_counts=True)
+        order = sorted(range(len(k_)), key=lambda i: (-int(k_[i]), tuple(uniq[i])))
+        return [({key: int(v) for key, v in zip(keys_, uniq[i])}, int(k_[i])) for i in order]
+
     pops = []
     if positive:
         # each tracked pattern has its own cut-off (clinical.md §6.1 R3): a pattern within its normal range is
@@ -561,9 +572,9 @@ def score_sample(
         if not any(tracked[c]["positive"] for c in panel.tracked_calls):
             own = [c for c in panel.tracked_calls if call_counts[c]]
         for c in sorted(own, key=lambda c: (-call_counts[c], c)):
-            pops.append((modal(c), call_counts[c]))
+            pops.extend(populations(c))
     for c in other:
-        pops.append((modal(c), call_counts[c]))
+        pops.extend(populations(c))
     normal = modal(panel.normal_call)
     adequacy = adequacy_for_n(n, adequate_nuclei, limited_nuclei)
     # no result from too few nuclei (clinical.md §6.1 R5: N < limited is inevaluable; R7 reports N with it)

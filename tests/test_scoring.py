@@ -322,3 +322,19 @@ def test_parse_iscn_fuzz_only_value_errors(text):
         return
     for p in pops:
         assert p["copies"] and p["total"] >= 0
+
+
+def test_iscn_lists_each_pattern_of_a_range_call_with_its_own_nuclei():
+    """A call defined by a range of counts (pml_rara's variant: 2O2G1F, 1O2G1F, 2O1G1F) is one population per
+    pattern, each with its own nuclei: never 40 nuclei under the signals of the 15 most frequent."""
+    pan = fc.load_panel("pml_rara")
+    rows = ([{"count_PML": 2, "count_RARA": 2, "count_fusion": 0}] * 160 + [{"count_PML": 2, "count_RARA": 2,
+            "count_fusion": 1}] * 15 + [{"count_PML": 1, "count_RARA": 2, "count_fusion": 1}] * 13
+            + [{"count_PML": 2, "count_RARA": 1, "count_fusion": 1}] * 12)
+    df = pd.DataFrame(rows)
+    df["call"] = [pan.call_for({"PML": r["count_PML"], "RARA": r["count_RARA"], "fusion": r["count_fusion"]})
+                  for r in rows]
+    df["scorable"] = True
+    s = score_sample(df, pan)
+    pops = parse_iscn(s.iscn)
+    assert [p["n"] for p in pops] == [15, 13, 12] and all(p["total"] == 200 for p in pops)
