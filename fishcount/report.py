@@ -199,9 +199,9 @@ _RESPONSE_HIGHLIGHT = ("best_response", "best_week", "endpoint_response", "respo
 
 def _patient_section(patient: str, ps: pd.DataFrame, resp: pd.Series | None, run_dir: Path,
                      fields: pd.DataFrame | None, panel_calls: Sequence[str], tps: pd.DataFrame | None,
-                     criteria, anchor: str | None = None) -> str:
+                     criteria, anchor: str | None = None, panel: str = "") -> str:
     out = [f"<section class='patient' id='{_e(anchor or 'patient-' + _slug(patient))}'><h2>Patient {_e(patient)}"
-           f"</h2>"]
+           + (f" · panel {_e(panel)}" if panel else "") + "</h2>"]
     if resp is not None:
         items = []
         for k in _RESPONSE_HIGHLIGHT:
@@ -244,7 +244,11 @@ def _sample_details(row: pd.Series, run_dir: Path, fields: pd.DataFrame | None, 
         parts.append("<p>" + " ".join(flags) + "</p>")
     if row.get("iscn"):
         parts.append(f"<p>ISCN: <span class='iscn'>{_e(row.get('iscn'))}</span></p>")
-    counts = [(c[2:], row[c]) for c in row.index if c.startswith("n_") and c != "n_fields"]
+    # calls of this sample's panel only (samples.csv of a mixed study has every panel's n_<call> columns, empty
+    # for the others); an empty cell is no call of this panel, not 0 nuclei
+    counts = [(c[2:], row[c]) for c in row.index if c.startswith("n_") and c != "n_fields"
+              and pd.notna(row[c]) and str(row[c]).strip() != ""
+              and (not panel_calls or c[2:] in panel_calls)]
     if counts:
         order = {c: i for i, c in enumerate(panel_calls)}
         counts.sort(key=lambda kv: order.get(kv[0], 99))
@@ -426,10 +430,11 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     title = title or f"fishcount report: {', '.join(all_panels) if len(all_panels) > 1 else panel_id}"
 
     patients = sorted(samples["patient"].astype(str).unique())
-    resp_by = {}
+    multi = len(all_panels) > 1
+    resp_by: dict = {}  # (patient, panel) -> response row (panel "" when the table has none)
     if response is not None and "patient" in response.columns:
         for _, r in response.iterrows():
-            resp_by[str(r["patient"])] = r
+            resp_by[(str(r["patient"]), str(r["panel"]) if multi and "panel" in response.columns else "")] = r
     body = [f"<h1>{_e(title)}</h1>",
             f"<p class='muted'>{_e(run.get('created_utc', ''))} · fishcount {_e(run.get('fishcount_version', ''))} · "
             f"{len(patients)} patients · {len(samples)} samples</p>"]
@@ -442,7 +447,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                 + "<a href='#qc'>QC</a><a href='#run'>run</a></nav>")
     # summary
     if response is not None and not response.empty:
-        show = [c for c in ["patient", *_RESPONSE_HIGHLIGHT] if c in response.columns]
+        show = [c for c in ["patient", *(["panel"] if multi else []), *_RESPONSE_HIGHLIGHT] if c in response.columns]
         body.append("<h2>Summary</h2>" + _table(response[show] if len(show) > 1 else response))
     timepoints = _read_csv(run_dir / "response_timepoints.csv")
     criteria = None
@@ -455,12 +460,28 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         except Exception:  # noqa: BLE001 - the plot then has no endpoint window
             criteria = None
     for p in patients:
-        ps = samples[samples["patient"].astype(str) == p]
-        tps = None
-        if timepoints is not None and "patient" in timepoints.columns:
-            tps = timepoints[timepoints["patient"].astype(str) == p]
-        body.append(_patient_section(p, ps, resp_by.get(p), run_dir, fields, panel_calls, tps, criteria,
-                                     anchor=anchors[p]))
+        ps_all = samples[samples["patient"].astype(str) == p]
+        # a patient scored with two panels: one section per panel (its response, trajectory and samples), never
+        # one trajectory through both panels' points
+        pans = sorted(ps_all["panel"].astype(str).unique()) if multi else [""]
+        for k, pan in enumerate(pans):
+            ps = ps_all[ps_all["panel"].astype(str) == pan] if pan else ps_all
+            tps = None
+            if timepoints is not None and "patient" in timepoints.columns:
+                tps = timepoints[timepoints["patient"].astype(str) == p]
+                if pan and "panel" in tps.columns:
+                    tps = tps[tps["panel"].astype(str) == pan]
+            calls = panel_calls
+            if pan:
+                try:
+                    from .panels import load_panel
+
+                    calls = list(load_panel(pan).call_names)
+                except Exception:  # noqa: BLE001 - a moved custom panel file: calls by name then
+                    calls = []
+            body.append(_patient_section(p, ps, resp_by.get((p, pan)), run_dir, fields, calls, tps, criteria,
+                                         anchor=anchors[p] + (f"-{_slug(pan)}" if k else ""),
+                                         panel=pan if len(pans) > 1 or multi else ""))
     body.append(_qc_section(samples, run, errors))
     body.append(_meta_section(run))
     page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -192,3 +192,24 @@ def test_report_cli(tmp_path):
     res = CliRunner().invoke(main, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 2
     assert res.output.strip() == f"fishcount: error: {tmp_path / 'missing'}: run folder not found"
+
+
+def test_a_patient_scored_with_two_panels_gets_a_section_per_panel(tmp_path):
+    """Each panel's response, trajectory and counts in its own section; the summary names the panel; a call of
+    the other panel is not listed as 0 nuclei."""
+    from fishcount.report import write_report
+
+    samples = pd.DataFrame({
+        "sample": ["a", "b", "c", "d"], "patient": ["P2"] * 4, "timepoint": ["bl", "w16", "bl", "w16"],
+        "week": [0, 16, 0, 16], "panel": ["cep8", "cep8", "kmt2a", "kmt2a"], "nuclei_scored": [200] * 4,
+        "nuclei_abnormal": [80, 2, 60, 55], "clone_pct": [40.0, 1.0, 30.0, 27.5], "ci_low_pct": [33, 0.1, 24, 21],
+        "ci_high_pct": [47, 3.6, 37, 34], "cutoff_pct": [3.8] * 4, "adequacy": ["adequate"] * 4,
+        "n_trisomy8": [80, 2, None, None], "n_rearranged": [None, None, 60, 55]})
+    samples.to_csv(tmp_path / "samples.csv", index=False)
+    pd.DataFrame({"patient": ["P2", "P2"], "panel": ["cep8", "kmt2a"], "best_response": ["major", "none"],
+                  "endpoint_response": ["major", "none"]}).to_csv(tmp_path / "response.csv", index=False)
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    cep8 = html.index("Patient P2 · panel cep8")
+    kmt2a = html.index("Patient P2 · panel kmt2a")
+    assert "<th>panel</th>" in html.split("<h2>Summary</h2>")[1].split("</table>")[0]
+    assert "major" in html[cep8:kmt2a] and "trisomy8" not in html[kmt2a:]
