@@ -671,7 +671,7 @@ def test_z_stack_detected_in_3d(tmp_path):
     flat = analyze_field(fld, segmentation=seg)  # default: the maximum projection
     assert "z" not in flat.spots.columns
     assert flat.params["signal_size"]["source"] == "panel"  # measured on the projection, panel-sized
-    with pytest.raises(InputError, match="z_step_um"):
+    with pytest.raises(InputError, match="--z-step: the z step must be 0"):
         analyze_field(fld, segmentation=seg, z_step_um=-1)
 
 
