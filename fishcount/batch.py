@@ -718,6 +718,9 @@ def _run_sample_thresholds(task: _SampleTask) -> dict:
                                          **dict(_with_series(task.params, k).get("read", {}))))
         except Exception:  # noqa: BLE001 - reported per field later
             continue
+    if float(dict(task.params.get("analyze", {})).get("z_step_um") or 0) > 0:
+        # 3-D detection: a single-plane field cannot be analysed (its field stage says so); the others still pool
+        fields = [f for f in fields if int(getattr(f, "n_z", 1)) > 1]
     if not fields:
         return {**base, "status": "error", "stage": "thresholds", "message": "no readable field in this sample"}
     try:

@@ -1102,3 +1102,19 @@ def test_run_keeps_a_sample_whose_fields_hold_no_nucleus(tmp_path):
     t = pd.read_csv(out / "response_timepoints.csv")
     assert 16 in set(t["week"])
     assert "sample P1_week16" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_pooled_thresholds_in_3d_leave_out_a_single_plane_field(tmp_path):
+    """run --z-step --pool-thresholds: a single-plane field of the sample fails on its own (errors.csv) and the
+    sample's z-stacks still share pooled thresholds."""
+    d = tmp_path / "st" / "P1" / "week0"
+    for i, seed in enumerate((1, 2)):
+        fc.write_simulated_field(fc.simulate_field("del5q", shape=(128, 128), seed=seed, z_planes=3), d / f"f{i}.ome.tif")
+    fc.write_simulated_field(fc.simulate_field("del5q", shape=(128, 128), seed=3), d / "c2d.ome.tif")
+    run_batch(tmp_path / "st", tmp_path / "o", params={"read": {"z_mode": "keep"}, "analyze": {"z_step_um": 0.4}},
+              pool_thresholds=True, workers=1, quiet=True, report=False)
+    for name in ("f0", "f1"):
+        fj = json.loads((tmp_path / "o" / "fields" / "P1" / "week0" / name / "field.json").read_text())
+        assert fj["params"]["threshold_source"] == {"EGR1": "manual", "D5S23": "manual"}
+    err = pd.read_csv(tmp_path / "o" / "errors.csv")
+    assert list(err["stage"]) == ["analyze"] and err["file"].iloc[0].endswith("c2d.ome.tif")
