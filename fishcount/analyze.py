@@ -702,10 +702,7 @@ def _yield_warnings(seg, nuclei: pd.DataFrame) -> list[str]:
 
     if as_bool(nuclei["scorable"]).any():
         return []
-    reasons: dict[str, int] = {}
-    for r in nuclei["exclusion_reason"].astype(str):
-        for part in filter(None, (x.strip() for x in r.split(";"))):
-            reasons[part] = reasons.get(part, 0) + 1
+    reasons = _exclusion_counts(nuclei)
     top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
     return [f"none of the {len(nuclei)} nuclei is scorable ({top}); check the exposure, the probe channels "
             "(--channels) and the pixel size"]
@@ -1203,13 +1200,20 @@ def estimate_thresholds(
 # -------------------------------------------------------------------------------------------
 # outputs
 # -------------------------------------------------------------------------------------------
+def _exclusion_counts(nuclei: pd.DataFrame) -> dict[str, int]:
+    """Nuclei per exclusion reason (``exclusion_reason`` holds ``;``-joined reasons; a nucleus with two counts
+    under both), in order of first appearance."""
+    reasons: dict[str, int] = {}
+    for r in nuclei["exclusion_reason"] if len(nuclei) else []:
+        for part in filter(None, str(r).split(";")):
+            reasons[part] = reasons.get(part, 0) + 1
+    return reasons
+
+
 def _field_json(result: FieldResult) -> dict:
     f = result.field
     nuc = result.nuclei
-    reasons: dict[str, int] = {}
-    for r in nuc["exclusion_reason"] if len(nuc) else []:
-        for part in filter(None, str(r).split(";")):
-            reasons[part] = reasons.get(part, 0) + 1
+    reasons = _exclusion_counts(nuc)
     scor = nuc[nuc["scorable"]] if len(nuc) else nuc
     return {
         "output_version": OUTPUT_VERSION,
