@@ -459,6 +459,14 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             criteria = load_criteria(crit_ref)
         except Exception:  # noqa: BLE001 - the plot then has no endpoint window
             criteria = None
+    calls_of: dict[str, list[str]] = {}  # each panel's calls, read once (not once per patient)
+    for pan in all_panels if multi else []:
+        try:
+            from .panels import load_panel
+
+            calls_of[pan] = list(load_panel(pan).call_names)
+        except Exception:  # noqa: BLE001 - a moved custom panel file: calls by name then
+            calls_of[pan] = []
     for p in patients:
         ps_all = samples[samples["patient"].astype(str) == p]
         # a patient scored with two panels: one section per panel (its response, trajectory and samples), never
@@ -471,14 +479,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                 tps = timepoints[timepoints["patient"].astype(str) == p]
                 if pan and "panel" in tps.columns:
                     tps = tps[tps["panel"].astype(str) == pan]
-            calls = panel_calls
-            if pan:
-                try:
-                    from .panels import load_panel
-
-                    calls = list(load_panel(pan).call_names)
-                except Exception:  # noqa: BLE001 - a moved custom panel file: calls by name then
-                    calls = []
+            calls = calls_of[pan] if pan else panel_calls
             body.append(_patient_section(p, ps, resp_by.get((p, pan)), run_dir, fields, calls, tps, criteria,
                                          anchor=anchors[p] + (f"-{_slug(pan)}" if k else ""),
                                          panel=pan if len(pans) > 1 or multi else ""))
