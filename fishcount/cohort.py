@@ -194,7 +194,7 @@ def validate_response_table(df: pd.DataFrame, source: str = "<table>", *,
             pats = df["patient"].map(lambda v: "" if _blank(v) else str(v).strip())
             mine = pvals == panel
             others = df[~mine & ~pats.isin(set(pats[mine]))]
-            others = others[~others["patient"].map(lambda v: "" if _blank(v) else str(v).strip()).duplicated()]
+            others = others[~pats[others.index].duplicated().to_numpy()]
             if len(others):
                 others = others.copy()
                 others["panel"] = panel
