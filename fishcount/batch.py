@@ -1390,13 +1390,12 @@ def run_batch(
 
         load_criteria(criteria)
     if score is None or respond is None:
-        from .cutoffs import load_cutoffs
+        from .cutoffs import check_cutoffs_panel, load_cutoffs
 
         cs = load_cutoffs(cutoffs)
-        wrong = sorted(p.id for p in panels.values() if cutoffs is not None and cs.panel not in ("*", p.id))
-        if wrong:  # scoring would refuse them only after every field was analysed
-            raise InputError(cs.path or str(cutoffs), f"cut-offs are for panel {cs.panel!r}, not {wrong[0]!r} (the "
-                                                      "study's panel); give that panel's cut-offs")
+        if cutoffs is not None:  # scoring would refuse them only after every field was analysed
+            check_cutoffs_panel(cs, [p.id for p in panels.values()], str(cutoffs),
+                                " (the study's panel); give that panel's cut-offs")
     _check_out_dir(out, folder)
     lock = _acquire_run_lock(out)  # one run at a time in a run folder
     try:

@@ -474,6 +474,14 @@ def cutoffs_from_dict(data: Mapping, source: str = "<dict>") -> CutoffSet:
     return _with_label(cs)
 
 
+def check_cutoffs_panel(cs: CutoffSet, panel_ids, source: str, context: str = "") -> None:
+    """Refuse cut-offs made for another panel (``cs.panel`` ``"*"`` fits every panel): they would pass for a
+    validated laboratory cut-off. ``panel_ids``: the panels they are used for; ``context`` ends the message."""
+    other = [p for p in sorted(set(panel_ids)) if p and cs.panel not in ("*", p)]
+    if other:
+        raise InputError(cs.path or source, f"cut-offs are for panel {cs.panel!r}, not {other[0]!r}{context}")
+
+
 def load_cutoffs(path: str | PathLike | CutoffSet | None = None) -> CutoffSet:
     """Load a cut-offs TOML file; ``None`` gives the shipped provisional default.
 

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import write_csv_atomic, write_text_atomic
-from .cutoffs import NOT_VALIDATED, CutoffSet, cutoff_for_n, load_cutoffs
+from .cutoffs import NOT_VALIDATED, CutoffSet, check_cutoffs_panel, cutoff_for_n, load_cutoffs
 from ._datafile import check_fields, check_schema_version
 from .errors import CriteriaError, InputError
 from .scoring import FISH_CAVEAT, clopper_pearson
@@ -436,11 +436,7 @@ def _normalise(samples: pd.DataFrame, cutoffs: CutoffSet | None, source: str) ->
         out["cutoff_pct"], out["cutoff_validated"], out["cutoff_method"] = cut, val, method
     else:
         cs = load_cutoffs(cutoffs)
-        named = sorted({p for p in out["panel"] if p})
-        other = [p for p in named if cs.panel not in ("*", p)]
-        if other:  # as score_sample: another panel's cut-offs would pass for validated ones
-            raise InputError(cs.path or source, f"cut-offs are for panel {cs.panel!r}, not {other[0]!r} (samples "
-                                                f"table column panel)")
+        check_cutoffs_panel(cs, out["panel"], source, " (samples table column panel)")
         out["cutoff_pct"] = [cutoff_for_n(cs.clone, int(k)) if k else math.nan for k in n]
         out["cutoff_validated"] = cs.validated
         out["cutoff_method"] = cs.label

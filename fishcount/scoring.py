@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .cutoffs import NOT_VALIDATED, CutoffSet, cutoff_for_n, load_cutoffs
+from .cutoffs import NOT_VALIDATED, CutoffSet, check_cutoffs_panel, cutoff_for_n, load_cutoffs
 from .errors import InputError
 
 __all__ = [
@@ -489,8 +489,7 @@ def score_sample(
 
     panel = load_panel(panel)
     cs = load_cutoffs(cutoffs)
-    if cs.panel not in ("*", panel.id):
-        raise InputError(cs.path or source, f"cut-offs are for panel {cs.panel!r}, not {panel.id!r}")
+    check_cutoffs_panel(cs, [panel.id], source)
     for col in ("call", "scorable"):
         if col not in nuclei.columns:
             raise InputError(source, f"column '{col}' is missing (a nuclei.csv table is expected)")
