@@ -1062,6 +1062,9 @@ def analyze_field(
         "probe_saturation": saturated,
         "warnings": (_yield_warnings(seg, nuclei) + _option_warnings(seg) + _scale_warnings(seg, px, px_source, size_rec)
                      + saturation_warnings + _jpeg_warnings(as_read, pan)),
+        # how the image was read, so a reviewer sees the plane that was analysed (napari, field.json)
+        "read": {"z_projection": "3-D" if det["z_step_um"] > 0 else ("plane" if z_plane is not None else "max"),
+                 "z_plane": None if z_plane is None else int(z_plane), "axes": axes},
         "timings": timings,
     }
     return FieldResult(field=fld, labels=labels, nuclei=nuclei, spots=spots, thresholds=used, params=rec, panel=pan)

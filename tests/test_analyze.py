@@ -623,6 +623,7 @@ def test_cli_axes_reads_an_ambiguous_plain_z_stack_in_every_command(tmp_path):
     assert r.exit_code == 0 and "ZCYX" in r.output and "given by the user" in r.output, r.output
     r = CliRunner().invoke(main, ["analyze", str(plain), "--axes", "ZCYX", "--out", str(tmp_path / "a"), *px])
     assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "a" / "z" / "field.json").read_text())["params"]["read"]["axes"] == "ZCYX"
     ref = analyze_field(ome, pixel_size_um=sim.pixel_size_um)
     nuc = pd.read_csv(tmp_path / "a" / "z" / "nuclei.csv")
     assert nuc.count_EGR1.tolist() == ref.nuclei.count_EGR1.tolist() and len(nuc) == len(ref.nuclei)
@@ -733,6 +734,12 @@ def test_cli_analyze_z_step_detects_in_3d(zstack_dir, tmp_path):
     plane = pd.read_csv(tmp_path / "plane" / "zfield01" / "spots.csv")
     one = analyze_field(fc.read_field(img, z_mode="plane", z_plane=2))
     assert "z" not in plane.columns and len(plane) == len(one.spots)
+    # field.json says how the image was read (the napari plugin reads that plane again)
+    read = json.loads((tmp_path / "plane" / "zfield01" / "field.json").read_text())["params"]["read"]
+    assert read == {"z_projection": "plane", "z_plane": 2, "axes": None}
+    proj = json.loads((tmp_path / "proj" / "zfield01" / "field.json").read_text())["params"]["read"]
+    assert proj == {"z_projection": "max", "z_plane": None, "axes": None}
+    assert analyze_field(img, z_step_um=0.4).params["read"]["z_projection"] == "3-D"
 
 
 def test_cli_analyze_z_step_with_pooled_thresholds_and_overlay(zstack_dir, tmp_path):

@@ -243,6 +243,29 @@ def test_result_of_a_multi_position_field_opens_its_own_image(make_napari_viewer
     assert w.field().stem == "plate_s0"
 
 
+def test_result_of_one_plane_of_an_ambiguous_stack_opens_that_plane(make_napari_viewer, tmp_path):
+    """A plain (Z, C, Y, X) TIFF analysed with --axes ZCYX --z-plane 1: the result folder shows plane 1 (not
+    the projection, not an unreadable file), in the layers and in the review gallery."""
+    import tifffile
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    sim = fc.simulate_field("del5q", shape=(192, 192), seed=8, z_planes=3)
+    plain = tmp_path / "z.tif"
+    tifffile.imwrite(plain, sim.image, photometric="minisblack")  # (Z, C, Y, X), no axis names
+    r = CliRunner().invoke(main, ["analyze", str(plain), "--axes", "ZCYX", "--z-plane", "1", "--out",
+                                  str(tmp_path / "out"), "--pixel-size", str(sim.pixel_size_um), "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    viewer = make_napari_viewer()
+    viewer.open(tmp_path / "out" / "z", plugin=PLUGIN)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["DAPI"].data), sim.image[1, 0].astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(viewer.layers["EGR1"].data), sim.image[1, 1].astype(np.float32))
+    w = _open_review(viewer, tmp_path / "out" / "z")
+    gallery = w.gallery()
+    assert gallery.ndim == 3 and gallery.shape[2] == 3
+
+
 def test_result_of_a_shifted_channel_opens_aligned(make_napari_viewer, sim_field, tmp_path):
     """A field analysed with a calibrated channel shift: the result folder opens with that channel's image
     layer moved back by it (where the analysis saw it), and the Review gallery uses it moved back too."""

@@ -157,7 +157,40 @@ def _as_analysed(field, src, panel, px, ctx: dict):
     names = ["none"] * n
     for key, i in want.items():
         names[i] = key
-    return fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"], channels=names)
+    opts = {"series": ctx["series"], **ctx.get("read", {})}
+    return fc.read_field(src, panel=panel, pixel_size_um=px, channels=names, **opts)
+
+
+def _read_options(read: Any) -> dict:
+    """``read_field`` options of ``field.json`` ``params.read`` (how the analysis read the image): the plane
+    given with ``--z-plane`` and the axes given with ``--axes``; a maximum projection otherwise (also for a
+    field detected in 3-D, whose signals napari shows on the projection). Result folders written before
+    ``read`` was recorded read as the default."""
+    read = read if isinstance(read, dict) else {}
+    opts: dict = {}
+    plane = read.get("z_plane")
+    if read.get("z_projection") == "plane" and isinstance(plane, int) and not isinstance(plane, bool) and plane >= 0:
+        opts.update(z_mode="plane", z_plane=plane)
+    if isinstance(read.get("axes"), str) and read["axes"]:
+        opts["axes"] = read["axes"]
+    return opts
+
+
+def read_analysed_field(ctx: dict, panel):
+    """The field of a result folder's context (:func:`field_context`) read as the analysis read it: its
+    series, plane or projection, axes and channel mapping; for an older result folder of a per-channel group
+    whose ``field.json`` names the first file only, the group found beside it."""
+    import fishcount as fc
+
+    src, px, opts = ctx["source"], ctx["pixel_size_um"], {"series": ctx["series"], **ctx.get("read", {})}
+    try:
+        field = fc.read_field(src, panel=panel, pixel_size_um=px, **opts)
+    except FishcountError:
+        if not isinstance(src, str) or ctx["files_listed"]:
+            raise
+        src = _source_group(src, panel)
+        field = fc.read_field(src, panel=panel, pixel_size_um=px, **opts)
+    return _as_analysed(field, src, panel, px, {**ctx, "read": opts})
 
 
 def field_context(folder: Path) -> dict:
@@ -185,7 +218,7 @@ def field_context(folder: Path) -> dict:
             "panel": str(panel) if panel else None,
             "pixel_size_um": float(px) if isinstance(px, (int, float)) and px > 0 else None,
             "thresholds": meta.get("thresholds") if isinstance(meta.get("thresholds"), dict) else {},
-            "params": params, "files_listed": listed,
+            "params": params, "files_listed": listed, "read": _read_options(params.get("read")),
             "channel_map": cmap if isinstance(cmap := meta.get("channel_map"), dict) else None}
 
 
@@ -233,15 +266,7 @@ def field_result_layers(folder: "str | os.PathLike", reviewer: str | None = None
                       stacklevel=2)
     elif src and not missing:
         try:
-            try:
-                field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
-            except FishcountError:
-                if not isinstance(src, str) or ctx["files_listed"]:
-                    raise
-                # an older result folder of a per-channel group: its field.json names the first file only
-                src = _source_group(src, panel)
-                field = fc.read_field(src, panel=panel, pixel_size_um=px, series=ctx["series"])
-            field = _as_analysed(field, src, panel, px, ctx)
+            field = read_analysed_field(ctx, panel)
             px = px or field.pixel_size_um
             context["pixel_size_um"] = px
             shifts = ctx["params"].get("channel_shifts_um")

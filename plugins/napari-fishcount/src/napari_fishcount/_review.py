@@ -663,14 +663,15 @@ class ReviewWidget(QWidget):
         from fishcount.analyze import FieldResult
         from fishcount.overlay import render_gallery
 
-        from ._reader import read_labels
+        from ._reader import read_analysed_field, read_labels
 
         if self.blind.isChecked():
             raise ValueError("the gallery groups nuclei by call, which blind mode hides")
         src = self.context.get("source")
         if not src:
             raise ValueError("the field's source image is not known (field.json), so no gallery")
-        field = fc.read_field(src, panel=self.state.panel, pixel_size_um=self.pixel_size_um)
+        # the image as the analysis read it: its series, plane, axes and channel mapping
+        field = read_analysed_field({**self.context, "pixel_size_um": self.pixel_size_um}, self.state.panel)
         # the probe channels as the analysis saw them (calibrated shift, unmixed crosstalk), under their markers
         field = fc.channels_as_analysed(field, self.context.get("params", {}), self.state.panel)
         result = FieldResult(field=field, labels=read_labels(self.folder), nuclei=self.state.nuclei,
