@@ -1528,7 +1528,9 @@ def run_batch(
                                      "pool_thresholds": pool_thresholds}),
             "engine": engine,
             "panels": {pid: {"id": p.id, "name": p.name, "path": p.path, "sha256": p.sha256} for pid, p in panels.items()},
-            "panel": {"id": panels[next(iter(panels))].id, "sha256": panels[next(iter(panels))].sha256},
+            # the study's panel; null when the manifest mixes panels (each is in "panels")
+            "panel": ({"id": (p0 := next(iter(panels.values()))).id, "sha256": p0.sha256} if len(panels) == 1
+                      else None),
             "criteria": criteria_info,
             "counts": {"fields": int(len(table)), "analysed": int(len(results) - len(failed)), "skipped": len(skipped),
                        "failed": len(failed), "nuclei": int(n_nuclei), "samples": 0 if samples is None else int(len(samples)),

@@ -341,9 +341,11 @@ def _meta_section(run: Mapping) -> str:
     for k in ("fishcount_version", "created_utc", "study_folder", "field_table_source"):
         if k in run:
             rows.append((k.replace("_", " "), run[k]))
-    pan = run.get("panel", {})
-    if pan:
-        rows.append(("panel", f"{pan.get('id', '')} (sha256 {pan.get('sha256', '')[:16]}…)"))
+    pans = run.get("panels") if isinstance(run.get("panels"), dict) and run.get("panels") else \
+        ({"": run["panel"]} if isinstance(run.get("panel"), dict) and run.get("panel") else {})
+    for pan in pans.values():  # every panel of a mixed-panel study
+        if isinstance(pan, dict):
+            rows.append(("panel", f"{pan.get('id', '')} (sha256 {str(pan.get('sha256') or '')[:16]}…)"))
     st = run.get("settings")
     if isinstance(st, dict):
         n = sum(len(v) for v in (st.get("values") or {}).values())
@@ -417,7 +419,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             raise InputError(run_dir / "run.json", f"not valid JSON ({exc})") from None
     fields = _fields_with_clone(run_dir, samples)
     panel_id = str(samples["panel"].iloc[0]) if "panel" in samples.columns and len(samples) else \
-        (run.get("panel", {}) or {}).get("id", "")
+        ((run.get("panel") if isinstance(run.get("panel"), dict) else None) or {}).get("id", "")
     panel_calls: list[str] = []
     try:
         from .panels import load_panel

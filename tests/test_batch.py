@@ -807,6 +807,8 @@ def test_run_calibrations_serve_every_panel_of_a_study(tmp_path):
     assert got["del5q"]["channel_shifts_um"] == {"D5S23": [0.0, 0.1]}
     assert got["cep8"]["crosstalk_source"] != "calibrated (channel_crosstalk)"
     assert got["cep8"]["channel_shifts_um"] == {}
+    run = json.loads((tmp_path / "o" / "run.json").read_text())  # a mixed study names no single panel
+    assert run["panel"] is None and sorted(v["id"] for v in run["panels"].values()) == ["cep8", "del5q"]
     typo = ["--crosstalk", "SpectrumRed:SpectrumGreen=0.05"]
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "o2")] + typo)
     assert res.exit_code == 2 and "'SpectrumRed' is neither a signal nor a fluor" in res.output

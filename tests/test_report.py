@@ -208,7 +208,12 @@ def test_a_patient_scored_with_two_panels_gets_a_section_per_panel(tmp_path):
     samples.to_csv(tmp_path / "samples.csv", index=False)
     pd.DataFrame({"patient": ["P2", "P2"], "panel": ["cep8", "kmt2a"], "best_response": ["major", "none"],
                   "endpoint_response": ["major", "none"]}).to_csv(tmp_path / "response.csv", index=False)
+    # a mixed-panel run.json: no single "panel", each panel under "panels"; the run metadata lists both
+    (tmp_path / "run.json").write_text(json.dumps({"panel": None, "panels": {
+        "cep8": {"id": "cep8", "sha256": "a" * 64}, "kmt2a": {"id": "kmt2a", "sha256": "b" * 64}}}))
     html = write_report(tmp_path).read_text(encoding="utf-8")
+    meta = html.split("<section id='run'>")[1].split("</section>")[0]
+    assert "cep8 (sha256 aaaa" in meta and "kmt2a (sha256 bbbb" in meta, meta
     cep8 = html.index("Patient P2 · panel cep8")
     kmt2a = html.index("Patient P2 · panel kmt2a")
     assert "<th>panel</th>" in html.split("<h2>Summary</h2>")[1].split("</table>")[0]
