@@ -47,7 +47,7 @@ _API: dict[str, str] = {
     "score_sample": "scoring", "score_samples": "scoring", "clopper_pearson": "scoring",
     "iscn_string": "scoring", "SampleScore": "scoring", "parse_iscn": "scoring",
     "compute_cutoffs": "cutoffs", "cutoff_for_n": "cutoffs", "load_cutoffs": "cutoffs",
-    "write_cutoffs": "cutoffs",
+    "write_cutoffs": "cutoffs", "cutoffs_by_panel": "cutoffs",
     "classify_response": "response", "load_criteria": "response", "list_criteria": "response",
     "response_table": "response", "ResponseResult": "response", "write_response": "response",
     "plot_trajectory": "plots",

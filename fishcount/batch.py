@@ -42,7 +42,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -1269,7 +1269,7 @@ def run_batch(
     scheduler: str | None = None,
     params: Mapping[str, Any] | None = None,
     criteria: str | None = None,
-    cutoffs: str | None = None,
+    cutoffs: "str | Sequence[str] | None" = None,
     pool_thresholds: bool = False,
     analyze: Callable[[str, Path, Panel, Mapping[str, Any]], dict] | None = None,
     score: Callable[[pd.DataFrame, Panel], pd.DataFrame] | None = None,
@@ -1309,9 +1309,11 @@ def run_batch(
         (e.g. ``{"analyze": {"backend": "cellpose", "nucleus_diameter_um": 8}}``).
     criteria : str, optional
         Response criteria id or .toml file (default: the response module's default, ``trial_fish``).
-    cutoffs : str, optional
-        Laboratory cut-offs file (``fishcount cutoff``); default the provisional cut-off, flagged
-        "not validated by this laboratory" in every table.
+    cutoffs : str or sequence of str, optional
+        Laboratory cut-offs file (``fishcount cutoff``), or one per panel of a mixed-panel study
+        (:func:`fishcount.cutoffs.cutoffs_by_panel`: a panel without its own file takes a ``panel = "*"``
+        one, else the provisional cut-off); default the provisional cut-off, flagged "not validated by
+        this laboratory" in every table.
     pool_thresholds : bool
         One automatic detection threshold per signal pooled over the fields of each sample
         (``analyze.estimate_thresholds``, cached in ``OUT/thresholds/``) instead of one per field;
@@ -1389,13 +1391,14 @@ def run_batch(
         from .response import load_criteria
 
         load_criteria(criteria)
-    if score is None or respond is None:
-        from .cutoffs import check_cutoffs_panel, load_cutoffs
+    cut_by_id = None
+    if score is None or respond is None:  # bad cut-offs fail now, not after every field was analysed
+        from .cutoffs import cutoffs_by_panel
 
-        cs = load_cutoffs(cutoffs)
-        if cutoffs is not None:  # scoring would refuse them only after every field was analysed
-            check_cutoffs_panel(cs, [p.id for p in panels.values()], str(cutoffs),
-                                " (the study's panel); give that panel's cut-offs")
+        cutoffs = _cutoffs_arg(cutoffs)
+        ids = sorted({p.id for p in panels.values()})
+        cut_by_id = cutoffs_by_panel(cutoffs, ids, "--cutoffs", " (the study's panel); give that panel's cut-offs"
+                                     if len(ids) == 1 else " (the study's panels); give each panel's cut-offs")
     _check_out_dir(out, folder)
     lock = _acquire_run_lock(out)  # one run at a time in a run folder
     try:
@@ -1487,7 +1490,7 @@ def run_batch(
                 sample_warnings[f"sample {s_name}"] = [
                     f"no nucleus found in its {len(grp)} field(s) ({', '.join(grp['field'])}); scored as 0 nuclei "
                     "(not evaluable)"]
-            samples = _score(nuclei, ok, panels, score, cutoffs,
+            samples = _score(nuclei, ok, panels, score, cut_by_id,
                              failed=pd.concat([lost_rows, empty], ignore_index=True) if len(empty) else lost_rows)
             del nuclei
             write_csv_atomic(samples, out / "samples.csv")
@@ -1558,16 +1561,17 @@ def run_batch(
 
 
 def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
-           score: Callable | None, cutoffs: str | None = None, failed: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Score each panel's samples; carry patient/timepoint/week/slide and extras onto each sample row.
-    ``failed``: the table rows of samples none of whose fields could be analysed (scored from 0 nuclei)."""
+           score: Callable | None, cut_by_id: Mapping | None = None, failed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Score each panel's samples (each with its own cut-offs, ``cut_by_id``: panel id -> CutoffSet); carry
+    patient/timepoint/week/slide and extras onto each sample row. ``failed``: the table rows of samples none of
+    whose fields could be analysed (scored from 0 nuclei)."""
     default_score = score is None
+    cut_by_id = cut_by_id or {}
     if score is None:
-        import functools
-
         from .scoring import score_samples
 
-        score = functools.partial(score_samples, cutoffs=cutoffs)
+        def score(sub, pan):
+            return score_samples(sub, pan, cutoffs=cut_by_id.get(pan.id))
     parts = []
     for pid, sub in nuclei.groupby("panel", sort=False):
         s = score(sub, panels[pid])
@@ -1586,7 +1590,7 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
             pid = str(grp["panel"].iloc[0])
             kd = {k: grp[k].iloc[0] for k in SAMPLE_KEYS if k in grp.columns}
             kd["sample"] = sname
-            rows.append(score_sample(empty, panels[pid], cutoffs, keys=kd).to_row())
+            rows.append(score_sample(empty, panels[pid], cut_by_id.get(panels[pid].id), keys=kd).to_row())
         parts.append(pd.DataFrame(rows))
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     nf = ok.groupby("sample").size().rename("n_fields")  # the fields analysed (ok holds no failed field)
@@ -1608,7 +1612,15 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
     return samples
 
 
-def _respond(samples: pd.DataFrame, criteria: str | None, cutoffs: str | None, respond: Callable | None,
+def _cutoffs_arg(cutoffs):
+    """``run_batch(cutoffs=)``: None, one file, or several (a sequence: one per panel); one item is one file."""
+    if cutoffs is None or isinstance(cutoffs, (str, os.PathLike)):
+        return cutoffs
+    items = list(cutoffs)
+    return None if not items else (items[0] if len(items) == 1 else items)
+
+
+def _respond(samples: pd.DataFrame, criteria: str | None, cutoffs, respond: Callable | None,
              out: Path) -> tuple[pd.DataFrame | None, dict]:
     """Classify each patient's response; write ``response.csv`` and ``response_timepoints.csv``."""
     if respond is not None:

@@ -461,6 +461,12 @@ def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, o
         click.echo(f"wrote {', '.join(str(out / n) for n in targets)}")
 
 
+def _cutoffs_given(values) -> "str | list[str] | None":
+    """A repeated ``--cutoffs``: None, one file, or one per panel (:func:`fishcount.cutoffs.cutoffs_by_panel`)."""
+    files = [str(v) for v in values or ()]
+    return None if not files else (files[0] if len(files) == 1 else files)
+
+
 # --- cutoff: laboratory cut-offs from normal controls (fishcount.cutoffs) --------------------
 @main.command("cutoff")
 @click.argument("controls", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -500,8 +506,9 @@ def cutoff_cmd(controls, panel, method, confidence, kmax_at_n, laboratory, out, 
 @click.argument("samples", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--criteria", default="trial_fish", show_default=True,
               help="Criteria set: a shipped id (trial_fish, iwg2006_cyto) or a criteria .toml file.")
-@click.option("--cutoffs", "cutoffs", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Laboratory cutoffs.toml (overrides the table's cutoff_pct; default: provisional, not validated).")
+@click.option("--cutoffs", "cutoffs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Laboratory cutoffs.toml (overrides the table's cutoff_pct; default: provisional, not validated); "
+                   "repeat it for a table of several panels, one file per panel.")
 @click.option("--endpoint-week", type=float, default=None, help="Primary endpoint week (default from the criteria, 16).")
 @click.option("--window", "window_weeks", type=float, default=None, help="Endpoint visit window ± weeks (default 2).")
 @click.option("--no-plots", is_flag=True, help="Do not draw the per-patient trajectory plots.")
@@ -524,7 +531,7 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
     from .response import classify_response, read_samples, write_response
 
     table = read_samples(samples)
-    res = classify_response(table, criteria, cutoffs, endpoint_week=endpoint_week,
+    res = classify_response(table, criteria, _cutoffs_given(cutoffs), endpoint_week=endpoint_week,
                             endpoint_window_weeks=window_weeks, source=str(samples))
     if clinical_csv is not None:  # clinical response from supplied values (fishcount.clinical)
         from .clinical import attach_clinical, format_clinical, write_clinical
@@ -551,8 +558,9 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
 @_axes_option
 @_pixel_size_option
 @click.option("--criteria", default=None, help="Response criteria: a shipped id (trial_fish, iwg2006_cyto) or a .toml file.")
-@click.option("--cutoffs", default=None, type=click.Path(dir_okay=False),
-              help="Laboratory cutoffs.toml (default: provisional, flagged as not validated).")
+@click.option("--cutoffs", multiple=True, type=click.Path(dir_okay=False),
+              help="Laboratory cutoffs.toml (default: provisional, flagged as not validated); repeat it for a "
+                   "study of several panels, one file per panel.")
 @click.option("--workers", type=int, default=None,
               help="Worker processes (default: one per core, fewer if memory is short); 1 = a plain serial loop.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
@@ -605,7 +613,7 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
     if read:
         params["read"] = read
     res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
-                    params=params, criteria=criteria, cutoffs=cutoffs, pool_thresholds=pool_thresholds,
+                    params=params, criteria=criteria, cutoffs=_cutoffs_given(cutoffs), pool_thresholds=pool_thresholds,
                     report=not no_report, quiet=quiet, settings=settings_file)
     if not quiet:
         click.echo(f"{res.n_fields} fields: {res.n_done} analysed, {res.n_skipped} already done, "
@@ -863,14 +871,16 @@ def concordance_cmd(field_dir: Path, reader_a: str, reader_b: str, panel: str, a
 @main.command("review-samples")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--reviewer", required=True, help="Whose review journals to apply.")
-@click.option("--cutoffs", default=None, help="Laboratory cut-offs file (default: the provisional ones).")
-def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: str | None) -> None:
+@click.option("--cutoffs", multiple=True, help="Laboratory cut-offs file (default: the provisional ones); repeat it "
+                                                "for a run of several panels, one file per panel.")
+def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: tuple[str, ...]) -> None:
     """Rescore a `fishcount run` folder with a reviewer's corrections.
 
     Writes samples.reviewed.<REVIEWER>.csv and response.reviewed.<REVIEWER>.csv beside samples.csv.
     """
     from .review import write_reviewed_response, write_reviewed_samples
 
+    cutoffs = _cutoffs_given(cutoffs)
     path, fields = write_reviewed_samples(run_dir, reviewer, cutoffs=cutoffs)
     click.echo(f"{path} ({len(fields)} reviewed field(s): {', '.join(fields)})")
     click.echo(write_reviewed_response(run_dir, reviewer, cutoffs=cutoffs))

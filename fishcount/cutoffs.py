@@ -56,6 +56,7 @@ __all__ = [
     "CutoffRule",
     "CutoffSet",
     "cutoff_for_n",
+    "cutoffs_by_panel",
     "compute_cutoffs",
     "controls_from_tables",
     "load_cutoffs",
@@ -480,6 +481,56 @@ def check_cutoffs_panel(cs: CutoffSet, panel_ids, source: str, context: str = ""
     other = [p for p in sorted(set(panel_ids)) if p and cs.panel not in ("*", p)]
     if other:
         raise InputError(cs.path or source, f"cut-offs are for panel {cs.panel!r}, not {other[0]!r}{context}")
+
+
+def cutoffs_by_panel(cutoffs: "CutoffSet | str | PathLike | Sequence[CutoffSet | str | PathLike] | None",
+                     panel_ids, source: str = "", context: str = "") -> dict[str, CutoffSet]:
+    """The cut-offs of each panel of a study: ``{panel id: CutoffSet}``.
+
+    Parameters
+    ----------
+    cutoffs : CutoffSet, path, sequence of them, or None
+        ``None``: the provisional default for every panel. One set or file: for every panel, refused when
+        it was made for another panel (:func:`check_cutoffs_panel`). Several (a mixed-panel study, e.g.
+        ``fishcount run --cutoffs del5q.toml --cutoffs cep8.toml``): each panel gets the set made for it,
+        else the one for any panel (``panel = "*"``), else the provisional default (flagged not
+        validated, as without a file).
+    panel_ids : iterable of str
+        The panels the cut-offs are used for (``""``: a table that names no panel).
+    source, context : str
+        Where the panel ids come from, for error messages (``context`` ends them).
+
+    Raises
+    ------
+    InputError
+        A file that cannot be read; a single set of another panel; among several, two for one panel (or two
+        for any panel), one for a panel the study does not use (a typo would otherwise pass unnoticed), or
+        several for a table that names no panel.
+    """
+    ids = sorted({str(p) for p in panel_ids})
+    if cutoffs is None or isinstance(cutoffs, (CutoffSet, str, PathLike)):
+        cs = load_cutoffs(cutoffs)
+        if cutoffs is not None:
+            check_cutoffs_panel(cs, ids, source, context)
+        return {p: cs for p in ids}
+    sets = [load_cutoffs(c) for c in cutoffs]
+    if len(sets) == 1:
+        return cutoffs_by_panel(sets[0], ids, source, context)
+    if "" in ids and sets:
+        raise InputError(sets[0].path or source, f"{len(sets)} cut-offs files, but the table names no panel to "
+                                                 f"choose between them{context}; add a panel column or give one file")
+    own: dict[str, CutoffSet] = {}
+    for cs in sets:
+        first = own.get(cs.panel)
+        if first is not None:
+            which = "any panel ('*')" if cs.panel == "*" else f"panel {cs.panel!r}"
+            raise InputError(cs.path or source, f"a second cut-offs file for {which} (the first: {first.path or '?'})")
+        if cs.panel != "*" and cs.panel not in ids:
+            raise InputError(cs.path or source, f"cut-offs for panel {cs.panel!r}, which is not a panel here "
+                                                f"({', '.join(ids) or 'none'}){context}")
+        own[cs.panel] = cs
+    fallback = own.get("*") or provisional_cutoffs()
+    return {p: own.get(p, fallback) for p in ids}
 
 
 def load_cutoffs(path: str | PathLike | CutoffSet | None = None) -> CutoffSet:

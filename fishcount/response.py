@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import write_csv_atomic, write_text_atomic
-from .cutoffs import NOT_VALIDATED, CutoffSet, check_cutoffs_panel, cutoff_for_n, load_cutoffs
+from .cutoffs import NOT_VALIDATED, CutoffSet, cutoff_for_n, cutoffs_by_panel, load_cutoffs
 from ._datafile import check_fields, check_schema_version
 from .errors import CriteriaError, InputError
 from .scoring import FISH_CAVEAT, clopper_pearson
@@ -367,7 +367,7 @@ def _bool_value(v, source: str, row: int, col: str) -> bool:
     raise InputError(source, f"row {row}, column '{col}': expected true/false, got {v!r}")
 
 
-def _normalise(samples: pd.DataFrame, cutoffs: CutoffSet | None, source: str) -> pd.DataFrame:
+def _normalise(samples: pd.DataFrame, cutoffs, source: str) -> pd.DataFrame:
     """Validate the samples table and return a clean copy (row = CSV line number)."""
     if samples is None or len(samples) == 0:
         raise InputError(source, "the samples table has no rows")
@@ -434,12 +434,12 @@ def _normalise(samples: pd.DataFrame, cutoffs: CutoffSet | None, source: str) ->
             val[i] = False
             method[i] = fallback.label
         out["cutoff_pct"], out["cutoff_validated"], out["cutoff_method"] = cut, val, method
-    else:
-        cs = load_cutoffs(cutoffs)
-        check_cutoffs_panel(cs, out["panel"], source, " (samples table column panel)")
-        out["cutoff_pct"] = [cutoff_for_n(cs.clone, int(k)) if k else math.nan for k in n]
-        out["cutoff_validated"] = cs.validated
-        out["cutoff_method"] = cs.label
+    else:  # one set for every panel, or each panel its own (a mixed-panel study)
+        by_panel = cutoffs_by_panel(cutoffs, out["panel"], source, " (samples table column panel)")
+        sets = [by_panel[p] for p in out["panel"]]
+        out["cutoff_pct"] = [cutoff_for_n(cs.clone, int(k)) if k else math.nan for cs, k in zip(sets, n)]
+        out["cutoff_validated"] = [cs.validated for cs in sets]
+        out["cutoff_method"] = [cs.label for cs in sets]
     dup = out.duplicated(["panel", "patient", "week"], keep=False)
     if dup.any():
         rows = out.loc[dup]
@@ -708,8 +708,9 @@ def classify_response(
         non-tracked abnormal calls above their cut-off), as written by ``samples.csv``.
     criteria : str, path or Criteria, optional
         Criteria set id or file (default ``trial_fish``).
-    cutoffs : CutoffSet or path, optional
-        Laboratory cut-offs; when given they override ``cutoff_pct``. Without either, the
+    cutoffs : CutoffSet, path or a sequence of them, optional
+        Laboratory cut-offs; when given they override ``cutoff_pct``. Several: one per panel of a
+        mixed-panel table (:func:`fishcount.cutoffs.cutoffs_by_panel`). Without either, the
         provisional default is used (flagged "cut-off not validated by this laboratory").
     endpoint_week, endpoint_window_weeks : float, optional
         Override the criteria set's primary endpoint (default 16 ± 2 weeks).
@@ -737,8 +738,7 @@ def classify_response(
         Unknown or invalid criteria set.
     """
     c = load_criteria(criteria)
-    cs = load_cutoffs(cutoffs) if cutoffs is not None else None
-    t = _normalise(samples, cs, source)
+    t = _normalise(samples, cutoffs, source)
     epw = c.endpoint_week if endpoint_week is None else float(endpoint_week)
     win = c.endpoint_window_weeks if endpoint_window_weeks is None else float(endpoint_window_weeks)
     if not math.isfinite(epw):

@@ -1146,6 +1146,18 @@ def write_reviewed_samples(run_dir: str | os.PathLike, reviewer: str,
     and is scored with :func:`fishcount.scoring.score_samples`, panel by panel, exactly as the run
     scored it; the file is written atomically beside ``samples.csv``.
 
+    Parameters
+    ----------
+    run_dir : str or path-like
+        A ``fishcount run`` output folder.
+    reviewer : str
+        Whose review journals to apply.
+    panel : str, path or Panel, optional
+        Score every row with this panel (default: each row's ``panel`` column).
+    cutoffs : CutoffSet, path or a sequence of them, optional
+        Laboratory cut-offs, one per panel for a mixed-panel run (:func:`fishcount.cutoffs.cutoffs_by_panel`);
+        default the provisional ones.
+
     Returns
     -------
     path : Path
@@ -1168,12 +1180,19 @@ def write_reviewed_samples(run_dir: str | os.PathLike, reviewer: str,
     reviewed, done = apply_reviews(pooled, run_dir, r, panel)
     if not done:
         raise InputError(run_dir, f"no field has a review journal of reviewer '{r}'")
+    from .cutoffs import cutoffs_by_panel
+
     if panel is None and "panel" in reviewed.columns:
-        parts = [score_samples(g.drop(columns="panel"), pid, cutoffs, source=str(src))
-                 for pid, g in reviewed.groupby("panel", sort=True)]
+        groups = list(reviewed.groupby("panel", sort=True))
+        pans = {pid: load_panel(pid) for pid, _ in groups}
+        cut = cutoffs_by_panel(cutoffs, [p.id for p in pans.values()], str(src))  # each panel its own
+        parts = [score_samples(g.drop(columns="panel"), pans[pid], cut[pans[pid].id], source=str(src))
+                 for pid, g in groups]
         samples = pd.concat(parts, ignore_index=True)
     else:
-        samples = score_samples(reviewed, panel, cutoffs, source=str(src))
+        pan = load_panel(panel)
+        samples = score_samples(reviewed, pan, cutoffs_by_panel(cutoffs, [pan.id], str(src))[pan.id],
+                                source=str(src))
     path = run_dir / f"samples.reviewed.{r}.csv"
     write_csv_atomic(samples, path)
     return path, done

@@ -303,3 +303,76 @@ def test_cutoffs_of_another_panel_are_refused_everywhere(tmp_path):
     with pytest.raises(InputError, match=r"cut-offs are for panel 'cep8', not 'del5q' \(the study's panel\)"):
         run_batch(tmp_path / "study", tmp_path / "out", cutoffs=toml, quiet=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_cutoffs_by_panel_one_file_per_panel_of_a_mixed_study(tmp_path):
+    """Several cut-offs files: each panel its own, else the '*' one, else the provisional default; two for one
+    panel, one for a panel not in the study, or several for a table naming no panel are refused."""
+    from fishcount.cutoffs import CutoffSet, cutoffs_by_panel
+
+    def lab(panel, kmax, name):
+        cs = CutoffSet(clone=CutoffRule("betainv", 0.95, 200, 20, float(kmax)), validated=True, panel=panel)
+        return str(write_cutoffs(cs, tmp_path / name))
+
+    d5, c8, star = lab("del5q", 2, "d5.toml"), lab("cep8", 6, "c8.toml"), lab("*", 4, "any.toml")
+    by = cutoffs_by_panel([d5, c8], ["del5q", "cep8", "del5q"])
+    assert round(cutoff_for_n(by["del5q"].clone, 200), 2) == 3.08 and round(cutoff_for_n(by["cep8"].clone, 200), 2) == 5.67
+    by = cutoffs_by_panel([d5, star], ["del5q", "cep8", "tp53"])
+    assert by["del5q"].path == d5 and by["cep8"].path == star and by["tp53"].path == star
+    by = cutoffs_by_panel([d5, c8], ["del5q", "cep8", "tp53"])  # tp53 has none: provisional, not validated
+    assert not by["tp53"].validated and by["del5q"].validated
+    assert cutoffs_by_panel(None, ["cep8"])["cep8"].validated is False
+    assert cutoffs_by_panel([d5], ["del5q"])["del5q"].path == d5  # one item is one file
+    with pytest.raises(InputError, match=r"c8.toml: cut-offs are for panel 'cep8', not 'del5q'"):
+        cutoffs_by_panel(c8, ["del5q"])
+    with pytest.raises(InputError, match=r"d5.toml: a second cut-offs file for panel 'del5q' \(the first: .*d5.toml\)"):
+        cutoffs_by_panel([d5, d5], ["del5q"])
+    with pytest.raises(InputError, match=r"any.toml: a second cut-offs file for any panel"):
+        cutoffs_by_panel([star, star], ["del5q"])
+    with pytest.raises(InputError, match=r"c8.toml: cut-offs for panel 'cep8', which is not a panel here \(del5q\)"):
+        cutoffs_by_panel([d5, c8], ["del5q"])
+    with pytest.raises(InputError, match=r"2 cut-offs files, but the table names no panel"):
+        cutoffs_by_panel([d5, c8], [""])
+
+
+def test_response_and_run_take_one_cutoffs_file_per_panel(tmp_path):
+    """A mixed-panel samples table: each row's cut-off from its panel's file (`response --cutoffs` repeated); a
+    mixed-panel run takes one file per panel and refuses a file of a panel it does not use before any work."""
+    import fishcount as fc
+    from fishcount.response import classify_response
+    from fishcount.cutoffs import CutoffSet
+
+    def lab(panel, kmax, name):
+        cs = CutoffSet(clone=CutoffRule("betainv", 0.95, 200, 20, float(kmax)), validated=True, panel=panel)
+        return str(write_cutoffs(cs, tmp_path / name))
+
+    d5, c8 = lab("del5q", 2, "d5.toml"), lab("cep8", 6, "c8.toml")
+    s = pd.DataFrame({"patient": ["P1", "P1", "P2", "P2"], "week": [0, 16, 0, 16],
+                      "panel": ["del5q", "del5q", "cep8", "cep8"], "nuclei_scored": [200] * 4,
+                      "nuclei_abnormal": [100, 8, 100, 10]})
+    tp = classify_response(s, cutoffs=[d5, c8]).timepoints.set_index(["panel", "week"])
+    assert round(tp.loc[("del5q", 16.0), "cutoff_pct"], 2) == 3.08 and round(tp.loc[("cep8", 16.0), "cutoff_pct"], 2) == 5.67
+    s.to_csv(tmp_path / "samples.csv", index=False)
+    r = CliRunner().invoke(main, ["response", str(tmp_path / "samples.csv"), "--cutoffs", d5, "--cutoffs", c8,
+                                  "--out", str(tmp_path / "resp"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    tps = pd.read_csv(tmp_path / "resp" / "response_timepoints.csv")
+    assert sorted(tps["cutoff_pct"].round(2).unique()) == [3.08, 5.67] and tps["cutoff_validated"].all()
+
+    study = tmp_path / "study"
+    for pid, patient, seed in (("del5q", "P01", 1), ("cep8", "P02", 2)):
+        fc.write_simulated_field(fc.simulate_field(pid, shape=(128, 128), seed=seed),
+                                 study / patient / "week00" / "field01.ome.tif")
+    m = tmp_path / "manifest.csv"
+    m.write_text("path,patient,timepoint,week,panel\nP01/week00/field01.ome.tif,P01,week00,0,del5q\n"
+                 "P02/week00/field01.ome.tif,P02,week00,0,cep8\n")
+    args = ["run", str(study), "--manifest", str(m), "--workers", "1", "--quiet", "--no-report"]
+    r = CliRunner().invoke(main, [*args, "--cutoffs", d5, "--cutoffs", c8, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(tmp_path / "o" / "samples.csv").set_index("panel")
+    assert got.loc["del5q", "cutoff_validated"] and got.loc["cep8", "cutoff_validated"]
+    assert "kmax=2@200" in got.loc["del5q", "cutoff_method"] and "kmax=6@200" in got.loc["cep8", "cutoff_method"]
+    tp53 = lab("tp53", 3, "tp53.toml")
+    r = CliRunner().invoke(main, [*args, "--cutoffs", d5, "--cutoffs", tp53, "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "tp53.toml: cut-offs for panel 'tp53', which is not a panel here" in r.output
+    assert not (tmp_path / "o2").exists()
