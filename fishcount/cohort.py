@@ -142,11 +142,22 @@ def _read_csv(path: str | PathLike) -> pd.DataFrame:
                                    f"({', '.join(header)})")
         out.append((r + [""] * len(header))[:len(header)])
         index.append(line - 2)
-    return pd.DataFrame(out, columns=header, index=index, dtype=str)
+    df = pd.DataFrame(out, columns=header, index=index, dtype=str)
+    df.attrs["csv_lines"] = True  # the index is the line number - 2 (see _lined)
+    return df
+
+
+def _lined(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose index makes ``line {i + 2}`` right: a table read by :func:`_read_csv` keeps its line numbers; a
+    DataFrame given in Python is numbered by row (line 2 = its first row, as in a CSV written without the index),
+    whatever its own index (patient ids, a filtered selection)."""
+    if df.attrs.get("csv_lines"):
+        return df.copy()
+    return df.reset_index(drop=True)
 
 
 def _check_patients(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    df = df.copy()
+    df = _lined(df)
     df.columns = [str(c).strip() for c in df.columns]
     if "patient" not in df.columns:
         raise InputError(source, f"missing column patient (columns: {', '.join(df.columns)})")
@@ -180,7 +191,7 @@ def validate_response_table(df: pd.DataFrame, source: str = "<table>", *,
         non-boolean ``marrow_response`` / ``completed``, several panels without ``panel``; the message names the
         file, line and column.
     """
-    df = df.copy()
+    df = _lined(df)
     df.columns = [str(c).strip() for c in df.columns]
     if "panel" in df.columns:
         pvals = df["panel"].map(lambda v: "" if _blank(v) else str(v).strip())

@@ -587,10 +587,21 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
         for e in c.events:
             if e.after and period_best not in e.after:
                 continue
-            if e.when == "positive":  # an undecided limited sample must be above the cut-off beyond its CI (R5)
-                hit = r["positive"] and (not undecided or r["ci_low_pct"] > r["cutoff_pct"] + _EPS)
+            # a limited sample's CI must be unambiguous against the event's threshold (R5): above the cut-off,
+            # or above the nadir factor, beyond its CI
+            limited = r["adequacy"] == "limited"
+            if e.when == "positive":
+                hit = r["positive"]
+                if hit and limited and not r["ci_low_pct"] > r["cutoff_pct"] + _EPS:
+                    hit = False
+                    r["flags"].append(f"limited N: CI lower {r['ci_low_pct']:.1f}% reaches the cut-off "
+                                      f"{r['cutoff_pct']:.1f}%; {e.name} not assessable")
             elif e.when == "nadir_factor":  # an increase is only measured above the cut-off (a nadir of 0 %)
                 hit = math.isfinite(nadir) and F >= e.factor * nadir - _EPS and r["positive"]
+                if hit and limited and not r["ci_low_pct"] >= e.factor * nadir - _EPS:
+                    hit = False
+                    r["flags"].append(f"limited N: CI lower {r['ci_low_pct']:.1f}% reaches {e.factor:g} x the "
+                                      f"nadir {nadir:.1f}%; {e.name} not assessable")
             else:
                 hit = bool(new_abn - reported_new)
             if not hit:

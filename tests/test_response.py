@@ -202,6 +202,24 @@ def test_relapse_after_major_in_a_limited_sample_whose_ci_leaves_minor_open():
     assert t.loc[12, "category"] == "not_evaluable" and "relapse" not in p["events"]
 
 
+def test_a_limited_sample_whose_ci_reaches_the_threshold_is_no_loss_of_response():
+    """R5 for the R11 events: a limited-N sample decides a relapse or progression only when its CI is beyond the
+    event's threshold. 9/120 = 7.5 % (CI 3.5-13.8) after major is above its cut-off (6.2 %) by the point estimate
+    only: minor, with the relapse flagged not assessable; 20/120 (CI 10.6-24.6) is a relapse."""
+    p, t = classify([(0, 120, 200), (8, 2, 200), (16, 9, 120)])
+    assert t.loc[16, "category"] == "minor" and "relapse" not in p["events"]
+    assert "limited N: CI lower 3.5% reaches the cut-off 6.2%; cytogenetic relapse not assessable" in t.loc[16, "flags"]
+    assert (p.best_response, p.endpoint_response) == ("major", "minor")
+    p, t = classify([(0, 120, 200), (8, 2, 200), (16, 20, 120)])
+    assert t.loc[16, "category"] == "none" and "cytogenetic relapse at week 16" in p["events"]
+    # after minor (nadir 30 %): 56/120 = 46.7 % is above 1.5 x 30 = 45 % by the point estimate, but its CI
+    # (37.5-56.0) reaches 45 %: no progression
+    p, t = classify([(0, 160, 200), (8, 60, 200), (16, 56, 120)])
+    assert "progression" not in p["events"] and "cytogenetic progression not assessable" in t.loc[16, "flags"]
+    p, t = classify([(0, 160, 200), (8, 60, 200), (16, 70, 120)])  # 58.3 % (CI 49.0-67.3) > 45 %
+    assert "cytogenetic progression at week 16" in p["events"]
+
+
 def test_best_response_confirmed_when_regained_and_held():
     """R14 for every time the best category is reached: major lost at week 8, regained at 12 and held at 16
     is a confirmed major response (best_week 12)."""
