@@ -409,3 +409,16 @@ def test_fisher_freeman_halton_is_exact_when_few_non_responders():
     assert fisher["p_value"] == pytest.approx(0.065154, abs=1e-5) and not any("Monte Carlo" in w for w in c.warnings)
     flipped = fc.compare_counts([5, 2, 10], [3000] * 3).tests.iloc[0]["p_value"]
     assert fisher["p_value"] == pytest.approx(flipped, rel=1e-9)
+
+
+def test_dataframes_given_in_python_are_numbered_by_row_whatever_their_index():
+    """A response table indexed by patient id (or filtered) names the row as a CSV written without the index
+    would: line 3 for the second row, not a TypeError or the index label + 2."""
+    from fishcount.cohort import cohort_summary, validate_response_table
+
+    df = pd.DataFrame({"patient": ["P1", "P2"], "best_response": ["major", "CR?"]}, index=["P1", "P2"])
+    with pytest.raises(InputError, match=r"line 3, column best_response: 'CR\?' is not one of"):
+        validate_response_table(df)
+    df = pd.DataFrame({"patient": ["P1", "P2", "P1"], "best_response": ["major"] * 3}, index=[40, 7, 99])
+    with pytest.raises(InputError, match=r"line 4, column patient: duplicate patient P1 \(also on line 2\)"):
+        cohort_summary(df)
