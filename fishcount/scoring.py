@@ -413,11 +413,13 @@ class SampleScore:
 
 
 _TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f", ""}
+_FALSE = {"false", "0", "no", "n", "f"}
 
 
 def _scorable(values: pd.Series, source: str, offset: np.ndarray) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(values.dtype):
+    """The ``scorable`` column as booleans; an empty or unreadable cell is an error naming its row (a nucleus
+    silently left out of N would change the clone %)."""
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
         return values.to_numpy(dtype=bool)
     out = np.zeros(len(values), dtype=bool)
     for i, v in enumerate(values.tolist()):
@@ -432,6 +434,8 @@ def _scorable(values: pd.Series, source: str, offset: np.ndarray) -> np.ndarray:
             out[i] = True
         elif s in _FALSE:
             out[i] = False
+        elif not s:
+            raise InputError(source, f"row {offset[i]}, column 'scorable': empty; expected true/false")
         else:
             raise InputError(source, f"row {offset[i]}, column 'scorable': expected true/false, got {v!r}")
     return out
@@ -656,6 +660,16 @@ def score_samples(
         if bad.size:
             raise InputError(source, f"row {int(bad[0]) + 2}, column 'week': expected a number, got {df['week'].iloc[bad[0]]!r}")
         df["week"] = w
+    for k in keys:  # a blank key in some rows would make those nuclei a sample of their own, silently
+        blank = (df[k].isna() | (df[k].astype(str).str.strip() == "")).to_numpy()
+        if blank.any() and not blank.all():
+            i = int(np.flatnonzero(blank)[0])
+            raise InputError(source, f"row {i + 2}, column '{k}': empty, while other rows name a {k}; fill it in")
+    if not len(df):  # no nuclei: no sample, but the samples.csv columns (a table a caller can still index)
+        cols = list(score_sample(df, panel, cs, keys={k: None for k in keys}, adequate_nuclei=adequate_nuclei,
+                                 limited_nuclei=limited_nuclei, confidence=confidence, iscn_template=iscn_template,
+                                 source=source).to_row())
+        return pd.DataFrame(columns=cols)
     rows = []
     groups = df.groupby(keys, dropna=False, sort=True) if keys else [((), df)]
     for key, g in groups:

@@ -269,6 +269,10 @@ def test_scorable_parsing_from_csv(tmp_path):
      (lambda d: d.drop(columns=["scorable"]), "column 'scorable' is missing"),
      (lambda d: d.assign(call=["normal", "del5q", "nonsense"]), "row 4, column 'call': 'nonsense'"),
      (lambda d: d.assign(scorable=[True, "maybe", True]), "row 3, column 'scorable'"),
+     # a missing scorable value would leave the nucleus out of N without a word
+     (lambda d: d.assign(scorable=["true", "", "true"]), "row 3, column 'scorable': empty"),
+     (lambda d: d.assign(scorable=[True, None, True]), "row 3, column 'scorable': empty"),
+     (lambda d: d.assign(scorable=pd.array([True, True, pd.NA], dtype="boolean")), "row 4, column 'scorable': empty"),
      (lambda d: d.assign(count_EGR1=[2, 2, "x"]), "row 4, column 'count_EGR1': expected a whole number"),
      (lambda d: d.assign(count_D5S23=[2, -1, 2]), "row 3, column 'count_D5S23'")],
 )
@@ -277,6 +281,21 @@ def test_score_sample_errors(mutate, match):
     with pytest.raises(InputError, match=match) as ei:
         score_sample(d, DEL5Q, source="nuclei.csv")
     assert str(ei.value).startswith("nuclei.csv: ")
+
+
+def test_score_samples_blank_key_and_empty_table():
+    """A nucleus with a blank week or patient among rows that name one is an error naming its row (it would be a
+    one-nucleus sample of its own); no nuclei give the samples.csv columns with no row."""
+    d = pd.concat([nuclei({"normal": 3}, patient="P1"), nuclei({"del5q": 1}, patient="P1")], ignore_index=True)
+    d["week"] = [0, 0, None, 0]
+    with pytest.raises(InputError, match=r"nuclei.csv: row 4, column 'week': empty, while other rows name a week"):
+        score_samples(d, DEL5Q, source="nuclei.csv")
+    d["week"] = 0
+    d.loc[1, "patient"] = " "
+    with pytest.raises(InputError, match=r"row 3, column 'patient': empty"):
+        score_samples(d, DEL5Q)
+    empty = score_samples(d.iloc[:0], DEL5Q)
+    assert len(empty) == 0 and {"patient", "week", "clone_pct", "ci_low_pct", "cutoff_pct", "iscn"} <= set(empty.columns)
 
 
 def test_score_samples_bad_week():
