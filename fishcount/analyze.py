@@ -188,7 +188,7 @@ def _as_field(source, panel: Panel, channels, pixel_size_um, *, z_mode: str = "m
         return _io.field_from_arrays(dapi, arrays, pixel_size_um, panel=panel)
     if isinstance(source, np.ndarray):
         arr = source
-        names = list(channels) if channels is not None else ["DAPI", *panel.signal_names]
+        names = _io.channel_list(channels) if channels is not None else ["DAPI", *panel.signal_names]
         if arr.ndim != 3 or arr.shape[0] != len(names):
             raise InputError(
                 "<array>",

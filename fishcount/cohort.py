@@ -147,6 +147,11 @@ def _read_csv(path: str | PathLike) -> pd.DataFrame:
     return df
 
 
+def _require_frame(df, source: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(source, f"expected a pandas DataFrame (one row per patient), got a {type(df).__name__}")
+
+
 def _lined(df: pd.DataFrame) -> pd.DataFrame:
     """A copy whose index makes ``line {i + 2}`` right: a table read by :func:`_read_csv` keeps its line numbers; a
     DataFrame given in Python is numbered by row (line 2 = its first row, as in a CSV written without the index),
@@ -157,6 +162,7 @@ def _lined(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_patients(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    _require_frame(df, source)
     df = _lined(df)
     df.columns = [str(c).strip() for c in df.columns]
     if "patient" not in df.columns:
@@ -191,6 +197,7 @@ def validate_response_table(df: pd.DataFrame, source: str = "<table>", *,
         non-boolean ``marrow_response`` / ``completed``, several panels without ``panel``; the message names the
         file, line and column.
     """
+    _require_frame(df, source)
     df = _lined(df)
     df.columns = [str(c).strip() for c in df.columns]
     if "panel" in df.columns:
@@ -392,8 +399,14 @@ def cohort_summary(
     InputError
         Invalid response table (see :func:`validate_response_table`) or covariates (no ``patient`` column, empty
         or duplicate ids, non-boolean ``completed``, column names that clash with the response table), or
-        ``group_by`` not a column of either.
+        ``group_by`` not a column of either; a confidence level outside (0, 1).
     """
+    try:
+        level_ok = 0.0 < float(confidence_level) < 1.0
+    except (TypeError, ValueError):
+        level_ok = False
+    if not level_ok:
+        raise InputError(source, f"confidence_level must be between 0 and 1 (e.g. 0.95), got {confidence_level!r}")
     df = validate_response_table(response_df, source, response_column=response_column, panel=panel)
     df = _merge_covariates(df, covariates, covariates_source)
     ind = _indicators(df, response_column)

@@ -180,12 +180,17 @@ def cutoff_for_n(rule: CutoffRule, n_nuclei: int) -> float:
     rule : CutoffRule
         From :func:`compute_cutoffs`, :func:`load_cutoffs` or :func:`provisional_cutoffs`.
     n_nuclei : int
-        Number of scorable nuclei N of the sample (> 0).
+        Number of scorable nuclei N of the sample (> 0; 0 gives NaN: no sample, no cut-off).
 
     Returns
     -------
     float
         Cut-off in percent (0-100). A sample is positive when its clone % is strictly greater.
+
+    Raises
+    ------
+    ValueError
+        ``n_nuclei`` negative, not a whole number, or not finite.
 
     Examples
     --------
@@ -196,8 +201,14 @@ def cutoff_for_n(rule: CutoffRule, n_nuclei: int) -> float:
     >>> cutoff_for_n(CutoffRule("binomial", 0.95, 200, mean_rate=0.01), 200)
     2.5
     """
+    try:
+        whole = float(n_nuclei) == int(n_nuclei) and int(n_nuclei) >= 0
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if isinstance(n_nuclei, bool) or not whole:
+        raise ValueError(f"the number of nuclei must be a whole number >= 0, got {n_nuclei!r}")
     n = int(n_nuclei)
-    if n <= 0:
+    if n == 0:
         return math.nan
     cl = float(rule.confidence)
     if rule.method == "betainv":

@@ -1399,15 +1399,30 @@ def _check_pixel_size(pixel_size_um, source) -> float | None:
 # -------------------------------------------------------------------------------------------
 # reading fields
 # -------------------------------------------------------------------------------------------
+def channel_list(channels: "str | Sequence[str] | None") -> list[str] | None:
+    """Channel names as a list: a comma-separated string (as typed for ``--channels``) is split, not read
+    letter by letter."""
+    if channels is None:
+        return None
+    if isinstance(channels, str):
+        return [c.strip() for c in channels.split(",")]
+    return [str(c) for c in channels]
+
+
 def _paths_of(source) -> list[Path]:
     if isinstance(source, (str, os.PathLike)):
         return [Path(source)]
     if isinstance(source, Iterable):
-        paths = [Path(p) for p in source]
-        if not paths:
+        items = list(source)
+        if not items:
             raise InputError("<no files>", "no image file given")
-        return paths
-    raise InputError(str(source), "expected a file path or a list of per-channel file paths")
+        bad = next((p for p in items if not isinstance(p, (str, os.PathLike))), None)
+        if bad is not None:  # e.g. an image as nested lists
+            raise InputError("<list>", f"a list is read as per-channel file paths, but it holds a "
+                                       f"{type(bad).__name__}; give an image as a (C, Y, X) numpy array")
+        return [Path(p) for p in items]
+    raise InputError(str(source)[:80], f"expected a file path or a list of per-channel file paths, not a "
+                                       f"{type(source).__name__}")
 
 
 def _group_stem(paths: Sequence[Path], panel: Panel) -> str:
@@ -1455,6 +1470,7 @@ def _read(
 ) -> tuple[Field, dict]:
     """Read a field and return it with extra facts for :func:`describe_field`."""
     pan = load_panel(panel)
+    channels = channel_list(channels)
     if isinstance(source, Position):
         if series is not None and series != source.series:
             raise InputError(source.path, f"series={series!r} contradicts the position's series {source.series}")
@@ -1643,7 +1659,8 @@ def read_field(
     panel : str, path or Panel, optional
         Probe panel (id, .toml file or Panel); default ``del5q``.
     channels : sequence of str, optional
-        Channel names in file order (or per-file order for a group); overrides metadata.
+        Channel names in file order (or per-file order for a group); overrides metadata. A string is
+        split at commas (``"DAPI,EGR1,D5S23"``, as for ``--channels``).
     pixel_size_um : float, optional
         Pixel size in µm; overrides metadata.
     z_mode : {"max", "plane", "keep"}

@@ -114,6 +114,10 @@ def clopper_pearson(k, n, confidence: float = 0.95):
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     k_arr = np.asarray(k, dtype=float)
     n_arr = np.asarray(n, dtype=float)
+    if not (np.all(np.isfinite(k_arr)) and np.all(np.isfinite(n_arr))):
+        raise ValueError(f"clopper_pearson needs finite counts, got k={k!r}, n={n!r}")
+    if np.any(k_arr != np.round(k_arr)) or np.any(n_arr != np.round(n_arr)):
+        raise ValueError(f"clopper_pearson needs whole-number counts, got k={k!r}, n={n!r}")
     if np.any(k_arr < 0) or np.any(k_arr > n_arr):
         raise ValueError("clopper_pearson needs 0 <= k <= n")
     alpha = 1.0 - float(confidence)
@@ -441,6 +445,31 @@ def _scorable(values: pd.Series, source: str, offset: np.ndarray) -> np.ndarray:
     return out
 
 
+def _checked_options(nuclei, adequate_nuclei, limited_nuclei, confidence, source: str) -> tuple[int, int]:
+    """Arguments of :func:`score_sample` / :func:`score_samples` given in Python, checked with one-line errors
+    (as a criteria file's ``[adequacy]`` is): a DataFrame, a confidence in (0, 1), whole numbers
+    0 < limited_nuclei <= adequate_nuclei. Returns the adequacy thresholds (defaults filled in)."""
+    if not isinstance(nuclei, pd.DataFrame):
+        raise InputError(source, f"nuclei must be a pandas DataFrame (a nuclei.csv table), got a {type(nuclei).__name__}")
+    try:
+        ok = 0.0 < float(confidence) < 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(source, f"confidence must be a level between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    if adequate_nuclei is None or limited_nuclei is None:
+        a, l_ = _default_adequacy()
+        adequate_nuclei = a if adequate_nuclei is None else adequate_nuclei
+        limited_nuclei = l_ if limited_nuclei is None else limited_nuclei
+    for name, v in (("adequate_nuclei", adequate_nuclei), ("limited_nuclei", limited_nuclei)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InputError(source, f"{name} must be a whole number of nuclei, got {v!r}")
+    if not 0 < limited_nuclei <= adequate_nuclei:
+        raise InputError(source, f"adequacy needs 0 < limited_nuclei <= adequate_nuclei, got {limited_nuclei} and "
+                                 f"{adequate_nuclei}")
+    return int(adequate_nuclei), int(limited_nuclei)
+
+
 def _rule_counts(panel, call: str) -> dict[str, int]:
     rule = panel.call_rule(call)
     return {k: r.lo for k, r in rule.pattern} if rule else {}
@@ -487,11 +516,13 @@ def score_sample(
     ------
     InputError
         Missing ``call``/``scorable`` column, a scorable nucleus with a call the panel does not
-        define, or cut-offs for another panel.
+        define, cut-offs for another panel, ``nuclei`` not a DataFrame, a confidence outside (0, 1), or
+        adequacy thresholds that are not whole numbers 0 < limited_nuclei <= adequate_nuclei.
     """
     from .panels import load_panel
 
     panel = load_panel(panel)
+    adequate_nuclei, limited_nuclei = _checked_options(nuclei, adequate_nuclei, limited_nuclei, confidence, source)
     cs = load_cutoffs(cutoffs)
     check_cutoffs_panel(cs, [panel.id], source)
     for col in ("call", "scorable"):
@@ -647,11 +678,8 @@ def score_samples(
     from .panels import load_panel
 
     panel = load_panel(panel)
+    adequate_nuclei, limited_nuclei = _checked_options(nuclei, adequate_nuclei, limited_nuclei, confidence, source)
     cs = load_cutoffs(cutoffs)
-    if adequate_nuclei is None or limited_nuclei is None:
-        a, l_ = _default_adequacy()
-        adequate_nuclei = a if adequate_nuclei is None else adequate_nuclei
-        limited_nuclei = l_ if limited_nuclei is None else limited_nuclei
     df = nuclei.reset_index(drop=True)
     keys = [k for k in SAMPLE_KEYS if k in df.columns] or (["sample"] if "sample" in df.columns else [])
     if "week" in df.columns:

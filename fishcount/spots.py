@@ -41,6 +41,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from ._stats import median as _median
+from .errors import InputError
 from ._stats import neighbour_extremes as _neighbour_extremes
 from ._stats import nonzero_2d as _nonzero_2d
 
@@ -1359,6 +1360,43 @@ def _kernel_peak(sigma_bins: float) -> float:
     return 1.0 / (math.sqrt(2 * math.pi) * max(1.0, sigma_bins))
 
 
+def _positive_um(value, name: str, source: str) -> float:
+    """A length in µm given in Python: a finite number > 0, else a one-line error naming the argument."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(source, f"{name} must be a number of µm, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise InputError(source, f"{name} must be a positive number of µm, got {value!r}")
+    return v
+
+
+def _checked_detect_args(image, pixel_size_um, signal_diameter_um, labels, threshold, signal: str):
+    """:func:`detect_signals`' arguments checked: a 2-D numeric image with something finite in it, lengths in
+    µm > 0, labels of the image's shape, a finite threshold >= 0; one-line errors naming the argument."""
+    src = f"detect_signals({signal or 'image'})"
+    img = np.asarray(image)
+    if img.ndim != 2 or not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
+        raise InputError(src, f"image must be a 2-D numeric array (Y, X), got shape {img.shape} of {img.dtype}")
+    if img.size and np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).any():
+        raise InputError(src, "image holds no finite value (all NaN or infinite)")
+    _positive_um(pixel_size_um, "pixel_size_um", src)
+    _positive_um(signal_diameter_um, "signal_diameter_um", src)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != img.shape or not np.issubdtype(labels.dtype, np.integer):
+            raise InputError(src, f"labels must be integers of the image's shape {img.shape}, got shape "
+                                  f"{labels.shape} of {labels.dtype}")
+    if threshold is not None:
+        try:
+            t = float(threshold)
+        except (TypeError, ValueError):
+            raise InputError(src, f"threshold must be a number (SNR units), got {threshold!r}") from None
+        if not (math.isfinite(t) and t >= 0):
+            raise InputError(src, f"threshold must be a finite number >= 0 (SNR units), got {threshold!r}")
+    return img, labels
+
+
 def detect_signals(
     image: np.ndarray,
     *,
@@ -1394,6 +1432,12 @@ def detect_signals(
     threshold : float
         The threshold used (SNR units).
 
+    Raises
+    ------
+    InputError
+        The image is not a 2-D numeric array or holds no finite value; a length is not a number > 0; the
+        labels are not integers of the image's shape; the threshold is negative or not finite.
+
     Examples
     --------
     >>> import numpy as np
@@ -1403,6 +1447,7 @@ def detect_signals(
     >>> len(sig), round(float(sig.y[0]), 1), round(float(sig.x[0]), 1)
     (1, 30.3, 20.6)
     """
+    image, labels = _checked_detect_args(image, pixel_size_um, signal_diameter_um, labels, threshold, signal)
     sigma = spot_sigma_px(signal_diameter_um, pixel_size_um)
     cand, _ = find_candidates(image, sigma, labels)
     if threshold is None:

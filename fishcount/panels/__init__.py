@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .._datafile import check_fields, check_schema_version
-from ..errors import PanelError
+from ..errors import InputError, PanelError
 
 __all__ = [
     "Signal",
@@ -256,6 +256,18 @@ class Panel:
         return None
 
     # -- calls ---------------------------------------------------------------------------
+    def _check_counts(self, counts: Mapping[str, int]) -> None:
+        keys = self.pattern_keys
+        for k, v in counts.items():
+            if k not in keys:
+                raise InputError(f"panel {self.id}", f"{k!r} is not a signal of the panel (counts of: {', '.join(keys)})")
+            try:
+                whole = float(v) == int(v) and int(v) >= 0
+            except (TypeError, ValueError, OverflowError):
+                whole = False
+            if isinstance(v, bool) or not whole:
+                raise InputError(f"panel {self.id}", f"count of {k} must be a whole number >= 0, got {v!r}")
+
     def call_for(self, counts: Mapping[str, int]) -> str:
         """The call for one nucleus' counts (first matching rule, else ``default_call``).
 
@@ -264,14 +276,23 @@ class Panel:
         counts : mapping of str to int
             Count per pattern key (signal names, and ``fusion`` for fusion panels). Missing keys
             count as 0.
+
+        Raises
+        ------
+        InputError
+            A key that is not a pattern key of the panel (a typo would be ignored), or a count that is not a
+            whole number >= 0.
         """
+        self._check_counts(counts)
         for c in self.calls:
             if c.matches(counts):
                 return c.name
         return self.default_call
 
     def pattern_string(self, counts: Mapping[str, int]) -> str:
-        """Conventional pattern string, e.g. ``1O2G`` or ``1R1G2F`` (fusion shown when > 0)."""
+        """Conventional pattern string, e.g. ``1O2G`` or ``1R1G2F`` (fusion shown when > 0); the counts are
+        checked as in :meth:`call_for`."""
+        self._check_counts(counts)
         parts = [f"{int(counts.get(s.name, 0))}{s.letter}" for s in self.signals]
         if self.fusion_pair:
             nf = int(counts.get(FUSION, 0))
@@ -556,6 +577,9 @@ def load_panel(panel: "str | Path | Panel | None" = None) -> Panel:
         return panel
     if panel is None:
         panel = DEFAULT_PANEL
+    if not isinstance(panel, (str, Path)) and not hasattr(panel, "__fspath__"):
+        raise PanelError(repr(panel), f"a panel is a shipped id (e.g. 'del5q'), a .toml file or a Panel, not a "
+                                      f"{type(panel).__name__}")
     p = Path(panel)
     # a file named like a panel is that file; a folder of that name (e.g. `simulate --out cep8`) is not a panel
     if p.suffix.lower() == ".toml" or p.is_file() or "/" in str(panel) or "\\" in str(panel):
