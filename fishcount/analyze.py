@@ -788,6 +788,21 @@ def _jpeg_warnings(field, pan: Panel) -> list[str]:
             "fused signals are told apart less well (rearrangements under-called); use TIFF or PNG exports"]
 
 
+#: A z step given for 3-D detection that differs from the file's own (OME PhysicalSizeZ, ImageJ spacing) by more
+#: than this fraction is warned about: signals separate in z by that step (docs/detection.md, z-stacks).
+Z_STEP_WARN_RATIO = 0.1
+
+
+def _z_step_warnings(field, z_step_um: float) -> list[str]:
+    """A warning when 3-D detection was given a z step the file contradicts (a step typed for another stack, or
+    in the wrong unit); none when the file stores no z step or detection is 2-D."""
+    stored = getattr(field, "z_step_um", None)
+    if not (z_step_um > 0 and stored and abs(z_step_um - stored) > Z_STEP_WARN_RATIO * stored):
+        return []
+    return [f"z step {z_step_um:g} µm given for 3-D detection, but the file says its planes are {stored:.3g} µm "
+            f"apart: check --z-step (signals are told apart in z by it)"]
+
+
 def _pixel_size(field, seg) -> tuple[float, str]:
     """The field's pixel size, or one inferred from the typical nucleus size when the file has none."""
     if field.pixel_size_um is not None:
@@ -1061,10 +1076,11 @@ def analyze_field(
         "segmentation_diameter_px": float(getattr(seg, "diameter_px", float("nan"))),
         "probe_saturation": saturated,
         "warnings": (_yield_warnings(seg, nuclei) + _option_warnings(seg) + _scale_warnings(seg, px, px_source, size_rec)
-                     + saturation_warnings + _jpeg_warnings(as_read, pan)),
+                     + saturation_warnings + _jpeg_warnings(as_read, pan) + _z_step_warnings(as_read, det["z_step_um"])),
         # how the image was read, so a reviewer sees the plane that was analysed (napari, field.json)
         "read": {"z_projection": "3-D" if det["z_step_um"] > 0 else ("plane" if z_plane is not None else "max"),
-                 "z_plane": None if z_plane is None else int(z_plane), "axes": axes},
+                 "z_plane": None if z_plane is None else int(z_plane), "axes": axes,
+                 "z_step_file_um": getattr(as_read, "z_step_um", None)},
         "timings": timings,
     }
     return FieldResult(field=fld, labels=labels, nuclei=nuclei, spots=spots, thresholds=used, params=rec, panel=pan)

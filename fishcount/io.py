@@ -121,6 +121,10 @@ class Field:
     files : tuple of str
         Every file the field was read from: the one file, or each channel's file of a per-channel group
         (in the group's order); empty for data given as arrays.
+    z_step_um : float or None
+        Distance between the stored z-planes in µm as the file says (OME ``PhysicalSizeZ``, ImageJ
+        ``spacing``); None for a single plane or when not stored. 3-D detection takes its z step from the
+        caller (``z_step_um``, ``--z-step``), which is checked against this.
     colour_composite : bool
         The channels are the red, green and blue planes of an 8-bit colour picture (an exported
         composite, TIFF, PNG or JPEG): their intensities are display values, and a probe shown in a mixed
@@ -146,6 +150,7 @@ class Field:
     series: int | None = None
     colour_composite: bool = False
     files: tuple[str, ...] = ()
+    z_step_um: float | None = None
 
 
 @dataclass(frozen=True)
@@ -700,6 +705,7 @@ class _Meta:
     notes: tuple[str, ...] = ()    # metadata that was present but unusable
     significant_bits: int | None = None  # OME Pixels@SignificantBits (the camera's bit depth), if stored
     series: int = 0                # the TIFF series read (a position of a multi-position file)
+    z_step_um: float | None = None  # distance between z-planes (OME PhysicalSizeZ, ImageJ spacing), if stored
 
     @property
     def n_c(self) -> int:
@@ -792,6 +798,33 @@ def _ome_info(xml: str, image: int = 0) -> tuple[tuple[str, ...] | None, str, fl
         else:
             sizes.append(v * factor)
     return names, source, sizes[0], sizes[1], problem, bits
+
+
+def _ome_z_step(xml: str, image: int = 0) -> float | None:
+    """OME ``Pixels@PhysicalSizeZ`` of image ``image`` in µm (unit converted), or None when absent or unusable."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    all_pixels = [el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"]
+    pixels = all_pixels[image] if image < len(all_pixels) else None
+    if pixels is None or pixels.get("PhysicalSizeZ") is None:
+        return None
+    factor = _unit_factor(pixels.get("PhysicalSizeZUnit", "µm"))
+    try:
+        v = float(pixels.get("PhysicalSizeZ"))
+    except ValueError:
+        return None
+    return v * factor if factor is not None and math.isfinite(v) and v > 0 else None
+
+
+def _ij_z_step(ij: Mapping, factor: float | None) -> float | None:
+    """ImageJ ``spacing`` (the z step in the calibration unit) in µm, or None."""
+    try:
+        v = float(ij.get("spacing"))
+    except (TypeError, ValueError):
+        return None
+    return v * factor if factor is not None and math.isfinite(v) and v > 0 else None
 
 
 def _ij_unit_factor(unit) -> float | None:
@@ -1016,12 +1049,14 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
     names_source = "none"
     px = py = None
     px_source = "none"
+    z_step = None
     labels = None
     luts = None
     sig_bits = None
     if tif.is_ome and tif.ome_metadata:
         fmt = "OME-TIFF"
         names, names_source, px, py, problem, sig_bits = _ome_info(tif.ome_metadata, k)
+        z_step = _ome_z_step(tif.ome_metadata, k)
         if problem:
             notes.append(problem)
         px_source = "OME PhysicalSizeX" if px else "none"
@@ -1033,6 +1068,7 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
         labels = ij.get("Labels")  # slice labels in stack order (channel fastest)
         luts = ij.get("LUTs")  # display colour tables, one per channel (Fiji composites)
         factor = _ij_unit_factor(ij.get("unit"))
+        z_step = _ij_z_step(ij, factor)
         if factor is not None:
             px, py = _resolution_um(page, ij_unit=factor)
             px_source = "ImageJ" if px else "none"
@@ -1082,7 +1118,8 @@ def _read_meta(path: Path, tif, per_channel: bool, n_expected: int | None,
             names, names_source = ("red", "green", "blue", "alpha")[:n_c], "RGB photometric"
     if names is not None and "C" in axes and len(names) != shape[axes.index("C")]:
         names, names_source = None, "none"
-    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source, tuple(notes), sig_bits, k)
+    return _Meta(path, fmt, axes, shape, dtype, names, names_source, px, py, px_source, tuple(notes), sig_bits, k,
+                 z_step if "Z" in axes and shape[axes.index("Z")] > 1 else None)
 
 
 def _open_tiff(path: Path, per_channel: bool, n_expected: int | None, axes: str | None = None,
@@ -1609,6 +1646,7 @@ def _read(
         series=None if series is None else int(series),
         colour_composite=not per_channel and metas[0].names_source == "RGB photometric",
         files=tuple(str(p) for p in paths),
+        z_step_um=metas[0].z_step_um,
     )
     extra = {
         "files": [str(p) for p in paths],
@@ -2102,6 +2140,7 @@ def describe_field(
         "dtype": field.dtype,
         "axes": field.axes,
         "n_z": field.n_z,
+        "z_step_um": field.z_step_um,
         "z_mode": extra["z_mode"],
         "z_plane": extra["z_plane"],
         "series": extra["series"],
@@ -2144,7 +2183,9 @@ def format_description(desc: Mapping) -> str:
     lines.append(f"  format:       {desc['format']}, axes {desc['axes']}, shape {tuple(desc['shape'])}, {desc['dtype']}")
     if desc["n_z"] > 1:
         how = {"max": "max projection", "keep": "kept as a stack"}.get(desc["z_mode"], f"plane {desc['z_plane']} used")
-        lines.append(f"  z-planes:     {desc['n_z']} ({how})")
+        step = desc.get("z_step_um")
+        step_txt = f"; {step:.3g} µm apart, from the file" if step else "; z step not stored, give --z-step for 3-D"
+        lines.append(f"  z-planes:     {desc['n_z']} ({how}{step_txt})")
     else:
         lines.append("  z-planes:     1")
     names = ", ".join(n if n else "(unnamed)" for n in desc["channel_names"])

@@ -736,10 +736,15 @@ def test_cli_analyze_z_step_detects_in_3d(zstack_dir, tmp_path):
     assert "z" not in plane.columns and len(plane) == len(one.spots)
     # field.json says how the image was read (the napari plugin reads that plane again)
     read = json.loads((tmp_path / "plane" / "zfield01" / "field.json").read_text())["params"]["read"]
-    assert read == {"z_projection": "plane", "z_plane": 2, "axes": None}
+    step = fc.read_field(img).z_step_um  # the file's PhysicalSizeZ
+    assert step and read == {"z_projection": "plane", "z_plane": 2, "axes": None, "z_step_file_um": step}
     proj = json.loads((tmp_path / "proj" / "zfield01" / "field.json").read_text())["params"]["read"]
-    assert proj == {"z_projection": "max", "z_plane": None, "axes": None}
-    assert analyze_field(img, z_step_um=0.4).params["read"]["z_projection"] == "3-D"
+    assert proj == {"z_projection": "max", "z_plane": None, "axes": None, "z_step_file_um": step}
+    three = analyze_field(img, z_step_um=step)
+    assert three.params["read"]["z_projection"] == "3-D" and not any("z step" in w for w in three.params["warnings"])
+    # a z step the file contradicts (typed for another stack, or in the wrong unit) is warned about
+    other = analyze_field(img, z_step_um=2 * step).params["warnings"]
+    assert any(f"but the file says its planes are {step:.3g} µm apart" in w for w in other), other
 
 
 def test_cli_analyze_z_step_with_pooled_thresholds_and_overlay(zstack_dir, tmp_path):

@@ -1466,3 +1466,25 @@ def test_plain_tiff_of_three_channels_by_three_planes_is_refused_not_guessed(tmp
         fc.read_field(p)
     f = fc.read_field(p, axes="CZYX", z_mode="keep")
     np.testing.assert_array_equal(f.dapi, z[:, 0].astype(np.float32))
+
+
+def test_z_step_read_from_ome_and_imagej(tmp_path):
+    """The distance between z-planes as the file stores it (OME PhysicalSizeZ in any unit, ImageJ spacing in its
+    calibration unit); None for one plane or when absent."""
+    import fishcount as fc
+
+    sim = fc.simulate_field("del5q", shape=(96, 96), seed=4, z_planes=3)
+    ome = fc.write_simulated_field(sim, tmp_path / "z.ome.tif")["image"]
+    assert fc.read_field(ome).z_step_um == pytest.approx(sim.z_step_um)
+    ij = tmp_path / "z_ij.tif"
+    tifffile.imwrite(ij, sim.image.astype(np.uint16), imagej=True, resolution=(1 / 0.16, 1 / 0.16),
+                     metadata={"spacing": 0.3, "unit": "um", "axes": "ZCYX"})
+    f = fc.read_field(ij, channels=["DAPI", "EGR1", "D5S23"])
+    assert f.n_z == 3 and f.z_step_um == pytest.approx(0.3) and f.pixel_size_um == pytest.approx(0.16)
+    flat = fc.write_simulated_field(fc.simulate_field("del5q", shape=(96, 96), seed=4), tmp_path / "f.ome.tif")
+    assert fc.read_field(flat["image"]).z_step_um is None
+    out = fc.describe_field(ome)
+    assert out["z_step_um"] == pytest.approx(sim.z_step_um)
+    from fishcount.io import format_description
+
+    assert "3 (max projection; 0.4 µm apart, from the file)" in format_description(out)
