@@ -27,7 +27,7 @@ def test_info_ome_block(tmp_path):
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert out.startswith("field01\n")
-    for piece in ("OME-TIFF, axes ZCYX, shape (3, 3, 24, 20), uint16", "z-planes:     3 (max projection)",
+    for piece in ("OME-TIFF, axes ZCYX, shape (3, 3, 24, 20), uint16", "z-planes:     3 (max projection; z step not stored",
                   "names from: OME Channel Name", "DAPI       <- channel 0 'DAPI'", "EGR1       <- channel 1 'EGR1'",
                   "0.11 µm [OME PhysicalSizeX]", "panel:        del5q"):
         assert piece in out, out
@@ -39,7 +39,7 @@ def test_info_options_channels_pixel_size_z_plane_panel(tmp_path):
     r = _run(p, "--panel", "cep8", "--channels", "CEP8, DAPI", "--pixel-size", "0.2", "--z-plane", "1")
     assert r.exit_code == 0, r.output
     assert "names from: user (--channels)" in r.stdout and "DAPI       <- channel 1 'DAPI'" in r.stdout
-    assert "0.2 µm [user]" in r.stdout and "2 (plane 1 used)" in r.stdout and "panel:        cep8" in r.stdout
+    assert "0.2 µm [user]" in r.stdout and "2 (plane 1 used;" in r.stdout and "panel:        cep8" in r.stdout
 
 
 def test_info_groups_per_channel_files_and_says_assumed_order(tmp_path):

@@ -694,7 +694,7 @@ def test_describe_field_reports_everything(tmp_path):
     assert d["intensity"]["EGR1"]["saturated_fraction"] == pytest.approx(1 / (NY * NX))
     assert d["intensity"]["DAPI"]["min"] == float(data[:, 0].max(axis=0).min())
     text = fio.format_description(d)
-    for piece in ("OME-TIFF", "ZCYX", "3 (max projection)", "OME Channel Name", "0.1 µm", "EGR1"):
+    for piece in ("OME-TIFF", "ZCYX", "3 (max projection; z step not stored, give --z-step for 3-D)", "OME Channel Name", "0.1 µm", "EGR1"):
         assert piece in text
 
 
