@@ -204,15 +204,51 @@ def _copies(panel, counts: Mapping[str, int]) -> list[tuple[object, int]]:
     return out
 
 
+def _break_apart_gene(panel) -> str | None:
+    """The gene of a break-apart panel's two probes (``5'KMT2A`` and ``3'KMT2A`` -> ``KMT2A``), None when the
+    probe names do not say it."""
+    names = [panel.signal(n).probes[0] for n in panel.fusion_pair]
+    genes = {re.sub(r"^[53]['’]", "", p) for p in names}
+    return genes.pop() if len(genes) == 1 and all(re.match(r"^[53]['’]", p) for p in names) else None
+
+
+def _break_apart_loci(panel, counts: Mapping[str, int], style: str, gene: str) -> str:
+    """ISCN of a break-apart probe: the gene with its copy number, then each split pair (``sep``):
+    ``(KMT2Ax2)`` normal, ``(KMT2Ax2)(5'KMT2A sep 3'KMT2Ax1)`` rearranged, as published (AML case report
+    PubMed 34140437 ``(KMT2Ax2)(5'KMT2A sep 3'KMT2Ax1)``; a leukaemia bank's karyotypes ``(KMT2Ax2)[200]``;
+    the FISH-Testing-and-Nomenclature generator; ISCN book example [U]). When the 5' and 3' parts differ in
+    number (one lost), each is given with the intact pairs (``con``): ``(5'KMT2Ax2,3'KMT2Ax1)(5'KMT2A con
+    3'KMT2Ax1)`` (the published ``(5'ETV6x1,3'ETV6x2)(5'ETV6 con 3'ETV6x1)`` form)."""
+    a_name, b_name = panel.fusion_pair
+    a, b = panel.signal(a_name).probes[0], panel.signal(b_name).probes[0]
+    fus = int(counts.get("fusion", 0))
+    na, nb = int(counts.get(a_name, 0)), int(counts.get(b_name, 0))
+    sep = min(na, nb)
+    ta, tb = na + fus, nb + fus
+    band = f"{panel.signal(a_name).locus}" if style == "band" else ""
+    if ta == tb:
+        body = f"{band}({gene}x{ta})"
+    else:
+        first, second = ((a, ta), (b, tb)) if a_name in panel.iscn_order[:1] else ((b, tb), (a, ta))
+        body = f"{band}({first[0]}x{first[1]},{second[0]}x{second[1]})"
+        if fus:
+            body += f"({a} con {b}x{fus})"
+    if sep:
+        body += f"({a} sep {b}x{sep})"
+    return body
+
+
 def _loci(panel, counts: Mapping[str, int], style: str) -> str:
+    if panel.kind == "break-apart" and panel.fusion_pair and (gene := _break_apart_gene(panel)):
+        return _break_apart_loci(panel, counts, style, gene)
     sigs = _copies(panel, counts)
     if style == "band":
         parts = [f"{s.locus}({','.join(s.probes)})x{c}" for s, c in sigs]
         body = ",".join(parts)
     else:
         probes = [(p, c) for s, c in sigs for p in s.probes]
-        if style == "explicit":
-            body = "(" + ",".join(f"{p}x{c}" for p, c in probes) + ")"
+        if style == "explicit" or len(probes) == 1:  # one probe: its copy number inside, nuc ish(D21S259x2)
+            body = "(" + ",".join(f"{p}x{c}" for p, c in probes) + ")"  # (clinical.md §3.5, ISCN teaching example)
         elif len({c for _, c in probes}) == 1:
             body = "(" + ",".join(p for p, _ in probes) + f")x{probes[0][1]}"
         else:

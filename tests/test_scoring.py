@@ -98,6 +98,25 @@ def test_iscn_dual_fusion_matches_iscn_teaching_example():
     assert s == "nuc ish(ABL1,BCR)x3(ABL1 con BCRx2)[150/200]"
 
 
+def test_iscn_break_apart_and_single_probe_forms_as_published():
+    """Break-apart: the gene with its copy number and each split pair, nuc ish(KMT2Ax2)[200] and
+    nuc ish(KMT2Ax2)(5'KMT2A sep 3'KMT2Ax1)[n/N] (published AML case, PubMed 34140437); the parts given alone when
+    their numbers differ. One probe: its copy number inside the brackets, nuc ish(D21S259x2)[400] (clinical.md §3.5)."""
+    p = fc.load_panel("kmt2a")
+    assert iscn_string(p, 200) == "nuc ish(KMT2Ax2)[200]"
+    assert (iscn_string(p, 200, [({"KMT2A_5": 1, "KMT2A_3": 1, "fusion": 1}, 40)])
+            == "nuc ish(KMT2Ax2)(5'KMT2A sep 3'KMT2Ax1)[40/200]")
+    assert (iscn_string(p, 200, [({"KMT2A_5": 1, "KMT2A_3": 0, "fusion": 1}, 40)])
+            == "nuc ish(5'KMT2Ax2,3'KMT2Ax1)(5'KMT2A con 3'KMT2Ax1)[40/200]")
+    assert (iscn_string(p, 200, [({"KMT2A_5": 1, "KMT2A_3": 1, "fusion": 1}, 40)], template="band")
+            == "nuc ish 11q23.3(KMT2Ax2)(5'KMT2A sep 3'KMT2Ax1)[40/200]")
+    assert parse_iscn("nuc ish(KMT2Ax2)(5'KMT2A sep 3'KMT2Ax1)[40/200]") == [
+        {"copies": {"KMT2A": 2}, "fusions": [("5'KMT2A", "sep", "3'KMT2A", 1)], "n": 40, "total": 200}]
+    cep8 = fc.load_panel("cep8")
+    assert iscn_string(cep8, 200) == "nuc ish(D8Z2x2)[200]"
+    assert iscn_string(cep8, 200, [({"CEP8": 3}, 40)]) == "nuc ish(D8Z2x3)[40/200]"
+
+
 def test_iscn_custom_template():
     t = IscnTemplate(population="{loci}[{n}/{total}] ({pct}%)")
     assert iscn_string(DEL5Q, 200, [({"EGR1": 1, "D5S23": 2}, 120)], template=t).endswith("[120/200] (60.0%)")
@@ -113,6 +132,11 @@ def test_parse_iscn_rejects(bad):
 
 def _expected_copies(panel, counts):
     fus = counts.get("fusion", 0) if panel.fusion_pair else 0
+    if panel.kind == "break-apart":  # the gene with its copy number; its two parts when they differ
+        a, b = panel.fusion_pair
+        ta, tb = counts.get(a, 0) + fus, counts.get(b, 0) + fus
+        pa, pb = panel.signal(a).probes[0], panel.signal(b).probes[0]
+        return {pa[2:]: ta} if ta == tb else {pa: ta, pb: tb}
     out = {}
     for s in panel.signals:
         c = counts.get(s.name, 0) + (fus if panel.fusion_pair and s.name in panel.fusion_pair else 0)
@@ -142,7 +166,8 @@ def test_iscn_round_trip(panel_id, style, data):
     for (counts, n), got in zip(pops, parsed):
         assert got["n"] == n and got["total"] == total
         assert got["copies"] == _expected_copies(panel, counts)
-        if panel.fusion_pair and counts.get("fusion", 0):
+        intact_only = panel.kind == "break-apart" and len(got["copies"]) == 1  # (KMT2Ax2): intact pairs implied
+        if panel.fusion_pair and counts.get("fusion", 0) and not intact_only:
             assert any(f[1] == "con" and f[3] == counts["fusion"] for f in got["fusions"])
 
 
