@@ -1,6 +1,6 @@
 """Clinical response from supplied values: IWG 2006 MDS, IWG 2023 HR-MDS, ELN 2022 AML.
 
-Boundary vectors follow ../shared/reference/clinical.md §2.1-§2.3 (inclusive / exclusive as the sources write them).
+Boundary vectors follow docs/reference/clinical.md §2.1-§2.3 (inclusive / exclusive as the sources write them).
 """
 from __future__ import annotations
 
