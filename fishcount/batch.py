@@ -1535,6 +1535,8 @@ def run_batch(
             "panel": ({"id": (p0 := next(iter(panels.values()))).id, "sha256": p0.sha256} if len(panels) == 1
                       else None),
             "criteria": criteria_info,
+            # the laboratory cut-offs files used (absolute paths: `review-samples` rescores with them)
+            "cutoffs": _cutoffs_info(cutoffs),
             "counts": {"fields": int(len(table)), "analysed": int(len(results) - len(failed)), "skipped": len(skipped),
                        "failed": len(failed), "nuclei": int(n_nuclei), "samples": 0 if samples is None else int(len(samples)),
                        "patients": int(table["patient"].nunique()), "errors": int(len(err_df))},
@@ -1610,6 +1612,21 @@ def _score(nuclei: pd.DataFrame, ok: pd.DataFrame, panels: Mapping[str, Panel],
         samples = samples.merge(nf, left_on="sample", right_index=True, how="left")
         samples["n_fields"] = samples["n_fields"].fillna(0).astype(int)
     return samples
+
+
+def _cutoffs_info(cutoffs) -> list[dict]:
+    """``run.json`` ``cutoffs``: each laboratory cut-offs file given (absolute path, panel, validated, SHA-256);
+    ``[]`` for the provisional default."""
+    from .cutoffs import CutoffSet, load_cutoffs
+
+    items = [] if cutoffs is None else [cutoffs] if isinstance(cutoffs, (str, os.PathLike, CutoffSet)) else list(cutoffs)
+    out = []
+    for c in items:
+        cs = load_cutoffs(c)
+        path = Path(cs.path).resolve() if cs.path else None
+        sha = hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else ""
+        out.append({"path": str(path) if path else "", "panel": cs.panel, "validated": cs.validated, "sha256": sha})
+    return out
 
 
 def _cutoffs_arg(cutoffs):

@@ -871,8 +871,8 @@ def concordance_cmd(field_dir: Path, reader_a: str, reader_b: str, panel: str, a
 @main.command("review-samples")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--reviewer", required=True, help="Whose review journals to apply.")
-@click.option("--cutoffs", multiple=True, help="Laboratory cut-offs file (default: the provisional ones); repeat it "
-                                                "for a run of several panels, one file per panel.")
+@click.option("--cutoffs", multiple=True, help="Laboratory cut-offs file (default: the ones the run used, run.json); "
+                                                "repeat it for a run of several panels, one file per panel.")
 def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: tuple[str, ...]) -> None:
     """Rescore a `fishcount run` folder with a reviewer's corrections.
 

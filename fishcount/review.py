@@ -41,6 +41,7 @@ Example
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -1156,7 +1157,7 @@ def write_reviewed_samples(run_dir: str | os.PathLike, reviewer: str,
         Score every row with this panel (default: each row's ``panel`` column).
     cutoffs : CutoffSet, path or a sequence of them, optional
         Laboratory cut-offs, one per panel for a mixed-panel run (:func:`fishcount.cutoffs.cutoffs_by_panel`);
-        default the provisional ones.
+        default the run's own (``run.json`` ``cutoffs``; the provisional ones when the run used them).
 
     Returns
     -------
@@ -1182,6 +1183,8 @@ def write_reviewed_samples(run_dir: str | os.PathLike, reviewer: str,
         raise InputError(run_dir, f"no field has a review journal of reviewer '{r}'")
     from .cutoffs import cutoffs_by_panel
 
+    if cutoffs is None:  # the run's own laboratory cut-offs (run.json), as the run scored
+        cutoffs = _run_cutoffs(run_dir)
     if panel is None and "panel" in reviewed.columns:
         groups = list(reviewed.groupby("panel", sort=True))
         pans = {pid: load_panel(pid) for pid, _ in groups}
@@ -1196,6 +1199,30 @@ def write_reviewed_samples(run_dir: str | os.PathLike, reviewer: str,
     path = run_dir / f"samples.reviewed.{r}.csv"
     write_csv_atomic(samples, path)
     return path, done
+
+
+def _run_cutoffs(run_dir: Path) -> "list[str] | None":
+    """The laboratory cut-offs files a run scored with (``run.json`` ``cutoffs``), None when it used the
+    provisional ones (or the run recorded none). A recorded file that is gone or changed is an error: rescoring
+    with other cut-offs than the run's would move every sample without a word."""
+    try:
+        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    recs = run.get("cutoffs") if isinstance(run, dict) else None
+    if not isinstance(recs, list) or not recs:
+        return None
+    paths = []
+    for rec in recs:
+        path = Path(str(rec.get("path", ""))) if isinstance(rec, dict) else None
+        if path is None or not path.is_file():
+            raise InputError(run_dir / "run.json", f"the run's cut-offs file {path} is gone; give the cut-offs "
+                                                   "again (--cutoffs)")
+        sha = rec.get("sha256")
+        if sha and hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+            raise InputError(path, "changed since the run scored with it; give the cut-offs to use (--cutoffs)")
+        paths.append(str(path))
+    return paths
 
 
 def _run_criteria(run_dir: Path) -> "str | None":

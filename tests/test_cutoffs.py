@@ -372,6 +372,11 @@ def test_response_and_run_take_one_cutoffs_file_per_panel(tmp_path):
     got = pd.read_csv(tmp_path / "o" / "samples.csv").set_index("panel")
     assert got.loc["del5q", "cutoff_validated"] and got.loc["cep8", "cutoff_validated"]
     assert "kmax=2@200" in got.loc["del5q", "cutoff_method"] and "kmax=6@200" in got.loc["cep8", "cutoff_method"]
+    import json
+
+    recs = json.loads((tmp_path / "o" / "run.json").read_text())["cutoffs"]  # what review-samples rescores with
+    assert [(r["path"], r["panel"], r["validated"]) for r in recs] == [(d5, "del5q", True), (c8, "cep8", True)]
+    assert all(len(r["sha256"]) == 64 for r in recs)
     tp53 = lab("tp53", 3, "tp53.toml")
     r = CliRunner().invoke(main, [*args, "--cutoffs", d5, "--cutoffs", tp53, "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "tp53.toml: cut-offs for panel 'tp53', which is not a panel here" in r.output

@@ -631,6 +631,36 @@ def test_write_reviewed_samples_rescores_with_corrections(tmp_path):
         rv.write_reviewed_response(run, "bob")
 
 
+def test_reviewed_samples_rescore_with_the_runs_own_cutoffs(tmp_path):
+    """A run scored with a laboratory cut-offs file: the reviewed samples are rescored with it too (not the
+    provisional default), unless cut-offs are given; a recorded file that is gone or changed is an error."""
+    import hashlib
+    import json
+
+    from fishcount.cutoffs import CutoffRule, CutoffSet, write_cutoffs
+
+    run = _run_folder(tmp_path)
+    folder = rv.study_fields(run)["P01/week00/f01"]
+    rv.append_journal(rv.journal_path(folder, "ann"), rv.confirm(rv.open_review(folder, "ann"), 1, "ann").edits[-1])
+    lab = write_cutoffs(CutoffSet(clone=CutoffRule("betainv", 0.95, 200, 20, 6.0), validated=True, panel="del5q"),
+                        tmp_path / "lab.toml")
+    rec = {"path": str(lab.resolve()), "panel": "del5q", "validated": True,
+           "sha256": hashlib.sha256(lab.read_bytes()).hexdigest()}
+    (run / "run.json").write_text(json.dumps({"cutoffs": [rec]}))
+    got = pd.read_csv(rv.write_reviewed_samples(run, "ann")[0])
+    assert got["cutoff_validated"].all() and got["cutoff_method"].str.contains("kmax=6@200").all()
+    from fishcount.cutoffs import provisional_cutoffs
+
+    prov = pd.read_csv(rv.write_reviewed_samples(run, "ann", cutoffs=provisional_cutoffs())[0])
+    assert not prov["cutoff_validated"].any()
+    lab.write_text(lab.read_text().replace("validated = true", "validated = false"))
+    with pytest.raises(InputError, match=r"lab.toml: changed since the run scored with it; give the cut-offs"):
+        rv.write_reviewed_samples(run, "ann")
+    lab.unlink()
+    with pytest.raises(InputError, match=r"run.json: the run's cut-offs file .*lab.toml is gone; give the cut-offs"):
+        rv.write_reviewed_samples(run, "ann")
+
+
 def test_write_reviewed_samples_errors(tmp_path):
     with pytest.raises(InputError, match="nuclei.csv: missing"):
         rv.write_reviewed_samples(tmp_path, "ann")
