@@ -7,7 +7,7 @@ A run turns a folder of FISH fields (many patients, several timepoints) into one
       nuclei.parquet, nuclei.csv every nucleus of every field, with patient/timepoint/week/sample columns
       samples.csv                one row per sample (scoring.score_samples), the input of ``fishcount response``
       response.csv               one row per patient (response.classify_response)
-      errors.csv                 file, stage, message: everything that failed (the run goes on)
+      errors.csv                 file, stage, message, sample: everything that failed (the run goes on)
       run.json                   versions, parameters, panel and criteria hashes, thresholds used, field
                                  warnings, timings
       report.html                the clinician's report (fishcount.report)
@@ -1169,7 +1169,7 @@ class BatchResult:
     n_done, n_skipped, n_failed : int
         Fields analysed in this run, skipped as already done, failed.
     errors : DataFrame
-        ``file, stage, message`` (also in ``errors.csv``).
+        ``file, stage, message, sample`` (also in ``errors.csv``).
     samples : DataFrame or None
         The per-sample table (``samples.csv``).
     response : DataFrame or None
@@ -1455,9 +1455,11 @@ def run_batch(
         timings["fields_s"] = time.perf_counter() - t0
 
         position = {f: k for f, k in zip(table["field"], table["series"]) if k is not None}
-        errors = pre_errors + [
+        sample_of = dict(zip(table["field"], table["sample"]))
+        errors = [{**e, "sample": e["file"]} for e in pre_errors] + [
             {"file": r["path"] + (f" (series {position[r['field']]})" if r["field"] in position else ""),
-             "stage": r["stage"], "message": r["message"]} for r in results if r["status"] == "error"
+             "stage": r["stage"], "message": r["message"], "sample": sample_of.get(r["field"], "")}
+            for r in results if r["status"] == "error"
         ]
         failed = {r["field"] for r in results if r["status"] == "error"}
         ok = table[~table["field"].isin(failed)]
@@ -1466,7 +1468,7 @@ def run_batch(
         for s, grp in table.groupby("sample", sort=False):
             if grp["field"].isin(failed).all():
                 lost.append(s)
-                errors.append({"file": s, "stage": "sample",
+                errors.append({"file": s, "stage": "sample", "sample": s,
                                "message": "no field of this sample could be analysed; scored as 0 nuclei (not evaluable)"})
         lost_rows = table[table["sample"].isin(lost)]
         sample_warnings: dict[str, list[str]] = {}
@@ -1506,7 +1508,7 @@ def run_batch(
         for name, made in produced.items():
             if not made and (out / name).exists():
                 (out / name).unlink()
-        err_df = pd.DataFrame(errors, columns=["file", "stage", "message"])
+        err_df = pd.DataFrame(errors, columns=["file", "stage", "message", "sample"])
         write_csv_atomic(err_df, out / "errors.csv")
 
         # -- run.json

@@ -197,9 +197,29 @@ _RESPONSE_HIGHLIGHT = ("best_response", "best_week", "endpoint_response", "respo
                        "events", "flags", "status")
 
 
+def _problems_by_sample(errors: pd.DataFrame | None, run: Mapping,
+                        fields: pd.DataFrame | None) -> dict[str, list[tuple[str, str]]]:
+    """Sample -> its run errors and field warnings (``("error"|"warning", text)``), so each sample says what went
+    wrong with it beside its numbers (errors.csv ``sample``; run.json ``warnings`` by field or ``sample <id>``)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    if errors is not None and not errors.empty and "sample" in errors.columns:
+        for _, e in errors.iterrows():
+            if pd.notna(e["sample"]) and str(e["sample"]):
+                out.setdefault(str(e["sample"]), []).append(("error", f"{e.get('file', '')}: {e.get('message', '')}"))
+    field_sample = dict(zip(fields["field"].astype(str), fields["sample"].astype(str))) \
+        if fields is not None and {"field", "sample"} <= set(fields.columns) else {}
+    for key, ws in (run.get("warnings") or {}).items():
+        sample = key[len("sample "):] if key.startswith("sample ") else field_sample.get(key)
+        for w in ws or ():
+            if sample is not None:
+                out.setdefault(sample, []).append(("warning", w if key.startswith("sample ") else f"{key}: {w}"))
+    return out
+
+
 def _patient_section(patient: str, ps: pd.DataFrame, resp: pd.Series | None, run_dir: Path,
                      fields: pd.DataFrame | None, panel_calls: Sequence[str], tps: pd.DataFrame | None,
-                     criteria, anchor: str | None = None, panel: str = "") -> str:
+                     criteria, anchor: str | None = None, panel: str = "",
+                     problems: Mapping[str, list[tuple[str, str]]] | None = None) -> str:
     out = [f"<section class='patient' id='{_e(anchor or 'patient-' + _slug(patient))}'><h2>Patient {_e(patient)}"
            + (f" · panel {_e(panel)}" if panel else "") + "</h2>"]
     if resp is not None:
@@ -227,14 +247,17 @@ def _patient_section(patient: str, ps: pd.DataFrame, resp: pd.Series | None, run
     t.columns = [n for _, n in cols]
     out.append("<h3>Samples</h3>" + _table(t))
     for _, row in ps.iterrows():
-        out.append(_sample_details(row, run_dir, fields, panel_calls))
+        out.append(_sample_details(row, run_dir, fields, panel_calls, (problems or {}).get(str(row.get("sample")), [])))
     out.append("</section>")
     return "\n".join(out)
 
 
-def _sample_details(row: pd.Series, run_dir: Path, fields: pd.DataFrame | None, panel_calls: Sequence[str]) -> str:
+def _sample_details(row: pd.Series, run_dir: Path, fields: pd.DataFrame | None, panel_calls: Sequence[str],
+                    problems: Sequence[tuple[str, str]] = ()) -> str:
     name = f"{row.get('timepoint', '')} (week {_fmt(row.get('week'), 1)})"
     flags = []
+    for kind, text in problems:  # what failed or is doubtful in this sample, beside its numbers
+        flags.append(f"<span class='flag'>{_e(kind)}: {_e(text)}</span> <a href='#qc'>(quality control)</a><br>")
     if str(row.get("adequacy", "")) not in ("", "adequate"):
         flags.append(f"<span class='flag'>adequacy: {_e(row.get('adequacy'))} (N = {_e(_fmt(row.get('nuclei_scored')))})</span>")
     if str(row.get("cutoff_validated", "")).lower() in ("false", "0"):
@@ -418,6 +441,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         except ValueError as exc:
             raise InputError(run_dir / "run.json", f"not valid JSON ({exc})") from None
     fields = _fields_with_clone(run_dir, samples)
+    problems = _problems_by_sample(errors, run, fields)
     panel_id = str(samples["panel"].iloc[0]) if "panel" in samples.columns and len(samples) else \
         ((run.get("panel") if isinstance(run.get("panel"), dict) else None) or {}).get("id", "")
     panel_calls: list[str] = []
@@ -484,7 +508,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             calls = calls_of[pan] if pan else panel_calls
             body.append(_patient_section(p, ps, resp_by.get((p, pan)), run_dir, fields, calls, tps, criteria,
                                          anchor=anchors[p] + (f"-{_slug(pan)}" if k else ""),
-                                         panel=pan if len(pans) > 1 or multi else ""))
+                                         panel=pan if len(pans) > 1 or multi else "", problems=problems))
     body.append(_qc_section(samples, run, errors))
     body.append(_meta_section(run))
     page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -363,6 +363,9 @@ def test_corrupt_field_is_isolated(tmp_path):
     assert set(err["stage"]) == {"analyze", "sample"}
     assert str(bad) in set(err["file"])
     assert "P02_week08" in set(err["file"])
+    # each error names the sample it cost (the report shows it beside that sample)
+    assert err.set_index("file").loc[str(bad), "sample"] == "P01_week16"
+    assert set(err["sample"]) == {"P01_week16", "P02_week08"}
     nuclei = pd.read_parquet(out / "nuclei.parquet")
     assert len(nuclei) == 11 * 12 and "P01/week16/field02" not in set(nuclei["field"])
     assert "P02_week08" not in set(pd.read_csv(out / "samples.csv")["sample"])

@@ -47,11 +47,12 @@ def make_run(tmp: Path, patient_b: str = "P<02>&") -> Path:
     res = classify_response(samples)
     res.patients.to_csv(run / "response.csv", index=False)
     res.timepoints.to_csv(run / "response_timepoints.csv", index=False)
-    pd.DataFrame([{"file": "/data/P01/week16/field09.tif", "stage": "read", "message": "not a TIFF <file>"}]
-                 ).to_csv(run / "errors.csv", index=False)
+    pd.DataFrame([{"file": "/data/P01/week16/field09.tif", "stage": "read", "message": "not a TIFF <file>",
+                   "sample": "P01_week16"}]).to_csv(run / "errors.csv", index=False)
     (run / "run.json").write_text(json.dumps({
         "fishcount_version": "0.1.0", "created_utc": "2026-01-01T00:00:00Z", "panel": {"id": "del5q", "sha256": "ab" * 32},
         "criteria": {"id": "trial_fish"}, "counts": {"fields": 4, "errors": 1},
+        "warnings": {"P01/week00/field01": ["the nuclei measure 21.8 µm"]},
         "thresholds": {"P01/week00/field01": {"EGR1": 4.5, "D5S23": 5.0}},
         "versions": {"numpy": np.__version__}, "timings": {"total_s": 1.0}}))
     # one nucleus gallery, as the batch runner writes it per field
@@ -84,6 +85,12 @@ def test_report_content(tmp_path):
     assert "excluded: border" in page
     assert "Detection thresholds used" in page and "4.50" in page
     assert "not a TIFF &lt;file&gt;" in page and "completed with 1 error" in page
+    # each sample says beside its numbers which of its fields failed or were doubtful (errors.csv sample column,
+    # run.json warnings by field)
+    w16 = page.split("Sample P01_week16")[1].split("</details>")[0]
+    assert "error: /data/P01/week16/field09.tif: not a TIFF &lt;file&gt;" in w16 and "href='#qc'" in w16
+    w00 = page.split("Sample P01_week00")[1].split("</details>")[0]
+    assert "warning: P01/week00/field01: the nuclei measure 21.8 µm" in w00 and "field09" not in w00
     assert "fishcount 0.1.0" in page and "trial_fish" in page
     # self-contained: every image embedded, no external resource, no script
     srcs = re.findall(r"src='([^']*)'", page)
