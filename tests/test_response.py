@@ -478,6 +478,28 @@ def test_plot_from_csv_round_trip(tmp_path):
     assert title.startswith("P: best not_evaluable; endpoint not_evaluable") and "nan" not in title
 
 
+def test_trajectory_adds_a_panel_near_the_cutoff_when_one_axis_squashes_it():
+    """A 59 % baseline and samples at 3 % and 9.5 % around a 3.8 % cut-off: a second panel shows 0 to 3x the cut-off
+    (where response and relapse are read); a patient whose values all lie near the cut-off gets one axis."""
+    import matplotlib.pyplot as plt
+
+    from fishcount.plots import plot_trajectory
+
+    res = classify_response(table({"P": [(-1, 118, 200), (12, 22, 200), (16, 6, 200), (20, 19, 200)]}))
+    fig = plot_trajectory(res.timepoints, res.patients.iloc[0], criteria=res.criteria)
+    try:
+        assert len(fig.axes) == 2
+        main, zoom = fig.axes
+        assert main.get_ylim()[1] > 60 and zoom.get_ylim() == (0.0, 12.0)  # ceil(3 x 3.78)
+        assert "near the cut-off" in zoom.get_ylabel() and zoom.get_xlabel() == "weeks since treatment start"
+    finally:
+        plt.close(fig)
+    res = classify_response(table({"P": [(0, 16, 200), (16, 3, 200)]}))
+    fig = plot_trajectory(res.timepoints, res.patients.iloc[0], criteria=res.criteria)
+    assert len(fig.axes) == 1
+    plt.close(fig)
+
+
 def test_empty_sample_does_not_void_lab_cutoff():
     d = table({"P": [(0, 120, 200), (8, 0, 0), (16, 6, 200)]}, cutoff_validated=True)
     d["cutoff_pct"] = [3.78, None, 3.78]
