@@ -590,13 +590,9 @@ def read_clinical_csv(path: str | PathLike) -> pd.DataFrame:
         Unreadable file, missing columns, non-numeric / negative / out-of-range values, duplicate patient-week
         rows; the message names the file, the line (header = line 1) and the column.
     """
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise InputError(path, f"cannot read as CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    return validate_clinical_table(df, source=str(path))
+    from ._datafile import read_csv_text
+
+    return validate_clinical_table(read_csv_text(path), source=str(path))
 
 
 def _blank(v) -> bool:
@@ -639,11 +635,14 @@ def validate_clinical_table(df: pd.DataFrame, source: str = "<table>") -> pd.Dat
         raise InputError(source, f"duplicate column(s) {', '.join(dup_cols)}")
     if len(df) == 0:
         raise InputError(source, "no data rows")
+    from ._datafile import csv_lines
+
+    ln = csv_lines(df)  # the CSV line of each row (blank lines and multi-line cells counted)
     out = pd.DataFrame(index=range(len(df)))
     pats = []
     for i, v in enumerate(df["patient"].tolist()):
         if _blank(v):
-            raise InputError(source, f"line {i + 2}, column patient: patient id is empty")
+            raise InputError(source, f"line {ln[i]}, column patient: patient id is empty")
         pats.append(str(v).strip())
     out["patient"] = pats
 
@@ -653,15 +652,15 @@ def validate_clinical_table(df: pd.DataFrame, source: str = "<table>") -> pd.Dat
         try:
             x = float(str(v).strip()) if not isinstance(v, (int, float, np.number)) or isinstance(v, bool) else float(v)
         except ValueError:
-            raise InputError(source, f"line {i + 2}, column {col}: {v!r} is not a number") from None
+            raise InputError(source, f"line {ln[i]}, column {col}: {v!r} is not a number") from None
         if isinstance(v, bool) or not math.isfinite(x):
-            raise InputError(source, f"line {i + 2}, column {col}: {v!r} is not a finite number")
+            raise InputError(source, f"line {ln[i]}, column {col}: {v!r} is not a finite number")
         return x
 
     weeks = []
     for i, v in enumerate(df["week"].tolist()):
         if _blank(v):
-            raise InputError(source, f"line {i + 2}, column week: week is empty (weeks since treatment start; baseline <= 0)")
+            raise InputError(source, f"line {ln[i]}, column week: week is empty (weeks since treatment start; baseline <= 0)")
         weeks.append(number(i, "week", v))
     out["week"] = np.asarray(weeks, dtype=float)
     for col in _NUMERIC:
@@ -671,9 +670,9 @@ def validate_clinical_table(df: pd.DataFrame, source: str = "<table>") -> pd.Dat
         vals = [number(i, col, v) for i, v in enumerate(df[col].tolist())]
         for i, x in enumerate(vals):
             if x < 0:
-                raise InputError(source, f"line {i + 2}, column {col}: {x:g} is negative")
+                raise InputError(source, f"line {ln[i]}, column {col}: {x:g} is negative")
             if col in _PERCENT_COLUMNS and x > 100:
-                raise InputError(source, f"line {i + 2}, column {col}: {x:g} is above 100 %")
+                raise InputError(source, f"line {ln[i]}, column {col}: {x:g} is above 100 %")
         out[col] = np.asarray(vals, dtype=float)
     for col in OPTIONAL_BOOL_COLUMNS:
         vals: list = []
@@ -693,7 +692,7 @@ def validate_clinical_table(df: pd.DataFrame, source: str = "<table>") -> pd.Dat
                 elif s in _FALSE:
                     vals.append(False)
                 else:
-                    raise InputError(source, f"line {i + 2}, column {col}: {v!r} is not true/false (or yes/no, 1/0)")
+                    raise InputError(source, f"line {ln[i]}, column {col}: {v!r} is not true/false (or yes/no, 1/0)")
         else:
             vals = [None] * len(df)
         out[col] = pd.Series(vals, dtype=object)
@@ -701,8 +700,8 @@ def validate_clinical_table(df: pd.DataFrame, source: str = "<table>") -> pd.Dat
     for i, (p, w) in enumerate(zip(out["patient"], out["week"])):
         key = (p, float(w))
         if key in seen:
-            raise InputError(source, f"line {i + 2}, columns patient/week: duplicate row for patient {p} week {w:g} "
-                                     f"(also on line {seen[key] + 2})")
+            raise InputError(source, f"line {ln[i]}, columns patient/week: duplicate row for patient {p} week {w:g} "
+                                     f"(also on line {ln[seen[key]]})")
         seen[key] = i
     return out
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._datafile import is_blank
+from ._datafile import is_blank, read_csv_text
 from .errors import InputError
 from .scoring import FISH_CAVEAT as _SCORING_CAVEAT
 
@@ -66,7 +66,7 @@ FISH_VALUES = ("major", "minor", "none", "not_evaluable")
 FISHER = "Fisher's exact test (two-sided)"
 CHI2 = "Pearson's chi-squared test (no continuity correction)"
 CI_METHOD = "Clopper-Pearson exact 95%"
-_BLANKS = {"", "na", "nan", "n/a", "none_given", "null"}
+_BLANKS = {"", "na", "nan", "n/a", "none_given", "null", "-"}  # "none" is a response here, not a blank
 _TRUE = {"true", "yes", "y", "1", "t", "1.0"}
 _FALSE = {"false", "no", "n", "0", "f", "0.0"}
 MISSING_GROUP = "(missing)"
@@ -116,35 +116,8 @@ def _bool_column(df: pd.DataFrame, col: str, source: str, *, missing=False) -> p
 
 
 def _read_csv(path: str | PathLike) -> pd.DataFrame:
-    """Every cell as text; the index is the CSV line number - 2 (blank lines skipped but counted), so that
-    ``line {i + 2}`` in a message is the line in the file. A row with more values than the header is refused
-    (pandas would shift it under the wrong columns); trailing empty values (a trailing comma) are dropped."""
-    import csv
-
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            rows = list(csv.reader(fh, skipinitialspace=True))
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (UnicodeDecodeError, OSError, csv.Error) as exc:
-        raise InputError(path, f"cannot read as CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    lines = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
-    if not lines:
-        raise InputError(path, "cannot read as CSV (the file is empty)")
-    (_, header), body = lines[0], lines[1:]
-    while header and not header[-1].strip():  # a trailing comma on the header line
-        header = header[:-1]
-    out, index = [], []
-    for line, r in body:
-        extra = [c for c in r[len(header):] if c.strip()]
-        if extra:
-            raise InputError(path, f"line {line}: {len(r)} values for the {len(header)} columns of the header "
-                                   f"({', '.join(header)})")
-        out.append((r + [""] * len(header))[:len(header)])
-        index.append(line - 2)
-    df = pd.DataFrame(out, columns=header, index=index, dtype=str)
-    df.attrs["csv_lines"] = True  # the index is the line number - 2 (see _lined)
-    return df
+    """Every cell as text, the index the CSV line number - 2 (:func:`fishcount._datafile.read_csv_text`)."""
+    return read_csv_text(path)
 
 
 def _require_frame(df, source: str) -> None:

@@ -353,12 +353,15 @@ def _int_column(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
 def _check_counts(df: pd.DataFrame, cols: list[str], source: str) -> None:
     """Whole numbers >= 0 in ``cols``, each at most ``nuclei_scored``: else an InputError naming the file,
     its row (CSV line) and column, before files are pooled (the pooled table's rows are no file's)."""
+    from ._datafile import csv_lines
+
+    lines = csv_lines(df)
     n = pd.to_numeric(df["nuclei_scored"], errors="coerce").to_numpy(dtype=float)
     for col in cols:
         raw = df[col].tolist()
         vals = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
         for i, (v, r) in enumerate(zip(vals, raw)):
-            where = f"row {i + 2}, column '{col}'"
+            where = f"row {lines[i]}, column '{col}'"
             if not np.isfinite(v) or v < 0 or v != round(v):
                 got = "an empty cell" if pd.isna(r) else repr(r.item() if isinstance(r, np.generic) else r)
                 raise InputError(source, f"{where}: expected a whole number >= 0, got {got}")
@@ -386,9 +389,14 @@ def controls_from_tables(paths: Sequence[str | PathLike], panel) -> pd.DataFrame
     from .scoring import read_table, score_samples
 
     panel = load_panel(panel)
+    known = {k.lower(): k for k in ("nuclei_scored", "nuclei_abnormal", "call", "scorable", "panel", "sample",
+                                    *(f"n_{c}" for c in panel.call_names))}
     frames = []
     for p in paths:
         df = read_table(p)
+        # a header written N_del5q or ' n_del5q' is that column: read under another name its counts would be 0
+        df = df.rename(columns={c: known[c.strip().lower()] for c in df.columns
+                                if c.strip().lower() in known and c != known[c.strip().lower()]})
         if "panel" in df.columns:  # controls of another panel would give a file of this panel's name
             named = sorted({str(v).strip() for v in df["panel"].dropna() if str(v).strip()})
             if named and named != [panel.id]:
@@ -400,6 +408,10 @@ def controls_from_tables(paths: Sequence[str | PathLike], panel) -> pd.DataFrame
             frames.append(scored)
         elif "nuclei_scored" in df.columns:
             df = df.copy()
+            tracked = [f"n_{c}" for c in panel.tracked_calls]
+            if "nuclei_abnormal" not in df.columns and not any(c in df.columns for c in tracked):
+                raise InputError(p, f"no count of the clone: a control table needs nuclei_abnormal or "
+                                    f"{' / '.join(tracked)} (columns: {', '.join(map(str, df.columns))})")
             for c in panel.call_names:  # a call column left out counts 0 nuclei
                 if f"n_{c}" not in df.columns:
                     df[f"n_{c}"] = 0

@@ -104,7 +104,9 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, keep_default_na=True)
+        from .scoring import text_dtypes
+
+        return pd.read_csv(path, keep_default_na=True, dtype=text_dtypes())  # patient 007 stays 007
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:

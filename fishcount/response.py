@@ -375,12 +375,15 @@ def _normalise(samples: pd.DataFrame, cutoffs, source: str) -> pd.DataFrame:
     if missing:
         raise InputError(source, f"missing column(s) {', '.join(missing)}; a samples table needs "
                                  f"{', '.join(REQUIRED_COLUMNS)} (optional: timepoint, panel, cutoff_pct)")
+    from ._datafile import csv_lines
+
+    lines = csv_lines(samples)  # the CSV line of each row (header = line 1; blank lines counted)
     df = samples.reset_index(drop=True)
-    out = pd.DataFrame({"row": np.arange(len(df)) + 2})
+    out = pd.DataFrame({"row": lines})
     pat = df["patient"]
     for i, v in enumerate(pat.tolist()):
         if pd.isna(v) or str(v).strip() == "":
-            raise InputError(source, f"row {i + 2}, column 'patient': empty patient id")
+            raise InputError(source, f"row {lines[i]}, column 'patient': empty patient id")
     out["patient"] = [str(v).strip() for v in pat.tolist()]
 
     def shown(r) -> str:
@@ -392,13 +395,13 @@ def _normalise(samples: pd.DataFrame, cutoffs, source: str) -> pd.DataFrame:
         vals = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
         for i, (v, r) in enumerate(zip(vals, df[col].tolist())):
             if not np.isfinite(v):
-                raise InputError(source, f"row {i + 2}, column '{col}': expected a number, got {shown(r)}")
+                raise InputError(source, f"row {lines[i]}, column '{col}': expected a number, got {shown(r)}")
             if integer and v != int(v):
-                raise InputError(source, f"row {i + 2}, column '{col}': expected a whole number, got {shown(r)}")
+                raise InputError(source, f"row {lines[i]}, column '{col}': expected a whole number, got {shown(r)}")
             if lo is not None and v < lo:
-                raise InputError(source, f"row {i + 2}, column '{col}': must be >= {lo:g}, got {shown(r)}")
+                raise InputError(source, f"row {lines[i]}, column '{col}': must be >= {lo:g}, got {shown(r)}")
             if hi is not None and v > hi:
-                raise InputError(source, f"row {i + 2}, column '{col}': must be <= {hi:g}, got {shown(r)}")
+                raise InputError(source, f"row {lines[i]}, column '{col}': must be <= {hi:g}, got {shown(r)}")
         return vals
 
     out["week"] = numeric("week", False)
@@ -407,13 +410,13 @@ def _normalise(samples: pd.DataFrame, cutoffs, source: str) -> pd.DataFrame:
     over = np.flatnonzero(out["nuclei_abnormal"].to_numpy() > out["nuclei_scored"].to_numpy())
     if over.size:
         i = int(over[0])
-        raise InputError(source, f"row {i + 2}, column 'nuclei_abnormal': {out['nuclei_abnormal'][i]} abnormal > "
+        raise InputError(source, f"row {lines[i]}, column 'nuclei_abnormal': {out['nuclei_abnormal'][i]} abnormal > "
                                  f"{out['nuclei_scored'][i]} scored nuclei")
     out["timepoint"] = df["timepoint"].astype(str).where(df["timepoint"].notna(), "") if "timepoint" in df else ""
     out["panel"] = df["panel"].astype(str).str.strip().where(df["panel"].notna(), "") if "panel" in df else ""
     blank = np.flatnonzero(out["panel"].to_numpy() == "") if "panel" in df else np.array([], int)
     if 0 < blank.size < len(out):  # a blank cell would make a patient's sample another panel's, silently
-        raise InputError(source, f"row {int(blank[0]) + 2}, column 'panel': empty, while other rows name a panel "
+        raise InputError(source, f"row {lines[int(blank[0])]}, column 'panel': empty, while other rows name a panel "
                                  f"(e.g. {out['panel'][out['panel'] != ''].iloc[0]!r}); fill it in")
     out["other_positive"] = (df["other_positive"].fillna("").astype(str) if "other_positive" in df else "")
     n = out["nuclei_scored"].to_numpy()
@@ -421,9 +424,9 @@ def _normalise(samples: pd.DataFrame, cutoffs, source: str) -> pd.DataFrame:
         cut = np.array(pd.to_numeric(df["cutoff_pct"], errors="coerce"), dtype=float)
         for i, (v, r) in enumerate(zip(cut, df["cutoff_pct"].tolist())):
             if not pd.isna(r) and (np.isnan(v) or not 0 <= v <= 100):
-                raise InputError(source, f"row {i + 2}, column 'cutoff_pct': expected a percentage 0-100, got {r!r}")
+                raise InputError(source, f"row {lines[i]}, column 'cutoff_pct': expected a percentage 0-100, got {r!r}")
         if "cutoff_validated" in df.columns:
-            val = [_bool_value(v, source, i + 2, "cutoff_validated") if not pd.isna(v) else False
+            val = [_bool_value(v, source, lines[i], "cutoff_validated") if not pd.isna(v) else False
                    for i, v in enumerate(df["cutoff_validated"].tolist())]
         else:  # a cut-off typed by the user is taken as the laboratory's own (docs/response.md)
             val = [True] * len(df)

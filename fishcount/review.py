@@ -57,6 +57,7 @@ import pandas as pd
 from ._atomic import atomic_open, write_csv_atomic
 from .errors import InputError
 from .panels import FUSION, Panel, load_panel
+from .scoring import text_dtypes
 
 __all__ = [
     "JOURNAL_VERSION",
@@ -435,7 +436,7 @@ def read_field_tables(folder: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataF
         if not p.is_file():
             raise InputError(p, "missing; is this a fishcount field result folder?")
         try:
-            tables.append(pd.read_csv(p, keep_default_na=False, na_values=[""]))
+            tables.append(pd.read_csv(p, keep_default_na=False, na_values=[""], dtype=text_dtypes()))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise InputError(p, f"cannot read table ({str(exc).splitlines()[0]})") from None
     return tables[0], tables[1]
@@ -1177,7 +1178,7 @@ def write_reviewed_samples(run_dir: str | os.PathLike, reviewer: str,
     src = run_dir / "nuclei.csv"
     if not src.is_file():
         raise InputError(src, "missing; is this a fishcount run output folder?")
-    pooled = pd.read_csv(src, keep_default_na=False, na_values=[""], low_memory=False)
+    pooled = pd.read_csv(src, keep_default_na=False, na_values=[""], low_memory=False, dtype=text_dtypes())
     reviewed, done = apply_reviews(pooled, run_dir, r, panel)
     if not done:
         raise InputError(run_dir, f"no field has a review journal of reviewer '{r}'")
@@ -1256,7 +1257,7 @@ def write_reviewed_response(run_dir: str | os.PathLike, reviewer: str, criteria=
     src = run_dir / f"samples.reviewed.{r}.csv"
     if not src.is_file():
         raise InputError(src, "missing; recompute the reviewed samples first (write_reviewed_samples)")
-    samples = pd.read_csv(src, keep_default_na=False, na_values=[""])
+    samples = pd.read_csv(src, keep_default_na=False, na_values=[""], dtype=text_dtypes())
     res = classify_response(samples, criteria if criteria is not None else _run_criteria(run_dir), cutoffs,
                             source=str(src))
     path = run_dir / f"response.reviewed.{r}.csv"
@@ -1292,7 +1293,7 @@ def sample_concordance(run_dir: str | os.PathLike, reader_a: str, reader_b: str,
     src = run_dir / "nuclei.csv"
     if not src.is_file():
         raise InputError(src, "missing; is this a fishcount run output folder?")
-    pooled = pd.read_csv(src, keep_default_na=False, na_values=[""], low_memory=False)
+    pooled = pd.read_csv(src, keep_default_na=False, na_values=[""], low_memory=False, dtype=text_dtypes())
     if "field" not in pooled.columns:
         raise InputError(src, "pooled nuclei table lacks column 'field'")
     keys = [k for k in SAMPLE_KEYS if k in pooled.columns] or (["sample"] if "sample" in pooled.columns else [])

@@ -63,20 +63,61 @@ SAMPLE_KEYS = ("patient", "timepoint", "week")
 # -------------------------------------------------------------------------------------------
 # tables
 # -------------------------------------------------------------------------------------------
+#: Columns of fishcount's tables that hold names, kept as text when a table is read: a patient ``007`` is not
+#: patient ``7`` (pandas would read both as the number 7, splitting or merging patients without a word).
+TEXT_COLUMNS = frozenset({"patient", "sample", "timepoint", "panel", "slide", "field", "source", "call", "pattern",
+                          "exclusion_reason", "iscn", "cutoff_method", "other_positive", "adequacy", "caveat",
+                          "patterns", "exclusions", "files", "path", "category", "role", "flags", "events"})
+#: Cells read as missing in the number columns of a table (pandas' usual NA words).
+_NA_WORDS = frozenset({"", "na", "nan", "n/a", "#n/a", "null", "none", "<na>"})
+
+
+def text_dtypes() -> dict[str, type]:
+    """``pd.read_csv(dtype=...)`` for fishcount's own output tables: the name columns (:data:`TEXT_COLUMNS`) as
+    text, so patient ``007`` stays ``007`` when a run's tables are read back (review, report, response)."""
+    return {c: str for c in TEXT_COLUMNS}
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """A text table (:func:`fishcount._datafile.read_csv_text`) with number columns as numbers: a column all of
+    whose filled cells are numbers becomes float (int when whole); the name columns (:data:`TEXT_COLUMNS`) and
+    any column holding words stay text, empty cells NaN."""
+    out = pd.DataFrame(index=df.index)
+    out.attrs.update(df.attrs)
+    for col in df.columns:
+        vals = df[col].astype(object)
+        stripped = vals.map(lambda v: v.strip() if isinstance(v, str) else v)
+        if col.lower() in TEXT_COLUMNS:
+            out[col] = vals.where(stripped != "", np.nan)
+            continue
+        blank = stripped.map(lambda v: str(v).lower() in _NA_WORDS)
+        num = pd.to_numeric(stripped.where(~blank), errors="coerce")
+        if (num.notna() | blank).all() and not blank.all():
+            whole = not blank.any() and bool((num == num.round()).all())
+            out[col] = num.astype(np.int64) if whole else num.astype(float)
+        else:
+            out[col] = vals.where(~blank, np.nan)
+    return out
+
+
 def read_table(path: str | PathLike) -> pd.DataFrame:
-    """Read a CSV / TSV / Parquet table, raising :class:`InputError` naming the file on failure."""
+    """Read a CSV / TSV / Parquet table, raising :class:`InputError` naming the file on failure.
+
+    CSV and TSV are read strictly (:func:`fishcount._datafile.read_csv_text`: a row with more values than the
+    header, two columns of one name, or another encoding than UTF-8 are refused; messages name the line), names
+    kept as text (:data:`TEXT_COLUMNS`), number columns as numbers.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "file not found")
-    try:
-        if p.suffix.lower() == ".parquet":
+    if p.suffix.lower() == ".parquet":
+        try:
             return pd.read_parquet(p)
-        sep = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
-        return pd.read_csv(p, sep=sep, keep_default_na=True)
-    except pd.errors.EmptyDataError:
-        raise InputError(p, "the table is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise InputError(p, f"cannot read table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        except (OSError, ValueError) as exc:
+            raise InputError(p, f"cannot read table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    from ._datafile import read_csv_text
+
+    return _typed(read_csv_text(p, sep="\t" if p.suffix.lower() in (".tsv", ".tab") else ","))
 
 
 # -------------------------------------------------------------------------------------------
