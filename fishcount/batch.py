@@ -26,6 +26,7 @@ field folders listed in the manifest, so no row is ever duplicated.
 from __future__ import annotations
 
 import csv
+import io
 import dataclasses
 import fnmatch
 import glob
@@ -415,11 +416,16 @@ def read_manifest(
         raise InputError(manifest, "manifest is not UTF-8 text (save it as CSV UTF-8)") from None
     except OSError as exc:
         raise InputError(manifest, f"cannot read manifest ({exc.strerror or exc})") from None
-    rows = list(csv.reader(text.splitlines()))
-    rows = [r for r in rows if any(c.strip() for c in r)]
-    if not rows:
+    reader = csv.reader(io.StringIO(text, newline=""))  # a quoted cell keeps its line break
+    numbered: list[tuple[int, list[str]]] = []
+    start = 1
+    for r in reader:
+        numbered.append((start, r))  # the line each record starts on, as a spreadsheet or editor shows it
+        start = reader.line_num + 1
+    numbered = [(n, r) for n, r in numbered if any(c.strip() for c in r)]
+    if not numbered:
         raise InputError(manifest, f"manifest is empty; {_MANIFEST_EXAMPLE}")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in numbered[0][1]]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise InputError(manifest, f"column(s) {', '.join(dupes)} appear more than once")
@@ -428,13 +434,13 @@ def read_manifest(
     missing = [c for c in MANIFEST_REQUIRED if c not in header]
     if missing:
         raise InputError(manifest, f"missing column(s) {', '.join(missing)}; {_MANIFEST_EXAMPLE}")
-    body = rows[1:]
+    body = numbered[1:]
     if not body:
         raise InputError(manifest, f"manifest has a header but no rows; {_MANIFEST_EXAMPLE}")
     records = []
     seen: dict[str, int] = {}
     checked: set[str] = set()
-    for i, r in enumerate(body, start=2):  # line numbers as a spreadsheet shows them
+    for i, r in body:
         if len(r) != len(header):
             raise InputError(manifest, f"line {i} has {len(r)} values, the header has {len(header)}")
         rec = {h: v.strip() for h, v in zip(header, r)}
@@ -465,12 +471,35 @@ def read_manifest(
     df = pd.DataFrame(records, columns=header + ["files"])
     for pid in sorted(set(df["panel"]) - {""} if "panel" in df.columns else set()):
         _load_panel_for(pid, folder)  # a bad panel fails here, before any work
+    _check_extra_columns(header, [_load_panel_for(p, folder) for p in sorted(checked)], manifest)
     if "panel" in df.columns:
         df["panel"] = [
             str((folder / p).resolve()) if p and p.lower().endswith(".toml") and not Path(p).is_absolute() else p
             for p in df["panel"]
         ]
     return _finish_table(df, folder, panel, source=src)
+
+
+def _check_extra_columns(header: Sequence[str], panels: Sequence[Panel], manifest: Path) -> None:
+    """Refuse a manifest column named like a column fishcount writes (``call``, ``scorable``, ``field``,
+    ``clone_pct``...): carried through to the pooled tables it would replace the nuclei's own values (every
+    nucleus of the field given the manifest's call) or vanish from samples.csv, without a word."""
+    from .calls import nuclei_columns
+    from .scoring import score_sample
+    from .segment import QC_COLUMNS
+
+    ours: dict[str, str] = {c: "the field key" for c in ("field", "source", "files", "series", "n_fields")}
+    for pan in panels:
+        for c in [*nuclei_columns(pan), *QC_COLUMNS]:
+            ours.setdefault(c, "nuclei.csv")
+        empty = pd.DataFrame({"call": pd.Series(dtype=str), "scorable": pd.Series(dtype=bool)})
+        for c in score_sample(empty, pan).to_row():
+            ours.setdefault(c, "samples.csv")
+    allowed = {*MANIFEST_REQUIRED, *MANIFEST_OPTIONAL}
+    for h in header:
+        if h not in allowed and h in ours:
+            raise InputError(manifest, f"column {h!r} is a column fishcount writes ({ours[h]}): carried through, it "
+                                       f"would replace the analysis' values; rename it (e.g. {h}_note)")
 
 
 def _panel_ref(panel: str, folder: Path) -> str:
@@ -650,11 +679,15 @@ def _run_task(task: _Task) -> dict:
     t0 = time.perf_counter()
     c0 = time.process_time()
     final = Path(task.final_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    # a short temporary name: the field's own name plus a suffix can pass the file system's 255-byte limit
+    tmp = final.parent / f".tmp-{uuid.uuid4().hex[:12]}"
     base = {"field": task.field, "path": task.path}
     try:
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as exc:
+            raise StageError("write", f"cannot create the field's output folder ({exc.strerror or exc})") from None
         try:
             fp = _fingerprint_files(task.files)
         except OSError as exc:
@@ -796,7 +829,7 @@ def _with_series(params: Mapping[str, Any], series: int | None) -> dict:
 def _swap_in(tmp: Path, final: Path) -> None:
     """Rename a finished temporary field folder into place (replacing an outdated one)."""
     if final.exists():
-        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
+        trash = final.parent / f".trash-{uuid.uuid4().hex[:12]}"  # short: see _run_task
         os.replace(final, trash)
         os.replace(tmp, final)
         shutil.rmtree(trash, ignore_errors=True)

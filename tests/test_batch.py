@@ -1123,3 +1123,37 @@ def test_pooled_thresholds_in_3d_leave_out_a_single_plane_field(tmp_path):
         assert fj["params"]["threshold_source"] == {"EGR1": "manual", "D5S23": "manual"}
     err = pd.read_csv(tmp_path / "o" / "errors.csv")
     assert list(err["stage"]) == ["analyze"] and err["file"].iloc[0].endswith("c2d.ome.tif")
+
+
+@pytest.mark.parametrize("column, where", [("call", "nuclei.csv"), ("scorable", "nuclei.csv"), ("focus", "nuclei.csv"),
+                                           ("field", "the field key"), ("source", "the field key"),
+                                           ("clone_pct", "samples.csv")])
+def test_manifest_column_named_like_an_output_column_is_refused(tmp_path, column, where):
+    """A manifest column 'call' gave every nucleus of the field the manifest's call (clone % changed without a
+    word); 'scorable' counted border nuclei; 'field' was replaced by the output key."""
+    study = make_study(tmp_path / "study", patients=("P01",), timepoints=("week00",), fields=1)
+    m = _manifest(tmp_path, f"path,patient,timepoint,week,{column}\nP01/week00/field01.ome.tif,P01,week00,0,x\n")
+    with pytest.raises(InputError, match=rf"manifest.csv: column '{column}' is a column fishcount writes \({where}\)"):
+        read_manifest(m, study)
+
+
+def test_manifest_quoted_line_break_kept_and_lines_counted_as_in_the_file(tmp_path):
+    study = make_study(tmp_path / "study", patients=("P01",), timepoints=("week00", "week16"), fields=1)
+    m = _manifest(tmp_path, 'path,patient,timepoint,week,note\nP01/week00/field01.ome.tif,P01,week00,0,"first line\n'
+                            'second, line"\n\nP01/week16/field01.ome.tif,P01,week16,x,\n')
+    with pytest.raises(InputError, match=r"manifest.csv: line 5: week 'x' is not a number of weeks"):
+        read_manifest(m, study)
+    m = _manifest(tmp_path, 'path,patient,timepoint,week,note\nP01/week00/field01.ome.tif,P01,week00,0,"first line\n'
+                            'second, line"\n')
+    assert read_manifest(m, study)["note"].tolist() == ["first line\nsecond, line"]
+
+
+def test_a_field_whose_name_fills_the_file_system_limit_fails_alone(tmp_path):
+    """A 247-character field name: the temporary folder's name used to pass the 255-byte limit and stop the
+    whole run; now the field is analysed (or, if it cannot be written, listed in errors.csv) and the run goes on."""
+    study = make_study(tmp_path / "study", patients=("P01",), timepoints=("week00", "week16"), fields=1)
+    long = study / "P01" / "week00" / ("b" * 247 + ".tif")
+    _write_field(long, 7)
+    r = run_batch(study, tmp_path / "out", workers=1, **FAKES)
+    assert r.n_failed == 0 and r.n_done == 3
+    assert (tmp_path / "out" / "fields" / "P01" / "week00" / ("b" * 247) / "nuclei.csv").is_file()
