@@ -139,6 +139,7 @@ class Criteria:
     confirmation_min_weeks: float | None
     path: str = ""
     sha256: str = ""
+    best_from_limited: bool = False  # R12: the best response over adequate samples only (False)
 
     @property
     def category_names(self) -> tuple[str, ...]:
@@ -206,9 +207,10 @@ def criteria_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None 
         raise CriteriaError(source, f"type must be \"response-criteria\", got {data.get('type')!r}")
     cid = _get(data, "id", str, source, "", required=True)
     ad = _get(data, "adequacy", dict, source, "", default={})
-    _check_keys(ad, {"adequate_nuclei", "limited_nuclei"}, source, "adequacy.")
+    _check_keys(ad, {"adequate_nuclei", "limited_nuclei", "best_from_limited"}, source, "adequacy.")
     adequate = _get(ad, "adequate_nuclei", int, source, "adequacy.", default=200)
     limited = _get(ad, "limited_nuclei", int, source, "adequacy.", default=100)
+    best_from_limited = _get(ad, "best_from_limited", bool, source, "adequacy.", default=False)
     if not 0 < limited <= adequate:
         raise CriteriaError(source, f"adequacy needs 0 < limited_nuclei <= adequate_nuclei, got {limited} and {adequate}")
     bl = _get(data, "baseline", dict, source, "", default={})
@@ -289,6 +291,7 @@ def criteria_from_dict(data: Mapping, source: str = "<dict>", raw: bytes | None 
         not_evaluable=ne,
         adequate_nuclei=adequate,
         limited_nuclei=limited,
+        best_from_limited=best_from_limited,
         baseline_max_week=_get(bl, "max_week", float, source, "baseline.", default=0.0),
         require_positive=_get(bl, "require_positive", bool, source, "baseline.", default=True),
         low_baseline_factor=lbf,
@@ -544,6 +547,7 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
     nadir = math.inf                  # lowest clone % since the response began, in this period
     events: list[str] = []
     reported_new: set[str] = set()
+    limited_best: list[str] = []      # weeks of classified limited samples, not counted for the best (R12)
     for r in follow:
         r["role"] = "on_treatment"
         F = r["clone_pct"]
@@ -620,6 +624,13 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
         r["category"] = cat
         if cat == NE:  # undecided and no loss of response: neither best response nor nadir
             continue
+        if r["adequacy"] == "limited" and not c.best_from_limited and not reset:
+            # R12: the best response is the best category over *adequate* samples; a limited sample is classified
+            # and shown (and counts for the endpoint) but establishes no response, so neither best nor nadir
+            if cat in c.response_categories:
+                r["flags"].append("limited N: not counted for the best response (R12)")
+            limited_best.append(_wk(r["week"]))
+            continue
         rk = c.rank(cat)
         if rk > best_rank:
             best_rank, best_name, best_week = rk, cat, r["week"]
@@ -654,7 +665,9 @@ def _classify_patient(g: pd.DataFrame, c: Criteria, endpoint_week: float, window
                 best_week = r0["week"]
                 break
     if base_ok and best_rank < 0:
-        flags.append("no evaluable on-treatment sample")
+        flags.append("no evaluable on-treatment sample" if not limited_best else
+                     f"no adequate on-treatment sample (limited N at week {', '.join(limited_best)}: not counted "
+                     "for the best response, R12)")
     # primary endpoint (R12, R13: no imputation)
     ep_cands = [r for r in follow if abs(r["week"] - endpoint_week) <= window + _EPS]
     ep_eval = [r for r in ep_cands if r["category"] not in ("", NE)]

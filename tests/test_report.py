@@ -71,9 +71,10 @@ def test_report_content(tmp_path):
     # one section per patient, names escaped
     assert "id='patient-P01'" in page
     assert "Patient P&lt;02&gt;&amp;" in page and "P<02>&" not in page
-    # response categories of the real classifier: P01 120/200 -> 2/200 is major, the other none
+    # response categories of the real classifier: P01 120/200 -> 2/200 is major; the other's only follow-up has
+    # 150 nuclei (limited), which sets no best response (R12)
     resp = pd.read_csv(run / "response.csv")
-    assert set(resp["best_response"]) == {"major", "none"}
+    assert set(resp["best_response"]) == {"major", "not_evaluable"}
     for cat in resp["best_response"]:
         assert f"<td class='cat'>{cat}</td>" in page
     # counts, ISCN, adequacy, caveat, QC, thresholds, errors, metadata

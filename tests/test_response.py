@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fishcount as fc
 from fishcount.cli import main
 from fishcount.cutoffs import CutoffRule, CutoffSet
 from fishcount.errors import CriteriaError, InputError
@@ -218,6 +220,26 @@ def test_a_limited_sample_whose_ci_reaches_the_threshold_is_no_loss_of_response(
     assert "progression" not in p["events"] and "cytogenetic progression not assessable" in t.loc[16, "flags"]
     p, t = classify([(0, 160, 200), (8, 60, 200), (16, 70, 120)])  # 58.3 % (CI 49.0-67.3) > 45 %
     assert "cytogenetic progression at week 16" in p["events"]
+
+
+def test_best_response_over_adequate_samples_only(tmp_path):
+    """R12: the best response is the best category over adequate on-treatment samples. A limited sample is
+    classified, shown and flagged (and is the endpoint when it is the week-16 sample) but establishes no best
+    response; a criteria set may allow it (best_from_limited = true)."""
+    p, t = classify([(0, 120, 200), (8, 2, 150), (16, 60, 200)])
+    assert t.loc[8, "category"] == "major" and "not counted for the best response (R12)" in t.loc[8, "flags"]
+    assert (p.best_response, p.best_week) == ("minor", 16) and "relapse" not in p["events"]
+    p, t = classify([(0, 120, 200), (8, 2, 150), (16, 3, 150)])
+    assert p.best_response == "not_evaluable" and p.endpoint_response == "major"
+    assert "no adequate on-treatment sample (limited N at week 8, 16: not counted for the best response, R12)" \
+        in p["flags"]
+    crit = tmp_path / "c.toml"
+    text = (Path(fc.__file__).parent / "criteria" / "trial_fish.toml").read_text()
+    assert "best_from_limited = false" in text
+    crit.write_text(text.replace('id = "trial_fish"', 'id = "lenient"').replace("best_from_limited = false",
+                                                                               "best_from_limited = true"))
+    p, _ = classify([(0, 120, 200), (8, 2, 150), (16, 60, 200)], criteria=str(crit))
+    assert (p.best_response, p.best_week) == ("major", 8)
 
 
 def test_best_response_confirmed_when_regained_and_held():
@@ -516,7 +538,11 @@ def test_empty_sample_does_not_void_lab_cutoff():
 def test_best_response_dominates_timepoints(base, rows, crit):
     res = classify_response(table({"P": [(0, min(base), base[1])] + rows}), criteria=crit)
     c, p = res.criteria, res.patients.iloc[0]
-    cats = [x for x in res.timepoints["category"] if x not in ("", c.not_evaluable)]
+    t = res.timepoints
+    counted = t["adequacy"].eq("adequate") | (t["adequacy"].eq("limited") & c.best_from_limited)  # R12
+    # ... a limited sample that lost a response (a relapse) counts too: it sets its category
+    counted |= t["flags"].astype(str).str.contains("relapse|progression")
+    cats = [x for x in t.loc[counted, "category"] if x not in ("", c.not_evaluable)]
     if cats:
         assert c.rank(p.best_response) == max(c.rank(x) for x in cats)
     else:
