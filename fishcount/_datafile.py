@@ -35,6 +35,15 @@ def check_schema_version(data: Mapping, source: str, error: type[FishcountError]
         raise error(source, f"schema_version {version!r} is not supported (this fishcount reads {SCHEMA_VERSION})")
 
 
+def patient_id(value: object) -> str:
+    """A patient id as fishcount compares it: stripped, in Unicode NFC form (``Müller`` typed on one table and
+    copied from a macOS folder name, NFD, on another is one patient, not two). Case is kept: ids are compared as
+    written otherwise."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", str(value).strip())
+
+
 def is_blank(value: object, blanks: Container[str]) -> bool:
     """A missing table cell: None, NaN, pd.NA, or a string that is one of ``blanks`` once stripped and
     lower-cased (each table says which words mean "missing" in it)."""

@@ -52,7 +52,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._datafile import check_fields, check_schema_version, is_blank
+from ._datafile import check_fields, check_schema_version, is_blank, patient_id
 from .errors import CriteriaError, InputError
 
 __all__ = [
@@ -643,7 +643,7 @@ def validate_clinical_table(df: pd.DataFrame, source: str = "<table>") -> pd.Dat
     for i, v in enumerate(df["patient"].tolist()):
         if _blank(v):
             raise InputError(source, f"line {ln[i]}, column patient: patient id is empty")
-        pats.append(str(v).strip())
+        pats.append(patient_id(v))  # NFC: one patient however typed
     out["patient"] = pats
 
     def number(i: int, col: str, v) -> float:

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._datafile import is_blank, read_csv_text
+from ._datafile import is_blank, patient_id, read_csv_text
 from .errors import InputError
 from .scoring import FISH_CAVEAT as _SCORING_CAVEAT
 
@@ -147,7 +147,7 @@ def _check_patients(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for i, v in zip(df.index, df["patient"].tolist()):
         if _blank(v):
             raise InputError(source, f"line {i + 2}, column patient: patient id is empty")
-        p = str(v).strip()
+        p = patient_id(v)  # NFC: one patient however typed
         if p in seen:
             raise InputError(source, f"line {i + 2}, column patient: duplicate patient {p} (also on line {seen[p] + 2})")
         seen[p] = i
@@ -182,7 +182,7 @@ def validate_response_table(df: pd.DataFrame, source: str = "<table>", *,
             # every patient of the table is in the panel's cohort (intention to treat, clinical.md §6.2 R13): one
             # without a row for this panel (scored with another panel only, or clinical values only) counts as
             # FISH not evaluable, keeping their patient-level columns (marrow_response, completed)
-            pats = df["patient"].map(lambda v: "" if _blank(v) else str(v).strip())
+            pats = df["patient"].map(lambda v: "" if _blank(v) else patient_id(v))
             mine = pvals == panel
             others = df[~mine & ~pats.isin(set(pats[mine]))]
             others = others[~pats[others.index].duplicated().to_numpy()]
@@ -266,10 +266,10 @@ def unmatched_covariates(response_df: pd.DataFrame, covariates: pd.DataFrame | N
     written, so ``p01`` is not ``P01``): a note per such id, saying when only the case differs."""
     if covariates is None or "patient" not in covariates.columns or "patient" not in response_df.columns:
         return []
-    have = {str(p).strip() for p in response_df["patient"].tolist()}
+    have = {patient_id(p) for p in response_df["patient"].tolist()}
     folded = {p.casefold(): p for p in have}
     out = []
-    for p in (str(v).strip() for v in covariates["patient"].tolist()):
+    for p in (patient_id(v) for v in covariates["patient"].tolist()):
         if p and p not in have:
             hint = f" (the response table has {folded[p.casefold()]!r}: ids are case-sensitive)" \
                 if p.casefold() in folded else ""

@@ -36,7 +36,7 @@ import pandas as pd
 
 from ._atomic import write_csv_atomic, write_text_atomic
 from .cutoffs import NOT_VALIDATED, CutoffSet, cutoff_for_n, cutoffs_by_panel, load_cutoffs
-from ._datafile import check_fields, check_schema_version
+from ._datafile import check_fields, check_schema_version, patient_id
 from .errors import CriteriaError, InputError
 from .scoring import FISH_CAVEAT, clopper_pearson
 
@@ -387,7 +387,7 @@ def _normalise(samples: pd.DataFrame, cutoffs, source: str) -> pd.DataFrame:
     for i, v in enumerate(pat.tolist()):
         if pd.isna(v) or str(v).strip() == "":
             raise InputError(source, f"row {lines[i]}, column 'patient': empty patient id")
-    out["patient"] = [str(v).strip() for v in pat.tolist()]
+    out["patient"] = [patient_id(v) for v in pat.tolist()]  # NFC: one patient however typed
 
     def shown(r) -> str:
         if pd.isna(r):

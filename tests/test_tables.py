@@ -101,3 +101,20 @@ def test_cohort_dash_is_missing_and_duplicate_columns_refused(tmp_path):
     assert list(cmp.table["group"]) == ["mut", "wt"] and "2 patient(s) without a tp53 value left out" in cmp.notes
     with pytest.raises(InputError, match=r"x.csv: line 1: column 'best_response' appears twice"):
         read_response_table(_w(tmp_path, "x.csv", "patient,best_response,best_response\nP1,major,none\n"))
+
+
+def test_patient_ids_in_nfc_and_nfd_are_one_patient(tmp_path):
+    """Müller typed (NFC) in the samples table and copied from a macOS folder name (NFD) in the clinical table."""
+    import unicodedata
+
+    from fishcount.clinical import read_clinical_csv
+    from fishcount.response import classify_response, read_samples
+
+    nfc, nfd = unicodedata.normalize("NFC", "Müller"), unicodedata.normalize("NFD", "Müller")
+    assert nfc != nfd
+    s = _w(tmp_path, "s.csv", f"patient,week,nuclei_scored,nuclei_abnormal\n{nfc},0,200,120\n{nfd},16,200,2\n")
+    res = classify_response(read_samples(s))
+    assert list(res.patients["patient"]) == [nfc] and res.patients["best_response"].iloc[0] == "major"
+    c = _w(tmp_path, "c.csv", "patient,week,marrow_blasts_pct,pb_blasts_pct,hb_g_dl,anc_10e9_l,plt_10e9_l,"
+                              f"rbc_units_8wk\n{nfd},0,12,0,9,1.5,120,0\n")
+    assert list(read_clinical_csv(c)["patient"]) == [nfc]
