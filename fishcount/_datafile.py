@@ -35,6 +35,30 @@ def check_schema_version(data: Mapping, source: str, error: type[FishcountError]
         raise error(source, f"schema_version {version!r} is not supported (this fishcount reads {SCHEMA_VERSION})")
 
 
+def checked_level(value: object, name: str, source: str) -> float:
+    """A confidence level given in Python: a number strictly between 0 and 1, else a one-line error naming it."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not 0.0 < v < 1.0:
+        raise InputError(source, f"{name} must be a level between 0 and 1 (e.g. 0.95), got {value!r}")
+    return v
+
+
+def checked_um(value: object, name: str, source: str) -> float:
+    """A length in µm given in Python: a finite number > 0, else a one-line error naming it."""
+    import math
+
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(source, f"{name} must be a number of µm, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise InputError(source, f"{name} must be a positive number of µm, got {value!r}")
+    return v
+
+
 def patient_id(value: object) -> str:
     """A patient id as fishcount compares it: stripped, in Unicode NFC form (``Müller`` typed on one table and
     copied from a macOS folder name, NFD, on another is one patient, not two). Case is kept: ids are compared as

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._datafile import is_blank, patient_id, read_csv_text
+from ._datafile import checked_level, is_blank, patient_id, read_csv_text
 from .errors import InputError
 from .scoring import FISH_CAVEAT as _SCORING_CAVEAT
 
@@ -374,12 +374,7 @@ def cohort_summary(
         or duplicate ids, non-boolean ``completed``, column names that clash with the response table), or
         ``group_by`` not a column of either; a confidence level outside (0, 1).
     """
-    try:
-        level_ok = 0.0 < float(confidence_level) < 1.0
-    except (TypeError, ValueError):
-        level_ok = False
-    if not level_ok:
-        raise InputError(source, f"confidence_level must be between 0 and 1 (e.g. 0.95), got {confidence_level!r}")
+    checked_level(confidence_level, "confidence_level", source)
     df = validate_response_table(response_df, source, response_column=response_column, panel=panel)
     df = _merge_covariates(df, covariates, covariates_source)
     ind = _indicators(df, response_column)

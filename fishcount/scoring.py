@@ -528,12 +528,9 @@ def _checked_options(nuclei, adequate_nuclei, limited_nuclei, confidence, source
     0 < limited_nuclei <= adequate_nuclei. Returns the adequacy thresholds (defaults filled in)."""
     if not isinstance(nuclei, pd.DataFrame):
         raise InputError(source, f"nuclei must be a pandas DataFrame (a nuclei.csv table), got a {type(nuclei).__name__}")
-    try:
-        ok = 0.0 < float(confidence) < 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(source, f"confidence must be a level between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    from ._datafile import checked_level
+
+    checked_level(confidence, "confidence", source)
     if adequate_nuclei is None or limited_nuclei is None:
         a, l_ = _default_adequacy()
         adequate_nuclei = a if adequate_nuclei is None else adequate_nuclei

@@ -4387,12 +4387,9 @@ def segment_nuclei(dapi: np.ndarray, pixel_size_um: float | None = None, *, back
     raw = np.asarray(dapi)
     img = _as_2d_float(raw, source)
     if pixel_size_um is not None:
-        try:
-            pixel_size_um = float(pixel_size_um)
-        except (TypeError, ValueError):
-            raise InputError(source, f"pixel size must be a number of µm, got {pixel_size_um!r}") from None
-        if not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
-            raise InputError(source, f"pixel size must be a positive number of µm, got {pixel_size_um}")
+        from ._datafile import checked_um
+
+        pixel_size_um = checked_um(pixel_size_um, "pixel size", source)
     qc_p = dict(QC_DEFAULTS)
     if qc:
         bad = set(qc) - set(QC_DEFAULTS)

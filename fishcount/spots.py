@@ -41,6 +41,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from ._stats import median as _median
+from ._datafile import checked_um
 from .errors import InputError
 from ._stats import neighbour_extremes as _neighbour_extremes
 from ._stats import nonzero_2d as _nonzero_2d
@@ -1360,17 +1361,6 @@ def _kernel_peak(sigma_bins: float) -> float:
     return 1.0 / (math.sqrt(2 * math.pi) * max(1.0, sigma_bins))
 
 
-def _positive_um(value, name: str, source: str) -> float:
-    """A length in µm given in Python: a finite number > 0, else a one-line error naming the argument."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(source, f"{name} must be a number of µm, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise InputError(source, f"{name} must be a positive number of µm, got {value!r}")
-    return v
-
-
 def _checked_detect_args(image, pixel_size_um, signal_diameter_um, labels, threshold, signal: str):
     """:func:`detect_signals`' arguments checked: a 2-D numeric image with something finite in it, lengths in
     µm > 0, labels of the image's shape, a finite threshold >= 0; one-line errors naming the argument."""
@@ -1380,8 +1370,8 @@ def _checked_detect_args(image, pixel_size_um, signal_diameter_um, labels, thres
         raise InputError(src, f"image must be a 2-D numeric array (Y, X), got shape {img.shape} of {img.dtype}")
     if img.size and np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).any():
         raise InputError(src, "image holds no finite value (all NaN or infinite)")
-    _positive_um(pixel_size_um, "pixel_size_um", src)
-    _positive_um(signal_diameter_um, "signal_diameter_um", src)
+    checked_um(pixel_size_um, "pixel_size_um", src)
+    checked_um(signal_diameter_um, "signal_diameter_um", src)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != img.shape or not np.issubdtype(labels.dtype, np.integer):

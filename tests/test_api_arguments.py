@@ -114,5 +114,5 @@ def test_tables_must_be_dataframes():
     with pytest.raises(InputError, match=r"expected a pandas DataFrame \(one row per patient\), got a list"):
         fc.cohort_summary([{"patient": "P1", "best_response": "major"}])
     resp = pd.DataFrame({"patient": ["P1", "P2"], "best_response": ["major", "none"]})
-    with pytest.raises(InputError, match=r"confidence_level must be between 0 and 1 \(e.g. 0.95\), got 95"):
+    with pytest.raises(InputError, match=r"confidence_level must be a level between 0 and 1 \(e.g. 0.95\), got 95"):
         fc.cohort_summary(resp, confidence_level=95)
