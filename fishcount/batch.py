@@ -872,6 +872,8 @@ def _is_done(final: Path, files: tuple[str, ...], params_hash: str) -> bool:
         return False
     if not isinstance(m, dict) or m.get("marker_version") != MARKER_VERSION or m.get("params_hash") != params_hash:
         return False
+    if m.get("fishcount_version") != __version__:
+        return False  # analysed by another fishcount (e.g. a Dask worker of another version): redo it
     if not (final / "nuclei.csv").is_file():
         return False  # a marker without its table (removed by hand): redo the field
     rec = m.get("input", {})
@@ -932,7 +934,74 @@ def default_workers(field_bytes: int = 0) -> int:
 
 
 #: A Dask scheduler address: [protocol://]host:port (IPv6 hosts in brackets).
-_SCHEDULER_RE = re.compile(r"^(?:[a-z][a-z0-9+.\-]*://)?(?:\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$")
+_SCHEDULER_RE = re.compile(r"^(?:(?:tcp|tls)://)?(?:\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):(?P<port>\d{1,5})/?$")
+
+
+def _check_scheduler_address(scheduler: str) -> None:
+    """``[tcp://|tls://]HOST:PORT`` with a port 1-65535, refused in one line before anything is written."""
+    m = _SCHEDULER_RE.match(str(scheduler))
+    if m is None or not 0 < int(m.group("port")) <= 65535:
+        raise InputError(scheduler, "not a Dask scheduler address: give tcp://HOST:PORT with a port 1-65535 (e.g. "
+                                    "tcp://10.0.0.5:8786; not the dashboard's http:// address)")
+
+
+class EngineError(FishcountError):
+    """The Dask scheduler or its workers failed (not a field): the run stops; a rerun resumes it."""
+
+
+def _connect(scheduler: str):
+    """A Client of the scheduler at ``scheduler``, or a one-line error within :data:`SCHEDULER_TIMEOUT` (+5 s):
+    a refused or unknown address, a port that is not a Dask scheduler (a web server never answers the handshake;
+    another protocol's banner was read as a 3-EiB message length), any failure."""
+    import threading
+
+    from distributed import Client
+
+    box: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            box["client"] = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except BaseException as exc:  # noqa: BLE001 - reported below in one line
+            box["error"] = exc
+
+    seconds = float(str(SCHEDULER_TIMEOUT).rstrip("s")) + 5.0
+    th = threading.Thread(target=connect, daemon=True)
+    th.start()
+    th.join(seconds)
+    if th.is_alive():
+        raise InputError(scheduler, f"no answer from a Dask scheduler within {seconds:g} s: is this the scheduler's "
+                                    "address (tcp://HOST:PORT, usually port 8786), not its dashboard or another server?")
+    if "error" in box:
+        exc = box["error"]
+        why = "not a Dask scheduler?" if isinstance(exc, MemoryError) else (str(exc).splitlines()[0] if str(exc) else
+                                                                            type(exc).__name__)
+        raise InputError(scheduler, f"cannot connect to the Dask scheduler ({why})")
+    return box["client"]
+
+
+#: How long a run waits for a Dask scheduler's first worker before it says the cluster has none.
+WORKER_WAIT_S = 30.0
+
+
+def _check_workers(client, scheduler: str | None) -> None:
+    """Every Dask worker imports fishcount, of this client's version; a scheduler without workers is an error
+    (the run would wait for ever). A mismatch would mix results of two versions in one study."""
+    where = scheduler or "local cluster"
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except Exception:  # noqa: BLE001 - a timeout, whatever its class in this distributed version
+        raise EngineError(where, f"the Dask scheduler has no worker after {WORKER_WAIT_S:g} s: start workers "
+                                 "(dask worker ADDRESS) or run without --scheduler") from None
+    # eval of a string: nothing of fishcount is unpickled on the worker, so one without fishcount answers too
+    got = client.run(eval, "__import__('fishcount').__version__", on_error="return")
+    for addr, v in sorted(got.items()):
+        if isinstance(v, BaseException):
+            raise EngineError(where, f"Dask worker {addr} cannot import fishcount ({type(v).__name__}: {v}); install "
+                                     "fishcount in the workers' environment")
+        if v != __version__:
+            raise EngineError(where, f"Dask worker {addr} runs fishcount {v}, this client {__version__}: run one "
+                                     "version everywhere (results of two versions would be mixed in one study)")
 
 
 def _execute(
@@ -960,12 +1029,8 @@ def _execute(
     cluster = None
     t_start = time.perf_counter()
     if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise InputError(scheduler, f"cannot connect to the Dask scheduler ({exc})") from None
-        engine = {"engine": "dask-distributed", "scheduler": scheduler,
-                  "workers": len(client.scheduler_info().get("workers", {}))}
+        client = _connect(scheduler)
+        engine = {"engine": "dask-distributed", "scheduler": scheduler}
     else:
         import psutil
 
@@ -974,9 +1039,12 @@ def _execute(
         client = Client(cluster)
         engine = {"engine": "dask-local", "workers": workers, "memory_limit_bytes": mem}
     try:
+        _check_workers(client, scheduler)
+        if scheduler is not None:
+            engine["workers"] = len(client.scheduler_info().get("workers", {}))
         try:  # import the pipeline on every worker now, in parallel, not inside the first task
             client.run(_warm_worker)
-        except Exception:  # noqa: BLE001 - a worker that cannot import reports it per field
+        except Exception:  # noqa: BLE001 - a slow import only costs time in the first task
             pass
         engine["startup_s"] = round(time.perf_counter() - t_start, 4)
         futures = {}
@@ -989,8 +1057,14 @@ def _execute(
             try:
                 r = f.result()
             except Exception as exc:  # noqa: BLE001 - a killed worker is that field's error
+                if _engine_lost(client, exc):  # the scheduler went away: not these fields' fault; stop, resume later
+                    raise EngineError(scheduler or "local cluster",
+                                      f"lost the Dask scheduler during the run ({len(out)} of {len(tasks)} fields "
+                                      "finished and kept); no table was written from a part of the study: start the "
+                                      "scheduler again and rerun the same command to resume") from None
+                msg = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line in errors.csv
                 r = {"field": getattr(t, "field", ""), "path": getattr(t, "path", ""), "status": "error", "stage": "worker",
-                     "message": f"{type(exc).__name__}: {exc}", "seconds": float("nan")}
+                     "message": msg, "seconds": float("nan")}
             progress(r)
             out.append(r)
             f.release()
@@ -999,6 +1073,14 @@ def _execute(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _engine_lost(client, exc: BaseException) -> bool:
+    """The failure of a future is the engine's (the client lost its scheduler: every pending future is
+    cancelled), not the field's (a worker killed by its field: that field's error)."""
+    from asyncio import CancelledError
+
+    return isinstance(exc, CancelledError) or getattr(client, "status", "running") not in ("running", "connecting")
 
 
 #: Housekeeping intervals of the local cluster's processes (scheduler, nannies, workers). Dask's
@@ -1380,8 +1462,10 @@ def run_batch(
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    folder = Path(folder)
-    out = Path(out_dir)
+    # absolute from here: Dask workers may run in another working directory (a relative path there reads another
+    # folder of that name, or none, and writes the fields where the client never looks)
+    folder = Path(folder).absolute()
+    out = Path(out_dir).absolute()
     if not folder.is_dir():
         raise InputError(folder, "study folder not found")
     params = dict(params or {})
@@ -1401,8 +1485,8 @@ def run_batch(
     analyze = analyze or process_field
     if workers is not None and workers < 1:
         raise InputError("--workers", f"must be at least 1, got {workers}")
-    if scheduler is not None and not _SCHEDULER_RE.match(str(scheduler)):
-        raise InputError(scheduler, "not a Dask scheduler address: give tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
+    if scheduler is not None:
+        _check_scheduler_address(scheduler)
     if panel.lower().endswith(".toml") and not Path(panel).is_absolute() and Path(panel).is_file():
         panel = str(Path(panel).resolve())  # --panel FILE: from the working directory, as `fishcount analyze`
 

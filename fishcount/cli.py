@@ -5,6 +5,7 @@ Every user error (a :class:`fishcount.errors.FishcountError`) is printed as one 
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,9 +17,74 @@ from .errors import FishcountError
 EXIT_USER_ERROR = 2
 
 
+#: Exit code of an interrupted command (Ctrl-C), as shells use for SIGINT: not 1, which a run reserves for
+#: "completed with errors".
+EXIT_INTERRUPTED = 130
+
+
+class _PipeSafeStdout:
+    """stdout that keeps working when its reader goes away (``fishcount analyze ... | head -1``): the rest of
+    the output is dropped, the work goes on and the exit code stays the command's own."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._broken = False
+
+    def write(self, text):
+        if self._broken:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self):
+        if not self._broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self):
+        import os
+
+        self._broken = True
+        try:  # the interpreter's own flush at exit must not fail on the closed pipe either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 class _Group(click.Group):
     """A click group that turns FishcountError (and a refused file operation, OSError) into a one-line
-    message and exit code 2."""
+    message and exit code 2; a usage error (an unknown option, a value that is not a number) into one line and
+    exit code 2 too; Ctrl-C into one line and exit code 130; and keeps working when stdout's reader stops."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        if not isinstance(sys.stdout, _PipeSafeStdout) and getattr(sys.stdout, "fileno", None) is not None:
+            sys.stdout = _PipeSafeStdout(sys.stdout)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            click.echo("fishcount: interrupted; finished work is kept: rerun the same command to resume", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `fishcount` alone: the help, as click shows it
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            cmd = exc.ctx.command_path if exc.ctx is not None else "fishcount"
+            click.echo(f"fishcount: error: {_usage_message(exc)} (see `{cmd} --help`)", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except click.ClickException as exc:
+            click.echo(f"fishcount: error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
         try:
@@ -29,7 +95,7 @@ class _Group(click.Group):
         except MemoryError:
             click.echo("fishcount: error: out of memory (try fewer workers or smaller fields)", err=True)
             sys.exit(EXIT_USER_ERROR)
-        except BrokenPipeError:  # `fishcount settings | head`: the reader stopped; nothing is wrong
+        except BrokenPipeError:  # a write the pipe-safe stdout did not see (e.g. a stream of a library)
             import os
 
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -38,6 +104,39 @@ class _Group(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"fishcount: error: {where}{exc.strerror or exc}", err=True)
             sys.exit(EXIT_USER_ERROR)
+
+
+class _Micrometres(click.ParamType):
+    """A length in µm: a number (``0.16``), or a number with its unit (``0.16um``, ``0.16 µm``, ``160nm``,
+    ``0.00016mm``), converted to µm; ``positive`` refuses 0 and below."""
+
+    name = "µm"
+    _UNITS = {"": 1.0, "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3, "mm": 1e3}
+
+    def __init__(self, positive: bool = False):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            v = float(value)
+        else:
+            m = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµμ]*)\s*", str(value))
+            unit = m.group(2).lower() if m else None
+            if m is None or unit not in self._UNITS:
+                self.fail(f"{value!r} is not a length: give µm as a number (e.g. 0.16) or with a unit (0.16um, 160nm)",
+                          param, ctx)
+            v = float(m.group(1)) * self._UNITS[unit]
+        if self.positive and not v > 0:
+            self.fail(f"{value!r} must be above 0 µm", param, ctx)
+        return v
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    """A click usage error in one line, saying what to type for a number given with a unit."""
+    msg = " ".join(exc.format_message().split())
+    if isinstance(exc, click.BadParameter) and "is not a valid float" in msg:
+        msg = msg.rstrip(".") + "; give a number (lengths in µm, e.g. 0.16)"
+    return msg
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -77,8 +176,8 @@ def _axes_option(f):
 
 def _pixel_size_option(f):
     return click.option(
-        "--pixel-size", "pixel_size_um", type=float, default=None, metavar="UM",
-        help="Pixel size in µm (overrides metadata).",
+        "--pixel-size", "pixel_size_um", type=_Micrometres(), default=None, metavar="UM",
+        help="Pixel size in µm (overrides metadata); a unit may be given: 0.16um, 160nm.",
     )(f)
 
 
@@ -90,7 +189,7 @@ def _segmentation_options(default_backend: str | None):
         f = click.option("--diameter-px", "diameter_px", type=click.FloatRange(min=0, min_open=True), default=None,
                          metavar="PX",
                          help="Typical nucleus diameter in pixels (overrides the pixel size and the estimate).")(f)
-        f = click.option("--nucleus-diameter", "nucleus_diameter_um", type=click.FloatRange(min=0, min_open=True),
+        f = click.option("--nucleus-diameter", "nucleus_diameter_um", type=_Micrometres(positive=True),
                          default=None, metavar="UM",
                          help="Typical nucleus diameter in µm (used with a pixel size; default 9).")(f)
         return click.option(
@@ -344,7 +443,7 @@ def split_series_cmd(images, out_dir, overwrite, panel) -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of field 1; field k uses seed + k - 1.")
 @click.option("--shape", default="1024,1024", show_default=True, metavar="Y,X", help="Field size in pixels.")
-@click.option("--pixel-size", "pixel_size_um", type=float, default=None, metavar="UM",
+@click.option("--pixel-size", "pixel_size_um", type=_Micrometres(), default=None, metavar="UM",
               help="Pixel size in µm (default 0.16).")
 @click.option("--z-planes", type=click.IntRange(min=1), default=1, show_default=True, help="Planes per z-stack.")
 @click.option("--n-nuclei", type=click.IntRange(min=0), default=None, help="Nuclei per field (default from density).")
@@ -569,7 +668,7 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
               help="One detection threshold per signal pooled over the fields of each sample (default: per field).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-@click.option("--z-step", "z_step_um", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
+@click.option("--z-step", "z_step_um", type=_Micrometres(positive=True), default=None, metavar="UM",
               help="z-stacks: keep every plane and detect signals in 3-D; UM is the z step in µm "
                    "(as `analyze --z-step`). Default: detect on the maximum projection.")
 @_channel_shift_option
@@ -672,7 +771,7 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
               help="Estimate one automatic threshold per signal over all IMAGEs (one sample).")
 @click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ folders.")
 @click.option("--no-overlay", is_flag=True, help="Do not render overlay.png.")
-@click.option("--z-step", "z_step_um", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
+@click.option("--z-step", "z_step_um", type=_Micrometres(positive=True), default=None, metavar="UM",
               help="z-stacks: keep every plane and detect signals in 3-D (signals that overlap in the "
                    "projection stay apart); UM is the z step in µm. Default: detect on the maximum projection.")
 @click.option("--z-plane", "z_plane", type=click.IntRange(min=0), default=None, metavar="N",

@@ -470,6 +470,101 @@ def test_scheduler_address_errors(tmp_path, monkeypatch):
                   respond=fake_respond, report=False, quiet=True)
 
 
+def test_a_port_that_is_not_a_dask_scheduler_is_an_error_within_the_timeout(tmp_path, monkeypatch):
+    """A web server (the dashboard's port) never answers Dask's handshake: one line within the timeout, not a hang;
+    another protocol's banner (read as a message length of 3 EiB) is not 'out of memory'."""
+    import socket
+    import threading
+
+    monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT", "1s")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    conns = []
+
+    def serve(banner: bytes):
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(c)
+            if banner:
+                c.sendall(banner)
+
+    threading.Thread(target=serve, args=(b"",), daemon=True).start()  # accepts, never answers
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(InputError, match=r"no answer from a Dask scheduler within 6 s: is this the scheduler's "
+                                             r"address"):
+            batch._connect(f"tcp://127.0.0.1:{port}")
+        assert time.perf_counter() - t0 < 20
+    finally:
+        srv.close()
+        for c in conns:
+            c.close()
+
+
+class _FakeClient:
+    """What _check_workers asks of a Dask client."""
+
+    def __init__(self, versions=None, no_workers=False, status="running"):
+        self.versions, self.no_workers, self.status = versions or {}, no_workers, status
+
+    def wait_for_workers(self, n, timeout=None):
+        if self.no_workers:
+            raise TimeoutError("no workers")
+
+    def run(self, fn, *args, on_error="raise"):
+        return dict(self.versions)
+
+
+def test_dask_workers_checked_before_any_work_and_a_lost_scheduler_stops_the_run(monkeypatch):
+    """Workers of another fishcount version (results of two versions mixed in one study), workers that cannot
+    import fishcount, or none at all: one line before any field; a lost scheduler is the engine's failure, not
+    every pending field's (those were scored as not evaluable), so the run stops and a rerun resumes."""
+    from asyncio import CancelledError
+
+    monkeypatch.setattr(batch, "WORKER_WAIT_S", 0.1)
+    batch._check_workers(_FakeClient({"tcp://a:1": fc.__version__}), "tcp://s:8786")
+    with pytest.raises(batch.EngineError, match=r"tcp://s:8786: Dask worker tcp://a:1 runs fishcount 9.9, this client"):
+        batch._check_workers(_FakeClient({"tcp://a:1": "9.9"}), "tcp://s:8786")
+    with pytest.raises(batch.EngineError, match=r"Dask worker tcp://a:1 cannot import fishcount \(ModuleNotFoundError"):
+        batch._check_workers(_FakeClient({"tcp://a:1": ModuleNotFoundError("No module named 'fishcount'")}), "x")
+    with pytest.raises(batch.EngineError, match=r"the Dask scheduler has no worker after 0.1 s"):
+        batch._check_workers(_FakeClient(no_workers=True), "tcp://s:8786")
+    assert batch._engine_lost(_FakeClient(), CancelledError("scheduler-connection-lost"))
+    assert batch._engine_lost(_FakeClient(status="closed"), RuntimeError("x"))
+    assert not batch._engine_lost(_FakeClient(), RuntimeError("KilledWorker: the field's worker died"))
+
+
+def test_a_field_done_by_another_fishcount_version_is_redone(tmp_path):
+    study = make_study(tmp_path / "study", patients=("P01",), timepoints=("week00",), fields=1)
+    out = tmp_path / "out"
+    run_batch(study, out, workers=1, **FAKES)
+    marker = next((out / "fields").rglob(batch.MARKER))
+    m = json.loads(marker.read_text())
+    m["fishcount_version"] = "0.0.1"
+    marker.write_text(json.dumps(m))
+    r = run_batch(study, out, workers=1, **FAKES)
+    assert (r.n_done, r.n_skipped) == (1, 0)
+
+
+def test_relative_study_and_output_folders_are_made_absolute(tmp_path, monkeypatch):
+    """Workers may run in another working directory: the tasks name absolute paths."""
+    study = make_study(tmp_path / "study", patients=("P01",), timepoints=("week00",), fields=1)
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def spy(path, out_dir, panel, params):
+        seen.append((path, str(out_dir)))
+        return fake_analyze(path, out_dir, panel, params)
+
+    run_batch("study", "out", workers=1, **{**FAKES, "analyze": spy})
+    assert seen and all(Path(p).is_absolute() and Path(o).is_absolute() for p, o in seen)
+
+
 def test_layout_groups_per_channel_files(tmp_path):
     for ch in ("DAPI", "EGR1", "D5S23"):
         _write_field(tmp_path / "P01" / "week00" / f"field01_{ch}.tif", 1)
@@ -1043,7 +1138,7 @@ def test_run_keeps_a_patient_whose_fields_all_failed_and_redoes_a_field_without_
 
 def test_run_refuses_a_bad_scheduler_address_and_a_second_run_in_the_same_folder(tmp_path, monkeypatch):
     study = make_study(tmp_path / "study", patients=("P01",), fields=1)
-    for bad in ("localhost", "nonsense"):
+    for bad in ("localhost", "nonsense", "http://127.0.0.1:8787", "localhost:99999", "tcp://h:0"):
         with pytest.raises(InputError, match="not a Dask scheduler address: give tcp://HOST:PORT"):
             run_batch(study, tmp_path / "out", scheduler=bad, **FAKES)
     assert not (tmp_path / "out").exists()

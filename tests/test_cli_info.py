@@ -147,3 +147,39 @@ def test_info_and_segment_point_out_an_unusual_pixel_size(tmp_path):
     assert r.exit_code == 0 and "warning: pixel size 1 µm (file metadata) is unusual for FISH" in r.output
     r = CliRunner().invoke(main, ["segment", str(p), "--out", str(tmp_path / "o2"), "--pixel-size", "0.16"])
     assert r.exit_code == 0 and "warning" not in r.output
+
+
+def test_cli_front_door_usage_errors_units_pipes_and_interrupts(tmp_path):
+    """A usage error is one line (`fishcount: error: ...`, exit 2); a length may carry its unit; output piped into
+    `head` does not stop the work or hide its exit code; Ctrl-C is one line and exit 130."""
+    import subprocess
+    import sys
+
+    import fishcount as fc
+
+    r = CliRunner().invoke(main, ["analyze", "x.tif", "--ouput", "y"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and r.output.startswith(
+        "fishcount: error: No such option '--ouput'. Did you mean '--out'? (see `") and "analyze --help`)" in r.output
+    r = CliRunner().invoke(main, ["analyze", "x.tif", "--out", "y", "--pixel-size", "abc"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "is not a length: give µm as a number" in r.output
+    path = fc.write_simulated_field(fc.simulate_field("del5q", shape=(96, 96), seed=1), tmp_path / "f.ome.tif")["image"]
+    for given in ("0.2um", "0.2 µm", "200nm", "0.2"):
+        r = CliRunner().invoke(main, ["info", str(path), "--pixel-size", given])
+        assert r.exit_code == 0 and "pixel size:   0.2 µm [user]" in r.output, (given, r.output)
+    # piped into a reader that stops after one line: every field is still written, the exit code is the command's
+    out = tmp_path / "sims"
+    cmd = (f"{sys.executable} -m fishcount simulate --shape 64,64 --fields 6 --out {out} | head -1; "
+           "echo \"rc=${PIPESTATUS[0]}\"")
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert res.stdout.strip().endswith("rc=0") and len(list(out.glob("*.ome.tif"))) == 6, (res.stdout, res.stderr)
+    # Ctrl-C (SIGINT) while working: one line, exit 130
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "fishcount", "simulate", "--shape", "1024,1024", "--fields", "50",
+                          "--out", str(tmp_path / "big")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err.strip().splitlines()[-1] == (
+        "fishcount: interrupted; finished work is kept: rerun the same command to resume"), err
