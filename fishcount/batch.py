@@ -1040,6 +1040,11 @@ def _execute(
         engine = {"engine": "dask-local", "workers": workers, "memory_limit_bytes": mem}
     try:
         _check_workers(client, scheduler)
+        if cluster is not None:  # Ctrl-C reaches the terminal's whole process group: the client stops the
+            try:                 # cluster; its workers must not each print a KeyboardInterrupt traceback
+                client.run(_ignore_sigint)
+            except Exception:  # noqa: BLE001 - only the tracebacks are at stake
+                pass
         if scheduler is not None:
             engine["workers"] = len(client.scheduler_info().get("workers", {}))
         try:  # import the pipeline on every worker now, in parallel, not inside the first task
@@ -1136,6 +1141,16 @@ _WARM_FIRST_USE = (
     ("skimage.measure", "regionprops_table"), ("skimage.segmentation", "watershed"),
     ("skimage.segmentation", "find_boundaries"),
 )
+
+
+def _ignore_sigint() -> None:
+    """In a local Dask worker process: ignore SIGINT (the submitting process handles Ctrl-C and closes the
+    cluster)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _warm_worker() -> None:
