@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from ._atomic import atomic_path, write_csv_atomic, write_text_atomic
+from ._atomic import atomic_path, swap_in_folder, write_csv_atomic, write_text_atomic
 from .calls import call_nuclei, nuclei_columns
 from .errors import FishcountError, InputError
 from .panels import Panel, load_panel
@@ -1265,6 +1265,46 @@ def _write_labels(labels: np.ndarray, path: Path) -> None:
         tifffile.imwrite(tmp, lab.astype(dtype), compression="zlib", metadata={"axes": "YX"})
 
 
+def write_segmentation(seg, target: "str | os.PathLike", *, overwrite: bool = False) -> Path:
+    """Write a :class:`fishcount.segment.Segmentation` as ``target/labels.tif`` (uint16, uint32 above 65535
+    nuclei) and ``target/nuclei_qc.csv``, as one set: both are written aside first and renamed in together, so a
+    failure (a full disk) leaves the previous pair, never a new label image beside an old table
+    (:func:`fishcount._atomic.commit_files`). Other files in ``target`` are left alone.
+
+    Raises
+    ------
+    FishcountError
+        A file exists and ``overwrite`` is False, or they cannot be written (naming the file).
+    """
+    import tifffile
+
+    from ._atomic import _mkstemp_beside, commit_files
+
+    target = Path(target)
+    finals = [target / "labels.tif", target / "nuclei_qc.csv"]
+    if not overwrite and any(f.exists() for f in finals):
+        raise FishcountError(target, "outputs already exist; choose another --out folder or pass --overwrite")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        tmps = [Path(_mkstemp_beside(f, f".{f.stem}.", f.suffix)) for f in finals]
+        lab = np.asarray(seg.labels)
+        dtype = np.uint16 if lab.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+        try:
+            tifffile.imwrite(tmps[0], lab.astype(dtype), compression="zlib", metadata={"axes": "YX"})
+            seg.qc.to_csv(tmps[1], index=False)
+        except BaseException:
+            for t in tmps:
+                t.unlink(missing_ok=True)
+            raise
+        commit_files(list(zip(tmps, finals)), overwrite=overwrite)
+    except FileExistsError as exc:
+        raise FishcountError(exc.filename or target, "outputs already exist; choose another --out folder or pass "
+                                                     "--overwrite") from None
+    except OSError as exc:
+        raise FishcountError(exc.filename or target, f"cannot write outputs ({exc.strerror or exc})") from None
+    return target
+
+
 def write_field_result(
     result: FieldResult, out_dir: "str | os.PathLike", *, overwrite: bool = False, overlay: bool = True,
     title: str | None = None,
@@ -1324,13 +1364,13 @@ def write_field_result(
         for f in tmp.iterdir():
             os.chmod(f, 0o666 & ~umask)
         os.chmod(tmp, 0o777 & ~umask)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{result.stem}.", suffix=".old", dir=out_dir))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        # never a silent replace (another analysis may have written it since the check above), and the old
+        # result (with a reviewer's journals, carried over) is never lost if the rename fails
+        swap_in_folder(tmp, target, overwrite=overwrite)
+    except FileExistsError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FishcountError(target, "outputs already exist (written meanwhile by another analysis?); choose "
+                                     "another --out folder or pass --overwrite") from None
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise FishcountError(target, f"cannot write outputs ({exc.strerror or exc})") from None

@@ -25,6 +25,7 @@ field folders listed in the manifest, so no row is ever duplicated.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import dataclasses
@@ -49,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from ._atomic import atomic_open, atomic_path, write_csv_atomic, write_text_atomic
+from ._atomic import atomic_open, atomic_path, swap_in_folder, write_csv_atomic, write_text_atomic
 from .errors import FishcountError, InputError
 from .panels import DEFAULT_PANEL, Panel, load_panel
 
@@ -645,7 +646,9 @@ def process_field(path: str | list[str], out_dir: Path, panel: Panel, params: Ma
         from .overlay import render_gallery, save_png
 
         save_png(render_gallery(result, per_call=int(params.get("gallery_per_call", 8))), Path(out_dir) / "gallery.png")
-    except Exception as exc:  # noqa: BLE001
+    except OSError as exc:  # a full disk: the field is not complete; an error, redone by the next run
+        raise StageError("write", f"cannot write gallery.png ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a drawing failure: the tables stand, the gallery is said to be missing
         gallery_error = f"{type(exc).__name__}: {exc}"
     nuclei = result.nuclei
     n_scorable = int(nuclei["scorable"].sum()) if "scorable" in nuclei.columns else None
@@ -710,8 +713,11 @@ def _run_task(task: _Task) -> dict:
             "cpu_seconds": round(time.process_time() - c0, 4),
             "summary": _jsonable(summary),
         }
-        write_text_atomic(tmp / MARKER, json.dumps(marker, indent=1, sort_keys=True))
-        _swap_in(tmp, final)
+        try:
+            write_text_atomic(tmp / MARKER, json.dumps(marker, indent=1, sort_keys=True))
+            _swap_in(tmp, final)
+        except OSError as exc:
+            raise StageError("write", f"cannot write the field's outputs ({exc.strerror or exc})") from None
         return {**base, "status": "done", "seconds": seconds, "summary": marker["summary"]}
     except StageError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -827,14 +833,9 @@ def _with_series(params: Mapping[str, Any], series: int | None) -> dict:
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
-    """Rename a finished temporary field folder into place (replacing an outdated one)."""
-    if final.exists():
-        trash = final.parent / f".trash-{uuid.uuid4().hex[:12]}"  # short: see _run_task
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    """Rename a finished temporary field folder into place, replacing an outdated one without ever losing it
+    (and carrying a reviewer's journals over): :func:`fishcount._atomic.swap_in_folder`."""
+    swap_in_folder(tmp, final, overwrite=True)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -1178,6 +1179,12 @@ def _cleanup_stale(fields_dir: Path) -> None:
     for root, dirs, _ in os.walk(fields_dir):
         for d in list(dirs):
             if d.startswith((".tmp-", ".trash-")):
+                m = re.fullmatch(r"\.trash-[0-9a-f]{8}-(.+)", d)
+                if m and not (Path(root) / m.group(1)).exists():  # killed mid-swap: the old result goes back
+                    with contextlib.suppress(OSError):
+                        os.rename(Path(root) / d, Path(root) / m.group(1))
+                        dirs.remove(d)
+                        continue
                 shutil.rmtree(Path(root) / d, ignore_errors=True)
                 dirs.remove(d)
 
@@ -1339,24 +1346,31 @@ def _acquire_run_lock(out: Path) -> Path:
 
     lock, host = out / RUN_LOCK, socket.gethostname()
     for _ in range(3):
+        # the lock appears with its owner already written in it (a file written aside, then hard-linked: the link
+        # fails if a lock exists): a second run never reads an empty lock and takes it for a dead run's
+        tmp = out / f".{RUN_LOCK}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp.write_text(f"{os.getpid()} {host}\n", encoding="utf-8")
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.link(tmp, lock)
         except FileExistsError:
             try:
+                ino = lock.stat().st_ino
                 pid_s, owner = lock.read_text(encoding="utf-8").split()[:2]
                 pid = int(pid_s)
             except (OSError, ValueError):
-                pid, owner = -1, host
+                ino, pid, owner = None, -1, host
             if owner != host:
                 raise InputError(out, f"another fishcount run (process {pid} on {owner}) is writing into this "
                                       f"folder; wait for it, or delete {RUN_LOCK} if it is gone") from None
             if pid != os.getpid() and psutil.pid_exists(pid):
                 raise InputError(out, f"another fishcount run (process {pid}) is writing into this folder; wait "
                                       "for it or choose another --out") from None
-            lock.unlink(missing_ok=True)  # left by a run that is gone
+            with contextlib.suppress(OSError):  # left by a run that is gone (unless another run took it meanwhile)
+                if ino is None or lock.stat().st_ino == ino:
+                    lock.unlink()
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(f"{os.getpid()} {host}\n")
+        finally:
+            tmp.unlink(missing_ok=True)
         return lock
     raise InputError(out, f"cannot take the run lock {RUN_LOCK}")
 

@@ -415,7 +415,7 @@ def info_cmd(images: tuple[Path, ...], panel: str, channels: str | None, axes: s
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FILE...")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the single-image files (OUT/<stem>_s<k>.ome.tif).")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--overwrite", "--force", "overwrite", is_flag=True, help="Replace existing output files (--force: the same).")
 @_panel_option
 def split_series_cmd(images, out_dir, overwrite, panel) -> None:
     """Split multi-position TIFFs (several images in one file) into one OME-TIFF per image.
@@ -451,7 +451,7 @@ def split_series_cmd(images, out_dir, overwrite, panel) -> None:
 @click.option("--set", "knobs", multiple=True, metavar="KNOB=VALUE",
               help="A realism knob (docs/simulator.md), e.g. --set touching_fraction=0.3 "
                    "--set nucleus_diameter_um=7,13; repeatable.")
-@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@click.option("--overwrite", "--force", "overwrite", is_flag=True, help="Replace existing files (--force: the same).")
 def simulate_cmd(panel, out_dir, n_fields, abnormal_fraction, seed, shape, pixel_size_um, z_planes, n_nuclei,
                  prefix, knobs, overwrite) -> None:
     """Write simulated fields (OME-TIFF) with their truth files (<stem>_truth_*.csv/.tif)."""
@@ -497,7 +497,7 @@ def simulate_cmd(panel, out_dir, n_fields, abnormal_fraction, seed, shape, pixel
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write cohort_summary.csv (and cohort_groups.csv, cohort_tests.csv with --group-by) here.")
 @click.option("--panel", default=None, help="With several panels in RESPONSE.csv, the one to summarise.")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--overwrite", "--force", "overwrite", is_flag=True, help="Replace existing output files (--force: the same).")
 def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, out_dir, overwrite) -> None:
     """Response rates (major, minor, marrow-only, overall) with exact 95% CIs for ITT and completers,
     and, with --group-by, Fisher's exact and uncorrected chi-squared tests side by side."""
@@ -736,11 +736,25 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
 @click.argument("run_dir", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file to write (default DIR/report.html).")
-def report_cmd(run_dir, out) -> None:
+@click.option("--overwrite", "--force", "overwrite", is_flag=True,
+              help="Replace an existing --out file that is not a fishcount report (--force: the same).")
+def report_cmd(run_dir, out, overwrite) -> None:
     """(Re)write the HTML report of a `fishcount run` folder DIR."""
     from .report import write_report
 
+    if out is not None and Path(out).exists() and not overwrite and not _is_report(Path(out)):
+        raise FishcountError(out, "exists and is not a fishcount report; choose another --out or pass --overwrite")
     click.echo(f"wrote {write_report(run_dir, out)}")
+
+
+def _is_report(path: Path) -> bool:
+    """A file a previous `fishcount report` wrote (rewriting it is what the command is for)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.startswith("<!DOCTYPE html>") and "<title>fishcount report" in head
 
 
 # --- analyze (issue 4): one output folder per field, the output contract of docs/outputs.md ---
@@ -769,7 +783,7 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
               help="Manual detection threshold for one signal, in noise units (repeatable).")
 @click.option("--pool-thresholds", is_flag=True,
               help="Estimate one automatic threshold per signal over all IMAGEs (one sample).")
-@click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ folders.")
+@click.option("--overwrite", "--force", "overwrite", is_flag=True, help="Replace existing OUT/<stem>/ folders (--force: the same).")
 @click.option("--no-overlay", is_flag=True, help="Do not render overlay.png.")
 @click.option("--z-step", "z_step_um", type=_Micrometres(positive=True), default=None, metavar="UM",
               help="z-stacks: keep every plane and detect signals in 3-D (signals that overlap in the "
@@ -1016,7 +1030,7 @@ def _read_dapi_for_segment(path, panel: str, channels: str | None, pixel_size_um
 @_axes_option
 @_segmentation_options("classical")
 @_settings_option
-@click.option("--overwrite", is_flag=True, help="Replace existing OUT/<stem>/ outputs.")
+@click.option("--overwrite", "--force", "overwrite", is_flag=True, help="Replace existing OUT/<stem>/ outputs (--force: the same).")
 def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, nucleus_diameter_um, diameter_px,
                 settings_file, overwrite) -> None:
     """Segment nuclei in the DAPI channel of each IMAGE.
@@ -1027,10 +1041,7 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
     saturation, scorable, exclusion_reason). Without a pixel size (metadata or --pixel-size)
     the nucleus size is estimated from the image; see docs/segmentation.md.
     """
-    import numpy as np
-    import tifffile
-
-    from ._atomic import atomic_path, write_csv_atomic
+    from .analyze import write_segmentation
     from .panels import load_panel
     from .segment import segment_nuclei
 
@@ -1055,11 +1066,7 @@ def segment_cmd(images, out_dir, pixel_size_um, panel, channels, axes, backend, 
         src = "pixel size given" if pixel_size_um else "file metadata"
         warns = (_scale_warnings(seg, pix, src, {}) or _pixel_size_notes(pix, "user" if pixel_size_um else src)) \
             if pix else []
-        dtype = np.uint16 if seg.labels.max() <= np.iinfo(np.uint16).max else np.uint32
-        target.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target / "labels.tif") as tmp:
-            tifffile.imwrite(tmp, seg.labels.astype(dtype), compression="zlib")
-        write_csv_atomic(seg.qc, target / "nuclei_qc.csv")
+        write_segmentation(seg, target, overwrite=overwrite)  # both files as one set
         scale = (f"{pix} µm/px" if pix else "no pixel size") + f", nucleus {seg.diameter_px:.1f} px " \
             f"({seg.diameter_source})"
         msg = f"; {seg.params['message']}" if seg.params.get("message") else ""

@@ -1244,17 +1244,21 @@ def write_clinical(clin: ClinicalResult, out_dir: str | PathLike, *, overall: pd
     InputError
         An output exists and ``overwrite`` is False.
     """
-    from ._atomic import write_csv_atomic, write_text_atomic
+    from ._atomic import staged_files
 
     out = Path(out_dir)
     targets = [out / n for n in CLINICAL_OUTPUTS]
     if not overwrite:
         for t in targets:
             if t.exists():
-                raise InputError(t, "exists already; choose another --out or pass --force")
+                raise InputError(t, "exists already; choose another --out or pass --overwrite")
     if check_only:
         return []
-    write_csv_atomic(clin.timepoints, targets[1])
-    write_text_atomic(targets[2], format_clinical(clin, overall))
-    write_csv_atomic(clin.patients, targets[0])
+    try:  # the three files as one set
+        with staged_files(targets, overwrite=overwrite) as tmp:
+            clin.patients.to_csv(tmp[0], index=False)
+            clin.timepoints.to_csv(tmp[1], index=False)
+            tmp[2].write_text(format_clinical(clin, overall), encoding="utf-8")
+    except FileExistsError as exc:
+        raise InputError(exc.filename, "exists already; choose another --out or pass --overwrite") from None
     return targets

@@ -663,7 +663,7 @@ def write_cutoffs(cs: CutoffSet, path: str | PathLike, controls_files: Sequence[
     """
     p = Path(path)
     if p.exists() and not overwrite:
-        raise InputError(p, "exists already; choose another --out or pass --force")
+        raise InputError(p, "exists already; choose another --out or pass --overwrite")
     text = cutoffs_to_toml(cs, controls_files)
     cutoffs_from_dict(tomllib.loads(text), str(p))  # what we write must read back
     write_text_atomic(p, text)

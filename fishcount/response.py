@@ -34,7 +34,6 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ._atomic import write_csv_atomic, write_text_atomic
 from .cutoffs import NOT_VALIDATED, CutoffSet, cutoff_for_n, cutoffs_by_panel, load_cutoffs
 from ._datafile import check_fields, check_schema_version, patient_id
 from .errors import CriteriaError, InputError
@@ -871,21 +870,32 @@ def write_response(res: ResponseResult, out_dir: str | PathLike, source: str = "
     OSError
         A file cannot be written.
     """
+    from ._atomic import staged_files
+
     out = Path(out_dir)
     targets = [out / "response.csv", out / "response_timepoints.csv", out / "response.txt"]
     if not overwrite:
         for t in targets:
             if t.exists():
-                raise InputError(t, "exists already; choose another --out or pass --force")
-    written = []
+                raise InputError(t, "exists already; choose another --out or pass --overwrite")
+    jobs = []
     if plots:
-        from .plots import save_trajectory
-
         for (panel, patient), tp in res.timepoints.groupby(["panel", "patient"], sort=True):
             prow = res.patients[(res.patients["patient"] == patient) & (res.patients["panel"] == panel)].iloc[0]
             name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{patient}{'_' + panel if panel else ''}")
-            written.append(save_trajectory(tp, prow, out / "plots" / f"{name}.png", criteria=res.criteria))
-    write_csv_atomic(res.timepoints, targets[1])
-    write_text_atomic(targets[2], _summary_text(res, source))
-    write_csv_atomic(res.patients, targets[0])
-    return written + targets
+            jobs.append((tp, prow, out / "plots" / f"{name}.png"))
+    # the tables, the text and the plots as one set: a kill or a full disk never leaves a plot of this run beside
+    # a table of the last one
+    try:
+        with staged_files(targets + [j[2] for j in jobs], overwrite=overwrite) as tmp:
+            res.patients.to_csv(tmp[0], index=False)
+            res.timepoints.to_csv(tmp[1], index=False)
+            tmp[2].write_text(_summary_text(res, source), encoding="utf-8")
+            if jobs:
+                from .plots import save_trajectory
+
+                for (tp, prow, _), t in zip(jobs, tmp[3:]):
+                    save_trajectory(tp, prow, t, criteria=res.criteria)
+    except FileExistsError as exc:
+        raise InputError(exc.filename, "exists already; choose another --out or pass --overwrite") from None
+    return [j[2] for j in jobs] + targets

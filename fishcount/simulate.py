@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from ._atomic import atomic_path, write_csv_atomic
+from ._atomic import staged_files
 from .errors import InputError
 from .panels import FUSION, Panel, load_panel
 
@@ -1042,7 +1042,7 @@ def write_simulated_field(sim: SimulatedField, path: "str | Path", *, overwrite:
     if not overwrite:
         for p in out.values():
             if p.exists():
-                raise InputError(p, "exists; refusing to overwrite (pass overwrite=True / --overwrite)")
+                raise InputError(p, "exists; refusing to overwrite (pass --overwrite)")
     px = float(sim.pixel_size_um)
     axes = "ZCYX" if sim.image.ndim == 4 else "CYX"
     meta: dict[str, Any] = {
@@ -1058,12 +1058,15 @@ def write_simulated_field(sim: SimulatedField, path: "str | Path", *, overwrite:
     if sim.image.ndim == 4 and sim.z_step_um:
         meta.update(PhysicalSizeZ=float(sim.z_step_um), PhysicalSizeZUnit="µm")
     res = (1e4 / px, 1e4 / px)  # pixels per cm
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, sim.image, ome=True, photometric="minisblack", compression=compression,
-                         predictor=True, metadata=meta, resolution=res, resolutionunit="CENTIMETER")
-    write_csv_atomic(sim.truth, out["nuclei"], float_format="%.6g")
-    write_csv_atomic(sim.spots, out["spots"], float_format="%.6g")
-    with atomic_path(out["labels"]) as tmp:
-        tifffile.imwrite(tmp, sim.labels, compression=compression, resolution=res, resolutionunit="CENTIMETER",
-                         photometric="minisblack")
+    # the image and its truth as one set: a full disk or a kill never leaves an image beside another seed's truth
+    try:
+        with staged_files([path, out["nuclei"], out["spots"], out["labels"]], overwrite=overwrite) as tmp:
+            tifffile.imwrite(tmp[0], sim.image, ome=True, photometric="minisblack", compression=compression,
+                             predictor=True, metadata=meta, resolution=res, resolutionunit="CENTIMETER")
+            sim.truth.to_csv(tmp[1], index=False, float_format="%.6g")
+            sim.spots.to_csv(tmp[2], index=False, float_format="%.6g")
+            tifffile.imwrite(tmp[3], sim.labels, compression=compression, resolution=res,
+                             resolutionunit="CENTIMETER", photometric="minisblack")
+    except FileExistsError as exc:
+        raise InputError(exc.filename, "exists; refusing to overwrite (pass --overwrite)") from None
     return out

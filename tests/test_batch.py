@@ -1252,3 +1252,59 @@ def test_a_field_whose_name_fills_the_file_system_limit_fails_alone(tmp_path):
     r = run_batch(study, tmp_path / "out", workers=1, **FAKES)
     assert r.n_failed == 0 and r.n_done == 3
     assert (tmp_path / "out" / "fields" / "P01" / "week00" / ("b" * 247) / "nuclei.csv").is_file()
+
+
+def test_a_rerun_that_redoes_a_field_keeps_its_review_journals(tmp_path):
+    """A reviewer's journal in a field folder is their work: a rerun with other parameters carries it into the
+    new folder (review then checks whether it still fits), never deletes it."""
+    study = make_study(tmp_path / "study", patients=("P01",), timepoints=("week00",), fields=1)
+    out = tmp_path / "out"
+    run_batch(study, out, workers=1, **FAKES)
+    field = next((out / "fields").rglob(batch.MARKER)).parent
+    (field / "review.ann.jsonl").write_text('{"action": "confirm"}\n')
+    (field / "nuclei.reviewed.ann.csv").write_text("label,call\n1,normal\n")
+    r = run_batch(study, out, workers=1, params={"analyze": {"delay_s": 0.0, "x": 1}}, **FAKES)
+    assert r.n_done == 1  # the field was analysed again
+    assert (field / "review.ann.jsonl").read_text() == '{"action": "confirm"}\n'
+    assert (field / "nuclei.reviewed.ann.csv").exists()
+
+
+def test_a_run_killed_mid_swap_gets_its_old_field_back(tmp_path):
+    """Between moving the old field folder aside and renaming the new one in (file systems without an atomic
+    exchange), a kill leaves .trash-<tag>-<name>: the next run puts it back, not deletes it."""
+    fields = tmp_path / "fields" / "P01" / "week00"
+    aside = fields / ".trash-0123abcd-field01"
+    aside.mkdir(parents=True)
+    (aside / "review.ann.jsonl").write_text("edits")
+    (fields / ".tmp-0123456789ab").mkdir()
+    batch._cleanup_stale(tmp_path / "fields")
+    assert (fields / "field01" / "review.ann.jsonl").read_text() == "edits"
+    assert sorted(p.name for p in fields.iterdir()) == ["field01"]
+
+
+def test_the_run_lock_has_one_holder_when_runs_start_together(tmp_path):
+    """The lock file appears with its owner written in it: a run starting at the same moment never reads it
+    empty and takes it for a dead run's."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for k in range(8):
+        d = tmp_path / f"o{k}"
+        d.mkdir()
+        q, bar = ctx.Queue(), ctx.Barrier(3)
+        procs = [ctx.Process(target=_take_lock, args=(str(d), q, bar)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert sum(q.get(timeout=10) for _ in range(3)) == 1
+
+
+def _take_lock(d, q, bar):
+    bar.wait()
+    try:
+        batch._acquire_run_lock(Path(d))
+        q.put(1)
+        time.sleep(0.3)
+    except InputError:
+        q.put(0)
