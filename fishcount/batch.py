@@ -1579,6 +1579,13 @@ def run_batch(
 
         if workers is None:
             workers = min(default_workers(_estimate_field_bytes(t.path for t in tasks)), len(tasks)) if tasks else 1
+        elif scheduler is None and workers > 1 and tasks:
+            # more local worker processes than cores (or than memory holds) only compete: 1000 of them filled the
+            # memory and were killed; never more than the fields either
+            fit = default_workers(_estimate_field_bytes(t.path for t in tasks))
+            if workers > fit and not quiet:
+                print(f"note: --workers {workers}: using {fit} (one per core, as memory allows)", file=sys.stderr)
+            workers = max(1, min(workers, fit, len(tasks)))
 
         from tqdm import tqdm
 
@@ -1626,10 +1633,11 @@ def run_batch(
         t0 = time.perf_counter()
         samples = response = None
         criteria_info: dict[str, Any] = {}
-        if len(ok):
+        if len(ok) or len(lost_rows):  # a study whose every field failed is still scored: 0 nuclei, not evaluable
             import pyarrow.parquet as pq
 
-            nuclei = pq.read_table(out / "nuclei.parquet").to_pandas()
+            nuclei = pq.read_table(out / "nuclei.parquet").to_pandas() if len(ok) else \
+                pd.DataFrame({"sample": pd.Series(dtype=str), "panel": pd.Series(dtype=str)})
             # a sample whose fields were analysed but hold no nucleus has no row in the pooled table: it is
             # scored from 0 nuclei too (never dropped from samples, response and report), with a warning
             seen = set(nuclei["sample"].astype(str)) if "sample" in nuclei.columns else set()

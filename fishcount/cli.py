@@ -174,9 +174,24 @@ def _axes_option(f):
     )(f)
 
 
+#: A --pixel-size outside these µm is refused before any work: no FISH image is taken there (a 9 µm nucleus
+#: would be under 4.5 px or over 1800 px wide), but a value typed in nm (160) or mm (0.00016) lands there.
+PLAUSIBLE_PIXEL_UM = (0.005, 2.0)
+
+
+def _plausible_pixel_size(ctx, param, value):
+    if value is not None and value > 0 and not PLAUSIBLE_PIXEL_UM[0] <= value <= PLAUSIBLE_PIXEL_UM[1]:
+        hint = f"; in nm that is {value / 1000:g} µm (give 0.16 or 160nm)" if value > PLAUSIBLE_PIXEL_UM[1] else \
+            f"; in mm that is {value * 1000:g} µm" if value * 1000 <= PLAUSIBLE_PIXEL_UM[1] else ""
+        raise click.BadParameter(f"{value:g} µm is not the pixel size of a FISH image (about 0.06-0.3 µm){hint}",
+                                 ctx=ctx, param=param)
+    return value
+
+
 def _pixel_size_option(f):
     return click.option(
         "--pixel-size", "pixel_size_um", type=_Micrometres(), default=None, metavar="UM",
+        callback=_plausible_pixel_size,
         help="Pixel size in µm (overrides metadata); a unit may be given: 0.16um, 160nm.",
     )(f)
 
@@ -728,7 +743,12 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
             click.echo(f"warning: {len(res.warnings)} field(s) analysed with a warning (run.json, report.html); "
                        f"first: {next(iter(res.warnings))}: {next(iter(res.warnings.values()))[0]}")
     if res.n_errors:
-        click.echo(f"fishcount: completed with {res.n_errors} error(s); see {Path(out_dir) / 'errors.csv'}", err=True)
+        what = [f"{res.n_failed} field(s) failed"] if res.n_failed else []
+        other = res.n_errors - res.n_failed
+        if other:
+            what.append(f"{other} sample or threshold error(s)")
+        click.echo(f"fishcount: completed with {res.n_errors} error(s) ({', '.join(what)}); see "
+                   f"{Path(out_dir) / 'errors.csv'}", err=True)
         sys.exit(1)
 
 
@@ -956,9 +976,10 @@ def crosstalk_cmd(images, panel, channels, axes, pixel_size_um, settings_file) -
 @click.argument("field_dir", type=click.Path(path_type=Path))
 @click.argument("reader_a")
 @click.argument("reader_b")
-@_panel_option
+@click.option("--panel", default=None, help="Probe panel of the field(s) (default: the one the analysis used, "
+                                             "field.json / the run's tables).")
 @click.option("--all-nuclei", is_flag=True, help="Compare every nucleus, not only those both readers reviewed.")
-def concordance_cmd(field_dir: Path, reader_a: str, reader_b: str, panel: str, all_nuclei: bool) -> None:
+def concordance_cmd(field_dir: Path, reader_a: str, reader_b: str, panel: str | None, all_nuclei: bool) -> None:
     """Agreement of two readers' reviews (agreement %, Cohen's kappa, Fisher p).
 
     FIELD_DIR is a field result folder holding review.<READER>.jsonl journals (napari review widget),
@@ -968,13 +989,13 @@ def concordance_cmd(field_dir: Path, reader_a: str, reader_b: str, panel: str, a
 
     if not (field_dir / "nuclei.csv").is_file() or not (field_dir / "spots.csv").is_file():
         if (field_dir / "fields").is_dir():
-            table = rv.sample_concordance(field_dir, reader_a, reader_b, None if panel == "del5q" else panel)
+            table = rv.sample_concordance(field_dir, reader_a, reader_b, panel, reviewed_only=not all_nuclei)
             click.echo(table.to_string(index=False))
             return
     for r in (reader_a, reader_b):
         if not rv.journal_path(field_dir, r).exists():
             raise FishcountError(rv.journal_path(field_dir, r), f"no review journal of reader '{r}'")
-    a = rv.open_review(field_dir, reader_a, panel)
+    a = rv.open_review(field_dir, reader_a, panel)  # panel None: the one the field was analysed with
     b = rv.open_review(field_dir, reader_b, panel)
     c = rv.concordance(a, b, reader_a=reader_a, reader_b=reader_b, reviewed_only=not all_nuclei)
     click.echo(c.summary())

@@ -442,6 +442,22 @@ def read_field_tables(folder: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataF
     return tables[0], tables[1]
 
 
+def field_panel(folder: str | os.PathLike) -> "str | None":
+    """The panel a field result folder was analysed with (``field.json`` ``panel``: its file when it still exists,
+    else its id); None when the folder does not say (then the default panel is used)."""
+    try:
+        meta = json.loads((Path(folder) / "field.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pan = meta.get("panel") if isinstance(meta, dict) else None
+    if isinstance(pan, dict):
+        path = pan.get("path")
+        if isinstance(path, str) and path and Path(path).is_file():
+            return path
+        return pan.get("id") if isinstance(pan.get("id"), str) and pan.get("id") else None
+    return pan if isinstance(pan, str) and pan else None
+
+
 def open_review(
     folder: str | os.PathLike,
     reviewer: str,
@@ -457,6 +473,7 @@ def open_review(
     reviewer : str
         Reviewer name; the journal is ``<folder>/review.<reviewer>.jsonl``.
     panel : str, path or Panel, optional
+        Default: the panel the field was analysed with (:func:`field_panel`), else del(5q).
     field : str, optional
         Field stem (default: the folder name).
 
@@ -466,6 +483,8 @@ def open_review(
         With every journalled edit applied.
     """
     folder = Path(folder)
+    if panel is None:
+        panel = field_panel(folder)
     nuclei, spots = read_field_tables(folder)
     state = start_review(nuclei, spots, panel, field=folder.name if field is None else field, source=str(folder))
     path = journal_path(folder, reviewer)
@@ -1266,12 +1285,13 @@ def write_reviewed_response(run_dir: str | os.PathLike, reviewer: str, criteria=
 
 
 def sample_concordance(run_dir: str | os.PathLike, reader_a: str, reader_b: str,
-                       panel: "str | Path | Panel | None" = None, alpha: float = 0.05) -> pd.DataFrame:
+                       panel: "str | Path | Panel | None" = None, alpha: float = 0.05,
+                       reviewed_only: bool = True) -> pd.DataFrame:
     """Two readers' concordance per sample of a ``fishcount run`` folder (all its fields pooled).
 
     For every field both readers reviewed, their reviewed nuclei are pooled by sample (the
     ``patient``/``timepoint``/``week`` or ``sample`` columns of the run's ``nuclei.csv``) and compared
-    with :func:`concordance` (nuclei both reviewed).
+    with :func:`concordance` (nuclei both reviewed; every nucleus with ``reviewed_only=False``).
 
     Returns
     -------
@@ -1322,7 +1342,7 @@ def sample_concordance(run_dir: str | os.PathLike, reader_a: str, reader_b: str,
                 frames.append(f)
             offset += int(max(a.nuclei["label"].max(), b.nuclei["label"].max())) + 1
         c = concordance(pd.concat(frames_a, ignore_index=True), pd.concat(frames_b, ignore_index=True),
-                        items[0][1].panel, reader_a=ra, reader_b=rb)
+                        items[0][1].panel, reader_a=ra, reader_b=rb, reviewed_only=reviewed_only)
         row = dict(zip(keys, sk))
         row.update(fields=";".join(k for k, _, _ in items), reader_a=ra, reader_b=rb, n_common=c.n_common,
                    n_agree=c.n_agree, agreement_pct=c.agreement_pct, kappa=c.kappa, clone_a=c.clone_a[0],

@@ -1308,3 +1308,26 @@ def _take_lock(d, q, bar):
         time.sleep(0.3)
     except InputError:
         q.put(0)
+
+
+def test_a_study_whose_every_field_fails_is_still_scored_and_reported(tmp_path):
+    """Every field failed (e.g. the wrong panel): the samples are scored from 0 nuclei (not evaluable), so
+    samples.csv, response.csv and the report say so (intention to treat), and the summary line counts fields
+    and samples apart."""
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    study = tmp_path / "study"
+    for p in ("P01", "P02"):
+        for t in ("week00", "week16"):
+            (study / p / t).mkdir(parents=True)
+            (study / p / t / "field01.ome.tif").write_bytes(b"garbage")
+    r = CliRunner().invoke(main, ["run", str(study), "--out", str(tmp_path / "o"), "--workers", "1", "-q"])
+    assert r.exit_code == 1, r.output
+    assert "completed with 8 error(s) (4 field(s) failed, 4 sample or threshold error(s))" in r.output
+    s = pd.read_csv(tmp_path / "o" / "samples.csv")
+    assert len(s) == 4 and s["nuclei_scored"].eq(0).all()
+    resp = pd.read_csv(tmp_path / "o" / "response.csv")
+    assert sorted(resp["patient"]) == ["P01", "P02"] and resp["best_response"].eq("not_evaluable").all()
+    assert (tmp_path / "o" / "report.html").is_file()

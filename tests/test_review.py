@@ -743,3 +743,33 @@ def test_sample_concordance_pools_fields_of_a_sample(tmp_path):
     assert (one["n_common"].item(), one["n_agree"].item()) == (4, 3)
     with pytest.raises(InputError, match="nuclei.csv: missing"):
         rv.sample_concordance(tmp_path / "nowhere", "ann", "bob")
+
+
+def test_concordance_takes_the_fields_own_panel_and_all_nuclei_in_a_run_folder(tmp_path):
+    """A field analysed with cep8 is reviewed with cep8 without --panel (field.json); `--all-nuclei` counts every
+    nucleus in a run folder too, not only those both readers reviewed."""
+    import fishcount as fc
+    from click.testing import CliRunner
+
+    from fishcount.cli import main
+
+    sim = fc.simulate_field("cep8", shape=(256, 256), seed=4)
+    folder = fc.write_field_result(fc.analyze_field(sim.image, "cep8", pixel_size_um=sim.pixel_size_um), tmp_path)
+    assert rv.field_panel(folder) is not None and rv.open_review(folder, "ann").panel.id == "cep8"
+    for who in ("ann", "bob"):
+        st = rv.open_review(folder, who)
+        st = rv.confirm(st, int(st.nuclei["label"].iloc[0]), who)
+        for e in st.edits:
+            rv.append_journal(rv.journal_path(folder, who), e)
+    r = CliRunner().invoke(main, ["concordance", str(folder), "ann", "bob"])
+    assert r.exit_code == 0 and "1/1 nuclei agree" in r.output, r.output
+    run = tmp_path / "run"
+    shutil.copytree(folder, run / "fields" / "P01" / "w0" / "f01")
+    pd.read_csv(folder / "nuclei.csv").assign(field="P01/w0/f01", patient="P01", timepoint="w0", week=0,
+                                               panel="cep8").to_csv(run / "nuclei.csv", index=False)
+    one = CliRunner().invoke(main, ["concordance", str(run), "ann", "bob"])
+    every = CliRunner().invoke(main, ["concordance", str(run), "ann", "bob", "--all-nuclei"])
+    assert one.exit_code == every.exit_code == 0, one.output + every.output
+    n_all = len(pd.read_csv(folder / "nuclei.csv"))
+    assert " 1 " in one.output.splitlines()[1] and f" {n_all} " in every.output.splitlines()[1], (one.output,
+                                                                                                   every.output)
