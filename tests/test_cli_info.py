@@ -183,3 +183,31 @@ def test_cli_front_door_usage_errors_units_pipes_and_interrupts(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err.strip().splitlines()[-1] == (
         "fishcount: interrupted; finished work is kept: rerun the same command to resume"), err
+
+
+def test_implausible_pixel_size_and_too_many_workers(tmp_path, monkeypatch):
+    """A pixel size typed in nm (160) is refused before any work, in every command (info included); --workers far
+    beyond the machine is capped with a note, not started (1000 worker processes filled the memory)."""
+    from fishcount import batch
+
+    for cmd in (["info", "x.tif"], ["analyze", "x.tif", "--out", str(tmp_path / "a")],
+                ["run", str(tmp_path), "--out", str(tmp_path / "r")]):
+        r = CliRunner().invoke(main, [*cmd, "--pixel-size", "160"])
+        assert r.exit_code == 2 and "160 µm is not the pixel size of a FISH image" in r.output \
+            and "in nm that is 0.16 µm" in r.output, r.output
+    seen = {}
+
+    def fake_execute(tasks, *, workers, scheduler, progress, fn=None):
+        seen.setdefault("workers", workers)
+        return batch._execute(tasks, workers=1, scheduler=None, progress=progress, fn=fn)
+
+    monkeypatch.setattr(batch, "_execute", fake_execute)
+    monkeypatch.setattr(batch, "default_workers", lambda field_bytes=0: 2)
+    import fishcount as fc
+
+    for k in range(3):
+        fc.write_simulated_field(fc.simulate_field("del5q", shape=(64, 64), seed=k),
+                                 tmp_path / "study" / "P01" / f"week{k:02d}" / "field01.ome.tif")
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "study"), "--out", str(tmp_path / "o"), "--workers", "1000",
+                                  "--no-report"])
+    assert seen["workers"] == 2 and "note: --workers 1000: using 2 (one per core, as memory allows)" in r.output
