@@ -899,6 +899,7 @@ def channel_shift_cmd(images, panel, channels, axes, pixel_size_um, max_distance
                                         "break-apart or dual-fusion panel")
     ref, moved = pan.fusion_pair
     parts = []
+    images = _field_sources(images, pan, channels)  # folders, per-channel groups, positions: as `analyze`
     for k, img in enumerate(images):
         res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes,
                             **lab)
@@ -909,7 +910,7 @@ def channel_shift_cmd(images, panel, channels, axes, pixel_size_um, max_distance
     try:  # coordinates are in µm here (fields may differ in pixel size): pixel size 1
         dy, dx, n = estimate_channel_shift(spots, (ref, moved), 1.0, reach)
     except ValueError as exc:
-        raise FishcountError(images[0] if len(images) == 1 else f"{len(images)} fields", str(exc)) from None
+        raise FishcountError(_source_name(images[0]) if len(images) == 1 else f"{len(images)} fields", str(exc)) from None
     fluor = {s.name: s.fluor for s in pan.signals}
     click.echo(f"{moved} ({fluor[moved]}) relative to {ref} ({fluor[ref]}): dy = {dy:+.3f} µm, dx = {dx:+.3f} µm "
                f"({n} pairs in {len(images)} field(s), pairs within {reach:g} µm)")
@@ -949,13 +950,14 @@ def crosstalk_cmd(images, panel, channels, axes, pixel_size_um, settings_file) -
                                         "hides the crosstalk; calibrate on a deletion, enumeration or "
                                         "dual-fusion panel")
     per: dict[str, list[float]] = {}
+    images = _field_sources(images, pan, channels)  # folders, per-channel groups, positions: as `analyze`
     for img in images:
         res = analyze_field(img, pan, channels=_split_channels(channels), pixel_size_um=pixel_size_um, axes=axes,
                             **lab)
         for pair, k in (res.params.get("crosstalk") or {}).items():
             per.setdefault(pair, []).append(float(k))
     if not per:
-        where = images[0] if len(images) == 1 else f"{len(images)} fields"
+        where = _source_name(images[0]) if len(images) == 1 else f"{len(images)} fields"
         raise FishcountError(where, "too few bright signals in each channel to measure the crosstalk "
                                     "(image more or denser control fields)")
     fluor = {s.name: s.fluor for s in pan.signals}

@@ -488,6 +488,9 @@ def test_cli_channel_shift_measures_the_shift(tmp_path):
     dx = float(line.split("dx = ")[1].split(" µm")[0])
     assert dx == pytest.approx(-0.5, abs=0.08)
     assert "--channel-shift KMT2A_3=" in r.output and "--channel-shift SpectrumOrange=" in r.output
+    # a folder of control fields, as `analyze` takes it
+    r2 = CliRunner().invoke(main, ["channel-shift", str(paths[0].parent), "--panel", "kmt2a"])
+    assert r2.exit_code == 0 and r2.output.splitlines()[0] == line, r2.output
     r = CliRunner().invoke(main, ["channel-shift", str(paths[0]), "--panel", "del5q"])
     assert r.exit_code == 2 and "no co-localising probe pair" in r.output
     r = CliRunner().invoke(main, ["channel-shift", str(paths[0]), "--panel", "kmt2a", "--max-distance", "0.01"])
@@ -505,6 +508,8 @@ def test_cli_crosstalk_measures_and_analyze_corrects(tmp_path):
     assert lines[0].startswith("D5S23 (SpectrumGreen) seen through the EGR1 (SpectrumOrange) filter:")
     assert float(lines[0].split("filter: ")[1].split()[0]) == pytest.approx(0.08, abs=0.025)
     assert "--crosstalk SpectrumOrange:SpectrumGreen=" in r.output and "--crosstalk EGR1:D5S23=" in r.output
+    r2 = CliRunner().invoke(main, ["crosstalk", str(paths[0].parent), "--panel", "del5q"])  # a folder, as analyze
+    assert r2.exit_code == 0 and r2.output.splitlines()[0] == lines[0], r2.output
     r = CliRunner().invoke(main, ["crosstalk", str(paths[0]), "--panel", "kmt2a"])
     assert r.exit_code == 2 and "co-localise" in r.output
     ba = fc.simulate_field("kmt2a", shape=(256, 256), seed=3, channel_crosstalk=0.08)
