@@ -225,6 +225,9 @@ def infer_layout(folder: str | os.PathLike, *, panel: str = DEFAULT_PANEL) -> pd
         folder name encodes no week; the message shows the expected layout.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise InputError(folder, "is a file, not a study folder: `fishcount run` takes the folder of a study "
+                                 "(FOLDER/<patient>/<timepoint>/fields); for single images use `fishcount analyze`")
     if not folder.is_dir():
         raise InputError(folder, "study folder not found")
     files = find_study_fields(folder)
@@ -1495,6 +1498,9 @@ def run_batch(
     # folder of that name, or none, and writes the fields where the client never looks)
     folder = Path(folder).absolute()
     out = Path(out_dir).absolute()
+    if folder.is_file():
+        raise InputError(folder, "is a file, not a study folder: `fishcount run` takes the folder of a study "
+                                 "(FOLDER/<patient>/<timepoint>/fields); for single images use `fishcount analyze`")
     if not folder.is_dir():
         raise InputError(folder, "study folder not found")
     params = dict(params or {})

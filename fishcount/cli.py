@@ -508,7 +508,7 @@ def simulate_cmd(panel, out_dir, n_fields, abnormal_fraction, seed, shape, pixel
               help="Per-patient covariates (a 'patient' column + e.g. tp53, completed), joined on patient.")
 @click.option("--group-by", default=None, metavar="COLUMN", help="Compare response rates between the groups of COLUMN.")
 @click.option("--response-column", default="best_response", show_default=True,
-              type=click.Choice(["best_response", "endpoint_response"]), help="FISH response used for the rates.")
+              type=click.Choice(["best_response", "endpoint_response"], case_sensitive=False), help="FISH response used for the rates.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write cohort_summary.csv (and cohort_groups.csv, cohort_tests.csv with --group-by) here.")
 @click.option("--panel", default=None, help="With several panels in RESPONSE.csv, the one to summarise.")
@@ -585,10 +585,10 @@ def _cutoffs_given(values) -> "str | list[str] | None":
 @main.command("cutoff")
 @click.argument("controls", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_panel_option
-@click.option("--method", type=click.Choice(["betainv", "exact", "binomial", "mean3sd"]), default="betainv",
+@click.option("--method", type=click.Choice(["betainv", "exact", "binomial", "mean3sd"], case_sensitive=False), default="betainv",
               show_default=True, help="BETAINV(CL,kmax+1,N), exact Clopper-Pearson, CRITBINOM or mean + 3 SD.")
 @click.option("--confidence", type=float, default=0.95, show_default=True, help="One-sided confidence level CL.")
-@click.option("--kmax-at-n", type=click.Choice(["conservative", "proportional", "fixed"]), default="conservative",
+@click.option("--kmax-at-n", type=click.Choice(["conservative", "proportional", "fixed"], case_sensitive=False), default="conservative",
               show_default=True, help="How kmax follows the sample's N (betainv/exact): docs/scoring.md.")
 @click.option("--lab", "laboratory", default="", help="Laboratory name written into the file.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="cutoffs.toml to write.")
@@ -640,7 +640,8 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
     \b
     Needs columns patient, week (weeks since treatment start; baseline <= 0), nuclei_scored,
     nuclei_abnormal; optional timepoint, panel, cutoff_pct. Writes DIR/response.csv,
-    DIR/response_timepoints.csv, DIR/response.txt and DIR/plots/<patient>.png.
+    DIR/response_timepoints.csv, DIR/response.txt and DIR/plots/<patient>_<panel>.png
+    (<patient>.png for a table without a panel column).
     """
     from .response import classify_response, read_samples, write_response
 
@@ -652,11 +653,15 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
 
         res, clin = attach_clinical(res, clinical_csv, clinical_criteria)
         write_clinical(clin, out, overwrite=force, check_only=True)
-    write_response(res, out, source=str(samples), plots=not no_plots, overwrite=force)
+    written = write_response(res, out, source=str(samples), plots=not no_plots, overwrite=force)
     click.echo((out / "response.txt").read_text(encoding="utf-8"), nl=False)
     if clinical_csv is not None:
-        write_clinical(clin, out, overall=res.patients, overwrite=force)
+        written += write_clinical(clin, out, overall=res.patients, overwrite=force)
         click.echo("\n" + format_clinical(clin, res.patients), nl=False)
+    plots = [p for p in written if p.suffix == ".png"]
+    tables = [p for p in written if p.suffix != ".png"]
+    click.echo("\nwrote " + ", ".join(str(p) for p in tables)
+               + (f" and {len(plots)} trajectory plot(s) in {plots[0].parent}" if plots else ""))
 
 
 # --- run: a whole study, resumable, on Dask (fishcount.batch) + report (fishcount.report) ---------

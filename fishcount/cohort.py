@@ -149,7 +149,10 @@ def _check_patients(df: pd.DataFrame, source: str) -> pd.DataFrame:
             raise InputError(source, f"line {i + 2}, column patient: patient id is empty")
         p = patient_id(v)  # NFC: one patient however typed
         if p in seen:
-            raise InputError(source, f"line {i + 2}, column patient: duplicate patient {p} (also on line {seen[p] + 2})")
+            hint = ("; this looks like a table of samples (one row per week): give the response table, response.csv "
+                    "(one row per patient)") if {"week", "nuclei_scored"} & set(df.columns) else ""
+            raise InputError(source, f"line {i + 2}, column patient: duplicate patient {p} (also on line "
+                                     f"{seen[p] + 2}){hint}")
         seen[p] = i
         pats.append(p)
     df["patient"] = pats

@@ -336,6 +336,9 @@ def load_criteria(criteria: "str | PathLike | Criteria | None" = None) -> Criter
         path = p
     else:
         path = _criteria_dir() / f"{criteria}.toml"
+        same = [c for c in list_criteria() if c.lower() == str(criteria).lower()]  # TRIAL_FISH is trial_fish
+        if not path.is_file() and len(same) == 1:
+            path = _criteria_dir() / f"{same[0]}.toml"
         if not path.is_file():
             raise CriteriaError(str(criteria), f"unknown criteria set; shipped: {', '.join(list_criteria())} (or give a .toml file)")
     try:

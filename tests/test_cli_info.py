@@ -211,3 +211,23 @@ def test_implausible_pixel_size_and_too_many_workers(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["run", str(tmp_path / "study"), "--out", str(tmp_path / "o"), "--workers", "1000",
                                   "--no-report"])
     assert seen["workers"] == 2 and "note: --workers 1000: using 2 (one per core, as memory allows)" in r.output
+
+
+def test_shipped_ids_in_another_case_and_hints_for_the_wrong_input(tmp_path):
+    """DEL5Q is del5q and TRIAL_FISH is trial_fish; `run` on a file and `cohort` on a samples table say what they
+    expect; `response` says where it wrote."""
+    import fishcount as fc
+    from fishcount.response import load_criteria
+
+    assert fc.load_panel("DEL5Q").id == "del5q" and load_criteria("TRIAL_FISH").id == "trial_fish"
+    f = tmp_path / "f.ome.tif"
+    fc.write_simulated_field(fc.simulate_field("del5q", shape=(64, 64), seed=1), f)
+    r = CliRunner().invoke(main, ["run", str(f), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "is a file, not a study folder" in r.output and "fishcount analyze" in r.output
+    s = tmp_path / "samples.csv"
+    s.write_text("patient,week,nuclei_scored,nuclei_abnormal\nP1,0,200,120\nP1,16,200,2\n")
+    r = CliRunner().invoke(main, ["cohort", str(s)])
+    assert r.exit_code == 2 and "give the response table, response.csv" in r.output
+    r = CliRunner().invoke(main, ["response", str(s), "--out", str(tmp_path / "r"), "--criteria", "TRIAL_FISH"])
+    assert r.exit_code == 0 and f"wrote {tmp_path / 'r' / 'response.csv'}" in r.output \
+        and "1 trajectory plot(s)" in r.output, r.output

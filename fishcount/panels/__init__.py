@@ -588,10 +588,13 @@ def load_panel(panel: "str | Path | Panel | None" = None) -> Panel:
             raise PanelError(path, "panel file not found")
     else:
         path = _panel_dir() / f"{panel}.toml"
-        if not path.exists():
-            raise PanelError(
-                str(panel), f"unknown panel; shipped panels: {', '.join(list_panels())} (or give a .toml file)"
-            )
+        if not path.exists():  # DEL5Q is del5q: a shipped id in another case
+            same = [p for p in list_panels() if p.lower() == str(panel).lower()]
+            if len(same) != 1:
+                raise PanelError(
+                    str(panel), f"unknown panel; shipped panels: {', '.join(list_panels())} (or give a .toml file)"
+                )
+            path = _panel_dir() / f"{same[0]}.toml"
     try:
         raw = path.read_bytes()
     except OSError as exc:
