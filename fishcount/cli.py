@@ -90,7 +90,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FishcountError as exc:
-            click.echo(f"fishcount: error: {exc}", err=True)
+            click.echo(f"fishcount: error: {_in_cli_words(exc)}", err=True)
             sys.exit(EXIT_USER_ERROR)
         except MemoryError:
             click.echo("fishcount: error: out of memory (try fewer workers or smaller fields)", err=True)
@@ -129,6 +129,28 @@ class _Micrometres(click.ParamType):
         if self.positive and not v > 0:
             self.fail(f"{value!r} must be above 0 µm", param, ctx)
         return v
+
+
+#: The library's argument names as the options a user of the command line typed.
+_OPTION_OF = {"thresholds": "--threshold", "channel_shifts_um": "--channel-shift", "channel_crosstalk": "--crosstalk",
+              "z_plane": "--z-plane", "z_step_um": "--z-step", "pixel_size_um": "--pixel-size",
+              "nucleus_diameter_um": "--nucleus-diameter", "diameter_px": "--diameter-px", "n_nuclei": "--n-nuclei",
+              "abnormal_fraction": "--abnormal-fraction", "z_planes": "--z-planes", "seed": "--seed"}
+
+
+def _in_cli_words(exc: FishcountError) -> str:
+    """A library error in the words of the command line: ``--pixel-size`` for ``pixel_size_um``, ``--set
+    touching_fraction`` for a simulator option, ``--backend classical`` for ``backend='classical'``."""
+    source, reason = exc.source, " ".join(exc.reason.split())
+    if source in _OPTION_OF:
+        source = _OPTION_OF[source]
+    elif source == "simulate_field":  # simulate: "<option> must ..." names the simulator's keyword
+        m = re.match(r"(\w+) (must .*|is .*)", reason)
+        if m:
+            source, reason = _OPTION_OF.get(m.group(1), f"--set {m.group(1)}"), m.group(2)
+    reason = re.sub(r"\b(" + "|".join(_OPTION_OF) + r")\b(?=[ =(:,;)]|$)", lambda m: _OPTION_OF[m.group(1)], reason)
+    reason = reason.replace("backend='classical'", "--backend classical")
+    return f"{source}: {reason}" if source else reason
 
 
 def _usage_message(exc: click.UsageError) -> str:
@@ -587,7 +609,8 @@ def _cutoffs_given(values) -> "str | list[str] | None":
 @_panel_option
 @click.option("--method", type=click.Choice(["betainv", "exact", "binomial", "mean3sd"], case_sensitive=False), default="betainv",
               show_default=True, help="BETAINV(CL,kmax+1,N), exact Clopper-Pearson, CRITBINOM or mean + 3 SD.")
-@click.option("--confidence", type=float, default=0.95, show_default=True, help="One-sided confidence level CL.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="One-sided confidence level CL (between 0 and 1, e.g. 0.95).")
 @click.option("--kmax-at-n", type=click.Choice(["conservative", "proportional", "fixed"], case_sensitive=False), default="conservative",
               show_default=True, help="How kmax follows the sample's N (betainv/exact): docs/scoring.md.")
 @click.option("--lab", "laboratory", default="", help="Laboratory name written into the file.")

@@ -231,3 +231,20 @@ def test_shipped_ids_in_another_case_and_hints_for_the_wrong_input(tmp_path):
     r = CliRunner().invoke(main, ["response", str(s), "--out", str(tmp_path / "r"), "--criteria", "TRIAL_FISH"])
     assert r.exit_code == 0 and f"wrote {tmp_path / 'r' / 'response.csv'}" in r.output \
         and "1 trajectory plot(s)" in r.output, r.output
+
+
+def test_library_errors_in_the_words_of_the_command_line(tmp_path):
+    import fishcount as fc
+
+    f = tmp_path / "f.ome.tif"
+    fc.write_simulated_field(fc.simulate_field("del5q", shape=(64, 64), seed=1), f)
+    cases = [(["simulate", "--out", str(tmp_path / "s"), "--set", "touching_fraction=5", "--shape", "64,64"],
+              "fishcount: error: --set touching_fraction: must be in [0, 1], got 5.0"),
+             (["analyze", str(f), "--out", str(tmp_path / "a"), "--threshold", "FOO=5"],
+              "fishcount: error: --threshold: unknown signal 'FOO'"),
+             (["analyze", str(f), "--out", str(tmp_path / "b"), "--z-plane", "5"], "--z-plane 5 is out of range"),
+             (["cutoff", str(f), "--out", str(tmp_path / "c.toml"), "--confidence", "95"],
+              "Invalid value for '--confidence'")]
+    for args, want in cases:
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and want in r.output and r.output.count("\n") == 1, (args, r.output)
