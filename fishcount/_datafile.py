@@ -6,7 +6,10 @@ Each loader raises its own error class; these helpers only keep the wording of t
 from __future__ import annotations
 
 from os import PathLike
-from typing import Container, Iterable, Mapping
+from typing import TYPE_CHECKING, Container, Iterable, Mapping
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .errors import FishcountError, InputError
 

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import __version__
 from ._atomic import atomic_path, swap_in_folder, write_csv_atomic, write_text_atomic
-from .calls import call_nuclei, nuclei_columns
+from .calls import call_nuclei
 from .errors import FishcountError, InputError
 from .panels import Panel, load_panel
 from .spots import (
@@ -37,7 +37,6 @@ from .spots import (
     CROSSTALK_DUAL_FUSION_MAX,
     CROSSTALK_MAX_SIGNALS,
     CROSSTALK_MIN_SNR,
-    SPOT_COLUMNS,
     _candidates_2d,
     _candidates_3d,
     _merge_groups,

@@ -29,7 +29,6 @@ import contextlib
 import csv
 import io
 import dataclasses
-import fnmatch
 import glob
 import hashlib
 import json
@@ -44,7 +43,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd

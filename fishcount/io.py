@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import struct
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass

@@ -49,14 +49,14 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_open, write_csv_atomic
 from .errors import InputError
-from .panels import FUSION, Panel, load_panel
+from .panels import Panel, load_panel
 from .scoring import text_dtypes
 
 __all__ = [

@@ -1926,7 +1926,6 @@ def _merge_fragments(labels: np.ndarray, flt: np.ndarray, d: float, p: dict,
     neck = np.zeros(uniq.size, np.float32)
     np.maximum.at(neck, inv, dt_v)
     bnd_int = np.bincount(inv, weights=in_v) / np.bincount(inv)
-    idx = np.arange(1, n + 1)
     maxdt = np.zeros(n + 1, np.float32)
     maxdt[:] = _label_max(dt, labels, n, labelled_only=True)  # (entry 0 is 0 either way: dt = 0 there)
     area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)

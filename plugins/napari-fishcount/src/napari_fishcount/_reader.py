@@ -25,7 +25,7 @@ import numpy as np
 from fishcount.errors import FishcountError
 from fishcount.io import PICTURE_SUFFIXES
 
-from ._layers import META, field_layers, labels_layer, points_layers
+from ._layers import field_layers, labels_layer, points_layers
 
 _IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 #: File names a field result folder may keep its label image under (first found wins).
