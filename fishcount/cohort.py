@@ -115,18 +115,13 @@ def _bool_column(df: pd.DataFrame, col: str, source: str, *, missing=False) -> p
     return pd.Series(out, index=df.index, dtype=bool)
 
 
-def _read_csv(path: str | PathLike) -> pd.DataFrame:
-    """Every cell as text, the index the CSV line number - 2 (:func:`fishcount._datafile.read_csv_text`)."""
-    return read_csv_text(path)
-
-
 def _require_frame(df, source: str) -> None:
     if not isinstance(df, pd.DataFrame):
         raise InputError(source, f"expected a pandas DataFrame (one row per patient), got a {type(df).__name__}")
 
 
 def _lined(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy whose index makes ``line {i + 2}`` right: a table read by :func:`_read_csv` keeps its line numbers; a
+    """A copy whose index makes ``line {i + 2}`` right: a table read by :func:`fishcount._datafile.read_csv_text` keeps its line numbers; a
     DataFrame given in Python is numbered by row (line 2 = its first row, as in a CSV written without the index),
     whatever its own index (patient ids, a filtered selection)."""
     if df.attrs.get("csv_lines"):
@@ -256,12 +251,12 @@ def read_response_table(path: str | PathLike, *, response_column: str = "best_re
         The file is missing or not readable as CSV, or the table is invalid (see
         :func:`validate_response_table`); the message names the file, line and column.
     """
-    return validate_response_table(_read_csv(path), str(path), response_column=response_column, panel=panel)
+    return validate_response_table(read_csv_text(path), str(path), response_column=response_column, panel=panel)
 
 
 def read_covariates(path: str | PathLike) -> pd.DataFrame:
     """Read a covariates CSV: a ``patient`` column (unique ids) plus any covariate columns, kept as text."""
-    return _check_patients(_read_csv(path), str(path)).reset_index(drop=True)
+    return _check_patients(read_csv_text(path), str(path)).reset_index(drop=True)
 
 
 def unmatched_covariates(response_df: pd.DataFrame, covariates: pd.DataFrame | None) -> list[str]:
