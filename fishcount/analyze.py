@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import glob
 import shutil
 import tempfile
 import time
@@ -1304,6 +1305,22 @@ def write_segmentation(seg, target: "str | os.PathLike", *, overwrite: bool = Fa
     return target
 
 
+#: A temporary folder of a field write older than this was left by a killed analysis (a write takes seconds).
+STALE_TEMPORARY_S = 3600.0
+
+
+def _remove_stale_temporaries(out_dir: Path, stem: str) -> None:
+    """Remove ``.<stem>.*.tmp`` folders a killed analysis left in ``out_dir`` (only old ones: another analysis
+    may be writing one now)."""
+    now = time.time()
+    for d in out_dir.glob(f".{glob.escape(stem)}.*.tmp") if out_dir.is_dir() else ():
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > STALE_TEMPORARY_S:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def write_field_result(
     result: FieldResult, out_dir: "str | os.PathLike", *, overwrite: bool = False, overlay: bool = True,
     title: str | None = None,
@@ -1343,6 +1360,7 @@ def write_field_result(
         raise FishcountError(target, "outputs already exist; choose another --out folder or pass --overwrite")
     if out_dir.exists() and not out_dir.is_dir():
         raise FishcountError(out_dir, "is a file, not a folder")
+    _remove_stale_temporaries(out_dir, result.stem)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{result.stem}.", suffix=".tmp", dir=out_dir))

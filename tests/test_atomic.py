@@ -203,3 +203,23 @@ def test_segmentation_pair_simulated_field_and_report_out_are_written_as_sets(tm
     notes.write_text("my,table\n")
     r = CliRunner().invoke(main, ["report", str(tmp_path), "--out", str(notes)])
     assert r.exit_code == 2 and "exists and is not a fishcount report" in r.output and notes.read_text() == "my,table\n"
+
+
+def test_analyze_removes_what_a_killed_analysis_left(tmp_path):
+    """An old `.<stem>.*.tmp` folder (a killed analysis) is removed by the next write of that field; a fresh one
+    (another analysis writing now) is left alone."""
+    import os
+    import time
+
+    import fishcount as fc
+
+    sim = fc.simulate_field("del5q", shape=(96, 96), seed=2)
+    res = fc.analyze_field(sim.image, pixel_size_um=sim.pixel_size_um)
+    old = tmp_path / f".{res.stem}.abc123.tmp"
+    fresh = tmp_path / f".{res.stem}.def456.tmp"
+    for d in (old, fresh):
+        d.mkdir()
+        (d / "overlay.png").write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fc.write_field_result(res, tmp_path)
+    assert not old.exists() and fresh.exists() and (tmp_path / res.stem / "nuclei.csv").is_file()
