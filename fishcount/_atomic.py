@@ -14,8 +14,18 @@ __all__ = ["atomic_open", "atomic_path", "write_text_atomic", "write_bytes_atomi
            "swap_in_folder", "commit_files", "staged_files", "KEEP_ACROSS_RERUNS"]
 
 #: Files of a field's output folder that are a person's work, not the analysis': carried into the new folder
-#: when the field is analysed again (a reviewer's journal and reviewed tables; docs/napari.md).
-KEEP_ACROSS_RERUNS = ("review.*.jsonl", "nuclei.reviewed.*.csv", "spots.reviewed.*.csv")
+#: when the field is analysed again (a reviewer's journal and reviewed tables; docs/napari.md). When the new
+#: analysis' nuclei table differs from the old one they no longer fit it: they are kept beside it as
+#: ``<name>.stale`` (not replayed, never lost; :data:`STALE_SUFFIX`).
+KEEP_ACROSS_RERUNS = ("review.*.jsonl", "nuclei.reviewed.*.csv", "spots.reviewed.*.csv", "*.stale")
+STALE_SUFFIX = ".stale"
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.is_file() and b.is_file() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
 
 
 def _umask_mode() -> int:
@@ -67,7 +77,7 @@ def swap_in_folder(tmp: "str | os.PathLike", final: "str | os.PathLike", *, over
 
     * ``final`` absent: a rename (refused, not replaced, if another process created it meanwhile);
     * ``final`` present and ``overwrite``: the person's work in it (:data:`KEEP_ACROSS_RERUNS`, e.g. review
-      journals) is copied into ``tmp`` first; then the two are exchanged in one step where the file system can
+      journals) is copied into ``tmp`` first (as ``<name>.stale`` when the nuclei table changed); then the two are exchanged in one step where the file system can
       (Linux), else ``final`` is moved aside and ``tmp`` renamed in, and when that rename fails the old folder is
       moved back; the old folder is removed only once the new one is in place;
     * ``final`` present and not ``overwrite``: :class:`FileExistsError`.
@@ -88,10 +98,12 @@ def swap_in_folder(tmp: "str | os.PathLike", final: "str | os.PathLike", *, over
         return
     if not overwrite:
         raise FileExistsError(17, "exists", str(final))
+    fits = _same_bytes(final / "nuclei.csv", tmp / "nuclei.csv")  # the new analysis found the same nuclei
     for pattern in KEEP_ACROSS_RERUNS:
         for f in final.glob(pattern):
-            if f.is_file() and not (tmp / f.name).exists():
-                shutil.copy2(f, tmp / f.name)
+            name = f.name if fits or f.name.endswith(STALE_SUFFIX) else f.name + STALE_SUFFIX
+            if f.is_file() and not (tmp / name).exists():
+                shutil.copy2(f, tmp / name)
     if _exchange(tmp, final):
         shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
         return

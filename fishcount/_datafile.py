@@ -126,6 +126,8 @@ def read_csv_text(path: "str | PathLike", *, sep: str = ",") -> "pd.DataFrame":
     header = [h.strip() for h in header]
     while header and not header[-1]:  # a trailing comma on the header line
         header = header[:-1]
+    # a spacer column of a spreadsheet has no name: named as pandas names it, never a clash
+    header = [h or f"Unnamed: {i}" for i, h in enumerate(header)]
     seen: dict[str, str] = {}
     for h in header:
         if h.lower() in seen:

@@ -1086,9 +1086,13 @@ def _execute(
 def _engine_lost(client, exc: BaseException) -> bool:
     """The failure of a future is the engine's (the client lost its scheduler: every pending future is
     cancelled), not the field's (a worker killed by its field: that field's error)."""
-    from asyncio import CancelledError
+    import asyncio
+    import concurrent.futures
 
-    return isinstance(exc, CancelledError) or getattr(client, "status", "running") not in ("running", "connecting")
+    # distributed's FutureCancelledError is a concurrent.futures.CancelledError (not asyncio's); while the client
+    # tries to reach a lost scheduler again its status is "connecting"
+    cancelled = isinstance(exc, (concurrent.futures.CancelledError, asyncio.CancelledError))
+    return cancelled or getattr(client, "status", "running") != "running"
 
 
 #: Housekeeping intervals of the local cluster's processes (scheduler, nannies, workers). Dask's
@@ -1353,7 +1357,7 @@ def _acquire_run_lock(out: Path) -> Path:
         tmp = out / f".{RUN_LOCK}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         tmp.write_text(f"{os.getpid()} {host}\n", encoding="utf-8")
         try:
-            os.link(tmp, lock)
+            _create_lock(tmp, lock, f"{os.getpid()} {host}\n")
         except FileExistsError:
             try:
                 ino = lock.stat().st_ino
@@ -1375,6 +1379,25 @@ def _acquire_run_lock(out: Path) -> Path:
             tmp.unlink(missing_ok=True)
         return lock
     raise InputError(out, f"cannot take the run lock {RUN_LOCK}")
+
+
+def _create_lock(tmp: Path, lock: Path, text: str) -> None:
+    """Create ``lock`` holding ``text``, or :class:`FileExistsError`: by a hard link of ``tmp`` (the lock never
+    exists empty), or where the file system has no hard links (FAT, exFAT, many SMB shares) by an exclusive
+    create."""
+    import errno
+
+    try:
+        os.link(tmp, lock)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV):
+            raise
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def _release_run_lock(lock: Path) -> None:

@@ -22,6 +22,10 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+#: click 8.2 raises this for a group called without a command; click 8.1 prints the help itself
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _PipeSafeStdout:
     """stdout that keeps working when its reader goes away (``fishcount analyze ... | head -1``): the rest of
     the output is dropped, the work goes on and the exit code stays the command's own."""
@@ -74,7 +78,7 @@ class _Group(click.Group):
         except (KeyboardInterrupt, click.exceptions.Abort):
             click.echo("fishcount: interrupted; finished work is kept: rerun the same command to resume", err=True)
             sys.exit(EXIT_INTERRUPTED)
-        except click.exceptions.NoArgsIsHelpError as exc:  # `fishcount` alone: the help, as click shows it
+        except _NO_ARGS_IS_HELP as exc:  # `fishcount` alone: the help, as click shows it (click >= 8.2)
             click.echo(exc.format_message(), err=True)
             sys.exit(exc.exit_code)
         except click.UsageError as exc:

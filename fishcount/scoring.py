@@ -92,8 +92,12 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
             continue
         blank = stripped.map(lambda v: str(v).lower() in _NA_WORDS)
         num = pd.to_numeric(stripped.where(~blank), errors="coerce")
-        if (num.notna() | blank).all() and not blank.all():
-            whole = not blank.any() and bool((num == num.round()).all())
+        # a number of more than 15 digits (an accession or barcode) is a name: as a float it would lose digits
+        long_ids = stripped.map(lambda v: isinstance(v, str) and len(re.sub(r"\D", "", v.split("e")[0].split("E")[0])) > 15)
+        if (num.notna() | blank).all() and not blank.all() and not long_ids.any():
+            finite = np.isfinite(num.to_numpy(dtype=float, na_value=np.nan))
+            whole = (not blank.any() and bool(finite.all()) and bool((num.abs() < 2 ** 53).all())
+                     and bool((num == num.round()).all()))
             out[col] = num.astype(np.int64) if whole else num.astype(float)
         else:
             out[col] = vals.where(~blank, np.nan)

@@ -73,10 +73,14 @@ def test_swap_in_folder_keeps_journals_and_never_loses_the_old_result(tmp_path, 
 
     if not exchange:  # a file system without RENAME_EXCHANGE (NFS): move aside, rename in, move back on failure
         monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)
-    final = _folder(tmp_path / "field01", nuclei__csv="old", review__ann__jsonl="edits")
-    _atomic.swap_in_folder(_folder(tmp_path / "new", nuclei__csv="new"), final)
-    assert (final / "nuclei.csv").read_text() == "new" and (final / "review.ann.jsonl").read_text() == "edits"
+    final = _folder(tmp_path / "field01", nuclei__csv="same", overlay__png="old", review__ann__jsonl="edits")
+    _atomic.swap_in_folder(_folder(tmp_path / "new", nuclei__csv="same", overlay__png="new"), final)
+    assert (final / "overlay.png").read_text() == "new" and (final / "review.ann.jsonl").read_text() == "edits"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["field01"]
+    # other nuclei: the journal no longer fits them; kept beside them as .stale
+    _atomic.swap_in_folder(_folder(tmp_path / "new", nuclei__csv="new"), final)
+    assert (final / "nuclei.csv").read_text() == "new" and (final / "review.ann.jsonl.stale").read_text() == "edits"
+    assert not (final / "review.ann.jsonl").exists()
     # the rename into place fails (a full disk, an I/O error): the previous result is where it was
     real = os.rename
 
@@ -89,7 +93,7 @@ def test_swap_in_folder_keeps_journals_and_never_loses_the_old_result(tmp_path, 
     monkeypatch.setattr(os, "rename", failing)
     with pytest.raises(OSError, match="Input/output error"):
         _atomic.swap_in_folder(_folder(tmp_path / "newer", nuclei__csv="newer"), final)
-    assert (final / "nuclei.csv").read_text() == "new" and (final / "review.ann.jsonl").exists()
+    assert (final / "nuclei.csv").read_text() == "new" and (final / "review.ann.jsonl.stale").exists()
     monkeypatch.setattr(os, "rename", real)
     # without overwrite an existing folder (another process wrote it meanwhile) is never replaced
     with pytest.raises(FileExistsError):

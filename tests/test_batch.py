@@ -535,7 +535,11 @@ def test_dask_workers_checked_before_any_work_and_a_lost_scheduler_stops_the_run
     with pytest.raises(batch.EngineError, match=r"the Dask scheduler has no worker after 0.1 s"):
         batch._check_workers(_FakeClient(no_workers=True), "tcp://s:8786")
     assert batch._engine_lost(_FakeClient(), CancelledError("scheduler-connection-lost"))
+    from distributed.client import FutureCancelledError  # what a real client raises: not asyncio's class
+
+    assert batch._engine_lost(_FakeClient(status="connecting"), FutureCancelledError("k", "scheduler-connection-lost"))
     assert batch._engine_lost(_FakeClient(status="closed"), RuntimeError("x"))
+    assert batch._engine_lost(_FakeClient(status="connecting"), RuntimeError("x"))  # reconnecting: the engine is gone
     assert not batch._engine_lost(_FakeClient(), RuntimeError("KilledWorker: the field's worker died"))
 
 
@@ -1264,9 +1268,19 @@ def test_a_rerun_that_redoes_a_field_keeps_its_review_journals(tmp_path):
     (field / "review.ann.jsonl").write_text('{"action": "confirm"}\n')
     (field / "nuclei.reviewed.ann.csv").write_text("label,call\n1,normal\n")
     r = run_batch(study, out, workers=1, params={"analyze": {"delay_s": 0.0, "x": 1}}, **FAKES)
-    assert r.n_done == 1  # the field was analysed again
+    assert r.n_done == 1  # the field was analysed again, to the same nuclei: the journal still fits
     assert (field / "review.ann.jsonl").read_text() == '{"action": "confirm"}\n'
     assert (field / "nuclei.reviewed.ann.csv").exists()
+    # analysed again to other nuclei: the journal no longer fits; kept as .stale (not replayed, not lost), so the
+    # run's other reviewed fields still rescore
+    (study / "P01" / "week00" / "field01.ome.tif").unlink()
+    _write_field(study / "P01" / "week00" / "field01.ome.tif", 99, rows=9)
+    r = run_batch(study, out, workers=1, params={"analyze": {"delay_s": 0.0, "x": 1}}, **FAKES)
+    assert r.n_done == 1 and not (field / "review.ann.jsonl").exists()
+    assert (field / "review.ann.jsonl.stale").read_text() == '{"action": "confirm"}\n'
+    assert (field / "nuclei.reviewed.ann.csv.stale").exists()
+    run_batch(study, out, workers=1, params={"analyze": {"delay_s": 0.0, "x": 2}}, **FAKES)
+    assert (field / "review.ann.jsonl.stale").exists()  # carried again, never lost
 
 
 def test_a_run_killed_mid_swap_gets_its_old_field_back(tmp_path):
@@ -1298,6 +1312,20 @@ def test_the_run_lock_has_one_holder_when_runs_start_together(tmp_path):
         for p in procs:
             p.join(60)
         assert sum(q.get(timeout=10) for _ in range(3)) == 1
+
+
+def test_the_run_lock_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    """FAT, exFAT and many SMB shares refuse link(): the lock is then created exclusively, as before."""
+    import errno
+
+    def no_links(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    lock = batch._acquire_run_lock(tmp_path)
+    assert lock.read_text().split()[0] == str(os.getpid())
+    batch._release_run_lock(lock)
+    assert not lock.exists() and list(tmp_path.iterdir()) == []
 
 
 def _take_lock(d, q, bar):

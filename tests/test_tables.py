@@ -118,3 +118,17 @@ def test_patient_ids_in_nfc_and_nfd_are_one_patient(tmp_path):
     c = _w(tmp_path, "c.csv", "patient,week,marrow_blasts_pct,pb_blasts_pct,hb_g_dl,anc_10e9_l,plt_10e9_l,"
                               f"rbc_units_8wk\n{nfd},0,12,0,9,1.5,120,0\n")
     assert list(read_clinical_csv(c)["patient"]) == [nfc]
+
+
+def test_number_columns_that_are_not_counts_and_spacer_columns(tmp_path):
+    """A 20-digit accession number stays text (as a float it loses digits; as an int it overflowed); inf in an
+    extra column is a float, not a crash; a spreadsheet's unnamed spacer columns are read, as pandas names them."""
+    from fishcount.response import classify_response, read_samples
+    from fishcount.scoring import read_table
+
+    d = read_table(_w(tmp_path, "t.csv", "patient,accession,ratio\nA,100000000000000000000,inf\nB,2,1\n"))
+    assert d["accession"].tolist() == ["100000000000000000000", "2"] and d["ratio"].tolist()[0] == float("inf")
+    s = _w(tmp_path, "s.csv", "patient,week,nuclei_scored,nuclei_abnormal,,,ratio\nP1,0,200,120,,,inf\n"
+                              "P1,16,200,2,,,1\n")
+    t = read_samples(s)
+    assert "Unnamed: 4" in t.columns and classify_response(t).patients["best_response"].iloc[0] == "major"
