@@ -193,7 +193,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _mkstemp_beside(path, f".{path.name}.", ".tmp")
+    try:  # a read-only folder or a full disk: the message names the file meant, not the temporary one
+        tmp = _mkstemp_beside(path, f".{path.name}.", ".tmp")
+    except OSError as exc:
+        raise _named(OSError(exc.errno, exc.strerror or str(exc)), path) from None
     try:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
@@ -216,7 +219,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     (tifffile, matplotlib, pyarrow); rename it over ``path`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _mkstemp_beside(path, f".{path.stem}.", path.suffix or ".tmp")
+    try:  # a read-only folder or a full disk: the message names the file meant, not the temporary one
+        tmp = _mkstemp_beside(path, f".{path.stem}.", path.suffix or ".tmp")
+    except OSError as exc:
+        raise _named(OSError(exc.errno, exc.strerror or str(exc)), path) from None
     try:
         yield Path(tmp)
         os.replace(tmp, path)

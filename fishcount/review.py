@@ -835,6 +835,8 @@ def append_journal(path: str | os.PathLike, edit: ReviewEdit) -> None:
         holds another number of edits than ``edit.seq - 1`` (another session wrote to it).
     """
     path = Path(path)
+    if not path.parent.is_dir():  # the field folder was moved or removed: never a journal in a new empty folder
+        raise InputError(path.parent, "the field folder is gone (moved or removed?); reopen the field where it is now")
     old = path.read_bytes() if path.exists() else b""
     if old and not old.endswith(b"\n"):
         raise InputError(path, "journal does not end with a complete line; refusing to append")

@@ -515,8 +515,10 @@ def test_review_actions_change_the_tally_exactly(make_napari_viewer, field_dir):
     assert sid not in set(layer.features["spot_id"])  # the layer follows
     # add it back at the cursor: del5q -> normal again
     y, x = float(egr1.loc[egr1["spot_id"] == sid, "y"].iloc[0]), float(egr1.loc[egr1["spot_id"] == sid, "x"].iloc[0])
-    viewer.cursor.position = (y * 0.16, x * 0.16)
     w.signal_box.setCurrentText("EGR1")
+    viewer.cursor.position = (0.0, 0.0)  # on the background: never counted in the current nucleus
+    assert not w.add_signal_at_cursor() and "is not inside nucleus" in w.last_error
+    viewer.cursor.position = (y * 0.16, x * 0.16)
     assert w.add_signal_at_cursor()
     assert w.state.nucleus(other)["call"] == "normal"
     check(2, 0, 1)
@@ -840,3 +842,28 @@ def test_review_blind_mode_hides_automated_exclusions_and_an_empty_field_says_so
     for act in (w.confirm, lambda: w.set_call("normal"), lambda: w.mark_unscorable("x"), w.restore,
                 w.add_signal_at_cursor):
         assert not act() and w.last_error == "no nucleus in this field"
+
+
+def test_review_refuses_edits_once_the_field_is_analysed_again_or_moved(make_napari_viewer, field_dir, tmp_path):
+    """A field re-analysed while open: the next edit is refused (it would be replayed onto other nuclei); a field
+    folder moved away: the edit is refused, not journalled into a new empty folder."""
+    import os
+    import time
+
+    viewer = make_napari_viewer()
+    w = _open_review(viewer, field_dir)
+    lab = int(w.state.nuclei["label"].iloc[0])
+    w.go_to(lab)
+    assert w.confirm()
+    time.sleep(0.01)
+    nuc = field_dir / "nuclei.csv"
+    nuc.write_text(nuc.read_text())  # analysed again (same content, new file)
+    os.utime(nuc, None)
+    w.go_to(lab)
+    assert not w.confirm() and "analysed again since it was opened" in w.last_error
+    w.open(field_dir)  # reopened: editing goes on
+    w.go_to(lab)
+    assert w.set_call("del5q")
+    moved = tmp_path / "archived"
+    field_dir.rename(moved)
+    assert not w.confirm() and "the field folder is gone" in w.last_error and not field_dir.exists()

@@ -11,6 +11,7 @@ Keyboard (viewer): ``c`` confirm and go to the next unreviewed nucleus, ``n`` ne
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,15 @@ from ._layers import META, label_colors, points_layers, scale_of, show_outlines
 #: damaged, out of focus, clumped nuclei are not scored); the box is editable.
 UNSCORABLE_REASONS = ("overlapping nuclei", "out of focus", "damaged nucleus", "clumped", "debris", "poor hybridisation")
 CURRENT_LAYER = "current nucleus"
+
+
+def _tables_signature(folder) -> tuple | None:
+    """Size and modification time of a field folder's tables: they change when the field is analysed again."""
+    try:
+        return tuple((st.st_size, st.st_mtime_ns, st.st_ino) for st in
+                     (os.stat(Path(folder) / n) for n in ("nuclei.csv", "spots.csv")))
+    except OSError:
+        return None
 
 
 class ReviewWidget(QWidget):
@@ -307,6 +317,7 @@ class ReviewWidget(QWidget):
             self._move_timer.stop()
             self.commit_pending_moves()
         self.state, self.folder, self.context = state, folder, ctx
+        self.tables_signature = _tables_signature(folder)  # an edit is refused once the field is re-analysed
         self.opened_reviewer = reviewer
         self.folder_edit.setText(str(self.study or folder))
         # (re)build the layers of this field in the reviewed state
@@ -407,6 +418,10 @@ class ReviewWidget(QWidget):
         from fishcount import review as rv
 
         try:
+            now = _tables_signature(self.folder)  # None: the folder is gone (append_journal says so)
+            if now is not None and now != getattr(self, "tables_signature", None):
+                raise ValueError(f"{self.folder}: the field was analysed again since it was opened; reopen it "
+                                 "(the journal must fit the tables on disk)")
             rv.append_journal(rv.journal_path(self.folder, self._reviewer()), new_state.edits[-1])
         except Exception as exc:  # noqa: BLE001 - the edit is dropped and the reviewer told
             self._fail(exc)
@@ -474,6 +489,10 @@ class ReviewWidget(QWidget):
         from fishcount import review as rv
 
         if not self._need_current():
+            return False
+        if "nuclei" in self.viewer.layers and self.label_at(y, x) != self.current:  # never counted in another one
+            self._fail(ValueError(f"({y:.0f}, {x:.0f}) is not inside nucleus {self.current}: put the cursor on it"),
+                       "not done")
             return False
         return self._do(lambda s: rv.add_signal(s, self.current, signal, float(y), float(x), self._reviewer()))
 
