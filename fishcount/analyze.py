@@ -1278,25 +1278,18 @@ def write_segmentation(seg, target: "str | os.PathLike", *, overwrite: bool = Fa
     """
     import tifffile
 
-    from ._atomic import _mkstemp_beside, commit_files
+    from ._atomic import staged_files
 
     target = Path(target)
     finals = [target / "labels.tif", target / "nuclei_qc.csv"]
     if not overwrite and any(f.exists() for f in finals):
         raise FishcountError(target, "outputs already exist; choose another --out folder or pass --overwrite")
+    lab = np.asarray(seg.labels)
+    dtype = np.uint16 if lab.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        tmps = [Path(_mkstemp_beside(f, f".{f.stem}.", f.suffix)) for f in finals]
-        lab = np.asarray(seg.labels)
-        dtype = np.uint16 if lab.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
-        try:
-            tifffile.imwrite(tmps[0], lab.astype(dtype), compression="zlib", metadata={"axes": "YX"})
-            seg.qc.to_csv(tmps[1], index=False)
-        except BaseException:
-            for t in tmps:
-                t.unlink(missing_ok=True)
-            raise
-        commit_files(list(zip(tmps, finals)), overwrite=overwrite)
+        with staged_files(finals, overwrite=overwrite) as (tif, csv):
+            tifffile.imwrite(tif, lab.astype(dtype), compression="zlib", metadata={"axes": "YX"})
+            seg.qc.to_csv(csv, index=False)
     except FileExistsError as exc:
         raise FishcountError(exc.filename or target, "outputs already exist; choose another --out folder or pass "
                                                      "--overwrite") from None

@@ -1421,15 +1421,9 @@ def _check_values(img: np.ndarray, what: str, source: str) -> None:
 
 
 def _check_pixel_size(pixel_size_um, source) -> float | None:
-    if pixel_size_um is None:
-        return None
-    try:
-        v = float(pixel_size_um)
-    except (TypeError, ValueError):
-        raise InputError(source, f"pixel size must be a number of µm, got {pixel_size_um!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise InputError(source, f"pixel size must be a positive number of µm, got {pixel_size_um!r}")
-    return v
+    from ._datafile import checked_um
+
+    return None if pixel_size_um is None else checked_um(pixel_size_um, "pixel size", source)
 
 
 # -------------------------------------------------------------------------------------------
