@@ -1567,9 +1567,9 @@ def run_batch(
         load_criteria(criteria)
     cut_by_id = None
     if score is None or respond is None:  # bad cut-offs fail now, not after every field was analysed
-        from .cutoffs import cutoffs_by_panel
+        from .cutoffs import cutoffs_argument, cutoffs_by_panel
 
-        cutoffs = _cutoffs_arg(cutoffs)
+        cutoffs = cutoffs_argument(cutoffs)
         ids = sorted({p.id for p in panels.values()})
         cut_by_id = cutoffs_by_panel(cutoffs, ids, "--cutoffs", " (the study's panel); give that panel's cut-offs"
                                      if len(ids) == 1 else " (the study's panels); give each panel's cut-offs")
@@ -1811,14 +1811,6 @@ def _cutoffs_info(cutoffs) -> list[dict]:
         sha = hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else ""
         out.append({"path": str(path) if path else "", "panel": cs.panel, "validated": cs.validated, "sha256": sha})
     return out
-
-
-def _cutoffs_arg(cutoffs):
-    """``run_batch(cutoffs=)``: None, one file, or several (a sequence: one per panel); one item is one file."""
-    if cutoffs is None or isinstance(cutoffs, (str, os.PathLike)):
-        return cutoffs
-    items = list(cutoffs)
-    return None if not items else (items[0] if len(items) == 1 else items)
 
 
 def _respond(samples: pd.DataFrame, criteria: str | None, cutoffs, respond: Callable | None,

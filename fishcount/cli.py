@@ -601,12 +601,6 @@ def cohort_cmd(response_csv, covariates_csv, group_by, response_column, panel, o
         click.echo(f"wrote {', '.join(str(out / n) for n in targets)}")
 
 
-def _cutoffs_given(values) -> "str | list[str] | None":
-    """A repeated ``--cutoffs``: None, one file, or one per panel (:func:`fishcount.cutoffs.cutoffs_by_panel`)."""
-    files = [str(v) for v in values or ()]
-    return None if not files else (files[0] if len(files) == 1 else files)
-
-
 # --- cutoff: laboratory cut-offs from normal controls (fishcount.cutoffs) --------------------
 @main.command("cutoff")
 @click.argument("controls", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -673,7 +667,9 @@ def response_cmd(samples, criteria, cutoffs, endpoint_week, window_weeks, no_plo
     from .response import classify_response, read_samples, write_response
 
     table = read_samples(samples)
-    res = classify_response(table, criteria, _cutoffs_given(cutoffs), endpoint_week=endpoint_week,
+    from .cutoffs import cutoffs_argument
+
+    res = classify_response(table, criteria, cutoffs_argument(cutoffs), endpoint_week=endpoint_week,
                             endpoint_window_weeks=window_weeks, source=str(samples))
     if clinical_csv is not None:  # clinical response from supplied values (fishcount.clinical)
         from .clinical import attach_clinical, format_clinical, write_clinical
@@ -759,7 +755,7 @@ def run_cmd(folder, out_dir, manifest, panel, channels, axes, pixel_size_um, cri
     if read:
         params["read"] = read
     res = run_batch(folder, out_dir, manifest=manifest, panel=panel, workers=workers, scheduler=scheduler,
-                    params=params, criteria=criteria, cutoffs=_cutoffs_given(cutoffs), pool_thresholds=pool_thresholds,
+                    params=params, criteria=criteria, cutoffs=cutoffs, pool_thresholds=pool_thresholds,
                     report=not no_report, quiet=quiet, settings=settings_file)
     if not quiet:
         click.echo(f"{res.n_fields} fields: {res.n_done} analysed, {res.n_skipped} already done, "
@@ -1048,7 +1044,9 @@ def review_samples_cmd(run_dir: Path, reviewer: str, cutoffs: tuple[str, ...]) -
     """
     from .review import write_reviewed_response, write_reviewed_samples
 
-    cutoffs = _cutoffs_given(cutoffs)
+    from .cutoffs import cutoffs_argument
+
+    cutoffs = cutoffs_argument(cutoffs)
     path, fields = write_reviewed_samples(run_dir, reviewer, cutoffs=cutoffs)
     click.echo(f"{path} ({len(fields)} reviewed field(s): {', '.join(fields)})")
     click.echo(write_reviewed_response(run_dir, reviewer, cutoffs=cutoffs))

@@ -506,6 +506,15 @@ def check_cutoffs_panel(cs: CutoffSet, panel_ids, source: str, context: str = ""
         raise InputError(cs.path or source, f"cut-offs are for panel {cs.panel!r}, not {other[0]!r}{context}")
 
 
+def cutoffs_argument(value):
+    """The ``cutoffs`` a caller gave, as :func:`cutoffs_by_panel` takes them: None, one file or set as is; a
+    sequence (a repeated ``--cutoffs``) as None when empty, its one item, or a list (one per panel)."""
+    if value is None or isinstance(value, (str, PathLike, CutoffSet)):
+        return value
+    items = [str(v) if isinstance(v, PathLike) else v for v in value]
+    return None if not items else (items[0] if len(items) == 1 else items)
+
+
 def cutoffs_by_panel(cutoffs: "CutoffSet | str | PathLike | Sequence[CutoffSet | str | PathLike] | None",
                      panel_ids, source: str = "", context: str = "") -> dict[str, CutoffSet]:
     """The cut-offs of each panel of a study: ``{panel id: CutoffSet}``.
