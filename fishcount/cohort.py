@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._datafile import checked_level, is_blank, patient_id, read_csv_text
+from ._datafile import checked_level, csv_lines, is_blank, patient_id, read_csv_text
 from .errors import InputError
 from .scoring import FISH_CAVEAT as _SCORING_CAVEAT
 
@@ -124,9 +124,9 @@ def _lined(df: pd.DataFrame) -> pd.DataFrame:
     """A copy whose index makes ``line {i + 2}`` right: a table read by :func:`fishcount._datafile.read_csv_text` keeps its line numbers; a
     DataFrame given in Python is numbered by row (line 2 = its first row, as in a CSV written without the index),
     whatever its own index (patient ids, a filtered selection)."""
-    if df.attrs.get("csv_lines"):
-        return df.copy()
-    return df.reset_index(drop=True)
+    out = df.copy()
+    out.index = csv_lines(df) - 2  # the one rule of fishcount._datafile.csv_lines
+    return out
 
 
 def _check_patients(df: pd.DataFrame, source: str) -> pd.DataFrame:
